@@ -1,0 +1,1 @@
+"""Guanxi: an async JSON API for customer relationship management."""

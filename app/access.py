@@ -1,0 +1,94 @@
+"""Roles, scopes and the caller's context that every service receives."""
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+Visibility = Literal["own", "team", "all"]
+
+
+class Scope(StrEnum):
+    CUSTOMERS_READ = "customers:read"
+    CUSTOMERS_WRITE = "customers:write"
+    CUSTOMERS_DELETE = "customers:delete"
+    CUSTOMERS_PII = "customers:pii"
+    CUSTOM_FIELDS_WRITE = "custom_fields:write"
+    AUDIT_READ = "audit:read"
+    USERS_READ = "users:read"
+    USERS_WRITE = "users:write"
+    API_KEYS_WRITE = "api_keys:write"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MANAGER = "manager"
+    SALES = "sales"
+    SUPPORT = "support"
+    READONLY = "readonly"
+
+
+ALL_SCOPES = frozenset(Scope)
+
+ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
+    Role.ADMIN: ALL_SCOPES,
+    Role.MANAGER: frozenset(
+        {
+            Scope.CUSTOMERS_READ,
+            Scope.CUSTOMERS_WRITE,
+            Scope.CUSTOMERS_DELETE,
+            Scope.CUSTOMERS_PII,
+            Scope.AUDIT_READ,
+            Scope.USERS_READ,
+        }
+    ),
+    Role.SALES: frozenset({Scope.CUSTOMERS_READ, Scope.CUSTOMERS_WRITE, Scope.CUSTOMERS_PII, Scope.USERS_READ}),
+    Role.SUPPORT: frozenset(
+        {Scope.CUSTOMERS_READ, Scope.CUSTOMERS_WRITE, Scope.CUSTOMERS_PII, Scope.AUDIT_READ, Scope.USERS_READ}
+    ),
+    Role.READONLY: frozenset({Scope.CUSTOMERS_READ, Scope.USERS_READ}),
+}
+
+ROLE_VISIBILITY: dict[Role, Visibility] = {
+    Role.ADMIN: "all",
+    Role.MANAGER: "team",
+    Role.SALES: "own",
+    Role.SUPPORT: "all",
+    Role.READONLY: "all",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the workspace every query is scoped to, and what they may see and do."""
+
+    workspace_id: uuid.UUID
+    actor_type: Literal["user", "api_key", "system"]
+    actor_id: uuid.UUID | None
+    scopes: frozenset[str]
+    visibility: Visibility
+    user_id: uuid.UUID | None = None
+    team_id: uuid.UUID | None = None
+
+    def can(self, scope: Scope) -> bool:
+        return scope in self.scopes
+
+    @property
+    def actor(self) -> dict[str, str | None]:
+        return {"type": self.actor_type, "id": str(self.actor_id) if self.actor_id else None}
+
+
+def user_caller(*, workspace_id: uuid.UUID, user_id: uuid.UUID, role: Role, team_id: uuid.UUID | None) -> Caller:
+    return Caller(
+        workspace_id=workspace_id,
+        actor_type="user",
+        actor_id=user_id,
+        scopes=frozenset(ROLE_SCOPES[role]),
+        visibility=ROLE_VISIBILITY[role],
+        user_id=user_id,
+        team_id=team_id,
+    )
+
+
+def system_caller(workspace_id: uuid.UUID) -> Caller:
+    return Caller(workspace_id=workspace_id, actor_type="system", actor_id=None, scopes=ALL_SCOPES, visibility="all")

@@ -1,0 +1,203 @@
+"""The `guanxi` command: serve, migrate, embedded database control, workspaces, keys and demo data."""
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import embedded_db, migrations
+from app.access import Scope
+from app.db import create_engine, create_sessionmaker, resolve_database_url
+from app.settings import get_settings
+
+cli = typer.Typer(help="Guanxi CRM API.", no_args_is_help=True, add_completion=False)
+db_cli = typer.Typer(help="The embedded PostgreSQL server (used when DATABASE_URL is unset).")
+cli.add_typer(db_cli, name="db")
+console = Console()
+
+DEMO_SLUG = "demo"
+DEMO_EMAIL = "admin@demo.guanxi.dev"
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    demo: Annotated[bool, typer.Option(help="Create the demo workspace on first start.")] = True,
+) -> None:
+    """Migrate, create the demo workspace on first start, and serve the API."""
+    from app.main import create_app
+
+    settings = get_settings()
+    url = resolve_database_url(settings)
+    migrations.upgrade(url)
+    if demo:
+        _print_demo(asyncio.run(_ensure_demo(url)), host, port)
+    uvicorn.run(create_app(settings, database_url=url), host=host, port=port, log_config=None, access_log=False)
+
+
+@cli.command()
+def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Upgrade the database schema (downgrade with a revision below the current one)."""
+    url = resolve_database_url(get_settings(), stop_embedded_at_exit=False)
+    migrations.upgrade(url, revision)
+    console.print(f"[green]migrated to {revision}")
+
+
+@cli.command("create-workspace")
+def create_workspace(
+    slug: str,
+    name: str,
+    admin_email: Annotated[str, typer.Option(help="Email of the first admin.")],
+    admin_password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Create a workspace (tenant) and its first admin user."""
+
+    async def run(url: str) -> str:
+        from app.services import workspaces
+
+        async with _session(url) as session:
+            workspace, _ = await workspaces.create(
+                session, slug=slug, name=name, admin_email=admin_email, admin_password=admin_password
+            )
+            await session.commit()
+            return str(workspace.id)
+
+    workspace_id = asyncio.run(run(resolve_database_url(get_settings(), stop_embedded_at_exit=False)))
+    console.print(f"[green]workspace {slug} created: {workspace_id}")
+
+
+@cli.command("create-api-key")
+def create_api_key(
+    workspace: Annotated[str, typer.Argument(help="Workspace slug.")],
+    name: Annotated[str, typer.Option(help="What the key is for.")],
+    scope: Annotated[list[Scope] | None, typer.Option(help="Repeat per scope; default all.")] = None,
+) -> None:
+    """Create an API key and print it once."""
+
+    async def run(url: str) -> str:
+        from app.services import api_keys, workspaces
+
+        async with _session(url) as session:
+            found = await workspaces.find_by_slug(session, workspace)
+            if found is None:
+                raise typer.BadParameter(f"no workspace '{workspace}'")
+            _, key = await api_keys.issue(session, found.id, name=name, scopes=scope or list(Scope))
+            await session.commit()
+            return key
+
+    key = asyncio.run(run(resolve_database_url(get_settings(), stop_embedded_at_exit=False)))
+    console.print(f"API key (shown once): [bold]{key}")
+
+
+@cli.command("seed-demo")
+def seed_demo(
+    customers: Annotated[int, typer.Option(help="How many demo customers to add.")] = 200,
+) -> None:
+    """Create the demo workspace if missing and add demo customers to it."""
+    from app.demo import seed_customers
+
+    url = resolve_database_url(get_settings(), stop_embedded_at_exit=False)
+    migrations.upgrade(url)
+    credentials = asyncio.run(_ensure_demo(url))
+
+    async def run() -> int:
+        async with _session(url) as session:
+            added = await seed_customers(session, DEMO_SLUG, customers)
+            await session.commit()
+            return added
+
+    added = asyncio.run(run())
+    _print_demo(credentials, "127.0.0.1", 8000)
+    console.print(f"[green]{added} demo customers added")
+
+
+@db_cli.command("start")
+def db_start() -> None:
+    """Start the embedded server and leave it running."""
+    server = embedded_db.start(get_settings().data_dir, stop_at_exit=False)
+    server.ensure_database(embedded_db.DEFAULT_DATABASE)
+    console.print(f"embedded PostgreSQL running: DATABASE_URL={server.url()}")
+
+
+@db_cli.command("stop")
+def db_stop() -> None:
+    """Stop the embedded server."""
+    stopped = embedded_db.stop(get_settings().data_dir)
+    console.print("stopped" if stopped else "not running")
+
+
+@db_cli.command("status")
+def db_status() -> None:
+    """Say whether the embedded server is running."""
+    settings = get_settings()
+    running = embedded_db.is_running(settings.data_dir)
+    console.print(
+        f"embedded PostgreSQL at {embedded_db.pgdata_path(settings.data_dir)}: {'running' if running else 'stopped'}"
+    )
+    raise typer.Exit(0 if running else 3)
+
+
+@asynccontextmanager
+async def _session(url: str) -> AsyncIterator[AsyncSession]:
+    engine = create_engine(url, get_settings())
+    try:
+        async with create_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        await engine.dispose()
+
+
+def _credentials_file() -> Path:
+    return get_settings().data_dir / "demo-credentials.json"
+
+
+async def _ensure_demo(url: str) -> dict[str, str]:
+    """First start: a demo workspace, its admin and an admin API key, kept in the data folder so later
+    starts can print them again. Nothing is created when the workspace exists."""
+    from app.models import Workspace
+    from app.services import api_keys, workspaces
+
+    path = _credentials_file()
+    async with _session(url) as session:
+        exists = await session.scalar(select(func.count()).where(Workspace.slug == DEMO_SLUG))
+        if exists:
+            return dict(json.loads(path.read_text())) if path.exists() else {}
+        password = secrets.token_urlsafe(12)
+        workspace, admin = await workspaces.create(
+            session, slug=DEMO_SLUG, name="Demo workspace", admin_email=DEMO_EMAIL, admin_password=password
+        )
+        _, key = await api_keys.issue(
+            session, workspace.id, name="demo admin key", scopes=list(Scope), created_by=admin.id
+        )
+        await session.commit()
+    credentials = {"workspace": DEMO_SLUG, "email": DEMO_EMAIL, "password": password, "api_key": key}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(credentials, indent=2))
+    path.chmod(0o600)
+    return credentials
+
+
+def _print_demo(credentials: dict[str, str], host: str, port: int) -> None:
+    base = f"http://{host}:{port}"
+    console.rule("Guanxi")
+    console.print(f"API docs:   {base}/docs")
+    if credentials:
+        console.print(f"Workspace:  {credentials['workspace']}")
+        console.print(f"Admin:      {credentials['email']} / {credentials['password']}")
+        console.print(f"API key:    {credentials['api_key']}")
+        console.print(f"Try:        curl -H 'X-API-Key: {credentials['api_key']}' {base}/api/v1/customers")
+    console.rule()
+
+
+def main() -> None:
+    cli()

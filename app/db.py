@@ -1,0 +1,43 @@
+"""Engine, sessions and the choice of database (DATABASE_URL or the embedded server)."""
+
+import os
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app import embedded_db
+from app.settings import Settings
+
+
+def resolve_database_url(settings: Settings, *, stop_embedded_at_exit: bool = True) -> str:
+    """DATABASE_URL when set; otherwise start the embedded server and use its `guanxi` database."""
+    if settings.database_url:
+        return settings.database_url
+    server = embedded_db.start(settings.data_dir, stop_at_exit=stop_embedded_at_exit)
+    server.ensure_database(embedded_db.DEFAULT_DATABASE)
+    url = server.url()
+    # Child processes (uvicorn reloaders, alembic) see the same database.
+    os.environ["DATABASE_URL"] = url
+    return url
+
+
+def create_engine(url: str, settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_pre_ping=settings.db_pre_ping,
+        connect_args={
+            "timeout": settings.db_connect_timeout_seconds,
+            # A statement that outlives the server-side timeout is also cut client-side.
+            "command_timeout": settings.statement_timeout_ms / 1000 + 2,
+            "server_settings": {
+                "statement_timeout": str(settings.statement_timeout_ms),
+                "application_name": "guanxi",
+            },
+        },
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

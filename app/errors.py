@@ -1,0 +1,71 @@
+"""Domain errors raised by services; `app.problems` turns each into RFC 9457 problem+json."""
+
+import uuid
+from typing import Any, ClassVar
+
+
+class DomainError(Exception):
+    status: ClassVar[int] = 400
+    title: ClassVar[str] = "Bad request"
+    slug: ClassVar[str] = "bad-request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class Unauthorized(DomainError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+
+class Forbidden(DomainError):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class NotFound(DomainError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Conflict(DomainError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class DuplicateCustomer(Conflict):
+    title, slug = "Duplicate customer", "duplicate-customer"
+
+    def __init__(self, detail: str, *, existing_id: uuid.UUID, field: str) -> None:
+        super().__init__(detail, existing_id=str(existing_id), field=field)
+
+
+class IdempotencyInProgress(Conflict):
+    title, slug = "Request in progress", "idempotency-in-progress"
+
+
+class PreconditionFailed(DomainError):
+    status, title, slug = 412, "Precondition failed", "precondition-failed"
+
+
+class PayloadTooLarge(DomainError):
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class ValidationFailed(DomainError):
+    """422 with field errors: `errors=[{"loc": [...], "msg": ..., "type": ...}]`."""
+
+    status, title, slug = 422, "Validation failed", "validation-failed"
+
+    def __init__(self, detail: str, *, loc: list[str | int], error_type: str = "value_error") -> None:
+        super().__init__(detail, errors=[{"loc": loc, "msg": detail, "type": error_type}])
+
+
+class IdempotencyKeyReused(DomainError):
+    status, title, slug = 422, "Idempotency key reused", "idempotency-key-reused"
+
+
+class PreconditionRequired(DomainError):
+    status, title, slug = 428, "Precondition required", "precondition-required"
+
+
+class ServiceUnavailable(DomainError):
+    status, title, slug = 503, "Service unavailable", "service-unavailable"

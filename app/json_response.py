@@ -1,0 +1,35 @@
+"""The one JSON encoder of the service: orjson, UUIDs and datetimes as RFC 3339 strings."""
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+
+def _default(value: Any) -> Any:
+    # asyncpg returns its own UUID subclass, which orjson does not take as a UUID.
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(content: Any) -> bytes:
+    return orjson.dumps(content, default=_default, option=orjson.OPT_UTC_Z)
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
+def json_response(
+    content: Any, *, status_code: int = 200, etag: int | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    all_headers = dict(headers or {})
+    if etag is not None:
+        all_headers["ETag"] = f'"{etag}"'
+    return Response(dumps(content), status_code=status_code, headers=all_headers, media_type="application/json")

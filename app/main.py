@@ -1,0 +1,60 @@
+"""The application factory."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from fastapi import FastAPI
+
+from app import logs, problems
+from app.db import create_engine, create_sessionmaker, resolve_database_url
+from app.json_response import JSONResponse
+from app.middleware import RequestContextMiddleware
+from app.paths import ALEMBIC_INI
+from app.routers import health, v1
+from app.settings import Settings, get_settings
+
+DESCRIPTION = """
+Guanxi keeps the customer file and the work around it.
+
+* **Auth**: `Authorization: Bearer <JWT>` from `POST /api/v1/auth/token`, or `X-API-Key: gx_…`.
+* **Errors**: RFC 9457 `application/problem+json`.
+* **Lists**: `?limit=1..100&cursor=…`, answered as `{"items": [...], "next_cursor": ...}`.
+* **Writes**: `ETag` on every resource; `If-Match` on PATCH/DELETE; `Idempotency-Key` on creates.
+"""
+
+
+def migration_head() -> str:
+    head = ScriptDirectory.from_config(Config(str(ALEMBIC_INI))).get_current_head()
+    assert head is not None
+    return head
+
+
+def create_app(settings: Settings | None = None, *, database_url: str | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logs.configure(settings.log_level)
+    url = database_url or resolve_database_url(settings)
+    engine = create_engine(url, settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Guanxi",
+        version="1.0.0",
+        description=DESCRIPTION,
+        default_response_class=JSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.sessions = create_sessionmaker(engine)
+    app.state.readers = create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    app.state.migration_head = migration_head()
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(v1.router)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,26 @@
+"""SQLAlchemy tables; importing this package registers every table on `Base.metadata`."""
+
+from app.models.api_key import ApiKey
+from app.models.audit import AuditEntry
+from app.models.base import Base
+from app.models.custom_field import CustomFieldDefinition
+from app.models.customer import Customer, CustomerCodeCounter, CustomerIdentity
+from app.models.idempotency import IdempotencyRecord
+from app.models.outbox import OutboxEvent
+from app.models.user import Team, User
+from app.models.workspace import Workspace
+
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "Base",
+    "CustomFieldDefinition",
+    "Customer",
+    "CustomerCodeCounter",
+    "CustomerIdentity",
+    "IdempotencyRecord",
+    "OutboxEvent",
+    "Team",
+    "User",
+    "Workspace",
+]

@@ -1,0 +1,23 @@
+"""The transactional outbox: domain events written in the same transaction as the change."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKeyConstraint, Index, String, func, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, TenantKey
+
+
+class OutboxEvent(TenantKey, Base):
+    __tablename__ = "outbox_events"
+    __table_args__ = (
+        ForeignKeyConstraint(["workspace_id"], ["workspaces.id"], ondelete="CASCADE"),
+        Index("ix_outbox_events_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+    )
+
+    type: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    actor: Mapped[dict[str, Any]]
+    data: Mapped[dict[str, Any]]
+    published_at: Mapped[datetime | None]

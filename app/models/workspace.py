@@ -1,0 +1,22 @@
+"""Workspaces: the tenants every other row belongs to."""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import String, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.ids import new_id
+from app.models.base import Base
+
+DEFAULT_CUSTOMER_CODE_PATTERN = "KH-{yyyy}-{seq:06}"
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    customer_code_pattern: Mapped[str] = mapped_column(String(64), server_default=DEFAULT_CUSTOMER_CODE_PATTERN)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,0 +1,1 @@
+"""HTTP routes: parse, authenticate, call one service function, shape the response."""

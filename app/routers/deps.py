@@ -1,0 +1,118 @@
+"""Request-scoped dependencies: the unit of work, the reader, the caller, If-Match and Idempotency-Key."""
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.access import Caller, Role, Scope, user_caller
+from app.errors import Forbidden, PreconditionFailed, PreconditionRequired, Unauthorized, ValidationFailed
+from app.services import api_keys, tokens
+from app.settings import get_settings
+
+
+async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed before the response leaves: a failed commit is an
+    error response, never a 2xx for a lost write (the dependency runs with scope="function")."""
+    async with request.app.state.sessions() as session:
+        yield session
+        await session.commit()
+
+
+async def reader(request: Request) -> AsyncIterator[AsyncSession]:
+    """Autocommit session for reads: no BEGIN/COMMIT round trips around a single SELECT."""
+    async with request.app.state.readers() as session:
+        yield session
+
+
+Session = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]
+Reader = Annotated[AsyncSession, Depends(reader, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="JWT access token from `POST /api/v1/auth/token`.")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key `gx_…` from an admin.")
+
+
+async def authenticate(
+    security_scopes: SecurityScopes,
+    session: Reader,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Caller:
+    if api_key:
+        caller = await api_keys.authenticate(session, api_key)
+    elif bearer:
+        claims = tokens.verify(get_settings(), bearer.credentials, expected_type="access")
+        caller = user_caller(
+            workspace_id=_uuid(claims["ws"]),
+            user_id=_uuid(claims["sub"]),
+            role=Role(claims["role"]),
+            team_id=_uuid(claims["team"]) if claims.get("team") else None,
+        )
+    else:
+        raise Unauthorized("Send a bearer token or an X-API-Key header.")
+    missing = sorted(scope for scope in security_scopes.scopes if scope not in caller.scopes)
+    if missing:
+        raise Forbidden(f"This needs the scope(s): {', '.join(missing)}.", missing_scopes=missing)
+    return caller
+
+
+def _uuid(value: str) -> uuid.UUID:
+    return uuid.UUID(value)
+
+
+def _caller(*scopes: Scope) -> Any:
+    return Security(authenticate, scopes=[s.value for s in scopes])
+
+
+AnyCaller = Annotated[Caller, _caller()]
+CustomersRead = Annotated[Caller, _caller(Scope.CUSTOMERS_READ)]
+CustomersWrite = Annotated[Caller, _caller(Scope.CUSTOMERS_WRITE)]
+CustomersDelete = Annotated[Caller, _caller(Scope.CUSTOMERS_DELETE)]
+CustomFieldsWrite = Annotated[Caller, _caller(Scope.CUSTOM_FIELDS_WRITE)]
+AuditRead = Annotated[Caller, _caller(Scope.CUSTOMERS_READ, Scope.AUDIT_READ)]
+UsersRead = Annotated[Caller, _caller(Scope.USERS_READ)]
+UsersWrite = Annotated[Caller, _caller(Scope.USERS_WRITE)]
+ApiKeysWrite = Annotated[Caller, _caller(Scope.API_KEYS_WRITE)]
+
+_ETAG = re.compile(r'^(?:W/)?"?(\d{1,10})"?$')
+
+
+def expected_version(
+    if_match: Annotated[
+        str | None, Header(description="The ETag of the version you read; required.", max_length=64)
+    ] = None,
+) -> int:
+    if if_match is None:
+        raise PreconditionRequired("Send If-Match with the ETag you read.")
+    match = _ETAG.match(if_match.strip())
+    if match is None:
+        raise PreconditionFailed("If-Match does not name a version of this resource.")
+    return int(match.group(1))
+
+
+IfMatch = Annotated[int, Depends(expected_version)]
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Makes a create safe to retry: the first response is replayed.",
+        ),
+    ] = None,
+) -> str | None:
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise ValidationFailed(
+            "Idempotency-Key must be 1-255 visible ASCII characters.", loc=["header", "Idempotency-Key"]
+        )
+    return key
+
+
+IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]

@@ -1,0 +1,76 @@
+"""Response helpers for routes: declared error responses, ETags, and idempotent creates."""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from app.access import Caller
+from app.json_response import dumps, json_response
+from app.problems import PROBLEM_MEDIA_TYPE
+from app.schemas.common import Problem
+from app.services import idempotency
+
+_DESCRIPTIONS = {
+    400: "Malformed request",
+    401: "Missing or invalid credentials",
+    403: "Authenticated, but not allowed",
+    404: "Not found in the caller's workspace (ids of other workspaces included)",
+    409: "Conflict (a duplicate names the existing record in `existing_id`)",
+    412: "If-Match does not match the current version",
+    413: "Body larger than the limit",
+    422: "Invalid input; `errors` lists each bad field",
+    428: "If-Match is required",
+    503: "Database unavailable; retry after `Retry-After` seconds",
+}
+
+AUTH_ERRORS = (401, 403, 422, 503)
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI error responses; every authenticated route also lists 401, 403, 422 and 503."""
+    return {
+        status: {"model": Problem, "description": _DESCRIPTIONS[status], "content": {PROBLEM_MEDIA_TYPE: {}}}
+        for status in sorted({*statuses, *AUTH_ERRORS})
+    }
+
+
+def resource_response(content: dict[str, Any], *, status_code: int = 200, location: str | None = None) -> Response:
+    """A single resource with its version as the ETag."""
+    headers = {"Location": location} if location else None
+    return json_response(content, status_code=status_code, etag=content.get("version"), headers=headers)
+
+
+async def idempotent(
+    request: Request,
+    session: AsyncSession,
+    ctx: Caller,
+    key: str | None,
+    create: Callable[[], Awaitable[idempotency.StoredResponse]],
+) -> Response:
+    """Run `create` once per Idempotency-Key; a repeat gets the stored response."""
+    if key is None:
+        return _render(await create(), replayed=False)
+    fingerprint = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    stored = await idempotency.claim(session, ctx, key, fingerprint)
+    if stored is not None:
+        return _render(stored, replayed=True)
+    stored = await create()
+    idempotency.remember(session, ctx, key, fingerprint, stored)
+    return _render(stored, replayed=False)
+
+
+def stored(status_code: int, content: Any, headers: dict[str, str] | None = None) -> idempotency.StoredResponse:
+    return idempotency.StoredResponse(status_code=status_code, headers=headers or {}, body=orjson.loads(dumps(content)))
+
+
+def _render(response: idempotency.StoredResponse, *, replayed: bool) -> Response:
+    headers = dict(response.headers)
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(
+        dumps(response.body), status_code=response.status_code, headers=headers, media_type="application/json"
+    )

@@ -1,0 +1,9 @@
+"""Version 1 of the API, mounted at /api/v1."""
+
+from fastapi import APIRouter
+
+from app.routers.v1 import api_keys, auth, custom_fields, customers, users
+
+router = APIRouter(prefix="/api/v1")
+for module in (auth, customers, custom_fields, users, api_keys):
+    router.include_router(module.router)

@@ -1,0 +1,49 @@
+"""Token exchange: /api/v1/auth/token."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+from starlette.responses import Response
+
+from app.access import Role
+from app.json_response import json_response
+from app.models import User
+from app.routers.deps import Session
+from app.routers.responses import errors
+from app.schemas.auth import PasswordGrant, TokenOut, TokenRequest
+from app.services import tokens, users
+from app.settings import Settings, get_settings
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post("/token", response_model=TokenOut, responses=errors(), summary="Sign in or refresh")
+async def issue_token(request: Annotated[TokenRequest, Body()], session: Session) -> Response:
+    """`grant_type=password` with workspace slug, email and password, or `grant_type=refresh_token`.
+    Access tokens last `GUANXI_ACCESS_TOKEN_MINUTES`; a refresh re-reads the user, so a deactivated
+    user or a changed role takes effect at the next refresh."""
+    settings = get_settings()
+    if isinstance(request, PasswordGrant):
+        user = await users.authenticate(
+            session, workspace_slug=request.workspace, email=request.email, password=request.password
+        )
+    else:
+        claims = tokens.verify(settings, request.refresh_token, expected_type="refresh")
+        user = await users.get_active(session, uuid.UUID(claims["ws"]), uuid.UUID(claims["sub"]))
+    access, lifetime = _token(settings, user, "access")
+    refresh, _ = _token(settings, user, "refresh")
+    return json_response(
+        {"access_token": access, "refresh_token": refresh, "token_type": "bearer", "expires_in": lifetime}
+    )
+
+
+def _token(settings: Settings, user: User, token_type: tokens.TokenType) -> tuple[str, int]:
+    return tokens.issue(
+        settings,
+        token_type=token_type,
+        user_id=user.id,
+        workspace_id=user.workspace_id,
+        role=Role(user.role),
+        team_id=user.team_id,
+    )

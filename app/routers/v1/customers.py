@@ -1,0 +1,223 @@
+"""Customer routes: /api/v1/customers."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from app.errors import ValidationFailed
+from app.json_response import json_response
+from app.routers.deps import (
+    AuditRead,
+    CustomersDelete,
+    CustomersRead,
+    CustomersWrite,
+    IdempotencyKey,
+    IfMatch,
+    Reader,
+    Session,
+)
+from app.routers.responses import errors, idempotent, resource_response, stored
+from app.schemas.common import Tag
+from app.schemas.customer import (
+    AuditPage,
+    BatchCreate,
+    BatchResponse,
+    BatchResult,
+    BatchUpdate,
+    CustomerCreate,
+    CustomerOut,
+    CustomerPage,
+    CustomerPatch,
+)
+from app.services import audit, customer_batches, customers
+from app.services.customer_output import present
+from app.services.customer_search import CustomerQuery, SortKey, list_customers
+from app.services.idempotency import StoredResponse
+
+router = APIRouter(prefix="/customers", tags=["customers"])
+
+CustomerId = Annotated[uuid.UUID, "customer id"]
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100.")]
+Cursor = Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page.")]
+CUSTOM_FILTER_PREFIX = "custom."
+
+
+def customer_query(
+    request: Request,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+    sort: Annotated[SortKey, Query(description="Sort key; `-` for descending.")] = "-created_at",
+    q: Annotated[
+        str | None,
+        Query(min_length=1, max_length=100, description="Search name, code, phone or email (partial, fuzzy)."),
+    ] = None,
+    tag: Annotated[list[Tag] | None, Query(max_length=20, description="Has every tag given.")] = None,
+    owner_id: uuid.UUID | None = None,
+    city: Annotated[str | None, Query(max_length=100)] = None,
+    source: Annotated[str | None, Query(max_length=64)] = None,
+    kind: Literal["individual", "company"] | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    deleted: Annotated[
+        Literal["exclude", "only"], Query(description="`only` lists soft-deleted customers (to restore).")
+    ] = "exclude",
+) -> CustomerQuery:
+    """Also takes `custom.<key>=<value>` to filter on a custom field."""
+    custom = {
+        key[len(CUSTOM_FILTER_PREFIX) :]: value
+        for key, value in request.query_params.multi_items()
+        if key.startswith(CUSTOM_FILTER_PREFIX)
+    }
+    for key, value in [*custom.items(), ("q", q or ""), ("city", city or ""), ("source", source or "")]:
+        if "\x00" in key or "\x00" in value or len(value) > 200:
+            raise ValidationFailed("Query values must be under 200 characters, without NUL.", loc=["query", key])
+    return CustomerQuery(
+        limit=limit,
+        cursor=cursor,
+        sort=sort,
+        q=q,
+        tags=tag or [],
+        owner_id=owner_id,
+        city=city,
+        source=source,
+        kind=kind,
+        created_after=created_after,
+        created_before=created_before,
+        deleted=deleted,
+        custom=custom,
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CustomerOut,
+    responses=errors(409, 413),
+    summary="Create a customer",
+)
+async def create_customer(
+    request: Request, data: CustomerCreate, ctx: CustomersWrite, session: Session, key: IdempotencyKey
+) -> Response:
+    """Emails and phones are normalised (lower case, E.164); one already held by another customer
+    is a 409 naming that customer. The code comes from the workspace pattern."""
+
+    async def create() -> StoredResponse:
+        customer = await customers.create(session, ctx, data)
+        body = present(customer, ctx)
+        return stored(201, body, {"ETag": f'"{customer.version}"', "Location": f"{request.url.path}/{customer.id}"})
+
+    return await idempotent(request, session, ctx, key, create)
+
+
+@router.post(
+    "/batch",
+    status_code=207,
+    response_model=BatchResponse,
+    responses=errors(413),
+    summary="Create up to 100 customers",
+)
+async def create_customers(
+    request: Request, batch: BatchCreate, ctx: CustomersWrite, session: Session, key: IdempotencyKey
+) -> Response:
+    """Each item succeeds or fails alone; `results[i].status` is 201 or the item's problem status."""
+
+    async def create() -> StoredResponse:
+        results = await customer_batches.create_many(session, ctx, batch.items)
+        return stored(207, _batch_body(results))
+
+    return await idempotent(request, session, ctx, key, create)
+
+
+@router.patch(
+    "/batch", status_code=207, response_model=BatchResponse, responses=errors(413), summary="Update up to 100"
+)
+async def update_customers(batch: BatchUpdate, ctx: CustomersWrite, session: Session) -> Response:
+    """Each item carries the `version` it read; a stale one is a 412 for that item alone."""
+    results = await customer_batches.update_many(session, ctx, batch.items)
+    return json_response(_batch_body(results), status_code=207)
+
+
+@router.get("", response_model=CustomerPage, responses=errors(), summary="List and search customers")
+async def list_(
+    ctx: CustomersRead, session: Reader, query: Annotated[CustomerQuery, Depends(customer_query)]
+) -> Response:
+    """Cursor-paginated. With `q`, results are in relevance order: substring matches of name, code,
+    phone digits or email first, then fuzzy (trigram) matches. `custom.<key>=<value>` filters a
+    custom field."""
+    rows, next_cursor = await list_customers(session, ctx, query)
+    return json_response({"items": [present(row, ctx) for row in rows], "next_cursor": next_cursor})
+
+
+@router.get("/{customer_id}", response_model=CustomerOut, responses=errors(404), summary="Get a customer")
+async def get_customer(customer_id: CustomerId, ctx: CustomersRead, session: Reader) -> Response:
+    """The ETag is the customer's version: send it as If-Match to change or delete."""
+    return resource_response(present(await customers.get(session, ctx, customer_id), ctx))
+
+
+@router.patch(
+    "/{customer_id}",
+    response_model=CustomerOut,
+    responses=errors(404, 409, 412, 428),
+    summary="Update a customer",
+)
+async def update_customer(
+    customer_id: CustomerId, patch: CustomerPatch, ctx: CustomersWrite, session: Session, version: IfMatch
+) -> Response:
+    """Only fields sent change; null clears. `address` and `consent` merge field by field;
+    `custom_fields` merges key by key (null removes a key)."""
+    customer = await customers.update(session, ctx, customer_id, patch, expected_version=version)
+    return resource_response(present(customer, ctx))
+
+
+@router.delete("/{customer_id}", status_code=204, responses=errors(404, 412, 428), summary="Soft-delete a customer")
+async def delete_customer(
+    customer_id: CustomerId, ctx: CustomersDelete, session: Session, version: IfMatch
+) -> Response:
+    """The customer leaves every list and frees its emails and phones; restore brings it back."""
+    await customers.soft_delete(session, ctx, customer_id, expected_version=version)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{customer_id}/restore",
+    response_model=CustomerOut,
+    responses=errors(404, 409),
+    summary="Restore a soft-deleted customer",
+)
+async def restore_customer(customer_id: CustomerId, ctx: CustomersDelete, session: Session) -> Response:
+    """409 if another customer took one of its emails or phones meanwhile."""
+    return resource_response(present(await customers.restore(session, ctx, customer_id), ctx))
+
+
+@router.get("/{customer_id}/audit", response_model=AuditPage, responses=errors(404), summary="A customer's audit log")
+async def customer_audit(
+    customer_id: CustomerId, ctx: AuditRead, session: Reader, limit: Limit = 20, cursor: Cursor = None
+) -> Response:
+    """Newest first: who changed what, when, with before and after per field."""
+    await customers.get(session, ctx, customer_id, include_deleted=True)
+    entries, next_cursor = await audit.list_for(
+        session, ctx, entity_type="customer", entity_id=customer_id, limit=limit, cursor=cursor
+    )
+    items = [
+        {
+            "id": e.id,
+            "action": e.action,
+            "actor": {"type": e.actor_type, "id": str(e.actor_id) if e.actor_id else None},
+            "changes": e.changes,
+            "occurred_at": e.occurred_at,
+        }
+        for e in entries
+    ]
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+def _batch_body(results: list[BatchResult]) -> dict[str, object]:
+    succeeded = sum(1 for r in results if r.status < 300)
+    return {
+        "results": [r.model_dump(mode="json", exclude_none=True) for r in results],
+        "succeeded": succeeded,
+        "failed": len(results) - succeeded,
+    }

@@ -1,0 +1,1 @@
+"""Pydantic models that make up the OpenAPI contract: inputs forbid extra fields."""

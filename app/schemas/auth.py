@@ -1,0 +1,102 @@
+"""Token exchange, users, teams and API key models."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from app.access import Role, Scope
+from app.schemas.common import EmailText, InputModel, Name, OutputModel, Password, ShortText
+
+
+class PasswordGrant(InputModel):
+    grant_type: Literal["password"]
+    workspace: Annotated[str, Field(min_length=1, max_length=63, examples=["demo"])]
+    email: EmailText = Field(examples=["admin@demo.guanxi.dev"])
+    password: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class RefreshGrant(InputModel):
+    grant_type: Literal["refresh_token"]
+    refresh_token: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+TokenRequest = Annotated[PasswordGrant | RefreshGrant, Field(discriminator="grant_type")]
+
+
+class TokenOut(OutputModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(examples=[900], description="Seconds the access token is valid.")
+
+
+class UserCreate(InputModel):
+    email: EmailText = Field(examples=["li.na@example.com"])
+    name: Name = Field(examples=["李娜"])
+    password: Password
+    role: Role = Field(examples=["sales"])
+    team_id: uuid.UUID | None = None
+
+
+class UserOut(OutputModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    role: Role
+    team_id: uuid.UUID | None
+    is_active: bool
+    created_at: datetime
+    version: int
+
+
+class UserList(OutputModel):
+    items: list[UserOut]
+
+
+class TeamCreate(InputModel):
+    name: ShortText = Field(examples=["华南销售部"])
+
+
+class TeamOut(OutputModel):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+class TeamList(OutputModel):
+    items: list[TeamOut]
+
+
+class ApiKeyCreate(InputModel):
+    name: ShortText = Field(examples=["ERP sync"])
+    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope), examples=[["customers:read"]])
+    expires_at: datetime | None = None
+
+
+class ApiKeyOut(OutputModel):
+    id: uuid.UUID
+    name: str
+    prefix: str = Field(examples=["gx_3k9d2m1q"], description="The public start of the key.")
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The whole key. Shown once; store it now.")
+
+
+class ApiKeyList(OutputModel):
+    items: list[ApiKeyOut]
+
+
+class WorkspaceOut(OutputModel):
+    id: uuid.UUID
+    slug: str
+    name: str
+    customer_code_pattern: str
+    created_at: datetime

@@ -1,0 +1,66 @@
+"""Field types and envelopes shared by every resource schema."""
+
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+T = TypeVar("T")
+
+MAX_INT64 = 2**63 - 1
+
+
+def reject_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+NoNul = AfterValidator(reject_nul)
+
+
+def _bounded(max_length: int, min_length: int = 1) -> StringConstraints:
+    return StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length)
+
+
+Name = Annotated[str, _bounded(200), NoNul]
+ShortText = Annotated[str, _bounded(200), NoNul]
+MediumText = Annotated[str, _bounded(300), NoNul]
+PlaceName = Annotated[str, _bounded(100), NoNul]
+Label = Annotated[str, _bounded(64), NoNul]
+Tag = Annotated[str, _bounded(64), NoNul]
+Postcode = Annotated[str, _bounded(20), NoNul]
+LongText = Annotated[str, _bounded(10_000, min_length=0), NoNul]
+EmailText = Annotated[str, _bounded(254), NoNul]
+PhoneText = Annotated[str, _bounded(32), NoNul]
+Password = Annotated[str, StringConstraints(min_length=10, max_length=128), NoNul]
+
+
+class InputModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OutputModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field(examples=["https://guanxi.dev/problems/not-found"])
+    title: str = Field(examples=["Not found"])
+    status: int = Field(examples=[404])
+    detail: str = Field(examples=["No customer with that id."])
+    instance: str | None = Field(default=None, examples=["/api/v1/customers/0190..."])
+    errors: list[FieldError] | None = None
+    existing_id: str | None = Field(default=None, description="On 409 duplicates: the record that exists.")

@@ -1,0 +1,224 @@
+"""Customer input and output models."""
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, Field, field_validator
+
+from app.schemas.common import (
+    EmailText,
+    InputModel,
+    Label,
+    LongText,
+    MediumText,
+    Name,
+    OutputModel,
+    PhoneText,
+    PlaceName,
+    Postcode,
+    ShortText,
+    Tag,
+)
+from app.settings import get_settings
+
+MAX_CONTACT_POINTS = 10
+MAX_TAGS = 50
+MAX_JSON_BYTES = 16_384
+
+CustomerKind = Literal["individual", "company"]
+Gender = Literal["male", "female", "other", "unknown"]
+
+
+def normalise_email(value: str) -> str:
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from exc
+    return result.normalized.lower()
+
+
+def normalise_phone(value: str) -> str:
+    """E.164, read with the configured default region when the number has no country code."""
+    try:
+        number = phonenumbers.parse(value, get_settings().default_phone_region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError("not a phone number") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+Email = Annotated[EmailText, AfterValidator(normalise_email)]
+Phone = Annotated[PhoneText, AfterValidator(normalise_phone)]
+
+
+def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    if len(orjson.dumps(value)) > MAX_JSON_BYTES:
+        raise ValueError(f"must serialise to at most {MAX_JSON_BYTES} bytes")
+    _reject_nul_deep(value)
+    return value
+
+
+def _reject_nul_deep(value: Any) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul_deep(key)
+            _reject_nul_deep(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul_deep(item)
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63 - 1:
+        raise ValueError("integers must fit in 64 bits")
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded_json)]
+
+
+class Address(InputModel):
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$", examples=["CN"])] | None = None
+    province: PlaceName | None = Field(default=None, examples=["广东省"])
+    city: PlaceName | None = Field(default=None, examples=["深圳市"])
+    district: PlaceName | None = Field(default=None, examples=["南山区"])
+    street: MediumText | None = Field(default=None, examples=["科技园路 1 号"])
+    postcode: Postcode | None = Field(default=None, examples=["518000"])
+
+
+class Consent(InputModel):
+    """Marketing consent by channel; null means not asked."""
+
+    email: bool | None = None
+    sms: bool | None = None
+    phone: bool | None = None
+    wechat: bool | None = None
+    post: bool | None = None
+
+
+class CustomerFields(InputModel):
+    name: Name | None = Field(default=None, examples=["张伟"])
+    kind: CustomerKind | None = Field(default=None, examples=["individual"])
+    emails: list[Email] | None = Field(
+        default=None, max_length=MAX_CONTACT_POINTS, examples=[["zhang.wei@example.com"]]
+    )
+    phones: list[Phone] | None = Field(default=None, max_length=MAX_CONTACT_POINTS, examples=[["+86 138 0013 8000"]])
+    company: ShortText | None = Field(default=None, examples=["深圳星河贸易有限公司"])
+    title: ShortText | None = Field(default=None, examples=["采购经理"])
+    gender: Gender | None = Field(default=None, examples=["male"])
+    birthday: date | None = Field(default=None, examples=["1988-04-12"])
+    address: Address | None = None
+    source: Label | None = Field(default=None, examples=["trade_show"])
+    tags: list[Tag] | None = Field(default=None, max_length=MAX_TAGS, examples=[["vip", "wholesale"]])
+    owner_id: uuid.UUID | None = Field(default=None, description="The user who owns the relationship.")
+    preferences: JsonObject | None = Field(default=None, examples=[{"contact_hours": "evening"}])
+    custom_fields: JsonObject | None = Field(default=None, examples=[{"vip_level": "gold"}])
+    consent: Consent | None = None
+    notes: LongText | None = None
+
+    @field_validator("birthday")
+    @classmethod
+    def _birthday_not_in_future(cls, value: date | None) -> date | None:
+        if value is not None and (value > date.today() or value.year < 1900):
+            raise ValueError("must be between 1900-01-01 and today")
+        return value
+
+    @field_validator("emails", "phones", "tags")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        return list(dict.fromkeys(value)) if value is not None else None
+
+
+class CustomerCreate(CustomerFields):
+    name: Name = Field(examples=["张伟"])
+    kind: CustomerKind = Field(default="individual", examples=["individual"])
+
+
+class CustomerPatch(CustomerFields):
+    """Only the fields sent are changed; null clears a field."""
+
+
+class AddressOut(BaseModel):
+    country: str | None
+    province: str | None
+    city: str | None
+    district: str | None
+    street: str | None
+    postcode: str | None
+
+
+class CustomerOut(OutputModel):
+    id: uuid.UUID
+    code: str = Field(examples=["KH-2026-000042"])
+    kind: CustomerKind
+    name: str = Field(examples=["张伟"])
+    emails: list[str] = Field(examples=[["zhang.wei@example.com"]])
+    phones: list[str] = Field(examples=[["+8613800138000"]])
+    company: str | None
+    title: str | None
+    gender: Gender | None
+    birthday: date | None
+    address: AddressOut
+    source: str | None
+    tags: list[str]
+    owner_id: uuid.UUID | None
+    preferences: dict[str, Any]
+    custom_fields: dict[str, Any]
+    consent: dict[str, bool | None]
+    notes: str | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    version: int = Field(examples=[3], description="Also sent as the ETag.")
+    pii_masked: bool = Field(description="True when emails, phones and street are masked for this caller.")
+
+
+class CustomerPage(BaseModel):
+    items: list[CustomerOut]
+    next_cursor: str | None
+
+
+class BatchCreate(BaseModel):
+    """Items are validated one by one, so one bad item fails alone."""
+
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=100)
+
+
+class BatchUpdateItem(InputModel):
+    id: uuid.UUID
+    version: int = Field(ge=1, le=2**31 - 1, description="The version (ETag) the change is based on.")
+    patch: dict[str, Any]
+
+
+class BatchUpdate(BaseModel):
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=100)
+
+
+class BatchResult(BaseModel):
+    index: int
+    status: int = Field(examples=[201])
+    id: uuid.UUID | None = None
+    version: int | None = None
+    problem: dict[str, Any] | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchResult]
+    succeeded: int
+    failed: int
+
+
+class AuditEntryOut(BaseModel):
+    id: uuid.UUID
+    action: str = Field(examples=["updated"])
+    actor: dict[str, str | None]
+    changes: dict[str, Any] = Field(examples=[{"name": {"before": "张伟", "after": "张伟明"}}])
+    occurred_at: datetime
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    next_cursor: str | None

@@ -1,0 +1,60 @@
+"""Customer codes from a per-workspace pattern such as `KH-{yyyy}-{seq:06}`, gap-free.
+
+The counter row is incremented inside the creating transaction: a rollback returns the number, and
+concurrent creates queue on the row lock instead of racing."""
+
+import re
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import clock
+from app.access import Caller
+from app.models import CustomerCodeCounter, Workspace
+
+_SEQ = re.compile(r"\{seq(?::0(\d{1,2}))?\}")
+_DATE_TOKENS = {"{yyyy}": "%Y", "{yy}": "%y", "{mm}": "%m"}
+_ALLOWED = re.compile(r"^[A-Za-z0-9\-_/.]*$")
+
+
+def check_pattern(pattern: str) -> None:
+    """A pattern has exactly one `{seq}` or `{seq:0N}` and only date tokens besides."""
+    if len(_SEQ.findall(pattern)) != 1:
+        raise ValueError("the pattern needs exactly one {seq} or {seq:0N} token")
+    rest = _SEQ.sub("", pattern)
+    for token in _DATE_TOKENS:
+        rest = rest.replace(token, "")
+    if not _ALLOWED.match(rest):
+        raise ValueError("only letters, digits, - _ / . and the tokens {yyyy} {yy} {mm} {seq:0N} are allowed")
+
+
+def render(pattern: str, at: datetime, sequence: int | None = None) -> str:
+    text = pattern
+    for token, fmt in _DATE_TOKENS.items():
+        text = text.replace(token, at.strftime(fmt))
+    if sequence is None:
+        return _SEQ.sub("{seq}", text)
+    match = _SEQ.search(text)
+    width = int(match.group(1)) if match and match.group(1) else 0
+    return _SEQ.sub(str(sequence).zfill(width), text)
+
+
+async def next_code(session: AsyncSession, ctx: Caller) -> str:
+    pattern = await session.scalar(select(Workspace.customer_code_pattern).where(Workspace.id == ctx.workspace_id))
+    assert pattern is not None, "the caller's workspace exists"
+    at = clock.now()
+    # The scope is the pattern with its dates filled in: a yearly pattern restarts every year.
+    scope = render(pattern, at)
+    statement = (
+        insert(CustomerCodeCounter)
+        .values(workspace_id=ctx.workspace_id, scope=scope, last_value=1)
+        .on_conflict_do_update(
+            index_elements=[CustomerCodeCounter.workspace_id, CustomerCodeCounter.scope],
+            set_={"last_value": CustomerCodeCounter.last_value + 1},
+        )
+        .returning(CustomerCodeCounter.last_value)
+    )
+    sequence = (await session.execute(statement)).scalar_one()
+    return render(pattern, at, sequence)

@@ -1,0 +1,69 @@
+"""Idempotency-Key: the first response is stored with its effect, in one transaction, and replayed."""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import clock
+from app.access import Caller
+from app.errors import IdempotencyInProgress, IdempotencyKeyReused
+from app.models import IdempotencyRecord
+
+RETENTION = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status_code: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    return hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()
+
+
+async def claim(session: AsyncSession, ctx: Caller, key: str, request_fingerprint: str) -> StoredResponse | None:
+    """Take the key for this transaction. Returns the stored response to replay, or None to proceed.
+
+    A transaction-scoped advisory lock marks the key as in flight: a concurrent request with the same
+    key gets 409 at once instead of waiting, and the lock ends with the commit that stores the response.
+    """
+    lock_key = func.hashtextextended(f"idempotency:{ctx.workspace_id}:{key}", 0)
+    if not await session.scalar(select(func.pg_try_advisory_xact_lock(lock_key))):
+        raise IdempotencyInProgress("A request with this Idempotency-Key is still being processed.")
+    stored = await session.scalar(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.workspace_id == ctx.workspace_id, IdempotencyRecord.key == key
+        )
+    )
+    if stored is None:
+        return None
+    if stored.created_at < clock.now() - RETENTION:
+        await session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.workspace_id == ctx.workspace_id, IdempotencyRecord.key == key
+            )
+        )
+        return None
+    if stored.fingerprint != request_fingerprint:
+        raise IdempotencyKeyReused("This Idempotency-Key was used with a different request.")
+    return StoredResponse(status_code=stored.status_code, headers=stored.headers, body=stored.body)
+
+
+def remember(session: AsyncSession, ctx: Caller, key: str, request_fingerprint: str, response: StoredResponse) -> None:
+    session.add(
+        IdempotencyRecord(
+            workspace_id=ctx.workspace_id,
+            key=key,
+            fingerprint=request_fingerprint,
+            status_code=response.status_code,
+            headers=response.headers,
+            body=response.body,
+            created_at=clock.now(),
+        )
+    )

@@ -1,0 +1,80 @@
+"""Fixtures: one migrated database per run, a rolled-back transaction per test, HTTP clients."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import migrations
+from app.main import create_app
+from app.routers.deps import reader, unit_of_work
+from app.settings import get_settings
+from tests.database import TEST_DATABASE, fresh_database
+from tests.factories import Tenant, make_tenant
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    url = fresh_database(TEST_DATABASE)
+    migrations.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def app(database_url: str) -> AsyncIterator[FastAPI]:
+    application = create_app(get_settings(), database_url=database_url)
+    yield application
+    await application.state.engine.dispose()
+
+
+@pytest.fixture
+async def db(app: FastAPI) -> AsyncIterator[AsyncSession]:
+    """A session inside an outer transaction that is rolled back after the test. The app's own
+    commits become savepoint releases, so they run for real and leave nothing behind."""
+    async with app.state.engine.connect() as connection:
+        outer = await connection.begin()
+        session = AsyncSession(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False, autoflush=False
+        )
+
+        async def request_unit_of_work() -> AsyncIterator[AsyncSession]:
+            # Nothing loaded by the test may stand in for what the request reads itself.
+            session.expunge_all()
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            await session.commit()
+
+        async def request_reader() -> AsyncIterator[AsyncSession]:
+            session.expunge_all()
+            yield session
+
+        app.dependency_overrides[unit_of_work] = request_unit_of_work
+        app.dependency_overrides[reader] = request_reader
+        try:
+            yield session
+        finally:
+            app.dependency_overrides.clear()
+            await session.close()
+            await outer.rollback()
+
+
+@pytest.fixture
+async def client(app: FastAPI, db: AsyncSession) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+async def tenant(db: AsyncSession) -> Tenant:
+    return await make_tenant(db)
+
+
+@pytest.fixture
+async def other_tenant(db: AsyncSession) -> Tenant:
+    return await make_tenant(db)

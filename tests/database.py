@@ -1,0 +1,35 @@
+"""The test database: a fresh `guanxi_test` on the embedded server, or on the server of DATABASE_URL."""
+
+import asyncio
+import os
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from app import embedded_db
+from app.settings import get_settings
+
+TEST_DATABASE = "guanxi_test"
+
+
+def asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def recreate(server_url: str, database: str) -> str:
+    """Drop and create `database` on the server of `server_url`; return its SQLAlchemy URL."""
+    conn = await asyncpg.connect(asyncpg_dsn(server_url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await conn.close()
+    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
+
+
+def fresh_database(database: str) -> str:
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        server = embedded_db.start(get_settings().data_dir, stop_at_exit=True)
+        base = server.url("postgres")
+    return asyncio.run(recreate(base, database))
