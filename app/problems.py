@@ -145,8 +145,13 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     if is_database_unavailable(exc):
         logger.warning("database unavailable: %s", type(exc).__name__)
         return _unavailable(request, "The database is unavailable; retry shortly.")
-    if isinstance(exc, sa_exc.DBAPIError) and _sqlstate(exc) == "57014":
-        return _unavailable(request, "The request took longer than the statement time limit.")
+    if isinstance(exc, sa_exc.DBAPIError):
+        sqlstate = _sqlstate(exc)
+        if sqlstate == "57014":
+            return _unavailable(request, "The request took longer than the statement time limit.")
+        # Serialization failure and deadlock: the transaction was rolled back whole; a retry is safe.
+        if sqlstate in ("40001", "40P01"):
+            return _unavailable(request, "The write collided with a concurrent one and was not applied; retry.")
     return await _unexpected_error(request, exc)
 
 

@@ -5,10 +5,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import migrations
 from app.main import create_app
+from app.models import Workspace
 from app.routers.deps import reader, unit_of_work
 from app.settings import get_settings
 from tests.database import TEST_DATABASE, fresh_database
@@ -78,3 +80,23 @@ async def tenant(db: AsyncSession) -> Tenant:
 @pytest.fixture
 async def other_tenant(db: AsyncSession) -> Tenant:
     return await make_tenant(db)
+
+
+@pytest.fixture
+async def live_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its real sessions: every request commits, as in production. For tests of
+    concurrency and failure; the data they make is removed with the workspace afterwards."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+async def live_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
+    async with app.state.sessions() as session:
+        tenant = await make_tenant(session)
+        await session.commit()
+    yield tenant
+    async with app.state.sessions() as session:
+        await session.execute(delete(Workspace).where(Workspace.id == tenant.id))
+        await session.commit()

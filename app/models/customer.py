@@ -20,11 +20,6 @@ class Customer(TenantKey, Base):
         Index("ix_customers_workspace_id_created_at_id", "workspace_id", "created_at", "id"),
         Index("ix_customers_workspace_id_owner_id", "workspace_id", "owner_id"),
         Index("ix_customers_workspace_id_city", "workspace_id", "city"),
-        Index(
-            "ix_customers_workspace_id_name_prefix",
-            "workspace_id",
-            text("lower(name) text_pattern_ops"),
-        ),
         Index("ix_customers_tags", "tags", postgresql_using="gin"),
         Index(
             "ix_customers_custom_fields",
@@ -68,6 +63,15 @@ class Customer(TenantKey, Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     deleted_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(server_default=text("1"))
+
+
+# Short searches (one or two characters, e.g. a surname) match name prefixes through this index.
+Index(
+    "ix_customers_workspace_id_name_prefix",
+    Customer.workspace_id,
+    func.lower(Customer.name).label("lower_name"),
+    postgresql_ops={"lower_name": "text_pattern_ops"},
+)
 
 
 class CustomerIdentity(Base):

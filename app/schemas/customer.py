@@ -57,9 +57,9 @@ Phone = Annotated[PhoneText, AfterValidator(normalise_phone)]
 
 
 def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    _reject_nul_deep(value)
     if len(orjson.dumps(value)) > MAX_JSON_BYTES:
         raise ValueError(f"must serialise to at most {MAX_JSON_BYTES} bytes")
-    _reject_nul_deep(value)
     return value
 
 

@@ -57,9 +57,10 @@ async def create(session: AsyncSession, ctx: Caller, data: CustomFieldCreate) ->
         updated_at=now,
         version=1,
     )
-    session.add(definition)
     try:
+        # Added inside the savepoint: a duplicate rolls the savepoint back and drops the object.
         async with session.begin_nested():
+            session.add(definition)
             await session.flush()
     except IntegrityError as exc:
         existing = await session.scalar(

@@ -43,9 +43,13 @@ async def update_many(session: AsyncSession, ctx: Caller, items: list[dict[str, 
     for index, raw in enumerate(items):
         try:
             item = BatchUpdateItem.model_validate(raw)
-            patch = CustomerPatch.model_validate(item.patch)
         except ValidationError as exc:
             results.append(_invalid(index, exc, ["items", index]))
+            continue
+        try:
+            patch = CustomerPatch.model_validate(item.patch)
+        except ValidationError as exc:
+            results.append(_invalid(index, exc, ["items", index, "patch"]))
             continue
         try:
             async with session.begin_nested():

@@ -60,9 +60,10 @@ async def add_user(
         created_at=clock.now(),
         version=1,
     )
-    session.add(user)
     try:
+        # Added inside the savepoint: a duplicate rolls the savepoint back and drops the object.
         async with session.begin_nested():
+            session.add(user)
             await session.flush()
     except IntegrityError as exc:
         existing = await session.scalar(

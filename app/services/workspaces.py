@@ -28,9 +28,10 @@ async def create(
     except ValueError as exc:
         raise ValidationFailed(str(exc), loc=["customer_code_pattern"]) from exc
     workspace = Workspace(slug=slug, name=name, customer_code_pattern=customer_code_pattern, created_at=clock.now())
-    session.add(workspace)
     try:
+        # Added inside the savepoint: a duplicate rolls the savepoint back and drops the object.
         async with session.begin_nested():
+            session.add(workspace)
             await session.flush()
     except IntegrityError as exc:
         raise Conflict(f"A workspace with slug '{slug}' exists.") from exc

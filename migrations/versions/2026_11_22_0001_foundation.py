@@ -25,9 +25,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("slug", sa.String(length=63), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column(
-            "customer_code_pattern", sa.String(length=64), server_default="KH-{yyyy}-{seq:06}", nullable=False
-        ),
+        sa.Column("customer_code_pattern", sa.String(length=64), server_default="KH-{yyyy}-{seq:06}", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workspaces")),
         sa.UniqueConstraint("slug", name=op.f("uq_workspaces_slug")),
@@ -231,12 +229,8 @@ def upgrade() -> None:
         sa.Column("source", sa.String(length=64), nullable=True),
         sa.Column("tags", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False),
         sa.Column("owner_id", sa.Uuid(), nullable=True),
-        sa.Column(
-            "preferences", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
-        ),
-        sa.Column(
-            "custom_fields", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
-        ),
+        sa.Column("preferences", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
+        sa.Column("custom_fields", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
         sa.Column("consent", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
         sa.Column("notes", sa.Text(), nullable=True),
         sa.Column("search_text", sa.Text(), nullable=False),
@@ -289,9 +283,7 @@ def upgrade() -> None:
         ["workspace_id", sa.literal_column("lower(name) text_pattern_ops")],
         unique=False,
     )
-    op.create_index(
-        "ix_customers_workspace_id_owner_id", "customers", ["workspace_id", "owner_id"], unique=False
-    )
+    op.create_index("ix_customers_workspace_id_owner_id", "customers", ["workspace_id", "owner_id"], unique=False)
     op.create_index("uq_customers_workspace_id_code", "customers", ["workspace_id", "code"], unique=True)
     op.create_table(
         "customer_identities",

@@ -1,0 +1,148 @@
+"""Every class of bad input is a precise 4xx problem+json and changes nothing."""
+
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Customer
+from tests.factories import Tenant, customer_body
+
+
+async def _count(db: AsyncSession, tenant: Tenant) -> int:
+    return int(await db.scalar(select(func.count()).where(Customer.workspace_id == tenant.id)) or 0)
+
+
+def _assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = dict(response.json())
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= body.keys()
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "张伟", "nickname": "小张"}, "nickname"),
+        ({"name": 42}, "name"),
+        ({"name": "张\x00伟"}, "name"),
+        ({"name": "x" * 201}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "张伟", "emails": ["not-an-email"]}, "emails"),
+        ({"name": "张伟", "phones": ["12345"]}, "phones"),
+        ({"name": "张伟", "phones": ["+86 138 0013 800a"]}, "phones"),
+        ({"name": "张伟", "kind": "robot"}, "kind"),
+        ({"name": "张伟", "birthday": "2999-01-01"}, "birthday"),
+        ({"name": "张伟", "tags": ["t"] * 51}, "tags"),
+        ({"name": "张伟", "preferences": {"n": 2**64}}, "preferences"),
+        ({"name": "张伟", "preferences": {"k": "a\x00b"}}, "preferences"),
+        ({"name": "张伟", "address": {"country": "China"}}, "address"),
+        ({"name": "张伟", "consent": {"email": "yes please"}}, "consent"),
+        ({"name": "张伟", "custom_fields": {"undefined_field": 1}}, "custom_fields"),
+    ],
+)
+async def test_create_rejects_bad_fields_with_422_naming_the_field(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, body: dict[str, object], field: str
+) -> None:
+    response = await client.post("/api/v1/customers", json=body, headers=tenant.headers())
+    problem = _assert_problem(response, 422)
+    errors = problem["errors"]
+    assert isinstance(errors, list)
+    assert any(field in error["loc"] for error in errors), errors
+    assert await _count(db, tenant) == 0
+
+
+async def test_malformed_json_is_422(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    response = await client.post(
+        "/api/v1/customers", content=b'{"name": ', headers={**tenant.headers(), "content-type": "application/json"}
+    )
+    _assert_problem(response, 422)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=101",
+        "limit=0",
+        f"limit={2**64}",
+        "cursor=not-a-cursor!!",
+        "cursor=WzEsMiwzXQ",  # a well-formed list of the wrong shape
+        "sort=password",
+        "owner_id=not-a-uuid",
+        "created_after=yesterday",
+        "custom.unknown_field=1",
+        "q=" + "x" * 101,
+        "q=%00",
+    ],
+)
+async def test_list_rejects_bad_query_parameters(client: httpx.AsyncClient, tenant: Tenant, query: str) -> None:
+    response = await client.get(f"/api/v1/customers?{query}", headers=tenant.headers())
+    _assert_problem(response, 422)
+
+
+async def test_unknown_id_is_404(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    response = await client.get(f"/api/v1/customers/{uuid.uuid4()}", headers=tenant.headers())
+    _assert_problem(response, 404)
+
+
+async def test_malformed_id_is_422(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    response = await client.get("/api/v1/customers/12345", headers=tenant.headers())
+    _assert_problem(response, 422)
+
+
+async def test_unparseable_if_match_is_412(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    created = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).json()
+    response = await client.patch(
+        f"/api/v1/customers/{created['id']}", json={"name": "李娜"}, headers={**tenant.headers(), "If-Match": "*bad*"}
+    )
+    _assert_problem(response, 412)
+
+
+async def test_patch_cannot_null_the_name_or_touch_protected_fields(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    created = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).json()
+    url = f"/api/v1/customers/{created['id']}"
+    headers = {**tenant.headers(), "If-Match": '"1"'}
+    _assert_problem(await client.patch(url, json={"name": None}, headers=headers), 422)
+    for protected in ({"id": str(uuid.uuid4())}, {"version": 9}, {"workspace_id": str(uuid.uuid4())}, {"code": "X"}):
+        _assert_problem(await client.patch(url, json=protected, headers=headers), 422)
+    assert await db.scalar(select(Customer.version).where(Customer.id == created["id"])) == 1
+
+
+async def test_body_over_the_limit_is_413(client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession) -> None:
+    response = await client.post(
+        "/api/v1/customers", json={"name": "张伟", "notes": "x" * 1_100_000}, headers=tenant.headers()
+    )
+    _assert_problem(response, 413)
+    assert await _count(db, tenant) == 0
+
+
+async def test_chunked_body_over_the_limit_is_413(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(20):
+            yield b"x" * 100_000
+
+    response = await client.post(
+        "/api/v1/customers", content=chunks(), headers={**tenant.headers(), "content-type": "application/json"}
+    )
+    _assert_problem(response, 413)
+
+
+async def test_bad_idempotency_key_is_422(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    response = await client.post(
+        "/api/v1/customers", json=customer_body(), headers={**tenant.headers(), "Idempotency-Key": "x" * 300}
+    )
+    _assert_problem(response, 422)
+
+
+async def test_unknown_route_is_problem_json_404(client: httpx.AsyncClient) -> None:
+    _assert_problem(await client.get("/api/v1/nothing-here"), 404)
+
+
+async def test_wrong_method_is_problem_json_405(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    _assert_problem(await client.put("/api/v1/customers", json={}, headers=tenant.headers()), 405)

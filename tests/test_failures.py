@@ -1,0 +1,95 @@
+"""Known failures: the database unreachable, a commit that fails. Never a 500, never a lost write."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select, text
+
+from app.main import create_app
+from app.models import Customer
+from app.settings import get_settings
+from tests.factories import Tenant, customer_body
+
+UNREACHABLE = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
+
+
+@pytest.fixture
+async def app_without_database() -> AsyncIterator[FastAPI]:
+    application = create_app(get_settings(), database_url=UNREACHABLE)
+    yield application
+    await application.state.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/api/v1/customers"), ("POST", "/api/v1/customers"), ("GET", "/readyz")],
+)
+async def test_database_down_is_503_with_retry_after(
+    app_without_database: FastAPI, tenant: Tenant, method: str, path: str
+) -> None:
+    transport = httpx.ASGITransport(app=app_without_database)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.request(method, path, json=customer_body(), headers=tenant.headers())
+    assert response.status_code == 503
+    assert response.headers["retry-after"].isdigit()
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "asyncpg" not in response.text and "Traceback" not in response.text
+
+
+async def test_database_down_with_an_api_key_is_503(app_without_database: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app_without_database)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.get("/api/v1/customers", headers={"X-API-Key": "gx_abcdefghjk_" + "s" * 43})
+    assert response.status_code == 503
+
+
+async def test_liveness_does_not_need_the_database(app_without_database: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app_without_database)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        assert (await http.get("/healthz")).status_code == 200
+
+
+@pytest.fixture
+async def commit_fails_for_name(app: FastAPI) -> AsyncIterator[str]:
+    """A deferred constraint trigger: PostgreSQL refuses the transaction at COMMIT, after every
+    statement of the request succeeded."""
+    name = "commit-will-fail"
+    async with app.state.engine.begin() as conn:
+        await conn.execute(
+            text(
+                f"""
+                CREATE FUNCTION test_fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.name = '{name}' THEN
+                        RAISE EXCEPTION 'refused at commit' USING ERRCODE = '40001';
+                    END IF;
+                    RETURN NEW;
+                END $$;
+                """
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE CONSTRAINT TRIGGER test_fail_at_commit AFTER INSERT ON customers "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_fail_at_commit()"
+            )
+        )
+    yield name
+    async with app.state.engine.begin() as conn:
+        await conn.execute(text("DROP TRIGGER test_fail_at_commit ON customers"))
+        await conn.execute(text("DROP FUNCTION test_fail_at_commit()"))
+
+
+async def test_a_failing_commit_is_an_error_response_and_nothing_is_stored(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, commit_fails_for_name: str
+) -> None:
+    response = await live_client.post(
+        "/api/v1/customers", json=customer_body(name=commit_fails_for_name), headers=live_tenant.headers()
+    )
+    assert response.status_code == 503
+    assert "retry-after" in response.headers
+    async with app.state.sessions() as session:
+        count = await session.scalar(select(func.count()).where(Customer.workspace_id == live_tenant.id))
+    assert count == 0

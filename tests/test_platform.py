@@ -1,0 +1,76 @@
+"""Probes, the OpenAPI contract, request ids and the migrations."""
+
+import asyncio
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app import migrations
+from tests.database import fresh_database
+
+
+async def test_probes(live_client: httpx.AsyncClient) -> None:
+    assert (await live_client.get("/healthz")).json() == {"status": "ok"}
+    ready = await live_client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+
+async def test_request_id_is_echoed_or_generated(live_client: httpx.AsyncClient) -> None:
+    echoed = await live_client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    generated = await live_client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+async def test_openapi_declares_security_and_errors_on_every_route(live_client: httpx.AsyncClient) -> None:
+    spec = (await live_client.get("/openapi.json")).json()
+    assert spec["openapi"].startswith("3.1")
+    schemes = spec["components"]["securitySchemes"]
+    assert {"HTTPBearer", "APIKeyHeader"} <= schemes.keys()
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/api/v1") or path == "/api/v1/auth/token":
+            continue
+        for method, operation in operations.items():
+            assert operation.get("security"), f"{method} {path} declares no security"
+            assert {"401", "403", "422"} <= operation["responses"].keys(), f"{method} {path}"
+            assert operation.get("summary"), f"{method} {path}"
+    assert (await live_client.get("/docs")).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def scratch_database_url() -> str:
+    return fresh_database("guanxi_migration_test")
+
+
+def test_migrations_match_the_models(database_url: str) -> None:
+    migrations.check(database_url)
+
+
+async def test_migrations_downgrade_and_upgrade_with_data(scratch_database_url: str) -> None:
+    # Alembic's env runs its own event loop, so it goes to a thread.
+    await asyncio.to_thread(migrations.upgrade, scratch_database_url)
+    engine = create_async_engine(scratch_database_url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO workspaces (id, slug, name) VALUES ('01900000-0000-7000-8000-000000000001', 'm', 'M');")
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO customers (workspace_id, id, code, kind, name, search_text) VALUES "
+                "('01900000-0000-7000-8000-000000000001', '01900000-0000-7000-8000-000000000002', 'KH-1', "
+                "'individual', '张伟', '张伟 kh-1')"
+            )
+        )
+    await engine.dispose()
+    await asyncio.to_thread(migrations.downgrade, scratch_database_url, "base")
+    await asyncio.to_thread(migrations.upgrade, scratch_database_url)
+    engine = create_async_engine(scratch_database_url)
+    async with engine.connect() as conn:
+        tables = await conn.scalar(
+            text("SELECT count(*) FROM information_schema.tables WHERE table_name = 'customers'")
+        )
+    await engine.dispose()
+    assert tables == 1
