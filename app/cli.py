@@ -22,7 +22,7 @@ from app.settings import get_settings
 cli = typer.Typer(help="Guanxi CRM API.", no_args_is_help=True, add_completion=False)
 db_cli = typer.Typer(help="The embedded PostgreSQL server (used when DATABASE_URL is unset).")
 cli.add_typer(db_cli, name="db")
-console = Console()
+console = Console(soft_wrap=True)
 
 DEMO_SLUG = "demo"
 DEMO_EMAIL = "admin@demo.guanxi.dev"

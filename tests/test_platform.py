@@ -74,3 +74,18 @@ async def test_migrations_downgrade_and_upgrade_with_data(scratch_database_url: 
         )
     await engine.dispose()
     assert tables == 1
+
+
+async def test_readyz_is_503_on_an_unmigrated_database(scratch_database_url: str) -> None:
+    from app.main import create_app
+    from app.settings import get_settings
+
+    await asyncio.to_thread(migrations.downgrade, scratch_database_url, "base")
+    application = create_app(get_settings(), database_url=scratch_database_url)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://t") as http:
+            response = await http.get("/readyz")
+        assert response.status_code == 503
+        assert "guanxi migrate" in response.json()["detail"]
+    finally:
+        await application.state.engine.dispose()

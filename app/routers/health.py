@@ -21,7 +21,10 @@ async def readyz(request: Request) -> Response:
     expected: str = request.app.state.migration_head
     try:
         async with request.app.state.readers() as session:
-            current = await session.scalar(text("SELECT version_num FROM alembic_version"))
+            current = None
+            # A database that was never migrated has no alembic_version table at all.
+            if await session.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL")):
+                current = await session.scalar(text("SELECT version_num FROM alembic_version"))
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise
