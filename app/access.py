@@ -18,6 +18,8 @@ class Scope(StrEnum):
     USERS_READ = "users:read"
     USERS_WRITE = "users:write"
     API_KEYS_WRITE = "api_keys:write"
+    EVENTS_READ = "events:read"
+    WEBHOOKS_WRITE = "webhooks:write"
 
 
 class Role(StrEnum):

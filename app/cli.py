@@ -3,6 +3,7 @@
 import asyncio
 import json
 import secrets
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,8 +34,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     demo: Annotated[bool, typer.Option(help="Create the demo workspace on first start.")] = True,
+    worker: Annotated[bool, typer.Option(help="Run the background worker in this process.")] = True,
 ) -> None:
-    """Migrate, create the demo workspace on first start, and serve the API."""
+    """Migrate, create the demo workspace on first start, and serve the API (with the worker)."""
     from app.main import create_app
 
     settings = get_settings()
@@ -42,7 +44,33 @@ def serve(
     migrations.upgrade(url)
     if demo:
         _print_demo(asyncio.run(_ensure_demo(url)), host, port)
-    uvicorn.run(create_app(settings, database_url=url), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        create_app(settings, database_url=url, run_worker=worker),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@cli.command("worker")
+def run_worker() -> None:
+    """Run the background worker (webhook fan-out and delivery) until SIGINT/SIGTERM."""
+    from app import logs
+    from app.worker import Worker
+
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    url = resolve_database_url(settings)
+
+    async def main() -> None:
+        worker = Worker(settings, url)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, worker.request_stop)
+        await worker.run()
+
+    asyncio.run(main())
 
 
 @cli.command()

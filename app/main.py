@@ -1,5 +1,6 @@
 """The application factory."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -7,13 +8,14 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 
-from app import logs, problems
+from app import logs, openapi_webhooks, problems
 from app.db import create_engine, create_sessionmaker, resolve_database_url
 from app.json_response import JSONResponse
 from app.middleware import RequestContextMiddleware
 from app.paths import ALEMBIC_INI
 from app.routers import health, v1
 from app.settings import Settings, get_settings
+from app.worker import Worker
 
 DESCRIPTION = """
 Guanxi keeps the customer file and the work around it.
@@ -31,7 +33,11 @@ def migration_head() -> str:
     return head
 
 
-def create_app(settings: Settings | None = None, *, database_url: str | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, database_url: str | None = None, run_worker: bool = False
+) -> FastAPI:
+    """`run_worker` runs the background worker inside this process (for `make run`); production
+    runs `guanxi worker` processes beside the API instead."""
     settings = settings or get_settings()
     logs.configure(settings.log_level)
     url = database_url or resolve_database_url(settings)
@@ -39,7 +45,12 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker = Worker(settings, url) if run_worker else None
+        task = asyncio.create_task(worker.run()) if worker else None
         yield
+        if worker and task:
+            worker.request_stop()
+            await task
         await engine.dispose()
 
     app = FastAPI(
@@ -56,5 +67,6 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     problems.install(app)
     app.include_router(health.router)
     app.include_router(v1.router)
+    openapi_webhooks.document(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

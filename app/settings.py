@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     refresh_token_days: int = Field(default=30, ge=1)
     api_key_cache_seconds: float = Field(default=10.0, ge=0)
 
+    webhook_allow_private_targets: bool = False
+    webhook_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_consecutive_failures: int = Field(default=20, ge=1)
+    webhook_secret_overlap_hours: float = Field(default=24.0, ge=0)
+    worker_concurrency: int = Field(default=20, ge=1, le=500)
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     default_phone_region: str = "CN"
     log_level: str = "INFO"

@@ -23,8 +23,18 @@ def _url() -> str:
     return str(url) if url else resolve_database_url(get_settings(), stop_embedded_at_exit=False)
 
 
+def _include_object(_obj: object, name: str | None, type_: str, _reflected: bool, _compare_to: object) -> bool:
+    # The job queue's tables belong to pgqueuer; migrations install them, models do not describe them.
+    return not (type_ == "table" and name is not None and name.startswith("pgqueuer"))
+
+
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_server_default=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_server_default=True,
+        include_object=_include_object,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -1,5 +1,6 @@
 """Fixtures: one migrated database per run, a rolled-back transaction per test, HTTP clients."""
 
+import os
 from collections.abc import AsyncIterator
 
 import httpx
@@ -15,6 +16,11 @@ from app.routers.deps import reader, unit_of_work
 from app.settings import get_settings
 from tests.database import TEST_DATABASE, fresh_database
 from tests.factories import Tenant, make_tenant
+from tests.receiver import Receiver, running_receiver
+
+# Webhook tests deliver to a receiver on 127.0.0.1, which production refuses. Settings are read at
+# first use, after this.
+os.environ.setdefault("GUANXI_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
 
 
 @pytest.fixture(scope="session")
@@ -100,3 +106,9 @@ async def live_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
     async with app.state.sessions() as session:
         await session.execute(delete(Workspace).where(Workspace.id == tenant.id))
         await session.commit()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with running_receiver() as running:
+        yield running

@@ -8,6 +8,7 @@ from app.models.customer import Customer, CustomerCodeCounter, CustomerIdentity
 from app.models.idempotency import IdempotencyRecord
 from app.models.outbox import OutboxEvent
 from app.models.user import Team, User
+from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models.workspace import Workspace
 
 __all__ = [
@@ -22,5 +23,8 @@ __all__ = [
     "OutboxEvent",
     "Team",
     "User",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "Workspace",
 ]

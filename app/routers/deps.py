@@ -77,6 +77,8 @@ AuditRead = Annotated[Caller, _caller(Scope.CUSTOMERS_READ, Scope.AUDIT_READ)]
 UsersRead = Annotated[Caller, _caller(Scope.USERS_READ)]
 UsersWrite = Annotated[Caller, _caller(Scope.USERS_WRITE)]
 ApiKeysWrite = Annotated[Caller, _caller(Scope.API_KEYS_WRITE)]
+EventsRead = Annotated[Caller, _caller(Scope.EVENTS_READ)]
+WebhooksWrite = Annotated[Caller, _caller(Scope.WEBHOOKS_WRITE)]
 
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,10})"?$')
 

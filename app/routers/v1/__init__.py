@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from app.routers.v1 import api_keys, auth, custom_fields, customers, users
+from app.routers.v1 import api_keys, auth, custom_fields, customers, events, users, webhooks
 
 router = APIRouter(prefix="/api/v1")
-for module in (auth, customers, custom_fields, users, api_keys):
+for module in (auth, customers, custom_fields, users, api_keys, events, webhooks):
     router.include_router(module.router)

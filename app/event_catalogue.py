@@ -1,0 +1,61 @@
+"""Every domain event type the service emits, with the schema of its `data`.
+
+The catalogue is published in the OpenAPI document (its `webhooks` section) and served at
+`GET /api/v1/events/types`; a resource that adds events adds them here."""
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field
+
+from app.schemas.customer import CustomerOut
+
+
+class CustomerChanged(CustomerOut):
+    changed_fields: list[str] | None = Field(
+        default=None, description="On customer.updated: the fields that changed.", examples=[["name", "tags"]]
+    )
+
+
+class CustomerRef(BaseModel):
+    id: str
+    code: str
+
+
+class EndpointDisabled(BaseModel):
+    endpoint_id: str
+    url: str
+    reason: str = Field(examples=["20 consecutive failed attempts"])
+
+
+class Ping(BaseModel):
+    message: str = Field(examples=["ping"])
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    description: str
+    data: type[BaseModel]
+
+
+CATALOGUE: tuple[EventType, ...] = (
+    EventType("customer.created", "A customer was created.", CustomerOut),
+    EventType("customer.updated", "Fields of a customer changed.", CustomerChanged),
+    EventType("customer.deleted", "A customer was soft-deleted.", CustomerRef),
+    EventType("customer.restored", "A soft-deleted customer was restored.", CustomerOut),
+    EventType(
+        "webhook_endpoint.disabled", "An endpoint was disabled after failures or a 410 answer.", EndpointDisabled
+    ),
+    EventType("webhook.ping", "A test delivery asked for by the endpoint's owner.", Ping),
+)
+
+TYPES = frozenset(event.name for event in CATALOGUE)
+FAMILIES = frozenset(name.split(".")[0] for name in TYPES)
+
+
+def is_valid_filter(pattern: str) -> bool:
+    """`*`, an exact type, or `family.*` for a known family."""
+    if pattern == "*" or pattern in TYPES:
+        return True
+    family, _, rest = pattern.partition(".")
+    return rest == "*" and family in FAMILIES

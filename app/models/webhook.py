@@ -1,0 +1,89 @@
+"""Webhook endpoints, one delivery per (endpoint, event), and the log of every attempt."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKeyConstraint, Index, Integer, SmallInteger, String, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, TenantKey
+
+
+class WebhookEndpoint(TenantKey, Base):
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (ForeignKeyConstraint(["workspace_id"], ["workspaces.id"], ondelete="CASCADE"),)
+
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(500))
+    # Exact types, `family.*` wildcards, or `*`.
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    # The signing key must be readable to sign with; it is shown to the owner once, never listed.
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_expires_at: Mapped[datetime | None]
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    version: Mapped[int] = mapped_column(server_default=text("1"))
+
+
+class WebhookDelivery(TenantKey, Base):
+    """One event to one endpoint. `state` moves pending → sending → succeeded | pending | failed."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["workspace_id", "endpoint_id"],
+            ["webhook_endpoints.workspace_id", "webhook_endpoints.id"],
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["workspace_id", "event_id"], ["outbox_events.workspace_id", "outbox_events.id"], ondelete="CASCADE"
+        ),
+        Index("uq_webhook_deliveries_endpoint_event", "workspace_id", "endpoint_id", "event_id", unique=True),
+        Index("ix_webhook_deliveries_endpoint_created", "workspace_id", "endpoint_id", "id"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("state IN ('pending', 'sending')"),
+        ),
+    )
+
+    endpoint_id: Mapped[uuid.UUID]
+    event_id: Mapped[uuid.UUID]
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
+    next_attempt_at: Mapped[datetime]
+    # While `sending`, the claim is valid until this time; a worker that died leaves it to expire.
+    locked_until: Mapped[datetime | None]
+    last_status: Mapped[int | None] = mapped_column(SmallInteger)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    succeeded_at: Mapped[datetime | None]
+
+
+class WebhookAttempt(TenantKey, Base):
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["workspace_id", "delivery_id"],
+            ["webhook_deliveries.workspace_id", "webhook_deliveries.id"],
+            ondelete="CASCADE",
+        ),
+        # One row per attempt number: two workers can never both record (and so send) the same attempt.
+        Index("uq_webhook_attempts_delivery_attempt", "workspace_id", "delivery_id", "attempt", unique=True),
+    )
+
+    delivery_id: Mapped[uuid.UUID]
+    attempt: Mapped[int] = mapped_column(SmallInteger)
+    started_at: Mapped[datetime]
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    error: Mapped[str | None] = mapped_column(String(500))
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    request_headers: Mapped[dict[str, Any]]

@@ -1,0 +1,131 @@
+"""Event stream and webhook endpoint models."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
+
+from app.event_catalogue import is_valid_filter
+from app.schemas.common import InputModel, NoNul
+
+
+class Actor(BaseModel):
+    type: str = Field(examples=["user"])
+    id: str | None
+
+
+class EventOut(BaseModel):
+    id: uuid.UUID = Field(description="Stable: also the `webhook-id` of every delivery of this event.")
+    type: str = Field(examples=["customer.created"])
+    occurred_at: datetime
+    workspace_id: uuid.UUID
+    actor: Actor
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+class EventTypeOut(BaseModel):
+    name: str
+    description: str
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class EventTypeList(BaseModel):
+    items: list[EventTypeOut]
+
+
+EventFilter = Annotated[str, Field(min_length=1, max_length=64), NoNul]
+
+
+class _EventTypes(InputModel):
+    @field_validator("event_types", check_fields=False)
+    @classmethod
+    def _known_types(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or []:
+            if not is_valid_filter(pattern):
+                raise ValueError(f"unknown event type or pattern: {pattern}")
+        return list(dict.fromkeys(value)) if value is not None else None
+
+
+class EndpointCreate(_EventTypes):
+    url: AnyHttpUrl = Field(examples=["https://erp.example.com/hooks/guanxi"])
+    event_types: list[EventFilter] = Field(min_length=1, max_length=50, examples=[["customer.*"]])
+    description: Annotated[str, Field(max_length=500), NoNul] | None = None
+    enabled: bool = True
+
+
+class EndpointPatch(_EventTypes):
+    url: AnyHttpUrl | None = None
+    event_types: list[EventFilter] | None = Field(default=None, min_length=1, max_length=50)
+    description: Annotated[str, Field(max_length=500), NoNul] | None = None
+    enabled: bool | None = Field(default=None, description="Re-enabling also clears the failure count.")
+
+
+class EndpointOut(BaseModel):
+    id: uuid.UUID
+    url: str
+    event_types: list[str]
+    description: str | None
+    enabled: bool
+    disabled_reason: str | None
+    consecutive_failures: int
+    secret_rotating_until: datetime | None = Field(description="Until then both secrets sign each delivery.")
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class EndpointWithSecret(EndpointOut):
+    secret: str = Field(description="`whsec_…`, shown on create and rotate only.")
+
+
+class EndpointList(BaseModel):
+    items: list[EndpointOut]
+
+
+class DeliveryOut(BaseModel):
+    id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    state: str = Field(examples=["succeeded"], description="pending, sending, succeeded or failed")
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    succeeded_at: datetime | None
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    started_at: datetime
+    duration_ms: int | None
+    status_code: int | None
+    error: str | None
+    response_excerpt: str | None
+
+
+class AttemptList(BaseModel):
+    items: list[AttemptOut]
+
+
+class Redeliver(InputModel):
+    """One event by id, or every event of the endpoint in a time range."""
+
+    event_id: uuid.UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class RedeliverOut(BaseModel):
+    scheduled: int

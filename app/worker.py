@@ -1,0 +1,142 @@
+"""The background worker: webhook fan-out and delivery on the PostgreSQL job queue (pgqueuer).
+
+One loop turns committed events into deliveries (woken by NOTIFY at commit, and every few seconds)
+and enqueues due attempts; pgqueuer runs the attempts with bounded concurrency. Any number of
+workers can run side by side: fan-out skips locked rows, and each attempt is claimed once."""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import asyncpg
+import httpx
+import orjson
+from pgqueuer import AsyncpgDriver, Job, PgQueuer, Queries
+from sqlalchemy.engine import make_url
+
+from app import clock
+from app.db import create_engine, create_sessionmaker
+from app.services import webhook_delivery, webhook_dispatch
+from app.services.webhook_dispatch import DueAttempt
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DELIVER = "webhooks.deliver"
+OUTBOX_CHANNEL = "guanxi_outbox"
+SWEEP_SECONDS = 2.0
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        database_url: str,
+        *,
+        now: Callable[[], datetime] = clock.now,
+        http_client: httpx.AsyncClient | None = None,
+        sweep_seconds: float = SWEEP_SECONDS,
+    ) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.now = now
+        self.sweep_seconds = sweep_seconds
+        self.engine = create_engine(database_url, settings)
+        self.sessions = create_sessionmaker(self.engine)
+        self.http = http_client or httpx.AsyncClient(
+            trust_env=False, limits=httpx.Limits(max_connections=settings.worker_concurrency * 2)
+        )
+        self.stop = asyncio.Event()
+        # Set once the worker listens for commits: events committed after it are picked up at once.
+        self.ready = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        dsn = asyncpg_dsn(self.database_url)
+        queue_conn = await asyncpg.connect(dsn)
+        enqueue_conn = await asyncpg.connect(dsn)
+        listen_conn = await asyncpg.connect(dsn)
+        queries = Queries(AsyncpgDriver(enqueue_conn))
+        pgq = PgQueuer(AsyncpgDriver(queue_conn))
+
+        @pgq.entrypoint(DELIVER)
+        async def deliver(job: Job) -> None:
+            due = _decode(job.payload)
+            scheduled = await webhook_delivery.deliver(
+                self.sessions, self.http, due, now=self.now(), settings=self.settings
+            )
+            if scheduled is not None:
+                await self._enqueue(queries, [scheduled.due], delay=scheduled.delay)
+
+        await listen_conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
+        queue_task = asyncio.create_task(
+            pgq.run(dequeue_timeout=timedelta(seconds=1), max_concurrent_tasks=self.settings.worker_concurrency)
+        )
+        self.ready.set()
+        try:
+            while not self.stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.sweep_seconds)
+                self._wake.clear()
+                if self.stop.is_set():
+                    break
+                try:
+                    await self.dispatch(queries)
+                except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                    logger.warning("dispatch failed; retrying at the next sweep", extra={"error": str(exc)})
+                if queue_task.done():
+                    queue_task.result()
+        finally:
+            pgq.shutdown.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(queue_task, timeout=15)
+            for conn in (listen_conn, enqueue_conn, queue_conn):
+                await conn.close()
+            await self.http.aclose()
+            await self.engine.dispose()
+
+    async def dispatch(self, queries: Queries) -> int:
+        """Fan out new events, revive abandoned attempts, and enqueue everything that is due."""
+        now = self.now()
+        async with self.sessions() as session:
+            fresh = await webhook_dispatch.fan_out(session, now=now)
+            await webhook_dispatch.recover_abandoned(session, now=now)
+            await session.commit()
+        async with self.sessions() as session:
+            due = await webhook_dispatch.due_attempts(session, now=now)
+        # Fresh deliveries are also due; the dedupe key keeps each attempt queued once.
+        pending = {d.dedupe_key: d for d in [*fresh, *due]}
+        await self._enqueue(queries, list(pending.values()))
+        return len(pending)
+
+    async def _enqueue(self, queries: Queries, attempts: list[DueAttempt], *, delay: timedelta | None = None) -> None:
+        if not attempts:
+            return
+        await queries.enqueue(
+            [DELIVER] * len(attempts),
+            [_encode(a) for a in attempts],
+            [0] * len(attempts),
+            execute_after=[delay] * len(attempts),
+            dedupe_key=[a.dedupe_key for a in attempts],
+            on_conflict="skip",
+        )
+
+
+def _encode(due: DueAttempt) -> bytes:
+    return orjson.dumps({"w": str(due.workspace_id), "d": str(due.delivery_id), "a": due.attempt})
+
+
+def _decode(payload: bytes | None) -> DueAttempt:
+    data = orjson.loads(payload or b"{}")
+    return DueAttempt(uuid.UUID(data["w"]), uuid.UUID(data["d"]), int(data["a"]))

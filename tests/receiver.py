@@ -1,0 +1,79 @@
+"""A real HTTP receiver on 127.0.0.1 for webhook tests: records requests, answers as scripted."""
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import Response
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b"ok"
+
+
+@dataclass
+class Receiver:
+    port: int
+    received: list[Received] = field(default_factory=list)
+    # Answers are used in order; once only one is left, it is repeated.
+    script: list[Answer] = field(default_factory=lambda: [Answer()])
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def app(self, scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)  # type: ignore[arg-type]
+        self.received.append(Received(dict(request.headers), await request.body()))
+        self.arrived.set()
+        answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if answer.delay:
+            await asyncio.sleep(answer.delay)
+        await Response(answer.body, status_code=answer.status, headers=answer.headers)(scope, receive, send)  # type: ignore[arg-type]
+
+    async def wait_for(self, count: int, limit: float = 10.0) -> None:
+        """Until `count` requests arrived, or fail after `limit` seconds."""
+        async with asyncio.timeout(limit):
+            while len(self.received) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def running_receiver() -> AsyncIterator[Receiver]:
+    receiver = Receiver(port=free_port())
+    config = uvicorn.Config(
+        receiver.app, host="127.0.0.1", port=receiver.port, log_config=None, access_log=False, interface="asgi3"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    try:
+        yield receiver
+    finally:
+        server.should_exit = True
+        await task

@@ -1,0 +1,61 @@
+"""Driving webhook delivery step by step with a controlled clock, as the worker would."""
+
+import uuid
+from datetime import datetime
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from app.models import WebhookAttempt, WebhookDelivery
+from app.services import webhook_delivery, webhook_dispatch
+from app.services.webhook_dispatch import DueAttempt
+from app.settings import Settings, get_settings
+
+
+def fast_settings(**overrides: object) -> Settings:
+    return get_settings().model_copy(update={"webhook_timeout_seconds": 2.0, **overrides})
+
+
+async def fan_out(app: FastAPI, now: datetime) -> None:
+    async with app.state.sessions() as session:
+        await webhook_dispatch.fan_out(session, now=now)
+        await session.commit()
+
+
+async def due_for(app: FastAPI, workspace_id: uuid.UUID, now: datetime) -> list[DueAttempt]:
+    async with app.state.sessions() as session:
+        due = await webhook_dispatch.due_attempts(session, now=now)
+    return [d for d in due if d.workspace_id == workspace_id]
+
+
+async def run_due(
+    app: FastAPI, workspace_id: uuid.UUID, now: datetime, settings: Settings | None = None
+) -> list[webhook_delivery.Scheduled | None]:
+    """One worker pass for one workspace: fan out, then send every due attempt."""
+    await fan_out(app, now)
+    results = []
+    async with httpx.AsyncClient(trust_env=False) as client:
+        for due in await due_for(app, workspace_id, now):
+            results.append(
+                await webhook_delivery.deliver(
+                    app.state.sessions, client, due, now=now, settings=settings or fast_settings()
+                )
+            )
+    return results
+
+
+async def deliveries(app: FastAPI, workspace_id: uuid.UUID) -> list[WebhookDelivery]:
+    async with app.state.sessions() as session:
+        rows = await session.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.workspace_id == workspace_id).order_by(WebhookDelivery.id)
+        )
+        return list(rows.all())
+
+
+async def attempts(app: FastAPI, delivery_id: uuid.UUID) -> list[WebhookAttempt]:
+    async with app.state.sessions() as session:
+        rows = await session.scalars(
+            select(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery_id).order_by(WebhookAttempt.attempt)
+        )
+        return list(rows.all())
