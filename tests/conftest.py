@@ -112,3 +112,4 @@ async def live_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
 async def receiver() -> AsyncIterator[Receiver]:
     async with running_receiver() as running:
         yield running
+    assert not running.unverified, f"deliveries failed signature verification: {running.unverified}"

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import uvicorn
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -32,6 +33,9 @@ class Receiver:
     # Answers are used in order; once only one is left, it is repeated.
     script: list[Answer] = field(default_factory=lambda: [Answer()])
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # The endpoint's secrets: every request is checked with the reference `standardwebhooks` library.
+    secrets: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -41,7 +45,13 @@ class Receiver:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)  # type: ignore[arg-type]
-        self.received.append(Received(dict(request.headers), await request.body()))
+        received = Received(dict(request.headers), await request.body())
+        for secret in self.secrets:
+            try:
+                Webhook(secret).verify(received.body, received.headers)
+            except WebhookVerificationError as exc:
+                self.unverified.append(f"{secret[:12]}…: {exc}")
+        self.received.append(received)
         self.arrived.set()
         answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if answer.delay:

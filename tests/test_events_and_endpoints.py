@@ -193,6 +193,7 @@ async def test_worker_delivers_a_committed_event_end_to_end(
             headers=live_tenant.headers(),
         )
     ).json()
+    receiver.secrets = [endpoint["secret"]]
     # With the periodic sweep an hour away, only the NOTIFY sent at commit can wake the worker.
     worker = Worker(get_settings(), database_url, sweep_seconds=3600)
     task = asyncio.create_task(worker.run())

@@ -28,6 +28,15 @@ async def _endpoint(
     return dict(response.json())
 
 
+async def _verified_endpoint(
+    client: httpx.AsyncClient, tenant: Tenant, receiver: Receiver, types: list[str] | None = None
+) -> dict[str, object]:
+    """An endpoint at the receiver, which then verifies every delivery with its secret."""
+    endpoint = await _endpoint(client, tenant, receiver.url, types)
+    receiver.secrets = [str(endpoint["secret"])]
+    return endpoint
+
+
 async def _customer(client: httpx.AsyncClient, tenant: Tenant, **fields: object) -> dict[str, object]:
     response = await client.post("/api/v1/customers", json=customer_body(**fields), headers=tenant.headers())
     assert response.status_code == 201, response.text
@@ -37,7 +46,7 @@ async def _customer(client: httpx.AsyncClient, tenant: Tenant, **fields: object)
 async def test_delivery_is_signed_per_standard_webhooks(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
-    endpoint = await _endpoint(live_client, live_tenant, receiver.url)
+    endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
     customer = await _customer(live_client, live_tenant, name="张伟")
     await run_due(app, live_tenant.id, clock.now())
     assert len(receiver.received) == 1
@@ -56,7 +65,7 @@ async def test_wrong_secret_does_not_verify(
 ) -> None:
     from standardwebhooks.webhooks import WebhookVerificationError
 
-    await _endpoint(live_client, live_tenant, receiver.url)
+    await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
     await run_due(app, live_tenant.id, clock.now())
     with pytest.raises(WebhookVerificationError):
@@ -66,7 +75,7 @@ async def test_wrong_secret_does_not_verify(
 async def test_only_subscribed_types_are_delivered(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
-    await _endpoint(live_client, live_tenant, receiver.url, ["customer.updated"])
+    await _verified_endpoint(live_client, live_tenant, receiver, ["customer.updated"])
     created = await _customer(live_client, live_tenant)
     await live_client.patch(
         f"/api/v1/customers/{created['id']}",
@@ -94,7 +103,7 @@ async def test_receiver_failing_three_times_then_succeeding_follows_the_schedule
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(500), Answer(502), Answer(503), Answer(200)]
-    await _endpoint(live_client, live_tenant, receiver.url)
+    await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
     now = clock.now()
     for expected_delay in (timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30)):
@@ -130,7 +139,7 @@ async def test_retry_after_on_429_is_honoured(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(429, headers={"Retry-After": "3600"})]
-    await _endpoint(live_client, live_tenant, receiver.url)
+    await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
     [scheduled] = await run_due(app, live_tenant.id, clock.now())
     assert scheduled is not None
@@ -141,7 +150,7 @@ async def test_410_disables_the_endpoint_and_emits_an_event(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(410)]
-    endpoint = await _endpoint(live_client, live_tenant, receiver.url)
+    endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
     assert await run_due(app, live_tenant.id, clock.now()) == [None]
     seen = (await live_client.get(f"/api/v1/webhook-endpoints/{endpoint['id']}", headers=live_tenant.headers())).json()
@@ -160,7 +169,7 @@ async def test_consecutive_failures_disable_the_endpoint(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(500)]
-    endpoint = await _endpoint(live_client, live_tenant, receiver.url)
+    endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
     for _ in range(3):
         await _customer(live_client, live_tenant)
     await run_due(app, live_tenant.id, clock.now(), fast_settings(webhook_max_consecutive_failures=3))
@@ -183,7 +192,7 @@ async def test_slow_receiver_times_out(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(200, delay=3.0)]
-    await _endpoint(live_client, live_tenant, receiver.url)
+    await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
     [scheduled] = await run_due(app, live_tenant.id, clock.now(), fast_settings(webhook_timeout_seconds=0.5))
     assert scheduled is not None
@@ -197,7 +206,7 @@ async def test_redirects_are_not_followed(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(302, headers={"Location": f"http://127.0.0.1:{receiver.port}/elsewhere"})]
-    await _endpoint(live_client, live_tenant, receiver.url)
+    await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
     [scheduled] = await run_due(app, live_tenant.id, clock.now())
     assert scheduled is not None
@@ -210,7 +219,7 @@ async def test_large_response_bodies_are_cut(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(200, body=b"x" * 1_000_000)]
-    await _endpoint(live_client, live_tenant, receiver.url)
+    await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
     await run_due(app, live_tenant.id, clock.now())
     [delivery] = await deliveries(app, live_tenant.id)
@@ -221,7 +230,7 @@ async def test_large_response_bodies_are_cut(
 async def test_concurrent_workers_never_send_one_attempt_twice(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
-    await _endpoint(live_client, live_tenant, receiver.url)
+    await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
     now = clock.now()
     await fan_out(app, now)
@@ -241,7 +250,7 @@ async def test_concurrent_workers_never_send_one_attempt_twice(
 async def test_a_worker_killed_mid_send_leads_to_a_redelivery(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
-    await _endpoint(live_client, live_tenant, receiver.url)
+    await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
     now = clock.now()
     await fan_out(app, now)
@@ -268,7 +277,7 @@ async def test_a_worker_killed_mid_send_leads_to_a_redelivery(
 async def test_rotated_secret_signs_with_both_during_the_overlap(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
-    endpoint = await _endpoint(live_client, live_tenant, receiver.url)
+    endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
     rotated = await live_client.post(
         f"/api/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", headers=live_tenant.headers()
     )
@@ -286,7 +295,7 @@ async def test_rotated_secret_signs_with_both_during_the_overlap(
 async def test_ping_and_manual_redelivery(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
-    endpoint = await _endpoint(live_client, live_tenant, receiver.url)
+    endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
     base = f"/api/v1/webhook-endpoints/{endpoint['id']}"
     ping = await live_client.post(f"{base}/ping", headers=live_tenant.headers())
     assert ping.status_code == 202
@@ -308,7 +317,7 @@ async def test_redeliver_a_time_range(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     start = clock.now()
-    endpoint = await _endpoint(live_client, live_tenant, receiver.url)
+    endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
     for _ in range(3):
         await _customer(live_client, live_tenant)
     await run_due(app, live_tenant.id, clock.now())

@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import clock
 from app.access import system_caller
 from app.ids import new_id
 from app.jsonable import to_jsonable
@@ -125,8 +126,13 @@ def envelope(event: OutboxEvent) -> dict[str, Any]:
 async def send(client: httpx.AsyncClient, claimed: Claimed, *, now: datetime, settings: Settings) -> Outcome:
     """POST the signed event. Redirects are not followed; the response body is read up to a cap."""
     body = orjson.dumps(claimed.event).decode()
+    # Signed with the wall clock of the moment of sending: receivers judge freshness by it, whatever
+    # time the attempt was scheduled for.
+    signed_at = clock.now()
     headers = {
-        **webhook_signing.headers(message_id=claimed.event["id"], at=now, body=body, secrets_in_use=claimed.secrets),
+        **webhook_signing.headers(
+            message_id=claimed.event["id"], at=signed_at, body=body, secrets_in_use=claimed.secrets
+        ),
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }
