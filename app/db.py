@@ -2,6 +2,7 @@
 
 import os
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app import embedded_db
@@ -20,9 +21,13 @@ def resolve_database_url(settings: Settings, *, stop_embedded_at_exit: bool = Tr
     return url
 
 
-def create_engine(url: str, settings: Settings) -> AsyncEngine:
+def create_engine(url: str, settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
+    """`autocommit` engines serve single-statement reads: no BEGIN/COMMIT round trips."""
     return create_async_engine(
         url,
+        isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
+        json_serializer=lambda value: orjson.dumps(value).decode(),
+        json_deserializer=orjson.loads,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,

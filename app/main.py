@@ -42,6 +42,7 @@ def create_app(
     logs.configure(settings.log_level)
     url = database_url or resolve_database_url(settings)
     engine = create_engine(url, settings)
+    read_engine = create_engine(url, settings, autocommit=True)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -52,6 +53,7 @@ def create_app(
             worker.request_stop()
             await task
         await engine.dispose()
+        await read_engine.dispose()
 
     app = FastAPI(
         title="Guanxi",
@@ -62,7 +64,8 @@ def create_app(
     )
     app.state.engine = engine
     app.state.sessions = create_sessionmaker(engine)
-    app.state.readers = create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    app.state.read_engine = read_engine
+    app.state.readers = create_sessionmaker(read_engine)
     app.state.migration_head = migration_head()
     problems.install(app)
     app.include_router(health.router)

@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=5, ge=0, le=200)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     db_connect_timeout_seconds: float = Field(default=3.0, gt=0)
-    db_pre_ping: bool = True
+    # Off: a ping is a round trip on every checkout. A connection a database restart killed fails one
+    # request with 503, and the pool is then replaced whole.
+    db_pre_ping: bool = False
     statement_timeout_ms: int = Field(default=5000, ge=100)
     retry_after_seconds: int = Field(default=2, ge=1)
 

@@ -35,6 +35,7 @@ async def app(database_url: str) -> AsyncIterator[FastAPI]:
     application = create_app(get_settings(), database_url=database_url)
     yield application
     await application.state.engine.dispose()
+    await application.state.read_engine.dispose()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ async def app_without_database() -> AsyncIterator[FastAPI]:
     application = create_app(get_settings(), database_url=UNREACHABLE)
     yield application
     await application.state.engine.dispose()
+    await application.state.read_engine.dispose()
 
 
 @pytest.mark.parametrize(

@@ -89,3 +89,4 @@ async def test_readyz_is_503_on_an_unmigrated_database(scratch_database_url: str
         assert "guanxi migrate" in response.json()["detail"]
     finally:
         await application.state.engine.dispose()
+        await application.state.read_engine.dispose()

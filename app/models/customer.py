@@ -27,8 +27,10 @@ class Customer(TenantKey, Base):
             postgresql_using="gin",
             postgresql_ops={"custom_fields": "jsonb_path_ops"},
         ),
+        # workspace_id in the index (btree_gin): a search reads only its own tenant's entries.
         Index(
-            "ix_customers_search_text",
+            "ix_customers_workspace_id_search_text",
+            "workspace_id",
             "search_text",
             postgresql_using="gin",
             postgresql_ops={"search_text": "gin_trgm_ops"},
@@ -65,12 +67,14 @@ class Customer(TenantKey, Base):
     version: Mapped[int] = mapped_column(server_default=text("1"))
 
 
-# Short searches (one or two characters, e.g. a surname) match name prefixes through this index.
+# Short searches (one or two characters, e.g. a surname) match name prefixes, in name order: C
+# collation makes one index serve both the LIKE prefix and the ORDER BY.
 Index(
     "ix_customers_workspace_id_name_prefix",
     Customer.workspace_id,
-    func.lower(Customer.name).label("lower_name"),
-    postgresql_ops={"lower_name": "text_pattern_ops"},
+    text('lower(name::text) COLLATE "C"'),
+    Customer.id,
+    postgresql_where=Customer.deleted_at.is_(None),
 )
 
 

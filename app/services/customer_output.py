@@ -1,5 +1,6 @@
 """The customer as the API shows it, with personal data masked for callers without the PII scope."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from app.access import Caller, Scope, system_caller
@@ -50,39 +51,50 @@ def mask_phone(phone: str) -> str:
     return phone[:4] + "*" * max(len(phone) - 8, 3) + phone[-4:] if len(phone) > 8 else "***"
 
 
-def present(record: Any, ctx: Caller) -> dict[str, Any]:
-    """`record` is a Customer or a row of CUSTOMER_COLUMNS; both expose the columns as attributes."""
+COLUMN_NAMES = tuple(column.key for column in CUSTOMER_COLUMNS)
+
+
+def columns_of(customer: Customer) -> dict[str, Any]:
+    return {name: getattr(customer, name) for name in COLUMN_NAMES}
+
+
+def present(record: Mapping[Any, Any] | Customer, ctx: Caller) -> dict[str, Any]:
+    """The API shape of a customer: from a row of CUSTOMER_COLUMNS (any mapping) or a Customer."""
+    row = columns_of(record) if isinstance(record, Customer) else record
     masked = not ctx.can(Scope.CUSTOMERS_PII)
+    emails: list[str] = row["emails"]
+    phones: list[str] = row["phones"]
+    street = row["street"]
     return {
-        "id": record.id,
-        "code": record.code,
-        "kind": record.kind,
-        "name": record.name,
-        "emails": [mask_email(e) for e in record.emails] if masked else record.emails,
-        "phones": [mask_phone(p) for p in record.phones] if masked else record.phones,
-        "company": record.company,
-        "title": record.title,
-        "gender": record.gender,
-        "birthday": record.birthday,
+        "id": row["id"],
+        "code": row["code"],
+        "kind": row["kind"],
+        "name": row["name"],
+        "emails": [mask_email(e) for e in emails] if masked else emails,
+        "phones": [mask_phone(p) for p in phones] if masked else phones,
+        "company": row["company"],
+        "title": row["title"],
+        "gender": row["gender"],
+        "birthday": row["birthday"],
         "address": {
-            "country": record.country,
-            "province": record.province,
-            "city": record.city,
-            "district": record.district,
-            "street": "***" if masked and record.street else record.street,
-            "postcode": record.postcode,
+            "country": row["country"],
+            "province": row["province"],
+            "city": row["city"],
+            "district": row["district"],
+            "street": "***" if masked and street else street,
+            "postcode": row["postcode"],
         },
-        "source": record.source,
-        "tags": record.tags,
-        "owner_id": record.owner_id,
-        "preferences": record.preferences,
-        "custom_fields": record.custom_fields,
-        "consent": record.consent,
-        "notes": record.notes,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "deleted_at": record.deleted_at,
-        "version": record.version,
+        "source": row["source"],
+        "tags": row["tags"],
+        "owner_id": row["owner_id"],
+        "preferences": row["preferences"],
+        "custom_fields": row["custom_fields"],
+        "consent": row["consent"],
+        "notes": row["notes"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "deleted_at": row["deleted_at"],
+        "version": row["version"],
         "pii_masked": masked,
     }
 

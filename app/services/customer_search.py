@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, func, select, tuple_
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +26,8 @@ SORT_COLUMNS: dict[str, Any] = {
 }
 # Below this many characters a query has no trigram to use: it matches name prefixes instead.
 MIN_TRIGRAM_QUERY = 3
+# Relevance-ordered results page by offset; past this, refine the query instead.
+MAX_SEARCH_OFFSET = 10_000
 
 
 @dataclass
@@ -67,7 +69,7 @@ async def _keyset_page(
         after = (_parse_sort_value(name, value), _parse_uuid(last_id))
         stmt = stmt.where(key < tuple_(*after) if descending else key > tuple_(*after))
     order = (column.desc(), Customer.id.desc()) if descending else (column.asc(), Customer.id.asc())
-    rows = list((await session.execute(stmt.order_by(*order).limit(query.limit + 1))).all())
+    rows = await _rows(session, stmt.order_by(*order).limit(query.limit + 1))
     next_cursor = None
     if len(rows) > query.limit:
         last = rows[query.limit - 1]
@@ -81,27 +83,54 @@ async def _keyset_page(
 async def _search_page(
     session: AsyncSession, stmt: Select[Any], query: CustomerQuery
 ) -> tuple[list[Row[Any]], str | None]:
-    """Relevance order (substring hits first, then trigram word similarity), paged by offset."""
+    """Substring matches first (in id order), then fuzzy-only matches (by word similarity); one or
+    two characters match name prefixes in name order. The cursor names the phase and its offset."""
     assert query.q is not None
     text = query.q.strip().lower()
-    offset = 0
-    if query.cursor:
-        (offset,) = decode_cursor(query.cursor, expected_length=1)
-        if not isinstance(offset, int) or not 0 <= offset <= 10_000:
-            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"])
+    phase, offset = _search_cursor(query.cursor, short=len(text) < MIN_TRIGRAM_QUERY)
+    limit = query.limit
     pattern = _escape_like(text)
-    if len(text) >= MIN_TRIGRAM_QUERY:
-        contains = Customer.search_text.like(f"%{pattern}%")
-        # `%>` is word similarity (pg_trgm), served by the same trigram index: typos still match.
-        similar = Customer.search_text.op("%>")(text)
-        stmt = stmt.where(or_(contains, similar)).order_by(
-            contains.desc(), func.word_similarity(text, Customer.search_text).desc(), Customer.id
+    if phase == "prefix":
+        name_key = func.lower(Customer.name).collate("C")
+        rows = await _rows(
+            session,
+            stmt.where(name_key.like(f"{pattern}%")).order_by(name_key, Customer.id).offset(offset).limit(limit + 1),
         )
-    else:
-        stmt = stmt.where(func.lower(Customer.name).like(f"{pattern}%")).order_by(Customer.name, Customer.id)
-    rows = list((await session.execute(stmt.offset(offset).limit(query.limit + 1))).all())
-    next_cursor = encode_cursor([offset + query.limit]) if len(rows) > query.limit else None
-    return rows[: query.limit], next_cursor
+        return rows[:limit], encode_cursor(["prefix", offset + limit]) if len(rows) > limit else None
+    contains = Customer.search_text.like(f"%{pattern}%")
+    rows = []
+    if phase == "substring":
+        rows = await _rows(session, stmt.where(contains).order_by(Customer.id).offset(offset).limit(limit + 1))
+        if len(rows) > limit:
+            return rows[:limit], encode_cursor(["substring", offset + limit])
+        phase, offset = "fuzzy", 0
+    # `%>` is word similarity (pg_trgm) through the same trigram index: typos still match.
+    wanted = limit - len(rows)
+    fuzzy = await _rows(
+        session,
+        stmt.where(Customer.search_text.op("%>")(text), ~contains)
+        .order_by(func.word_similarity(text, Customer.search_text).desc(), Customer.id)
+        .offset(offset)
+        .limit(wanted + 1),
+    )
+    next_cursor = encode_cursor(["fuzzy", offset + wanted]) if len(fuzzy) > wanted else None
+    return rows + fuzzy[:wanted], next_cursor
+
+
+def _search_cursor(cursor: str | None, *, short: bool) -> tuple[str, int]:
+    if cursor is None:
+        return ("prefix" if short else "substring"), 0
+    phase, offset = decode_cursor(cursor, expected_length=2)
+    allowed = {"prefix"} if short else {"substring", "fuzzy"}
+    if phase not in allowed or not isinstance(offset, int) or not 0 <= offset <= MAX_SEARCH_OFFSET:
+        raise ValidationFailed("The cursor is not valid for this search.", loc=["query", "cursor"])
+    return str(phase), offset
+
+
+async def _rows(session: AsyncSession, stmt: Select[Any]) -> list[Row[Any]]:
+    # A Core select of columns: run on the connection, past the ORM's result machinery.
+    connection = await session.connection()
+    return list((await connection.execute(stmt)).all())
 
 
 async def _filters(session: AsyncSession, ctx: Caller, query: CustomerQuery) -> list[ColumnElement[bool]]:

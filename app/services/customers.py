@@ -1,22 +1,28 @@
 """Customer use cases: create, read, change, soft delete and restore, each one transaction."""
 
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast, get_args
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock
-from app.access import Caller
+from app.access import Caller, Visibility
 from app.errors import DuplicateCustomer, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from app.jsonable import to_jsonable
 from app.models import Customer, CustomerIdentity, User
+from app.prepared import PreparedSelect
 from app.schemas.customer import CustomerCreate, CustomerFields, CustomerPatch
 from app.services import audit, custom_fields, customer_codes, outbox
 from app.services.customer_output import CUSTOMER_COLUMNS, event_data
-from app.services.visibility import visible_customer_clauses
+from app.services.visibility import (
+    effective_visibility,
+    scope_params,
+    visible_customer_clauses,
+    visible_customer_template,
+)
 
 ADDRESS_FIELDS = ("country", "province", "city", "district", "street", "postcode")
 PLAIN_FIELDS = (
@@ -36,15 +42,32 @@ PLAIN_FIELDS = (
 )
 
 
-async def get(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, *, include_deleted: bool = False) -> Row[Any]:
-    """One statement: the row if the caller may see it, else 404 (other workspaces included)."""
-    stmt = select(*CUSTOMER_COLUMNS).where(
-        Customer.id == customer_id, *visible_customer_clauses(ctx, include_deleted=include_deleted)
+def _get_statement(visibility: Visibility, include_deleted: bool) -> PreparedSelect:
+    return PreparedSelect(
+        select(*CUSTOMER_COLUMNS).where(
+            Customer.id == bindparam("customer_id"),
+            *visible_customer_template(visibility, include_deleted=include_deleted),
+        )
     )
-    row = (await session.execute(stmt)).first()
+
+
+# The hottest read of the API: compiled once per visibility.
+_GET = {
+    (visibility, include_deleted): _get_statement(visibility, include_deleted)
+    for visibility in get_args(Visibility)
+    for include_deleted in (False, True)
+}
+
+
+async def get(
+    session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, *, include_deleted: bool = False
+) -> Mapping[str, Any]:
+    """One statement: the row if the caller may see it, else 404 (other workspaces included)."""
+    statement = _GET[(effective_visibility(ctx), include_deleted)]
+    row = await statement.fetchrow(session, {"customer_id": customer_id, **scope_params(ctx)})
     if row is None:
         raise NotFound("No customer with that id.")
-    return row
+    return cast(Mapping[str, Any], row)
 
 
 async def create(session: AsyncSession, ctx: Caller, data: CustomerCreate) -> Customer:

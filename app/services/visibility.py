@@ -1,21 +1,52 @@
 """Record visibility in one place: every customer query starts from the caller's visible set."""
 
-from sqlalchemy import ColumnElement, false, select
+from typing import Any
 
-from app.access import Caller
+from sqlalchemy import BindParameter, ColumnElement, bindparam, false, select
+
+from app.access import Caller, Visibility
 from app.models import Customer, User
 
 
-def visible_customer_clauses(ctx: Caller, *, include_deleted: bool = False) -> list[ColumnElement[bool]]:
-    clauses: list[ColumnElement[bool]] = [Customer.workspace_id == ctx.workspace_id]
+def effective_visibility(ctx: Caller) -> Visibility:
+    # A manager outside any team sees what a salesperson sees: its own customers.
+    return "own" if ctx.visibility == "team" and ctx.team_id is None else ctx.visibility
+
+
+def _clauses(
+    visibility: Visibility, include_deleted: bool, workspace_id: Any, user_id: Any, team_id: Any
+) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = [Customer.workspace_id == workspace_id]
     if not include_deleted:
         clauses.append(Customer.deleted_at.is_(None))
-    if ctx.visibility == "own":
-        clauses.append(Customer.owner_id == ctx.user_id if ctx.user_id else false())
-    elif ctx.visibility == "team":
-        if ctx.team_id is None:
-            clauses.append(Customer.owner_id == ctx.user_id if ctx.user_id else false())
-        else:
-            team_members = select(User.id).where(User.workspace_id == ctx.workspace_id, User.team_id == ctx.team_id)
-            clauses.append(Customer.owner_id.in_(team_members))
+    if visibility == "own":
+        clauses.append(Customer.owner_id == user_id)
+    elif visibility == "team":
+        team_members = select(User.id).where(User.workspace_id == workspace_id, User.team_id == team_id)
+        clauses.append(Customer.owner_id.in_(team_members))
     return clauses
+
+
+def visible_customer_clauses(ctx: Caller, *, include_deleted: bool = False) -> list[ColumnElement[bool]]:
+    visibility = effective_visibility(ctx)
+    if visibility == "own" and ctx.user_id is None:
+        return [false()]
+    return _clauses(visibility, include_deleted, ctx.workspace_id, ctx.user_id, ctx.team_id)
+
+
+SCOPE_PARAMS: dict[str, BindParameter[Any]] = {
+    "workspace_id": bindparam("scope_workspace_id"),
+    "user_id": bindparam("scope_user_id"),
+    "team_id": bindparam("scope_team_id"),
+}
+
+
+def visible_customer_template(visibility: Visibility, *, include_deleted: bool) -> list[ColumnElement[bool]]:
+    """The same clauses with bound parameters, for statements compiled once; see scope_params."""
+    return _clauses(
+        visibility, include_deleted, SCOPE_PARAMS["workspace_id"], SCOPE_PARAMS["user_id"], SCOPE_PARAMS["team_id"]
+    )
+
+
+def scope_params(ctx: Caller) -> dict[str, Any]:
+    return {"scope_workspace_id": ctx.workspace_id, "scope_user_id": ctx.user_id, "scope_team_id": ctx.team_id}
