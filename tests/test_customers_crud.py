@@ -79,12 +79,15 @@ async def test_soft_delete_hides_the_customer_and_restore_brings_it_back(
 ) -> None:
     headers = tenant.headers()
     created = (await client.post("/api/v1/customers", json=customer_body(), headers=headers)).json()
+    live = (await client.post("/api/v1/customers", json=customer_body(), headers=headers)).json()
     url = f"/api/v1/customers/{created['id']}"
     deleted = await client.delete(url, headers={**headers, "If-Match": '"1"'})
     assert deleted.status_code == 204
     assert (await client.get(url, headers=headers)).status_code == 404
     trash = (await client.get("/api/v1/customers?deleted=only", headers=headers)).json()
     assert [c["id"] for c in trash["items"]] == [created["id"]]
+    listed = (await client.get("/api/v1/customers", headers=headers)).json()
+    assert [c["id"] for c in listed["items"]] == [live["id"]]
     restored = await client.post(f"{url}/restore", headers=headers)
     assert restored.status_code == 200
     assert restored.json()["deleted_at"] is None

@@ -1,21 +1,29 @@
 """Customer lists: filters, keyset pagination, and search by name, code, phone or email."""
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, func, select, tuple_
-from sqlalchemy.engine import Row
+import orjson
+from sqlalchemy import ARRAY, ColumnElement, DateTime, Select, Text, bindparam, func, select, tuple_
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.access import Caller
+from app.access import Caller, Visibility
 from app.errors import ValidationFailed
 from app.models import Customer
 from app.pagination import decode_cursor, encode_cursor
+from app.prepared import PreparedSelect
 from app.services import custom_fields
 from app.services.customer_output import CUSTOMER_COLUMNS
-from app.services.visibility import visible_customer_clauses
+from app.services.visibility import (
+    effective_visibility,
+    scope_params,
+    visible_customer_clauses,
+    visible_customer_template,
+)
 
 SortKey = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name", "code", "-code"]
 SORT_COLUMNS: dict[str, Any] = {
@@ -47,44 +55,131 @@ class CustomerQuery:
     custom: dict[str, str] = field(default_factory=dict)
 
 
-async def list_customers(session: AsyncSession, ctx: Caller, query: CustomerQuery) -> tuple[list[Row[Any]], str | None]:
-    stmt = select(*CUSTOMER_COLUMNS).where(
-        *visible_customer_clauses(ctx, include_deleted=query.deleted == "only"),
-        *await _filters(session, ctx, query),
-    )
+async def list_customers(
+    session: AsyncSession, ctx: Caller, query: CustomerQuery
+) -> tuple[list[Mapping[str, Any]], str | None]:
     if query.q:
+        stmt = select(*CUSTOMER_COLUMNS).where(
+            *visible_customer_clauses(ctx, include_deleted=query.deleted == "only"),
+            *_deleted_filter(query),
+            *await _filters(session, ctx, query),
+        )
         return await _search_page(session, stmt, query)
-    return await _keyset_page(session, stmt, query)
+    return await _keyset_page(session, ctx, query)
+
+
+def _deleted_filter(query: CustomerQuery) -> list[ColumnElement[bool]]:
+    return [Customer.deleted_at.is_not(None)] if query.deleted == "only" else []
+
+
+@dataclass(frozen=True)
+class _ListShape:
+    """What a list statement's SQL depends on; the values are bound parameters."""
+
+    visibility: Visibility
+    deleted: str
+    sort: str
+    after: bool
+    tags: bool
+    owner: bool
+    city: bool
+    source: bool
+    kind: bool
+    created_after: bool
+    created_before: bool
+    custom_fields: int
+
+
+_LIST_STATEMENTS: dict[_ListShape, PreparedSelect] = {}
+
+
+def _list_statement(shape: _ListShape) -> PreparedSelect:
+    """Compiled once per shape: lists are the second hottest read after get-by-id."""
+    prepared = _LIST_STATEMENTS.get(shape)
+    if prepared is not None:
+        return prepared
+    clauses = visible_customer_template(shape.visibility, include_deleted=shape.deleted == "only")
+    if shape.deleted == "only":
+        clauses.append(Customer.deleted_at.is_not(None))
+    optional: list[tuple[bool, ColumnElement[bool]]] = [
+        (shape.tags, Customer.tags.contains(bindparam("tags", type_=ARRAY(Text)))),
+        (shape.owner, Customer.owner_id == bindparam("owner_id")),
+        (shape.city, Customer.city == bindparam("city")),
+        (shape.source, Customer.source == bindparam("source")),
+        (shape.kind, Customer.kind == bindparam("kind")),
+        (shape.created_after, Customer.created_at >= bindparam("created_after", type_=DateTime(timezone=True))),
+        (shape.created_before, Customer.created_at < bindparam("created_before", type_=DateTime(timezone=True))),
+    ]
+    clauses += [clause for wanted, clause in optional if wanted]
+    clauses += [
+        Customer.custom_fields.contains(bindparam(f"custom_{i}", type_=JSONB)) for i in range(shape.custom_fields)
+    ]
+    descending = shape.sort.startswith("-")
+    column = SORT_COLUMNS[shape.sort.lstrip("-")]
+    if shape.after:
+        key = tuple_(column, Customer.id)
+        after = tuple_(bindparam("after_value", type_=column.type), bindparam("after_id", type_=Customer.id.type))
+        clauses.append(key < after if descending else key > after)
+    order = (column.desc(), Customer.id.desc()) if descending else (column.asc(), Customer.id.asc())
+    statement = select(*CUSTOMER_COLUMNS).where(*clauses).order_by(*order).limit(bindparam("limit"))
+    prepared = _LIST_STATEMENTS[shape] = PreparedSelect(statement)
+    return prepared
 
 
 async def _keyset_page(
-    session: AsyncSession, stmt: Select[Any], query: CustomerQuery
-) -> tuple[list[Row[Any]], str | None]:
-    descending = query.sort.startswith("-")
+    session: AsyncSession, ctx: Caller, query: CustomerQuery
+) -> tuple[list[Mapping[str, Any]], str | None]:
     name = query.sort.lstrip("-")
-    column = SORT_COLUMNS[name]
-    key = tuple_(column, Customer.id)
+    params: dict[str, Any] = {
+        **scope_params(ctx),
+        "limit": query.limit + 1,
+        "tags": query.tags,
+        "owner_id": query.owner_id,
+        "city": query.city,
+        "source": query.source,
+        "kind": query.kind,
+        "created_after": query.created_after,
+        "created_before": query.created_before,
+    }
+    if query.custom:
+        defs = await custom_fields.definitions(session, ctx)
+        for i, (key, raw) in enumerate(sorted(query.custom.items())):
+            # Bound as JSON text: the compiled statement skips SQLAlchemy's bind processing.
+            params[f"custom_{i}"] = orjson.dumps({key: _custom_filter_value(defs, key, raw)}).decode()
     if query.cursor:
         value, last_id = decode_cursor(query.cursor, expected_length=2)
-        after = (_parse_sort_value(name, value), _parse_uuid(last_id))
-        stmt = stmt.where(key < tuple_(*after) if descending else key > tuple_(*after))
-    order = (column.desc(), Customer.id.desc()) if descending else (column.asc(), Customer.id.asc())
-    rows = await _rows(session, stmt.order_by(*order).limit(query.limit + 1))
+        params["after_value"] = _parse_sort_value(name, value)
+        params["after_id"] = _parse_uuid(last_id)
+    shape = _ListShape(
+        visibility=effective_visibility(ctx),
+        deleted=query.deleted,
+        sort=query.sort,
+        after=query.cursor is not None,
+        tags=bool(query.tags),
+        owner=query.owner_id is not None,
+        city=query.city is not None,
+        source=query.source is not None,
+        kind=query.kind is not None,
+        created_after=query.created_after is not None,
+        created_before=query.created_before is not None,
+        custom_fields=len(query.custom),
+    )
+    rows: list[Mapping[str, Any]] = list(await _list_statement(shape).fetch(session, params))
     next_cursor = None
     if len(rows) > query.limit:
         last = rows[query.limit - 1]
-        sort_value = getattr(last, name)
+        sort_value = last[name]
         next_cursor = encode_cursor(
-            [sort_value.isoformat() if isinstance(sort_value, datetime) else sort_value, str(last.id)]
+            [sort_value.isoformat() if isinstance(sort_value, datetime) else sort_value, str(last["id"])]
         )
     return rows[: query.limit], next_cursor
 
 
 async def _search_page(
     session: AsyncSession, stmt: Select[Any], query: CustomerQuery
-) -> tuple[list[Row[Any]], str | None]:
-    """Substring matches first (in id order), then fuzzy-only matches (by word similarity); one or
-    two characters match name prefixes in name order. The cursor names the phase and its offset."""
+) -> tuple[list[Mapping[str, Any]], str | None]:
+    """Substring matches (in id order), or when there are none, fuzzy matches (by word similarity);
+    one or two characters match name prefixes in name order. The cursor names the phase and offset."""
     assert query.q is not None
     text = query.q.strip().lower()
     phase, offset = _search_cursor(query.cursor, short=len(text) < MIN_TRIGRAM_QUERY)
@@ -92,29 +187,29 @@ async def _search_page(
     pattern = _escape_like(text)
     if phase == "prefix":
         name_key = func.lower(Customer.name).collate("C")
-        rows = await _rows(
+        prefixed = await _rows(
             session,
             stmt.where(name_key.like(f"{pattern}%")).order_by(name_key, Customer.id).offset(offset).limit(limit + 1),
         )
-        return rows[:limit], encode_cursor(["prefix", offset + limit]) if len(rows) > limit else None
-    contains = Customer.search_text.like(f"%{pattern}%")
-    rows = []
+        return prefixed[:limit], encode_cursor(["prefix", offset + limit]) if len(prefixed) > limit else None
     if phase == "substring":
+        contains = Customer.search_text.like(f"%{pattern}%")
         rows = await _rows(session, stmt.where(contains).order_by(Customer.id).offset(offset).limit(limit + 1))
         if len(rows) > limit:
             return rows[:limit], encode_cursor(["substring", offset + limit])
-        phase, offset = "fuzzy", 0
-    # `%>` is word similarity (pg_trgm) through the same trigram index: typos still match.
-    wanted = limit - len(rows)
+        if rows or offset:
+            return rows, None
+    # Fuzzy matching (`%>`, pg_trgm word similarity, through the same index) is the fallback for a
+    # query nothing contains, such as a typo: it is the expensive half of search, and beside real
+    # matches it adds only noise.
     fuzzy = await _rows(
         session,
-        stmt.where(Customer.search_text.op("%>")(text), ~contains)
+        stmt.where(Customer.search_text.op("%>")(text))
         .order_by(func.word_similarity(text, Customer.search_text).desc(), Customer.id)
         .offset(offset)
-        .limit(wanted + 1),
+        .limit(limit + 1),
     )
-    next_cursor = encode_cursor(["fuzzy", offset + wanted]) if len(fuzzy) > wanted else None
-    return rows + fuzzy[:wanted], next_cursor
+    return fuzzy[:limit], encode_cursor(["fuzzy", offset + limit]) if len(fuzzy) > limit else None
 
 
 def _search_cursor(cursor: str | None, *, short: bool) -> tuple[str, int]:
@@ -127,10 +222,10 @@ def _search_cursor(cursor: str | None, *, short: bool) -> tuple[str, int]:
     return str(phase), offset
 
 
-async def _rows(session: AsyncSession, stmt: Select[Any]) -> list[Row[Any]]:
+async def _rows(session: AsyncSession, stmt: Select[Any]) -> list[Mapping[str, Any]]:
     # A Core select of columns: run on the connection, past the ORM's result machinery.
     connection = await session.connection()
-    return list((await connection.execute(stmt)).all())
+    return list((await connection.execute(stmt)).mappings().all())
 
 
 async def _filters(session: AsyncSession, ctx: Caller, query: CustomerQuery) -> list[ColumnElement[bool]]:

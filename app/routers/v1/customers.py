@@ -148,7 +148,7 @@ async def list_(
     phone digits or email first, then fuzzy (trigram) matches. `custom.<key>=<value>` filters a
     custom field."""
     rows, next_cursor = await list_customers(session, ctx, query)
-    return json_response({"items": [present(row._mapping, ctx) for row in rows], "next_cursor": next_cursor})
+    return json_response({"items": [present(row, ctx) for row in rows], "next_cursor": next_cursor})
 
 
 @router.get("/{customer_id}", response_model=CustomerOut, responses=errors(404), summary="Get a customer")
