@@ -20,6 +20,9 @@ class Scope(StrEnum):
     API_KEYS_WRITE = "api_keys:write"
     EVENTS_READ = "events:read"
     WEBHOOKS_WRITE = "webhooks:write"
+    ORDERS_WRITE = "orders:write"
+    REPORTS_READ = "reports:read"
+    VALUE_ADMIN = "value:admin"
 
 
 class Role(StrEnum):
@@ -42,9 +45,13 @@ ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
             Scope.CUSTOMERS_PII,
             Scope.AUDIT_READ,
             Scope.USERS_READ,
+            Scope.ORDERS_WRITE,
+            Scope.REPORTS_READ,
         }
     ),
-    Role.SALES: frozenset({Scope.CUSTOMERS_READ, Scope.CUSTOMERS_WRITE, Scope.CUSTOMERS_PII, Scope.USERS_READ}),
+    Role.SALES: frozenset(
+        {Scope.CUSTOMERS_READ, Scope.CUSTOMERS_WRITE, Scope.CUSTOMERS_PII, Scope.USERS_READ, Scope.ORDERS_WRITE}
+    ),
     Role.SUPPORT: frozenset(
         {Scope.CUSTOMERS_READ, Scope.CUSTOMERS_WRITE, Scope.CUSTOMERS_PII, Scope.AUDIT_READ, Scope.USERS_READ}
     ),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from app.schemas.customer import CustomerOut
+from app.schemas.order import OrderOut
 
 
 class CustomerChanged(CustomerOut):
@@ -27,6 +28,13 @@ class EndpointDisabled(BaseModel):
     reason: str = Field(examples=["20 consecutive failed attempts"])
 
 
+class TierChanged(BaseModel):
+    customer_id: str
+    from_tier: str | None = Field(examples=["B"])
+    to_tier: str | None = Field(examples=["A"])
+    reason: str = Field(examples=["order"], description="`order` (an order changed) or `recompute`")
+
+
 class Ping(BaseModel):
     message: str = Field(examples=["ping"])
 
@@ -43,6 +51,9 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("customer.updated", "Fields of a customer changed.", CustomerChanged),
     EventType("customer.deleted", "A customer was soft-deleted.", CustomerRef),
     EventType("customer.restored", "A soft-deleted customer was restored.", CustomerOut),
+    EventType("order.created", "An order was recorded.", OrderOut),
+    EventType("order.updated", "A recorded order changed (status, refund, lines...).", OrderOut),
+    EventType("tier.changed", "A customer moved to another value tier.", TierChanged),
     EventType(
         "webhook_endpoint.disabled", "An endpoint was disabled after failures or a 410 answer.", EndpointDisabled
     ),

@@ -16,10 +16,12 @@ import httpx
 import orjson
 from pgqueuer import AsyncpgDriver, Job, PgQueuer, Queries
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import clock
+from app.access import system_caller
 from app.db import create_engine, create_sessionmaker
-from app.services import webhook_delivery, webhook_dispatch
+from app.services import customer_values, webhook_delivery, webhook_dispatch
 from app.services.webhook_dispatch import DueAttempt
 from app.settings import Settings
 
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 DELIVER = "webhooks.deliver"
 OUTBOX_CHANNEL = "guanxi_outbox"
 SWEEP_SECONDS = 2.0
+VALUE_SWEEP_SECONDS = 60.0
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -57,10 +60,16 @@ class Worker:
         # Set once the worker listens for commits: events committed after it are picked up at once.
         self.ready = asyncio.Event()
         self._wake = asyncio.Event()
+        self._wake_value = asyncio.Event()
 
     def request_stop(self) -> None:
         self.stop.set()
         self._wake.set()
+        self._wake_value.set()
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+        self._wake_value.set()
 
     async def run(self) -> None:
         dsn = asyncpg_dsn(self.database_url)
@@ -79,7 +88,8 @@ class Worker:
             if scheduled is not None:
                 await self._enqueue(queries, [scheduled.due], delay=scheduled.delay)
 
-        await listen_conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
+        await listen_conn.add_listener(OUTBOX_CHANNEL, self._notified)
+        value_task = asyncio.create_task(self._value_loop())
         queue_task = asyncio.create_task(
             pgq.run(dequeue_timeout=timedelta(seconds=1), max_concurrent_tasks=self.settings.worker_concurrency)
         )
@@ -98,6 +108,9 @@ class Worker:
                 if queue_task.done():
                     queue_task.result()
         finally:
+            value_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await value_task
             pgq.shutdown.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(queue_task, timeout=15)
@@ -105,6 +118,26 @@ class Worker:
                 await conn.close()
             await self.http.aclose()
             await self.engine.dispose()
+
+    async def _value_loop(self) -> None:
+        """Customer value recomputes: asked for through the API, and every 24 hours per workspace.
+        Apart from webhook dispatch, so a long recompute never holds deliveries back."""
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_value.wait(), timeout=VALUE_SWEEP_SECONDS)
+            self._wake_value.clear()
+            try:
+                async with self.sessions() as session:
+                    due = await customer_values.due_recomputes(session, now=self.now())
+                for workspace_id in due:
+                    if self.stop.is_set():
+                        return
+                    async with self.sessions() as session:
+                        seconds = await customer_values.recompute_workspace(session, system_caller(workspace_id))
+                        await session.commit()
+                    logger.info("value recompute", extra={"workspace_id": str(workspace_id), "seconds": seconds})
+            except (OSError, asyncpg.PostgresError, TimeoutError, SQLAlchemyError) as exc:
+                logger.warning("value recompute failed; retrying later", extra={"error": str(exc)})
 
     async def dispatch(self, queries: Queries) -> int:
         """Fan out new events, revive abandoned attempts, and enqueue everything that is due."""

@@ -151,7 +151,9 @@ def run_wrk(
     connections: int,
     seconds: float,
     server: ServerProcess | None = None,
+    script: Path = WRK_SCRIPT,
 ) -> WrkResult:
+    """`script` must print the WRK_RESULT line of wrk_report.lua and take its arguments."""
     argv = [
         require_wrk(),
         f"-t{threads}",
@@ -160,7 +162,7 @@ def run_wrk(
         "--timeout",
         "5s",
         "-s",
-        str(WRK_SCRIPT),
+        str(script),
     ]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
@@ -192,6 +194,16 @@ def run_wrk(
         machine_busy_pct=busy_pct,
         machine_steal_pct=steal_pct,
     )
+
+
+def machine_cpu() -> list[int]:
+    """A sample of the machine's CPU counters, for busy_and_steal() over an interval."""
+    return _machine_cpu()
+
+
+def busy_and_steal(before: list[int], after: list[int]) -> tuple[float | None, float | None]:
+    """Whole-machine busy and steal percentages between two machine_cpu() samples."""
+    return _busy_and_steal(before, after)
 
 
 def _machine_cpu() -> list[int]:

@@ -291,16 +291,17 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def prepare_database(*, recreate: bool) -> BenchDatabase:
-    """Create (or recreate) guanxi_bench on DATABASE_URL's server or the embedded one, and migrate it."""
+def prepare_database(*, recreate: bool, database: str = BENCH_DATABASE) -> BenchDatabase:
+    """Create (or recreate) `database` (guanxi_bench unless told) on DATABASE_URL's server or the
+    embedded one, and migrate it."""
     base = os.environ.get("DATABASE_URL")
     if base:
-        url = asyncio.run(_ensure_database(base, BENCH_DATABASE, recreate=recreate))
+        url = asyncio.run(_ensure_database(base, database, recreate=recreate))
         server = "DATABASE_URL"
     else:
         embedded = embedded_db.start(get_settings().data_dir, stop_at_exit=True)
-        embedded.ensure_database(BENCH_DATABASE, recreate=recreate)
-        url = embedded.url(BENCH_DATABASE)
+        embedded.ensure_database(database, recreate=recreate)
+        url = embedded.url(database)
         server = f"embedded ({embedded.pgdata})"
     migrations.upgrade(url)
     return BenchDatabase(url=url, dsn=asyncpg_dsn(url), server=server)

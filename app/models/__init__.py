@@ -5,7 +5,9 @@ from app.models.audit import AuditEntry
 from app.models.base import Base
 from app.models.custom_field import CustomFieldDefinition
 from app.models.customer import Customer, CustomerCodeCounter, CustomerIdentity
+from app.models.customer_value import CustomerValue, TierChange, ValueModel, ValueTier
 from app.models.idempotency import IdempotencyRecord
+from app.models.order import Order, OrderLine
 from app.models.outbox import OutboxEvent
 from app.models.user import Team, User
 from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -19,10 +21,16 @@ __all__ = [
     "Customer",
     "CustomerCodeCounter",
     "CustomerIdentity",
+    "CustomerValue",
     "IdempotencyRecord",
+    "Order",
+    "OrderLine",
     "OutboxEvent",
     "Team",
+    "TierChange",
     "User",
+    "ValueModel",
+    "ValueTier",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

@@ -19,4 +19,6 @@ class Workspace(Base):
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     customer_code_pattern: Mapped[str] = mapped_column(String(64), server_default=DEFAULT_CUSTOMER_CODE_PATTERN)
+    # Orders are recorded in this currency, so spend figures add up.
+    currency: Mapped[str] = mapped_column(String(3), server_default="CNY")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

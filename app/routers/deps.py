@@ -79,6 +79,9 @@ UsersWrite = Annotated[Caller, _caller(Scope.USERS_WRITE)]
 ApiKeysWrite = Annotated[Caller, _caller(Scope.API_KEYS_WRITE)]
 EventsRead = Annotated[Caller, _caller(Scope.EVENTS_READ)]
 WebhooksWrite = Annotated[Caller, _caller(Scope.WEBHOOKS_WRITE)]
+OrdersWrite = Annotated[Caller, _caller(Scope.ORDERS_WRITE)]
+ReportsRead = Annotated[Caller, _caller(Scope.REPORTS_READ)]
+ValueAdmin = Annotated[Caller, _caller(Scope.VALUE_ADMIN)]
 
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,10})"?$')
 

@@ -1,0 +1,102 @@
+"""Orders: /api/v1/orders and /api/v1/customers/{id}/orders."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from app.errors import DomainError
+from app.json_response import json_response
+from app.problems import domain_problem, validation_problem
+from app.routers.deps import CustomersRead, IdempotencyKey, OrdersWrite, Reader, Session
+from app.routers.responses import errors, idempotent, resource_response, stored
+from app.schemas.customer import BatchResponse
+from app.schemas.order import OrderBatch, OrderIn, OrderOut, OrderPage, OrderStatus
+from app.services import orders
+from app.services.idempotency import StoredResponse
+
+router = APIRouter(tags=["orders"])
+
+
+@router.post(
+    "/orders", status_code=201, response_model=OrderOut, responses=errors(404), summary="Create or update an order"
+)
+async def upsert_order(
+    request: Request, data: OrderIn, ctx: OrdersWrite, session: Session, key: IdempotencyKey
+) -> Response:
+    """Keyed by (`source`, `external_id`): 201 when new, 200 when the stored order was updated or
+    already matched. Lines must add up to the total, in the workspace currency with its decimals.
+    The customer's value figures, scores and tier are updated in the same transaction."""
+
+    async def create() -> StoredResponse:
+        order, lines, created = await orders.upsert(session, ctx, data)
+        return stored(201 if created else 200, orders.present(order, lines), {"ETag": f'"{order.version}"'})
+
+    return await idempotent(request, session, ctx, key, create)
+
+
+@router.post(
+    "/orders/batch", status_code=207, response_model=BatchResponse, responses=errors(413), summary="Up to 100 orders"
+)
+async def upsert_orders(batch: OrderBatch, ctx: OrdersWrite, session: Session) -> Response:
+    """Each order in its own savepoint; `results[i].status` is 201, 200 or the item's problem."""
+    results: list[dict[str, object]] = []
+    for index, raw in enumerate(batch.items):
+        try:
+            data = OrderIn.model_validate(raw)
+        except ValidationError as exc:
+            errors_ = [{**e, "loc": ["items", index, *e["loc"]]} for e in exc.errors()]
+            results.append({"index": index, "status": 422, "problem": validation_problem(errors_)})
+            continue
+        try:
+            async with session.begin_nested():
+                order, _, created = await orders.upsert(session, ctx, data)
+                await session.flush()
+        except DomainError as exc:
+            results.append({"index": index, "status": exc.status, "problem": domain_problem(exc)})
+            continue
+        results.append(
+            {"index": index, "status": 201 if created else 200, "id": str(order.id), "version": order.version}
+        )
+    succeeded = sum(1 for r in results if int(str(r["status"])) < 300)
+    return json_response(
+        {"results": results, "succeeded": succeeded, "failed": len(results) - succeeded}, status_code=207
+    )
+
+
+@router.get("/orders/{order_id}", response_model=OrderOut, responses=errors(404), summary="Get an order")
+async def get_order(order_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    order, lines = await orders.get(session, ctx, order_id)
+    return resource_response(orders.present(order, lines))
+
+
+@router.get(
+    "/customers/{customer_id}/orders", response_model=OrderPage, responses=errors(404), summary="A customer's orders"
+)
+async def customer_orders(
+    customer_id: uuid.UUID,
+    ctx: CustomersRead,
+    session: Reader,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ordered_from: datetime | None = None,
+    ordered_to: datetime | None = None,
+    status: OrderStatus | None = None,
+    category: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    """Newest first; filters by date range, status, and category (any line in it)."""
+    page, next_cursor = await orders.list_for_customer(
+        session,
+        ctx,
+        customer_id,
+        limit=limit,
+        cursor=cursor,
+        ordered_from=ordered_from,
+        ordered_to=ordered_to,
+        status=status,
+        category=category,
+    )
+    return json_response({"items": [orders.present(o, lines) for o, lines in page], "next_cursor": next_cursor})

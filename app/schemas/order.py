@@ -1,0 +1,136 @@
+"""Order input and output models; money travels as decimal strings."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, PlainSerializer
+
+from app.schemas.common import InputModel, Label, Name, NoNul, OutputModel
+
+OrderStatus = Literal["paid", "refunded", "partially_refunded", "cancelled"]
+MoneyOut = Annotated[Decimal, PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str)]
+Amount = Annotated[Decimal, Field(ge=0, le=Decimal("99999999999999"), max_digits=18, decimal_places=4)]
+Quantity = Annotated[Decimal, Field(gt=0, le=Decimal("999999999"), max_digits=18, decimal_places=4)]
+ExternalId = Annotated[str, Field(min_length=1, max_length=128), NoNul]
+
+
+class OrderLineIn(InputModel):
+    sku: Label = Field(examples=["TEA-LJ-250"])
+    product_name: Name = Field(examples=["龙井茶 250g"])
+    category: Label | None = Field(default=None, examples=["tea"])
+    quantity: Quantity = Field(examples=["2"])
+    unit_price: Amount = Field(examples=["168.00"])
+
+
+class OrderIn(InputModel):
+    source: Label = Field(default="api", examples=["shopify"], description="The system the order comes from.")
+    external_id: ExternalId = Field(examples=["SO-2026-0042"], description="Its id there: the upsert key.")
+    customer_id: uuid.UUID
+    ordered_at: datetime
+    status: OrderStatus = "paid"
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["CNY"])]
+    total_amount: Amount = Field(examples=["336.00"], description="Must equal the sum of the lines.")
+    refunded_amount: Amount = Field(default=Decimal(0), examples=["0"])
+    channel: Label | None = Field(default=None, examples=["online"])
+    store: Name | None = Field(default=None, examples=["Tmall flagship"])
+    lines: list[OrderLineIn] = Field(min_length=1, max_length=500)
+
+
+class OrderLineOut(BaseModel):
+    sku: str
+    product_name: str
+    category: str | None
+    quantity: MoneyOut
+    unit_price: MoneyOut
+
+
+class OrderOut(OutputModel):
+    id: uuid.UUID
+    source: str
+    external_id: str
+    customer_id: uuid.UUID
+    ordered_at: datetime
+    status: OrderStatus
+    currency: str
+    total_amount: MoneyOut
+    refunded_amount: MoneyOut
+    channel: str | None
+    store: str | None
+    lines: list[OrderLineOut]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut]
+    next_cursor: str | None
+
+
+class OrderBatch(BaseModel):
+    items: list[dict[str, object]] = Field(min_length=1, max_length=100)
+
+
+class CategoryShare(BaseModel):
+    category: str
+    spend: str
+    orders: int
+
+
+class CustomerValueOut(BaseModel):
+    customer_id: uuid.UUID
+    first_purchase_at: datetime | None
+    last_purchase_at: datetime | None
+    order_count: int
+    total_spend: MoneyOut = Field(description="Net of refunds; paid and partially refunded orders.")
+    avg_order_value: MoneyOut | None
+    favourite_categories: list[CategoryShare]
+    avg_interval_days: float | None
+    predicted_next_purchase_at: datetime | None
+    recency_score: int | None = Field(description="1-5, quintiles within the workspace")
+    frequency_score: int | None
+    monetary_score: int | None
+    rfm_segment: str | None = Field(examples=["Champions"])
+    ltv_historical: MoneyOut
+    expected_purchases_365: float | None
+    ltv_predicted: MoneyOut | None = Field(description="BG/NBD × Gamma-Gamma, next 365 days")
+    tier: str | None
+    tier_since: datetime | None
+    updated_at: datetime
+
+
+class ValueTierIn(InputModel):
+    code: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,16}$", examples=["A"])]
+    name: Label = Field(examples=["High value"])
+    rank: int = Field(ge=1, le=100, description="1 is the best tier; a customer gets the best tier it qualifies for.")
+    min_spend: Amount | None = Field(default=None, description="Net spend within the tier window.")
+    min_orders: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_recency_days: int | None = Field(default=None, ge=0, le=36_500)
+
+
+class ValueTierOut(OutputModel):
+    id: uuid.UUID
+    code: str
+    name: str
+    rank: int
+    min_spend: MoneyOut | None
+    min_orders: int | None
+    max_recency_days: int | None
+    version: int
+
+
+class ValueTierList(BaseModel):
+    items: list[ValueTierOut]
+    window_days: int
+
+
+class TierSettings(InputModel):
+    tiers: list[ValueTierIn] = Field(min_length=1, max_length=20)
+    window_days: int = Field(default=365, ge=1, le=3650)
+
+
+class RecomputeOut(BaseModel):
+    status: Literal["queued"]
+    requested_at: datetime

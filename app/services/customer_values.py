@@ -1,0 +1,442 @@
+"""Customer value figures, set-based in SQL: per customer after each order, and for a whole
+workspace in one pass (RFM quintile edges, scores, segments, tiers, tier history and events).
+
+Counted orders are `paid` and `partially_refunded`; spend is net of refunds. Favourite categories
+rank line amounts. RFM scores are 1-5 against the workspace's quintile edges from the last full
+recompute, so a per-order update scores a customer exactly as the nightly pass would."""
+
+import time
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import clock
+from app.access import Caller
+from app.errors import NotFound
+from app.ids import new_id
+from app.models import Customer, CustomerValue, ValueModel, ValueTier
+from app.services import lifetime_value
+from app.services.visibility import visible_customer_clauses
+
+DEFAULT_TIERS = (
+    ("A", "High value", 1, Decimal("10000"), None, None),
+    ("B", "Medium value", 2, Decimal("2000"), None, None),
+    ("C", "Low value", 3, None, None, None),
+)
+PREDICTION_DAYS = 365.0
+MIN_CUSTOMERS_TO_FIT = 50
+
+# The RFM map: first matching row wins; R and F are the recency and frequency scores.
+RFM_SEGMENT_SQL = """
+CASE
+    WHEN t.r = 5 AND t.f >= 4 THEN 'Champions'
+    WHEN t.r IN (3, 4) AND t.f >= 4 THEN 'Loyal'
+    WHEN t.r >= 4 AND t.f IN (2, 3) THEN 'Potential loyalist'
+    WHEN t.r = 5 AND t.f = 1 THEN 'New'
+    WHEN t.r = 4 AND t.f = 1 THEN 'Promising'
+    WHEN t.r = 3 AND t.f = 3 THEN 'Need attention'
+    WHEN t.r = 3 AND t.f <= 2 THEN 'About to sleep'
+    WHEN t.r <= 2 AND t.f = 5 THEN 'Can''t lose them'
+    WHEN t.r <= 2 AND t.f IN (3, 4) THEN 'At risk'
+    WHEN t.r = 1 AND t.f = 1 THEN 'Lost'
+    WHEN t.r IS NOT NULL THEN 'Hibernating'
+END
+"""
+
+
+def _figures_sql(*, one_customer: bool) -> str:
+    """Aggregate, score, tier and upsert; record tier changes and emit their events. A whole
+    workspace is scored against quintile edges computed in the same statement; one customer
+    against the stored edges of the last full pass."""
+    only = "AND o.customer_id = :customer_id" if one_customer else ""
+    if one_customer:
+        edges = """edges AS (
+    SELECT CAST(:r_edges AS float8[]) AS r_e, CAST(:f_edges AS float8[]) AS f_e,
+           CAST(:m_edges AS float8[]) AS m_e, CAST(:has_edges AS boolean) AS ok
+)"""
+    else:
+        edges = """edges AS (
+    SELECT percentile_cont(ARRAY[0.2, 0.4, 0.6, 0.8])
+               WITHIN GROUP (ORDER BY extract(epoch FROM CAST(:now AS timestamptz) - last_at) / 86400) AS r_e,
+           percentile_cont(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY n) AS f_e,
+           percentile_cont(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY spend) AS m_e,
+           count(*) > 0 AS ok
+    FROM agg WHERE n > 0
+)"""
+    return f"""
+WITH targets AS (
+    SELECT DISTINCT o.customer_id FROM orders o WHERE o.workspace_id = :ws {only}
+),
+counted AS (
+    SELECT o.customer_id, o.id, o.ordered_at, o.total_amount - o.refunded_amount AS net
+    FROM orders o
+    WHERE o.workspace_id = :ws {only} AND o.status IN ('paid', 'partially_refunded')
+),
+agg AS (
+    SELECT t.customer_id,
+           min(c.ordered_at) AS first_at,
+           max(c.ordered_at) AS last_at,
+           count(c.id) AS n,
+           coalesce(sum(c.net), 0) AS spend,
+           coalesce(sum(c.net) FILTER (WHERE c.ordered_at >= w.window_start), 0) AS wspend,
+           count(c.id) FILTER (WHERE c.ordered_at >= w.window_start) AS worders
+    FROM targets t
+    CROSS JOIN (
+        SELECT CAST(:now AS timestamptz) - make_interval(days => CAST(:window AS integer)) AS window_start
+    ) w
+    LEFT JOIN counted c ON c.customer_id = t.customer_id
+    GROUP BY t.customer_id
+),
+category_spend AS (
+    SELECT c.customer_id, l.category, sum(l.quantity * l.unit_price) AS spend, count(DISTINCT l.order_id) AS orders
+    FROM counted c JOIN order_lines l ON l.workspace_id = :ws AND l.order_id = c.id
+    WHERE l.category IS NOT NULL
+    GROUP BY c.customer_id, l.category
+),
+cats AS (
+    SELECT customer_id,
+           jsonb_agg(jsonb_build_object('category', category, 'spend', trim_scale(spend)::text, 'orders', orders)
+                     ORDER BY spend DESC, category) AS top
+    FROM (
+        SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY spend DESC, category) AS rn
+        FROM category_spend
+    ) ranked
+    WHERE rn <= 3
+    GROUP BY customer_id
+),
+{edges},
+scored AS (
+    SELECT a.*,
+           CASE WHEN a.n > 0 AND edges.ok THEN
+               5 - (SELECT count(*) FROM unnest(edges.r_e) e
+                    WHERE e < extract(epoch FROM CAST(:now AS timestamptz) - a.last_at) / 86400)
+           END AS r,
+           CASE WHEN a.n > 0 AND edges.ok THEN 1 + (SELECT count(*) FROM unnest(edges.f_e) e WHERE e < a.n) END AS f,
+           CASE WHEN a.n > 0 AND edges.ok THEN 1 + (SELECT count(*) FROM unnest(edges.m_e) e WHERE e < a.spend) END AS m
+    FROM agg a CROSS JOIN edges
+),
+tiered AS (
+    SELECT s.*,
+           (SELECT t.code FROM value_tiers t
+            WHERE t.workspace_id = :ws
+              AND (t.min_spend IS NULL OR s.wspend >= t.min_spend)
+              AND (t.min_orders IS NULL OR s.worders >= t.min_orders)
+              AND (t.max_recency_days IS NULL
+                   OR s.last_at >= CAST(:now AS timestamptz) - make_interval(days => t.max_recency_days))
+            ORDER BY t.rank LIMIT 1) AS tier
+    FROM scored s
+),
+old AS (
+    SELECT v.customer_id, v.tier FROM customer_values v
+    WHERE v.workspace_id = :ws {"AND v.customer_id = :customer_id" if one_customer else ""}
+),
+upserted AS (
+    INSERT INTO customer_values AS v (
+        workspace_id, customer_id, first_purchase_at, last_purchase_at, order_count, total_spend,
+        avg_order_value, window_spend, window_orders, favourite_categories, avg_interval_days,
+        predicted_next_purchase_at, recency_score, frequency_score, monetary_score, rfm_segment,
+        tier, tier_since, updated_at
+    )
+    SELECT :ws, t.customer_id, t.first_at, t.last_at, t.n, t.spend,
+           CASE WHEN t.n > 0 THEN round(t.spend / t.n, 4) END,
+           t.wspend, t.worders, coalesce(cats.top, '[]'::jsonb),
+           CASE WHEN t.n > 1 THEN extract(epoch FROM t.last_at - t.first_at) / 86400 / (t.n - 1) END,
+           CASE WHEN t.n > 1 THEN t.last_at + (t.last_at - t.first_at) / (t.n - 1) END,
+           t.r, t.f, t.m, {RFM_SEGMENT_SQL},
+           t.tier, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+    FROM tiered t LEFT JOIN cats ON cats.customer_id = t.customer_id
+    ON CONFLICT (workspace_id, customer_id) DO UPDATE SET
+        first_purchase_at = excluded.first_purchase_at,
+        last_purchase_at = excluded.last_purchase_at,
+        order_count = excluded.order_count,
+        total_spend = excluded.total_spend,
+        avg_order_value = excluded.avg_order_value,
+        window_spend = excluded.window_spend,
+        window_orders = excluded.window_orders,
+        favourite_categories = excluded.favourite_categories,
+        avg_interval_days = excluded.avg_interval_days,
+        predicted_next_purchase_at = excluded.predicted_next_purchase_at,
+        recency_score = excluded.recency_score,
+        frequency_score = excluded.frequency_score,
+        monetary_score = excluded.monetary_score,
+        rfm_segment = excluded.rfm_segment,
+        tier_since = CASE WHEN v.tier IS DISTINCT FROM excluded.tier THEN excluded.tier_since ELSE v.tier_since END,
+        tier = excluded.tier,
+        updated_at = excluded.updated_at
+    RETURNING v.customer_id, v.tier
+),
+changes AS (
+    INSERT INTO tier_changes (workspace_id, id, customer_id, from_tier, to_tier, changed_at, reason)
+    SELECT :ws, guanxi_uuid7(), u.customer_id, old.tier, u.tier, CAST(:now AS timestamptz), CAST(:reason AS text)
+    FROM upserted u LEFT JOIN old ON old.customer_id = u.customer_id
+    WHERE old.tier IS DISTINCT FROM u.tier
+    RETURNING customer_id, from_tier, to_tier
+)
+INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
+SELECT :ws, guanxi_uuid7(), 'tier.changed', CAST(:now AS timestamptz), CAST(:actor AS jsonb),
+       jsonb_build_object(
+           'customer_id', customer_id, 'from_tier', from_tier, 'to_tier', to_tier, 'reason', CAST(:reason AS text)
+       )
+FROM changes
+"""
+
+
+FIGURES_ONE = text(_figures_sql(one_customer=True))
+FIGURES_ALL = text(_figures_sql(one_customer=False))
+
+EDGES_SQL = text(
+    """
+SELECT percentile_cont(ARRAY[0.2, 0.4, 0.6, 0.8])
+           WITHIN GROUP (ORDER BY extract(epoch FROM CAST(:now AS timestamptz) - last_purchase_at) / 86400),
+       percentile_cont(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY order_count),
+       percentile_cont(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY total_spend)
+FROM customer_values WHERE workspace_id = :ws AND order_count > 0
+"""
+)
+
+
+async def model_for(session: AsyncSession, workspace_id: uuid.UUID) -> ValueModel:
+    """The workspace's value model row, and the default A/B/C tiers, created on first use."""
+    model = await session.get(ValueModel, workspace_id)
+    if model is not None:
+        return model
+    await session.execute(insert(ValueModel).values(workspace_id=workspace_id).on_conflict_do_nothing())
+    if not await _has_tiers(session, workspace_id):
+        now = clock.now()
+        rows = [
+            {
+                "workspace_id": workspace_id,
+                "id": new_id(),
+                "code": code,
+                "name": name,
+                "rank": rank,
+                "min_spend": spend,
+                "min_orders": orders,
+                "max_recency_days": recency,
+                "created_at": now,
+                "updated_at": now,
+                "version": 1,
+            }
+            for code, name, rank, spend, orders, recency in DEFAULT_TIERS
+        ]
+        await session.execute(insert(ValueTier).values(rows).on_conflict_do_nothing())
+    model = await session.get(ValueModel, workspace_id)
+    assert model is not None
+    return model
+
+
+async def _has_tiers(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
+    return (
+        await session.scalar(select(ValueTier.id).where(ValueTier.workspace_id == workspace_id).limit(1))
+    ) is not None
+
+
+def _params(model: ValueModel, ctx: Caller, *, now: datetime, reason: str) -> dict[str, Any]:
+    has_edges = model.recency_edges is not None
+    return {
+        "ws": ctx.workspace_id,
+        "now": now,
+        "window": model.tier_window_days,
+        "has_edges": has_edges,
+        "r_edges": model.recency_edges or [],
+        "f_edges": model.frequency_edges or [],
+        "m_edges": model.monetary_edges or [],
+        "reason": reason,
+        "actor": orjson.dumps(ctx.actor).decode(),
+    }
+
+
+async def refresh_customer(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> None:
+    """After an order change: this customer's figures, scores, tier and prediction, in the
+    order's transaction."""
+    model = await model_for(session, ctx.workspace_id)
+    now = clock.now()
+    await session.execute(FIGURES_ONE, {**_params(model, ctx, now=now, reason="order"), "customer_id": customer_id})
+    if model.bgnbd and model.gamma_gamma:
+        await _predict(session, ctx.workspace_id, model, now, customer_id=customer_id)
+
+
+async def recompute_workspace(session: AsyncSession, ctx: Caller) -> float | None:
+    """The full pass: figures for every customer with orders, new quintile edges, scores against
+    them, tiers, and refitted lifetime-value models. Returns the seconds it took, or None when
+    another worker is already recomputing this workspace."""
+    lock = func.hashtextextended(f"value-recompute:{ctx.workspace_id}", 0)
+    if not await session.scalar(select(func.pg_try_advisory_xact_lock(lock))):
+        return None
+    started = time.perf_counter()
+    model = await model_for(session, ctx.workspace_id)
+    now = clock.now()
+    await session.execute(FIGURES_ALL, _params(model, ctx, now=now, reason="recompute"))
+    # Kept for per-order updates, which score one customer against the same edges.
+    edges = (await session.execute(EDGES_SQL, {"ws": ctx.workspace_id, "now": now})).one()
+    if edges[0] is not None:
+        model.recency_edges, model.frequency_edges, model.monetary_edges = (
+            [float(v) for v in edges[0]],
+            [float(v) for v in edges[1]],
+            [float(v) for v in edges[2]],
+        )
+    await _fit_and_predict(session, ctx.workspace_id, model, now)
+    model.recompute_requested_at = None
+    model.recomputed_at = now
+    model.recompute_seconds = round(time.perf_counter() - started, 3)
+    return model.recompute_seconds
+
+
+async def request_recompute(session: AsyncSession, ctx: Caller) -> datetime:
+    model = await model_for(session, ctx.workspace_id)
+    model.recompute_requested_at = clock.now()
+    # Delivered at commit: the worker starts at once instead of at its next sweep.
+    await session.execute(text("SELECT pg_notify('guanxi_outbox', '')"))
+    return model.recompute_requested_at
+
+
+async def due_recomputes(session: AsyncSession, *, now: datetime) -> list[uuid.UUID]:
+    """Workspaces with a requested recompute, or none in the last 24 hours while they have orders."""
+    rows = await session.execute(
+        text(
+            """
+SELECT m.workspace_id FROM value_models m
+WHERE m.recompute_requested_at IS NOT NULL
+   OR m.recomputed_at IS NULL OR m.recomputed_at < CAST(:now AS timestamptz) - interval '24 hours'
+"""
+        ),
+        {"now": now},
+    )
+    return [row[0] for row in rows]
+
+
+async def _summaries(
+    session: AsyncSession, workspace_id: uuid.UUID, now: datetime, customer_id: uuid.UUID | None = None
+) -> tuple[list[uuid.UUID], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    only = "AND customer_id = :customer_id" if customer_id else ""
+    rows = (
+        await session.execute(
+            text(
+                f"""
+SELECT customer_id, order_count - 1,
+       extract(epoch FROM last_purchase_at - first_purchase_at) / 86400,
+       extract(epoch FROM CAST(:now AS timestamptz) - first_purchase_at) / 86400,
+       total_spend / order_count
+FROM customer_values WHERE workspace_id = :ws AND order_count > 0 {only}
+"""
+            ),
+            {"ws": workspace_id, "now": now, **({"customer_id": customer_id} if customer_id else {})},
+        )
+    ).all()
+    ids = [row[0] for row in rows]
+    columns = np.array([[float(v) for v in row[1:]] for row in rows], dtype=np.float64).reshape(-1, 4)
+    return ids, columns[:, 0], columns[:, 1], columns[:, 2], columns[:, 3]
+
+
+async def _fit_and_predict(session: AsyncSession, workspace_id: uuid.UUID, model: ValueModel, now: datetime) -> None:
+    ids, x, t_x, age, m = await _summaries(session, workspace_id, now)
+    if len(ids) < MIN_CUSTOMERS_TO_FIT or int((x > 0).sum()) < MIN_CUSTOMERS_TO_FIT:
+        model.bgnbd = model.gamma_gamma = None
+        return
+    bgnbd = lifetime_value.fit_bgnbd(x, t_x, np.maximum(age, t_x))
+    gamma_gamma = lifetime_value.fit_gamma_gamma(x, m)
+    model.bgnbd = {"r": bgnbd.r, "alpha": bgnbd.alpha, "a": bgnbd.a, "b": bgnbd.b}
+    model.gamma_gamma = {"p": gamma_gamma.p, "q": gamma_gamma.q, "v": gamma_gamma.v, "mean": float(m.mean())}
+    await session.flush()
+    await _write_predictions(session, workspace_id, model, ids, x, t_x, age, m)
+
+
+async def _predict(
+    session: AsyncSession, workspace_id: uuid.UUID, model: ValueModel, now: datetime, *, customer_id: uuid.UUID
+) -> None:
+    ids, x, t_x, age, m = await _summaries(session, workspace_id, now, customer_id)
+    if ids:
+        await _write_predictions(session, workspace_id, model, ids, x, t_x, age, m)
+
+
+async def _write_predictions(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    model: ValueModel,
+    ids: list[uuid.UUID],
+    x: np.ndarray,
+    t_x: np.ndarray,
+    age: np.ndarray,
+    m: np.ndarray,
+) -> None:
+    assert model.bgnbd is not None and model.gamma_gamma is not None
+    bgnbd = lifetime_value.BgNbd(**model.bgnbd)
+    gg = model.gamma_gamma
+    gamma_gamma = lifetime_value.GammaGamma(p=gg["p"], q=gg["q"], v=gg["v"])
+    purchases = bgnbd.expected_purchases(PREDICTION_DAYS, x, t_x, np.maximum(age, t_x))
+    value = gamma_gamma.expected_value(x, m, population_mean=gg["mean"])
+    ltv = np.nan_to_num(purchases * value, nan=0.0)
+    await session.execute(
+        text(
+            """
+UPDATE customer_values v SET expected_purchases_365 = p.purchases, ltv_predicted = round(p.ltv::numeric, 4)
+FROM unnest(CAST(:ids AS uuid[]), CAST(:purchases AS float8[]), CAST(:ltv AS float8[]))
+     AS p(customer_id, purchases, ltv)
+WHERE v.workspace_id = :ws AND v.customer_id = p.customer_id
+"""
+        ),
+        {"ws": workspace_id, "ids": ids, "purchases": np.nan_to_num(purchases).tolist(), "ltv": ltv.tolist()},
+    )
+
+
+async def get_value(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> dict[str, Any]:
+    visible = await session.scalar(
+        select(Customer.id).where(Customer.id == customer_id, *visible_customer_clauses(ctx))
+    )
+    if visible is None:
+        raise NotFound("No customer with that id.")
+    value = await session.get(CustomerValue, (ctx.workspace_id, customer_id))
+    if value is None:
+        return _empty(customer_id)
+    return {
+        "customer_id": customer_id,
+        "first_purchase_at": value.first_purchase_at,
+        "last_purchase_at": value.last_purchase_at,
+        "order_count": value.order_count,
+        "total_spend": value.total_spend,
+        "avg_order_value": value.avg_order_value,
+        "favourite_categories": value.favourite_categories,
+        "avg_interval_days": value.avg_interval_days,
+        "predicted_next_purchase_at": value.predicted_next_purchase_at,
+        "recency_score": value.recency_score,
+        "frequency_score": value.frequency_score,
+        "monetary_score": value.monetary_score,
+        "rfm_segment": value.rfm_segment,
+        "ltv_historical": value.total_spend,
+        "expected_purchases_365": value.expected_purchases_365,
+        "ltv_predicted": value.ltv_predicted,
+        "tier": value.tier,
+        "tier_since": value.tier_since,
+        "updated_at": value.updated_at,
+    }
+
+
+def _empty(customer_id: uuid.UUID) -> dict[str, Any]:
+    return {
+        "customer_id": customer_id,
+        "first_purchase_at": None,
+        "last_purchase_at": None,
+        "order_count": 0,
+        "total_spend": Decimal(0),
+        "avg_order_value": None,
+        "favourite_categories": [],
+        "avg_interval_days": None,
+        "predicted_next_purchase_at": None,
+        "recency_score": None,
+        "frequency_score": None,
+        "monetary_score": None,
+        "rfm_segment": None,
+        "ltv_historical": Decimal(0),
+        "expected_purchases_365": None,
+        "ltv_predicted": None,
+        "tier": None,
+        "tier_since": None,
+        "updated_at": None,
+    }

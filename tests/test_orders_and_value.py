@@ -1,0 +1,354 @@
+"""Orders, the value figures they drive, tiers, RFM, lifetime value and the value report."""
+
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import clock
+from app.access import system_caller
+from app.models import Customer, CustomerValue, Order, OrderLine, OutboxEvent, TierChange
+from app.services import customer_values
+from tests.factories import Tenant, customer_body
+
+
+async def _customer(client: httpx.AsyncClient, tenant: Tenant, **fields: object) -> str:
+    response = await client.post("/api/v1/customers", json=customer_body(**fields), headers=tenant.headers())
+    return str(response.json()["id"])
+
+
+def _order(customer_id: str, external_id: str = "SO-1", **overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "source": "shop",
+        "external_id": external_id,
+        "customer_id": customer_id,
+        "ordered_at": "2026-11-01T10:00:00Z",
+        "currency": "CNY",
+        "total_amount": "336.00",
+        "lines": [
+            {"sku": "TEA-1", "product_name": "龙井茶", "category": "tea", "quantity": "2", "unit_price": "168.00"}
+        ],
+    }
+    body.update(overrides)
+    return body
+
+
+async def _value(client: httpx.AsyncClient, tenant: Tenant, customer_id: str) -> dict[str, object]:
+    response = await client.get(f"/api/v1/customers/{customer_id}/value", headers=tenant.headers())
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def test_order_upsert_is_idempotent_and_updates_figures(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    customer = await _customer(client, tenant)
+    first = await client.post("/api/v1/orders", json=_order(customer), headers=tenant.headers())
+    assert first.status_code == 201, first.text
+    assert first.json()["total_amount"] == "336"
+    again = await client.post("/api/v1/orders", json=_order(customer), headers=tenant.headers())
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"] and again.json()["version"] == 1
+    value = await _value(client, tenant, customer)
+    assert value["order_count"] == 1
+    assert value["total_spend"] == "336"
+    assert value["favourite_categories"] == [{"category": "tea", "spend": "336", "orders": 1}]
+    assert value["tier"] == "C"
+
+
+async def test_refunds_and_cancellations_change_the_figures(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    customer = await _customer(client, tenant)
+    await client.post("/api/v1/orders", json=_order(customer, "SO-1"), headers=tenant.headers())
+    await client.post(
+        "/api/v1/orders", json=_order(customer, "SO-2", ordered_at="2026-11-10T10:00:00Z"), headers=tenant.headers()
+    )
+    refunded = await client.post(
+        "/api/v1/orders",
+        json=_order(customer, "SO-1", status="partially_refunded", refunded_amount="100.00"),
+        headers=tenant.headers(),
+    )
+    assert refunded.status_code == 200 and refunded.json()["version"] == 2
+    value = await _value(client, tenant, customer)
+    assert value["total_spend"] == "572" and value["order_count"] == 2
+    assert value["avg_interval_days"] == pytest.approx(9.0)
+    await client.post("/api/v1/orders", json=_order(customer, "SO-2", status="cancelled"), headers=tenant.headers())
+    value = await _value(client, tenant, customer)
+    assert value["total_spend"] == "236" and value["order_count"] == 1
+    events = (await db.scalars(select(OutboxEvent.type).where(OutboxEvent.workspace_id == tenant.id))).all()
+    assert events.count("order.created") == 2 and events.count("order.updated") == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"lines": [{"sku": "X", "product_name": "x", "quantity": "-1", "unit_price": "1"}]}, "quantity"),
+        ({"currency": "ZZZ"}, "currency"),
+        ({"currency": "USD"}, "currency"),
+        ({"currency": "cny"}, "currency"),
+        (
+            {
+                "total_amount": "336.001",
+                "lines": [{"sku": "X", "product_name": "x", "quantity": "1", "unit_price": "336.001"}],
+            },
+            "total_amount",
+        ),
+        ({"total_amount": "300.00"}, "total_amount"),
+        ({"refunded_amount": "400.00", "status": "partially_refunded"}, "refunded_amount"),
+        ({"refunded_amount": "10.00", "status": "paid"}, "status"),
+        ({"status": "shipped"}, "status"),
+        ({"lines": []}, "lines"),
+        ({"total_amount": "1e30"}, "total_amount"),
+        ({"external_id": "x" * 129}, "external_id"),
+        ({"surprise": True}, "surprise"),
+    ],
+)
+async def test_bad_orders_are_422_and_write_nothing(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, overrides: dict[str, object], field: str
+) -> None:
+    customer = await _customer(client, tenant)
+    response = await client.post("/api/v1/orders", json=_order(customer, **overrides), headers=tenant.headers())
+    assert response.status_code == 422, response.text
+    assert any(field in e["loc"] for e in response.json()["errors"]), response.json()
+    assert await db.scalar(select(func.count()).where(Order.workspace_id == tenant.id)) == 0
+
+
+async def test_order_for_another_workspaces_customer_is_404(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, db: AsyncSession
+) -> None:
+    foreign = await _customer(client, other_tenant)
+    response = await client.post("/api/v1/orders", json=_order(foreign), headers=tenant.headers())
+    assert response.status_code == 404
+    assert await db.scalar(select(func.count()).select_from(Order)) == 0
+    mine = await _customer(client, tenant)
+    order = (await client.post("/api/v1/orders", json=_order(mine), headers=tenant.headers())).json()
+    assert (await client.get(f"/api/v1/orders/{order['id']}", headers=other_tenant.headers())).status_code == 404
+    assert (await client.get(f"/api/v1/customers/{mine}/orders", headers=other_tenant.headers())).status_code == 404
+    assert (await client.get(f"/api/v1/customers/{mine}/value", headers=other_tenant.headers())).status_code == 404
+
+
+async def test_batch_orders_report_each_item(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    customer = await _customer(client, tenant)
+    items = [_order(customer, "A"), _order(customer, "B", total_amount="1.00"), _order(customer, "A")]
+    response = await client.post("/api/v1/orders/batch", json={"items": items}, headers=tenant.headers())
+    assert response.status_code == 207
+    assert [r["status"] for r in response.json()["results"]] == [201, 422, 200]
+
+
+async def test_customer_orders_list_filters_and_pages(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    customer = await _customer(client, tenant)
+    for day in range(1, 6):
+        category = "tea" if day % 2 else "cups"
+        lines = [{"sku": "S", "product_name": "p", "category": category, "quantity": "1", "unit_price": "10.00"}]
+        body = _order(customer, f"SO-{day}", ordered_at=f"2026-10-0{day}T08:00:00Z", total_amount="10.00", lines=lines)
+        assert (await client.post("/api/v1/orders", json=body, headers=tenant.headers())).status_code == 201
+    url = f"/api/v1/customers/{customer}/orders"
+    first = (await client.get(url, params={"limit": 2}, headers=tenant.headers())).json()
+    second = (
+        await client.get(url, params={"limit": 2, "cursor": first["next_cursor"]}, headers=tenant.headers())
+    ).json()
+    assert [o["external_id"] for o in first["items"] + second["items"]] == ["SO-5", "SO-4", "SO-3", "SO-2"]
+    tea = (await client.get(url, params={"category": "tea"}, headers=tenant.headers())).json()
+    assert [o["external_id"] for o in tea["items"]] == ["SO-5", "SO-3", "SO-1"]
+    ranged = (
+        await client.get(
+            url,
+            params={"ordered_from": "2026-10-02T00:00:00Z", "ordered_to": "2026-10-04T00:00:00Z"},
+            headers=tenant.headers(),
+        )
+    ).json()
+    assert [o["external_id"] for o in ranged["items"]] == ["SO-3", "SO-2"]
+
+
+async def test_tier_rules_move_customers_and_record_it(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    rules = {
+        "window_days": 365,
+        "tiers": [
+            {"code": "A", "name": "High", "rank": 1, "min_spend": "500"},
+            {"code": "B", "name": "Mid", "rank": 2, "min_orders": 1},
+            {"code": "C", "name": "Low", "rank": 3},
+        ],
+    }
+    assert (await client.put("/api/v1/value-tiers", json=rules, headers=tenant.headers())).status_code == 200
+    customer = await _customer(client, tenant)
+    now = clock.now().isoformat()
+    await client.post("/api/v1/orders", json=_order(customer, "1", ordered_at=now), headers=tenant.headers())
+    assert (await _value(client, tenant, customer))["tier"] == "B"
+    await client.post(
+        "/api/v1/orders",
+        json=_order(
+            customer,
+            "2",
+            ordered_at=now,
+            total_amount="500.00",
+            lines=[{"sku": "S", "product_name": "p", "quantity": "1", "unit_price": "500.00"}],
+        ),
+        headers=tenant.headers(),
+    )
+    assert (await _value(client, tenant, customer))["tier"] == "A"
+    moves = (
+        await db.execute(
+            select(TierChange.from_tier, TierChange.to_tier)
+            .where(TierChange.workspace_id == tenant.id)
+            .order_by(TierChange.changed_at, TierChange.id)
+        )
+    ).all()
+    assert [tuple(m) for m in moves] == [(None, "B"), ("B", "A")]
+    events = (
+        await db.scalars(
+            select(OutboxEvent.data).where(OutboxEvent.workspace_id == tenant.id, OutboxEvent.type == "tier.changed")
+        )
+    ).all()
+    assert [e["to_tier"] for e in events] == ["B", "A"]
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        {"tiers": [{"code": "A", "name": "x", "rank": 1}, {"code": "A", "name": "y", "rank": 2}]},
+        {"tiers": [{"code": "A", "name": "x", "rank": 1}, {"code": "B", "name": "y", "rank": 1}]},
+        {"tiers": []},
+        {"tiers": [{"code": "A", "name": "x", "rank": 1, "min_spend": "-5"}]},
+    ],
+)
+async def test_bad_tier_rules_are_422(client: httpx.AsyncClient, tenant: Tenant, rules: dict[str, object]) -> None:
+    assert (await client.put("/api/v1/value-tiers", json=rules, headers=tenant.headers())).status_code == 422
+
+
+async def test_only_admins_change_tiers_or_recompute(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    rules = {"tiers": [{"code": "A", "name": "x", "rank": 1}]}
+    for role in ("manager", "sales", "support", "readonly"):
+        assert (await client.put("/api/v1/value-tiers", json=rules, headers=tenant.headers(role))).status_code == 403
+        assert (await client.post("/api/v1/value/recompute", headers=tenant.headers(role))).status_code == 403
+
+
+async def _seed_history(db: AsyncSession, tenant: Tenant, customers: int) -> list[uuid.UUID]:
+    """Customers with varied purchase histories, written straight to the tables."""
+    rng = random.Random(3)
+    now = clock.now()
+    ids = []
+    for i in range(customers):
+        customer = Customer(
+            workspace_id=tenant.id,
+            code=f"T-{i}",
+            kind="individual",
+            name=f"客户{i}",
+            emails=[],
+            phones=[],
+            tags=[],
+            preferences={},
+            custom_fields={},
+            consent={},
+            search_text=f"客户{i}",
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        db.add(customer)
+        await db.flush()
+        ids.append(customer.id)
+        start = now - timedelta(days=rng.randint(200, 700))
+        for n in range(rng.randint(1, 8)):
+            at = start + timedelta(days=n * rng.randint(10, 60))
+            if at > now:
+                break
+            amount = Decimal(rng.randint(50, 2000))
+            order = Order(
+                workspace_id=tenant.id,
+                customer_id=customer.id,
+                source="seed",
+                external_id=f"{i}-{n}",
+                ordered_at=at,
+                status="paid",
+                currency="CNY",
+                total_amount=amount,
+                refunded_amount=Decimal(0),
+                created_at=now,
+                updated_at=now,
+                version=1,
+            )
+            db.add(order)
+            await db.flush()
+            db.add(
+                OrderLine(
+                    workspace_id=tenant.id,
+                    order_id=order.id,
+                    line_no=1,
+                    sku="S",
+                    product_name="p",
+                    category=rng.choice(["tea", "cups", "gifts"]),
+                    quantity=Decimal(1),
+                    unit_price=amount,
+                )
+            )
+    await db.flush()
+    return ids
+
+
+async def test_full_recompute_scores_segments_and_predicts(db: AsyncSession, tenant: Tenant) -> None:
+    ids = await _seed_history(db, tenant, 150)
+    seconds = await customer_values.recompute_workspace(db, system_caller(tenant.id))
+    assert seconds is not None
+    values = (await db.scalars(select(CustomerValue).where(CustomerValue.workspace_id == tenant.id))).all()
+    assert len(values) == len(ids)
+    assert {v.recency_score for v in values} == {1, 2, 3, 4, 5}
+    assert {v.monetary_score for v in values} == {1, 2, 3, 4, 5}
+    assert all(v.rfm_segment for v in values)
+    assert len({v.rfm_segment for v in values}) >= 4
+    repeat = [v for v in values if v.order_count > 1]
+    assert repeat and all(v.ltv_predicted is not None and v.ltv_predicted >= 0 for v in repeat)
+    # The best monetary scores go to the biggest spenders.
+    top = max(values, key=lambda v: v.total_spend)
+    bottom = min(values, key=lambda v: v.total_spend)
+    assert top.monetary_score == 5 and bottom.monetary_score == 1
+
+
+async def test_per_order_update_scores_like_the_full_pass(db: AsyncSession, tenant: Tenant) -> None:
+    ids = await _seed_history(db, tenant, 80)
+    ctx = system_caller(tenant.id)
+    await customer_values.recompute_workspace(db, ctx)
+    before = {
+        v.customer_id: (v.recency_score, v.frequency_score, v.monetary_score, v.rfm_segment, v.tier)
+        for v in (await db.scalars(select(CustomerValue).where(CustomerValue.workspace_id == tenant.id))).all()
+    }
+    for customer_id in ids[:10]:
+        await customer_values.refresh_customer(db, ctx, customer_id)
+    fresh = select(CustomerValue).where(CustomerValue.workspace_id == tenant.id)
+    rows = (await db.scalars(fresh.execution_options(populate_existing=True))).all()
+    after = {v.customer_id: (v.recency_score, v.frequency_score, v.monetary_score, v.rfm_segment, v.tier) for v in rows}
+    assert {k: after[k] for k in ids[:10]} == {k: before[k] for k in ids[:10]}
+
+
+async def test_value_report_in_json_and_csv(client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession) -> None:
+    await _seed_history(db, tenant, 60)
+    evil = await _customer(client, tenant, name="=cmd|' /C calc'!A0")
+    big = _order(
+        evil,
+        "EVIL",
+        ordered_at=clock.now().isoformat(),
+        total_amount="99999.00",
+        lines=[{"sku": "S", "product_name": "p", "quantity": "1", "unit_price": "99999.00"}],
+    )
+    await client.post("/api/v1/orders", json=big, headers=tenant.headers())
+    await customer_values.recompute_workspace(db, system_caller(tenant.id))
+    report = (await client.get("/api/v1/reports/value", headers=tenant.headers())).json()
+    assert sum(r["customers"] for r in report["by_tier"]) == 61
+    assert report["top_customers"][0]["id"] == evil
+    assert {r["key"] for r in report["by_rfm_segment"]} - {None}
+    csv_response = await client.get("/api/v1/reports/value", headers={**tenant.headers(), "Accept": "text/csv"})
+    assert csv_response.headers["content-type"].startswith("text/csv")
+    assert "'=cmd" in csv_response.text and "\n=cmd" not in csv_response.text
+    assert (await client.get("/api/v1/reports/value", headers=tenant.headers("sales"))).status_code == 403
+
+
+async def test_recompute_is_requested_through_the_api(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    response = await client.post("/api/v1/value/recompute", headers=tenant.headers())
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+    assert datetime.fromisoformat(response.json()["requested_at"]) <= datetime.now(UTC)
