@@ -352,3 +352,23 @@ async def test_recompute_is_requested_through_the_api(client: httpx.AsyncClient,
     assert response.status_code == 202
     assert response.json()["status"] == "queued"
     assert datetime.fromisoformat(response.json()["requested_at"]) <= datetime.now(UTC)
+
+
+async def test_customers_filter_by_tier_and_rfm_segment(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    ids = await _seed_history(db, tenant, 60)
+    await customer_values.recompute_workspace(db, system_caller(tenant.id))
+    values = (await db.scalars(select(CustomerValue).where(CustomerValue.workspace_id == tenant.id))).all()
+    expected_tier = {str(v.customer_id) for v in values if v.tier == "B"}
+    segment = values[0].rfm_segment
+    expected_segment = {str(v.customer_id) for v in values if v.rfm_segment == segment}
+    by_tier = (
+        await client.get("/api/v1/customers", params={"tier": "B", "limit": 100}, headers=tenant.headers())
+    ).json()
+    assert {c["id"] for c in by_tier["items"]} == expected_tier
+    by_segment = (
+        await client.get("/api/v1/customers", params={"rfm_segment": segment, "limit": 100}, headers=tenant.headers())
+    ).json()
+    assert {c["id"] for c in by_segment["items"]} == expected_segment
+    assert len(ids) == 60

@@ -13,12 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.access import Caller, Visibility
 from app.errors import ValidationFailed
-from app.models import Customer
+from app.models import Customer, CustomerValue
 from app.pagination import decode_cursor, encode_cursor
 from app.prepared import PreparedSelect
 from app.services import custom_fields
 from app.services.customer_output import CUSTOMER_COLUMNS
 from app.services.visibility import (
+    SCOPE_PARAMS,
     effective_visibility,
     scope_params,
     visible_customer_clauses,
@@ -53,6 +54,8 @@ class CustomerQuery:
     created_before: datetime | None = None
     deleted: Literal["exclude", "only"] = "exclude"
     custom: dict[str, str] = field(default_factory=dict)
+    tier: str | None = None
+    rfm_segment: str | None = None
 
 
 async def list_customers(
@@ -88,6 +91,8 @@ class _ListShape:
     created_after: bool
     created_before: bool
     custom_fields: int
+    tier: bool
+    rfm_segment: bool
 
 
 _LIST_STATEMENTS: dict[_ListShape, PreparedSelect] = {}
@@ -110,6 +115,10 @@ def _list_statement(shape: _ListShape) -> PreparedSelect:
         (shape.created_after, Customer.created_at >= bindparam("created_after", type_=DateTime(timezone=True))),
         (shape.created_before, Customer.created_at < bindparam("created_before", type_=DateTime(timezone=True))),
     ]
+    optional += [
+        (shape.tier, Customer.id.in_(_values_where(CustomerValue.tier == bindparam("tier")))),
+        (shape.rfm_segment, Customer.id.in_(_values_where(CustomerValue.rfm_segment == bindparam("rfm_segment")))),
+    ]
     clauses += [clause for wanted, clause in optional if wanted]
     clauses += [
         Customer.custom_fields.contains(bindparam(f"custom_{i}", type_=JSONB)) for i in range(shape.custom_fields)
@@ -126,6 +135,12 @@ def _list_statement(shape: _ListShape) -> PreparedSelect:
     return prepared
 
 
+def _values_where(condition: ColumnElement[bool]) -> Select[Any]:
+    return select(CustomerValue.customer_id).where(
+        CustomerValue.workspace_id == SCOPE_PARAMS["workspace_id"], condition
+    )
+
+
 async def _keyset_page(
     session: AsyncSession, ctx: Caller, query: CustomerQuery
 ) -> tuple[list[Mapping[str, Any]], str | None]:
@@ -140,6 +155,8 @@ async def _keyset_page(
         "kind": query.kind,
         "created_after": query.created_after,
         "created_before": query.created_before,
+        "tier": query.tier,
+        "rfm_segment": query.rfm_segment,
     }
     if query.custom:
         defs = await custom_fields.definitions(session, ctx)
@@ -163,6 +180,8 @@ async def _keyset_page(
         created_after=query.created_after is not None,
         created_before=query.created_before is not None,
         custom_fields=len(query.custom),
+        tier=query.tier is not None,
+        rfm_segment=query.rfm_segment is not None,
     )
     rows: list[Mapping[str, Any]] = list(await _list_statement(shape).fetch(session, params))
     next_cursor = None
@@ -244,6 +263,17 @@ async def _filters(session: AsyncSession, ctx: Caller, query: CustomerQuery) -> 
         clauses.append(Customer.created_at >= query.created_after)
     if query.created_before:
         clauses.append(Customer.created_at < query.created_before)
+    value_filters = [
+        CustomerValue.tier == query.tier if query.tier else None,
+        CustomerValue.rfm_segment == query.rfm_segment if query.rfm_segment else None,
+    ]
+    for condition in value_filters:
+        if condition is not None:
+            clauses.append(
+                Customer.id.in_(
+                    select(CustomerValue.customer_id).where(CustomerValue.workspace_id == ctx.workspace_id, condition)
+                )
+            )
     if query.custom:
         defs = await custom_fields.definitions(session, ctx)
         for key, raw in query.custom.items():

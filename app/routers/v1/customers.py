@@ -64,6 +64,8 @@ async def customer_query(
     deleted: Annotated[
         Literal["exclude", "only"], Query(description="`only` lists soft-deleted customers (to restore).")
     ] = "exclude",
+    tier: Annotated[str | None, Query(max_length=16, description="Value tier code, e.g. A.")] = None,
+    rfm_segment: Annotated[str | None, Query(max_length=32, description="e.g. Champions, At risk.")] = None,
 ) -> CustomerQuery:
     """Also takes `custom.<key>=<value>` to filter on a custom field."""
     custom = {
@@ -88,6 +90,8 @@ async def customer_query(
         created_before=created_before,
         deleted=deleted,
         custom=custom,
+        tier=tier,
+        rfm_segment=rfm_segment,
     )
 
 
