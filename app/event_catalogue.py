@@ -35,6 +35,18 @@ class TierChanged(BaseModel):
     reason: str = Field(examples=["order"], description="`order` (an order changed) or `recompute`")
 
 
+class StageChanged(BaseModel):
+    customer_id: str
+    from_stage: str | None = Field(examples=["new_customer"])
+    to_stage: str = Field(examples=["loyal"])
+    by: str = Field(examples=["rules"], description="`rules` or `hand`")
+
+
+class SegmentMembership(BaseModel):
+    segment_id: str
+    customer_id: str
+
+
 class Ping(BaseModel):
     message: str = Field(examples=["ping"])
 
@@ -54,6 +66,9 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("order.created", "An order was recorded.", OrderOut),
     EventType("order.updated", "A recorded order changed (status, refund, lines...).", OrderOut),
     EventType("tier.changed", "A customer moved to another value tier.", TierChanged),
+    EventType("lifecycle.stage_changed", "A customer moved to another lifecycle stage.", StageChanged),
+    EventType("segment.member_added", "A customer joined a dynamic segment at a refresh.", SegmentMembership),
+    EventType("segment.member_removed", "A customer left a dynamic segment at a refresh.", SegmentMembership),
     EventType(
         "webhook_endpoint.disabled", "An endpoint was disabled after failures or a 410 answer.", EndpointDisabled
     ),

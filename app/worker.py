@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app import clock
 from app.access import system_caller
 from app.db import create_engine, create_sessionmaker
-from app.services import customer_values, webhook_delivery, webhook_dispatch
+from app.services import customer_values, lifecycle, segments, webhook_delivery, webhook_dispatch
 from app.services.webhook_dispatch import DueAttempt
 from app.settings import Settings
 
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 DELIVER = "webhooks.deliver"
 OUTBOX_CHANNEL = "guanxi_outbox"
 SWEEP_SECONDS = 2.0
-VALUE_SWEEP_SECONDS = 60.0
+VALUE_SWEEP_SECONDS = 30.0
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -120,8 +120,9 @@ class Worker:
             await self.engine.dispose()
 
     async def _value_loop(self) -> None:
-        """Customer value recomputes: asked for through the API, and every 24 hours per workspace.
-        Apart from webhook dispatch, so a long recompute never holds deliveries back."""
+        """Customer value recomputes and lifecycle rules (on request, and every 24 hours per
+        workspace), and dynamic segment refreshes (on request, and every 6 hours). Apart from
+        webhook dispatch, so long set-based work never holds deliveries back."""
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_value.wait(), timeout=VALUE_SWEEP_SECONDS)
@@ -133,11 +134,28 @@ class Worker:
                     if self.stop.is_set():
                         return
                     async with self.sessions() as session:
-                        seconds = await customer_values.recompute_workspace(session, system_caller(workspace_id))
+                        ctx = system_caller(workspace_id)
+                        seconds = await customer_values.recompute_workspace(session, ctx)
+                        moved = await lifecycle.apply_rules(session, ctx)
                         await session.commit()
-                    logger.info("value recompute", extra={"workspace_id": str(workspace_id), "seconds": seconds})
+                    logger.info(
+                        "value recompute",
+                        extra={"workspace_id": str(workspace_id), "seconds": seconds, "stage_moves": moved},
+                    )
+                async with self.sessions() as session:
+                    stale = await segments.due_refreshes(session, now=self.now())
+                for workspace_id, segment_id in stale:
+                    if self.stop.is_set():
+                        return
+                    async with self.sessions() as session:
+                        segment = await segments.get(session, system_caller(workspace_id), segment_id, lock=True)
+                        joined, left = await segments.refresh(session, segment)
+                        await session.commit()
+                    logger.info(
+                        "segment refresh", extra={"segment_id": str(segment_id), "joined": joined, "left": left}
+                    )
             except (OSError, asyncpg.PostgresError, TimeoutError, SQLAlchemyError) as exc:
-                logger.warning("value recompute failed; retrying later", extra={"error": str(exc)})
+                logger.warning("set-based work failed; retrying later", extra={"error": str(exc)})
 
     async def dispatch(self, queries: Queries) -> int:
         """Fan out new events, revive abandoned attempts, and enqueue everything that is due."""

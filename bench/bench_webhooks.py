@@ -37,11 +37,12 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -72,6 +73,7 @@ LATENCY_P50_TARGET_MS = 100.0
 SAMPLE_REQUESTS = 50
 EVENT_TYPE = "customer.updated"
 FLOOR_APPLICATION = "guanxi-bench-floor"
+FLOOR_CLIENTS = ("raw", "httpx")
 OK_RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 
 
@@ -254,7 +256,40 @@ WHERE workspace_id = $1 AND id = $3
 """
 
 
-async def serve_floor_worker(dsn: str, concurrency: int) -> None:
+class RawHttpConnection:
+    """One keep-alive HTTP/1.1 connection and nothing else: the cheapest POST asyncio can make."""
+
+    def __init__(self) -> None:
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(host, port)
+        reader, writer = self.streams
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        head = f"POST {parts.path or '/'} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-length: {len(body)}\r\n{lines}\r\n"
+        try:
+            writer.write(head.encode() + body)
+            response_head = await reader.readuntil(b"\r\n\r\n")
+            status_line, _, rest = response_head.decode("latin-1").partition("\r\n")
+            fields = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in rest.split("\r\n") if x)}
+            content = await reader.readexactly(int(fields.get("content-length", "0")))
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            self.close()
+            raise
+        if fields.get("connection", "").lower() == "close":
+            self.close()
+        return int(status_line.split()[1]), content[:2048].decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
+
+
+async def serve_floor_worker(dsn: str, concurrency: int, client_kind: str) -> None:
     """Claim, POST signed, record: the least a Python worker can do per delivery."""
     from standardwebhooks.webhooks import Webhook
 
@@ -266,8 +301,10 @@ async def serve_floor_worker(dsn: str, concurrency: int) -> None:
         dsn, min_size=concurrency, max_size=concurrency, server_settings={"application_name": FLOOR_APPLICATION}
     )
     signers: dict[str, Any] = {}
+    http = httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=concurrency * 2))
 
-    async def one_task(client: httpx.AsyncClient) -> None:
+    async def one_task() -> None:
+        raw = RawHttpConnection()
         while not stop.is_set():
             row = await pool.fetchrow(FLOOR_CLAIM_SQL)
             if row is None:
@@ -283,25 +320,28 @@ async def serve_floor_worker(dsn: str, concurrency: int) -> None:
                     "actor": orjson.loads(row["actor"]),
                     "data": orjson.loads(row["data"]),
                 }
-            ).decode()
+            )
             signer = signers.get(row["secret"]) or signers.setdefault(row["secret"], Webhook(row["secret"]))
             now = datetime.now(UTC)
             headers = {
                 "webhook-id": message_id,
                 "webhook-timestamp": str(int(now.timestamp())),
-                "webhook-signature": signer.sign(message_id, now, body),
+                "webhook-signature": signer.sign(message_id, now, body.decode()),
                 "content-type": "application/json",
                 "user-agent": "Guanxi-Bench-Floor/1",
             }
             started = time.perf_counter()
-            status: int | None
+            status: int | None = None
             error: str | None = None
             excerpt: str | None = None
             try:
-                response = await client.post(row["url"], content=body, headers=headers, timeout=10.0)
-                status, excerpt = response.status_code, response.text[:2048]
-            except httpx.HTTPError as exc:
-                status, error = None, f"{type(exc).__name__}: {exc}"[:500]
+                if client_kind == "raw":
+                    status, excerpt = await asyncio.wait_for(raw.post(row["url"], body, headers), 10.0)
+                else:
+                    response = await http.post(row["url"], content=body, headers=headers, timeout=10.0)
+                    status, excerpt = response.status_code, response.text[:2048]
+            except (httpx.HTTPError, OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                error = f"{type(exc).__name__}: {exc}"[:500]
             await pool.execute(
                 FLOOR_RECORD_SQL,
                 row["workspace_id"],
@@ -315,12 +355,14 @@ async def serve_floor_worker(dsn: str, concurrency: int) -> None:
                 excerpt,
                 orjson.dumps({k: v for k, v in headers.items() if k != "webhook-signature"}).decode(),
             )
+        raw.close()
 
-    limits = httpx.Limits(max_connections=concurrency * 2)
-    async with httpx.AsyncClient(trust_env=False, limits=limits) as client:
-        print("floor worker ready", flush=True)
-        await asyncio.gather(*(one_task(client) for _ in range(concurrency)))
-    await pool.close()
+    print("floor worker ready", flush=True)
+    try:
+        await asyncio.gather(*(one_task() for _ in range(concurrency)))
+    finally:
+        await http.aclose()
+        await pool.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -367,13 +409,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for deliveries to arrive")
     parser.add_argument("--skip-floor", action="store_true", help="skip the receiver-direct wrk floor")
-    parser.add_argument("--skip-db-floor", action="store_true", help="skip the raw asyncpg delivery floor")
+    parser.add_argument("--skip-db-floor", action="store_true", help="skip the raw asyncpg delivery floors")
+    parser.add_argument(
+        "--floor-clients",
+        default="raw,httpx",
+        help="HTTP clients of the asyncpg floors, comma-separated: raw (bare asyncio streams), httpx",
+    )
     parser.add_argument("--skip-throughput", action="store_true", help="skip the throughput scenario")
     parser.add_argument("--skip-latency", action="store_true", help="skip the latency scenario")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
     # Internal: the receiver and the floor worker are this script in another process.
     parser.add_argument("--serve-receiver", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor-worker", metavar="DSN", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-client", default="httpx", choices=FLOOR_CLIENTS, help=argparse.SUPPRESS)
     # bench/run_all.py passes its arguments to every bench: flags meant for another one are ignored.
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -382,6 +430,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--events, --latency-events, --endpoints and --workers must be at least 1")
     if args.latency_rate <= 0:
         parser.error("--latency-rate must be positive")
+    args.floor_clients = [c.strip() for c in args.floor_clients.split(",") if c.strip()]
+    if any(c not in FLOOR_CLIENTS for c in args.floor_clients):
+        parser.error(f"--floor-clients takes {', '.join(FLOOR_CLIENTS)}")
     return args
 
 
@@ -614,17 +665,18 @@ def proc_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def postgres_pids(dsn: str) -> list[int]:
-    """The server's processes when it runs on this machine and its data directory is readable."""
+async def postgres_processes(dsn: str) -> Callable[[], list[int]]:
+    """A function listing the server's processes (they come and go with connections), or none when
+    the server is not on this machine or its data directory cannot be read."""
     conn = await asyncpg.connect(dsn)
     try:
         try:
-            data_directory = str(await conn.fetchval("SHOW data_directory"))
+            data_directory = Path(str(await conn.fetchval("SHOW data_directory")))
         except asyncpg.PostgresError:
-            return []
+            return list
     finally:
         await conn.close()
-    return await asyncio.to_thread(_server_processes, Path(data_directory))
+    return lambda: _server_processes(data_directory)
 
 
 def _server_processes(data_directory: Path) -> list[int]:
@@ -645,13 +697,15 @@ def _server_processes(data_directory: Path) -> list[int]:
 class CpuMeter:
     """CPU seconds of named process groups, and the machine's busy/steal share, over an interval."""
 
-    groups: dict[str, list[int]]
+    # Group name -> its processes now (processes that start during the interval count whole; ones that
+    # end before its end are missed).
+    groups: dict[str, Callable[[], list[int]]]
     before: dict[int, float] = field(default_factory=dict)
     machine_before: list[int] = field(default_factory=list)
     started: float = 0.0
 
     def start(self) -> None:
-        self.before = {pid: proc_cpu_seconds(pid) or 0.0 for pids in self.groups.values() for pid in pids}
+        self.before = {pid: proc_cpu_seconds(pid) or 0.0 for pids in self.groups.values() for pid in pids()}
         self.machine_before = machine_cpu()
         self.started = time.monotonic()
 
@@ -660,7 +714,7 @@ class CpuMeter:
         busy, steal = busy_and_steal(self.machine_before, machine_cpu())
         out: dict[str, Any] = {"seconds": round(elapsed, 2), "machine_busy_pct": busy, "machine_steal_pct": steal}
         for name, pids in self.groups.items():
-            used = sum((proc_cpu_seconds(pid) or 0.0) - self.before.get(pid, 0.0) for pid in pids)
+            used = sum((proc_cpu_seconds(pid) or 0.0) - self.before.get(pid, 0.0) for pid in pids())
             out[f"{name}_cpu_s"] = round(used, 2)
         return out
 
@@ -816,7 +870,12 @@ def receiver_floor(receiver: ServerProcess, args: argparse.Namespace, workdir: P
 
 
 async def db_floor(
-    setup: Setup, args: argparse.Namespace, workdir: Path, receiver: ReceiverClient, pg_pids: list[int]
+    setup: Setup,
+    args: argparse.Namespace,
+    workdir: Path,
+    receiver: ReceiverClient,
+    meter_groups: dict[str, Callable[[], list[int]]],
+    client_kind: str,
 ) -> dict[str, Any]:
     """Raw asyncpg workers delivering pre-created deliveries: the delivery path without the service."""
     await reset_tables(setup.dsn)
@@ -843,17 +902,23 @@ async def db_floor(
         await conn.close()
     await receiver.reset()
     concurrency = concurrency_of(args)
-    argv = script_argv("--serve-floor-worker", setup.dsn, "--concurrency", str(concurrency))
+    argv = script_argv(
+        "--serve-floor-worker", setup.dsn, "--concurrency", str(concurrency), "--floor-client", client_kind
+    )
     timeout = args.timeout or max(60.0, expected / 100)
-    with processes("floor-worker", args.workers, argv, base_env(), workdir) as procs:
-        meter = CpuMeter({"workers": [p.process.pid for p in procs], "postgres": pg_pids})
+    label = f"floor ({client_kind})"
+    with processes(f"floor-{client_kind}", args.workers, argv, base_env(), workdir) as procs:
+        meter = CpuMeter({"workers": lambda: [p.process.pid for p in procs], **meter_groups})
         meter.start()
         started = time.time()
-        await receiver.wait_for(expected, timeout, procs, "db floor")
+        await receiver.wait_for(expected, timeout, procs, label)
         cpu = meter.stop()
         problems = log_problems(procs)
     arrivals = await receiver.dump()
-    return summarise_throughput("db floor", arrivals, expected, started, cpu, problems)
+    result = summarise_throughput(label, arrivals, expected, started, cpu, problems)
+    result["client"] = client_kind
+    result["verified_signatures"] = verify_samples(arrivals.samples, setup.secrets, label)
+    return result
 
 
 async def _endpoint_ids(setup: Setup) -> list[uuid.UUID]:
@@ -906,7 +971,7 @@ async def throughput(
     args: argparse.Namespace,
     receiver: ReceiverClient,
     procs: list[ServerProcess],
-    pg_pids: list[int],
+    meter_groups: dict[str, Callable[[], list[int]]],
 ) -> dict[str, Any]:
     endpoints = len(setup.secrets)
     expected = args.events * endpoints
@@ -914,7 +979,7 @@ async def throughput(
     batches = [new_events(len(part), part.start) for part in chunks(args.events, args.insert_batch)]
     await receiver.reset()
     conn = await asyncpg.connect(setup.dsn)
-    meter = CpuMeter({"workers": [p.process.pid for p in procs], "postgres": pg_pids})
+    meter = CpuMeter({"workers": lambda: [p.process.pid for p in procs], **meter_groups})
     try:
         meter.start()
         started = time.time()
@@ -932,6 +997,8 @@ async def throughput(
     result = summarise_throughput("service", arrivals, expected, started, cpu, log_problems(procs))
     result["insert_s"] = round(committed - started, 3)
     result["verified_signatures"] = verify_samples(arrivals.samples, setup.secrets, "throughput")
+    # Arrived is not yet recorded: the state once every attempt is written and the queue is empty.
+    await wait_idle(setup.dsn, procs)
     result["database"] = await delivery_states(setup.dsn)
     return result
 
@@ -1081,8 +1148,8 @@ async def run_scenarios(
     receiver = ReceiverClient(receiver_proc.base_url)
     out: dict[str, Any] = {}
     concurrency = concurrency_of(args)
+    groups = {"postgres": await postgres_processes(setup.dsn), "receiver": lambda: [receiver_proc.process.pid]}
     try:
-        pg_pids = await postgres_pids(setup.dsn)
         if not args.skip_floor:
             connections = args.floor_connections or args.workers * concurrency
             print("floor: wrk straight to the receiver")
@@ -1090,8 +1157,10 @@ async def run_scenarios(
             out["receiver_floor"] = {**wrk.as_dict(), "connections": connections, "threads": args.threads}
             await receiver.reset()
         if not args.skip_db_floor:
-            print(f"floor: {args.workers} raw asyncpg workers × {concurrency} tasks, {args.events:,} deliveries")
-            out["db_floor"] = await db_floor(setup, args, workdir, receiver, pg_pids)
+            out["db_floor"] = {}
+            for kind in args.floor_clients:
+                print(f"floor: {args.workers} asyncpg + {kind} HTTP processes × {concurrency} tasks")
+                out["db_floor"][kind] = await db_floor(setup, args, workdir, receiver, groups, kind)
         if args.skip_throughput and args.skip_latency:
             return out
         await reset_tables(setup.dsn)
@@ -1101,7 +1170,7 @@ async def run_scenarios(
             await wait_listening(setup.dsn, procs)
             if not args.skip_throughput:
                 print(f"throughput: {args.events:,} events × {len(setup.secrets)} endpoint(s)")
-                out["throughput"] = await throughput(setup, args, receiver, procs, pg_pids)
+                out["throughput"] = await throughput(setup, args, receiver, procs, groups)
             if not args.skip_latency:
                 print(f"latency: {args.latency_events} single-event commits at {args.latency_rate:g}/s, queue idle")
                 out["latency"] = await latency(setup, args, receiver, procs)
@@ -1110,34 +1179,42 @@ async def run_scenarios(
     return out
 
 
+def _cpu_cell(r: dict[str, Any], name: str) -> str:
+    value = r.get(f"{name}_cpu_s")
+    return "-" if value is None else f"{value * 1e6 / r['deliveries']:.0f}"
+
+
 def print_table(out: dict[str, Any], args: argparse.Namespace) -> list[str]:
     verdicts: list[str] = []
     floor = out.get("receiver_floor")
-    db = out.get("db_floor")
+    db_floors: dict[str, dict[str, Any]] = out.get("db_floor", {})
     service = out.get("throughput")
     print()
     print(f"Webhook deliveries to a local receiver ({args.workers} workers, {args.endpoints} endpoint(s))")
     print(
-        f"  {'':<22} {'deliveries/s':>13} {'overall/s':>10} {'span s':>8} {'CPU µs/delivery':>16} {'busy/steal %':>13}"
+        f"  {'':<24} {'sustained/s':>11} {'overall/s':>10} {'span s':>7}   "
+        f"{'CPU µs per delivery: workers':>28} {'postgres':>9} {'receiver':>9}   {'busy/steal %':>12}"
     )
     if floor:
         print(
-            f"  {'floor: receiver (wrk)':<22} {floor['rps']:>13,.0f} {'':>10} {floor['seconds']:>8.1f} {'':>16} "
-            f"{floor['machine_busy_pct']}/{floor['machine_steal_pct']:>6}"
+            f"  {'floor: receiver (wrk)':<24} {floor['rps']:>11,.0f} {'':>10} {floor['seconds']:>7.1f}   "
+            f"{'':>28} {'':>9} {'':>9}   {floor['machine_busy_pct']}/{floor['machine_steal_pct']}"
         )
-    for name, r in (("floor: raw asyncpg", db), ("service", service)):
-        if r:
-            cpu = r.get("worker_cpu_us_per_delivery")
-            print(
-                f"  {name:<22} {r['sustained_per_s']:>13,.0f} {r['overall_per_s']:>10,.0f} {r['span_s']:>8.2f} "
-                f"{cpu if cpu is not None else '-':>16} {r['machine_busy_pct']}/{r['machine_steal_pct']:>6}"
-            )
+    rows = [(f"floor: asyncpg + {kind}", r) for kind, r in db_floors.items()]
+    if service:
+        rows.append(("service (guanxi worker)", service))
+    for name, r in rows:
+        print(
+            f"  {name:<24} {r['sustained_per_s']:>11,.0f} {r['overall_per_s']:>10,.0f} {r['span_s']:>7.2f}   "
+            f"{_cpu_cell(r, 'workers'):>28} {_cpu_cell(r, 'postgres'):>9} {_cpu_cell(r, 'receiver'):>9}   "
+            f"{r['machine_busy_pct']}/{r['machine_steal_pct']}"
+        )
     if service:
         rate = service["sustained_per_s"]
         if floor:
             print(f"  ratio service / receiver floor = {rate / floor['rps']:.3f}")
-        if db:
-            print(f"  ratio service / raw asyncpg floor = {rate / db['sustained_per_s']:.3f}")
+        for kind, r in db_floors.items():
+            print(f"  ratio service / asyncpg + {kind} floor = {rate / r['sustained_per_s']:.3f}")
         ok = rate >= THROUGHPUT_TARGET and service["duplicates"] == 0
         verdict = "PASS" if ok else "MISS"
         print(
@@ -1152,10 +1229,10 @@ def print_table(out: dict[str, Any], args: argparse.Namespace) -> list[str]:
             f"  p50 {lat['p50_ms']:.1f} ms   p95 {lat['p95_ms']:.1f} ms   p99 {lat['p99_ms']:.1f} ms   "
             f"max {lat['max_ms']:.1f} ms"
         )
-        s = lat["stages_p50_ms"]
+        st = lat["stages_p50_ms"]
         print(
-            f"  p50 by stage: commit→fan-out {s['commit_to_fan_out']} ms, fan-out→job start "
-            f"{s['fan_out_to_job_start']} ms, job start→arrival {s['job_start_to_arrival']} ms"
+            f"  p50 by stage: commit→fan-out {st['commit_to_fan_out']} ms, fan-out→job start "
+            f"{st['fan_out_to_job_start']} ms, job start→arrival {st['job_start_to_arrival']} ms"
         )
         verdict = "PASS" if lat["p50_ms"] < LATENCY_P50_TARGET_MS else "MISS"
         print(f"  p50 {lat['p50_ms']:.1f} ms   target < {LATENCY_P50_TARGET_MS:g} ms   {verdict}")
@@ -1192,6 +1269,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             "latency_rate_per_s": args.latency_rate,
             "wrk_duration_s": args.duration,
             "wrk_threads": args.threads,
+            "floor_clients": args.floor_clients,
         },
         **out,
         "verdicts": verdicts,
@@ -1219,7 +1297,7 @@ def main(argv: list[str] | None = None) -> int:
         _run_loop(serve_receiver(args.serve_receiver))
         return 0
     if args.serve_floor_worker is not None:
-        asyncio.run(serve_floor_worker(args.serve_floor_worker, concurrency_of(args)))
+        asyncio.run(serve_floor_worker(args.serve_floor_worker, concurrency_of(args), args.floor_client))
         return 0
     if not args.skip_floor:
         try:

@@ -7,8 +7,10 @@ from app.models.custom_field import CustomFieldDefinition
 from app.models.customer import Customer, CustomerCodeCounter, CustomerIdentity
 from app.models.customer_value import CustomerValue, TierChange, ValueModel, ValueTier
 from app.models.idempotency import IdempotencyRecord
+from app.models.lifecycle import CustomerStage, LifecycleStage, StageHistory
 from app.models.order import Order, OrderLine
 from app.models.outbox import OutboxEvent
+from app.models.segment import Segment, SegmentMember, SegmentSize
 from app.models.user import Team, User
 from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models.workspace import Workspace
@@ -21,11 +23,17 @@ __all__ = [
     "Customer",
     "CustomerCodeCounter",
     "CustomerIdentity",
+    "CustomerStage",
     "CustomerValue",
     "IdempotencyRecord",
+    "LifecycleStage",
     "Order",
     "OrderLine",
     "OutboxEvent",
+    "Segment",
+    "SegmentMember",
+    "SegmentSize",
+    "StageHistory",
     "Team",
     "TierChange",
     "User",

@@ -17,7 +17,7 @@ from app.jsonable import to_jsonable
 from app.models import Customer, Order, OrderLine, Workspace
 from app.pagination import decode_cursor, encode_cursor
 from app.schemas.order import OrderIn
-from app.services import audit, customer_values, outbox
+from app.services import audit, customer_values, lifecycle, outbox
 from app.services.visibility import visible_customer_clauses
 
 _CURRENCIES = frozenset(list_currencies()) - {"XXX", "XTS"}
@@ -61,7 +61,7 @@ async def upsert(session: AsyncSession, ctx: Caller, data: OrderIn) -> tuple[Ord
         lines = await _replace_lines(session, ctx, order, data)
         outbox.emit(session, ctx, "order.created", event_data(order, lines))
         audit.record(session, ctx, entity_type="order", entity_id=order.id, action="created", changes={})
-        await customer_values.refresh_customer(session, ctx, order.customer_id)
+        await _refresh_figures(session, ctx, order.customer_id)
         return order, lines, True
     previous_customer = existing.customer_id
     changes = {
@@ -85,10 +85,16 @@ async def upsert(session: AsyncSession, ctx: Caller, data: OrderIn) -> tuple[Ord
     outbox.emit(session, ctx, "order.updated", {**event_data(existing, lines), "changed_fields": sorted(changes)})
     audit.record(session, ctx, entity_type="order", entity_id=existing.id, action="updated", changes=changes)
     await session.flush()
-    await customer_values.refresh_customer(session, ctx, existing.customer_id)
+    await _refresh_figures(session, ctx, existing.customer_id)
     if previous_customer != existing.customer_id:
-        await customer_values.refresh_customer(session, ctx, previous_customer)
+        await _refresh_figures(session, ctx, previous_customer)
     return existing, lines, False
+
+
+async def _refresh_figures(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> None:
+    """The order's consequences, in its transaction: value figures and tier, then lifecycle stage."""
+    await customer_values.refresh_customer(session, ctx, customer_id)
+    await lifecycle.apply_rules(session, ctx, customer_id=customer_id)
 
 
 async def get(session: AsyncSession, ctx: Caller, order_id: uuid.UUID) -> tuple[Order, list[OrderLine]]:

@@ -2,8 +2,20 @@
 
 from fastapi import APIRouter
 
-from app.routers.v1 import api_keys, auth, custom_fields, customers, events, orders, users, value, webhooks
+from app.routers.v1 import (
+    api_keys,
+    auth,
+    custom_fields,
+    customers,
+    events,
+    lifecycle,
+    orders,
+    segments,
+    users,
+    value,
+    webhooks,
+)
 
 router = APIRouter(prefix="/api/v1")
-for module in (auth, customers, custom_fields, orders, value, users, api_keys, events, webhooks):
+for module in (auth, segments, customers, custom_fields, orders, value, lifecycle, users, api_keys, events, webhooks):
     router.include_router(module.router)

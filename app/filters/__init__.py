@@ -1,0 +1,1 @@
+"""The filter language shared by customer search, segments and exports."""

@@ -1,0 +1,153 @@
+"""The fields a filter can test, with their types and the operators each type allows.
+
+Served at GET /api/v1/segments/fields so front-ends can build a rule editor."""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, extract, func
+
+from app.models import Customer, CustomerStage, CustomerValue
+
+FieldType = Literal["string", "enum", "integer", "number", "date", "datetime", "boolean", "tags", "id"]
+
+OPERATORS: dict[FieldType, tuple[str, ...]] = {
+    "string": ("eq", "neq", "in", "not_in", "contains", "starts_with", "is_null", "is_not_null"),
+    "enum": ("eq", "neq", "in", "not_in", "is_null", "is_not_null"),
+    "integer": ("eq", "neq", "gt", "gte", "lt", "lte", "between", "in", "not_in", "is_null", "is_not_null"),
+    "number": ("eq", "neq", "gt", "gte", "lt", "lte", "between", "is_null", "is_not_null"),
+    "date": (
+        "eq",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "between",
+        "is_null",
+        "is_not_null",
+        "in_last_days",
+        "more_than_days_ago",
+        "birthday_within_days",
+        "in_current_month",
+    ),
+    "datetime": (
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "between",
+        "is_null",
+        "is_not_null",
+        "in_last_days",
+        "more_than_days_ago",
+        "in_current_month",
+    ),
+    "boolean": ("eq", "is_null", "is_not_null"),
+    "tags": ("contains", "in", "not_in", "is_null", "is_not_null"),
+    "id": ("eq", "neq", "in", "not_in", "is_null", "is_not_null"),
+}
+
+Source = Literal["customer", "value", "stage"]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: FieldType
+    label: str
+    group: str
+    source: Source
+    column: Any
+    options: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "field": self.name,
+            "type": self.type,
+            "label": self.label,
+            "group": self.group,
+            "operators": list(OPERATORS[self.type]),
+            **({"options": list(self.options)} if self.options else {}),
+        }
+
+
+RFM_SEGMENTS = (
+    "Champions",
+    "Loyal",
+    "Potential loyalist",
+    "New",
+    "Promising",
+    "Need attention",
+    "About to sleep",
+    "Can't lose them",
+    "At risk",
+    "Hibernating",
+    "Lost",
+)
+
+STAGE_AGE_DAYS: ColumnElement[Any] = extract("epoch", func.now() - CustomerStage.entered_at) / 86400
+
+
+def _c(name: str, type_: FieldType, label: str, group: str, column: Any, options: tuple[str, ...] = ()) -> Field:
+    return Field(name, type_, label, group, "customer", column, options)
+
+
+def _v(name: str, type_: FieldType, label: str, column: Any, options: tuple[str, ...] = ()) -> Field:
+    return Field(f"value.{name}", type_, label, "value", "value", column, options)
+
+
+FIELDS: dict[str, Field] = {
+    f.name: f
+    for f in (
+        _c("name", "string", "Name", "profile", Customer.name),
+        _c("code", "string", "Customer code", "profile", Customer.code),
+        _c("kind", "enum", "Kind", "profile", Customer.kind, ("individual", "company")),
+        _c("gender", "enum", "Gender", "profile", Customer.gender, ("male", "female", "other", "unknown")),
+        _c("company", "string", "Company", "profile", Customer.company),
+        _c("title", "string", "Title", "profile", Customer.title),
+        _c("source", "string", "Source channel", "profile", Customer.source),
+        _c("tags", "tags", "Tags", "profile", Customer.tags),
+        _c("owner_id", "id", "Owner", "profile", Customer.owner_id),
+        _c("birthday", "date", "Birthday", "profile", Customer.birthday),
+        _c("created_at", "datetime", "Created", "profile", Customer.created_at),
+        _c("country", "string", "Country", "address", Customer.country),
+        _c("province", "string", "Province", "address", Customer.province),
+        _c("city", "string", "City", "address", Customer.city),
+        _c("district", "string", "District", "address", Customer.district),
+        _c("postcode", "string", "Postcode", "address", Customer.postcode),
+        *(
+            _c(
+                f"consent.{channel}",
+                "boolean",
+                f"Consent: {channel}",
+                "consent",
+                Customer.consent[channel].as_boolean(),
+            )
+            for channel in ("email", "sms", "phone", "wechat", "post")
+        ),
+        _v("total_spend", "number", "Total spend (net)", CustomerValue.total_spend),
+        _v("order_count", "integer", "Orders", CustomerValue.order_count),
+        _v("avg_order_value", "number", "Average order value", CustomerValue.avg_order_value),
+        _v("first_purchase_at", "datetime", "First purchase", CustomerValue.first_purchase_at),
+        _v("last_purchase_at", "datetime", "Last purchase", CustomerValue.last_purchase_at),
+        _v("recency_score", "integer", "Recency score (1-5)", CustomerValue.recency_score),
+        _v("frequency_score", "integer", "Frequency score (1-5)", CustomerValue.frequency_score),
+        _v("monetary_score", "integer", "Monetary score (1-5)", CustomerValue.monetary_score),
+        _v("rfm_segment", "enum", "RFM segment", CustomerValue.rfm_segment, RFM_SEGMENTS),
+        _v("tier", "string", "Value tier", CustomerValue.tier),
+        _v("ltv_predicted", "number", "Predicted lifetime value (365 days)", CustomerValue.ltv_predicted),
+        Field("lifecycle.stage", "string", "Lifecycle stage", "lifecycle", "stage", CustomerStage.stage),
+        Field(
+            "lifecycle.stage_age_days",
+            "number",
+            "Days in the current stage",
+            "lifecycle",
+            "stage",
+            STAGE_AGE_DAYS,
+        ),
+    )
+}
+
+# Membership of other segments: `{"field": "segment", "op": "in", "value": [segment ids]}`.
+SEGMENT_FIELD = "segment"
+CUSTOM_PREFIX = "custom."

@@ -1,0 +1,84 @@
+"""Lifecycle stages: /api/v1/customers/{id}/stage, /api/v1/lifecycle/stages, /api/v1/reports/lifecycle."""
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from app import clock
+from app.json_response import json_response
+from app.models import CustomerStage, StageHistory
+from app.routers.deps import CustomersRead, CustomersWrite, Reader, ReportsRead, Session
+from app.routers.responses import errors
+from app.schemas.segment import StageMove, StageOut
+from app.services import lifecycle
+
+router = APIRouter(tags=["lifecycle"])
+
+
+@router.get("/lifecycle/stages", responses=errors(), summary="The workspace's stages, in order")
+async def stages(ctx: CustomersRead, session: Session) -> Response:
+    rows = await lifecycle.stages(session, ctx)
+    return json_response(
+        {
+            "items": [{"key": r.key, "name": r.name, "position": r.position} for r in rows],
+            "transitions": {k or "none": sorted(v) for k, v in lifecycle.TRANSITIONS.items()},
+            "rules": lifecycle.RULES,
+        }
+    )
+
+
+@router.get("/customers/{customer_id}/stage", response_model=StageOut, responses=errors(404), summary="Stage")
+async def customer_stage(customer_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    """The current stage and every stay before it (entered, left, by whom or which rule)."""
+    current, history = await lifecycle.history(session, ctx, customer_id)
+    return json_response(_stage(customer_id, current, history))
+
+
+@router.post(
+    "/customers/{customer_id}/stage", response_model=StageOut, responses=errors(404, 409), summary="Move by hand"
+)
+async def move(customer_id: uuid.UUID, body: StageMove, ctx: CustomersWrite, session: Session) -> Response:
+    """409 lists the stages the customer may move to from where it is."""
+    await lifecycle.move(session, ctx, customer_id, body.stage, body.reason)
+    current, history = await lifecycle.history(session, ctx, customer_id)
+    return json_response(_stage(customer_id, current, history))
+
+
+@router.get("/reports/lifecycle", responses=errors(), summary="Lifecycle report")
+async def report(
+    ctx: ReportsRead,
+    session: Reader,
+    at: Annotated[datetime | None, Query(description="Counts per stage at this moment; default 30 days ago")] = None,
+    since: Annotated[datetime | None, Query(description="Funnel period start; default 90 days ago")] = None,
+    until: Annotated[datetime | None, Query(description="Funnel period end; default now")] = None,
+) -> Response:
+    """Counts per stage now and at a date, moves between stages in a period, median days in stage,
+    and retention by first-purchase month (share of the cohort buying in each of months 1-12)."""
+    now = clock.now()
+    data = await lifecycle.report(
+        session, ctx, at=at or now - timedelta(days=30), since=since or now - timedelta(days=90), until=until or now
+    )
+    return json_response(data)
+
+
+def _stage(customer_id: uuid.UUID, current: CustomerStage | None, history: list[StageHistory]) -> dict[str, object]:
+    return {
+        "customer_id": customer_id,
+        "stage": getattr(current, "stage", None),
+        "entered_at": getattr(current, "entered_at", None),
+        "history": [
+            {
+                "stage": h.stage,
+                "from_stage": h.from_stage,
+                "entered_at": h.entered_at,
+                "left_at": h.left_at,
+                "by_user_id": h.by_user_id,
+                "by_rule": h.by_rule,
+                "reason": h.reason,
+            }
+            for h in history
+        ],
+    }

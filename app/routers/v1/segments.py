@@ -1,0 +1,218 @@
+"""Segments and the filter language: /api/v1/segments, /api/v1/customers/search."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from sqlalchemy import select, tuple_
+from starlette.responses import Response
+
+from app import csv_export
+from app.errors import ValidationFailed
+from app.filters.catalogue import CUSTOM_PREFIX, FIELDS, OPERATORS, FieldType
+from app.filters.compiler import compile_filter
+from app.json_response import json_response
+from app.models import Customer, Segment
+from app.pagination import decode_cursor, encode_cursor
+from app.routers.deps import CustomersRead, CustomersWrite, IfMatch, Reader, Session
+from app.routers.responses import errors, resource_response
+from app.schemas.customer import CustomerPage
+from app.schemas.segment import (
+    CustomerSearch,
+    FieldList,
+    MemberChange,
+    Preview,
+    PreviewOut,
+    SegmentCreate,
+    SegmentList,
+    SegmentOut,
+    SegmentPatch,
+    SizeList,
+    SnapshotIn,
+)
+from app.services import custom_fields, segments
+from app.services.customer_output import CUSTOMER_COLUMNS, present
+
+router = APIRouter(tags=["segments"])
+
+
+def _out(segment: Segment) -> dict[str, object]:
+    return SegmentOut.model_validate(segment, from_attributes=True).model_dump(mode="json")
+
+
+@router.get("/segments/fields", response_model=FieldList, responses=errors(), summary="The filter field catalogue")
+async def fields(ctx: CustomersRead, session: Reader) -> Response:
+    """Every field a filter can test, its type and operators (custom fields included), for rule editors.
+    `segment` (ops `in`, `not_in`, value: segment ids) tests membership of other segments."""
+    items = [f.describe() for f in FIELDS.values()]
+    type_names: dict[str, FieldType] = {
+        "text": "string",
+        "integer": "integer",
+        "number": "number",
+        "boolean": "boolean",
+        "date": "date",
+        "select": "enum",
+        "multiselect": "tags",
+    }
+    for definition in await custom_fields.list_all(session, ctx):
+        type_ = type_names[definition.type]
+        items.append(
+            {
+                "field": CUSTOM_PREFIX + definition.key,
+                "type": type_,
+                "label": definition.label,
+                "group": "custom",
+                "operators": list(OPERATORS[type_]),
+                "options": definition.rules.get("options"),
+            }
+        )
+    return json_response({"items": items})
+
+
+@router.post("/customers/search", response_model=CustomerPage, responses=errors(), summary="Search with a filter")
+async def search(body: CustomerSearch, ctx: CustomersRead, session: Reader) -> Response:
+    """The filter language over the customers the caller may see, newest first, cursor-paginated.
+    An invalid filter is a 422 whose `loc` is the path to the bad node."""
+    compiled = await compile_filter(session, ctx, body.filter)
+    matching = segments.customers_matching(ctx, compiled, for_caller=True).subquery()
+    stmt = (
+        select(*CUSTOMER_COLUMNS)
+        .where(Customer.id.in_(matching.select()), Customer.workspace_id == ctx.workspace_id)
+        .order_by(Customer.created_at.desc(), Customer.id.desc())
+        .limit(body.limit + 1)
+    )
+    if body.cursor:
+        at, last = decode_cursor(body.cursor, expected_length=2)
+        try:
+            after = (datetime.fromisoformat(str(at)), uuid.UUID(str(last)))
+        except ValueError as exc:
+            raise ValidationFailed("The cursor is not valid for this search.", loc=["body", "cursor"]) from exc
+        stmt = stmt.where(tuple_(Customer.created_at, Customer.id) < tuple_(*after))
+    rows = [row._mapping for row in await session.execute(stmt)]
+    next_cursor = None
+    if len(rows) > body.limit:
+        last_row = rows[body.limit - 1]
+        next_cursor = encode_cursor([last_row["created_at"].isoformat(), str(last_row["id"])])
+    return json_response({"items": [present(r, ctx) for r in rows[: body.limit]], "next_cursor": next_cursor})
+
+
+@router.post("/segments/preview", response_model=PreviewOut, responses=errors(), summary="Preview a filter")
+async def preview(body: Preview, ctx: CustomersRead, session: Reader) -> Response:
+    """Count and first page of the customers an unsaved filter selects."""
+    count, rows = await segments.preview(session, ctx, body.filter, limit=body.limit)
+    return json_response({"count": count, "items": [present(r, ctx) for r in rows]})
+
+
+@router.get("/segments", response_model=SegmentList, responses=errors(), summary="List segments")
+async def list_segments(ctx: CustomersRead, session: Session) -> Response:
+    """Built-in segments (RFM segments, birthdays this month, new this month, at risk) included."""
+    return json_response({"items": [_out(s) for s in await segments.list_all(session, ctx)]})
+
+
+@router.post("/segments", status_code=201, response_model=SegmentOut, responses=errors(), summary="Create a segment")
+async def create_segment(body: SegmentCreate, ctx: CustomersWrite, session: Session) -> Response:
+    """Dynamic segments are materialised by the worker (at once after creation, then every 6 hours);
+    static lists take members through POST /segments/{id}/members."""
+    segment = await segments.create(
+        session, ctx, name=body.name, description=body.description, kind=body.kind, filter_=body.filter
+    )
+    return resource_response(_out(segment), status_code=201, location=f"/api/v1/segments/{segment.id}")
+
+
+@router.get("/segments/{segment_id}", response_model=SegmentOut, responses=errors(404), summary="Get a segment")
+async def get_segment(segment_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    return resource_response(_out(await segments.get(session, ctx, segment_id)))
+
+
+@router.patch(
+    "/segments/{segment_id}", response_model=SegmentOut, responses=errors(404, 409, 412, 428), summary="Change"
+)
+async def update_segment(
+    segment_id: uuid.UUID, body: SegmentPatch, ctx: CustomersWrite, session: Session, version: IfMatch
+) -> Response:
+    changes = body.model_dump(include=body.model_fields_set)
+    return resource_response(_out(await segments.update(session, ctx, segment_id, changes, expected_version=version)))
+
+
+@router.delete(
+    "/segments/{segment_id}", status_code=204, responses=errors(404, 409, 412, 428), summary="Delete a segment"
+)
+async def delete_segment(segment_id: uuid.UUID, ctx: CustomersWrite, session: Session, version: IfMatch) -> Response:
+    await segments.delete_segment(session, ctx, segment_id, expected_version=version)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/segments/{segment_id}/refresh",
+    status_code=202,
+    response_model=SegmentOut,
+    responses=errors(404, 409),
+    summary="Refresh now",
+)
+async def refresh(segment_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
+    """Asks the worker to rematerialise a dynamic segment now."""
+    return json_response(_out(await segments.request_refresh(session, ctx, segment_id)), status_code=202)
+
+
+@router.post(
+    "/segments/{segment_id}/members", response_model=SegmentOut, responses=errors(404, 409), summary="Edit a list"
+)
+async def change_members(segment_id: uuid.UUID, body: MemberChange, ctx: CustomersWrite, session: Session) -> Response:
+    """Add and remove up to 1,000 customers of a static list per call."""
+    segment = await segments.change_members(session, ctx, segment_id, add=body.add, remove=body.remove)
+    return resource_response(_out(segment))
+
+
+@router.post(
+    "/segments/{segment_id}/snapshot",
+    status_code=201,
+    response_model=SegmentOut,
+    responses=errors(404),
+    summary="Freeze the current members",
+)
+async def snapshot(segment_id: uuid.UUID, body: SnapshotIn, ctx: CustomersWrite, session: Session) -> Response:
+    frozen = await segments.snapshot(session, ctx, segment_id, name=body.name)
+    return resource_response(_out(frozen), status_code=201, location=f"/api/v1/segments/{frozen.id}")
+
+
+@router.get("/segments/{segment_id}/members", response_model=CustomerPage, responses=errors(404), summary="Members")
+async def members(
+    segment_id: uuid.UUID,
+    ctx: CustomersRead,
+    session: Reader,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Cursor-paginated; `Accept: text/csv` exports every member the caller may see (masked like the API)."""
+    if accept and "text/csv" in accept:
+        rows, _ = await segments.members(session, ctx, segment_id, limit=None, cursor=None)
+        table = [["code", "name", "emails", "phones", "city", "tags"]]
+        for row in rows:
+            shown = present(row, ctx)
+            table.append(
+                [
+                    shown["code"],
+                    shown["name"],
+                    " ".join(shown["emails"]),
+                    " ".join(shown["phones"]),
+                    shown["address"]["city"] or "",
+                    " ".join(shown["tags"]),
+                ]
+            )
+        return Response(csv_export.render(table), media_type="text/csv; charset=utf-8")
+    rows, next_cursor = await segments.members(session, ctx, segment_id, limit=limit, cursor=cursor)
+    return json_response({"items": [present(r, ctx) for r in rows], "next_cursor": next_cursor})
+
+
+@router.get("/segments/{segment_id}/sizes", response_model=SizeList, responses=errors(404), summary="Size over time")
+async def sizes(segment_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    rows = await segments.sizes(session, ctx, segment_id)
+    return json_response(
+        {
+            "items": [
+                {"measured_at": r.measured_at, "members": r.members, "joined": r.joined, "left": r.left} for r in rows
+            ]
+        }
+    )

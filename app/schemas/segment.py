@@ -1,0 +1,113 @@
+"""Segment, filter and lifecycle models."""
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.schemas.common import InputModel, LongText, Name
+from app.schemas.customer import CustomerOut
+
+FILTER_EXAMPLE = {
+    "and": [
+        {"field": "city", "op": "in", "value": ["深圳市", "广州市"]},
+        {"field": "value.rfm_segment", "op": "in", "value": ["Champions", "Loyal"]},
+        {"field": "tags", "op": "contains", "value": "vip"},
+        {"not": {"field": "lifecycle.stage", "op": "eq", "value": "churned"}},
+    ]
+}
+FilterNode = dict[str, Any]
+
+
+class SegmentCreate(InputModel):
+    name: Name = Field(examples=["华南 VIP"])
+    description: LongText | None = None
+    kind: Literal["dynamic", "static"] = "dynamic"
+    filter: FilterNode | None = Field(default=None, examples=[FILTER_EXAMPLE])
+
+
+class SegmentPatch(InputModel):
+    name: Name | None = None
+    description: LongText | None = None
+    filter: FilterNode | None = None
+
+
+class SegmentOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    kind: Literal["dynamic", "static", "snapshot"]
+    filter: FilterNode | None
+    builtin: str | None
+    member_count: int
+    refreshed_at: datetime | None
+    refresh_requested_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class SegmentList(BaseModel):
+    items: list[SegmentOut]
+
+
+class MemberChange(InputModel):
+    add: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
+    remove: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
+
+
+class SnapshotIn(InputModel):
+    name: Name | None = None
+
+
+class Preview(InputModel):
+    filter: FilterNode = Field(examples=[FILTER_EXAMPLE])
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+class PreviewOut(BaseModel):
+    count: int
+    items: list[CustomerOut]
+
+
+class CustomerSearch(InputModel):
+    filter: FilterNode = Field(examples=[FILTER_EXAMPLE])
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=512)
+
+
+class SizeOut(BaseModel):
+    measured_at: datetime
+    members: int
+    joined: int
+    left: int
+
+
+class SizeList(BaseModel):
+    items: list[SizeOut]
+
+
+class FieldOut(BaseModel):
+    field: str
+    type: str
+    label: str
+    group: str
+    operators: list[str]
+    options: list[str] | None = None
+
+
+class FieldList(BaseModel):
+    items: list[FieldOut]
+
+
+class StageMove(InputModel):
+    stage: str = Field(max_length=32, examples=["prospect"])
+    reason: LongText | None = Field(default=None, examples=["Asked for a quote at the trade show"])
+
+
+class StageOut(BaseModel):
+    customer_id: uuid.UUID
+    stage: str | None
+    entered_at: datetime | None
+    history: list[dict[str, Any]]
