@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "f08da523fc3f"
 down_revision: str | None = "e474fa5bb246"
 branch_labels: str | Sequence[str] | None = None
