@@ -23,6 +23,7 @@ class Scope(StrEnum):
     ORDERS_WRITE = "orders:write"
     REPORTS_READ = "reports:read"
     VALUE_ADMIN = "value:admin"
+    PLANS_WRITE = "plans:write"
 
 
 class Role(StrEnum):
@@ -47,6 +48,7 @@ ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
             Scope.USERS_READ,
             Scope.ORDERS_WRITE,
             Scope.REPORTS_READ,
+            Scope.PLANS_WRITE,
         }
     ),
     Role.SALES: frozenset(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from app.schemas.customer import CustomerOut
+from app.schemas.interaction import InteractionOut, TaskOut
 from app.schemas.order import OrderOut
 
 
@@ -63,6 +64,9 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("customer.updated", "Fields of a customer changed.", CustomerChanged),
     EventType("customer.deleted", "A customer was soft-deleted.", CustomerRef),
     EventType("customer.restored", "A soft-deleted customer was restored.", CustomerOut),
+    EventType("interaction.created", "A contact with a customer was logged.", InteractionOut),
+    EventType("task.created", "A task was added by hand.", TaskOut),
+    EventType("task.completed", "A task was completed.", TaskOut),
     EventType("order.created", "An order was recorded.", OrderOut),
     EventType("order.updated", "A recorded order changed (status, refund, lines...).", OrderOut),
     EventType("tier.changed", "A customer moved to another value tier.", TierChanged),

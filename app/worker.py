@@ -15,19 +15,25 @@ import asyncpg
 import httpx
 import orjson
 from pgqueuer import AsyncpgDriver, Job, PgQueuer, Queries
+from pgqueuer.models import Schedule
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import clock
 from app.access import system_caller
 from app.db import create_engine, create_sessionmaker
-from app.services import customer_values, lifecycle, segments, webhook_delivery, webhook_dispatch
+from app.models import Workspace
+from app.services import customer_values, follow_ups, lifecycle, segments, webhook_delivery, webhook_dispatch
 from app.services.webhook_dispatch import DueAttempt
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 DELIVER = "webhooks.deliver"
+FOLLOW_UPS = "scheduler.follow_ups"
+# pgqueuer's scheduler fires each tick in one worker, however many run.
+FOLLOW_UPS_CRON = "*/10 * * * *"
 OUTBOX_CHANNEL = "guanxi_outbox"
 SWEEP_SECONDS = 2.0
 VALUE_SWEEP_SECONDS = 30.0
@@ -87,6 +93,10 @@ class Worker:
             )
             if scheduled is not None:
                 await self._enqueue(queries, [scheduled.due], delay=scheduled.delay)
+
+        @pgq.schedule(FOLLOW_UPS, FOLLOW_UPS_CRON)
+        async def follow_ups_tick(_schedule: Schedule) -> None:
+            await self.run_follow_ups()
 
         await listen_conn.add_listener(OUTBOX_CHANNEL, self._notified)
         value_task = asyncio.create_task(self._value_loop())
@@ -156,6 +166,20 @@ class Worker:
                     )
             except (OSError, asyncpg.PostgresError, TimeoutError, SQLAlchemyError) as exc:
                 logger.warning("set-based work failed; retrying later", extra={"error": str(exc)})
+
+    async def run_follow_ups(self) -> int:
+        """Follow-up plans and care reminders of every workspace, each in its own transaction."""
+        created = 0
+        async with self.sessions() as session:
+            workspaces = (await session.execute(select(Workspace.id, Workspace.timezone))).all()
+        for workspace_id, timezone in workspaces:
+            async with self.sessions() as session:
+                ctx = system_caller(workspace_id)
+                created += await follow_ups.run_plans(session, ctx)
+                created += await follow_ups.run_care(session, ctx, timezone=timezone)
+                await session.commit()
+        logger.info("follow-ups run", extra={"tasks_created": created})
+        return created
 
     async def dispatch(self, queries: Queries) -> int:
         """Fan out new events, revive abandoned attempts, and enqueue everything that is due."""

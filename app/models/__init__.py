@@ -7,6 +7,7 @@ from app.models.custom_field import CustomFieldDefinition
 from app.models.customer import Customer, CustomerCodeCounter, CustomerIdentity
 from app.models.customer_value import CustomerValue, TierChange, ValueModel, ValueTier
 from app.models.idempotency import IdempotencyRecord
+from app.models.interaction import CareRule, FollowUpPlan, Interaction, Task
 from app.models.lifecycle import CustomerStage, LifecycleStage, StageHistory
 from app.models.order import Order, OrderLine
 from app.models.outbox import OutboxEvent
@@ -19,13 +20,16 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "CareRule",
     "CustomFieldDefinition",
     "Customer",
     "CustomerCodeCounter",
     "CustomerIdentity",
     "CustomerStage",
     "CustomerValue",
+    "FollowUpPlan",
     "IdempotencyRecord",
+    "Interaction",
     "LifecycleStage",
     "Order",
     "OrderLine",
@@ -34,6 +38,7 @@ __all__ = [
     "SegmentMember",
     "SegmentSize",
     "StageHistory",
+    "Task",
     "Team",
     "TierChange",
     "User",

@@ -3,7 +3,8 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String, func
+from sqlalchemy import String, func, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.ids import new_id
@@ -21,4 +22,12 @@ class Workspace(Base):
     customer_code_pattern: Mapped[str] = mapped_column(String(64), server_default=DEFAULT_CUSTOMER_CODE_PATTERN)
     # Orders are recorded in this currency, so spend figures add up.
     currency: Mapped[str] = mapped_column(String(3), server_default="CNY")
+    # Local time for contact-hour preferences and "today" in task views.
+    timezone: Mapped[str] = mapped_column(String(64), server_default="Asia/Shanghai")
+    interaction_outcomes: Mapped[list[str]] = mapped_column(
+        ARRAY(String(32)),
+        server_default=text(
+            "ARRAY['reached', 'no_answer', 'interested', 'not_interested', 'issue_raised', 'order_placed']"
+        ),
+    )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

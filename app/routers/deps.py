@@ -82,6 +82,7 @@ WebhooksWrite = Annotated[Caller, _caller(Scope.WEBHOOKS_WRITE)]
 OrdersWrite = Annotated[Caller, _caller(Scope.ORDERS_WRITE)]
 ReportsRead = Annotated[Caller, _caller(Scope.REPORTS_READ)]
 ValueAdmin = Annotated[Caller, _caller(Scope.VALUE_ADMIN)]
+PlansWrite = Annotated[Caller, _caller(Scope.PLANS_WRITE)]
 
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,10})"?$')
 

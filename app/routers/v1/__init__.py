@@ -8,8 +8,10 @@ from app.routers.v1 import (
     custom_fields,
     customers,
     events,
+    interactions,
     lifecycle,
     orders,
+    plans,
     segments,
     users,
     value,
@@ -17,5 +19,8 @@ from app.routers.v1 import (
 )
 
 router = APIRouter(prefix="/api/v1")
-for module in (auth, segments, customers, custom_fields, orders, value, lifecycle, users, api_keys, events, webhooks):
+for module in (
+    auth, segments, customers, custom_fields, orders, value, lifecycle, interactions, plans, users, api_keys,
+    events, webhooks,
+):  # fmt: skip
     router.include_router(module.router)

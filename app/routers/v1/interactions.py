@@ -1,0 +1,233 @@
+"""Interactions, tasks and the customer view: /api/v1/interactions, /api/v1/tasks,
+/api/v1/customers/{id}/timeline, /api/v1/customers/{id}/summary."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from app.errors import DomainError, ValidationFailed
+from app.json_response import json_response
+from app.problems import domain_problem, validation_problem
+from app.routers.deps import CustomersRead, CustomersWrite, IfMatch, Reader, Session, UsersWrite
+from app.routers.responses import errors, resource_response
+from app.schemas.customer import BatchResponse
+from app.schemas.interaction import (
+    Channel,
+    InteractionImport,
+    InteractionIn,
+    InteractionOut,
+    InteractionPage,
+    InteractionPatch,
+    Outcomes,
+    TaskComplete,
+    TaskIn,
+    TaskOut,
+    TaskPage,
+    TaskPatch,
+)
+from app.services import interactions, tasks, timeline
+
+router = APIRouter(tags=["interactions and tasks"])
+Limit = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(max_length=512)]
+
+
+@router.post(
+    "/interactions", status_code=201, response_model=InteractionOut, responses=errors(404), summary="Log a contact"
+)
+async def log_interaction(data: InteractionIn, ctx: CustomersWrite, session: Session) -> Response:
+    """With `external_id`, the same contact pushed again answers 200 with the stored one."""
+    interaction, created = await interactions.log(session, ctx, data)
+    return resource_response(interactions.present(interaction), status_code=201 if created else 200)
+
+
+@router.post(
+    "/interactions/import",
+    status_code=207,
+    response_model=BatchResponse,
+    responses=errors(413),
+    summary="Import up to 100",
+)
+async def import_interactions(batch: InteractionImport, ctx: CustomersWrite, session: Session) -> Response:
+    """For call centres and other partners: each item idempotent by (`source`, `external_id`);
+    `results[i].status` is 201 (new), 200 (already there) or the item's problem."""
+    results: list[dict[str, object]] = []
+    for index, raw in enumerate(batch.items):
+        try:
+            data = InteractionIn.model_validate(raw)
+            if data.external_id is None:
+                raise ValidationFailed(
+                    "Imported interactions need an external_id.", loc=["items", index, "external_id"]
+                )
+            async with session.begin_nested():
+                interaction, created = await interactions.log(session, ctx, data)
+        except ValidationError as exc:
+            errs = [{**e, "loc": ["items", index, *e["loc"]]} for e in exc.errors()]
+            results.append({"index": index, "status": 422, "problem": validation_problem(errs)})
+            continue
+        except DomainError as exc:
+            results.append({"index": index, "status": exc.status, "problem": domain_problem(exc)})
+            continue
+        results.append(
+            {
+                "index": index,
+                "status": 201 if created else 200,
+                "id": str(interaction.id),
+                "version": interaction.version,
+            }
+        )
+    succeeded = sum(1 for r in results if int(str(r["status"])) < 300)
+    return json_response(
+        {"results": results, "succeeded": succeeded, "failed": len(results) - succeeded}, status_code=207
+    )
+
+
+@router.get("/interactions", response_model=InteractionPage, responses=errors(404), summary="List contacts")
+async def list_interactions(
+    ctx: CustomersRead,
+    session: Reader,
+    customer_id: uuid.UUID | None = None,
+    user_id: uuid.UUID | None = None,
+    channel: Channel | None = None,
+    outcome: Annotated[str | None, Query(max_length=32)] = None,
+    occurred_from: datetime | None = None,
+    occurred_to: datetime | None = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> Response:
+    """Newest first, per customer or per user, over the customers the caller may see."""
+    rows, next_cursor = await interactions.list_interactions(
+        session,
+        ctx,
+        customer_id=customer_id,
+        user_id=user_id,
+        channel=channel,
+        outcome=outcome,
+        occurred_from=occurred_from,
+        occurred_to=occurred_to,
+        limit=limit,
+        cursor=cursor,
+    )
+    return json_response({"items": [interactions.present(r) for r in rows], "next_cursor": next_cursor})
+
+
+@router.get(
+    "/interactions/{interaction_id}", response_model=InteractionOut, responses=errors(404), summary="Get a contact"
+)
+async def get_interaction(interaction_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    return resource_response(interactions.present(await interactions.get(session, ctx, interaction_id)))
+
+
+@router.patch(
+    "/interactions/{interaction_id}", response_model=InteractionOut, responses=errors(404, 412, 428), summary="Change"
+)
+async def update_interaction(
+    interaction_id: uuid.UUID, patch: InteractionPatch, ctx: CustomersWrite, session: Session, version: IfMatch
+) -> Response:
+    interaction = await interactions.update(session, ctx, interaction_id, patch, expected_version=version)
+    return resource_response(interactions.present(interaction))
+
+
+@router.delete("/interactions/{interaction_id}", status_code=204, responses=errors(404, 412, 428), summary="Delete")
+async def delete_interaction(
+    interaction_id: uuid.UUID, ctx: CustomersWrite, session: Session, version: IfMatch
+) -> Response:
+    """Soft delete: the contact leaves lists, the timeline and the summary."""
+    await interactions.delete(session, ctx, interaction_id, expected_version=version)
+    return Response(status_code=204)
+
+
+@router.get("/settings/interaction-outcomes", responses=errors(), summary="Interaction outcomes")
+async def get_outcomes(ctx: CustomersRead, session: Reader) -> Response:
+    return json_response({"outcomes": await interactions.outcomes(session, ctx)})
+
+
+@router.put("/settings/interaction-outcomes", responses=errors(), summary="Set interaction outcomes")
+async def put_outcomes(body: Outcomes, ctx: UsersWrite, session: Session) -> Response:
+    """The outcomes a contact can have in this workspace (`no_answer` is what summaries read as unanswered)."""
+    return json_response({"outcomes": await interactions.set_outcomes(session, ctx, body.outcomes)})
+
+
+@router.post("/tasks", status_code=201, response_model=TaskOut, responses=errors(404), summary="Add a task")
+async def create_task(data: TaskIn, ctx: CustomersWrite, session: Session) -> Response:
+    """A due time in the past is accepted: the task is then `overdue`."""
+    return resource_response(tasks.present(await tasks.create(session, ctx, data)), status_code=201)
+
+
+@router.get("/tasks", response_model=TaskPage, responses=errors(), summary="Tasks (my tasks by default)")
+async def list_tasks(
+    ctx: CustomersRead,
+    session: Reader,
+    view: Literal["overdue", "today", "upcoming", "all"] = "all",
+    assignee: Annotated[
+        str, Query(pattern=r"^(me|anyone|[0-9a-fA-F-]{36})$", description="me, anyone or a user id")
+    ] = "me",
+    customer_id: uuid.UUID | None = None,
+    status: Literal["open", "done", "cancelled"] | None = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> Response:
+    """By due time. `today` uses the workspace's time zone."""
+    assignee_id = None if assignee == "anyone" else (ctx.user_id if assignee == "me" else uuid.UUID(assignee))
+    rows, next_cursor = await tasks.list_tasks(
+        session,
+        ctx,
+        view=view,
+        assignee_id=assignee_id,
+        customer_id=customer_id,
+        status=status,
+        limit=limit,
+        cursor=cursor,
+    )
+    return json_response({"items": [tasks.present(t) for t in rows], "next_cursor": next_cursor})
+
+
+@router.get("/tasks/{task_id}", response_model=TaskOut, responses=errors(404), summary="Get a task")
+async def get_task(task_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    return resource_response(tasks.present(await tasks.get(session, ctx, task_id)))
+
+
+@router.patch("/tasks/{task_id}", response_model=TaskOut, responses=errors(404, 409, 412, 428), summary="Change a task")
+async def update_task(
+    task_id: uuid.UUID, patch: TaskPatch, ctx: CustomersWrite, session: Session, version: IfMatch
+) -> Response:
+    return resource_response(tasks.present(await tasks.update(session, ctx, task_id, patch, expected_version=version)))
+
+
+@router.post("/tasks/{task_id}/complete", response_model=TaskOut, responses=errors(404, 409), summary="Complete a task")
+async def complete_task(task_id: uuid.UUID, body: TaskComplete, ctx: CustomersWrite, session: Session) -> Response:
+    """Optionally linked to the interaction that completed it (same customer)."""
+    return resource_response(tasks.present(await tasks.complete(session, ctx, task_id, body.interaction_id)))
+
+
+@router.post("/tasks/{task_id}/cancel", response_model=TaskOut, responses=errors(404, 409), summary="Cancel a task")
+async def cancel_task(task_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
+    return resource_response(tasks.present(await tasks.cancel(session, ctx, task_id)))
+
+
+@router.get("/customers/{customer_id}/timeline", responses=errors(404), summary="Everything that happened")
+async def customer_timeline(
+    customer_id: uuid.UUID,
+    ctx: CustomersRead,
+    session: Reader,
+    type: Annotated[list[Literal[timeline.TYPES]] | None, Query(description="Only these item types.")] = None,  # type: ignore[valid-type]
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> Response:
+    """Interactions, completed tasks, field changes, orders, stage and tier changes and segment joins,
+    newest first, from one query."""
+    items, next_cursor = await timeline.timeline(
+        session, ctx, customer_id, types=list(type or []), limit=limit, cursor=cursor
+    )
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+@router.get("/customers/{customer_id}/summary", responses=errors(404), summary="Contact summary")
+async def customer_summary(customer_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    """Last contact, days since, open tasks, next follow-up, contacts by channel over 30/90/365 days,
+    and the preferred channel and hours, from answered contacts."""
+    return json_response(await timeline.summary(session, ctx, customer_id))

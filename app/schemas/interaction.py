@@ -1,0 +1,206 @@
+"""Interaction, task, follow-up plan and care rule models."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, Field
+
+from app.schemas.common import InputModel, Label, LongText, MediumText, Name, NoNul, ShortText
+
+Channel = Literal["phone", "email", "sms", "wechat", "meeting", "visit", "chat", "other"]
+Direction = Literal["inbound", "outbound"]
+TaskKind = Literal["call_back", "visit", "send_quote", "follow_up", "care", "other"]
+Priority = Literal["low", "normal", "high", "urgent"]
+ExternalId = Annotated[str, Field(min_length=1, max_length=128), NoNul]
+
+
+class Attachment(InputModel):
+    url: AnyHttpUrl
+    name: ShortText
+
+
+class Participants(InputModel):
+    users: list[uuid.UUID] = Field(default_factory=list, max_length=20)
+    contacts: list[ShortText] = Field(default_factory=list, max_length=20)
+
+
+class InteractionIn(InputModel):
+    customer_id: uuid.UUID
+    channel: Channel = Field(examples=["phone"])
+    direction: Direction = Field(examples=["outbound"])
+    occurred_at: datetime
+    duration_seconds: int | None = Field(default=None, ge=0, le=86_400)
+    user_id: uuid.UUID | None = Field(default=None, description="Who talked to the customer; default the caller.")
+    participants: Participants = Field(default_factory=Participants)
+    subject: MediumText | None = Field(default=None, examples=["回访：新品试用反馈"])
+    content: LongText | None = None
+    outcome: Label | None = Field(default=None, examples=["reached"], description="One of the workspace's outcomes.")
+    next_step: Name | None = None
+    attachments: list[Attachment] = Field(default_factory=list, max_length=20)
+    source: Label = Field(default="api", description="The system that logged it.")
+    external_id: ExternalId | None = Field(default=None, description="Its id there: imports are idempotent by it.")
+
+
+class InteractionPatch(InputModel):
+    channel: Channel | None = None
+    direction: Direction | None = None
+    occurred_at: datetime | None = None
+    duration_seconds: int | None = Field(default=None, ge=0, le=86_400)
+    subject: MediumText | None = None
+    content: LongText | None = None
+    outcome: Label | None = None
+    next_step: Name | None = None
+
+
+class InteractionOut(BaseModel):
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    user_id: uuid.UUID | None
+    channel: Channel
+    direction: Direction
+    occurred_at: datetime
+    duration_seconds: int | None
+    participants: dict[str, Any]
+    subject: str | None
+    content: str | None
+    outcome: str | None
+    next_step: str | None
+    attachments: list[dict[str, Any]]
+    source: str
+    external_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class InteractionPage(BaseModel):
+    items: list[InteractionOut]
+    next_cursor: str | None
+
+
+class InteractionImport(BaseModel):
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=100)
+
+
+class TaskIn(InputModel):
+    customer_id: uuid.UUID
+    title: Name = Field(examples=["回电确认报价"])
+    kind: TaskKind = "follow_up"
+    assignee_id: uuid.UUID | None = Field(default=None, description="Default: the caller.")
+    due_at: datetime = Field(description="A past time is allowed; the task is then overdue.")
+    priority: Priority = "normal"
+    notes: LongText | None = None
+
+
+class TaskPatch(InputModel):
+    title: Name | None = None
+    assignee_id: uuid.UUID | None = None
+    due_at: datetime | None = None
+    priority: Priority | None = None
+    notes: LongText | None = None
+
+
+class TaskComplete(InputModel):
+    interaction_id: uuid.UUID | None = Field(default=None, description="The contact that completed the task.")
+
+
+class TaskOut(BaseModel):
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    title: str
+    kind: TaskKind
+    assignee_id: uuid.UUID | None
+    due_at: datetime
+    priority: Priority
+    status: Literal["open", "done", "cancelled"]
+    overdue: bool
+    origin: Literal["manual", "plan", "care"]
+    plan_id: uuid.UUID | None
+    notes: str | None
+    interaction_id: uuid.UUID | None
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class TaskPage(BaseModel):
+    items: list[TaskOut]
+    next_cursor: str | None
+
+
+class Audience(InputModel):
+    """Who a plan covers; every condition given must hold. Empty: every customer."""
+
+    tier: Annotated[str, Field(max_length=16)] | None = None
+    segment_id: uuid.UUID | None = None
+    stage: Annotated[str, Field(max_length=32)] | None = None
+
+
+class PlanIn(InputModel):
+    name: Name = Field(examples=["A 类客户每月回访"])
+    rule: Literal["every_n_days", "days_after_first_purchase", "days_after_ticket_resolved"]
+    days: int = Field(ge=1, le=3650, description="N; zero is not a plan.")
+    audience: Audience = Field(default_factory=Audience)
+    task_title: Name = Field(examples=["月度回访"])
+    task_kind: TaskKind = "follow_up"
+    task_priority: Priority = "normal"
+    active: bool = True
+
+
+class PlanPatch(InputModel):
+    name: Name | None = None
+    days: int | None = Field(default=None, ge=1, le=3650)
+    audience: Audience | None = None
+    task_title: Name | None = None
+    task_priority: Priority | None = None
+    active: bool | None = Field(default=None, description="false pauses the plan.")
+
+
+class PlanOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    rule: str
+    days: int
+    audience: dict[str, Any]
+    task_title: str
+    task_kind: str
+    task_priority: str
+    active: bool
+    last_run_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class CareRuleIn(InputModel):
+    name: Name = Field(examples=["生日关怀"])
+    kind: Literal["birthday", "fixed_date", "custom_date"]
+    month: int | None = Field(default=None, ge=1, le=12, description="fixed_date: the month")
+    day: int | None = Field(default=None, ge=1, le=31, description="fixed_date: the day")
+    field_key: Label | None = Field(default=None, description="custom_date: a date custom field")
+    lead_days: int = Field(default=3, ge=0, le=60)
+    task_title: Name = Field(examples=["生日祝福"])
+    active: bool = True
+
+
+class CareRuleOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    kind: str
+    month: int | None
+    day: int | None
+    field_key: str | None
+    lead_days: int
+    task_title: str
+    active: bool
+    version: int
+
+
+class RunOut(BaseModel):
+    created: int
+
+
+class Outcomes(InputModel):
+    outcomes: list[Label] = Field(min_length=1, max_length=50)
