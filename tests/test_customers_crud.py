@@ -50,7 +50,11 @@ async def test_patch_with_if_match_changes_fields_and_bumps_the_version(
     assert body["consent"]["sms"] is True
     assert body["version"] == 2
     assert response.headers["etag"] == '"2"'
-    events = (await db.scalars(select(OutboxEvent.type).where(OutboxEvent.workspace_id == tenant.id))).all()
+    events = (
+        await db.scalars(
+            select(OutboxEvent.type).where(OutboxEvent.workspace_id == tenant.id).order_by(OutboxEvent.occurred_at)
+        )
+    ).all()
     assert list(events) == ["customer.created", "customer.updated"]
 
 

@@ -73,9 +73,9 @@ async def test_orders_move_customers_by_the_rules(client: httpx.AsyncClient, ten
     assert (await _stage(client, tenant, customer))["stage"] == "loyal"
     events = (
         await db.scalars(
-            select(OutboxEvent.data).where(
-                OutboxEvent.workspace_id == tenant.id, OutboxEvent.type == "lifecycle.stage_changed"
-            )
+            select(OutboxEvent.data)
+            .where(OutboxEvent.workspace_id == tenant.id, OutboxEvent.type == "lifecycle.stage_changed")
+            .order_by(OutboxEvent.occurred_at)
         )
     ).all()
     assert [e["to_stage"] for e in events] == ["new_customer", "active", "loyal"]

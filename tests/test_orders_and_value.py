@@ -202,7 +202,9 @@ async def test_tier_rules_move_customers_and_record_it(
     assert [tuple(m) for m in moves] == [(None, "B"), ("B", "A")]
     events = (
         await db.scalars(
-            select(OutboxEvent.data).where(OutboxEvent.workspace_id == tenant.id, OutboxEvent.type == "tier.changed")
+            select(OutboxEvent.data)
+            .where(OutboxEvent.workspace_id == tenant.id, OutboxEvent.type == "tier.changed")
+            .order_by(OutboxEvent.occurred_at)
         )
     ).all()
     assert [e["to_tier"] for e in events] == ["B", "A"]
