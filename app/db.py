@@ -2,7 +2,9 @@
 
 import os
 
+import asyncpg
 import orjson
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app import embedded_db
@@ -46,3 +48,25 @@ def create_engine(url: str, settings: Settings, *, autocommit: bool = False) -> 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def create_asyncpg_pool(url: str, settings: Settings, *, size: int) -> asyncpg.Pool:
+    """A bare asyncpg pool for the worker's hot loop (webhook attempts), with the JSON codecs and
+    statement timeout of the SQLAlchemy engines."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        for name in ("json", "jsonb"):
+            await conn.set_type_codec(
+                name, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+            )
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=size,
+        init=init,
+        server_settings={"statement_timeout": str(settings.statement_timeout_ms), "application_name": "guanxi-worker"},
+    )
+    assert pool is not None
+    return pool

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app import clock
 from app.access import system_caller
-from app.db import create_engine, create_sessionmaker
+from app.db import create_asyncpg_pool, create_engine, create_sessionmaker
 from app.models import Workspace
 from app.services import customer_values, follow_ups, lifecycle, segments, webhook_delivery, webhook_dispatch
 from app.services.webhook_dispatch import DueAttempt
@@ -63,6 +63,7 @@ class Worker:
             trust_env=False, limits=httpx.Limits(max_connections=settings.worker_concurrency * 2)
         )
         self.stop = asyncio.Event()
+        self.pool: asyncpg.Pool | None = None
         # Set once the worker listens for commits: events committed after it are picked up at once.
         self.ready = asyncio.Event()
         self._wake = asyncio.Event()
@@ -83,13 +84,15 @@ class Worker:
         enqueue_conn = await asyncpg.connect(dsn)
         listen_conn = await asyncpg.connect(dsn)
         queries = Queries(AsyncpgDriver(enqueue_conn))
+        self.pool = await create_asyncpg_pool(self.database_url, self.settings, size=self.settings.worker_concurrency)
         pgq = PgQueuer(AsyncpgDriver(queue_conn))
 
         @pgq.entrypoint(DELIVER)
         async def deliver(job: Job) -> None:
             due = _decode(job.payload)
+            assert self.pool is not None
             scheduled = await webhook_delivery.deliver(
-                self.sessions, self.http, due, now=self.now(), settings=self.settings
+                self.pool, self.http, due, now=self.now(), settings=self.settings
             )
             if scheduled is not None:
                 await self._enqueue(queries, [scheduled.due], delay=scheduled.delay)
@@ -126,6 +129,7 @@ class Worker:
                 await asyncio.wait_for(queue_task, timeout=15)
             for conn in (listen_conn, enqueue_conn, queue_conn):
                 await conn.close()
+            await self.pool.close()
             await self.http.aclose()
             await self.engine.dispose()
 
@@ -182,18 +186,28 @@ class Worker:
         return created
 
     async def dispatch(self, queries: Queries) -> int:
-        """Fan out new events, revive abandoned attempts, and enqueue everything that is due."""
+        """Fan out new events (batch after batch while a backlog lasts), revive abandoned attempts,
+        and enqueue everything that is due."""
         now = self.now()
+        fresh: list[DueAttempt] = []
+        while True:
+            async with self.sessions() as session:
+                taken, attempts = await webhook_dispatch.fan_out(session, now=now)
+                await session.commit()
+            fresh += attempts
+            await self._enqueue(queries, attempts)
+            if taken < webhook_dispatch.FAN_OUT_BATCH:
+                break
         async with self.sessions() as session:
-            fresh = await webhook_dispatch.fan_out(session, now=now)
             await webhook_dispatch.recover_abandoned(session, now=now)
             await session.commit()
         async with self.sessions() as session:
             due = await webhook_dispatch.due_attempts(session, now=now)
-        # Fresh deliveries are also due; the dedupe key keeps each attempt queued once.
-        pending = {d.dedupe_key: d for d in [*fresh, *due]}
-        await self._enqueue(queries, list(pending.values()))
-        return len(pending)
+        # Catches deliveries whose job was lost (a crash between commit and enqueue) or retries now
+        # due; the dedupe key keeps an attempt that is already queued from being queued twice.
+        queued = {d.dedupe_key for d in fresh}
+        await self._enqueue(queries, [d for d in due if d.dedupe_key not in queued])
+        return len(fresh) + len(due)
 
     async def _enqueue(self, queries: Queries, attempts: list[DueAttempt], *, delay: timedelta | None = None) -> None:
         if not attempts:

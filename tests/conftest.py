@@ -3,6 +3,7 @@
 import os
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -10,6 +11,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import migrations
+from app.db import create_asyncpg_pool
 from app.main import create_app
 from app.models import Workspace
 from app.routers.deps import reader, unit_of_work
@@ -114,3 +116,11 @@ async def receiver() -> AsyncIterator[Receiver]:
     async with running_receiver() as running:
         yield running
     assert not running.unverified, f"deliveries failed signature verification: {running.unverified}"
+
+
+@pytest.fixture
+async def pool(app: FastAPI, database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """The worker's asyncpg pool, for driving webhook attempts as a worker does."""
+    created = await create_asyncpg_pool(database_url, get_settings(), size=12)
+    yield created
+    await created.close()

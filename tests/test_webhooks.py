@@ -3,6 +3,7 @@
 import asyncio
 from datetime import timedelta
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -44,11 +45,11 @@ async def _customer(client: httpx.AsyncClient, tenant: Tenant, **fields: object)
 
 
 async def test_delivery_is_signed_per_standard_webhooks(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
     customer = await _customer(live_client, live_tenant, name="张伟")
-    await run_due(app, live_tenant.id, clock.now())
+    await run_due(app, pool, live_tenant.id, clock.now())
     assert len(receiver.received) == 1
     delivered = receiver.received[0]
     payload = Webhook(str(endpoint["secret"])).verify(delivered.body, delivered.headers)
@@ -61,19 +62,19 @@ async def test_delivery_is_signed_per_standard_webhooks(
 
 
 async def test_wrong_secret_does_not_verify(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     from standardwebhooks.webhooks import WebhookVerificationError
 
     await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
-    await run_due(app, live_tenant.id, clock.now())
+    await run_due(app, pool, live_tenant.id, clock.now())
     with pytest.raises(WebhookVerificationError):
         Webhook("whsec_" + "A" * 43).verify(receiver.received[0].body, receiver.received[0].headers)
 
 
 async def test_only_subscribed_types_are_delivered(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     await _verified_endpoint(live_client, live_tenant, receiver, ["customer.updated"])
     created = await _customer(live_client, live_tenant)
@@ -82,12 +83,12 @@ async def test_only_subscribed_types_are_delivered(
         json={"title": "CEO"},
         headers={**live_tenant.headers(), "If-Match": '"1"'},
     )
-    await run_due(app, live_tenant.id, clock.now())
+    await run_due(app, pool, live_tenant.id, clock.now())
     assert [orjson.loads(r.body)["type"] for r in receiver.received] == ["customer.updated"]
 
 
 async def test_a_rolled_back_change_emits_nothing(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
 ) -> None:
     await _customer(live_client, live_tenant, emails=["taken@example.com"])
     refused = await live_client.post(
@@ -100,20 +101,20 @@ async def test_a_rolled_back_change_emits_nothing(
 
 
 async def test_receiver_failing_three_times_then_succeeding_follows_the_schedule(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(500), Answer(502), Answer(503), Answer(200)]
     await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
     now = clock.now()
     for expected_delay in (timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30)):
-        [scheduled] = await run_due(app, live_tenant.id, now)
+        [scheduled] = await run_due(app, pool, live_tenant.id, now)
         assert scheduled is not None
         assert expected_delay * 0.9 <= scheduled.delay <= expected_delay * 1.1
         # Not due yet a moment before the delay ends: nothing is sent.
-        assert await run_due(app, live_tenant.id, now + scheduled.delay * 0.5) == []
+        assert await run_due(app, pool, live_tenant.id, now + scheduled.delay * 0.5) == []
         now += scheduled.delay
-    assert await run_due(app, live_tenant.id, now) == [None]
+    assert await run_due(app, pool, live_tenant.id, now) == [None]
     assert len(receiver.received) == 4
     assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
     [delivery] = await deliveries(app, live_tenant.id)
@@ -122,13 +123,13 @@ async def test_receiver_failing_three_times_then_succeeding_follows_the_schedule
 
 
 async def test_receiver_down_schedules_a_retry(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
 ) -> None:
     from tests.receiver import free_port
 
     await _endpoint(live_client, live_tenant, f"http://127.0.0.1:{free_port()}/down")
     await _customer(live_client, live_tenant)
-    [scheduled] = await run_due(app, live_tenant.id, clock.now())
+    [scheduled] = await run_due(app, pool, live_tenant.id, clock.now())
     assert scheduled is not None and scheduled.due.attempt == 2
     [delivery] = await deliveries(app, live_tenant.id)
     assert delivery.state == "pending"
@@ -136,23 +137,23 @@ async def test_receiver_down_schedules_a_retry(
 
 
 async def test_retry_after_on_429_is_honoured(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(429, headers={"Retry-After": "3600"})]
     await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
-    [scheduled] = await run_due(app, live_tenant.id, clock.now())
+    [scheduled] = await run_due(app, pool, live_tenant.id, clock.now())
     assert scheduled is not None
     assert scheduled.delay == timedelta(seconds=3600)
 
 
 async def test_410_disables_the_endpoint_and_emits_an_event(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(410)]
     endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
-    assert await run_due(app, live_tenant.id, clock.now()) == [None]
+    assert await run_due(app, pool, live_tenant.id, clock.now()) == [None]
     seen = (await live_client.get(f"/api/v1/webhook-endpoints/{endpoint['id']}", headers=live_tenant.headers())).json()
     assert seen["enabled"] is False
     assert "410" in seen["disabled_reason"]
@@ -166,13 +167,13 @@ async def test_410_disables_the_endpoint_and_emits_an_event(
 
 
 async def test_consecutive_failures_disable_the_endpoint(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(500)]
     endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
     for _ in range(3):
         await _customer(live_client, live_tenant)
-    await run_due(app, live_tenant.id, clock.now(), fast_settings(webhook_max_consecutive_failures=3))
+    await run_due(app, pool, live_tenant.id, clock.now(), fast_settings(webhook_max_consecutive_failures=3))
     seen = (await live_client.get(f"/api/v1/webhook-endpoints/{endpoint['id']}", headers=live_tenant.headers())).json()
     assert seen["enabled"] is False
     assert seen["disabled_reason"] == "3 consecutive failed attempts"
@@ -184,17 +185,17 @@ async def test_consecutive_failures_disable_the_endpoint(
         headers={**live_tenant.headers(), "If-Match": f'"{seen["version"]}"'},
     )
     assert patched.json()["consecutive_failures"] == 0
-    await run_due(app, live_tenant.id, clock.now() + timedelta(minutes=1))
+    await run_due(app, pool, live_tenant.id, clock.now() + timedelta(minutes=1))
     assert all(d.state == "succeeded" for d in await deliveries(app, live_tenant.id))
 
 
 async def test_slow_receiver_times_out(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(200, delay=3.0)]
     await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
-    [scheduled] = await run_due(app, live_tenant.id, clock.now(), fast_settings(webhook_timeout_seconds=0.5))
+    [scheduled] = await run_due(app, pool, live_tenant.id, clock.now(), fast_settings(webhook_timeout_seconds=0.5))
     assert scheduled is not None
     [delivery] = await deliveries(app, live_tenant.id)
     assert delivery.last_error == "timed out"
@@ -203,12 +204,12 @@ async def test_slow_receiver_times_out(
 
 
 async def test_redirects_are_not_followed(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(302, headers={"Location": f"http://127.0.0.1:{receiver.port}/elsewhere"})]
     await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
-    [scheduled] = await run_due(app, live_tenant.id, clock.now())
+    [scheduled] = await run_due(app, pool, live_tenant.id, clock.now())
     assert scheduled is not None
     assert len(receiver.received) == 1
     [delivery] = await deliveries(app, live_tenant.id)
@@ -216,19 +217,19 @@ async def test_redirects_are_not_followed(
 
 
 async def test_large_response_bodies_are_cut(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(200, body=b"x" * 1_000_000)]
     await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
-    await run_due(app, live_tenant.id, clock.now())
+    await run_due(app, pool, live_tenant.id, clock.now())
     [delivery] = await deliveries(app, live_tenant.id)
     [attempt] = await attempts(app, delivery.id)
     assert len(attempt.response_excerpt or "") == webhook_delivery.RESPONSE_EXCERPT_BYTES
 
 
 async def test_concurrent_workers_never_send_one_attempt_twice(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
@@ -237,10 +238,7 @@ async def test_concurrent_workers_never_send_one_attempt_twice(
     [due] = await due_for(app, live_tenant.id, now)
     async with httpx.AsyncClient(trust_env=False) as client:
         await asyncio.gather(
-            *(
-                webhook_delivery.deliver(app.state.sessions, client, due, now=now, settings=fast_settings())
-                for _ in range(10)
-            )
+            *(webhook_delivery.deliver(pool, client, due, now=now, settings=fast_settings()) for _ in range(10))
         )
     assert len(receiver.received) == 1
     [delivery] = await deliveries(app, live_tenant.id)
@@ -248,7 +246,7 @@ async def test_concurrent_workers_never_send_one_attempt_twice(
 
 
 async def test_a_worker_killed_mid_send_leads_to_a_redelivery(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     await _verified_endpoint(live_client, live_tenant, receiver)
     await _customer(live_client, live_tenant)
@@ -256,16 +254,15 @@ async def test_a_worker_killed_mid_send_leads_to_a_redelivery(
     await fan_out(app, now)
     [due] = await due_for(app, live_tenant.id, now)
     lease = timedelta(seconds=30)
-    async with app.state.sessions() as session:
+    async with pool.acquire() as conn:
         # The worker claims the attempt and dies before it records anything.
-        assert await webhook_delivery.claim(session, due, now=now, lease=lease) is not None
-        await session.commit()
-    assert await run_due(app, live_tenant.id, now + timedelta(seconds=10)) == []
+        assert await webhook_delivery.claim(conn, due, now=now, lease=lease) is not None
+    assert await run_due(app, pool, live_tenant.id, now + timedelta(seconds=10)) == []
     later = now + lease + timedelta(seconds=1)
     async with app.state.sessions() as session:
         assert await webhook_dispatch.recover_abandoned(session, now=later) >= 1
         await session.commit()
-    assert await run_due(app, live_tenant.id, later) == [None]
+    assert await run_due(app, pool, live_tenant.id, later) == [None]
     assert len(receiver.received) == 1
     [delivery] = await deliveries(app, live_tenant.id)
     logged = await attempts(app, delivery.id)
@@ -275,7 +272,7 @@ async def test_a_worker_killed_mid_send_leads_to_a_redelivery(
 
 
 async def test_rotated_secret_signs_with_both_during_the_overlap(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
     rotated = await live_client.post(
@@ -285,7 +282,7 @@ async def test_rotated_secret_signs_with_both_during_the_overlap(
     assert rotated.json()["secret"] != endpoint["secret"]
     assert rotated.json()["secret_rotating_until"] is not None
     await _customer(live_client, live_tenant)
-    await run_due(app, live_tenant.id, clock.now())
+    await run_due(app, pool, live_tenant.id, clock.now())
     delivered = receiver.received[0]
     assert len(delivered.headers["webhook-signature"].split(" ")) == 2
     for secret in (endpoint["secret"], rotated.json()["secret"]):
@@ -293,18 +290,18 @@ async def test_rotated_secret_signs_with_both_during_the_overlap(
 
 
 async def test_ping_and_manual_redelivery(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
     base = f"/api/v1/webhook-endpoints/{endpoint['id']}"
     ping = await live_client.post(f"{base}/ping", headers=live_tenant.headers())
     assert ping.status_code == 202
-    await run_due(app, live_tenant.id, clock.now())
+    await run_due(app, pool, live_tenant.id, clock.now())
     assert orjson.loads(receiver.received[0].body)["type"] == "webhook.ping"
     event_id = ping.json()["event_id"]
     again = await live_client.post(f"{base}/redeliver", json={"event_id": event_id}, headers=live_tenant.headers())
     assert again.json() == {"scheduled": 1}
-    await run_due(app, live_tenant.id, clock.now())
+    await run_due(app, pool, live_tenant.id, clock.now())
     assert [r.headers["webhook-id"] for r in receiver.received] == [event_id, event_id]
     log = (await live_client.get(f"{base}/deliveries", headers=live_tenant.headers())).json()
     [item] = log["items"]
@@ -314,18 +311,18 @@ async def test_ping_and_manual_redelivery(
 
 
 async def test_redeliver_a_time_range(
-    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     start = clock.now()
     endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
     for _ in range(3):
         await _customer(live_client, live_tenant)
-    await run_due(app, live_tenant.id, clock.now())
+    await run_due(app, pool, live_tenant.id, clock.now())
     response = await live_client.post(
         f"/api/v1/webhook-endpoints/{endpoint['id']}/redeliver",
         json={"since": start.isoformat()},
         headers=live_tenant.headers(),
     )
     assert response.json() == {"scheduled": 3}
-    await run_due(app, live_tenant.id, clock.now())
+    await run_due(app, pool, live_tenant.id, clock.now())
     assert len(receiver.received) == 6

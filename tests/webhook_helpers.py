@@ -3,6 +3,7 @@
 import uuid
 from datetime import datetime
 
+import asyncpg
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
@@ -30,7 +31,7 @@ async def due_for(app: FastAPI, workspace_id: uuid.UUID, now: datetime) -> list[
 
 
 async def run_due(
-    app: FastAPI, workspace_id: uuid.UUID, now: datetime, settings: Settings | None = None
+    app: FastAPI, pool: asyncpg.Pool, workspace_id: uuid.UUID, now: datetime, settings: Settings | None = None
 ) -> list[webhook_delivery.Scheduled | None]:
     """One worker pass for one workspace: fan out, then send every due attempt."""
     await fan_out(app, now)
@@ -38,9 +39,7 @@ async def run_due(
     async with httpx.AsyncClient(trust_env=False) as client:
         for due in await due_for(app, workspace_id, now):
             results.append(
-                await webhook_delivery.deliver(
-                    app.state.sessions, client, due, now=now, settings=settings or fast_settings()
-                )
+                await webhook_delivery.deliver(pool, client, due, now=now, settings=settings or fast_settings())
             )
     return results
 

@@ -12,17 +12,15 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
-from sqlalchemy import and_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import clock
-from app.access import system_caller
 from app.ids import new_id
 from app.jsonable import to_jsonable
-from app.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from app.services import outbox, webhook_signing, webhook_targets
+from app.models import OutboxEvent
+from app.services import webhook_signing, webhook_targets
 from app.services.webhook_dispatch import DueAttempt
 from app.settings import Settings
 
@@ -72,43 +70,39 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-async def claim(session: AsyncSession, due: DueAttempt, *, now: datetime, lease: timedelta) -> Claimed | None:
-    row = (
-        await session.execute(
-            update(WebhookDelivery)
-            .where(
-                WebhookDelivery.workspace_id == due.workspace_id,
-                WebhookDelivery.id == due.delivery_id,
-                WebhookDelivery.state == "pending",
-                WebhookDelivery.attempts == due.attempt - 1,
-                WebhookDelivery.next_attempt_at <= now,
-                WebhookDelivery.endpoint_id.in_(
-                    select(WebhookEndpoint.id).where(
-                        WebhookEndpoint.workspace_id == due.workspace_id, WebhookEndpoint.enabled.is_(True)
-                    )
-                ),
-            )
-            .values(state="sending", attempts=due.attempt, locked_until=now + lease, updated_at=now)
-            .returning(WebhookDelivery.endpoint_id, WebhookDelivery.event_id)
-        )
-    ).first()
+CLAIM_SQL = """
+WITH claimed AS (
+    UPDATE webhook_deliveries d
+    SET state = 'sending', attempts = $3, locked_until = $5, updated_at = $4
+    WHERE d.workspace_id = $1 AND d.id = $2 AND d.state = 'pending' AND d.attempts = $3 - 1 AND d.next_attempt_at <= $4
+      AND EXISTS (SELECT 1 FROM webhook_endpoints e
+                  WHERE e.workspace_id = d.workspace_id AND e.id = d.endpoint_id AND e.enabled)
+    RETURNING d.endpoint_id, d.event_id
+)
+SELECT c.endpoint_id, e.url, e.secret,
+       CASE WHEN e.previous_secret_expires_at > $4 THEN e.previous_secret END AS previous_secret,
+       ev.id AS event_id, ev.type, ev.occurred_at, ev.actor, ev.data
+FROM claimed c
+JOIN webhook_endpoints e ON e.workspace_id = $1 AND e.id = c.endpoint_id
+JOIN outbox_events ev ON ev.workspace_id = $1 AND ev.id = c.event_id
+"""
+
+
+async def claim(conn: asyncpg.Connection, due: DueAttempt, *, now: datetime, lease: timedelta) -> Claimed | None:
+    """One statement: take the attempt (if it is still due and nobody took it) and read what to send."""
+    row = await conn.fetchrow(CLAIM_SQL, due.workspace_id, due.delivery_id, due.attempt, now, now + lease)
     if row is None:
         return None
-    endpoint_id, event_id = row
-    details = (
-        await session.execute(
-            select(WebhookEndpoint, OutboxEvent)
-            .join(
-                OutboxEvent, and_(OutboxEvent.workspace_id == WebhookEndpoint.workspace_id, OutboxEvent.id == event_id)
-            )
-            .where(WebhookEndpoint.workspace_id == due.workspace_id, WebhookEndpoint.id == endpoint_id)
-        )
-    ).one()
-    endpoint, event = details
-    secrets = [endpoint.secret]
-    if endpoint.previous_secret and endpoint.previous_secret_expires_at and endpoint.previous_secret_expires_at > now:
-        secrets.append(endpoint.previous_secret)
-    return Claimed(due=due, endpoint_id=endpoint_id, url=endpoint.url, secrets=secrets, event=envelope(event))
+    secrets = [row["secret"], *([row["previous_secret"]] if row["previous_secret"] else [])]
+    event = {
+        "id": str(row["event_id"]),
+        "type": row["type"],
+        "occurred_at": to_jsonable(row["occurred_at"]),
+        "workspace_id": str(due.workspace_id),
+        "actor": row["actor"],
+        "data": row["data"],
+    }
+    return Claimed(due=due, endpoint_id=row["endpoint_id"], url=row["url"], secrets=secrets, event=event)
 
 
 def envelope(event: OutboxEvent) -> dict[str, Any]:
@@ -163,62 +157,88 @@ async def send(client: httpx.AsyncClient, claimed: Claimed, *, now: datetime, se
         return done(None, f"{type(exc).__name__}: {exc}"[:500])
 
 
+RECORD_SQL = """
+WITH attempt AS (
+    INSERT INTO webhook_attempts (workspace_id, id, delivery_id, attempt, started_at, duration_ms, status_code, error,
+                                  response_excerpt, request_headers)
+    VALUES ($1, $3, $2, $4, $5, $6, $7, $8, $9, $10::jsonb)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+),
+delivery AS (
+    UPDATE webhook_deliveries
+    SET state = $11::text, next_attempt_at = coalesce($12, next_attempt_at), last_status = $7, last_error = $8,
+        locked_until = NULL, updated_at = $5, succeeded_at = CASE WHEN $11::text = 'succeeded' THEN $5 END
+    WHERE workspace_id = $1 AND id = $2
+    RETURNING 1
+),
+endpoint AS (
+    -- Touched only when the count changes: a healthy endpoint's row is never locked by deliveries.
+    UPDATE webhook_endpoints
+    SET consecutive_failures = CASE WHEN $11::text = 'succeeded' THEN 0 ELSE consecutive_failures + 1 END
+    WHERE workspace_id = $1 AND id = $13 AND ($11::text <> 'succeeded' OR consecutive_failures <> 0)
+    RETURNING consecutive_failures, enabled
+)
+SELECT (SELECT count(*) FROM attempt) + (SELECT count(*) FROM delivery) AS written,
+       (SELECT consecutive_failures FROM endpoint) AS failures,
+       (SELECT enabled FROM endpoint) AS enabled
+"""
+
+DISABLE_SQL = """
+WITH disabled AS (
+    UPDATE webhook_endpoints SET enabled = false, disabled_reason = $3, updated_at = $4, version = version + 1
+    WHERE workspace_id = $1 AND id = $2 AND enabled
+    RETURNING id, url
+)
+INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
+SELECT $1, guanxi_uuid7(), 'webhook_endpoint.disabled', $4, '{"type": "system", "id": null}'::jsonb,
+       jsonb_build_object('endpoint_id', id, 'url', url, 'reason', $3::text)
+FROM disabled
+"""
+
+
 async def record(
-    session: AsyncSession, claimed: Claimed, outcome: Outcome, *, now: datetime, settings: Settings
+    conn: asyncpg.Connection, claimed: Claimed, outcome: Outcome, *, now: datetime, settings: Settings
 ) -> Scheduled | None:
-    """Log the attempt and move the delivery on; returns the next attempt when one is scheduled."""
+    """Log the attempt and move the delivery on, in one statement; returns the next attempt, if any."""
     due = claimed.due
-    session.add(
-        WebhookAttempt(
-            workspace_id=due.workspace_id,
-            id=new_id(),
-            delivery_id=due.delivery_id,
-            attempt=due.attempt,
-            started_at=now,
-            duration_ms=outcome.duration_ms,
-            status_code=outcome.status_code,
-            error=outcome.error,
-            response_excerpt=outcome.excerpt,
-            request_headers=_loggable(outcome.request_headers),
-        )
-    )
-    endpoint = await session.scalar(
-        select(WebhookEndpoint)
-        .where(WebhookEndpoint.workspace_id == due.workspace_id, WebhookEndpoint.id == claimed.endpoint_id)
-        .with_for_update()
-    )
-    delivery_values: dict[str, Any] = {
-        "last_status": outcome.status_code,
-        "last_error": outcome.error,
-        "locked_until": None,
-        "updated_at": now,
-    }
     next_attempt: Scheduled | None = None
     if outcome.succeeded:
-        delivery_values |= {"state": "succeeded", "succeeded_at": now}
-        if endpoint is not None:
-            endpoint.consecutive_failures = 0
+        state, next_at = "succeeded", None
+    elif outcome.status_code == 410 or due.attempt >= MAX_ATTEMPTS:
+        state, next_at = "failed", None
     else:
-        if endpoint is not None:
-            endpoint.consecutive_failures += 1
-            reason = None
-            if outcome.status_code == 410:
-                reason = "the endpoint answered 410 Gone"
-            elif endpoint.consecutive_failures >= settings.webhook_max_consecutive_failures:
-                reason = f"{endpoint.consecutive_failures} consecutive failed attempts"
-            if reason and endpoint.enabled:
-                _disable(session, endpoint, reason, now)
-        if outcome.status_code == 410 or due.attempt >= MAX_ATTEMPTS:
-            delivery_values["state"] = "failed"
-        else:
-            delay = retry_delay(due.attempt, outcome.retry_after)
-            delivery_values |= {"state": "pending", "next_attempt_at": now + delay}
-            next_attempt = Scheduled(DueAttempt(due.workspace_id, due.delivery_id, due.attempt + 1), delay)
-    await session.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.workspace_id == due.workspace_id, WebhookDelivery.id == due.delivery_id)
-        .values(**delivery_values)
-    )
+        delay = retry_delay(due.attempt, outcome.retry_after)
+        state, next_at = "pending", now + delay
+        next_attempt = Scheduled(DueAttempt(due.workspace_id, due.delivery_id, due.attempt + 1), delay)
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            RECORD_SQL,
+            due.workspace_id,
+            due.delivery_id,
+            new_id(),
+            due.attempt,
+            now,
+            outcome.duration_ms,
+            outcome.status_code,
+            outcome.error,
+            outcome.excerpt,
+            orjson.dumps(_loggable(outcome.request_headers)).decode(),
+            state,
+            next_at,
+            claimed.endpoint_id,
+        )
+        reason = None
+        if outcome.status_code == 410:
+            reason = "the endpoint answered 410 Gone"
+        elif (
+            row is not None
+            and row["failures"] is not None
+            and row["failures"] >= settings.webhook_max_consecutive_failures
+        ):
+            reason = f"{row['failures']} consecutive failed attempts"
+        if reason and row is not None and row["enabled"] is not False:
+            await conn.execute(DISABLE_SQL, due.workspace_id, claimed.endpoint_id, reason, now)
     return next_attempt
 
 
@@ -230,38 +250,23 @@ def retry_delay(failed_attempt: int, retry_after: timedelta | None) -> timedelta
 
 
 async def deliver(
-    sessions: async_sessionmaker[AsyncSession],
+    pool: asyncpg.Pool,
     client: httpx.AsyncClient,
     due: DueAttempt,
     *,
     now: datetime,
     settings: Settings,
 ) -> Scheduled | None:
-    """Claim, send and record one attempt; returns the next attempt to schedule, if any."""
+    """Claim, send and record one attempt; returns the next attempt to schedule, if any. Two
+    statements on the database, neither held open while the request is in flight."""
     lease = timedelta(seconds=settings.webhook_timeout_seconds + settings.webhook_connect_timeout_seconds + 30)
-    async with sessions() as session:
-        claimed = await claim(session, due, now=now, lease=lease)
-        await session.commit()
+    async with pool.acquire() as conn:
+        claimed = await claim(conn, due, now=now, lease=lease)
     if claimed is None:
         return None
     outcome = await send(client, claimed, now=now, settings=settings)
-    async with sessions() as session:
-        next_attempt = await record(session, claimed, outcome, now=now, settings=settings)
-        await session.commit()
-    return next_attempt
-
-
-def _disable(session: AsyncSession, endpoint: WebhookEndpoint, reason: str, now: datetime) -> None:
-    endpoint.enabled = False
-    endpoint.disabled_reason = reason
-    endpoint.updated_at = now
-    endpoint.version += 1
-    outbox.emit(
-        session,
-        system_caller(endpoint.workspace_id),
-        "webhook_endpoint.disabled",
-        {"endpoint_id": str(endpoint.id), "url": endpoint.url, "reason": reason},
-    )
+    async with pool.acquire() as conn:
+        return await record(conn, claimed, outcome, now=now, settings=settings)
 
 
 async def _read_capped(response: httpx.Response) -> str:

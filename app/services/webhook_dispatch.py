@@ -37,9 +37,13 @@ def _subscribed() -> ColumnElement[bool]:
     )
 
 
-async def fan_out(session: AsyncSession, *, now: datetime, batch: int = 500) -> list[DueAttempt]:
+FAN_OUT_BATCH = 500
+
+
+async def fan_out(session: AsyncSession, *, now: datetime, batch: int = FAN_OUT_BATCH) -> tuple[int, list[DueAttempt]]:
     """Turn unpublished events into deliveries for every enabled, subscribed endpoint (one
-    transaction; the caller commits). Events are taken in commit order."""
+    transaction; the caller commits). Events are taken in commit order. Returns how many events
+    were taken, and the first attempts of the new deliveries."""
     event_ids = list(
         (
             await session.scalars(
@@ -52,7 +56,7 @@ async def fan_out(session: AsyncSession, *, now: datetime, batch: int = 500) -> 
         ).all()
     )
     if not event_ids:
-        return []
+        return 0, []
     pairs = (
         await session.execute(
             select(OutboxEvent.workspace_id, OutboxEvent.id, WebhookEndpoint.id)
@@ -65,7 +69,7 @@ async def fan_out(session: AsyncSession, *, now: datetime, batch: int = 500) -> 
     ).all()
     await session.execute(update(OutboxEvent).where(OutboxEvent.id.in_(event_ids)).values(published_at=now))
     if not pairs:
-        return []
+        return len(event_ids), []
     rows = [
         {
             "workspace_id": workspace_id,
@@ -86,7 +90,7 @@ async def fan_out(session: AsyncSession, *, now: datetime, batch: int = 500) -> 
         .on_conflict_do_nothing()
         .returning(WebhookDelivery.workspace_id, WebhookDelivery.id)
     )
-    return [DueAttempt(workspace_id, delivery_id, 1) for workspace_id, delivery_id in inserted.all()]
+    return len(event_ids), [DueAttempt(workspace_id, delivery_id, 1) for workspace_id, delivery_id in inserted.all()]
 
 
 async def recover_abandoned(session: AsyncSession, *, now: datetime) -> int:
