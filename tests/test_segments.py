@@ -242,3 +242,36 @@ async def test_value_fields_filter_after_a_recompute(
     assert await _search(client, tenant, spenders) == {buyer}
     never = {"field": "value.order_count", "op": "is_null"}
     assert buyer not in await _search(client, tenant, never)
+
+
+async def test_activity_fields_and_the_no_contact_builtin(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    from datetime import timedelta
+
+    from app import clock
+
+    talked = await _customer(client, tenant)
+    long_ago = await _customer(client, tenant)
+    silent = await _customer(client, tenant)
+    for customer, days, channel in [(talked, 2, "wechat"), (talked, 5, "phone"), (long_ago, 200, "phone")]:
+        body = {
+            "customer_id": customer,
+            "channel": channel,
+            "direction": "outbound",
+            "occurred_at": (clock.now() - timedelta(days=days)).isoformat(),
+        }
+        assert (await client.post("/api/v1/interactions", json=body, headers=tenant.headers())).status_code == 201
+    recent = {"field": "activity.interactions_30d", "op": "gte", "value": 2}
+    assert await _search(client, tenant, recent) == {talked}
+    by_channel = {"field": "activity.interactions_365d.phone", "op": "gte", "value": 1}
+    assert await _search(client, tenant, by_channel) == {talked, long_ago}
+    quiet = {"field": "activity.last_interaction_at", "op": "more_than_days_ago", "value": 90}
+    assert await _search(client, tenant, quiet) == {long_ago}
+    listed = (await client.get("/api/v1/segments", headers=tenant.headers())).json()["items"]
+    builtin = next(s for s in listed if s["builtin"] == "no_contact_90_days")
+    segment = await db.get(Segment, (tenant.id, builtin["id"]))
+    assert segment is not None
+    await segments.refresh(db, segment)
+    members = (await client.get(f"/api/v1/segments/{segment.id}/members", headers=tenant.headers())).json()
+    assert {m["id"] for m in members["items"]} == {long_ago, silent}

@@ -5,9 +5,9 @@ Served at GET /api/v1/segments/fields so front-ends can build a rule editor."""
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, extract, func
+from sqlalchemy import ColumnElement, extract, func, select
 
-from app.models import Customer, CustomerStage, CustomerValue
+from app.models import Customer, CustomerStage, CustomerValue, Interaction
 
 FieldType = Literal["string", "enum", "integer", "number", "date", "datetime", "boolean", "tags", "id"]
 
@@ -86,6 +86,34 @@ RFM_SEGMENTS = (
 )
 
 STAGE_AGE_DAYS: ColumnElement[Any] = extract("epoch", func.now() - CustomerStage.entered_at) / 86400
+CHANNELS = ("phone", "email", "sms", "wechat", "meeting", "visit", "chat", "other")
+WINDOWS = (30, 90, 365)
+
+
+def _interactions(*conditions: ColumnElement[bool]) -> Any:
+    return select(func.count()).where(
+        Interaction.workspace_id == Customer.workspace_id,
+        Interaction.customer_id == Customer.id,
+        Interaction.deleted_at.is_(None),
+        *conditions,
+    )
+
+
+LAST_INTERACTION_AT: Any = (
+    select(func.max(Interaction.occurred_at))
+    .where(
+        Interaction.workspace_id == Customer.workspace_id,
+        Interaction.customer_id == Customer.id,
+        Interaction.deleted_at.is_(None),
+    )
+    .scalar_subquery()
+)
+
+
+def _count_in_window(days: int, channel: str | None) -> Any:
+    since = func.now() - func.make_interval(0, 0, 0, days)
+    conditions = [Interaction.occurred_at >= since, *([Interaction.channel == channel] if channel else [])]
+    return _interactions(*conditions).scalar_subquery()
 
 
 def _c(name: str, type_: FieldType, label: str, group: str, column: Any, options: tuple[str, ...] = ()) -> Field:
@@ -136,6 +164,19 @@ FIELDS: dict[str, Field] = {
         _v("rfm_segment", "enum", "RFM segment", CustomerValue.rfm_segment, RFM_SEGMENTS),
         _v("tier", "string", "Value tier", CustomerValue.tier),
         _v("ltv_predicted", "number", "Predicted lifetime value (365 days)", CustomerValue.ltv_predicted),
+        Field("activity.last_interaction_at", "datetime", "Last contact", "activity", "customer", LAST_INTERACTION_AT),
+        *(
+            Field(
+                f"activity.interactions_{days}d" + (f".{channel}" if channel else ""),
+                "integer",
+                f"Contacts in the last {days} days" + (f" by {channel}" if channel else ""),
+                "activity",
+                "customer",
+                _count_in_window(days, channel),
+            )
+            for days in WINDOWS
+            for channel in (None, *CHANNELS)
+        ),
         Field("lifecycle.stage", "string", "Lifecycle stage", "lifecycle", "stage", CustomerStage.stage),
         Field(
             "lifecycle.stage_age_days",

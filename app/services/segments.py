@@ -34,6 +34,16 @@ BUILTINS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("birthdays_this_month", "Birthdays this month", {"field": "birthday", "op": "in_current_month"}),
     ("new_this_month", "New this month", {"field": "created_at", "op": "in_current_month"}),
     (
+        "no_contact_90_days",
+        "No contact in 90 days",
+        {
+            "or": [
+                {"field": "activity.last_interaction_at", "op": "is_null"},
+                {"field": "activity.last_interaction_at", "op": "more_than_days_ago", "value": 90},
+            ]
+        },
+    ),
+    (
         "at_risk",
         "At risk",
         {
