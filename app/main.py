@@ -7,12 +7,14 @@ from contextlib import asynccontextmanager
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import logs, openapi_webhooks, problems
 from app.db import create_engine, create_sessionmaker, resolve_database_url
 from app.json_response import JSONResponse
 from app.middleware import RequestContextMiddleware
 from app.paths import ALEMBIC_INI
+from app.rate_limits import RateLimiter
 from app.routers import health, v1
 from app.settings import Settings, get_settings
 from app.worker import Worker
@@ -67,9 +69,18 @@ def create_app(
     app.state.read_engine = read_engine
     app.state.readers = create_sessionmaker(read_engine)
     app.state.migration_head = migration_head()
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(v1.router)
     openapi_webhooks.document(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()],
+            allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-Match", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["ETag", "Location", "X-Request-ID", "Retry-After", "Idempotent-Replayed"],
+        )
     return app

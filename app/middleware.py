@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.logs import request_id
+from app.metrics import REQUEST_SECONDS
 from app.problems import problem_response
 
 logger = logging.getLogger("guanxi.access")
@@ -52,6 +53,12 @@ class RequestContextMiddleware:
                 raise
             await self._too_large(scope, send_with_id)
         finally:
+            route = scope.get("route")
+            REQUEST_SECONDS.labels(
+                scope["method"],
+                getattr(route, "path", "unmatched"),
+                f"{str(status['code'] or 0)[0]}xx",
+            ).observe(time.perf_counter() - started)
             logger.info(
                 "request",
                 extra={

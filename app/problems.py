@@ -80,7 +80,9 @@ def _unavailable(request: Request, detail: str) -> Response:
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     headers = None
-    if exc.status == 503:
+    if exc.status == 429:
+        headers = {"Retry-After": str(exc.extra.get("retry_after", 1))}
+    elif exc.status == 503:
         headers = {"Retry-After": str(get_settings().retry_after_seconds)}
     elif exc.status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="guanxi"'}

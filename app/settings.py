@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     webhook_secret_overlap_hours: float = Field(default=24.0, ge=0)
     worker_concurrency: int = Field(default=20, ge=1, le=500)
 
+    rate_limit_per_minute: int = Field(default=6000, ge=1)
+    cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS; empty: none.")
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     default_phone_region: str = "CN"
     log_level: str = "INFO"

@@ -37,6 +37,7 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API 
 
 
 async def authenticate(
+    request: Request,
     security_scopes: SecurityScopes,
     session: Reader,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -54,6 +55,7 @@ async def authenticate(
         )
     else:
         raise Unauthorized("Send a bearer token or an X-API-Key header.")
+    request.app.state.rate_limiter.check(caller)
     missing = sorted(scope for scope in security_scopes.scopes if scope not in caller.scopes)
     if missing:
         raise Forbidden(f"This needs the scope(s): {', '.join(missing)}.", missing_scopes=missing)

@@ -1,10 +1,12 @@
 """Liveness and readiness probes."""
 
 from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.responses import Response
 
 from app.json_response import json_response
+from app.metrics import POOL_CONNECTIONS, QUEUE_JOBS, REGISTRY, WEBHOOK_DELIVERIES
 from app.problems import is_database_unavailable, problem_response
 from app.settings import get_settings
 
@@ -46,3 +48,29 @@ async def readyz(request: Request) -> Response:
             headers={"Retry-After": str(get_settings().retry_after_seconds)},
         )
     return json_response({"status": "ready", "migration": current})
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Request latency by route, pool use, job queue depth and webhook delivery states."""
+    for name, engine in (("write", request.app.state.engine), ("read", request.app.state.read_engine)):
+        pool = engine.pool
+        POOL_CONNECTIONS.labels(name, "checked_out").set(pool.checkedout())
+        POOL_CONNECTIONS.labels(name, "idle").set(pool.checkedin())
+    try:
+        async with request.app.state.readers() as session:
+            for entrypoint, status, count in await session.execute(
+                text("SELECT entrypoint, status::text, count(*) FROM pgqueuer GROUP BY 1, 2")
+            ):
+                QUEUE_JOBS.labels(entrypoint, status).set(count)
+            for state, count in await session.execute(
+                text(
+                    "SELECT state, count(*) FROM webhook_deliveries "
+                    "WHERE state IN ('pending', 'sending', 'failed') GROUP BY 1"
+                )
+            ):
+                WEBHOOK_DELIVERIES.labels(state).set(count)
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

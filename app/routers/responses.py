@@ -24,10 +24,11 @@ _DESCRIPTIONS = {
     413: "Body larger than the limit",
     422: "Invalid input; `errors` lists each bad field",
     428: "If-Match is required",
+    429: "Too many requests; retry after `Retry-After` seconds",
     503: "Database unavailable; retry after `Retry-After` seconds",
 }
 
-AUTH_ERRORS = (401, 403, 422, 503)
+AUTH_ERRORS = (401, 403, 422, 429, 503)
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

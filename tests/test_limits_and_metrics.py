@@ -1,0 +1,50 @@
+"""Rate limits per caller, CORS, and the metrics endpoint."""
+
+import httpx
+from fastapi import FastAPI
+
+from app.main import create_app
+from app.rate_limits import RateLimiter
+from app.settings import get_settings
+from tests.factories import Tenant
+
+
+async def test_a_caller_over_its_rate_gets_429_with_retry_after(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    saved = app.state.rate_limiter
+    app.state.rate_limiter = RateLimiter(3)
+    try:
+        statuses = [(await client.get("/api/v1/customers", headers=tenant.headers())).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        limited = await client.get("/api/v1/customers", headers=tenant.headers())
+        assert int(limited.headers["retry-after"]) >= 1
+        assert limited.headers["content-type"] == "application/problem+json"
+        # Another caller has its own budget.
+        assert (await client.get("/api/v1/customers", headers=other_tenant.headers())).status_code == 200
+    finally:
+        app.state.rate_limiter = saved
+
+
+async def test_cors_allows_only_configured_origins(database_url: str) -> None:
+    settings = get_settings().model_copy(update={"cors_origins": "https://crm.example.com"})
+    application = create_app(settings, database_url=database_url)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://t") as http:
+            preflight = {"Access-Control-Request-Method": "GET"}
+            allowed = await http.options(
+                "/api/v1/customers", headers={"Origin": "https://crm.example.com", **preflight}
+            )
+            assert allowed.headers["access-control-allow-origin"] == "https://crm.example.com"
+            refused = await http.options("/api/v1/customers", headers={"Origin": "https://evil.example", **preflight})
+            assert "access-control-allow-origin" not in refused.headers
+    finally:
+        await application.state.engine.dispose()
+        await application.state.read_engine.dispose()
+
+
+async def test_metrics_expose_request_latency_and_pools(live_client: httpx.AsyncClient) -> None:
+    await live_client.get("/healthz")
+    body = (await live_client.get("/metrics")).text
+    assert 'guanxi_request_seconds_count{method="GET",route="/healthz",status="2xx"}' in body
+    assert 'guanxi_db_pool_connections{pool="read",state="checked_out"}' in body
