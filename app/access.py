@@ -24,6 +24,7 @@ class Scope(StrEnum):
     REPORTS_READ = "reports:read"
     VALUE_ADMIN = "value:admin"
     PLANS_WRITE = "plans:write"
+    SERVICE_ADMIN = "service:admin"
 
 
 class Role(StrEnum):
@@ -49,13 +50,21 @@ ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
             Scope.ORDERS_WRITE,
             Scope.REPORTS_READ,
             Scope.PLANS_WRITE,
+            Scope.SERVICE_ADMIN,
         }
     ),
     Role.SALES: frozenset(
         {Scope.CUSTOMERS_READ, Scope.CUSTOMERS_WRITE, Scope.CUSTOMERS_PII, Scope.USERS_READ, Scope.ORDERS_WRITE}
     ),
     Role.SUPPORT: frozenset(
-        {Scope.CUSTOMERS_READ, Scope.CUSTOMERS_WRITE, Scope.CUSTOMERS_PII, Scope.AUDIT_READ, Scope.USERS_READ}
+        {
+            Scope.CUSTOMERS_READ,
+            Scope.CUSTOMERS_WRITE,
+            Scope.CUSTOMERS_PII,
+            Scope.AUDIT_READ,
+            Scope.USERS_READ,
+            Scope.REPORTS_READ,
+        }
     ),
     Role.READONLY: frozenset({Scope.CUSTOMERS_READ, Scope.USERS_READ}),
 }

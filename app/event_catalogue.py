@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from app.schemas.customer import CustomerOut
 from app.schemas.interaction import InteractionOut, TaskOut
 from app.schemas.order import OrderOut
+from app.schemas.ticket import TicketOut
 
 
 class CustomerChanged(CustomerOut):
@@ -48,6 +49,23 @@ class SegmentMembership(BaseModel):
     customer_id: str
 
 
+class TicketRef(BaseModel):
+    ticket_id: str
+    assignee_id: str | None = None
+    team_id: str | None = None
+
+
+class SlaBreach(BaseModel):
+    ticket_id: str
+    number: int
+    deadline: str = Field(examples=["first_response"], description="`first_response` or `resolution`")
+
+
+class CsatReceived(BaseModel):
+    ticket_id: str
+    score: int = Field(ge=1, le=5)
+
+
 class Ping(BaseModel):
     message: str = Field(examples=["ping"])
 
@@ -67,6 +85,15 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("interaction.created", "A contact with a customer was logged.", InteractionOut),
     EventType("task.created", "A task was added by hand.", TaskOut),
     EventType("task.completed", "A task was completed.", TaskOut),
+    EventType("ticket.created", "A ticket was opened.", TicketOut),
+    EventType("ticket.status_changed", "A ticket moved in its workflow.", TicketOut),
+    EventType("ticket.resolved", "A ticket was resolved.", TicketOut),
+    EventType("ticket.closed", "A ticket was closed.", TicketOut),
+    EventType("ticket.reopened", "A resolved ticket was reopened.", TicketOut),
+    EventType("ticket.escalated", "A ticket was escalated.", TicketOut),
+    EventType("ticket.assigned", "A ticket was assigned or reassigned.", TicketRef),
+    EventType("ticket.sla_breached", "A ticket passed a first-response or resolution deadline.", SlaBreach),
+    EventType("ticket.csat_received", "A customer rated a resolved ticket.", CsatReceived),
     EventType("order.created", "An order was recorded.", OrderOut),
     EventType("order.updated", "A recorded order changed (status, refund, lines...).", OrderOut),
     EventType("tier.changed", "A customer moved to another value tier.", TierChanged),

@@ -24,7 +24,15 @@ from app import clock
 from app.access import system_caller
 from app.db import create_asyncpg_pool, create_engine, create_sessionmaker
 from app.models import Workspace
-from app.services import customer_values, follow_ups, lifecycle, segments, webhook_delivery, webhook_dispatch
+from app.services import (
+    customer_values,
+    follow_ups,
+    lifecycle,
+    segments,
+    tickets,
+    webhook_delivery,
+    webhook_dispatch,
+)
 from app.services.webhook_dispatch import DueAttempt
 from app.settings import Settings
 
@@ -32,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 DELIVER = "webhooks.deliver"
 FOLLOW_UPS = "scheduler.follow_ups"
+SLA_BREACHES = "scheduler.sla_breaches"
 # pgqueuer's scheduler fires each tick in one worker, however many run.
 FOLLOW_UPS_CRON = "*/10 * * * *"
 OUTBOX_CHANNEL = "guanxi_outbox"
@@ -100,6 +109,14 @@ class Worker:
         @pgq.schedule(FOLLOW_UPS, FOLLOW_UPS_CRON)
         async def follow_ups_tick(_schedule: Schedule) -> None:
             await self.run_follow_ups()
+
+        @pgq.schedule(SLA_BREACHES, "* * * * *")
+        async def sla_tick(_schedule: Schedule) -> None:
+            async with self.sessions() as session:
+                breached = await tickets.mark_breaches(session)
+                await session.commit()
+            if breached:
+                logger.info("sla breaches", extra={"tickets": breached})
 
         await listen_conn.add_listener(OUTBOX_CHANNEL, self._notified)
         value_task = asyncio.create_task(self._value_loop())

@@ -169,7 +169,6 @@ async def test_a_task_for_another_workspaces_customer_is_404(
             "audience": {"segment_id": str(uuid.uuid4())},
         },
         {"name": "x", "rule": "every_n_days", "days": 30, "task_title": "t", "audience": {"stage": "sleepy"}},
-        {"name": "x", "rule": "days_after_ticket_resolved", "days": 3, "task_title": "t"},
         {"name": "x", "rule": "every_fortnight", "days": 14, "task_title": "t"},
     ],
 )

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, extract, func, select
 
-from app.models import Customer, CustomerStage, CustomerValue, Interaction
+from app.models import Customer, CustomerStage, CustomerValue, Interaction, SurveyResponse, Ticket
 
 FieldType = Literal["string", "enum", "integer", "number", "date", "datetime", "boolean", "tags", "id"]
 
@@ -110,6 +110,29 @@ LAST_INTERACTION_AT: Any = (
 )
 
 
+OPEN_TICKETS: Any = (
+    select(func.count())
+    .where(
+        Ticket.workspace_id == Customer.workspace_id,
+        Ticket.customer_id == Customer.id,
+        Ticket.status.in_(("new", "assigned", "in_progress", "waiting_on_customer")),
+    )
+    .scalar_subquery()
+)
+CSAT_AVERAGE: Any = (
+    select(func.avg(Ticket.csat_score))
+    .where(Ticket.workspace_id == Customer.workspace_id, Ticket.customer_id == Customer.id)
+    .scalar_subquery()
+)
+LAST_NPS: Any = (
+    select(SurveyResponse.score)
+    .where(SurveyResponse.workspace_id == Customer.workspace_id, SurveyResponse.customer_id == Customer.id)
+    .order_by(SurveyResponse.answered_at.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+
+
 def _count_in_window(days: int, channel: str | None) -> Any:
     since = func.now() - func.make_interval(0, 0, 0, days)
     conditions = [Interaction.occurred_at >= since, *([Interaction.channel == channel] if channel else [])]
@@ -177,6 +200,9 @@ FIELDS: dict[str, Field] = {
             for days in WINDOWS
             for channel in (None, *CHANNELS)
         ),
+        Field("activity.open_tickets", "integer", "Open tickets", "activity", "customer", OPEN_TICKETS),
+        Field("activity.csat_average", "number", "Average CSAT (1-5)", "activity", "customer", CSAT_AVERAGE),
+        Field("activity.nps_score", "integer", "Latest NPS answer (0-10)", "activity", "customer", LAST_NPS),
         Field("lifecycle.stage", "string", "Lifecycle stage", "lifecycle", "stage", CustomerStage.stage),
         Field(
             "lifecycle.stage_age_days",

@@ -12,6 +12,18 @@ from app.models.lifecycle import CustomerStage, LifecycleStage, StageHistory
 from app.models.order import Order, OrderLine
 from app.models.outbox import OutboxEvent
 from app.models.segment import Segment, SegmentMember, SegmentSize
+from app.models.ticket import (
+    BusinessHours,
+    CsatRequest,
+    IntakeForm,
+    SlaPolicy,
+    Survey,
+    SurveyResponse,
+    Ticket,
+    TicketCategory,
+    TicketComment,
+    TicketEvent,
+)
 from app.models.user import Team, User
 from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models.workspace import Workspace
@@ -20,7 +32,9 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "BusinessHours",
     "CareRule",
+    "CsatRequest",
     "CustomFieldDefinition",
     "Customer",
     "CustomerCodeCounter",
@@ -29,6 +43,7 @@ __all__ = [
     "CustomerValue",
     "FollowUpPlan",
     "IdempotencyRecord",
+    "IntakeForm",
     "Interaction",
     "LifecycleStage",
     "Order",
@@ -37,9 +52,16 @@ __all__ = [
     "Segment",
     "SegmentMember",
     "SegmentSize",
+    "SlaPolicy",
     "StageHistory",
+    "Survey",
+    "SurveyResponse",
     "Task",
     "Team",
+    "Ticket",
+    "TicketCategory",
+    "TicketComment",
+    "TicketEvent",
     "TierChange",
     "User",
     "ValueModel",

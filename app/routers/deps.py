@@ -85,6 +85,7 @@ OrdersWrite = Annotated[Caller, _caller(Scope.ORDERS_WRITE)]
 ReportsRead = Annotated[Caller, _caller(Scope.REPORTS_READ)]
 ValueAdmin = Annotated[Caller, _caller(Scope.VALUE_ADMIN)]
 PlansWrite = Annotated[Caller, _caller(Scope.PLANS_WRITE)]
+ServiceAdmin = Annotated[Caller, _caller(Scope.SERVICE_ADMIN)]
 
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,10})"?$')
 

@@ -18,15 +18,8 @@ from app.models import CareRule, CustomFieldDefinition, FollowUpPlan, LifecycleS
 from app.schemas.interaction import CareRuleIn, PlanIn, PlanPatch
 from app.services import audit, lifecycle
 
-UNAVAILABLE_RULES = {"days_after_ticket_resolved": "tickets"}
 
-
-async def _check_plan(session: AsyncSession, ctx: Caller, rule: str, audience: dict[str, Any]) -> None:
-    if rule in UNAVAILABLE_RULES:
-        raise ValidationFailed(
-            f"The {rule} rule needs {UNAVAILABLE_RULES[rule]}, which this version does not record yet.",
-            loc=["body", "rule"],
-        )
+async def _check_audience(session: AsyncSession, ctx: Caller, audience: dict[str, Any]) -> None:
     if audience.get("segment_id"):
         found = await session.scalar(
             select(Segment.id).where(Segment.workspace_id == ctx.workspace_id, Segment.id == audience["segment_id"])
@@ -46,7 +39,7 @@ async def _check_plan(session: AsyncSession, ctx: Caller, rule: str, audience: d
 
 async def create_plan(session: AsyncSession, ctx: Caller, data: PlanIn) -> FollowUpPlan:
     audience = data.audience.model_dump(mode="json", exclude_none=True)
-    await _check_plan(session, ctx, data.rule, audience)
+    await _check_audience(session, ctx, audience)
     now = clock.now()
     plan = FollowUpPlan(
         workspace_id=ctx.workspace_id,
@@ -94,7 +87,7 @@ async def update_plan(
         raise PreconditionFailed("The plan changed since you read it.", current_version=plan.version)
     if patch.audience is not None:
         audience = patch.audience.model_dump(mode="json", exclude_none=True)
-        await _check_plan(session, ctx, plan.rule, audience)
+        await _check_audience(session, ctx, audience)
         plan.audience = audience
     for name in ("name", "days", "task_title", "task_priority", "active"):
         if name in patch.model_fields_set:
@@ -127,8 +120,26 @@ def _audience_sql(audience: dict[str, Any]) -> str:
     return "".join(f" AND {clause}" for clause in clauses)
 
 
+TICKET_PLAN_SQL = """
+INSERT INTO tasks (workspace_id, id, customer_id, title, kind, assignee_id, due_at, priority, status, origin,
+                   plan_id, dedupe_key, created_at, updated_at, version)
+SELECT c.workspace_id, guanxi_uuid7(), c.id, :title, :kind, c.owner_id,
+       t.resolved_at + make_interval(days => :days), :priority, 'open', 'plan', :plan_id,
+       'plan:' || :plan_key || ':ticket:' || t.id, CAST(:now AS timestamptz), CAST(:now AS timestamptz), 1
+FROM tickets t JOIN customers c ON c.workspace_id = t.workspace_id AND c.id = t.customer_id
+WHERE t.workspace_id = :ws AND c.deleted_at IS NULL AND t.resolved_at IS NOT NULL
+  -- Tickets resolved since the plan exists: a new plan does not call back on old tickets.
+  AND t.resolved_at >= :plan_created_at
+  AND t.resolved_at + make_interval(days => :days) <= CAST(:now AS timestamptz) {audience}
+ON CONFLICT DO NOTHING
+"""
+
+
 def _plan_sql(plan: FollowUpPlan) -> str:
     """One INSERT … SELECT for the whole audience."""
+    if plan.rule == "days_after_ticket_resolved":
+        # A satisfaction call-back per resolved ticket, keyed by the ticket: never twice.
+        return TICKET_PLAN_SQL.format(audience=_audience_sql(plan.audience))
     if plan.rule == "every_n_days":
         eligible = """
           AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.workspace_id = c.workspace_id AND t.customer_id = c.id
@@ -172,6 +183,8 @@ async def run_plans(session: AsyncSession, ctx: Caller) -> int:
             "title": plan.task_title,
             "kind": plan.task_kind,
             "priority": plan.task_priority,
+            "plan_created_at": plan.created_at,
+            "plan_key": str(plan.id),
             **plan.audience,
         }
         result = await session.execute(text(_plan_sql(plan)), params)

@@ -57,6 +57,13 @@ SOURCES: dict[str, str] = {
         FROM tier_changes tc
         WHERE tc.workspace_id = :ws AND tc.customer_id = :customer_id {after_tc}
         ORDER BY tc.changed_at DESC, tc.id DESC LIMIT :limit""",
+    "ticket": """
+        SELECT tk.created_at AS at, tk.id, 'ticket' AS type,
+               jsonb_build_object('number', tk.number, 'type', tk.type, 'subject', tk.subject, 'status', tk.status,
+                                  'priority', tk.priority) AS data
+        FROM tickets tk
+        WHERE tk.workspace_id = :ws AND tk.customer_id = :customer_id {after_tk}
+        ORDER BY tk.created_at DESC, tk.id DESC LIMIT :limit""",
     "segment_join": """
         SELECT m.added_at AS at, m.segment_id AS id, 'segment_join' AS type,
                jsonb_build_object('segment_id', m.segment_id, 'name', s.name) AS data
@@ -71,6 +78,7 @@ _ALIASES = {
     "order": ("o", "ordered_at"),
     "stage_change": ("h", "entered_at"),
     "tier_change": ("tc", "changed_at"),
+    "ticket": ("tk", "created_at"),
     "segment_join": ("m", "added_at"),
 }
 TYPES = tuple(SOURCES)

@@ -13,6 +13,7 @@ from app.routers.v1 import (
     orders,
     plans,
     segments,
+    tickets,
     users,
     value,
     webhooks,
@@ -20,7 +21,8 @@ from app.routers.v1 import (
 
 router = APIRouter(prefix="/api/v1")
 for module in (
-    auth, segments, customers, custom_fields, orders, value, lifecycle, interactions, plans, users, api_keys,
-    events, webhooks,
+    auth, segments, customers, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
+    api_keys, events, webhooks,
 ):  # fmt: skip
     router.include_router(module.router)
+router.include_router(tickets.public)

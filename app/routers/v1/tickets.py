@@ -1,0 +1,244 @@
+"""Tickets and satisfaction: /api/v1/tickets, /api/v1/sla, /api/v1/surveys, /api/v1/intake-forms,
+the public /api/v1/csat/{token} and /api/v1/intake/{token}, and /api/v1/reports/service."""
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import select
+from starlette.responses import Response
+
+from app import clock
+from app.json_response import json_response
+from app.models import Ticket, Workspace
+from app.rate_limits import TooManyRequests
+from app.routers.deps import (
+    CustomersRead,
+    CustomersWrite,
+    IdempotencyKey,
+    IfMatch,
+    Reader,
+    ReportsRead,
+    ServiceAdmin,
+    Session,
+)
+from app.routers.responses import errors, idempotent, resource_response, stored
+from app.schemas.ticket import (
+    CategoryIn,
+    CommentIn,
+    CsatAnswer,
+    IntakeFormIn,
+    IntakeSubmission,
+    SlaSettings,
+    SurveyAnswer,
+    SurveyIn,
+    TicketIn,
+    TicketOut,
+    TicketPage,
+    TicketPatch,
+    TicketPriority,
+    TicketStatus,
+    Transition,
+)
+from app.services import feedback, service_reports, tickets
+from app.services.idempotency import StoredResponse
+
+router = APIRouter(tags=["tickets and satisfaction"])
+public = APIRouter(tags=["public"])
+_intake_limits = FixedWindowRateLimiter(MemoryStorage())
+INTAKE_PER_MINUTE = RateLimitItemPerMinute(30)
+
+
+def _ticket(ticket: Ticket) -> dict[str, object]:
+    return tickets.present(ticket)
+
+
+@router.post("/tickets", status_code=201, response_model=TicketOut, responses=errors(404), summary="Open a ticket")
+async def open_ticket(
+    request: Request, data: TicketIn, ctx: CustomersWrite, session: Session, key: IdempotencyKey
+) -> Response:
+    """Due times come from the SLA policy for the priority and the customer's tier, in business time."""
+
+    async def create() -> StoredResponse:
+        ticket = await tickets.open_ticket(session, ctx, data)
+        return stored(201, _ticket(ticket), {"ETag": f'"{ticket.version}"', "Location": f"/api/v1/tickets/{ticket.id}"})
+
+    return await idempotent(request, session, ctx, key, create)
+
+
+@router.get("/tickets", response_model=TicketPage, responses=errors(), summary="List tickets")
+async def list_tickets(
+    ctx: CustomersRead,
+    session: Reader,
+    status: TicketStatus | None = None,
+    priority: TicketPriority | None = None,
+    assignee_id: uuid.UUID | None = None,
+    team_id: uuid.UUID | None = None,
+    customer_id: uuid.UUID | None = None,
+    at_risk_within_minutes: Annotated[
+        int | None, Query(ge=1, le=10_080, description="Open, due within N minutes")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """Newest first; tickets of the customers the caller may see."""
+    filters = {
+        "status": status,
+        "priority": priority,
+        "assignee_id": assignee_id,
+        "team_id": team_id,
+        "customer_id": customer_id,
+    }
+    rows, next_cursor = await tickets.list_tickets(
+        session, ctx, filters=filters, at_risk_minutes=at_risk_within_minutes, limit=limit, cursor=cursor
+    )
+    return json_response({"items": [_ticket(t) for t in rows], "next_cursor": next_cursor})
+
+
+@router.get("/tickets/{ticket_id}", response_model=TicketOut, responses=errors(404), summary="Get a ticket")
+async def get_ticket(ticket_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    return resource_response(_ticket(await tickets.get(session, ctx, ticket_id)))
+
+
+@router.patch("/tickets/{ticket_id}", response_model=TicketOut, responses=errors(404, 409, 412, 428), summary="Change")
+async def update_ticket(
+    ticket_id: uuid.UUID, patch: TicketPatch, ctx: CustomersWrite, session: Session, version: IfMatch
+) -> Response:
+    """Reassigning (assignee or team queue) is recorded in the history."""
+    return resource_response(_ticket(await tickets.update(session, ctx, ticket_id, patch, expected_version=version)))
+
+
+@router.post("/tickets/{ticket_id}/transition", response_model=TicketOut, responses=errors(404, 409), summary="Move")
+async def transition(ticket_id: uuid.UUID, body: Transition, ctx: CustomersWrite, session: Session) -> Response:
+    """new → assigned → in_progress → waiting_on_customer → resolved → closed; a resolved ticket
+    reopens (in_progress) within 7 days. 409 lists the allowed moves."""
+    return resource_response(_ticket(await tickets.transition(session, ctx, ticket_id, body.status)))
+
+
+@router.post("/tickets/{ticket_id}/escalate", response_model=TicketOut, responses=errors(404, 409), summary="Escalate")
+async def escalate(ticket_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
+    """Raises the priority one step and marks the ticket escalated."""
+    return resource_response(_ticket(await tickets.escalate(session, ctx, ticket_id)))
+
+
+@router.post("/tickets/{ticket_id}/comments", status_code=201, responses=errors(404, 409), summary="Comment")
+async def add_comment(ticket_id: uuid.UUID, body: CommentIn, ctx: CustomersWrite, session: Session) -> Response:
+    """Public replies reach the customer (the first one is the first response); internal notes do not."""
+    note = await tickets.comment(session, ctx, ticket_id, body)
+    return json_response(
+        {"id": note.id, "public": note.public, "body": note.body, "author": note.author, "created_at": note.created_at},
+        status_code=201,
+    )
+
+
+@router.get("/tickets/{ticket_id}/history", responses=errors(404), summary="History and comments")
+async def ticket_history(ticket_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    events, comments = await tickets.history(session, ctx, ticket_id)
+    return json_response(
+        {
+            "events": [
+                {"action": e.action, "from": e.from_value, "to": e.to_value, "actor": e.actor, "at": e.at}
+                for e in events
+            ],
+            "comments": [
+                {"id": c.id, "public": c.public, "body": c.body, "author": c.author, "created_at": c.created_at}
+                for c in comments
+            ],
+        }
+    )
+
+
+@router.post("/tickets/{ticket_id}/csat-request", status_code=201, responses=errors(404, 409), summary="Ask for CSAT")
+async def csat_request(ticket_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
+    """A single-use token (7 days) for the front-end to render a 1-5 survey; answered at
+    POST /api/v1/csat/{token} without credentials."""
+    return json_response(await feedback.request_csat(session, ctx, ticket_id), status_code=201)
+
+
+@router.get("/ticket-categories", responses=errors(), summary="Ticket categories")
+async def list_categories(ctx: CustomersRead, session: Reader) -> Response:
+    rows = await tickets.categories(session, ctx)
+    return json_response({"items": [{"id": c.id, "name": c.name, "parent_id": c.parent_id} for c in rows]})
+
+
+@router.post("/ticket-categories", status_code=201, responses=errors(), summary="Add a category")
+async def add_category(body: CategoryIn, ctx: ServiceAdmin, session: Session) -> Response:
+    category = await tickets.add_category(session, ctx, body)
+    return json_response({"id": category.id, "name": category.name, "parent_id": category.parent_id}, status_code=201)
+
+
+@router.put("/sla", responses=errors(), summary="Set SLA policies and business hours")
+async def set_sla(body: SlaSettings, ctx: ServiceAdmin, session: Session) -> Response:
+    """Policies by priority and tier (null tier: any), with business hours and holidays. New
+    tickets use them; open tickets keep their deadlines."""
+    await tickets.set_sla(session, ctx, body)
+    return json_response({"status": "saved"})
+
+
+@router.post("/surveys", status_code=201, responses=errors(), summary="Create an NPS survey")
+async def create_survey(body: SurveyIn, ctx: ServiceAdmin, session: Session) -> Response:
+    survey = await feedback.create_survey(session, ctx, body)
+    return json_response(
+        {"id": survey.id, "name": survey.name, "opens_at": survey.opens_at, "closes_at": survey.closes_at},
+        status_code=201,
+    )
+
+
+@router.post("/surveys/{survey_id}/responses", status_code=201, responses=errors(404, 409), summary="Record an answer")
+async def answer_survey(survey_id: uuid.UUID, body: SurveyAnswer, ctx: CustomersWrite, session: Session) -> Response:
+    """One 0-10 answer per customer; 409 for a second one or a closed survey."""
+    response = await feedback.answer_survey(session, ctx, survey_id, body)
+    return json_response({"customer_id": response.customer_id, "score": response.score}, status_code=201)
+
+
+@router.get("/surveys/{survey_id}/results", responses=errors(404), summary="NPS")
+async def survey_results(survey_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    """NPS = % promoters (9-10) − % detractors (0-6)."""
+    return json_response(await feedback.survey_results(session, ctx, survey_id))
+
+
+@router.post("/intake-forms", status_code=201, responses=errors(), summary="Create a public intake form")
+async def create_intake_form(body: IntakeFormIn, ctx: ServiceAdmin, session: Session) -> Response:
+    """The token (shown once) authenticates submissions to POST /api/v1/intake/{token}."""
+    form, token = await feedback.create_intake_form(session, ctx, body)
+    return json_response({"id": form.id, "name": form.name, "token": token}, status_code=201)
+
+
+@router.get("/reports/service", responses=errors(), summary="Service report")
+async def report(
+    ctx: ReportsRead,
+    session: Reader,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Response:
+    """Ticket volume per day by type, channel and category; median first-response and resolution
+    minutes; SLA attainment; backlog by age; CSAT average; NPS by month. Default: the last 30 days."""
+    now = clock.now()
+    tz = await session.scalar(select(Workspace.timezone).where(Workspace.id == ctx.workspace_id)) or "UTC"
+    data = await service_reports.service_report(
+        session, ctx, since=since or now - timedelta(days=30), until=until or now, timezone=tz
+    )
+    return json_response(data)
+
+
+@public.post("/csat/{token}", responses={404: {}, 409: {}, 410: {}}, summary="Answer a CSAT survey (no account)")
+async def answer_csat(token: Annotated[str, "path"], body: CsatAnswer, session: Session) -> Response:
+    """The token is the credential; answering twice is 409, an expired link 410."""
+    ticket = await feedback.answer_csat(session, token[:100], body)
+    return json_response({"ticket_number": ticket.number, "score": ticket.csat_score})
+
+
+@public.post(
+    "/intake/{token}", status_code=201, responses={404: {}, 422: {}, 429: {}}, summary="Submit a form (no account)"
+)
+async def submit_intake(token: Annotated[str, "path"], body: IntakeSubmission, session: Session) -> Response:
+    """Opens a ticket for the customer with that email or phone, or for a new lead. Rate-limited per form."""
+    form = await feedback.intake_form(session, token[:100])
+    if not _intake_limits.hit(INTAKE_PER_MINUTE, str(form.id)):
+        raise TooManyRequests("Too many submissions to this form; retry later.", retry_after=60)
+    ticket = await feedback.submit(session, form, body)
+    return json_response({"ticket_number": ticket.number, "status": ticket.status}, status_code=201)

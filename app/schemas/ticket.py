@@ -1,0 +1,150 @@
+"""Ticket, SLA, CSAT, NPS and intake models."""
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.schemas.common import EmailText, InputModel, Label, LongText, MediumText, Name, PhoneText
+
+TicketType = Literal["complaint", "inquiry", "suggestion", "praise", "fault_report"]
+TicketChannel = Literal["phone", "email", "web_form", "chat", "wechat", "in_person", "partner_api"]
+TicketPriority = Literal["low", "normal", "high", "urgent"]
+TicketStatus = Literal["new", "assigned", "in_progress", "waiting_on_customer", "resolved", "closed"]
+
+
+class TicketIn(InputModel):
+    customer_id: uuid.UUID
+    type: TicketType = Field(examples=["complaint"])
+    channel: TicketChannel = Field(examples=["phone"])
+    subject: MediumText = Field(examples=["收到的茶叶包装破损"])
+    description: LongText | None = None
+    category_id: uuid.UUID | None = None
+    priority: TicketPriority = "normal"
+    assignee_id: uuid.UUID | None = None
+    team_id: uuid.UUID | None = Field(default=None, description="A team queue.")
+    order_id: uuid.UUID | None = None
+    interaction_id: uuid.UUID | None = None
+
+
+class TicketPatch(InputModel):
+    subject: MediumText | None = None
+    description: LongText | None = None
+    category_id: uuid.UUID | None = None
+    priority: TicketPriority | None = None
+    assignee_id: uuid.UUID | None = None
+    team_id: uuid.UUID | None = None
+
+
+class Transition(InputModel):
+    status: TicketStatus
+
+
+class CommentIn(InputModel):
+    body: LongText = Field(min_length=1)
+    public: bool = Field(description="Visible to the customer; the first public reply is the first response.")
+
+
+class CategoryIn(InputModel):
+    name: Label
+    parent_id: uuid.UUID | None = None
+
+
+class SlaPolicyIn(InputModel):
+    priority: TicketPriority
+    tier: Annotated[str, Field(max_length=16)] | None = Field(default=None, description="null: any tier")
+    first_response_minutes: int = Field(ge=1, le=525_600)
+    resolution_minutes: int = Field(ge=1, le=525_600)
+
+
+Weekday = Literal["0", "1", "2", "3", "4", "5", "6"]
+HourMinute = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
+
+
+def _working_week() -> dict[Weekday, list[tuple[str, str]]]:
+    days: tuple[Weekday, ...] = ("0", "1", "2", "3", "4")
+    return {day: [("09:00", "18:00")] for day in days}
+
+
+class SlaSettings(InputModel):
+    policies: list[SlaPolicyIn] = Field(min_length=1, max_length=100)
+    timezone: Annotated[str, Field(max_length=64)] = "Asia/Shanghai"
+    weekly: dict[Weekday, list[tuple[HourMinute, HourMinute]]] = Field(
+        default_factory=_working_week,
+        description="Open hours per weekday (0 is Monday), HH:MM (24:00 ends a day); a missing day is closed.",
+    )
+    holidays: list[date] = Field(default_factory=list, max_length=400)
+
+
+class CsatAnswer(InputModel):
+    score: int = Field(ge=1, le=5)
+    comment: LongText | None = None
+
+
+class SurveyIn(InputModel):
+    name: Name
+    question: MediumText = Field(examples=["您有多大可能向朋友推荐我们？"])
+    segment_id: uuid.UUID | None = Field(default=None, description="Audience; null: any customer.")
+    channel: Label = "email"
+    opens_at: datetime
+    closes_at: datetime | None = None
+
+
+class SurveyAnswer(InputModel):
+    customer_id: uuid.UUID
+    score: int = Field(ge=0, le=10)
+    comment: LongText | None = None
+
+
+class IntakeFormIn(InputModel):
+    name: Name
+    channel: TicketChannel = "web_form"
+
+
+class IntakeSubmission(InputModel):
+    name: Name
+    email: EmailText | None = None
+    phone: PhoneText | None = None
+    type: TicketType = "inquiry"
+    subject: MediumText
+    description: LongText | None = None
+
+
+class TicketOut(BaseModel):
+    id: uuid.UUID
+    number: int
+    customer_id: uuid.UUID
+    type: str
+    channel: str
+    subject: str
+    description: str | None
+    category_id: uuid.UUID | None
+    priority: str
+    status: TicketStatus
+    assignee_id: uuid.UUID | None
+    team_id: uuid.UUID | None
+    escalated: bool
+    first_response_due_at: datetime | None
+    resolution_due_at: datetime | None
+    seconds_to_first_response_due: int | None
+    seconds_to_resolution_due: int | None
+    first_response_breached: bool
+    resolution_breached: bool
+    sla_paused: bool
+    first_responded_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    csat_score: int | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class TicketPage(BaseModel):
+    items: list[TicketOut]
+    next_cursor: str | None
+
+
+class HistoryOut(BaseModel):
+    items: list[dict[str, Any]]

@@ -1,0 +1,70 @@
+"""The service report: ticket volume, response and resolution times, SLA attainment, backlog,
+CSAT and NPS — aggregated in SQL over the tickets of the customers the caller may see."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.access import Caller
+from app.services.visibility import visible_customer_ids_sql
+
+REPORT_SQL = """
+WITH scoped AS (
+    SELECT t.* FROM tickets t WHERE t.workspace_id = :ws AND t.customer_id IN ({visible})
+),
+period AS (SELECT * FROM scoped WHERE created_at >= :since AND created_at < :until)
+SELECT
+    (SELECT coalesce(jsonb_agg(jsonb_build_object('day', day, 'type', type, 'channel', channel,
+                                                  'category_id', category_id, 'tickets', n)), '[]'::jsonb)
+     FROM (SELECT to_char(date_trunc('day', created_at AT TIME ZONE :tz), 'YYYY-MM-DD') AS day, type, channel,
+                  category_id, count(*) AS n
+           FROM period GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3) v) AS volume,
+    (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM first_responded_at - created_at) / 60)
+     FROM period WHERE first_responded_at IS NOT NULL) AS median_first_response_minutes,
+    (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM resolved_at - created_at) / 60)
+     FROM period WHERE resolved_at IS NOT NULL) AS median_resolution_minutes,
+    (SELECT round(100.0 * count(*) FILTER (WHERE NOT first_response_breached AND NOT resolution_breached)
+                  / nullif(count(*), 0), 1)
+     FROM period WHERE status IN ('resolved', 'closed') OR first_response_breached OR resolution_breached)
+        AS sla_attainment_pct,
+    (SELECT jsonb_build_object(
+                'under_1_day', count(*) FILTER (WHERE created_at > :until - interval '1 day'),
+                '1_to_3_days', count(*) FILTER (WHERE created_at <= :until - interval '1 day'
+                                                 AND created_at > :until - interval '3 days'),
+                '3_to_7_days', count(*) FILTER (WHERE created_at <= :until - interval '3 days'
+                                                 AND created_at > :until - interval '7 days'),
+                'over_7_days', count(*) FILTER (WHERE created_at <= :until - interval '7 days'))
+     FROM scoped WHERE status IN ('new', 'assigned', 'in_progress', 'waiting_on_customer')) AS backlog_by_age,
+    (SELECT round(avg(csat_score), 2) FROM period WHERE csat_score IS NOT NULL) AS csat_average,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object('month', month, 'responses', n, 'nps', nps)), '[]'::jsonb)
+     FROM (SELECT to_char(date_trunc('month', answered_at), 'YYYY-MM') AS month, count(*) AS n,
+                  round(100.0 * (count(*) FILTER (WHERE score >= 9) - count(*) FILTER (WHERE score <= 6))
+                        / count(*), 1) AS nps
+           FROM survey_responses
+           WHERE workspace_id = :ws AND answered_at >= :since AND answered_at < :until
+             AND customer_id IN ({visible})
+           GROUP BY 1 ORDER BY 1) n) AS nps_by_month
+"""
+
+
+async def service_report(
+    session: AsyncSession, ctx: Caller, *, since: datetime, until: datetime, timezone: str
+) -> dict[str, Any]:
+    visible, scope = visible_customer_ids_sql(ctx)
+    sql = text(REPORT_SQL.format(visible=visible))
+    params = {"ws": ctx.workspace_id, "since": since, "until": until, "tz": timezone, **scope}
+    row = (await session.execute(sql, params)).one()
+    volume, first_response, resolution, attainment, backlog, csat, nps = row
+    return {
+        "since": since,
+        "until": until,
+        "volume": volume,
+        "median_first_response_minutes": round(first_response, 1) if first_response is not None else None,
+        "median_resolution_minutes": round(resolution, 1) if resolution is not None else None,
+        "sla_attainment_pct": float(attainment) if attainment is not None else None,
+        "backlog_by_age": backlog,
+        "csat_average": float(csat) if csat is not None else None,
+        "nps_by_month": nps,
+    }
