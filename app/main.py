@@ -74,7 +74,11 @@ def create_app(
     app.include_router(health.router)
     app.include_router(v1.router)
     openapi_webhooks.document(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        upload_max_bytes=settings.import_max_bytes + 65_536,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

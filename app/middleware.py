@@ -17,13 +17,15 @@ from app.problems import problem_response
 
 logger = logging.getLogger("guanxi.access")
 
+UPLOAD_PATH = "/api/v1/imports"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, upload_max_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.upload_max_bytes = upload_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,16 +44,18 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
+        # File uploads have their own, larger limit; the import route enforces it while spooling.
+        limit = self.upload_max_bytes if scope["path"] == UPLOAD_PATH else self.max_body_bytes
         try:
             declared = headers.get(b"content-length")
-            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-                await self._too_large(scope, send_with_id)
+            if declared is not None and (not declared.isdigit() or int(declared) > limit):
+                await self._too_large(scope, send_with_id, limit)
                 return
-            await self.app(scope, self._limited(receive), send_with_id)
+            await self.app(scope, self._limited(receive, limit), send_with_id)
         except HTTPException as exc:
             if exc.status_code != 413 or status["code"] is not None:
                 raise
-            await self._too_large(scope, send_with_id)
+            await self._too_large(scope, send_with_id, limit)
         finally:
             route = scope.get("route")
             REQUEST_SECONDS.labels(
@@ -70,7 +74,7 @@ class RequestContextMiddleware:
             )
             request_id.reset(token)
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         received = 0
 
         async def limited_receive() -> Message:
@@ -78,20 +82,20 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     # FastAPI passes an HTTPException from body reading through to the problem handler.
-                    raise HTTPException(413, f"The body is larger than {self.max_body_bytes} bytes.")
+                    raise HTTPException(413, f"The body is larger than {limit} bytes.")
             return message
 
         return limited_receive
 
-    async def _too_large(self, scope: Scope, send: Send) -> None:
+    async def _too_large(self, scope: Scope, send: Send, limit: int) -> None:
         response = problem_response(
             None,
             status=413,
             title="Payload too large",
             slug="payload-too-large",
-            detail=f"The body is larger than {self.max_body_bytes} bytes.",
+            detail=f"The body is larger than {limit} bytes.",
             instance=scope["path"],
         )
         await response(scope, _no_receive, send)

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=6000, ge=1)
     cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS; empty: none.")
 
+    import_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     default_phone_region: str = "CN"
     log_level: str = "INFO"

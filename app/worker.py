@@ -27,6 +27,7 @@ from app.models import Workspace
 from app.services import (
     customer_values,
     follow_ups,
+    import_jobs,
     lifecycle,
     segments,
     tickets,
@@ -77,15 +78,18 @@ class Worker:
         self.ready = asyncio.Event()
         self._wake = asyncio.Event()
         self._wake_value = asyncio.Event()
+        self._wake_imports = asyncio.Event()
 
     def request_stop(self) -> None:
         self.stop.set()
         self._wake.set()
         self._wake_value.set()
+        self._wake_imports.set()
 
     def _notified(self, *_: object) -> None:
         self._wake.set()
         self._wake_value.set()
+        self._wake_imports.set()
 
     async def run(self) -> None:
         dsn = asyncpg_dsn(self.database_url)
@@ -120,6 +124,7 @@ class Worker:
 
         await listen_conn.add_listener(OUTBOX_CHANNEL, self._notified)
         value_task = asyncio.create_task(self._value_loop())
+        import_task = asyncio.create_task(self._import_loop())
         queue_task = asyncio.create_task(
             pgq.run(dequeue_timeout=timedelta(seconds=1), max_concurrent_tasks=self.settings.worker_concurrency)
         )
@@ -138,9 +143,10 @@ class Worker:
                 if queue_task.done():
                     queue_task.result()
         finally:
-            value_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await value_task
+            for task in (value_task, import_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             pgq.shutdown.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(queue_task, timeout=15)
@@ -187,6 +193,23 @@ class Worker:
                     )
             except (OSError, asyncpg.PostgresError, TimeoutError, SQLAlchemyError) as exc:
                 logger.warning("set-based work failed; retrying later", extra={"error": str(exc)})
+
+    async def _import_loop(self) -> None:
+        """Queued imports, one at a time per worker; each worker claims a different one."""
+        while not self.stop.is_set():
+            assert self.pool is not None
+            try:
+                claimed = await import_jobs.claim_next(self.pool)
+                if claimed is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake_imports.wait(), timeout=SWEEP_SECONDS)
+                    self._wake_imports.clear()
+                    continue
+                job = await import_jobs.process(self.sessions, self.pool, *claimed)
+                logger.info("import", extra={"job_id": str(job.id), "status": job.status, "created": job.created})
+            except (OSError, asyncpg.PostgresError, TimeoutError, SQLAlchemyError) as exc:
+                logger.warning("import failed; retrying later", extra={"error": str(exc)})
+                await asyncio.sleep(SWEEP_SECONDS)
 
     async def run_follow_ups(self) -> int:
         """Follow-up plans and care reminders of every workspace, each in its own transaction."""

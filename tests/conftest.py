@@ -83,12 +83,18 @@ async def client(app: FastAPI, db: AsyncSession) -> AsyncIterator[httpx.AsyncCli
 
 @pytest.fixture
 async def tenant(db: AsyncSession) -> Tenant:
-    return await make_tenant(db)
+    created = await make_tenant(db)
+    # Released into the test's outer transaction: a request that fails and rolls back its own
+    # work must not take the fixture's rows with it.
+    await db.commit()
+    return created
 
 
 @pytest.fixture
 async def other_tenant(db: AsyncSession) -> Tenant:
-    return await make_tenant(db)
+    created = await make_tenant(db)
+    await db.commit()
+    return created
 
 
 @pytest.fixture

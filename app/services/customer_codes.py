@@ -41,6 +41,11 @@ def render(pattern: str, at: datetime, sequence: int | None = None) -> str:
     return _SEQ.sub(str(sequence).zfill(width), text)
 
 
+def sequence_width(pattern: str) -> int:
+    match = _SEQ.search(pattern)
+    return int(match.group(1)) if match and match.group(1) else 0
+
+
 async def next_code(session: AsyncSession, ctx: Caller) -> str:
     pattern = await session.scalar(select(Workspace.customer_code_pattern).where(Workspace.id == ctx.workspace_id))
     assert pattern is not None, "the caller's workspace exists"

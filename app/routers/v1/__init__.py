@@ -8,6 +8,7 @@ from app.routers.v1 import (
     custom_fields,
     customers,
     events,
+    imports,
     interactions,
     lifecycle,
     orders,
@@ -22,7 +23,7 @@ from app.routers.v1 import (
 router = APIRouter(prefix="/api/v1")
 for module in (
     auth, segments, customers, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
-    api_keys, events, webhooks,
+    api_keys, events, webhooks, imports,
 ):  # fmt: skip
     router.include_router(module.router)
 router.include_router(tickets.public)

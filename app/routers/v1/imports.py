@@ -1,0 +1,82 @@
+"""Import jobs: /api/v1/imports."""
+
+import asyncio
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, File, Form, UploadFile
+from starlette.responses import Response
+
+from app import csv_export
+from app.errors import PayloadTooLarge, ValidationFailed
+from app.json_response import json_response
+from app.routers.deps import CustomersRead, CustomersWrite, Session
+from app.routers.responses import errors
+from app.services import import_jobs
+from app.settings import get_settings
+
+router = APIRouter(prefix="/imports", tags=["imports"])
+CHUNK = 1 << 20
+
+
+@router.post("", status_code=202, responses=errors(413), summary="Import customers from CSV or XLSX")
+async def create_import(
+    ctx: CustomersWrite,
+    session: Session,
+    file: Annotated[UploadFile, File(description="A .csv (UTF-8 with or without BOM, or GB18030) or .xlsx file")],
+    mapping: Annotated[
+        str, Form(description='JSON object: file column → field, e.g. {"姓名": "name", "手机": "phone"}')
+    ],
+    mode: Annotated[Literal["create_only", "upsert"], Form()] = "create_only",
+    match_on: Annotated[Literal["email", "phone", "code"] | None, Form()] = None,
+) -> Response:
+    """Queues a job the worker runs: follow it at GET /imports/{id}; rejected rows at /errors.
+    Fields: name, kind, email, phone, company, title, gender, birthday, country, province, city,
+    district, street, postcode, source, tags, notes, code and custom.<key>."""
+    try:
+        parsed = orjson.loads(mapping)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed("mapping must be a JSON object.", loc=["body", "mapping"]) from exc
+    if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
+        raise ValidationFailed("mapping must map column names to field names.", loc=["body", "mapping"])
+    limit = get_settings().import_max_bytes
+    with tempfile.NamedTemporaryFile(dir=import_jobs.import_dir(), delete=False, suffix=".upload") as spool:
+        size = 0
+        while chunk := await file.read(CHUNK):
+            size += len(chunk)
+            if size > limit:
+                await asyncio.to_thread(Path(spool.name).unlink, missing_ok=True)
+                raise PayloadTooLarge(f"Imports take files up to {limit} bytes.")
+            await asyncio.to_thread(spool.write, chunk)
+    job = await import_jobs.create(
+        session,
+        ctx,
+        filename=file.filename or "upload",
+        upload=Path(spool.name),
+        mapping=parsed,
+        mode=mode,
+        match_on=match_on,
+    )
+    return json_response(import_jobs.present(job), status_code=202, headers={"Location": f"/api/v1/imports/{job.id}"})
+
+
+@router.get("/{job_id}", responses=errors(404), summary="Import status and progress")
+async def get_import(job_id: uuid.UUID, ctx: CustomersRead, session: Session) -> Response:
+    return json_response(import_jobs.present(await import_jobs.get(session, ctx, job_id)))
+
+
+@router.post("/{job_id}/cancel", responses=errors(404, 409), summary="Cancel an import")
+async def cancel_import(job_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
+    """A running import stops after its current batch; what was committed stays."""
+    return json_response(import_jobs.present(await import_jobs.cancel(session, ctx, job_id)))
+
+
+@router.get("/{job_id}/errors", responses=errors(404), summary="Rejected rows (CSV)")
+async def import_errors(job_id: uuid.UUID, ctx: CustomersRead, session: Session) -> Response:
+    """Row number, column and reason of every rejected row."""
+    rows = await import_jobs.errors(session, ctx, job_id)
+    table = [["row", "column", "reason"], *([str(r.row_number), r.column or "", r.reason] for r in rows)]
+    return Response(csv_export.render(table), media_type="text/csv; charset=utf-8")

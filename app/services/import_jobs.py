@@ -1,0 +1,184 @@
+"""Import jobs: accept an upload into the data folder, queue it, report it, cancel it."""
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import clock
+from app.access import Caller, system_caller
+from app.errors import Conflict, NotFound, ValidationFailed
+from app.ids import new_id
+from app.models import ImportJob, ImportRowError
+from app.services import custom_fields, imports
+from app.settings import get_settings
+
+FORMATS = {".csv": "csv", ".xlsx": "xlsx"}
+
+
+def import_dir() -> Path:
+    path = get_settings().data_dir / "imports"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def create(
+    session: AsyncSession,
+    ctx: Caller,
+    *,
+    filename: str,
+    upload: Path,
+    mapping: dict[str, str],
+    mode: str,
+    match_on: str | None,
+) -> ImportJob:
+    """Checks the file type, encoding and mapping now; the rows are the worker's."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValidationFailed("Upload a .csv or .xlsx file.", loc=["body", "file"], error_type="file_type")
+    file_format = FORMATS[suffix]
+    encoding = await asyncio.to_thread(_inspect, upload, file_format)
+    imports.check_mapping(mapping, await custom_fields.definitions(session, ctx))
+    if mode == "upsert" and match_on is None:
+        raise ValidationFailed("An upsert needs match_on: email, phone or code.", loc=["body", "match_on"])
+    job_id = new_id()
+    stored = import_dir() / f"{job_id}{suffix}"
+    await asyncio.to_thread(upload.replace, stored)
+    job = ImportJob(
+        workspace_id=ctx.workspace_id,
+        id=job_id,
+        kind="customers",
+        status="queued",
+        mode=mode,
+        match_on=match_on,
+        mapping=mapping,
+        filename=filename[:255],
+        file_format=file_format,
+        path=str(stored),
+        encoding=encoding,
+        rows_read=0,
+        created=0,
+        updated=0,
+        skipped=0,
+        failed=0,
+        cancel_requested=False,
+        created_by=ctx.user_id,
+        created_at=clock.now(),
+    )
+    session.add(job)
+    await session.flush()
+    await session.execute(text("SELECT pg_notify('guanxi_outbox', '')"))
+    return job
+
+
+def _inspect(upload: Path, file_format: str) -> str | None:
+    """The CSV's encoding; for XLSX, that it is a zip at all."""
+    if file_format == "xlsx":
+        with upload.open("rb") as file:
+            if file.read(4) != b"PK\x03\x04":
+                raise ValidationFailed("This is not an XLSX file.", loc=["body", "file"], error_type="file_type")
+        return None
+    try:
+        return imports.detect_encoding(upload)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), loc=["body", "file"], error_type="encoding") from exc
+
+
+async def get(session: AsyncSession, ctx: Caller, job_id: uuid.UUID) -> ImportJob:
+    job = await session.scalar(
+        select(ImportJob).where(ImportJob.workspace_id == ctx.workspace_id, ImportJob.id == job_id)
+    )
+    if job is None:
+        raise NotFound("No import with that id.")
+    return job
+
+
+async def cancel(session: AsyncSession, ctx: Caller, job_id: uuid.UUID) -> ImportJob:
+    job = await get(session, ctx, job_id)
+    if job.status not in ("queued", "running"):
+        raise Conflict(f"The import is already {job.status}.")
+    job.cancel_requested = True
+    if job.status == "queued":
+        job.status = "cancelled"
+        job.finished_at = clock.now()
+    return job
+
+
+async def errors(session: AsyncSession, ctx: Caller, job_id: uuid.UUID) -> list[ImportRowError]:
+    await get(session, ctx, job_id)
+    rows = await session.scalars(
+        select(ImportRowError)
+        .where(ImportRowError.workspace_id == ctx.workspace_id, ImportRowError.job_id == job_id)
+        .order_by(ImportRowError.row_number, ImportRowError.column)
+    )
+    return list(rows.all())
+
+
+def present(job: ImportJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "mode": job.mode,
+        "match_on": job.match_on,
+        "filename": job.filename,
+        "file_format": job.file_format,
+        "encoding": job.encoding,
+        "mapping": job.mapping,
+        "progress": {
+            "rows_read": job.rows_read,
+            "created": job.created,
+            "updated": job.updated,
+            "skipped": job.skipped,
+            "failed": job.failed,
+        },
+        "error": job.error,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+CLAIM_SQL = """
+UPDATE import_jobs SET status = 'running', started_at = $1
+WHERE (workspace_id, id) = (
+    SELECT workspace_id, id FROM import_jobs WHERE status = 'queued' ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED
+)
+RETURNING workspace_id, id
+"""
+
+
+async def claim_next(pool: asyncpg.Pool) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The oldest queued job, taken by this worker alone."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(CLAIM_SQL, clock.now())
+    return (row["workspace_id"], row["id"]) if row else None
+
+
+async def process(
+    sessions: async_sessionmaker[AsyncSession],
+    pool: asyncpg.Pool,
+    workspace_id: uuid.UUID,
+    job_id: uuid.UUID,
+    on_progress: imports.Progress | None = None,
+) -> ImportJob:
+    """Run a claimed job to its end and record how it ended."""
+    ctx = system_caller(workspace_id)
+    async with sessions() as session:
+        job = await get(session, ctx, job_id)
+        job.status = "running"
+        job.started_at = job.started_at or clock.now()
+        try:
+            async with pool.acquire() as conn:
+                await imports.run(conn, session, ctx, job, on_progress)
+            if job.status != "cancelled":
+                job.status = "done"
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            job.status, job.error = "failed", str(exc)[:500]
+        job.finished_at = clock.now()
+        await session.merge(job)
+        await session.commit()
+    return job

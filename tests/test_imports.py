@@ -1,0 +1,131 @@
+"""Customer imports: CSV in UTF-8 (BOM) and GB18030, XLSX, rejected rows, idempotent re-runs."""
+
+import io
+import json
+
+import asyncpg
+import httpx
+import openpyxl
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from app.models import Customer
+from app.services import import_jobs
+from tests.factories import Tenant
+
+MAPPING = {"姓名": "name", "手机": "phone", "邮箱": "email", "城市": "city", "标签": "tags"}
+ROWS = [
+    ["张伟", "13800138000", "zhang@example.com", "深圳市", "vip;wholesale"],
+    ["李娜", "13900139000", "", "广州市", ""],
+    ["", "13700137000", "", "", ""],  # no name
+    ["王芳", "12345", "", "", ""],  # bad phone
+    ["赵磊", "13800138000", "", "", ""],  # same phone as row 2
+    ["O\x00Brien", "", "ob@example.com", "", ""],  # NUL
+]
+
+
+def _csv(rows: list[list[str]], encoding: str) -> bytes:
+    buffer = io.StringIO()
+    buffer.write(",".join(MAPPING) + "\n")
+    for row in rows:
+        buffer.write(",".join(row) + "\n")
+    return buffer.getvalue().encode(encoding)
+
+
+async def _upload(client: httpx.AsyncClient, tenant: Tenant, name: str, content: bytes, **form: str) -> httpx.Response:
+    data = {"mapping": json.dumps(MAPPING), **form}
+    return await client.post("/api/v1/imports", files={"file": (name, content)}, data=data, headers=tenant.headers())
+
+
+async def _run(app: FastAPI, pool: asyncpg.Pool, tenant: Tenant, job_id: str) -> dict[str, object]:
+    import uuid
+
+    job = await import_jobs.process(app.state.sessions, pool, tenant.id, uuid.UUID(job_id))
+    return dict(import_jobs.present(job)["progress"])
+
+
+async def test_csv_import_creates_valid_rows_and_reports_the_rest(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    queued = await _upload(live_client, live_tenant, "客户.csv", _csv(ROWS, "utf-8-sig"))
+    assert queued.status_code == 202, queued.text
+    assert queued.json()["encoding"] == "utf-8-sig"
+    progress = await _run(app, pool, live_tenant, queued.json()["id"])
+    assert progress == {"rows_read": 6, "created": 2, "updated": 0, "skipped": 0, "failed": 4}
+    report = await live_client.get(f"/api/v1/imports/{queued.json()['id']}/errors", headers=live_tenant.headers())
+    lines = report.text.strip().splitlines()
+    assert lines[0] == "row,column,reason" and [line.split(",")[0] for line in lines[1:]] == ["4", "5", "6", "7"]
+    found = (await live_client.get("/api/v1/customers", params={"q": "138001"}, headers=live_tenant.headers())).json()
+    [zhang] = found["items"]
+    assert zhang["name"] == "张伟" and zhang["tags"] == ["vip", "wholesale"] and zhang["phones"] == ["+8613800138000"]
+    assert zhang["code"].endswith("000001")
+
+
+async def test_rerunning_an_upsert_changes_nothing(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    content = _csv(ROWS[:2], "gb18030")
+    first = await _upload(live_client, live_tenant, "a.csv", content, mode="upsert", match_on="phone")
+    assert first.json()["encoding"] == "gb18030"
+    assert (await _run(app, pool, live_tenant, first.json()["id"]))["created"] == 2
+    again = await _upload(live_client, live_tenant, "a.csv", content, mode="upsert", match_on="phone")
+    assert await _run(app, pool, live_tenant, again.json()["id"]) == {
+        "rows_read": 2,
+        "created": 0,
+        "updated": 0,
+        "skipped": 2,
+        "failed": 0,
+    }
+    changed = _csv([["张伟", "13800138000", "", "北京市", ""]], "utf-8")
+    third = await _upload(live_client, live_tenant, "b.csv", changed, mode="upsert", match_on="phone")
+    assert (await _run(app, pool, live_tenant, third.json()["id"]))["updated"] == 1
+    async with app.state.sessions() as session:
+        count = await session.scalar(select(func.count()).where(Customer.workspace_id == live_tenant.id))
+        city = await session.scalar(
+            select(Customer.city).where(Customer.workspace_id == live_tenant.id, Customer.name == "张伟")
+        )
+    assert count == 2 and city == "北京市"
+
+
+async def test_xlsx_import(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(list(MAPPING))
+    sheet.append(["陈静", 13600136000, "chen@example.com", "杭州市", "vip"])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    queued = await _upload(live_client, live_tenant, "customers.xlsx", buffer.getvalue())
+    assert queued.status_code == 202
+    assert (await _run(app, pool, live_tenant, queued.json()["id"]))["created"] == 1
+
+
+async def test_bad_uploads_are_refused(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    assert (await _upload(client, tenant, "notes.txt", b"hello")).status_code == 422
+    assert (await _upload(client, tenant, "fake.xlsx", b"not a zip")).status_code == 422
+    latin1 = "姓名\nJosé\n".encode("utf-16")
+    assert (await _upload(client, tenant, "bad.csv", latin1)).status_code == 422
+    bad_mapping = await client.post(
+        "/api/v1/imports",
+        files={"file": ("a.csv", b"a\n1\n")},
+        data={"mapping": json.dumps({"a": "shoe_size"})},
+        headers=tenant.headers(),
+    )
+    assert bad_mapping.status_code == 422 and bad_mapping.json()["errors"][0]["loc"] == ["body", "mapping", "a"]
+    upsert_without_key = await _upload(client, tenant, "a.csv", _csv(ROWS[:1], "utf-8"), mode="upsert")
+    assert upsert_without_key.status_code == 422
+    assert (
+        await client.post(
+            "/api/v1/imports", files={"file": ("a.csv", b"x")}, data={"mapping": "{"}, headers=tenant.headers()
+        )
+    ).status_code == 422
+    assert (await _upload(client, tenant, "a.csv", _csv(ROWS[:1], "utf-8"))).status_code == 202
+
+
+async def test_cancel_a_queued_import(client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant) -> None:
+    queued = (await _upload(client, tenant, "a.csv", _csv(ROWS[:1], "utf-8"))).json()
+    assert (await client.get(f"/api/v1/imports/{queued['id']}", headers=other_tenant.headers())).status_code == 404
+    cancelled = await client.post(f"/api/v1/imports/{queued['id']}/cancel", headers=tenant.headers())
+    assert cancelled.json()["status"] == "cancelled"
+    assert (await client.post(f"/api/v1/imports/{queued['id']}/cancel", headers=tenant.headers())).status_code == 409
