@@ -26,6 +26,7 @@ from app.db import create_asyncpg_pool, create_engine, create_sessionmaker
 from app.models import Workspace
 from app.services import (
     customer_values,
+    exports,
     follow_ups,
     import_jobs,
     lifecycle,
@@ -195,10 +196,17 @@ class Worker:
                 logger.warning("set-based work failed; retrying later", extra={"error": str(exc)})
 
     async def _import_loop(self) -> None:
-        """Queued imports, one at a time per worker; each worker claims a different one."""
+        """Queued exports and imports, one at a time per worker; each worker claims a different one."""
         while not self.stop.is_set():
             assert self.pool is not None
             try:
+                async with self.sessions() as session:
+                    export = await exports.claim_next(session)
+                    await session.commit()
+                if export is not None:
+                    done = await exports.process(self.sessions, export.id, export.workspace_id)
+                    logger.info("export", extra={"job_id": str(done.id), "rows": done.rows})
+                    continue
                 claimed = await import_jobs.claim_next(self.pool)
                 if claimed is None:
                     with contextlib.suppress(TimeoutError):

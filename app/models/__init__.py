@@ -7,7 +7,7 @@ from app.models.custom_field import CustomFieldDefinition
 from app.models.customer import Customer, CustomerCodeCounter, CustomerIdentity
 from app.models.customer_value import CustomerValue, TierChange, ValueModel, ValueTier
 from app.models.idempotency import IdempotencyRecord
-from app.models.import_job import ImportJob, ImportRowError
+from app.models.import_job import ExportJob, ImportJob, ImportRowError
 from app.models.interaction import CareRule, FollowUpPlan, Interaction, Task
 from app.models.lifecycle import CustomerStage, LifecycleStage, StageHistory
 from app.models.order import Order, OrderLine
@@ -42,6 +42,7 @@ __all__ = [
     "CustomerIdentity",
     "CustomerStage",
     "CustomerValue",
+    "ExportJob",
     "FollowUpPlan",
     "IdempotencyRecord",
     "ImportJob",

@@ -52,3 +52,25 @@ class ImportRowError(TenantKey, Base):
     row_number: Mapped[int] = mapped_column(Integer)
     column: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
+
+
+class ExportJob(TenantKey, Base):
+    """A file of customers matching a filter, written by the worker for the caller to download."""
+
+    __tablename__ = "export_jobs"
+    __table_args__ = (
+        ForeignKeyConstraint(["workspace_id"], ["workspaces.id"], ondelete="CASCADE"),
+        Index("ix_export_jobs_queued", "created_at", postgresql_where=text("status = 'queued'")),
+    )
+
+    resource: Mapped[str] = mapped_column(String(16))
+    file_format: Mapped[str] = mapped_column(String(8))
+    filter: Mapped[dict[str, Any] | None]
+    # Who asked, as visibility and PII masking must be theirs: workspace, actor, scopes, team.
+    caller: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(12))
+    rows: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    path: Mapped[str | None] = mapped_column(String(500))
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]

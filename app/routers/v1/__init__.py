@@ -8,6 +8,7 @@ from app.routers.v1 import (
     custom_fields,
     customers,
     events,
+    exports,
     imports,
     interactions,
     lifecycle,
@@ -23,7 +24,7 @@ from app.routers.v1 import (
 router = APIRouter(prefix="/api/v1")
 for module in (
     auth, segments, customers, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
-    api_keys, events, webhooks, imports,
+    api_keys, events, webhooks, imports, exports,
 ):  # fmt: skip
     router.include_router(module.router)
 router.include_router(tickets.public)

@@ -1,0 +1,206 @@
+"""Customer exports: a filter's customers, as the requesting caller may see them, to CSV or XLSX."""
+
+import asyncio
+import csv
+import uuid
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import clock
+from app.access import Caller
+from app.csv_export import safe_cell
+from app.errors import Conflict, NotFound
+from app.filters.compiler import compile_filter
+from app.ids import new_id
+from app.models import Customer, ExportJob
+from app.services import segments
+from app.services.customer_output import CUSTOMER_COLUMNS, present
+from app.services.visibility import visible_customer_clauses
+from app.settings import get_settings
+
+HEADER = [
+    "code",
+    "name",
+    "kind",
+    "emails",
+    "phones",
+    "company",
+    "title",
+    "city",
+    "province",
+    "country",
+    "source",
+    "tags",
+    "birthday",
+    "created_at",
+]
+BATCH = 2000
+
+
+def export_dir() -> Path:
+    path = get_settings().data_dir / "exports"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _caller_record(ctx: Caller) -> dict[str, Any]:
+    return {
+        "workspace_id": str(ctx.workspace_id),
+        "actor_type": ctx.actor_type,
+        "actor_id": str(ctx.actor_id) if ctx.actor_id else None,
+        "scopes": sorted(ctx.scopes),
+        "visibility": ctx.visibility,
+        "user_id": str(ctx.user_id) if ctx.user_id else None,
+        "team_id": str(ctx.team_id) if ctx.team_id else None,
+    }
+
+
+def _caller_from(record: dict[str, Any]) -> Caller:
+    def as_uuid(value: str | None) -> uuid.UUID | None:
+        return uuid.UUID(value) if value else None
+
+    return Caller(
+        workspace_id=uuid.UUID(record["workspace_id"]),
+        actor_type=record["actor_type"],
+        actor_id=as_uuid(record["actor_id"]),
+        scopes=frozenset(record["scopes"]),
+        visibility=record["visibility"],
+        user_id=as_uuid(record["user_id"]),
+        team_id=as_uuid(record["team_id"]),
+    )
+
+
+async def create(session: AsyncSession, ctx: Caller, *, file_format: str, filter_: Any) -> ExportJob:
+    if filter_ is not None:
+        await compile_filter(session, ctx, filter_)
+    job = ExportJob(
+        workspace_id=ctx.workspace_id,
+        id=new_id(),
+        resource="customers",
+        file_format=file_format,
+        filter=filter_,
+        caller=_caller_record(ctx),
+        status="queued",
+        rows=0,
+        created_at=clock.now(),
+    )
+    session.add(job)
+    await session.flush()
+    await session.execute(text("SELECT pg_notify('guanxi_outbox', '')"))
+    return job
+
+
+async def get(session: AsyncSession, ctx: Caller, job_id: uuid.UUID) -> ExportJob:
+    job = await session.scalar(
+        select(ExportJob).where(ExportJob.workspace_id == ctx.workspace_id, ExportJob.id == job_id)
+    )
+    if job is None:
+        raise NotFound("No export with that id.")
+    return job
+
+
+def download_path(job: ExportJob) -> Path:
+    if job.status != "done" or not job.path:
+        raise Conflict(f"The export is {job.status}; download it once it is done.")
+    return Path(job.path)
+
+
+async def claim_next(session: AsyncSession) -> ExportJob | None:
+    job = await session.scalar(
+        select(ExportJob)
+        .where(ExportJob.status == "queued")
+        .order_by(ExportJob.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if job is not None:
+        job.status = "running"
+    return job
+
+
+async def process(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, workspace_id: uuid.UUID) -> ExportJob:
+    """Write the file in batches (keyset over id), masked for the caller, with formula cells escaped."""
+    async with sessions() as session:
+        job = await session.get(ExportJob, (workspace_id, job_id))
+        assert job is not None
+        ctx = _caller_from(job.caller)
+        stmt = select(*CUSTOMER_COLUMNS)
+        if job.filter is not None:
+            compiled = await compile_filter(session, ctx, job.filter, loc=["filter"])
+            stmt = stmt.where(Customer.id.in_(segments.customers_matching(ctx, compiled, for_caller=True)))
+        else:
+            stmt = stmt.where(*visible_customer_clauses(ctx))
+        path = export_dir() / f"{job.id}.{job.file_format}"
+        writer = await asyncio.to_thread(_Writer, path, job.file_format)
+        written = 0
+        last: uuid.UUID | None = None
+        try:
+            while True:
+                page = stmt.order_by(Customer.id).limit(BATCH)
+                if last is not None:
+                    page = page.where(Customer.id > last)
+                batch = [row._mapping for row in await session.execute(page)]
+                if not batch:
+                    break
+                await asyncio.to_thread(writer.write, [_row(present(record, ctx)) for record in batch])
+                written += len(batch)
+                last = batch[-1]["id"]
+        finally:
+            await asyncio.to_thread(writer.close)
+        job.rows, job.path, job.status, job.finished_at = written, str(path), "done", clock.now()
+        await session.commit()
+        return job
+
+
+def _row(shown: dict[str, Any]) -> list[str]:
+    return [
+        safe_cell(str(v))
+        for v in (
+            shown["code"],
+            shown["name"],
+            shown["kind"],
+            " ".join(shown["emails"]),
+            " ".join(shown["phones"]),
+            shown["company"] or "",
+            shown["title"] or "",
+            shown["address"]["city"] or "",
+            shown["address"]["province"] or "",
+            shown["address"]["country"] or "",
+            shown["source"] or "",
+            " ".join(shown["tags"]),
+            shown["birthday"] or "",
+            shown["created_at"].isoformat(),
+        )
+    ]
+
+
+class _Writer:
+    """Rows to a file a batch at a time, so an export of millions never sits in memory."""
+
+    def __init__(self, path: Path, file_format: str) -> None:
+        self.path, self.file_format = path, file_format
+        if file_format == "csv":
+            self.file = path.open("w", encoding="utf-8-sig", newline="")
+            self.csv = csv.writer(self.file)
+            self.csv.writerow(HEADER)
+        else:
+            self.book = openpyxl.Workbook(write_only=True)
+            self.sheet = self.book.create_sheet("customers")
+            self.sheet.append(HEADER)
+
+    def write(self, rows: list[list[str]]) -> None:
+        if self.file_format == "csv":
+            self.csv.writerows(rows)
+        else:
+            for row in rows:
+                self.sheet.append(row)
+
+    def close(self) -> None:
+        if self.file_format == "csv":
+            self.file.close()
+        else:
+            self.book.save(self.path)
