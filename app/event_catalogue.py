@@ -24,6 +24,16 @@ class CustomerRef(BaseModel):
     code: str
 
 
+class CustomerMerged(BaseModel):
+    survivor_id: str
+    absorbed_ids: list[str]
+    merge_id: str
+
+
+class MergeUndone(BaseModel):
+    merge_id: str
+
+
 class EndpointDisabled(BaseModel):
     endpoint_id: str
     url: str
@@ -82,6 +92,8 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("customer.updated", "Fields of a customer changed.", CustomerChanged),
     EventType("customer.deleted", "A customer was soft-deleted.", CustomerRef),
     EventType("customer.restored", "A soft-deleted customer was restored.", CustomerOut),
+    EventType("customer.merged", "Customers were merged into one.", CustomerMerged),
+    EventType("customer.merge_undone", "A merge was undone.", MergeUndone),
     EventType("interaction.created", "A contact with a customer was logged.", InteractionOut),
     EventType("task.created", "A task was added by hand.", TaskOut),
     EventType("task.completed", "A task was completed.", TaskOut),

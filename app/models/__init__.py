@@ -4,7 +4,7 @@ from app.models.api_key import ApiKey
 from app.models.audit import AuditEntry
 from app.models.base import Base
 from app.models.custom_field import CustomFieldDefinition
-from app.models.customer import Customer, CustomerCodeCounter, CustomerIdentity
+from app.models.customer import Customer, CustomerCodeCounter, CustomerIdentity, CustomerMerge
 from app.models.customer_value import CustomerValue, TierChange, ValueModel, ValueTier
 from app.models.idempotency import IdempotencyRecord
 from app.models.import_job import ExportJob, ImportJob, ImportRowError
@@ -40,6 +40,7 @@ __all__ = [
     "Customer",
     "CustomerCodeCounter",
     "CustomerIdentity",
+    "CustomerMerge",
     "CustomerStage",
     "CustomerValue",
     "ExportJob",

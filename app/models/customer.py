@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, ForeignKeyConstraint, Index, String, Text, func, text
+from sqlalchemy import BigInteger, Date, ForeignKeyConstraint, Index, String, Text, Uuid, func, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -107,3 +107,21 @@ class CustomerCodeCounter(Base):
     workspace_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     scope: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_value: Mapped[int] = mapped_column(BigInteger)
+
+
+class CustomerMerge(TenantKey, Base):
+    """A merge: who survived, who was absorbed, and what moved — kept to explain and to undo."""
+
+    __tablename__ = "customer_merges"
+    __table_args__ = (
+        ForeignKeyConstraint(["workspace_id"], ["workspaces.id"], ondelete="CASCADE"),
+        Index("ix_customer_merges_workspace_id_survivor_id", "workspace_id", "survivor_id"),
+    )
+
+    survivor_id: Mapped[uuid.UUID]
+    absorbed_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(Uuid(as_uuid=True)))
+    # The absorbed customers as they were, the survivor's fields before, and the rows re-pointed.
+    snapshot: Mapped[dict[str, Any]]
+    merged_by: Mapped[dict[str, Any]]
+    merged_at: Mapped[datetime]
+    undone_at: Mapped[datetime | None]

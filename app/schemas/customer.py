@@ -222,3 +222,10 @@ class AuditEntryOut(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditEntryOut]
     next_cursor: str | None
+
+
+class MergeIn(InputModel):
+    absorb: list[uuid.UUID] = Field(min_length=1, max_length=10, description="Customers to merge into this one.")
+    fields: dict[str, uuid.UUID] = Field(
+        default_factory=dict, description='Field → the customer whose value to keep, e.g. {"title": "…"}'
+    )

@@ -31,8 +31,9 @@ from app.schemas.customer import (
     CustomerOut,
     CustomerPage,
     CustomerPatch,
+    MergeIn,
 )
-from app.services import audit, customer_batches, customers
+from app.services import audit, customer_batches, customer_merges, customers
 from app.services.customer_output import present
 from app.services.customer_search import CustomerQuery, SortKey, list_customers
 from app.services.idempotency import StoredResponse
@@ -155,6 +156,19 @@ async def list_(
     return json_response({"items": [present(row, ctx) for row in rows], "next_cursor": next_cursor})
 
 
+@router.get("/duplicates", responses=errors(), summary="Candidate duplicates")
+async def duplicates(
+    ctx: CustomersRead,
+    session: Reader,
+    threshold: Annotated[float, Query(ge=0.1, le=1.0, description="Name similarity (trigrams), 0-1")] = 0.5,
+    limit: Limit = 20,
+) -> Response:
+    """Groups of customers with similar names in the same company or city (emails and phones are
+    unique already), with a score and the reasons."""
+    groups = await customer_merges.find_duplicates(session, ctx, threshold=threshold, limit=limit)
+    return json_response({"items": groups})
+
+
 @router.get("/{customer_id}", response_model=CustomerOut, responses=errors(404), summary="Get a customer")
 async def get_customer(customer_id: CustomerId, ctx: CustomersRead, session: Reader) -> Response:
     """The ETag is the customer's version: send it as If-Match to change or delete."""
@@ -225,3 +239,20 @@ def _batch_body(results: list[BatchResult]) -> dict[str, object]:
         "succeeded": succeeded,
         "failed": len(results) - succeeded,
     }
+
+
+@router.post("/{customer_id}/merge", responses=errors(404, 409), summary="Merge customers into this one")
+async def merge_customers(customer_id: CustomerId, body: MergeIn, ctx: CustomersDelete, session: Session) -> Response:
+    """Absorbs up to 10 customers: their interactions, tasks, tickets, orders, stage and tier history,
+    segment memberships, audit entries, emails, phones and tags move here; `fields` picks values from
+    the absorbed ones. They are soft-deleted; `customer.merged` is emitted. Undo within 24 hours."""
+    record = await customer_merges.merge(session, ctx, customer_id, body.absorb, body.fields)
+    return json_response(
+        {"merge_id": record.id, "survivor_id": record.survivor_id, "absorbed_ids": record.absorbed_ids}
+    )
+
+
+@router.post("/merges/{merge_id}/undo", responses=errors(404, 409), summary="Undo a merge (24 hours)")
+async def undo_merge(merge_id: uuid.UUID, ctx: CustomersDelete, session: Session) -> Response:
+    record = await customer_merges.undo(session, ctx, merge_id)
+    return json_response({"merge_id": record.id, "undone_at": record.undone_at})

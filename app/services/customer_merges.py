@@ -1,0 +1,291 @@
+"""Data cleaning: candidate duplicates, merging customers into one, and undoing a recent merge."""
+
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import clock
+from app.access import Caller
+from app.errors import Conflict, NotFound, ValidationFailed
+from app.ids import new_id
+from app.jsonable import to_jsonable
+from app.models import Customer, CustomerIdentity, CustomerMerge
+from app.services import audit, customer_values, customers, outbox
+from app.services.customer_output import event_data
+from app.services.visibility import visible_customer_clauses, visible_customer_ids_sql
+
+UNDO_WINDOW = timedelta(hours=24)
+MAX_ABSORBED = 10
+CHOOSABLE = (
+    "name",
+    "kind",
+    "company",
+    "title",
+    "gender",
+    "birthday",
+    "source",
+    "notes",
+    "owner_id",
+    "country",
+    "province",
+    "city",
+    "district",
+    "street",
+    "postcode",
+)
+# Rows that follow the customer; a merge re-points them and keeps their ids to move them back.
+MOVABLE = ("interactions", "tasks", "tickets", "orders", "stage_history", "tier_changes")
+
+DUPLICATES_SQL = text(
+    """
+SELECT a.id, b.id, similarity(lower(a.name), lower(b.name)) AS score,
+       a.company IS NOT NULL AND a.company = b.company AS same_company,
+       a.city IS NOT NULL AND a.city = b.city AS same_city
+FROM customers a
+JOIN customers b ON b.workspace_id = a.workspace_id AND b.id > a.id AND b.deleted_at IS NULL
+     AND ((a.company IS NOT NULL AND a.company = b.company) OR (a.city IS NOT NULL AND a.city = b.city))
+WHERE a.workspace_id = :ws AND a.deleted_at IS NULL AND a.id IN ({visible}) AND b.id IN ({visible})
+  AND similarity(lower(a.name), lower(b.name)) >= :threshold
+ORDER BY score DESC, a.id, b.id
+LIMIT :pairs
+"""
+)
+
+
+async def find_duplicates(session: AsyncSession, ctx: Caller, *, threshold: float, limit: int) -> list[dict[str, Any]]:
+    """Pairs with similar names (trigrams) in the same company or city, joined into groups."""
+    visible, scope = visible_customer_ids_sql(ctx)
+    sql = text(DUPLICATES_SQL.text.format(visible=visible))
+    rows = (
+        await session.execute(sql, {"ws": ctx.workspace_id, "threshold": threshold, "pairs": limit * 5, **scope})
+    ).all()
+    parent: dict[uuid.UUID, uuid.UUID] = {}
+
+    def root(node: uuid.UUID) -> uuid.UUID:
+        while parent.setdefault(node, node) != node:
+            node = parent[node]
+        return node
+
+    reasons: dict[uuid.UUID, set[str]] = {}
+    scores: dict[uuid.UUID, float] = {}
+    for a, b, score, same_company, same_city in rows:
+        parent[root(a)] = root(b)
+        found = {"similar name", *(["same company"] if same_company else []), *(["same city"] if same_city else [])}
+        for node in (a, b):
+            reasons.setdefault(node, set()).update(found)
+            scores[node] = max(scores.get(node, 0.0), float(score))
+    groups: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for node in parent:
+        groups.setdefault(root(node), []).append(node)
+    result: list[dict[str, Any]] = [
+        {
+            "customer_ids": sorted(str(m) for m in members),
+            "score": round(max(scores[m] for m in members), 3),
+            "reasons": sorted(set().union(*(reasons[m] for m in members))),
+        }
+        for members in groups.values()
+        if len(members) > 1
+    ]
+    return sorted(result, key=lambda group: -group["score"])[:limit]
+
+
+async def merge(
+    session: AsyncSession, ctx: Caller, survivor_id: uuid.UUID, absorb: list[uuid.UUID], choose: dict[str, uuid.UUID]
+) -> CustomerMerge:
+    if not absorb or len(absorb) > MAX_ABSORBED or survivor_id in absorb or len(set(absorb)) != len(absorb):
+        raise ValidationFailed(f"Absorb 1 to {MAX_ABSORBED} other, distinct customers.", loc=["body", "absorb"])
+    for field, source in choose.items():
+        if field not in CHOOSABLE:
+            raise ValidationFailed(f"'{field}' cannot be chosen.", loc=["body", "fields", field])
+        if source != survivor_id and source not in absorb:
+            raise ValidationFailed("Choose values from the merged customers only.", loc=["body", "fields", field])
+    ids = [survivor_id, *absorb]
+    rows = (
+        await session.scalars(
+            select(Customer)
+            .where(Customer.id.in_(ids), *visible_customer_clauses(ctx, include_deleted=True))
+            .with_for_update()
+        )
+    ).all()
+    by_id = {c.id: c for c in rows}
+    if len(by_id) != len(ids):
+        raise NotFound("No customer with one of those ids.")
+    if any(c.deleted_at is not None for c in rows):
+        raise Conflict("Merging with a deleted customer is refused; restore it first.")
+    survivor = by_id[survivor_id]
+    now = clock.now()
+    snapshot: dict[str, Any] = {
+        "survivor_before": to_jsonable(
+            {name: getattr(survivor, name) for name in (*CHOOSABLE, "emails", "phones", "tags")}
+        ),
+        "absorbed": {str(a): to_jsonable(event_data(by_id[a])) for a in absorb},
+        "moved": {},
+    }
+    for field, source in choose.items():
+        setattr(survivor, field, getattr(by_id[source], field))
+    absorbed_identities = await session.execute(
+        text(
+            "DELETE FROM customer_identities WHERE workspace_id = :ws AND customer_id = ANY(:ids) RETURNING kind, value"
+        ),
+        {"ws": ctx.workspace_id, "ids": absorb},
+    )
+    moved_keys = absorbed_identities.all()
+    survivor.emails = list(dict.fromkeys([*survivor.emails, *(v for k, v in moved_keys if k == "email")]))[:10]
+    survivor.phones = list(dict.fromkeys([*survivor.phones, *(v for k, v in moved_keys if k == "phone")]))[:10]
+    survivor.tags = list(dict.fromkeys([*survivor.tags, *(t for a in absorb for t in by_id[a].tags)]))[:50]
+    if moved_keys:
+        await session.execute(
+            text(
+                "INSERT INTO customer_identities (workspace_id, kind, value, customer_id) "
+                "SELECT :ws, k, v, :survivor FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS t(k, v) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            {
+                "ws": ctx.workspace_id,
+                "survivor": survivor_id,
+                "kinds": [k for k, _ in moved_keys],
+                "values": [v for _, v in moved_keys],
+            },
+        )
+    for table in MOVABLE:
+        # The old owner of each row is kept, so an undo can hand every row back to its customer.
+        moved = await session.execute(
+            text(
+                f"WITH old AS (SELECT id, customer_id FROM {table} "
+                f"WHERE workspace_id = :ws AND customer_id = ANY(:ids) FOR UPDATE) "
+                f"UPDATE {table} t SET customer_id = :survivor FROM old "
+                f"WHERE t.workspace_id = :ws AND t.id = old.id RETURNING t.id, old.customer_id"
+            ),
+            {"ws": ctx.workspace_id, "survivor": survivor_id, "ids": absorb},
+        )
+        per_owner: dict[str, list[str]] = {}
+        for row_id, owner in moved:
+            per_owner.setdefault(str(owner), []).append(str(row_id))
+        snapshot["moved"][table] = per_owner
+    joined = await session.execute(
+        text(
+            "INSERT INTO segment_members (workspace_id, segment_id, customer_id, added_at) "
+            "SELECT workspace_id, segment_id, :survivor, added_at FROM segment_members "
+            "WHERE workspace_id = :ws AND customer_id = ANY(:ids) ON CONFLICT DO NOTHING RETURNING segment_id"
+        ),
+        {"ws": ctx.workspace_id, "survivor": survivor_id, "ids": absorb},
+    )
+    # Memberships the survivor gained; the absorbed customers keep their own rows.
+    snapshot["segments_joined"] = [str(row[0]) for row in joined]
+    await session.execute(
+        text(
+            "UPDATE audit_log SET entity_id = :survivor WHERE workspace_id = :ws AND entity_type = 'customer' "
+            "AND entity_id = ANY(:ids)"
+        ),
+        {"ws": ctx.workspace_id, "survivor": survivor_id, "ids": absorb},
+    )
+    for absorbed_id in absorb:
+        absorbed = by_id[absorbed_id]
+        absorbed.deleted_at = now
+        absorbed.version += 1
+        absorbed.updated_at = now
+    survivor.version += 1
+    survivor.updated_at = now
+    survivor.search_text = customers.search_text(survivor)
+    record = CustomerMerge(
+        workspace_id=ctx.workspace_id,
+        id=new_id(),
+        survivor_id=survivor_id,
+        absorbed_ids=absorb,
+        snapshot=snapshot,
+        merged_by=ctx.actor,
+        merged_at=now,
+    )
+    session.add(record)
+    await session.flush()
+    await customer_values.refresh_customer(session, ctx, survivor_id)
+    audit.record(
+        session,
+        ctx,
+        entity_type="customer",
+        entity_id=survivor_id,
+        action="merged",
+        changes={"absorbed": {"before": None, "after": [str(a) for a in absorb]}},
+    )
+    outbox.emit(
+        session,
+        ctx,
+        "customer.merged",
+        {"survivor_id": str(survivor_id), "absorbed_ids": [str(a) for a in absorb], "merge_id": str(record.id)},
+    )
+    return record
+
+
+async def undo(session: AsyncSession, ctx: Caller, merge_id: uuid.UUID) -> CustomerMerge:
+    """Within 24 hours: the absorbed customers come back with their rows; the survivor's fields too."""
+    record = await session.scalar(
+        select(CustomerMerge)
+        .where(CustomerMerge.workspace_id == ctx.workspace_id, CustomerMerge.id == merge_id)
+        .with_for_update()
+    )
+    if record is None:
+        raise NotFound("No merge with that id.")
+    if record.undone_at is not None:
+        raise Conflict("This merge was already undone.")
+    if clock.now() - record.merged_at > UNDO_WINDOW:
+        raise Conflict("Merges can be undone for 24 hours only.")
+    survivor = await session.scalar(
+        select(Customer)
+        .where(Customer.workspace_id == ctx.workspace_id, Customer.id == record.survivor_id)
+        .with_for_update()
+    )
+    if survivor is None:
+        raise NotFound("The surviving customer is gone.")
+    snapshot = record.snapshot
+    for table, per_owner in snapshot["moved"].items():
+        for owner, ids in per_owner.items():
+            await session.execute(
+                text(
+                    f"UPDATE {table} SET customer_id = :owner WHERE workspace_id = :ws "
+                    f"AND id = ANY(CAST(:ids AS uuid[])) AND customer_id = :survivor"
+                ),
+                {"ws": ctx.workspace_id, "owner": uuid.UUID(owner), "survivor": survivor.id, "ids": ids},
+            )
+    await session.execute(
+        text(
+            "DELETE FROM segment_members WHERE workspace_id = :ws AND customer_id = :survivor "
+            "AND segment_id = ANY(CAST(:segments AS uuid[]))"
+        ),
+        {"ws": ctx.workspace_id, "survivor": survivor.id, "segments": snapshot["segments_joined"]},
+    )
+    before = snapshot["survivor_before"]
+    added = {("email", e) for e in survivor.emails if e not in before["emails"]} | {
+        ("phone", p) for p in survivor.phones if p not in before["phones"]
+    }
+    for name in (*CHOOSABLE, "emails", "phones", "tags"):
+        value = before[name]
+        if name == "birthday" and value:
+            value = date.fromisoformat(value)
+        elif name == "owner_id" and value:
+            value = uuid.UUID(value)
+        setattr(survivor, name, value)
+    for kind, value in added:
+        await session.execute(
+            text("DELETE FROM customer_identities WHERE workspace_id = :ws AND kind = :kind AND value = :value"),
+            {"ws": ctx.workspace_id, "kind": kind, "value": value},
+        )
+    for absorbed_id in record.absorbed_ids:
+        absorbed = await session.get(Customer, (ctx.workspace_id, absorbed_id))
+        assert absorbed is not None
+        absorbed.deleted_at = None
+        absorbed.version += 1
+        session.add_all(
+            CustomerIdentity(workspace_id=ctx.workspace_id, kind=kind, value=value, customer_id=absorbed_id)
+            for kind, values in (("email", absorbed.emails), ("phone", absorbed.phones))
+            for value in values
+        )
+    survivor.version += 1
+    survivor.search_text = customers.search_text(survivor)
+    record.undone_at = clock.now()
+    await session.flush()
+    await customer_values.refresh_customer(session, ctx, survivor.id)
+    outbox.emit(session, ctx, "customer.merge_undone", {"merge_id": str(record.id)})
+    return record
