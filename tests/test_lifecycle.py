@@ -155,3 +155,28 @@ async def test_lifecycle_report(client: httpx.AsyncClient, tenant: Tenant, db: A
     assert len(report["cohorts"][0]["retention"]) == 12
     assert (await client.get("/api/v1/reports/lifecycle", headers=tenant.headers("sales"))).status_code == 403
     assert await db.scalar(select(Order.id).where(Order.workspace_id == tenant.id).limit(1)) is not None
+
+
+async def test_workspace_defined_stages(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    current = (await client.get("/api/v1/lifecycle/stages", headers=tenant.headers())).json()["items"]
+    wanted = [{"key": s["key"], "name": s["name"]} for s in current]
+    wanted.insert(1, {"key": "vip_prospect", "name": "VIP 潜在客户"})
+    saved = await client.put("/api/v1/lifecycle/stages", json={"stages": wanted}, headers=tenant.headers())
+    assert saved.status_code == 200 and [s["key"] for s in saved.json()["items"]][:2] == ["lead", "vip_prospect"]
+    customer = await _customer(client, tenant)
+    url = f"/api/v1/customers/{customer}/stage"
+    assert (await client.post(url, json={"stage": "lead"}, headers=tenant.headers())).status_code == 200
+    assert (await client.post(url, json={"stage": "vip_prospect"}, headers=tenant.headers())).status_code == 200
+    assert (await client.post(url, json={"stage": "prospect"}, headers=tenant.headers())).status_code == 200
+    without_default = [s for s in wanted if s["key"] != "loyal"]
+    assert (
+        await client.put("/api/v1/lifecycle/stages", json={"stages": without_default}, headers=tenant.headers())
+    ).status_code == 422
+    await client.post(url, json={"stage": "vip_prospect"}, headers=tenant.headers())
+    without_used = [s for s in wanted if s["key"] != "vip_prospect"]
+    assert (
+        await client.put("/api/v1/lifecycle/stages", json={"stages": without_used}, headers=tenant.headers())
+    ).status_code == 409
+    assert (
+        await client.put("/api/v1/lifecycle/stages", json={"stages": wanted}, headers=tenant.headers("sales"))
+    ).status_code == 403

@@ -307,6 +307,11 @@ async def test_service_report_and_timeline(client: httpx.AsyncClient, tenant: Te
     assert report["median_first_response_minutes"] is not None
     assert report["backlog_by_age"]["under_1_day"] == 1
     assert report["sla_attainment_pct"] == 100.0
+    await client.post(f"/api/v1/tickets/{first['id']}/csat-request", headers=tenant.headers())
+    token = (await client.post(f"/api/v1/tickets/{first['id']}/csat-request", headers=tenant.headers())).json()["token"]
+    await client.post(f"/api/v1/csat/{token}", json={"score": 5})
+    by_tier = (await client.get("/api/v1/reports/service", headers=tenant.headers())).json()["by_tier"]
+    assert by_tier == [{"tier": "none", "csat_average": 5.0, "nps": None}]
     timeline = (
         await client.get(f"/api/v1/customers/{customer}/timeline", params={"type": "ticket"}, headers=tenant.headers())
     ).json()

@@ -2,7 +2,7 @@
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -111,3 +111,12 @@ class StageOut(BaseModel):
     stage: str | None
     entered_at: datetime | None
     history: list[dict[str, Any]]
+
+
+class StageIn(InputModel):
+    key: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", examples=["vip_prospect"])]
+    name: Name = Field(examples=["VIP 潜在客户"])
+
+
+class StagesIn(InputModel):
+    stages: list[StageIn] = Field(min_length=1, max_length=30)

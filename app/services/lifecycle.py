@@ -70,7 +70,8 @@ async def move(
     session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, stage: str, reason: str | None
 ) -> CustomerStage:
     """A move by hand: 409 with the allowed stages when the transition is not one."""
-    if stage not in {key for key, _ in DEFAULT_STAGES}:
+    known = {row.key for row in await stages(session, ctx)}
+    if stage not in known:
         raise ValidationFailed(f"Unknown stage '{stage}'.", loc=["body", "stage"])
     visible = await session.scalar(
         select(Customer.id).where(Customer.id == customer_id, *visible_customer_clauses(ctx))
@@ -83,7 +84,7 @@ async def move(
         .with_for_update()
     )
     from_stage = current.stage if current else None
-    allowed = TRANSITIONS[from_stage]
+    allowed = allowed_moves(from_stage, known)
     if stage not in allowed:
         raise Conflict(
             f"A customer cannot move from {from_stage or 'no stage'} to {stage} by hand.",
@@ -117,6 +118,41 @@ async def move(
     )
     await session.flush()
     return current
+
+
+def allowed_moves(from_stage: str | None, known: set[str]) -> frozenset[str]:
+    """The default stages follow the transition table; a workspace's own stages can be entered
+    and left by hand from anywhere (rules never move customers into or out of them)."""
+    custom = known - {key for key, _ in DEFAULT_STAGES}
+    if from_stage in custom:
+        return frozenset(known - {from_stage})
+    return (TRANSITIONS.get(from_stage) or frozenset()) | custom
+
+
+async def set_stages(session: AsyncSession, ctx: Caller, wanted: list[tuple[str, str]]) -> list[LifecycleStage]:
+    """Names and order of the stages; every default stage stays, custom ones may be added."""
+    keys = [key for key, _ in wanted]
+    missing = {key for key, _ in DEFAULT_STAGES} - set(keys)
+    if missing:
+        raise ValidationFailed(f"The default stages stay: {', '.join(sorted(missing))}.", loc=["body", "stages"])
+    if len(set(keys)) != len(keys):
+        raise ValidationFailed("Stage keys must be unique.", loc=["body", "stages"])
+    in_use = set(
+        (
+            await session.scalars(
+                select(CustomerStage.stage).where(CustomerStage.workspace_id == ctx.workspace_id).distinct()
+            )
+        ).all()
+    )
+    if in_use - set(keys):
+        raise Conflict(f"Customers are in stages you removed: {', '.join(sorted(in_use - set(keys)))}.")
+    await session.execute(text("DELETE FROM lifecycle_stages WHERE workspace_id = :ws"), {"ws": ctx.workspace_id})
+    session.add_all(
+        LifecycleStage(workspace_id=ctx.workspace_id, key=key, name=name, position=i)
+        for i, (key, name) in enumerate(wanted)
+    )
+    await session.flush()
+    return await stages(session, ctx)
 
 
 async def _close_history(session: AsyncSession, workspace_id: uuid.UUID, customer_id: uuid.UUID, now: datetime) -> None:
@@ -283,7 +319,7 @@ GROUP BY f.cohort, f.customers_n ORDER BY f.cohort
         cohorts.append(
             {"cohort": cohort, "customers": size, "retention": [round(n / size, 4) if size else 0.0 for n in retained]}
         )
-    order = [key for key, _ in DEFAULT_STAGES]
+    order = [row.key for row in await stages(session, ctx)]
     return {
         "stages": [
             {

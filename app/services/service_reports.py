@@ -45,7 +45,36 @@ SELECT
            FROM survey_responses
            WHERE workspace_id = :ws AND answered_at >= :since AND answered_at < :until
              AND customer_id IN ({visible})
-           GROUP BY 1 ORDER BY 1) n) AS nps_by_month
+           GROUP BY 1 ORDER BY 1) n) AS nps_by_month,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object('tier', tier, 'csat_average', csat, 'nps', nps) ORDER BY tier),
+                     '[]'::jsonb)
+     FROM (SELECT coalesce(cs.tier, ns.tier) AS tier, cs.csat, ns.nps
+           FROM (SELECT coalesce(v.tier, 'none') AS tier, round(avg(p.csat_score), 2) AS csat
+                 FROM period p
+                 LEFT JOIN customer_values v ON v.workspace_id = p.workspace_id AND v.customer_id = p.customer_id
+                 WHERE p.csat_score IS NOT NULL GROUP BY 1) cs
+           FULL JOIN (
+                 SELECT coalesce(v.tier, 'none') AS tier,
+                        round(100.0 * (count(*) FILTER (WHERE r.score >= 9) - count(*) FILTER (WHERE r.score <= 6))
+                              / count(*), 1) AS nps
+                 FROM survey_responses r
+                 LEFT JOIN customer_values v ON v.workspace_id = r.workspace_id AND v.customer_id = r.customer_id
+                 WHERE r.workspace_id = :ws AND r.answered_at >= :since AND r.answered_at < :until
+                   AND r.customer_id IN ({visible})
+                 GROUP BY 1) ns ON ns.tier = cs.tier) t) AS by_tier,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object('segment_id', segment_id, 'name', name, 'csat_average', csat,
+                                                  'nps', nps)), '[]'::jsonb)
+     FROM (SELECT s.id AS segment_id, s.name,
+                  (SELECT round(avg(p.csat_score), 2) FROM period p JOIN segment_members m
+                     ON m.workspace_id = p.workspace_id AND m.customer_id = p.customer_id AND m.segment_id = s.id
+                   WHERE p.csat_score IS NOT NULL) AS csat,
+                  (SELECT round(100.0 * (count(*) FILTER (WHERE r.score >= 9) - count(*) FILTER (WHERE r.score <= 6))
+                                / nullif(count(*), 0), 1)
+                   FROM survey_responses r JOIN segment_members m
+                     ON m.workspace_id = r.workspace_id AND m.customer_id = r.customer_id AND m.segment_id = s.id
+                   WHERE r.answered_at >= :since AND r.answered_at < :until AND r.customer_id IN ({visible})) AS nps
+           FROM segments s WHERE s.workspace_id = :ws AND s.member_count > 0
+           ORDER BY s.name LIMIT 100) g WHERE csat IS NOT NULL OR nps IS NOT NULL) AS by_segment
 """
 
 
@@ -56,7 +85,7 @@ async def service_report(
     sql = text(REPORT_SQL.format(visible=visible))
     params = {"ws": ctx.workspace_id, "since": since, "until": until, "tz": timezone, **scope}
     row = (await session.execute(sql, params)).one()
-    volume, first_response, resolution, attainment, backlog, csat, nps = row
+    volume, first_response, resolution, attainment, backlog, csat, nps, by_tier, by_segment = row
     return {
         "since": since,
         "until": until,
@@ -67,4 +96,6 @@ async def service_report(
         "backlog_by_age": backlog,
         "csat_average": float(csat) if csat is not None else None,
         "nps_by_month": nps,
+        "by_tier": by_tier,
+        "by_segment": by_segment,
     }

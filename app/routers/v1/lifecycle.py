@@ -10,9 +10,9 @@ from starlette.responses import Response
 from app import clock
 from app.json_response import json_response
 from app.models import CustomerStage, StageHistory
-from app.routers.deps import CustomersRead, CustomersWrite, Reader, ReportsRead, Session
+from app.routers.deps import CustomersRead, CustomersWrite, PlansWrite, Reader, ReportsRead, Session
 from app.routers.responses import errors
-from app.schemas.segment import StageMove, StageOut
+from app.schemas.segment import StageMove, StageOut, StagesIn
 from app.services import lifecycle
 
 router = APIRouter(tags=["lifecycle"])
@@ -28,6 +28,14 @@ async def stages(ctx: CustomersRead, session: Session) -> Response:
             "rules": lifecycle.RULES,
         }
     )
+
+
+@router.put("/lifecycle/stages", responses=errors(409), summary="Name, order and add stages")
+async def set_stages(body: StagesIn, ctx: PlansWrite, session: Session) -> Response:
+    """Every default stage stays (the rules use them); rename them, reorder them, add your own
+    (entered and left by hand). Removing a stage customers are in is a 409."""
+    rows = await lifecycle.set_stages(session, ctx, [(s.key, s.name) for s in body.stages])
+    return json_response({"items": [{"key": r.key, "name": r.name, "position": r.position} for r in rows]})
 
 
 @router.get("/customers/{customer_id}/stage", response_model=StageOut, responses=errors(404), summary="Stage")
