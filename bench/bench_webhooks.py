@@ -10,27 +10,33 @@ recreated and migrated on every run, with one workspace and --endpoints endpoint
 answering 200 at once and recording each request's `webhook-id` and arrival time). Scenarios:
 
   1. floor, receiver: wrk POSTs the same body and headers straight to the receiver (its capacity).
-  2. floor, database: 2 raw asyncpg + httpx processes (no ORM, no pgqueuer) claim pending deliveries
-     with one UPDATE ... SKIP LOCKED, POST them signed, and record attempt + outcome in one statement;
-     deliveries are created by the bench beforehand, so fan-out is not part of this floor.
+  2. floors, database: --workers processes of raw asyncpg (no ORM, no pgqueuer) that claim pending
+     deliveries with one UPDATE ... SKIP LOCKED, POST them signed, and record attempt + outcome in one
+     statement; once with a bare asyncio HTTP/1.1 client ("raw": the least Python can do) and once
+     with httpx (the service's client). The bench creates the deliveries beforehand: no fan-out here.
   3. throughput: --events `customer.updated` events are inserted in bulk into outbox_events while
      --workers `guanxi worker` processes run; sustained rate = deliveries / (last − first arrival).
   4. latency: with the queue idle, --latency-events single-event transactions at --latency-rate per
      second; latency = receiver arrival − the moment COMMIT returned, both by time.time().
 
-The first 50 requests of scenarios 3 and 4 are verified with the reference `standardwebhooks`
-library; the bench fails if any does not verify. Results also go to
-bench/results/webhooks-<UTC timestamp>.json.
+The first 50 requests of scenarios 2 to 4 are verified with the reference `standardwebhooks`
+library; the bench fails if any does not verify, or if deliveries stop arriving for 30 s. CPU per
+delivery is reported for the workers, PostgreSQL (when it runs here) and the receiver. Results also
+go to bench/results/webhooks-<UTC timestamp>.json. Flags meant for other benches (bench/run_all.py
+passes its arguments to all) are ignored.
 
     .venv/bin/python bench/bench_webhooks.py                       # the full run
     .venv/bin/python bench/bench_webhooks.py --events 2000 --latency-events 40 --duration 3
+    .venv/bin/python bench/bench_webhooks.py --skip-floor --skip-db-floor --worker-command "..."
 """
 
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -74,6 +80,8 @@ SAMPLE_REQUESTS = 50
 EVENT_TYPE = "customer.updated"
 FLOOR_APPLICATION = "guanxi-bench-floor"
 FLOOR_CLIENTS = ("raw", "httpx")
+# A scenario fails when no new delivery arrives for this long.
+STALL_SECONDS = 30.0
 OK_RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 
 
@@ -401,13 +409,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=int, default=None, help="GUANXI_WORKER_CONCURRENCY (default: the service's, 20)"
     )
+    parser.add_argument(
+        "--worker-command", default=None, help="run this instead of `guanxi worker` (e.g. a patched build)"
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of wrk load on the receiver floor")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured wrk load before that")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument(
         "--floor-connections", type=int, default=None, help="wrk connections (default: workers × concurrency)"
     )
-    parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for deliveries to arrive")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="most seconds to wait for a scenario's deliveries (default: no cap)"
+    )
     parser.add_argument("--skip-floor", action="store_true", help="skip the receiver-direct wrk floor")
     parser.add_argument("--skip-db-floor", action="store_true", help="skip the raw asyncpg delivery floors")
     parser.add_argument(
@@ -579,7 +592,9 @@ def script_argv(*extra: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), *extra]
 
 
-def worker_argv() -> list[str]:
+def worker_argv(command: str | None) -> list[str]:
+    if command:
+        return shlex.split(command)
     script = Path(sys.executable).parent / "guanxi"
     if script.exists():
         return [str(script), "worker"]
@@ -746,31 +761,38 @@ class ReceiverClient:
         )
 
     async def wait_for(
-        self, expected: int, limit: float, procs: list[ServerProcess], label: str, progress: bool = True
+        self,
+        expected: int,
+        limit: float | None,
+        procs: list[ServerProcess],
+        label: str,
+        progress: bool = True,
+        stall: float = STALL_SECONDS,
     ) -> dict[str, Any]:
-        """Poll until `expected` distinct (path, webhook-id) pairs arrived."""
-        deadline = time.monotonic() + limit
-        next_print = time.monotonic() + 5.0
-        last_count = 0
-        last_at = time.monotonic()
+        """Poll until `expected` distinct (path, webhook-id) pairs arrived; fail when nothing new arrives
+        for `stall` seconds, or after `limit` seconds in all."""
+        started = last_change = next_print = time.monotonic()
+        next_print += 10.0
+        seen = last_count = 0
+        last_at = started
         while True:
             stats = await self.stats()
             if stats["distinct"] >= expected:
                 return stats
             now = time.monotonic()
-            if now > deadline:
+            if stats["distinct"] != seen:
+                seen, last_change = stats["distinct"], now
+            if now - last_change > stall or (limit is not None and now - started > limit):
                 raise BenchError(
-                    f"{label}: {stats['distinct']:,} of {expected:,} deliveries arrived within {limit:.0f} s"
+                    f"{label}: {seen:,} of {expected:,} deliveries arrived after {now - started:.0f} s "
+                    f"(none in the last {now - last_change:.0f} s)"
                 )
             check_alive(procs)
             if progress and now >= next_print:
-                rate = (stats["distinct"] - last_count) / (now - last_at)
-                window = now - last_at
-                print(
-                    f"    {stats['distinct']:>8,} / {expected:,} arrived  ({rate:,.0f}/s over the last {window:.0f} s)"
-                )
-                last_count, last_at, next_print = stats["distinct"], now, now + 5.0
-            await asyncio.sleep(0.05 if expected - stats["distinct"] < 50 else 0.25)
+                rate, window = (seen - last_count) / (now - last_at), now - last_at
+                print(f"    {seen:>8,} / {expected:,} arrived  ({rate:,.0f}/s over the last {window:.0f} s)")
+                last_count, last_at, next_print = seen, now, now + 10.0
+            await asyncio.sleep(0.05 if expected - seen < 50 else 0.25)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -905,13 +927,12 @@ async def db_floor(
     argv = script_argv(
         "--serve-floor-worker", setup.dsn, "--concurrency", str(concurrency), "--floor-client", client_kind
     )
-    timeout = args.timeout or max(60.0, expected / 100)
     label = f"floor ({client_kind})"
     with processes(f"floor-{client_kind}", args.workers, argv, base_env(), workdir) as procs:
         meter = CpuMeter({"workers": lambda: [p.process.pid for p in procs], **meter_groups})
         meter.start()
         started = time.time()
-        await receiver.wait_for(expected, timeout, procs, label)
+        await receiver.wait_for(expected, args.timeout, procs, label)
         cpu = meter.stop()
         problems = log_problems(procs)
     arrivals = await receiver.dump()
@@ -990,8 +1011,7 @@ async def throughput(
     finally:
         await conn.close()
     print(f"  {args.events:,} events committed in {committed - started:.2f} s ({len(batches)} transactions)")
-    timeout = args.timeout or max(60.0, expected / 100)
-    await receiver.wait_for(expected, timeout, procs, "throughput")
+    await receiver.wait_for(expected, args.timeout, procs, "throughput")
     cpu = meter.stop()
     arrivals = await receiver.dump()
     result = summarise_throughput("service", arrivals, expected, started, cpu, log_problems(procs))
@@ -1166,7 +1186,7 @@ async def run_scenarios(
         await reset_tables(setup.dsn)
         env = worker_env(setup, args)
         print(f"service: {args.workers} × `guanxi worker` (concurrency {concurrency})")
-        with processes("worker", args.workers, worker_argv(), env, workdir) as procs:
+        with processes("worker", args.workers, worker_argv(args.worker_command), env, workdir) as procs:
             await wait_listening(setup.dsn, procs)
             if not args.skip_throughput:
                 print(f"throughput: {args.events:,} events × {len(setup.secrets)} endpoint(s)")
@@ -1240,6 +1260,18 @@ def print_table(out: dict[str, Any], args: argparse.Namespace) -> list[str]:
     return verdicts
 
 
+def package_facts() -> dict[str, str | None]:
+    """Versions on the delivery path. httpcore retries `import sniffio` on every lock and event it
+    creates when sniffio is missing (anyio ≥ 4.11 no longer brings it), so its presence is noted."""
+    facts: dict[str, str | None] = {}
+    for name in ("httpx", "httpcore", "anyio", "sniffio", "sqlalchemy", "asyncpg", "pgqueuer", "uvloop"):
+        try:
+            facts[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            facts[name] = None
+    return facts
+
+
 def run(args: argparse.Namespace, workdir: Path) -> int:
     started = datetime.now(UTC)
     print(f"guanxi webhooks bench, {started:%Y-%m-%d %H:%M:%S} UTC")
@@ -1259,6 +1291,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         "postgresql": setup.postgres_version,
         "database": setup.server,
         "targets": {"sustained_per_s": THROUGHPUT_TARGET, "latency_p50_ms": LATENCY_P50_TARGET_MS},
+        "packages": package_facts(),
         "settings": {
             "events": args.events,
             "insert_batch": args.insert_batch,
@@ -1269,6 +1302,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             "latency_rate_per_s": args.latency_rate,
             "wrk_duration_s": args.duration,
             "wrk_threads": args.threads,
+            "worker_command": args.worker_command or "guanxi worker",
             "floor_clients": args.floor_clients,
         },
         **out,
