@@ -24,6 +24,7 @@ lint: install
 	$(BIN)/ruff check app tests bench migrations
 	$(BIN)/ruff format --check app tests bench migrations
 	$(BIN)/mypy
+	$(BIN)/mypy bench
 
 format: install
 	$(BIN)/ruff check --fix app tests bench migrations

@@ -404,6 +404,7 @@ async def prepare(db: BenchDatabase, args: argparse.Namespace) -> Prepared:
                 print(f"  seeded {age_min:.0f} min ago (> --max-age-minutes {args.max_age_minutes:g}): seeding again")
         if fresh:
             seed_seconds = time.perf_counter() - started
+            assert found is not None
             print(f"  reusing the seeded data (seeded {found['seeded_at']}, sizes match)")
             reused = True
         else:
@@ -497,7 +498,7 @@ async def seed_tickets(
         ],
     )
     categories: list[uuid.UUID] = []
-    rows = []
+    rows: list[tuple[uuid.UUID, uuid.UUID, str, uuid.UUID | None, datetime]] = []
     for parent, children in CATEGORIES:
         parent_id = uuid.uuid4()
         rows.append((workspace_id, parent_id, parent, None, now - timedelta(days=400)))
@@ -776,7 +777,7 @@ async def floor_statements(prepared: Prepared) -> dict[str, tuple[str, list[Any]
         await engine.dispose()
     list_sql = next((s, list(p)) for s, p in captured if "FROM tickets" in s)
     visible, scope = visible_customer_ids_sql(ctx)
-    compiled = text(REPORT_SQL.format(visible=visible)).compile(dialect=asyncpg_dialect())
+    compiled = text(REPORT_SQL.format(visible=visible)).compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
     now = clock.now()
     params = {"ws": ctx.workspace_id, "since": now - timedelta(days=30), "until": now, "tz": tz or "UTC", **scope}
     report_sql = (compiled.string, [params[name] for name in compiled.positiontup or []])
@@ -838,7 +839,7 @@ async def run_breaches(prepared: Prepared, args: argparse.Namespace) -> dict[str
     try:
         # EXPLAIN ANALYZE once, rolled back, for where the time goes.
         unflagged = await reset_breaches(conn, prepared.seeded_at)
-        compiled = tickets.BREACH_SQL.compile(dialect=asyncpg_dialect())
+        compiled = tickets.BREACH_SQL.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
         tx = conn.transaction()
         await tx.start()
         try:

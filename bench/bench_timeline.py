@@ -214,7 +214,7 @@ def timeline_sql() -> tuple[str, list[str]]:
         + " UNION ALL ".join(branches)
         + ") stream ORDER BY at DESC, id DESC LIMIT :limit"
     )
-    compiled = text(sql).compile(dialect=asyncpg_dialect())
+    compiled = text(sql).compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
     return compiled.string, list(compiled.positiontup or [])
 
 

