@@ -1,7 +1,9 @@
 """The lifetime-value models recover the parameters of customers simulated from known ones."""
 
 import numpy as np
+import pytest
 
+from app.services import lifetime_value
 from app.services.lifetime_value import BgNbd, GammaGamma, fit_bgnbd, fit_gamma_gamma
 
 
@@ -61,3 +63,25 @@ def test_gamma_gamma_recovers_known_parameters() -> None:
     expected = fitted.expected_value(np.array([0.0, 5.0]), np.array([0.0, 40.0]), population_mean=fitted_mean)
     assert expected[0] == fitted_mean
     assert min(40.0, fitted_mean) <= expected[1] <= max(40.0, fitted_mean)
+
+
+def test_fit_sample_is_bounded_aligned_and_reproducible(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifetime_value, "FIT_SAMPLE", 1_000)
+    x = np.arange(5_000, dtype=np.float64)
+    first = lifetime_value._sample(x, 2 * x)
+    again = lifetime_value._sample(x, 2 * x)
+    assert len(first[0]) == 1_000
+    assert np.array_equal(first[1], 2 * first[0])  # the same rows from every column
+    assert np.array_equal(first[0], again[0])
+    assert len(np.unique(first[0])) == 1_000
+    small = np.arange(10, dtype=np.float64)
+    assert lifetime_value._sample(small)[0] is small
+
+
+def test_bgnbd_fitted_on_a_sample_still_recovers_the_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifetime_value, "FIT_SAMPLE", 8_000)
+    truth = BgNbd(r=0.243, alpha=4.414, a=0.793, b=2.426)
+    x, t_x, T = _simulate_bgnbd(truth, 20_000, 39.0, np.random.default_rng(11))
+    fitted = fit_bgnbd(x, t_x, T)
+    assert abs(fitted.r - truth.r) / truth.r < 0.2
+    assert abs(fitted.alpha - truth.alpha) / truth.alpha < 0.3
