@@ -7,7 +7,9 @@ customers (seed.py's generator), --tickets tickets over the last 90 days (most r
 ~15% open and mostly recent; priorities, types, channels, categories, agents and teams; due times
 from the default SLA policies, so some are overdue and some fall due within the next hour; first
 response, resolution and closing times; CSAT on ~30% of the solved), their history (opened, first
-reply, resolved, closed) and --responses NPS answers; plus a small second tenant. Seeded data is
+reply, resolved, closed), --responses NPS answers, value tiers for every customer (half have one) and
+10 segments (3-40% of the customers: the report breaks CSAT and NPS down by both); plus a small
+second tenant. Seeded data is
 reused while the sizes match and it is fresh (its clock is the seeding time: after --max-age-minutes
 it is seeded again); --reseed forces it. Then, in one run:
 
@@ -25,7 +27,7 @@ bench/results/tickets-<UTC timestamp>.json, with EXPLAIN (ANALYZE, BUFFERS) of t
 Flags meant for other benches (bench/run_all.py passes its arguments to all) are ignored.
 
     .venv/bin/python bench/bench_tickets.py            # full size (seeding takes a few minutes once)
-    .venv/bin/python bench/bench_tickets.py --small    # 50k tickets, a quick run
+    .venv/bin/python bench/bench_tickets.py --small    # 50k tickets in guanxi_bench_tickets_small, a quick run
 """
 
 import argparse
@@ -50,7 +52,7 @@ from seed import BenchDatabase, WorkspacePlan, ensure_workspace, prepare_databas
 TICKETS_DATABASE = "guanxi_bench_tickets"
 MAIN_SLUG = "bench-tickets"
 OTHER_SLUG = "bench-tickets-other"
-SEED_VERSION = 2
+SEED_VERSION = 3
 LIST_P95_TARGET_MS = 200.0
 REPORT_P95_TARGET_MS = 200.0
 BREACH_TARGET_S = 10.0
@@ -116,7 +118,7 @@ SELECT
     $1, {id_expr}, s.i, m.id, s.type, s.channel, s.subject,
     s.subject || '。' || ($9::text[])[1 + s.h6 % {details}] || '（工单 #' || s.i || '）',
     s.category_id, s.priority, s.status,
-    s.assignee_id, s.team_id, '{{}}'::jsonb, s.h7 / 100 % 100 < 3, NULL,
+    s.assignee_id, s.team_id, '{{}}'::jsonb, s.h7 / 100 % 100 < 3, m.tier,
     CASE WHEN NOT s.paused THEN s.fr_due END,
     CASE WHEN NOT s.paused THEN s.res_due END,
     s.paused_at,
@@ -260,6 +262,46 @@ FROM (
 JOIN bench_customer_map m ON m.n = x.n
 """
 
+# Value figures with a tier for every customer (the report groups CSAT and NPS by tier; tickets
+# carry their customer's tier, as open_ticket sets it).
+VALUES_SQL = """
+INSERT INTO customer_values (
+    workspace_id, customer_id, first_purchase_at, last_purchase_at, order_count, total_spend, avg_order_value,
+    window_spend, window_orders, tier, tier_since, updated_at
+)
+SELECT $1, x.id,
+       $2::timestamptz - make_interval(days => 30 + x.h % 700), $2::timestamptz - make_interval(days => x.h % 30),
+       x.orders, x.orders * (50 + x.h / 1000 % 950), 50 + x.h / 1000 % 950, (x.orders / 2) * (50 + x.h / 1000 % 950),
+       x.orders / 2,
+       CASE WHEN x.h / 7 % 100 < 5 THEN 'vip' WHEN x.h / 7 % 100 < 20 THEN 'gold' WHEN x.h / 7 % 100 < 50 THEN 'silver'
+       END,
+       $2::timestamptz - make_interval(days => x.h % 60), $2::timestamptz
+FROM (
+    SELECT id, 1 + (hashint8(n + $3::int) & 2147483647) % 12 AS orders, hashint8(n * 7 + $3::int) & 2147483647 AS h
+    FROM bench_customer_map
+) x
+"""
+
+# Segment k holds the customers whose hash falls under its share ($3[k] per mille).
+SEGMENT_MEMBERS_SQL = """
+INSERT INTO segment_members (workspace_id, segment_id, customer_id, added_at)
+SELECT $1, ($2::uuid[])[k], m.id, $4::timestamptz - make_interval(days => m.n::int % 30)
+FROM generate_series(1, array_length($2::uuid[], 1)) AS k, bench_customer_map m
+WHERE (hashint8(m.n * 64 + k + $5::int) & 2147483647) % 1000 < ($3::int[])[k]
+"""
+SEGMENTS: list[tuple[str, int]] = [
+    ("高价值客户", 50),
+    ("近30天活跃", 300),
+    ("沉睡客户", 200),
+    ("新客户", 120),
+    ("华东地区", 350),
+    ("企业客户", 60),
+    ("投诉较多", 30),
+    ("会员日参与者", 150),
+    ("微信粉丝", 400),
+    ("流失风险", 80),
+]
+
 # Secondary indexes of the tables bulk-loaded here (constraint indexes stay).
 SECONDARY_INDEXES_SQL = """
 SELECT i.indexname, i.indexdef FROM pg_indexes i
@@ -267,9 +309,23 @@ WHERE i.schemaname = current_schema() AND i.tablename IN ('tickets', 'ticket_eve
   AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)
 ORDER BY i.indexname
 """
-TICKET_TABLES = ("tickets", "ticket_events", "ticket_comments", "csat_requests", "survey_responses", "surveys")
+TICKET_TABLES = (
+    "tickets",
+    "ticket_events",
+    "ticket_comments",
+    "csat_requests",
+    "survey_responses",
+    "surveys",
+    "customer_values",
+    "segment_members",
+    "segment_sizes",
+    "segments",
+)
 VACUUM_TABLES = (
     "customers",
+    "customer_values",
+    "segments",
+    "segment_members",
     "tickets",
     "ticket_events",
     "ticket_categories",
@@ -513,11 +569,30 @@ async def seed_tickets(
     await conn.execute("DROP TABLE IF EXISTS bench_customer_map")
     await conn.execute(
         "CREATE TEMP TABLE bench_customer_map ON COMMIT DROP AS "
-        "SELECT row_number() OVER (ORDER BY created_at, id) AS n, id FROM customers WHERE workspace_id = $1",
+        "SELECT row_number() OVER (ORDER BY created_at, id) AS n, id, NULL::text AS tier "
+        "FROM customers WHERE workspace_id = $1",
+        workspace_id,
+    )
+    await conn.execute(VALUES_SQL, workspace_id, now, plan.salt)
+    await conn.execute(
+        "UPDATE bench_customer_map m SET tier = v.tier FROM customer_values v "
+        "WHERE v.workspace_id = $1 AND v.customer_id = m.id",
         workspace_id,
     )
     await conn.execute("ANALYZE bench_customer_map")
     count = int(await conn.fetchval("SELECT count(*) FROM bench_customer_map"))
+    segments = [uuid.uuid4() for _ in SEGMENTS]
+    await conn.executemany(
+        "INSERT INTO segments (workspace_id, id, name, kind, member_count, refreshed_at, created_at, updated_at) "
+        "VALUES ($1, $2, $3, 'static', 0, $4, $4, $4)",
+        [(workspace_id, sid, name, now) for sid, (name, _) in zip(segments, SEGMENTS, strict=True)],
+    )
+    await conn.execute(SEGMENT_MEMBERS_SQL, workspace_id, segments, [p for _, p in SEGMENTS], now, plan.salt)
+    await conn.execute(
+        "UPDATE segments s SET member_count = (SELECT count(*) FROM segment_members m "
+        "WHERE m.workspace_id = s.workspace_id AND m.segment_id = s.id) WHERE s.workspace_id = $1",
+        workspace_id,
+    )
 
     step = time.perf_counter()
     sql = TICKETS_SQL.format(
@@ -620,6 +695,9 @@ async def data_facts(conn: asyncpg.Connection, workspace_id: uuid.UUID) -> dict[
         "SELECT count(*) FROM survey_responses WHERE workspace_id = $1", workspace_id
     )
     facts["ticket_events"] = await conn.fetchval("SELECT count(*) FROM ticket_events")
+    facts["segment_members"] = await conn.fetchval(
+        "SELECT count(*) FROM segment_members WHERE workspace_id = $1", workspace_id
+    )
     facts["tickets_table_mb"] = round(int(await conn.fetchval("SELECT pg_total_relation_size('tickets')")) / 2**20, 1)
     return facts
 
@@ -893,8 +971,9 @@ def plan_time(plan: list[str] | None) -> str:
 def run(args: argparse.Namespace, workdir: Path, service_timeout: str | None) -> int:
     started = datetime.now(UTC)
     print(f"guanxi tickets bench, {started:%Y-%m-%d %H:%M:%S} UTC")
-    db = prepare_database(recreate=args.reseed, database=TICKETS_DATABASE)
-    print(f"database {db.server}: {TICKETS_DATABASE}")
+    database = TICKETS_DATABASE + ("_small" if args.small else "")
+    db = prepare_database(recreate=args.reseed, database=database)
+    print(f"database {db.server}: {database}")
     prepared = asyncio.run(prepare(db, args))
     f = prepared.facts
     print(
@@ -914,7 +993,7 @@ def run(args: argparse.Namespace, workdir: Path, service_timeout: str | None) ->
         "machine": machine_facts(),
         "postgresql": prepared.postgres_version,
         "postgresql_settings": prepared.pg_settings,
-        "database": f"{db.server}: {TICKETS_DATABASE}",
+        "database": f"{db.server}: {database}",
         "settings": {
             "tickets": args.tickets,
             "customers": args.customers,
