@@ -141,28 +141,28 @@ def _plan_sql(plan: FollowUpPlan) -> str:
         # A satisfaction call-back per resolved ticket, keyed by the ticket: never twice.
         return TICKET_PLAN_SQL.format(audience=_audience_sql(plan.audience))
     if plan.rule == "every_n_days":
-        eligible = """
-          AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.workspace_id = c.workspace_id AND t.customer_id = c.id
-                          AND t.plan_id = :plan_id
-                          AND (t.status = 'open'
-                               OR t.created_at > CAST(:now AS timestamptz) - make_interval(days => :days)))"""
+        taken = "AND (t.status = 'open' OR t.created_at > CAST(:now AS timestamptz) - make_interval(days => :days))"
         due = "CAST(:now AS timestamptz)"
-        join = ""
+        join = extra = ""
     else:  # days_after_first_purchase: once per customer
+        taken = ""
         join = "JOIN customer_values v ON v.workspace_id = c.workspace_id AND v.customer_id = c.id"
-        eligible = """
-          AND v.first_purchase_at IS NOT NULL
-          AND v.first_purchase_at + make_interval(days => :days) <= CAST(:now AS timestamptz)
-          AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.workspace_id = c.workspace_id AND t.customer_id = c.id
-                          AND t.plan_id = :plan_id)"""
+        extra = """
+  AND v.first_purchase_at IS NOT NULL
+  AND v.first_purchase_at + make_interval(days => :days) <= CAST(:now AS timestamptz)"""
         due = "v.first_purchase_at + make_interval(days => :days)"
+    # EXCEPT reads tasks once. A correlated NOT EXISTS, planned while the plan has no tasks yet, became a
+    # nested loop whose inner scan re-read every row this statement had inserted so far: quadratic.
     return f"""
 INSERT INTO tasks (workspace_id, id, customer_id, title, kind, assignee_id, due_at, priority, status, origin,
                    plan_id, created_at, updated_at, version)
 SELECT c.workspace_id, guanxi_uuid7(), c.id, :title, :kind, c.owner_id, {due}, :priority, 'open', 'plan',
        :plan_id, CAST(:now AS timestamptz), CAST(:now AS timestamptz), 1
-FROM customers c {join}
-WHERE c.workspace_id = :ws AND c.deleted_at IS NULL {eligible} {_audience_sql(plan.audience)}
+FROM (SELECT id FROM customers WHERE workspace_id = :ws AND deleted_at IS NULL
+      EXCEPT
+      SELECT customer_id FROM tasks t WHERE t.workspace_id = :ws AND t.plan_id = :plan_id {taken}) e
+JOIN customers c ON c.workspace_id = :ws AND c.id = e.id {join}
+WHERE TRUE {extra} {_audience_sql(plan.audience)}
 ON CONFLICT DO NOTHING
 """
 
