@@ -171,11 +171,11 @@ class Worker:
                 for workspace_id in due:
                     if self.stop.is_set():
                         return
+                    ctx = system_caller(workspace_id)
                     async with self.sessions() as session:
-                        ctx = system_caller(workspace_id)
                         seconds = await customer_values.recompute_workspace(session, ctx)
-                        moved = await lifecycle.apply_rules(session, ctx)
                         await session.commit()
+                    moved = await lifecycle.apply_rules_in_chunks(self.sessions, ctx)
                     logger.info(
                         "value recompute",
                         extra={"workspace_id": str(workspace_id), "seconds": seconds, "stage_moves": moved},

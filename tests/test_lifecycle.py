@@ -3,12 +3,13 @@
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import select, update
+from fastapi import FastAPI
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock
 from app.access import system_caller
-from app.models import CustomerStage, Order, OutboxEvent
+from app.models import CustomerStage, Order, OutboxEvent, StageHistory
 from app.services import customer_values, lifecycle
 from tests.factories import Tenant, customer_body
 
@@ -180,3 +181,31 @@ async def test_workspace_defined_stages(client: httpx.AsyncClient, tenant: Tenan
     assert (
         await client.put("/api/v1/lifecycle/stages", json={"stages": wanted}, headers=tenant.headers("sales"))
     ).status_code == 403
+
+
+async def test_chunked_pass_stages_every_customer_once(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    ids = {await _customer(live_client, live_tenant) for _ in range(7)}
+    ctx = system_caller(live_tenant.id)
+    # Ranges of two customers, two transactions at once: four ranges, the last one open-ended.
+    assert await lifecycle.apply_rules_in_chunks(app.state.sessions, ctx, chunk=2, parallel=2) == 7
+    async with app.state.sessions() as session:
+        staged = (
+            await session.execute(
+                select(CustomerStage.customer_id, CustomerStage.stage).where(
+                    CustomerStage.workspace_id == live_tenant.id
+                )
+            )
+        ).all()
+        history = await session.scalar(
+            select(func.count()).select_from(StageHistory).where(StageHistory.workspace_id == live_tenant.id)
+        )
+        events = await session.scalar(
+            select(func.count())
+            .select_from(OutboxEvent)
+            .where(OutboxEvent.workspace_id == live_tenant.id, OutboxEvent.type == "lifecycle.stage_changed")
+        )
+    assert {str(customer_id) for customer_id, _ in staged} == ids and {stage for _, stage in staged} == {"lead"}
+    assert history == 7 and events == 7
+    assert await lifecycle.apply_rules_in_chunks(app.state.sessions, ctx, chunk=2, parallel=2) == 0

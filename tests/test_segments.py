@@ -123,14 +123,20 @@ async def test_field_catalogue_includes_custom_fields(client: httpx.AsyncClient,
 
 
 async def test_preview_counts_an_unsaved_filter(client: httpx.AsyncClient, tenant: Tenant) -> None:
-    for _ in range(3):
-        await _customer(client, tenant, tags=["trial"])
+    ids = [await _customer(client, tenant, tags=["trial"]) for _ in range(3)]
     response = await client.post(
         "/api/v1/segments/preview",
         json={"filter": {"field": "tags", "op": "contains", "value": "trial"}, "limit": 2},
         headers=tenant.headers(),
     )
-    assert response.json()["count"] == 3 and len(response.json()["items"]) == 2
+    assert response.json()["count"] == 3
+    assert [item["id"] for item in response.json()["items"]] == [ids[2], ids[1]]
+    nobody = await client.post(
+        "/api/v1/segments/preview",
+        json={"filter": {"field": "tags", "op": "contains", "value": "nobody"}, "limit": 2},
+        headers=tenant.headers(),
+    )
+    assert nobody.json() == {"count": 0, "items": []}
 
 
 async def test_dynamic_segment_refresh_records_joins_leaves_and_events(

@@ -1,6 +1,7 @@
 """Lifecycle stages: moves by hand (checked against the allowed transitions) and by rules,
 set-based over a workspace or for one customer after an order, with history and events."""
 
+import asyncio
 import uuid
 from datetime import datetime
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import clock
 from app.access import Caller
@@ -166,16 +167,22 @@ async def _close_history(session: AsyncSession, workspace_id: uuid.UUID, custome
 
 
 def _rules_sql(*, one_customer: bool) -> str:
-    only = "AND c.id = :customer_id" if one_customer else ""
+    def only(column: str) -> str:
+        # A range is [lo, hi), a null bound open. Repeated on each joined table: PostgreSQL carries
+        # equalities across a join but not ranges, and a chunk should not hash the whole workspace.
+        if one_customer:
+            return f"AND {column} = :customer_id"
+        return f"AND (CAST(:lo AS uuid) IS NULL OR {column} >= :lo) AND (CAST(:hi AS uuid) IS NULL OR {column} < :hi)"
+
     return f"""
 WITH params AS (SELECT CAST(:now AS timestamptz) AS now),
 current AS (
     SELECT c.id AS customer_id, s.stage, s.entered_at, v.order_count, v.window_orders, v.window_spend,
            v.last_purchase_at
     FROM customers c
-    LEFT JOIN customer_stages s ON s.workspace_id = c.workspace_id AND s.customer_id = c.id
-    LEFT JOIN customer_values v ON v.workspace_id = c.workspace_id AND v.customer_id = c.id
-    WHERE c.workspace_id = :ws AND c.deleted_at IS NULL {only}
+    LEFT JOIN customer_stages s ON s.workspace_id = c.workspace_id AND s.customer_id = c.id {only("s.customer_id")}
+    LEFT JOIN customer_values v ON v.workspace_id = c.workspace_id AND v.customer_id = c.id {only("v.customer_id")}
+    WHERE c.workspace_id = :ws AND c.deleted_at IS NULL {only("c.id")}
 ),
 targets AS (
     SELECT cur.*,
@@ -197,7 +204,7 @@ moves AS (
 closed AS (
     UPDATE stage_history h SET left_at = CAST(:now AS timestamptz)
     FROM moves m
-    WHERE h.workspace_id = :ws AND h.customer_id = m.customer_id AND h.left_at IS NULL
+    WHERE h.workspace_id = :ws AND h.customer_id = m.customer_id AND h.left_at IS NULL {only("h.customer_id")}
     RETURNING h.customer_id
 ),
 upserted AS (
@@ -224,11 +231,28 @@ SELECT (SELECT count(*) FROM moves), (SELECT count(*) FROM closed), (SELECT coun
 
 
 RULES_ONE = text(_rules_sql(one_customer=True))
-RULES_ALL = text(_rules_sql(one_customer=False))
+RULES_RANGE = text(_rules_sql(one_customer=False))
+# Customers per transaction and transactions at once for a whole workspace: short transactions, hash
+# joins that fit in memory, and one PostgreSQL backend per core doing the inserts.
+CHUNK_CUSTOMERS = 100_000
+PARALLEL_CHUNKS = 2
+IdRange = tuple[uuid.UUID | None, uuid.UUID | None]
+
+CHUNK_BOUNDS = text(
+    """
+SELECT id FROM (
+    SELECT id, row_number() OVER (ORDER BY id) AS n FROM customers WHERE workspace_id = :ws AND deleted_at IS NULL
+) numbered
+WHERE n % :chunk = 1 AND n > 1 ORDER BY id
+"""
+)
 
 
-async def apply_rules(session: AsyncSession, ctx: Caller, *, customer_id: uuid.UUID | None = None) -> int:
-    """Move customers to the stage their purchase history says; returns how many moved."""
+async def apply_rules(
+    session: AsyncSession, ctx: Caller, *, customer_id: uuid.UUID | None = None, ids: IdRange = (None, None)
+) -> int:
+    """Move customers — one, those with ids in [lo, hi), or all — to the stage their purchase history
+    says, in one statement; returns how many moved."""
     params: dict[str, Any] = {
         "ws": ctx.workspace_id,
         "now": clock.now(),
@@ -237,8 +261,41 @@ async def apply_rules(session: AsyncSession, ctx: Caller, *, customer_id: uuid.U
     }
     if customer_id is not None:
         params["customer_id"] = customer_id
-    row = (await session.execute(RULES_ONE if customer_id else RULES_ALL, params)).one()
+    else:
+        params["lo"], params["hi"] = ids
+    row = (await session.execute(RULES_ONE if customer_id else RULES_RANGE, params)).one()
     return int(row[0])
+
+
+async def apply_rules_in_chunks(
+    sessions: async_sessionmaker[AsyncSession],
+    ctx: Caller,
+    *,
+    chunk: int = CHUNK_CUSTOMERS,
+    parallel: int = PARALLEL_CHUNKS,
+) -> int:
+    """The nightly pass over a whole workspace: id ranges of `chunk` customers, each committed on its
+    own, `parallel` at a time. Each customer's move is atomic with its history and event; a pass cut
+    short leaves the rest for the next one, which finds them where they were."""
+    async with sessions() as session:
+        bounds: list[uuid.UUID | None] = list(
+            (await session.scalars(CHUNK_BOUNDS, {"ws": ctx.workspace_id, "chunk": chunk})).all()
+        )
+    pending = iter(zip([None, *bounds], [*bounds, None], strict=True))
+    moved = 0
+
+    async def drain() -> None:
+        nonlocal moved
+        for ids in pending:  # shared: each range goes to whichever runner asks first
+            async with sessions() as session:
+                in_range = await apply_rules(session, ctx, ids=ids)
+                await session.commit()
+            moved += in_range
+
+    async with asyncio.TaskGroup() as runners:
+        for _ in range(max(1, parallel)):
+            runners.create_task(drain())
+    return moved
 
 
 async def history(

@@ -352,15 +352,24 @@ async def snapshot(session: AsyncSession, ctx: Caller, segment_id: uuid.UUID, *,
 async def preview(session: AsyncSession, ctx: Caller, filter_: Any, *, limit: int) -> tuple[int, list[Any]]:
     """Count and first page for an unsaved filter, over the customers the caller may see."""
     compiled = await compile_filter(session, ctx, filter_)
-    matching = customers_matching(ctx, compiled, for_caller=True).subquery()
-    count = await session.scalar(select(func.count()).select_from(matching))
-    rows = await session.execute(
-        select(*CUSTOMER_COLUMNS)
-        .where(Customer.id.in_(select(matching.c.id)), Customer.workspace_id == ctx.workspace_id)
-        .order_by(Customer.created_at.desc(), Customer.id.desc())
+    # One statement: the CTE is read twice (count and page), so PostgreSQL evaluates the filter once.
+    matching = customers_matching(ctx, compiled, for_caller=True).add_columns(Customer.created_at).cte("matching")
+    page = (
+        select(matching.c.id, matching.c.created_at)
+        .order_by(matching.c.created_at.desc(), matching.c.id.desc())
         .limit(limit)
+        .subquery("page")
     )
-    return int(count or 0), [row._mapping for row in rows]
+    total = select(func.count()).select_from(matching).scalar_subquery().label("total")
+    rows = (
+        await session.execute(
+            select(*CUSTOMER_COLUMNS, total)
+            .join_from(Customer, page, and_(Customer.workspace_id == ctx.workspace_id, Customer.id == page.c.id))
+            .order_by(page.c.created_at.desc(), page.c.id.desc())
+        )
+    ).all()
+    # No row means nothing matched: the page is the top of the matches.
+    return (int(rows[0].total) if rows else 0), [row._mapping for row in rows]
 
 
 async def members(
