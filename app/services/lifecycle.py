@@ -2,6 +2,7 @@
 set-based over a workspace or for one customer after an order, with history and events."""
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -165,8 +166,8 @@ async def _close_history(session: AsyncSession, workspace_id: uuid.UUID, custome
     )
 
 
-def _rules_sql(*, one_customer: bool) -> str:
-    only = "AND c.id = :customer_id" if one_customer else ""
+def _rules_sql(*, customers: str | None) -> str:
+    only = f"AND c.id {customers}" if customers else ""
     return f"""
 WITH params AS (SELECT CAST(:now AS timestamptz) AS now),
 current AS (
@@ -223,21 +224,32 @@ SELECT (SELECT count(*) FROM moves), (SELECT count(*) FROM closed), (SELECT coun
 """
 
 
-RULES_ONE = text(_rules_sql(one_customer=True))
-RULES_ALL = text(_rules_sql(one_customer=False))
+RULES_ONE = text(_rules_sql(customers="= :customer_id"))
+RULES_SOME = text(_rules_sql(customers="= ANY(CAST(:customer_ids AS uuid[]))"))
+RULES_ALL = text(_rules_sql(customers=None))
 
 
-async def apply_rules(session: AsyncSession, ctx: Caller, *, customer_id: uuid.UUID | None = None) -> int:
-    """Move customers to the stage their purchase history says; returns how many moved."""
+async def apply_rules(
+    session: AsyncSession,
+    ctx: Caller,
+    *,
+    customer_id: uuid.UUID | None = None,
+    customer_ids: Sequence[uuid.UUID] | None = None,
+) -> int:
+    """Move customers (one, some, or the whole workspace) to the stage their purchase history
+    says; returns how many moved."""
     params: dict[str, Any] = {
         "ws": ctx.workspace_id,
         "now": clock.now(),
         "actor": orjson.dumps(ctx.actor).decode(),
         **RULES,
     }
+    statement = RULES_ALL
     if customer_id is not None:
-        params["customer_id"] = customer_id
-    row = (await session.execute(RULES_ONE if customer_id else RULES_ALL, params)).one()
+        params["customer_id"], statement = customer_id, RULES_ONE
+    elif customer_ids is not None:
+        params["customer_ids"], statement = list(customer_ids), RULES_SOME
+    row = (await session.execute(statement, params)).one()
     return int(row[0])
 
 
