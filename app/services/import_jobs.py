@@ -10,11 +10,11 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import clock
-from app.access import Caller, system_caller
-from app.errors import Conflict, NotFound, ValidationFailed
+from app.access import Caller, Scope, system_caller
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.ids import new_id
 from app.models import ImportJob, ImportRowError
-from app.services import custom_fields, imports, interaction_imports
+from app.services import custom_fields, imports, interaction_imports, order_imports
 from app.settings import get_settings
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx"}
@@ -38,6 +38,8 @@ async def create(
     kind: str = "customers",
 ) -> ImportJob:
     """Checks the file type, encoding and mapping now; the rows are the worker's."""
+    if kind == "orders" and not ctx.can(Scope.ORDERS_WRITE):
+        raise Forbidden("Importing orders needs the orders:write scope.")
     suffix = Path(filename).suffix.lower()
     if suffix not in FORMATS:
         raise ValidationFailed("Upload a .csv or .xlsx file.", loc=["body", "file"], error_type="file_type")
@@ -52,8 +54,10 @@ async def create(
             f"Imported {kind} are matched by source and external_id; match_on is for customers.",
             loc=["body", "match_on"],
         )
-    else:
+    elif kind == "interactions":
         interaction_imports.check_mapping(mapping, mode)
+    else:
+        order_imports.check_mapping(mapping)
     job_id = new_id()
     stored = import_dir() / f"{job_id}{suffix}"
     await asyncio.to_thread(upload.replace, stored)
@@ -186,7 +190,10 @@ async def process(
                 await interaction_imports.run(session, job, on_progress)
             else:
                 async with pool.acquire() as conn:
-                    await imports.run(conn, session, ctx, job, on_progress)
+                    if job.kind == "orders":
+                        await order_imports.run(conn, session, job, on_progress)
+                    else:
+                        await imports.run(conn, session, ctx, job, on_progress)
             if job.status != "cancelled":
                 job.status = "done"
         except (ValueError, OSError, UnicodeDecodeError) as exc:
