@@ -154,9 +154,9 @@ def import_file(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .csv or .xlsx file.")],
     workspace: Annotated[str, typer.Option(help="Workspace slug.")],
     map_: Annotated[list[str], typer.Option("--map", help="column=field; repeat per column.")],
-    type_: Annotated[str, typer.Option("--type", help="What the file holds.")] = "customers",
+    type_: Annotated[str, typer.Option("--type", help="customers, interactions or orders.")] = "customers",
     mode: Annotated[str, typer.Option(help="create_only or upsert.")] = "create_only",
-    match_on: Annotated[str | None, typer.Option(help="email, phone or code (for upsert).")] = None,
+    match_on: Annotated[str | None, typer.Option(help="email, phone or code (for a customer upsert).")] = None,
 ) -> None:
     """Import a file with the API's engine (COPY and set-based merge), with a progress bar."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -164,8 +164,8 @@ def import_file(
     from app.db import create_asyncpg_pool
     from app.services import import_jobs, workspaces
 
-    if type_ != "customers":
-        raise typer.BadParameter("only customers can be imported from the command line for now", param_hint="--type")
+    if type_ not in ("customers", "interactions", "orders"):
+        raise typer.BadParameter("customers, interactions or orders", param_hint="--type")
     mapping = dict(pair.split("=", 1) for pair in map_)
     settings = get_settings()
     url = resolve_database_url(settings, stop_embedded_at_exit=False)
@@ -189,6 +189,7 @@ def import_file(
                     mapping=mapping,
                     mode=mode,
                     match_on=match_on,
+                    kind=type_,
                 )
                 await session.commit()
             columns = (

@@ -7,6 +7,7 @@ recompute, so a per-order update scores a customer exactly as the nightly pass w
 
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -51,12 +52,13 @@ END
 """
 
 
-def _figures_sql(*, one_customer: bool) -> str:
+def _figures_sql(*, customers: str | None) -> str:
     """Aggregate, score, tier and upsert; record tier changes and emit their events. A whole
-    workspace is scored against quintile edges computed in the same statement; one customer
-    against the stored edges of the last full pass."""
-    only = "AND o.customer_id = :customer_id" if one_customer else ""
-    if one_customer:
+    workspace (`customers` None) is scored against quintile edges computed in the same statement;
+    some customers (`customers` the condition on their id) against the stored edges of the last
+    full pass."""
+    only = f"AND o.customer_id {customers}" if customers else ""
+    if customers:
         edges = """edges AS (
     SELECT CAST(:r_edges AS float8[]) AS r_e, CAST(:f_edges AS float8[]) AS f_e,
            CAST(:m_edges AS float8[]) AS m_e, CAST(:has_edges AS boolean) AS ok
@@ -135,7 +137,7 @@ tiered AS (
 ),
 old AS (
     SELECT v.customer_id, v.tier FROM customer_values v
-    WHERE v.workspace_id = :ws {"AND v.customer_id = :customer_id" if one_customer else ""}
+    WHERE v.workspace_id = :ws {f"AND v.customer_id {customers}" if customers else ""}
 ),
 upserted AS (
     INSERT INTO customer_values AS v (
@@ -188,8 +190,9 @@ FROM changes
 """
 
 
-FIGURES_ONE = text(_figures_sql(one_customer=True))
-FIGURES_ALL = text(_figures_sql(one_customer=False))
+FIGURES_ONE = text(_figures_sql(customers="= :customer_id"))
+FIGURES_SOME = text(_figures_sql(customers="= ANY(CAST(:customer_ids AS uuid[]))"))
+FIGURES_ALL = text(_figures_sql(customers=None))
 
 EDGES_SQL = text(
     """
@@ -260,7 +263,19 @@ async def refresh_customer(session: AsyncSession, ctx: Caller, customer_id: uuid
     now = clock.now()
     await session.execute(FIGURES_ONE, {**_params(model, ctx, now=now, reason="order"), "customer_id": customer_id})
     if model.bgnbd and model.gamma_gamma:
-        await _predict(session, ctx.workspace_id, model, now, customer_id=customer_id)
+        await _predict(session, ctx.workspace_id, model, now, customer_ids=[customer_id])
+
+
+async def refresh_customers(session: AsyncSession, ctx: Caller, customer_ids: Sequence[uuid.UUID]) -> None:
+    """After a load of orders: the same as `refresh_customer`, in one pass over all their customers."""
+    if not customer_ids:
+        return
+    model = await model_for(session, ctx.workspace_id)
+    now = clock.now()
+    ids = list(customer_ids)
+    await session.execute(FIGURES_SOME, {**_params(model, ctx, now=now, reason="order"), "customer_ids": ids})
+    if model.bgnbd and model.gamma_gamma:
+        await _predict(session, ctx.workspace_id, model, now, customer_ids=ids)
 
 
 async def recompute_workspace(session: AsyncSession, ctx: Caller) -> float | None:
@@ -313,9 +328,9 @@ WHERE m.recompute_requested_at IS NOT NULL
 
 
 async def _summaries(
-    session: AsyncSession, workspace_id: uuid.UUID, now: datetime, customer_id: uuid.UUID | None = None
+    session: AsyncSession, workspace_id: uuid.UUID, now: datetime, customer_ids: list[uuid.UUID] | None = None
 ) -> tuple[list[uuid.UUID], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    only = "AND customer_id = :customer_id" if customer_id else ""
+    only = "AND customer_id = ANY(CAST(:customer_ids AS uuid[]))" if customer_ids else ""
     rows = (
         await session.execute(
             text(
@@ -327,7 +342,7 @@ SELECT customer_id, order_count - 1,
 FROM customer_values WHERE workspace_id = :ws AND order_count > 0 {only}
 """
             ),
-            {"ws": workspace_id, "now": now, **({"customer_id": customer_id} if customer_id else {})},
+            {"ws": workspace_id, "now": now, **({"customer_ids": customer_ids} if customer_ids else {})},
         )
     ).all()
     ids = [row[0] for row in rows]
@@ -349,9 +364,9 @@ async def _fit_and_predict(session: AsyncSession, workspace_id: uuid.UUID, model
 
 
 async def _predict(
-    session: AsyncSession, workspace_id: uuid.UUID, model: ValueModel, now: datetime, *, customer_id: uuid.UUID
+    session: AsyncSession, workspace_id: uuid.UUID, model: ValueModel, now: datetime, *, customer_ids: list[uuid.UUID]
 ) -> None:
-    ids, x, t_x, age, m = await _summaries(session, workspace_id, now, customer_id)
+    ids, x, t_x, age, m = await _summaries(session, workspace_id, now, customer_ids)
     if ids:
         await _write_predictions(session, workspace_id, model, ids, x, t_x, age, m)
 

@@ -10,11 +10,11 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import clock
-from app.access import Caller, system_caller
-from app.errors import Conflict, NotFound, ValidationFailed
+from app.access import Caller, Scope, system_caller
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.ids import new_id
 from app.models import ImportJob, ImportRowError
-from app.services import custom_fields, imports
+from app.services import custom_fields, imports, interaction_imports, order_imports
 from app.settings import get_settings
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx"}
@@ -35,23 +35,36 @@ async def create(
     mapping: dict[str, str],
     mode: str,
     match_on: str | None,
+    kind: str = "customers",
 ) -> ImportJob:
     """Checks the file type, encoding and mapping now; the rows are the worker's."""
+    if kind == "orders" and not ctx.can(Scope.ORDERS_WRITE):
+        raise Forbidden("Importing orders needs the orders:write scope.")
     suffix = Path(filename).suffix.lower()
     if suffix not in FORMATS:
         raise ValidationFailed("Upload a .csv or .xlsx file.", loc=["body", "file"], error_type="file_type")
     file_format = FORMATS[suffix]
     encoding = await asyncio.to_thread(_inspect, upload, file_format)
-    imports.check_mapping(mapping, await custom_fields.definitions(session, ctx))
-    if mode == "upsert" and match_on is None:
-        raise ValidationFailed("An upsert needs match_on: email, phone or code.", loc=["body", "match_on"])
+    if kind == "customers":
+        imports.check_mapping(mapping, await custom_fields.definitions(session, ctx))
+        if mode == "upsert" and match_on is None:
+            raise ValidationFailed("An upsert needs match_on: email, phone or code.", loc=["body", "match_on"])
+    elif match_on is not None:
+        raise ValidationFailed(
+            f"Imported {kind} are matched by source and external_id; match_on is for customers.",
+            loc=["body", "match_on"],
+        )
+    elif kind == "interactions":
+        interaction_imports.check_mapping(mapping, mode)
+    else:
+        order_imports.check_mapping(mapping)
     job_id = new_id()
     stored = import_dir() / f"{job_id}{suffix}"
     await asyncio.to_thread(upload.replace, stored)
     job = ImportJob(
         workspace_id=ctx.workspace_id,
         id=job_id,
-        kind="customers",
+        kind=kind,
         status="queued",
         mode=mode,
         match_on=match_on,
@@ -121,6 +134,7 @@ async def errors(session: AsyncSession, ctx: Caller, job_id: uuid.UUID) -> list[
 def present(job: ImportJob) -> dict[str, Any]:
     return {
         "id": job.id,
+        "type": job.kind,
         "status": job.status,
         "mode": job.mode,
         "match_on": job.match_on,
@@ -172,8 +186,14 @@ async def process(
         job.status = "running"
         job.started_at = job.started_at or clock.now()
         try:
-            async with pool.acquire() as conn:
-                await imports.run(conn, session, ctx, job, on_progress)
+            if job.kind == "interactions":
+                await interaction_imports.run(session, job, on_progress)
+            else:
+                async with pool.acquire() as conn:
+                    if job.kind == "orders":
+                        await order_imports.run(conn, session, job, on_progress)
+                    else:
+                        await imports.run(conn, session, ctx, job, on_progress)
             if job.status != "cancelled":
                 job.status = "done"
         except (ValueError, OSError, UnicodeDecodeError) as exc:

@@ -9,7 +9,7 @@ import csv
 import io
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,9 @@ def read_rows(path: Path, file_format: str, encoding: str | None) -> Iterator[tu
 def _cell(value: object) -> str:
     if value is None:
         return ""
+    # A date-and-time cell (when an order or a contact happened) keeps its time; a date cell stays a date.
+    if isinstance(value, datetime) and value.time() != time():
+        return value.isoformat()
     if isinstance(value, date):
         return value.isoformat()[:10]
     if isinstance(value, float) and value.is_integer():

@@ -32,7 +32,12 @@ async def _check_outcome(session: AsyncSession, ctx: Caller, outcome: str | None
     if outcome is None:
         return
     allowed = await session.scalar(select(Workspace.interaction_outcomes).where(Workspace.id == ctx.workspace_id))
-    if outcome not in (allowed or []):
+    check_outcome(outcome, allowed or [], loc)
+
+
+def check_outcome(outcome: str, allowed: list[str], loc: list[str | int]) -> None:
+    """An outcome is one of the workspace's list."""
+    if outcome not in allowed:
         raise ValidationFailed(f"Unknown outcome '{outcome}'; this workspace uses {allowed}.", loc=loc)
 
 

@@ -3,8 +3,9 @@ set-based over a workspace or for one customer after an order, with history and 
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from sqlalchemy import select, text
@@ -166,12 +167,15 @@ async def _close_history(session: AsyncSession, workspace_id: uuid.UUID, custome
     )
 
 
-def _rules_sql(*, one_customer: bool) -> str:
+def _rules_sql(*, customers: Literal["one", "some", "range"]) -> str:
     def only(column: str) -> str:
-        # A range is [lo, hi), a null bound open. Repeated on each joined table: PostgreSQL carries
-        # equalities across a join but not ranges, and a chunk should not hash the whole workspace.
-        if one_customer:
+        # Repeated on each joined table: PostgreSQL carries equalities across a join but not ranges
+        # or arrays, and a chunk should not hash the whole workspace.
+        if customers == "one":
             return f"AND {column} = :customer_id"
+        if customers == "some":
+            return f"AND {column} = ANY(CAST(:customer_ids AS uuid[]))"
+        # [lo, hi), a null bound open: with both open, the whole workspace in one statement.
         return f"AND (CAST(:lo AS uuid) IS NULL OR {column} >= :lo) AND (CAST(:hi AS uuid) IS NULL OR {column} < :hi)"
 
     return f"""
@@ -230,8 +234,9 @@ SELECT (SELECT count(*) FROM moves), (SELECT count(*) FROM closed), (SELECT coun
 """
 
 
-RULES_ONE = text(_rules_sql(one_customer=True))
-RULES_RANGE = text(_rules_sql(one_customer=False))
+RULES_ONE = text(_rules_sql(customers="one"))
+RULES_SOME = text(_rules_sql(customers="some"))
+RULES_RANGE = text(_rules_sql(customers="range"))
 # Customers per transaction and transactions at once for a whole workspace: short transactions, hash
 # joins that fit in memory, and one PostgreSQL backend per core doing the inserts.
 CHUNK_CUSTOMERS = 100_000
@@ -249,21 +254,29 @@ WHERE n % :chunk = 1 AND n > 1 ORDER BY id
 
 
 async def apply_rules(
-    session: AsyncSession, ctx: Caller, *, customer_id: uuid.UUID | None = None, ids: IdRange = (None, None)
+    session: AsyncSession,
+    ctx: Caller,
+    *,
+    customer_id: uuid.UUID | None = None,
+    customer_ids: Sequence[uuid.UUID] | None = None,
+    ids: IdRange = (None, None),
 ) -> int:
-    """Move customers — one, those with ids in [lo, hi), or all — to the stage their purchase history
-    says, in one statement; returns how many moved."""
+    """Move customers — one, some, those with ids in [lo, hi), or all — to the stage their purchase
+    history says, in one statement; returns how many moved."""
     params: dict[str, Any] = {
         "ws": ctx.workspace_id,
         "now": clock.now(),
         "actor": orjson.dumps(ctx.actor).decode(),
         **RULES,
     }
+    statement = RULES_RANGE
     if customer_id is not None:
-        params["customer_id"] = customer_id
+        params["customer_id"], statement = customer_id, RULES_ONE
+    elif customer_ids is not None:
+        params["customer_ids"], statement = list(customer_ids), RULES_SOME
     else:
         params["lo"], params["hi"] = ids
-    row = (await session.execute(RULES_ONE if customer_id else RULES_RANGE, params)).one()
+    row = (await session.execute(statement, params)).one()
     return int(row[0])
 
 

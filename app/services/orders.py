@@ -243,9 +243,20 @@ async def _replace_lines(session: AsyncSession, ctx: Caller, order: Order, data:
 
 async def _check(session: AsyncSession, ctx: Caller, data: OrderIn) -> None:
     """The rules a schema cannot see: currency, its decimals, totals, and the customer."""
+    workspace_currency = await session.scalar(select(Workspace.currency).where(Workspace.id == ctx.workspace_id))
+    assert workspace_currency is not None
+    check_amounts(data, workspace_currency)
+    visible = await session.scalar(
+        select(Customer.id).where(Customer.id == data.customer_id, *visible_customer_clauses(ctx))
+    )
+    if visible is None:
+        raise NotFound("No customer with that id.")
+
+
+def check_amounts(data: OrderIn, workspace_currency: str) -> None:
+    """Currency, its decimals, the lines adding up to the total, and refunds fitting the status."""
     if data.currency not in _CURRENCIES:
         raise ValidationFailed(f"Unknown currency {data.currency}.", loc=["body", "currency"])
-    workspace_currency = await session.scalar(select(Workspace.currency).where(Workspace.id == ctx.workspace_id))
     if data.currency != workspace_currency:
         raise ValidationFailed(
             f"This workspace records orders in {workspace_currency}.", loc=["body", "currency"], error_type="currency"
@@ -275,8 +286,3 @@ async def _check(session: AsyncSession, ctx: Caller, data: OrderIn) -> None:
     }
     if not expected[data.status]:
         raise ValidationFailed(f"refunded_amount does not fit status {data.status}.", loc=["body", "status"])
-    visible = await session.scalar(
-        select(Customer.id).where(Customer.id == data.customer_id, *visible_customer_clauses(ctx))
-    )
-    if visible is None:
-        raise NotFound("No customer with that id.")

@@ -22,7 +22,9 @@ router = APIRouter(prefix="/imports", tags=["imports"])
 CHUNK = 1 << 20
 
 
-@router.post("", status_code=202, responses=errors(413), summary="Import customers from CSV or XLSX")
+@router.post(
+    "", status_code=202, responses=errors(413), summary="Import customers, interactions or orders from CSV or XLSX"
+)
 async def create_import(
     ctx: CustomersWrite,
     session: Session,
@@ -30,12 +32,25 @@ async def create_import(
     mapping: Annotated[
         str, Form(description='JSON object: file column → field, e.g. {"姓名": "name", "手机": "phone"}')
     ],
+    type_: Annotated[
+        Literal["customers", "interactions", "orders"], Form(alias="type", description="What the file holds.")
+    ] = "customers",
     mode: Annotated[Literal["create_only", "upsert"], Form()] = "create_only",
-    match_on: Annotated[Literal["email", "phone", "code"] | None, Form()] = None,
+    match_on: Annotated[
+        Literal["email", "phone", "code"] | None, Form(description="Customers: the key an upsert matches on.")
+    ] = None,
 ) -> Response:
     """Queues a job the worker runs: follow it at GET /imports/{id}; rejected rows at /errors.
-    Fields: name, kind, email, phone, company, title, gender, birthday, country, province, city,
-    district, street, postcode, source, tags, notes, code and custom.<key>."""
+
+    Customer fields: name, kind, email, phone, company, title, gender, birthday, country, province,
+    city, district, street, postcode, source, tags, notes, code and custom.<key>.
+
+    Interactions and orders name their customer by customer_code, customer_email, customer_phone
+    or customer_id, and are matched by (source, external_id). Interaction fields: channel,
+    direction, occurred_at, duration_seconds, subject, content, outcome, next_step, user_email,
+    source, external_id. Orders, one row per line (orders:write scope): source, external_id,
+    ordered_at, status, currency, total_amount, refunded_amount, channel, store, sku,
+    product_name, category, quantity, unit_price."""
     try:
         parsed = orjson.loads(mapping)
     except orjson.JSONDecodeError as exc:
@@ -59,6 +74,7 @@ async def create_import(
         mapping=parsed,
         mode=mode,
         match_on=match_on,
+        kind=type_,
     )
     return json_response(import_jobs.present(job), status_code=202, headers={"Location": f"/api/v1/imports/{job.id}"})
 
