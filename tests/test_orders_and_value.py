@@ -83,6 +83,21 @@ async def test_refunds_and_cancellations_change_the_figures(
     assert events.count("order.created") == 2 and events.count("order.updated") == 2
 
 
+async def test_an_order_moved_to_another_customer_leaves_the_first_with_zeros(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    first, second = await _customer(client, tenant), await _customer(client, tenant)
+    assert (await client.post("/api/v1/orders", json=_order(first), headers=tenant.headers())).status_code == 201
+    moved = await client.post("/api/v1/orders", json=_order(second), headers=tenant.headers())
+    assert moved.status_code == 200, moved.text
+    assert (await _value(client, tenant, first))["order_count"] == 0
+    assert (await _value(client, tenant, first))["total_spend"] == "0"
+    assert (await _value(client, tenant, second))["order_count"] == 1
+    # The full pass agrees: the first customer keeps a row of zeros, not the moved order's figures.
+    await customer_values.recompute_workspace(db, system_caller(tenant.id))
+    assert (await _value(client, tenant, first))["order_count"] == 0
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [

@@ -58,6 +58,14 @@ def _figures_sql(*, customers: str | None) -> str:
     some customers (`customers` the condition on their id) against the stored edges of the last
     full pass."""
     only = f"AND o.customer_id {customers}" if customers else ""
+    # Every named customer, and every customer with figures: one whose last order moved away or was
+    # removed gets zeros rather than keeping figures of orders it no longer has.
+    targets = (
+        f"SELECT c.id AS customer_id FROM customers c WHERE c.workspace_id = :ws AND c.id {customers}"
+        if customers
+        else "SELECT o.customer_id FROM orders o WHERE o.workspace_id = :ws "
+        "UNION SELECT v.customer_id FROM customer_values v WHERE v.workspace_id = :ws AND v.order_count > 0"
+    )
     if customers:
         edges = """edges AS (
     SELECT CAST(:r_edges AS float8[]) AS r_e, CAST(:f_edges AS float8[]) AS f_e,
@@ -74,7 +82,7 @@ def _figures_sql(*, customers: str | None) -> str:
 )"""
     return f"""
 WITH targets AS (
-    SELECT DISTINCT o.customer_id FROM orders o WHERE o.workspace_id = :ws {only}
+    {targets}
 ),
 counted AS (
     SELECT o.customer_id, o.id, o.ordered_at, o.total_amount - o.refunded_amount AS net
