@@ -175,6 +175,9 @@ class Worker:
                     async with self.sessions() as session:
                         seconds = await customer_values.recompute_workspace(session, ctx)
                         await session.commit()
+                    async with self.sessions() as session:
+                        await customer_values.refit_lifetime_value(session, ctx)
+                        await session.commit()
                     moved = await lifecycle.apply_rules_in_chunks(self.sessions, ctx)
                     logger.info(
                         "value recompute",

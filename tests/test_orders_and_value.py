@@ -312,6 +312,7 @@ async def test_full_recompute_scores_segments_and_predicts(db: AsyncSession, ten
     ids = await _seed_history(db, tenant, 150)
     seconds = await customer_values.recompute_workspace(db, system_caller(tenant.id))
     assert seconds is not None
+    assert await customer_values.refit_lifetime_value(db, system_caller(tenant.id))
     values = (await db.scalars(select(CustomerValue).where(CustomerValue.workspace_id == tenant.id))).all()
     assert len(values) == len(ids)
     assert {v.recency_score for v in values} == {1, 2, 3, 4, 5}

@@ -288,8 +288,10 @@ async def refresh_customers(session: AsyncSession, ctx: Caller, customer_ids: Se
 
 async def recompute_workspace(session: AsyncSession, ctx: Caller) -> float | None:
     """The full pass: figures for every customer with orders, new quintile edges, scores against
-    them, tiers, and refitted lifetime-value models. Returns the seconds it took, or None when
-    another worker is already recomputing this workspace."""
+    them, and tiers. Returns the seconds it took, or None when another worker is already
+    recomputing this workspace. The lifetime-value refit is `refit_lifetime_value`, in a
+    transaction of its own after this one commits, so the figures' row locks are held only as
+    long as the figures take."""
     lock = func.hashtextextended(f"value-recompute:{ctx.workspace_id}", 0)
     if not await session.scalar(select(func.pg_try_advisory_xact_lock(lock))):
         return None
@@ -305,11 +307,21 @@ async def recompute_workspace(session: AsyncSession, ctx: Caller) -> float | Non
             [float(v) for v in edges[1]],
             [float(v) for v in edges[2]],
         )
-    await _fit_and_predict(session, ctx.workspace_id, model, now)
     model.recompute_requested_at = None
     model.recomputed_at = now
     model.recompute_seconds = round(time.perf_counter() - started, 3)
     return model.recompute_seconds
+
+
+async def refit_lifetime_value(session: AsyncSession, ctx: Caller) -> bool:
+    """BG/NBD and Gamma-Gamma refitted on the committed figures, and every buyer's prediction
+    rewritten. False when another worker is refitting this workspace."""
+    lock = func.hashtextextended(f"value-refit:{ctx.workspace_id}", 0)
+    if not await session.scalar(select(func.pg_try_advisory_xact_lock(lock))):
+        return False
+    model = await model_for(session, ctx.workspace_id)
+    await _fit_and_predict(session, ctx.workspace_id, model, clock.now())
+    return True
 
 
 async def request_recompute(session: AsyncSession, ctx: Caller) -> datetime:
