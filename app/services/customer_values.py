@@ -180,6 +180,16 @@ upserted AS (
         tier_since = CASE WHEN v.tier IS DISTINCT FROM excluded.tier THEN excluded.tier_since ELSE v.tier_since END,
         tier = excluded.tier,
         updated_at = excluded.updated_at
+    -- A row whose figures are what they were is not rewritten: most rows of a nightly pass.
+    WHERE (v.first_purchase_at, v.last_purchase_at, v.order_count, v.total_spend, v.avg_order_value,
+           v.window_spend, v.window_orders, v.favourite_categories, v.avg_interval_days,
+           v.predicted_next_purchase_at, v.recency_score, v.frequency_score, v.monetary_score, v.rfm_segment,
+           v.tier)
+          IS DISTINCT FROM
+          (excluded.first_purchase_at, excluded.last_purchase_at, excluded.order_count, excluded.total_spend,
+           excluded.avg_order_value, excluded.window_spend, excluded.window_orders, excluded.favourite_categories,
+           excluded.avg_interval_days, excluded.predicted_next_purchase_at, excluded.recency_score,
+           excluded.frequency_score, excluded.monetary_score, excluded.rfm_segment, excluded.tier)
     RETURNING v.customer_id, v.tier
 ),
 changes AS (
