@@ -52,19 +52,23 @@ END
 """
 
 
+def _edges_below(edges: str, figure: str) -> str:
+    """How many of the four quintile edges lie below the figure."""
+    return "(" + " + ".join(f"({edges}[{i}] < {figure})::int" for i in range(1, 5)) + ")"
+
+
 def _figures_sql(*, customers: str | None) -> str:
     """Aggregate, score, tier and upsert; record tier changes and emit their events. A whole
     workspace (`customers` None) is scored against quintile edges computed in the same statement;
     some customers (`customers` the condition on their id) against the stored edges of the last
     full pass."""
     only = f"AND o.customer_id {customers}" if customers else ""
-    # Every named customer, and every customer with figures: one whose last order moved away or was
-    # removed gets zeros rather than keeping figures of orders it no longer has.
+    # Every named customer, orders or not: one whose last order moved away gets zeros rather than
+    # keeping the figures of orders it no longer has. Order writes name both customers of a move.
     targets = (
         f"SELECT c.id AS customer_id FROM customers c WHERE c.workspace_id = :ws AND c.id {customers}"
         if customers
-        else "SELECT o.customer_id FROM orders o WHERE o.workspace_id = :ws "
-        "UNION SELECT v.customer_id FROM customer_values v WHERE v.workspace_id = :ws AND v.order_count > 0"
+        else "SELECT DISTINCT o.customer_id FROM orders o WHERE o.workspace_id = :ws"
     )
     if customers:
         edges = """edges AS (
@@ -123,14 +127,14 @@ cats AS (
 ),
 {edges},
 scored AS (
+    -- A score counts the quintile edges below the figure. Plain comparisons, not a subquery over
+    -- the edges: the RFM map below repeats r and f, and each repeat would run its subquery again.
     SELECT a.*,
-           CASE WHEN a.n > 0 AND edges.ok THEN
-               5 - (SELECT count(*) FROM unnest(edges.r_e) e
-                    WHERE e < extract(epoch FROM CAST(:now AS timestamptz) - a.last_at) / 86400)
-           END AS r,
-           CASE WHEN a.n > 0 AND edges.ok THEN 1 + (SELECT count(*) FROM unnest(edges.f_e) e WHERE e < a.n) END AS f,
-           CASE WHEN a.n > 0 AND edges.ok THEN 1 + (SELECT count(*) FROM unnest(edges.m_e) e WHERE e < a.spend) END AS m
-    FROM agg a CROSS JOIN edges
+           CASE WHEN a.n > 0 AND edges.ok THEN 5 - {_edges_below("edges.r_e", "a.recency_days")} END AS r,
+           CASE WHEN a.n > 0 AND edges.ok THEN 1 + {_edges_below("edges.f_e", "a.n")} END AS f,
+           CASE WHEN a.n > 0 AND edges.ok THEN 1 + {_edges_below("edges.m_e", "a.spend")} END AS m
+    FROM (SELECT *, extract(epoch FROM CAST(:now AS timestamptz) - last_at) / 86400 AS recency_days FROM agg) a
+    CROSS JOIN edges
 ),
 tiered AS (
     SELECT s.*,
