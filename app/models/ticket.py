@@ -36,6 +36,8 @@ class Ticket(TenantKey, Base):
         Index("uq_tickets_workspace_id_number", "workspace_id", "number", unique=True),
         Index("ix_tickets_workspace_id_customer_id", "workspace_id", "customer_id", "created_at"),
         Index("ix_tickets_workspace_id_status_created_at", "workspace_id", "status", "created_at"),
+        # The service report's period: tickets created in a window, whatever their status.
+        Index("ix_tickets_workspace_id_created_at", "workspace_id", "created_at"),
         Index(
             "ix_tickets_open_due",
             "workspace_id",
