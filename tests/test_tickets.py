@@ -310,8 +310,18 @@ async def test_service_report_and_timeline(client: httpx.AsyncClient, tenant: Te
     await client.post(f"/api/v1/tickets/{first['id']}/csat-request", headers=tenant.headers())
     token = (await client.post(f"/api/v1/tickets/{first['id']}/csat-request", headers=tenant.headers())).json()["token"]
     await client.post(f"/api/v1/csat/{token}", json={"score": 5})
-    by_tier = (await client.get("/api/v1/reports/service", headers=tenant.headers())).json()["by_tier"]
-    assert by_tier == [{"tier": "none", "csat_average": 5.0, "nps": None}]
+    listed = await client.post("/api/v1/segments", json={"name": "回访", "kind": "static"}, headers=tenant.headers())
+    unrelated = await client.post("/api/v1/segments", json={"name": "其他", "kind": "static"}, headers=tenant.headers())
+    for segment, member in ((listed, customer), (unrelated, await _customer(client, tenant))):
+        await client.post(
+            f"/api/v1/segments/{segment.json()['id']}/members", json={"add": [member]}, headers=tenant.headers()
+        )
+    report = (await client.get("/api/v1/reports/service", headers=tenant.headers())).json()
+    assert report["by_tier"] == [{"tier": "none", "csat_average": 5.0, "nps": None}]
+    # Only segments whose members answered appear.
+    assert report["by_segment"] == [
+        {"segment_id": listed.json()["id"], "name": "回访", "csat_average": 5.0, "nps": None}
+    ]
     timeline = (
         await client.get(f"/api/v1/customers/{customer}/timeline", params={"type": "ticket"}, headers=tenant.headers())
     ).json()
