@@ -154,4 +154,3 @@ async def test_a_pooled_connection_the_server_ended_is_replaced_before_use(app: 
     async with app.state.readers() as session:
         assert await session.scalar(text("SELECT pg_backend_pid()")) != killed
     assert app.state.read_engine.pool.checkedin() == 1
-
