@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     db_pre_ping: bool = False
     statement_timeout_ms: int = Field(default=5000, ge=100)
     retry_after_seconds: int = Field(default=2, ge=1)
+    # Requests inside the application at once, per process; past it 503 at once (0: no limit).
+    max_in_flight_requests: int = Field(default=64, ge=0)
 
     jwt_secret: str = DEVELOPMENT_JWT_SECRET
     jwt_issuer: str = "guanxi"
