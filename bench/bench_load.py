@@ -190,18 +190,24 @@ OPERATIONS_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 def server_counts(base_url: str) -> dict[str, float]:
     """The service's own counters: its latency histogram (guanxi_request_seconds) summed over the API
-    routes, as cumulative counts by upper bound ("le=0.2", ...), and the requests it shed. What the
-    service measured from a request's arrival in the application to its answer, without the queueing
-    in front of it (sockets, the event loop)."""
+    routes, as cumulative counts by upper bound ("le=0.2", ...) in all and per method and route
+    ("POST /customers le=0.2"), and the requests it shed. What the service measured from a request's
+    arrival in the application to its answer, without the queueing in front of it (sockets, the
+    event loop)."""
     text = httpx.get(base_url + "/metrics", timeout=30).text
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "guanxi_requests_shed_total":
                 counts["shed"] = sample.value
-            if sample.name == "guanxi_request_seconds_bucket" and sample.labels["route"] not in OPERATIONS_ROUTES:
-                key = f"le={sample.labels['le']}"
-                counts[key] = counts.get(key, 0.0) + sample.value
+            labels = sample.labels
+            if sample.name.startswith("guanxi_request_seconds") and labels.get("route") not in OPERATIONS_ROUTES:
+                route = f"{labels['method']} {labels['route']}"
+                if sample.name.endswith("_bucket"):
+                    for key in (f"le={labels['le']}", f"{route} le={labels['le']}"):
+                        counts[key] = counts.get(key, 0.0) + sample.value
+                elif sample.name.endswith("_sum"):
+                    counts[f"{route} sum"] = counts.get(f"{route} sum", 0.0) + sample.value
     return counts
 
 
@@ -228,15 +234,23 @@ async def drained(service: ServerProcess) -> None:
     raise BenchError(f"the service still had requests in flight {DRAIN_SECONDS:.0f} s after the load stopped")
 
 
-def server_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Between two reads of server_counts: answers, shed requests, and the share of the answers
-    the service gave within 200 ms and within 500 ms."""
+def server_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Between two reads of server_counts: answers, shed requests, the share of the answers the
+    service gave within 200 ms and within 500 ms, and per route the answers and their mean time."""
     diff = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
     total = diff.get("le=+Inf", 0.0)
-    shares = {"answers": total, "shed": diff.get("shed", 0.0)}
+    shares: dict[str, Any] = {"answers": total, "shed": diff.get("shed", 0.0)}
     if total > 0:
         shares["% <= 200 ms"] = round(100 * diff.get("le=0.2", 0.0) / total, 2)
         shares["% <= 500 ms"] = round(100 * diff.get("le=0.5", 0.0) / total, 2)
+    routes: dict[str, str] = {}
+    for key, count in diff.items():
+        if key.endswith(" le=+Inf") and count > 0:
+            route = key.removesuffix(" le=+Inf")
+            within = 100 * diff.get(f"{route} le=0.2", 0.0) / count
+            mean_ms = 1000 * diff.get(f"{route} sum", 0.0) / count
+            routes[route] = f"{count:.0f} answers, mean {mean_ms:.0f} ms, {within:.1f} % <= 200 ms"
+    shares["routes"] = routes
     return shares
 
 
@@ -266,7 +280,7 @@ class Usage:
 class MixedResult:
     load: WrkMixed
     machine: Machine
-    server_side: dict[str, float]
+    server_side: dict[str, Any]
     verdict: str
 
 
@@ -472,7 +486,11 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             )
             mixed = asyncio.run(run_mixed(service, key, ids_file, args, tag))
             print_load("mixed", mixed.load)
+            routes = mixed.server_side.pop("routes", {})
             print(f"    measured by the service itself: {mixed.server_side}")
+            for route, text in sorted(routes.items()):
+                print(f"      {route}: {text}")
+            mixed.server_side["routes"] = routes
             print_machine(mixed.machine)
             print(
                 f"  targets: no 5xx ({mixed.load.server_errors}), p95 ≤ {P95_TARGET_MS:g} ms, "
