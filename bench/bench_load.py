@@ -14,9 +14,10 @@ generator's own CPU is taken from the service: httpx costs milliseconds of CPU p
   2. overload: the mixed clients for --overload-before seconds, --overload-clients (300) in all for
      --overload-duration, then the mixed clients alone for --overload-after; the surge clients never
      back off. A probe (one httpx client) reads a customer every 50 ms throughout. Targets: no 500
-     (the excess is shed with 429 or 503) and no request left unanswered, and the probe's p95 per
-     second back to normal (≤ the p95 target or 1.25 × the mixed run's p95, whichever is larger, for
-     every second from then on) within 10 s of the surge ending.
+     (the excess is shed with 429 or 503) and no request left unanswered, and the probe's latency
+     back to normal within 10 s of the surge ending: the first second from which the p95 of all it
+     got until the end is ≤ the p95 target or 1.5 × its own p95 before the surge, whichever is
+     larger (its p95 for each second is printed too).
 
 The 2 cores are shared by the service, PostgreSQL, wrk and whatever else runs on the machine: each
 run records `uptime`'s load averages before and after, machine busy/steal, and the CPU the service
@@ -289,7 +290,7 @@ class OverloadResult:
     base: WrkMixed  # the mixed clients, before, during and after the surge
     surge: WrkMixed  # the extra clients, during the surge only
     probe_before_p95_ms: float
-    normal_p95_ms: float
+    normal_p95_ms: float  # max(p95 target, 1.5 × the probe's p95 before the surge)
     per_second_p95_ms: list[tuple[int, float, int]]  # (second after the surge ended, probe p95, answers)
     recovery_s: int | None
     probe_statuses: dict[str, int]
@@ -323,10 +324,8 @@ async def run_overload(
     ids: list[str],
     ids_file: Path,
     args: argparse.Namespace,
-    normal: WrkMixed,
     tag: str,
 ) -> OverloadResult:
-    normal_p95 = max(P95_TARGET_MS, 1.25 * normal.p95_ms)
     samples: list[Sample] = []
     await drained(service)
     usage = Usage(service)
@@ -350,17 +349,27 @@ async def run_overload(
         probe(service, key, ids, start + total, samples),
     )
     machine = usage.stop()
-    # wrk's own start-up takes a moment: the surge ends when its process has ended, at the latest.
     surge_end = start + args.overload_before + args.overload_duration
     before = [s.ms for s in samples if s.started < start + args.overload_before]
+    # Normal: what the probe saw under the mixed load before the surge (with room for the noise of a
+    # shared machine), and never stricter than the p95 target.
+    normal_p95 = max(P95_TARGET_MS, 1.5 * percentile(before, 95))
+
+    def answered(since: float, until: float) -> list[float]:
+        return [s.ms for s in samples if since <= s.started + s.ms / 1000 < until]
+
     per_second: list[tuple[int, float, int]] = []
     for n in range(int(args.overload_after)):
-        window = [s.ms for s in samples if surge_end + n <= s.started + s.ms / 1000 < surge_end + n + 1]
+        window = answered(surge_end + n, surge_end + n + 1)
         per_second.append((n, round(percentile(window, 95), 1) if window else float("nan"), len(window)))
+    # Recovered at the first second from which the p95 of everything the probe got until the end is
+    # normal again: one late second on a shared machine does not undo a recovery.
     recovery: int | None = None
-    for index, (second, _, count) in enumerate(per_second):
-        if count and all(p <= normal_p95 for _, p, c in per_second[index:] if c):
-            recovery = second
+    end = start + total
+    for n in range(int(args.overload_after)):
+        rest = answered(surge_end + n, end)
+        if rest and percentile(rest, 95) <= normal_p95:
+            recovery = n
             break
     statuses: dict[str, int] = {}
     for s in samples:
@@ -377,8 +386,8 @@ async def run_overload(
     )
     no_500 = base.count("500") + surged.count("500") + statuses.get("500", 0) == 0
     other_5xx = (base.server_errors - base.count("503")) + (surged.server_errors - surged.count("503"))
-    answered = base.unanswered + surged.unanswered + statuses.get("0", 0) == 0
-    if no_500 and other_5xx == 0 and answered and recovery is not None and recovery <= RECOVERY_TARGET_S:
+    all_answered = base.unanswered + surged.unanswered + statuses.get("0", 0) == 0
+    if no_500 and other_5xx == 0 and all_answered and recovery is not None and recovery <= RECOVERY_TARGET_S:
         result.verdict = "PASS"
     return result
 
@@ -504,7 +513,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                     f"{args.overload_clients} for {args.overload_duration:g} s, then {args.clients} for "
                     f"{args.overload_after:g} s; a probe reads a customer every {PROBE_PAUSE_S * 1000:g} ms"
                 )
-                over = asyncio.run(run_overload(service, key, ids, ids_file, args, mixed.load, tag))
+                over = asyncio.run(run_overload(service, key, ids, ids_file, args, tag))
                 print_load("mixed clients", over.base)
                 print_load("surge clients", over.surge)
                 print(f"  probe: {over.probe_statuses}, p95 before the surge {over.probe_before_p95_ms} ms")
