@@ -1,11 +1,14 @@
 """Reading a load log against the times of the faults: what was answered when, and how fast it healed."""
 
+import os
 from dataclasses import dataclass
 
 from chaos.load import LoadLog, Outcome
 
-# A request the service has not answered after this long counts as hung. The longest bounded path is
-# a wait for a pooled connection (5 s) followed by a connect attempt (3 s).
+# A request the service has not answered after this long counts as hung. The longest bounded paths:
+# a statement sent into a silent network waits for the client-side command timeout (statement_timeout
+# 5 s + 2 s); a request that waits for a pooled connection waits at most 5 s, then at most 3 s to
+# connect. The rest is slack for a shared 2-core machine.
 HUNG_SECONDS = 10.0
 
 
@@ -65,4 +68,6 @@ def describe(log: LoadLog, events: dict[str, float], origin: float) -> str:
         + f"; readyz probes {len(log.readyz)}"
     )
     lines.append("     events: " + ", ".join(f"{name} at +{moment - origin:.2f} s" for name, moment in events.items()))
+    # The 2 cores are shared: a busy machine stretches every timing above.
+    lines.append("     load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     return "\n".join(lines)
