@@ -26,8 +26,16 @@ def resolve_database_url(settings: Settings, *, stop_embedded_at_exit: bool = Tr
     return url
 
 
-def create_engine(url: str, settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
-    """`autocommit` engines serve single-statement reads: no BEGIN/COMMIT round trips."""
+def create_engine(
+    url: str, settings: Settings, *, autocommit: bool = False, idle_in_transaction_timeout_ms: int = 0
+) -> AsyncEngine:
+    """`autocommit` engines serve single-statement reads: no BEGIN/COMMIT round trips.
+    `idle_in_transaction_timeout_ms` (the API's engines) has the server end a transaction whose
+    client went silent, so a partition cannot leave a lock held (the workspace's customer code
+    counter, say) until TCP gives up hours later."""
+    server_settings = {"statement_timeout": str(settings.statement_timeout_ms), "application_name": "guanxi"}
+    if idle_in_transaction_timeout_ms:
+        server_settings["idle_in_transaction_session_timeout"] = str(idle_in_transaction_timeout_ms)
     engine = create_async_engine(
         url,
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
@@ -41,10 +49,7 @@ def create_engine(url: str, settings: Settings, *, autocommit: bool = False) -> 
             "timeout": settings.db_connect_timeout_seconds,
             # A statement that outlives the server-side timeout is also cut client-side.
             "command_timeout": settings.statement_timeout_ms / 1000 + 2,
-            "server_settings": {
-                "statement_timeout": str(settings.statement_timeout_ms),
-                "application_name": "guanxi",
-            },
+            "server_settings": server_settings,
         },
     )
     event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
@@ -67,9 +72,10 @@ def connection_lost(exc: BaseException) -> bool:
         ):
             return True
         if isinstance(error, asyncpg.PostgresError):
-            # 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now.
+            # 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now;
+            # 25P03/25P04: the server ended a session left idle in a transaction, or a transaction too long.
             sqlstate = str(getattr(error, "sqlstate", "") or "")
-            return sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
+            return sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03", "25P03", "25P04")
     return False
 
 

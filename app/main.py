@@ -43,7 +43,7 @@ def create_app(
     settings = settings or get_settings()
     logs.configure(settings.log_level)
     url = database_url or resolve_database_url(settings)
-    engine = create_engine(url, settings)
+    engine = create_engine(url, settings, idle_in_transaction_timeout_ms=settings.idle_in_transaction_timeout_ms)
     read_engine = create_engine(url, settings, autocommit=True)
 
     @asynccontextmanager

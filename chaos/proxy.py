@@ -3,7 +3,9 @@
 `blackhole()` stops moving bytes in both directions without closing a socket, as a partition or a
 dead switch does: the service's connects are accepted but never answered, its queries are sent and
 never answered, nobody sees a reset. `restore()` moves the held bytes on, as TCP's retransmissions
-would once the path heals. The proxy runs its own event loop in a thread, so the load it carries
+would once the path heals; `restore(lose_held=True)` instead abandons every connection the silence
+caught, open and mute for good, as when the path comes back only after the peers' TCP state is gone
+(PostgreSQL never learns that those clients left). The proxy runs its own event loop in a thread, so the load it carries
 cannot slow it down.
 """
 
@@ -23,6 +25,8 @@ class BlackholeProxy:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        # Set for the connections of one silence when they are abandoned; a new one per silence.
+        self._lost = asyncio.Event()
         self.connections = 0
 
     def start(self) -> None:
@@ -34,9 +38,10 @@ class BlackholeProxy:
         asyncio.run_coroutine_threadsafe(self._set(False), self._loop).result(timeout=5)
         return time.monotonic()
 
-    def restore(self) -> float:
-        """Forward again (held bytes first); returns the monotonic time it took effect."""
-        asyncio.run_coroutine_threadsafe(self._set(True), self._loop).result(timeout=5)
+    def restore(self, *, lose_held: bool = False) -> float:
+        """Forward again: held bytes first, or (`lose_held`) only on connections made from now on.
+        Returns the monotonic time it took effect."""
+        asyncio.run_coroutine_threadsafe(self._set(True, lose_held=lose_held), self._loop).result(timeout=5)
         return time.monotonic()
 
     def stop(self) -> None:
@@ -47,8 +52,11 @@ class BlackholeProxy:
         self._thread.join(timeout=10)
         self._loop.close()
 
-    async def _set(self, forwarding: bool) -> None:
+    async def _set(self, forwarding: bool, *, lose_held: bool = False) -> None:
         if forwarding:
+            if lose_held:
+                self._lost.set()
+                self._lost = asyncio.Event()
             self._open.set()
         else:
             self._open.clear()
@@ -68,12 +76,15 @@ class BlackholeProxy:
         try:
             # A connection accepted during a black-hole waits here: the client's connect succeeded at
             # the TCP level, its startup packet is never answered.
+            lost = self._lost
             await self._open.wait()
+            if lost.is_set():
+                return await self._mute()
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
             self._writers.add(upstream_writer)
             await asyncio.gather(
-                self._pump(client_reader, upstream_writer),
-                self._pump(upstream_reader, client_writer),
+                self._pump(client_reader, upstream_writer, lost),
+                self._pump(upstream_reader, client_writer, lost),
             )
         except (OSError, asyncio.IncompleteReadError):
             pass
@@ -84,25 +95,32 @@ class BlackholeProxy:
                     writer.close()
             self._tasks.discard(task)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lost: asyncio.Event) -> None:
         try:
             while True:
                 # Not reading while black-holed leaves the bytes in the kernel's buffers, so the
                 # sender sees neither an error nor an answer.
                 await self._open.wait()
+                if lost.is_set():
+                    return await self._mute()
                 data = await reader.read(65536)
                 await self._open.wait()
+                if lost.is_set():
+                    return await self._mute()
                 if not data:
                     break
                 writer.write(data)
                 await writer.drain()
         except OSError:
             pass
-        finally:
-            # One side ended: end the other, as the peers' own sockets would.
-            with contextlib.suppress(OSError):
-                if writer.can_write_eof():
-                    writer.write_eof()
+        # One side ended: end the other, as the peers' own sockets would.
+        with contextlib.suppress(OSError):
+            if writer.can_write_eof():
+                writer.write_eof()
+
+    async def _mute(self) -> None:
+        """An abandoned connection: its sockets stay open and nothing moves, until stop()."""
+        await asyncio.Event().wait()
 
     async def _close(self) -> None:
         self._open.set()

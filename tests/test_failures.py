@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from app.db import connection_lost
+from app.db import connection_lost, create_engine
 from app.main import create_app
 from app.models import Customer
 from app.prepared import PreparedSelect
@@ -154,3 +154,22 @@ async def test_a_pooled_connection_the_server_ended_is_replaced_before_use(app: 
     async with app.state.readers() as session:
         assert await session.scalar(text("SELECT pg_backend_pid()")) != killed
     assert app.state.read_engine.pool.checkedin() == 1
+
+
+async def test_the_api_asks_the_server_to_end_transactions_left_silent(app: FastAPI) -> None:
+    async with app.state.engine.connect() as conn:
+        assert await conn.scalar(text("SHOW idle_in_transaction_session_timeout")) == "10s"
+
+
+async def test_a_transaction_the_server_ended_for_silence_is_unavailable_not_an_error(database_url: str) -> None:
+    engine = create_engine(database_url, get_settings(), idle_in_transaction_timeout_ms=200)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            await asyncio.sleep(0.6)
+            with pytest.raises(DBAPIError) as caught:
+                await conn.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+    assert caught.value.connection_invalidated
+    assert is_database_unavailable(caught.value)
