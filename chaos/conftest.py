@@ -3,6 +3,7 @@ and a tenant with an API key and some customers to read."""
 
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -84,7 +85,8 @@ def make_service(cluster: Cluster) -> Iterator[Callable[..., ServerProcess]]:
         server.stop()
     for server in started:
         text = server.log_path.read_text(errors="replace")
-        assert "unhandled error" not in text, f"the service logged an unhandled error:\n{server.log_tail(80)}"
+        assert "unhandled error" not in text, f"the service logged an unhandled error (logs in {logs}):\n{text[-4000:]}"
+    shutil.rmtree(logs, ignore_errors=True)
 
 
 @pytest.fixture
