@@ -1,10 +1,10 @@
-# Guanxi: `make run` serves the API, `make test` runs lint and the whole suite.
+# Guanxi: `make run` serves the API, `make test` runs lint and the whole suite, `make chaos` the fault suite.
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: install run test lint format bench db-start db-stop clean
+.PHONY: install run test lint format bench chaos db-start db-stop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,17 +21,23 @@ test: lint
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check app tests bench migrations
-	$(BIN)/ruff format --check app tests bench migrations
+	$(BIN)/ruff check app tests bench chaos migrations
+	$(BIN)/ruff format --check app tests bench chaos migrations
 	$(BIN)/mypy
 	$(BIN)/mypy bench
+	$(BIN)/mypy chaos
 
 format: install
-	$(BIN)/ruff check --fix app tests bench migrations
-	$(BIN)/ruff format app tests bench migrations
+	$(BIN)/ruff check --fix app tests bench chaos migrations
+	$(BIN)/ruff format app tests bench chaos migrations
 
 bench: install
 	$(BIN)/python bench/run_all.py
+
+# The real server on a PostgreSQL of its own, under load, while the database crashes, its
+# connections are killed and the network goes silent (about 2-3 minutes; not part of `make test`).
+chaos: install
+	$(BIN)/pytest chaos -v -s -p no:cacheprovider
 
 db-start: install
 	$(BIN)/guanxi db start

@@ -1,10 +1,13 @@
 """Engine, sessions and the choice of database (DATABASE_URL or the embedded server)."""
 
 import os
+from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy.engine import make_url
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app import embedded_db
@@ -23,9 +26,17 @@ def resolve_database_url(settings: Settings, *, stop_embedded_at_exit: bool = Tr
     return url
 
 
-def create_engine(url: str, settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
-    """`autocommit` engines serve single-statement reads: no BEGIN/COMMIT round trips."""
-    return create_async_engine(
+def create_engine(
+    url: str, settings: Settings, *, autocommit: bool = False, idle_in_transaction_timeout_ms: int = 0
+) -> AsyncEngine:
+    """`autocommit` engines serve single-statement reads: no BEGIN/COMMIT round trips.
+    `idle_in_transaction_timeout_ms` (the API's engines) has the server end a transaction whose
+    client went silent, so a partition cannot leave a lock held (the workspace's customer code
+    counter, say) until TCP gives up hours later."""
+    server_settings = {"statement_timeout": str(settings.statement_timeout_ms), "application_name": "guanxi"}
+    if idle_in_transaction_timeout_ms:
+        server_settings["idle_in_transaction_session_timeout"] = str(idle_in_transaction_timeout_ms)
+    engine = create_async_engine(
         url,
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
         json_serializer=lambda value: orjson.dumps(value).decode(),
@@ -38,12 +49,56 @@ def create_engine(url: str, settings: Settings, *, autocommit: bool = False) -> 
             "timeout": settings.db_connect_timeout_seconds,
             # A statement that outlives the server-side timeout is also cut client-side.
             "command_timeout": settings.statement_timeout_ms / 1000 + 2,
-            "server_settings": {
-                "statement_timeout": str(settings.statement_timeout_ms),
-                "application_name": "guanxi",
-            },
+            "server_settings": server_settings,
         },
     )
+    event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
+    event.listen(engine.sync_engine, "handle_error", _mark_lost_connection)
+    event.listen(engine.sync_engine, "invalidate", _abort_invalidated_connection)
+    return engine
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """The error ends its connection: the server closed the session (terminated backend, shutdown,
+    crash), the driver's protocol state is broken, or the server did not answer within its own
+    statement time limit plus the client's 2 s (`command_timeout`: the server or the network is
+    gone). SQLAlchemy's own check for asyncpg asks `is_closed()`, which turns true only once the
+    driver has read the end of the stream, sometimes after the error reached us; such a connection
+    went back to the pool and failed the next request that drew it."""
+    for error in (exc, exc.__cause__):
+        if isinstance(
+            error,
+            asyncpg.InterfaceError | asyncpg.InternalClientError | asyncpg.PostgresConnectionError | TimeoutError,
+        ):
+            return True
+        if isinstance(error, asyncpg.PostgresError):
+            # 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now;
+            # 25P03/25P04: the server ended a session left idle in a transaction, or a transaction too long.
+            sqlstate = str(getattr(error, "sqlstate", "") or "")
+            return sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03", "25P03", "25P04")
+    return False
+
+
+def _mark_lost_connection(context: ExceptionContext) -> None:
+    """Errors that end a connection count as disconnects: SQLAlchemy then invalidates the
+    connection (and the pool's older ones) and the error says `connection_invalidated`."""
+    if context.original_exception is not None and connection_lost(context.original_exception):
+        context.is_disconnect = True
+
+
+def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pre-ping without the round trip: asyncpg marks a connection closed as soon as its socket
+    ends (a database restart, a terminated backend), so such a connection is replaced at checkout
+    (SQLAlchemy reconnects on DisconnectionError) instead of failing the request that drew it."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise sa_exc.DisconnectionError("the server closed this connection")
+
+
+def _abort_invalidated_connection(dbapi_connection: Any, _record: Any, _exc: BaseException | None) -> None:
+    """A connection being discarded is closed at once. SQLAlchemy's graceful close waits up to 2 s
+    for the server's goodbye, which on a silent network adds 2 s to the request that found it."""
+    if dbapi_connection is not None:
+        dbapi_connection.driver_connection.terminate()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

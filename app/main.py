@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import logs, openapi_webhooks, problems
 from app.db import create_engine, create_sessionmaker, resolve_database_url
 from app.json_response import JSONResponse
-from app.middleware import RequestContextMiddleware
+from app.middleware import InFlightLimit, RequestContextMiddleware
 from app.paths import ALEMBIC_INI
 from app.rate_limits import RateLimiter
 from app.routers import health, v1
@@ -43,7 +43,7 @@ def create_app(
     settings = settings or get_settings()
     logs.configure(settings.log_level)
     url = database_url or resolve_database_url(settings)
-    engine = create_engine(url, settings)
+    engine = create_engine(url, settings, idle_in_transaction_timeout_ms=settings.idle_in_transaction_timeout_ms)
     read_engine = create_engine(url, settings, autocommit=True)
 
     @asynccontextmanager
@@ -74,6 +74,12 @@ def create_app(
     app.include_router(health.router)
     app.include_router(v1.router)
     openapi_webhooks.document(app)
+    # Inside the request context, so a shed request still gets its request id, access line and metric.
+    app.add_middleware(
+        InFlightLimit,
+        limit=settings.max_in_flight_requests,
+        retry_after_seconds=settings.retry_after_seconds,
+    )
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,

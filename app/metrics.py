@@ -1,6 +1,6 @@
 """Prometheus metrics of the API process: request latency by route, pools, the job queue."""
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
 
@@ -11,6 +11,12 @@ REQUEST_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0),
 )
+REQUESTS_SHED = Counter(
+    "guanxi_requests_shed",
+    "Requests answered 503 at once because the process was at its in-flight limit.",
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge("guanxi_requests_in_flight", "Requests inside the application now.", registry=REGISTRY)
 POOL_CONNECTIONS = Gauge(
     "guanxi_db_pool_connections", "Database pool connections by pool and state.", ["pool", "state"], registry=REGISTRY
 )

@@ -1,4 +1,4 @@
-"""ASGI middleware: request id, access log and the request body limit.
+"""ASGI middleware: request id, access log, the request body limit and load shedding.
 
 Plain ASGI rather than BaseHTTPMiddleware: it adds no task or stream copy to every request."""
 
@@ -12,12 +12,14 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.logs import request_id
-from app.metrics import REQUEST_SECONDS
+from app.metrics import IN_FLIGHT, REQUEST_SECONDS, REQUESTS_SHED
 from app.problems import problem_response
 
 logger = logging.getLogger("guanxi.access")
 
 UPLOAD_PATH = "/api/v1/imports"
+# Probes and metrics answer even when the API is full: an orchestrator must still see the process.
+UNSHED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -99,6 +101,44 @@ class RequestContextMiddleware:
             instance=scope["path"],
         )
         await response(scope, _no_receive, send)
+
+
+class InFlightLimit:
+    """Load shedding: at most `limit` requests inside the application at once. The next one is
+    answered 503 with Retry-After at once, instead of queueing behind the others for the CPU and a
+    database connection, where it would only make every answer late (and on an overloaded process,
+    every answer would be). 0 turns the limit off."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, retry_after_seconds: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.retry_after = str(retry_after_seconds)
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.limit <= 0 or scope["path"] in UNSHED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            REQUESTS_SHED.inc()
+            response = problem_response(
+                None,
+                status=503,
+                title="Service unavailable",
+                slug="overloaded",
+                detail="The service is at its limit of concurrent requests; retry shortly.",
+                headers={"Retry-After": self.retry_after},
+                instance=scope["path"],
+            )
+            await response(scope, _no_receive, send)
+            return
+        self.in_flight += 1
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            IN_FLIGHT.dec()
 
 
 async def _no_receive() -> Message:

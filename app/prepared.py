@@ -2,14 +2,20 @@
 asyncpg connection. Skips per-request statement building, cache keying and ORM result handling,
 which cost more than the query itself on a primary-key read."""
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import Select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import connection_lost
+
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+
+T = TypeVar("T")
 
 
 class PreparedSelect:
@@ -22,16 +28,30 @@ class PreparedSelect:
         return [params[name] for name in self.names]
 
     async def fetchrow(self, session: AsyncSession, params: dict[str, Any]) -> asyncpg.Record | None:
-        connection = await driver_connection(session)
-        return await connection.fetchrow(self.sql, *self._args(params))
+        args = self._args(params)
+        return await _run(session, self.sql, args, lambda conn: conn.fetchrow(self.sql, *args))
 
     async def fetch(self, session: AsyncSession, params: dict[str, Any]) -> list[asyncpg.Record]:
-        connection = await driver_connection(session)
-        return list(await connection.fetch(self.sql, *self._args(params)))
+        args = self._args(params)
+        return list(await _run(session, self.sql, args, lambda conn: conn.fetch(self.sql, *args)))
 
 
-async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session: in tests, the one inside the test's transaction."""
+async def _run(
+    session: AsyncSession, sql: str, args: list[Any], call: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> T:
+    """Runs `call` on the driver connection and does with its failures what SQLAlchemy does with the
+    failures of the statements it runs itself: a connection the server closed (a restart, a
+    terminated backend) leaves the pool, and the error reaches app.problems as a DBAPIError that
+    carries the SQLSTATE, so it answers 503 rather than 500."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    return raw.driver_connection
+    driver: asyncpg.Connection = raw.driver_connection
+    try:
+        return await call(driver)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError) as exc:
+        lost = connection_lost(exc) or driver.is_closed()
+        if lost:
+            await connection.invalidate(exc)
+        elif isinstance(exc, OSError | TimeoutError):
+            raise
+        raise sa_exc.DBAPIError(sql, args, exc, connection_invalidated=lost) from exc

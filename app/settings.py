@@ -24,7 +24,12 @@ class Settings(BaseSettings):
     # request with 503, and the pool is then replaced whole.
     db_pre_ping: bool = False
     statement_timeout_ms: int = Field(default=5000, ge=100)
+    # The API's transactions: one left open and silent this long is ended by the server, with its locks
+    # (a client lost to a network partition never says goodbye). 0: no limit.
+    idle_in_transaction_timeout_ms: int = Field(default=10_000, ge=0)
     retry_after_seconds: int = Field(default=2, ge=1)
+    # Requests inside the application at once, per process; past it 503 at once (0: no limit).
+    max_in_flight_requests: int = Field(default=64, ge=0)
 
     jwt_secret: str = DEVELOPMENT_JWT_SECRET
     jwt_issuer: str = "guanxi"

@@ -1,14 +1,21 @@
-"""Known failures: the database unreachable, a commit that fails. Never a 500, never a lost write."""
+"""Known failures: the database unreachable, a commit that fails, connections the server ends. Never a 500,
+never a lost write."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
+from app.db import connection_lost, create_engine
 from app.main import create_app
 from app.models import Customer
+from app.prepared import PreparedSelect
+from app.problems import is_database_unavailable
 from app.settings import get_settings
 from tests.factories import Tenant, customer_body
 
@@ -94,3 +101,75 @@ async def test_a_failing_commit_is_an_error_response_and_nothing_is_stored(
     async with app.state.sessions() as session:
         count = await session.scalar(select(func.count()).where(Customer.workspace_id == live_tenant.id))
     assert count == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "lost"),
+    [
+        (asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"), True),
+        (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"), True),
+        (asyncpg.exceptions.InterfaceError("connection is closed"), True),
+        (asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation is in progress"), True),
+        (TimeoutError(), True),
+        (asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"), False),
+        (asyncpg.exceptions.UniqueViolationError("duplicate key value"), False),
+        (asyncpg.exceptions.SerializationError("could not serialize access"), False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_errors_that_end_a_connection_are_told_apart_from_statement_errors(error: BaseException, lost: bool) -> None:
+    assert connection_lost(error) is lost
+
+
+async def terminate(app: FastAPI, pid: int) -> None:
+    async with app.state.engine.connect() as conn:
+        # With a timeout, pg_terminate_backend waits until the backend is gone.
+        assert await conn.scalar(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
+
+
+BACKEND_PID = PreparedSelect(select(func.pg_backend_pid().label("pid")))
+
+
+async def test_a_hot_read_on_a_connection_the_server_ended_is_unavailable_not_an_error(app: FastAPI) -> None:
+    async with app.state.readers() as session:
+        row = await BACKEND_PID.fetchrow(session, {})
+        assert row is not None
+        await terminate(app, row["pid"])
+        with pytest.raises(DBAPIError) as caught:
+            await BACKEND_PID.fetchrow(session, {})
+    assert caught.value.connection_invalidated
+    assert is_database_unavailable(caught.value)
+    async with app.state.readers() as session:
+        again = await BACKEND_PID.fetchrow(session, {})
+    assert again is not None and again["pid"] != row["pid"]
+
+
+async def test_a_pooled_connection_the_server_ended_is_replaced_before_use(app: FastAPI) -> None:
+    await app.state.read_engine.dispose()
+    async with app.state.readers() as session:
+        killed = await session.scalar(text("SELECT pg_backend_pid()"))
+    await terminate(app, killed)
+    # The driver reads the end of the stream as soon as the loop runs.
+    await asyncio.sleep(0.2)
+    async with app.state.readers() as session:
+        assert await session.scalar(text("SELECT pg_backend_pid()")) != killed
+    assert app.state.read_engine.pool.checkedin() == 1
+
+
+async def test_the_api_asks_the_server_to_end_transactions_left_silent(app: FastAPI) -> None:
+    async with app.state.engine.connect() as conn:
+        assert await conn.scalar(text("SHOW idle_in_transaction_session_timeout")) == "10s"
+
+
+async def test_a_transaction_the_server_ended_for_silence_is_unavailable_not_an_error(database_url: str) -> None:
+    engine = create_engine(database_url, get_settings(), idle_in_transaction_timeout_ms=200)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            await asyncio.sleep(0.6)
+            with pytest.raises(DBAPIError) as caught:
+                await conn.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+    assert caught.value.connection_invalidated
+    assert is_database_unavailable(caught.value)

@@ -1,11 +1,16 @@
-"""Rate limits per caller, CORS, and the metrics endpoint."""
+"""Rate limits per caller, load shedding, CORS, and the metrics endpoint."""
+
+import asyncio
 
 import httpx
 from fastapi import FastAPI
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from app.main import create_app
+from app.middleware import InFlightLimit
 from app.rate_limits import RateLimiter
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 from tests.factories import Tenant
 
 
@@ -48,3 +53,35 @@ async def test_metrics_expose_request_latency_and_pools(live_client: httpx.Async
     body = (await live_client.get("/metrics")).text
     assert 'guanxi_request_seconds_count{method="GET",route="/healthz",status="2xx"}' in body
     assert 'guanxi_db_pool_connections{pool="read",state="checked_out"}' in body
+
+
+async def test_requests_past_the_in_flight_limit_are_shed_with_503_at_once() -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] != "/healthz":
+            entered.set()
+            await release.wait()
+        await JSONResponse({"ok": True})(scope, receive, send)
+
+    limited = InFlightLimit(slow_app, limit=1, retry_after_seconds=2)
+    transport = httpx.ASGITransport(app=limited)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        first = asyncio.create_task(http.get("/api/v1/customers"))
+        await entered.wait()
+        shed = await http.post("/api/v1/customers", json={"name": "x"})
+        assert shed.status_code == 503
+        assert shed.headers["retry-after"] == "2"
+        assert shed.headers["content-type"] == "application/problem+json"
+        assert shed.json()["type"].endswith("/overloaded")
+        # Probes are never shed: the orchestrator must still see the process.
+        assert (await http.get("/healthz")).status_code == 200
+        release.set()
+        assert (await first).status_code == 200
+        assert (await http.get("/api/v1/customers")).status_code == 200
+    assert limited.in_flight == 0
+
+
+def test_the_in_flight_limit_is_on_by_default_and_can_be_turned_off() -> None:
+    assert Settings().max_in_flight_requests > 0
+    assert Settings(max_in_flight_requests=0).max_in_flight_requests == 0
