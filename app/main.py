@@ -9,7 +9,7 @@ from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import logs, openapi_webhooks, problems
+from app import logs, openapi_document, openapi_webhooks, problems
 from app.db import create_engine, create_sessionmaker, resolve_database_url
 from app.json_response import JSONResponse
 from app.middleware import RequestContextMiddleware
@@ -74,6 +74,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(v1.router)
     openapi_webhooks.document(app)
+    openapi_document.install(app)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -45,6 +45,31 @@ async def test_openapi_declares_security_and_errors_on_every_route(live_client: 
     assert (await live_client.get("/docs")).status_code == 200
 
 
+async def test_openapi_documents_bodies_problems_and_headers(live_client: httpx.AsyncClient) -> None:
+    spec = (await live_client.get("/openapi.json")).json()
+    created = spec["paths"]["/api/v1/customers"]["post"]["responses"]["201"]
+    assert created["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/CustomerOut"}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method} {path}"
+            responses = operation["responses"]
+            for status, response in responses.items():
+                content = response.get("content", {})
+                if int(status) >= 400:
+                    # Sent as problem+json, so documented as that alone.
+                    assert content == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                else:
+                    assert all(body.get("schema") != {"type": "string"} for body in content.values()), where
+            if "requestBody" in operation:
+                assert "400" in responses, where
+            for status, header in (("401", "WWW-Authenticate"), ("429", "Retry-After"), ("503", "Retry-After")):
+                if status in responses:
+                    assert responses[status]["headers"][header]["required"], where
+            for parameter in operation.get("parameters", []):
+                if parameter["name"].lower() == "if-match":
+                    assert parameter["required"], where
+
+
 @pytest.fixture(scope="module")
 def scratch_database_url() -> str:
     return fresh_database("guanxi_migration_test")

@@ -26,7 +26,7 @@ from app.routers.deps import (
     ServiceAdmin,
     Session,
 )
-from app.routers.responses import errors, idempotent, resource_response, stored
+from app.routers.responses import errors, idempotent, public_errors, resource_response, stored
 from app.schemas.ticket import (
     CategoryIn,
     CommentIn,
@@ -225,16 +225,14 @@ async def report(
     return json_response(data)
 
 
-@public.post("/csat/{token}", responses={404: {}, 409: {}, 410: {}}, summary="Answer a CSAT survey (no account)")
+@public.post("/csat/{token}", responses=public_errors(404, 409, 410), summary="Answer a CSAT survey (no account)")
 async def answer_csat(token: Annotated[str, "path"], body: CsatAnswer, session: Session) -> Response:
     """The token is the credential; answering twice is 409, an expired link 410."""
     ticket = await feedback.answer_csat(session, token[:100], body)
     return json_response({"ticket_number": ticket.number, "score": ticket.csat_score})
 
 
-@public.post(
-    "/intake/{token}", status_code=201, responses={404: {}, 422: {}, 429: {}}, summary="Submit a form (no account)"
-)
+@public.post("/intake/{token}", status_code=201, responses=public_errors(404), summary="Submit a form (no account)")
 async def submit_intake(token: Annotated[str, "path"], body: IntakeSubmission, session: Session) -> Response:
     """Opens a ticket for the customer with that email or phone, or for a new lead. Rate-limited per form."""
     form = await feedback.intake_form(session, token[:100])
