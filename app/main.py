@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import logs, openapi_document, openapi_webhooks, problems
+from app.allowed_methods import AllowedMethods
 from app.db import create_engine, create_sessionmaker, resolve_database_url
 from app.json_response import JSONResponse
 from app.middleware import RequestContextMiddleware
@@ -75,10 +76,12 @@ def create_app(
     app.include_router(v1.router)
     openapi_webhooks.document(app)
     openapi_document.install(app)
+    app.state.allowed_methods = AllowedMethods(app.openapi)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         upload_max_bytes=settings.import_max_bytes + 65_536,
+        allowed_methods=app.state.allowed_methods,
     )
     if settings.cors_origins:
         app.add_middleware(

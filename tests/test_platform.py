@@ -1,6 +1,7 @@
 """Probes, the OpenAPI contract, request ids and the migrations."""
 
 import asyncio
+import uuid
 
 import httpx
 import pytest
@@ -9,6 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import migrations
 from tests.database import fresh_database
+from tests.factories import Tenant
 
 
 async def test_probes(live_client: httpx.AsyncClient) -> None:
@@ -68,6 +70,26 @@ async def test_openapi_documents_bodies_problems_and_headers(live_client: httpx.
             for parameter in operation.get("parameters", []):
                 if parameter["name"].lower() == "if-match":
                     assert parameter["required"], where
+
+
+async def test_405_names_every_method_of_the_path(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    response = await client.put(f"/api/v1/customers/{uuid.uuid4()}", headers=tenant.headers())
+    assert response.status_code == 405
+    assert response.headers["allow"] == "DELETE, GET, PATCH"
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+async def test_a_path_a_route_spells_out_is_never_read_as_an_id(
+    client: httpx.AsyncClient, tenant: Tenant, method: str
+) -> None:
+    """`/customers/search` is the search route's, not a customer with the malformed id "search"."""
+    headers = {**tenant.headers(), "If-Match": '"1"'}
+    response = await client.request(method, "/api/v1/customers/search", headers=headers)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["status"] == 405
+    assert (await client.request(method, "/api/v1/customers/12345", headers=headers)).status_code == 422
 
 
 @pytest.fixture(scope="module")
