@@ -43,6 +43,10 @@ async def authenticate(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Caller:
+    if api_key and "authorization" in request.headers:
+        # Which one would win is a guess the caller should not have to make, and an invalid one of
+        # the two must not pass unnoticed (RFC 6750: one method per request).
+        raise Unauthorized("Send one credential, an Authorization header or an X-API-Key header, not both.")
     if api_key:
         caller = await api_keys.authenticate(session, api_key)
     elif bearer:
