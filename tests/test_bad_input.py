@@ -94,6 +94,14 @@ async def test_malformed_id_is_422(client: httpx.AsyncClient, tenant: Tenant) ->
     _assert_problem(response, 422)
 
 
+async def test_malformed_id_is_422_whatever_the_if_match(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    for if_match in ("*bad*", '"1"'):
+        response = await client.patch(
+            "/api/v1/customers/12345", json={"name": "李娜"}, headers={**tenant.headers(), "If-Match": if_match}
+        )
+        _assert_problem(response, 422)
+
+
 async def test_unparseable_if_match_is_412(client: httpx.AsyncClient, tenant: Tenant) -> None:
     created = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).json()
     response = await client.patch(

@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.access import Caller, Role, Scope, user_caller
-from app.errors import Forbidden, PreconditionFailed, PreconditionRequired, Unauthorized, ValidationFailed
+from app.errors import Forbidden, PreconditionRequired, Unauthorized, ValidationFailed
 from app.services import api_keys, tokens
 from app.settings import get_settings
 
@@ -91,6 +91,8 @@ ValueAdmin = Annotated[Caller, _caller(Scope.VALUE_ADMIN)]
 PlansWrite = Annotated[Caller, _caller(Scope.PLANS_WRITE)]
 ServiceAdmin = Annotated[Caller, _caller(Scope.SERVICE_ADMIN)]
 
+# Versions start at 1.
+NO_VERSION = 0
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,10})"?$')
 
 
@@ -103,7 +105,9 @@ def expected_version(
         raise PreconditionRequired("Send If-Match with the ETag you read.")
     match = _ETAG.match(if_match.strip())
     if match is None:
-        raise PreconditionFailed("If-Match does not name a version of this resource.")
+        # Names no version, so it matches none: the service answers 412 once it has found the
+        # resource, after the request itself was validated (a 422 or a 404 comes first).
+        return NO_VERSION
     return int(match.group(1))
 
 
