@@ -102,6 +102,18 @@ async def test_malformed_id_is_422_whatever_the_if_match(client: httpx.AsyncClie
         _assert_problem(response, 422)
 
 
+async def test_idempotency_key_outside_visible_ascii_is_422_naming_it(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    for key in ("has space", "x" * 256, "tab\tkey", "ключ".encode()):
+        response = await client.post(
+            "/api/v1/customers", json=customer_body(), headers={**tenant.headers(), "Idempotency-Key": key}
+        )
+        problem = _assert_problem(response, 422)
+        assert problem["errors"][0]["loc"] == ["header", "Idempotency-Key"]  # type: ignore[index]
+    assert await _count(db, tenant) == 0
+
+
 async def test_unparseable_if_match_is_412(client: httpx.AsyncClient, tenant: Tenant) -> None:
     created = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).json()
     response = await client.patch(
