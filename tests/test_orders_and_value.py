@@ -103,6 +103,9 @@ async def test_refunds_and_cancellations_change_the_figures(
         ({"status": "shipped"}, "status"),
         ({"lines": []}, "lines"),
         ({"total_amount": "1e30"}, "total_amount"),
+        # Money is a decimal string (or a whole number): a binary fraction is refused, as the document says.
+        ({"total_amount": 336.0}, "total_amount"),
+        ({"total_amount": "336.00001"}, "total_amount"),
         ({"external_id": "x" * 129}, "external_id"),
         ({"surprise": True}, "surprise"),
     ],
