@@ -43,6 +43,8 @@ def _assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
         ({"name": "张伟", "address": {"country": "China"}}, "address"),
         ({"name": "张伟", "consent": {"email": "yes please"}}, "consent"),
         ({"name": "张伟", "custom_fields": {"undefined_field": 1}}, "custom_fields"),
+        ({"name": "张伟", "birthday": 0}, "birthday"),
+        ({"name": "张伟", "birthday": "1988-04-12T00:00:00Z"}, "birthday"),
     ],
 )
 async def test_create_rejects_bad_fields_with_422_naming_the_field(
@@ -74,6 +76,11 @@ async def test_malformed_json_is_422(client: httpx.AsyncClient, tenant: Tenant) 
         "sort=password",
         "owner_id=not-a-uuid",
         "created_after=yesterday",
+        # RFC 3339 with an offset, as the document's `date-time` says: no Unix seconds, no bare
+        # date, no local time.
+        "created_before=0.5",
+        "created_before=2026-11-22",
+        "created_before=2026-11-22T08:00:00",
         "custom.unknown_field=1",
         "q=" + "x" * 101,
         "q=%00",

@@ -106,6 +106,8 @@ async def test_refunds_and_cancellations_change_the_figures(
         # Money is a decimal string (or a whole number): a binary fraction is refused, as the document says.
         ({"total_amount": 336.0}, "total_amount"),
         ({"total_amount": "336.00001"}, "total_amount"),
+        ({"ordered_at": 1700000000}, "ordered_at"),
+        ({"ordered_at": "2026-11-01T10:00:00"}, "ordered_at"),
         ({"external_id": "x" * 129}, "external_id"),
         ({"surprise": True}, "surprise"),
     ],

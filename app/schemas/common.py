@@ -1,8 +1,10 @@
 """Field types and envelopes shared by every resource schema."""
 
+import re
+from datetime import date, datetime
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 T = TypeVar("T")
 
@@ -16,6 +18,25 @@ def reject_nul(value: str) -> str:
 
 
 NoNul = AfterValidator(reject_nul)
+
+_FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATE_TIME = re.compile(_FULL_DATE.pattern + r"[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+
+
+def _rfc3339(pattern: re.Pattern[str], example: str) -> BeforeValidator:
+    """Only the text the document's format names (RFC 3339): pydantic alone also takes Unix
+    seconds, a date for a date-time, and a time without an offset, which means no instant."""
+
+    def check(value: object) -> object:
+        if isinstance(value, int | float) or (isinstance(value, str) and not pattern.fullmatch(value)):
+            raise ValueError(f"expected an RFC 3339 value like {example}")
+        return value
+
+    return BeforeValidator(check)
+
+
+Timestamp = Annotated[datetime, _rfc3339(_DATE_TIME, "2026-11-22T08:30:00Z")]
+Day = Annotated[date, _rfc3339(_FULL_DATE, "2026-11-22")]
 
 
 def _bounded(max_length: int, min_length: int = 1) -> StringConstraints:

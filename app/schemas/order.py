@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
-from app.schemas.common import InputModel, Label, Name, NoNul, OutputModel
+from app.schemas.common import InputModel, Label, Name, NoNul, OutputModel, Timestamp
 
 OrderStatus = Literal["paid", "refunded", "partially_refunded", "cancelled"]
 MoneyOut = Annotated[Decimal, PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str)]
@@ -61,7 +61,7 @@ class OrderIn(InputModel):
     source: Label = Field(default="api", examples=["shopify"], description="The system the order comes from.")
     external_id: ExternalId = Field(examples=["SO-2026-0042"], description="Its id there: the upsert key.")
     customer_id: uuid.UUID
-    ordered_at: datetime
+    ordered_at: Timestamp
     status: OrderStatus = "paid"
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["CNY"])]
     total_amount: Amount = Field(examples=["336.00"], description="Must equal the sum of the lines.")

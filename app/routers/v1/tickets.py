@@ -2,7 +2,7 @@
 the public /api/v1/csat/{token} and /api/v1/intake/{token}, and /api/v1/reports/service."""
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -27,6 +27,7 @@ from app.routers.deps import (
     Session,
 )
 from app.routers.responses import errors, idempotent, public_errors, resource_response, stored
+from app.schemas.common import Timestamp
 from app.schemas.ticket import (
     CategoryIn,
     CommentIn,
@@ -212,8 +213,8 @@ async def create_intake_form(body: IntakeFormIn, ctx: ServiceAdmin, session: Ses
 async def report(
     ctx: ReportsRead,
     session: Reader,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
 ) -> Response:
     """Ticket volume per day by type, channel and category; median first-response and resolution
     minutes; SLA attainment; backlog by age; CSAT average; NPS by month. Default: the last 30 days."""
