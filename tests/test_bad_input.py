@@ -121,6 +121,22 @@ async def test_idempotency_key_outside_visible_ascii_is_422_naming_it(
     assert await _count(db, tenant) == 0
 
 
+async def test_text_longer_than_its_column_is_422_not_500(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    segment = await client.post(
+        "/api/v1/segments",
+        json={"name": "Call list", "kind": "static", "description": "x" * 1001},
+        headers=tenant.headers(),
+    )
+    _assert_problem(segment, 422)
+    created = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).json()
+    stage = await client.post(
+        f"/api/v1/customers/{created['id']}/stage",
+        json={"stage": "lead", "reason": "x" * 501},
+        headers=tenant.headers(),
+    )
+    _assert_problem(stage, 422)
+
+
 async def test_unparseable_if_match_is_412(client: httpx.AsyncClient, tenant: Tenant) -> None:
     created = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).json()
     response = await client.patch(
