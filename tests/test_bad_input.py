@@ -137,6 +137,17 @@ async def test_text_longer_than_its_column_is_422_not_500(client: httpx.AsyncCli
     _assert_problem(stage, 422)
 
 
+async def test_text_is_measured_as_sent_and_stored_trimmed(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    blank = await client.post("/api/v1/customers", json={"name": "\u00a0\u3000"}, headers=tenant.headers())
+    assert _assert_problem(blank, 422)["errors"][0]["msg"].endswith("must not be blank")  # type: ignore[index]
+    # The document's maxLength counts the text as sent, surrounding spaces included.
+    padded = await client.post("/api/v1/customers", json={"name": " " + "x" * 200}, headers=tenant.headers())
+    _assert_problem(padded, 422)
+    trimmed = await client.post("/api/v1/customers", json={"name": "  张伟  "}, headers=tenant.headers())
+    assert trimmed.status_code == 201
+    assert trimmed.json()["name"] == "张伟"
+
+
 async def test_unparseable_if_match_is_412(client: httpx.AsyncClient, tenant: Tenant) -> None:
     created = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).json()
     response = await client.patch(

@@ -39,23 +39,33 @@ Timestamp = Annotated[datetime, _rfc3339(_DATE_TIME, "2026-11-22T08:30:00Z")]
 Day = Annotated[date, _rfc3339(_FULL_DATE, "2026-11-22")]
 
 
-def _bounded(max_length: int, min_length: int = 1) -> StringConstraints:
-    return StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length)
+def _bounded(max_length: int, min_length: int = 1) -> tuple[StringConstraints, AfterValidator]:
+    """The lengths the document states, of the text as sent; then surrounding whitespace goes, and
+    a text that must not be empty must not be blank either (a rule the document cannot state
+    exactly: JSON Schema's and Python's ideas of whitespace differ)."""
+
+    def strip(value: str) -> str:
+        stripped = value.strip()
+        if min_length and not stripped:
+            raise ValueError("must not be blank")
+        return stripped
+
+    return StringConstraints(min_length=min_length, max_length=max_length), AfterValidator(strip)
 
 
-Name = Annotated[str, _bounded(200), NoNul]
-ShortText = Annotated[str, _bounded(200), NoNul]
-MediumText = Annotated[str, _bounded(300), NoNul]
-PlaceName = Annotated[str, _bounded(100), NoNul]
-Label = Annotated[str, _bounded(64), NoNul]
-Tag = Annotated[str, _bounded(64), NoNul]
-Postcode = Annotated[str, _bounded(20), NoNul]
-LongText = Annotated[str, _bounded(10_000, min_length=0), NoNul]
+Name = Annotated[str, *_bounded(200), NoNul]
+ShortText = Annotated[str, *_bounded(200), NoNul]
+MediumText = Annotated[str, *_bounded(300), NoNul]
+PlaceName = Annotated[str, *_bounded(100), NoNul]
+Label = Annotated[str, *_bounded(64), NoNul]
+Tag = Annotated[str, *_bounded(64), NoNul]
+Postcode = Annotated[str, *_bounded(20), NoNul]
+LongText = Annotated[str, *_bounded(10_000, min_length=0), NoNul]
 # Bounded by their columns: a longer one would fail in the database, not in validation.
-Description = Annotated[str, _bounded(1_000, min_length=0), NoNul]
-Reason = Annotated[str, _bounded(500, min_length=0), NoNul]
-EmailText = Annotated[str, _bounded(254), NoNul]
-PhoneText = Annotated[str, _bounded(32), NoNul]
+Description = Annotated[str, *_bounded(1_000, min_length=0), NoNul]
+Reason = Annotated[str, *_bounded(500, min_length=0), NoNul]
+EmailText = Annotated[str, *_bounded(254), NoNul]
+PhoneText = Annotated[str, *_bounded(32), NoNul]
 Password = Annotated[str, StringConstraints(min_length=10, max_length=128), NoNul]
 
 
