@@ -2,9 +2,9 @@
 
 import re
 from datetime import date, datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 T = TypeVar("T")
 
@@ -71,6 +71,26 @@ Password = Annotated[str, StringConstraints(min_length=10, max_length=128), NoNu
 
 class InputModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_nul_anywhere(self) -> Self:
+        """PostgreSQL text cannot hold NUL. Typed text fields refuse it themselves (NoNul, naming
+        the field); this catches every other string, dictionary keys included."""
+        for name, value in self:
+            if _holds_nul(value):
+                raise ValueError(f"{name}: NUL characters are not allowed")
+        return self
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_holds_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    # Nested input models check themselves.
+    return False
 
 
 class OutputModel(BaseModel):
