@@ -164,7 +164,12 @@ async def list_tasks(
     session: Reader,
     view: Literal["overdue", "today", "upcoming", "all"] = "all",
     assignee: Annotated[
-        str, Query(pattern=r"^(me|anyone|[0-9a-fA-F-]{36})$", description="me, anyone or a user id")
+        str,
+        Query(
+            # A UUID in its canonical form: 36 characters of hex digits and dashes may be neither.
+            pattern=r"^(me|anyone|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$",
+            description="me, anyone or a user id",
+        ),
     ] = "me",
     customer_id: uuid.UUID | None = None,
     status: Literal["open", "done", "cancelled"] | None = None,
