@@ -148,6 +148,16 @@ async def test_text_is_measured_as_sent_and_stored_trimmed(client: httpx.AsyncCl
     assert trimmed.json()["name"] == "张伟"
 
 
+async def test_empty_cursor_is_the_first_page(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    created = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).json()
+    for query in ("cursor=", "cursor=&q=张", "cursor=&q=example.com"):
+        for who in ("admin", "sales"):
+            response = await client.get(f"/api/v1/customers?{query}", headers=tenant.headers(who))
+            assert response.status_code == 200, (query, who, response.text)
+    listed = (await client.get("/api/v1/customers?cursor=", headers=tenant.headers())).json()["items"]
+    assert [c["id"] for c in listed] == [created["id"]]
+
+
 async def test_unparseable_if_match_is_412(client: httpx.AsyncClient, tenant: Tenant) -> None:
     created = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).json()
     response = await client.patch(
