@@ -98,7 +98,20 @@ async def idempotent(
 
 
 def stored(status_code: int, content: Any, headers: dict[str, str] | None = None) -> idempotency.StoredResponse:
-    return idempotency.StoredResponse(status_code=status_code, headers=headers or {}, body=orjson.loads(dumps(content)))
+    body = _without_nul(orjson.loads(dumps(content)))
+    return idempotency.StoredResponse(status_code=status_code, headers=headers or {}, body=body)
+
+
+def _without_nul(value: Any) -> Any:
+    """jsonb cannot hold NUL, and a problem in a batch result may quote one from the request (the
+    name of an unknown key): stored and sent as U+FFFD, so the replay is the first response."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    return value
 
 
 def _render(response: idempotency.StoredResponse, *, replayed: bool) -> Response:
