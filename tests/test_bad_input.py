@@ -81,6 +81,8 @@ async def test_malformed_json_is_422(client: httpx.AsyncClient, tenant: Tenant) 
         "created_before=0.5",
         "created_before=2026-11-22",
         "created_before=2026-11-22T08:00:00",
+        "created_before=0001-01-01T00:00:00%2B01:00",
+        "created_before=9999-12-31T23:59:59-01:00",
         "custom.unknown_field=1",
         "q=" + "x" * 101,
         "q=%00",

@@ -1,7 +1,7 @@
 """Field types and envelopes shared by every resource schema."""
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, Self, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
@@ -35,7 +35,16 @@ def _rfc3339(pattern: re.Pattern[str], example: str) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-Timestamp = Annotated[datetime, _rfc3339(_DATE_TIME, "2026-11-22T08:30:00Z")]
+def _an_instant(value: datetime) -> datetime:
+    # 0001-01-01T00:00:00+01:00 is valid RFC 3339 but before the first instant Python can hold.
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("out of the range of representable times") from exc
+    return value
+
+
+Timestamp = Annotated[datetime, _rfc3339(_DATE_TIME, "2026-11-22T08:30:00Z"), AfterValidator(_an_instant)]
 Day = Annotated[date, _rfc3339(_FULL_DATE, "2026-11-22")]
 
 
