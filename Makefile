@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: install run test lint format bench chaos db-start db-stop clean
+.PHONY: install run test lint format fuzz bench chaos db-start db-stop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ run: install
 
 test: lint
 	$(BIN)/pytest
+
+# The contract run of tests/test_contract.py at length: every schemathesis phase, a fresh seed each
+# run, FUZZ_EXAMPLES generated requests per operation (each sent as every caller).
+FUZZ_EXAMPLES ?= 200
+fuzz: install
+	GUANXI_CONTRACT_FUZZ=1 GUANXI_CONTRACT_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_contract.py
 
 lint: install
 	$(BIN)/ruff check app tests bench chaos migrations

@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from starlette import responses
 from starlette.responses import Response
 
 
@@ -19,8 +20,9 @@ def dumps(content: Any) -> bytes:
     return orjson.dumps(content, default=_default, option=orjson.OPT_UTC_Z)
 
 
-class JSONResponse(Response):
-    media_type = "application/json"
+class JSONResponse(responses.JSONResponse):
+    """The default response class. A JSONResponse subclass, so FastAPI documents each route's
+    `response_model` as its body schema (it documents a plain Response as a string)."""
 
     def render(self, content: Any) -> bytes:
         return dumps(content)

@@ -9,7 +9,8 @@ from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import logs, openapi_webhooks, problems
+from app import logs, openapi_document, openapi_webhooks, problems
+from app.allowed_methods import AllowedMethods
 from app.db import create_engine, create_sessionmaker, resolve_database_url
 from app.json_response import JSONResponse
 from app.middleware import InFlightLimit, RequestContextMiddleware
@@ -74,6 +75,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(v1.router)
     openapi_webhooks.document(app)
+    openapi_document.install(app)
+    app.state.allowed_methods = AllowedMethods(app.openapi)
     # Inside the request context, so a shed request still gets its request id, access line and metric.
     app.add_middleware(
         InFlightLimit,
@@ -84,6 +87,7 @@ def create_app(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         upload_max_bytes=settings.import_max_bytes + 65_536,
+        allowed_methods=app.state.allowed_methods,
     )
     if settings.cors_origins:
         app.add_middleware(

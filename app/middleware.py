@@ -1,4 +1,5 @@
-"""ASGI middleware: request id, access log, the request body limit and load shedding.
+"""ASGI middleware: request id, access log, the request body limit, load shedding, and the 405 of
+a path that a route spells out.
 
 Plain ASGI rather than BaseHTTPMiddleware: it adds no task or stream copy to every request."""
 
@@ -11,6 +12,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.allowed_methods import AllowedMethods
 from app.logs import request_id
 from app.metrics import IN_FLIGHT, REQUEST_SECONDS, REQUESTS_SHED
 from app.problems import problem_response
@@ -24,10 +26,13 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, upload_max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, upload_max_bytes: int, allowed_methods: AllowedMethods
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.upload_max_bytes = upload_max_bytes
+        self.allowed_methods = allowed_methods
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,6 +54,11 @@ class RequestContextMiddleware:
         # File uploads have their own, larger limit; the import route enforces it while spooling.
         limit = self.upload_max_bytes if scope["path"] == UPLOAD_PATH else self.max_body_bytes
         try:
+            # `GET /customers/search` is not a customer with a malformed id: the path is a route's own.
+            spelled_out = self.allowed_methods.spelled_out(scope["path"])
+            if spelled_out is not None and scope["method"] not in spelled_out:
+                await self._not_allowed(scope, send_with_id, spelled_out)
+                return
             declared = headers.get(b"content-length")
             if declared is not None and (not declared.isdigit() or int(declared) > limit):
                 await self._too_large(scope, send_with_id, limit)
@@ -98,6 +108,18 @@ class RequestContextMiddleware:
             title="Payload too large",
             slug="payload-too-large",
             detail=f"The body is larger than {limit} bytes.",
+            instance=scope["path"],
+        )
+        await response(scope, _no_receive, send)
+
+    async def _not_allowed(self, scope: Scope, send: Send, allowed: frozenset[str]) -> None:
+        response = problem_response(
+            None,
+            status=405,
+            title="Method not allowed",
+            slug="method-not-allowed",
+            detail="Method Not Allowed",
+            headers={"Allow": ", ".join(sorted(allowed))},
             instance=scope["path"],
         )
         await response(scope, _no_receive, send)

@@ -108,13 +108,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     title = _HTTP_TITLES.get(exc.status_code, "Error")
     detail = exc.detail if isinstance(exc.detail, str) else title
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # The router names the methods of the one route it matched; a resource's GET, PATCH and
+        # DELETE are separate routes.
+        allowed = request.app.state.allowed_methods.of(request.url.path)
+        if allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
     return problem_response(
         request,
         status=exc.status_code,
         title=title,
         slug=title.lower().replace(" ", "-"),
         detail=detail,
-        headers=dict(exc.headers or {}),
+        headers=headers,
     )
 
 

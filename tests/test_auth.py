@@ -129,6 +129,21 @@ async def test_api_key_authenticates_and_revocation_takes_effect(
     assert (await client.get("/api/v1/customers", headers={"X-API-Key": key})).status_code == 401
 
 
+@pytest.mark.parametrize("authorization", ["Bearer not.a.token", "Basic YTpi", "valid"])
+async def test_a_key_with_an_authorization_header_beside_it_is_401(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, authorization: str
+) -> None:
+    """One credential per request: an invalid second one never passes unnoticed, a valid one never
+    leaves the caller guessing which identity acted."""
+    key = await make_api_key(db, tenant)
+    if authorization == "valid":
+        authorization = tenant.headers("sales")["Authorization"]
+    response = await client.get("/api/v1/customers", headers={"X-API-Key": key, "Authorization": authorization})
+    assert response.status_code == 401
+    assert "not both" in response.json()["detail"]
+    assert (await client.get("/api/v1/customers", headers={"X-API-Key": key})).status_code == 200
+
+
 @pytest.mark.parametrize("key", ["gx_nope", "gx_abcdefghij_" + "x" * 40, "Bearer x", "gx_" + "a" * 200])
 async def test_garbled_or_unknown_api_keys_are_401(client: httpx.AsyncClient, key: str) -> None:
     assert (await client.get("/api/v1/customers", headers={"X-API-Key": key})).status_code == 401

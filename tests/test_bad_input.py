@@ -43,6 +43,8 @@ def _assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
         ({"name": "张伟", "address": {"country": "China"}}, "address"),
         ({"name": "张伟", "consent": {"email": "yes please"}}, "consent"),
         ({"name": "张伟", "custom_fields": {"undefined_field": 1}}, "custom_fields"),
+        ({"name": "张伟", "birthday": 0}, "birthday"),
+        ({"name": "张伟", "birthday": "1988-04-12T00:00:00Z"}, "birthday"),
     ],
 )
 async def test_create_rejects_bad_fields_with_422_naming_the_field(
@@ -74,6 +76,13 @@ async def test_malformed_json_is_422(client: httpx.AsyncClient, tenant: Tenant) 
         "sort=password",
         "owner_id=not-a-uuid",
         "created_after=yesterday",
+        # RFC 3339 with an offset, as the document's `date-time` says: no Unix seconds, no bare
+        # date, no local time.
+        "created_before=0.5",
+        "created_before=2026-11-22",
+        "created_before=2026-11-22T08:00:00",
+        "created_before=0001-01-01T00:00:00%2B01:00",
+        "created_before=9999-12-31T23:59:59-01:00",
         "custom.unknown_field=1",
         "q=" + "x" * 101,
         "q=%00",
@@ -92,6 +101,63 @@ async def test_unknown_id_is_404(client: httpx.AsyncClient, tenant: Tenant) -> N
 async def test_malformed_id_is_422(client: httpx.AsyncClient, tenant: Tenant) -> None:
     response = await client.get("/api/v1/customers/12345", headers=tenant.headers())
     _assert_problem(response, 422)
+
+
+async def test_malformed_id_is_422_whatever_the_if_match(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    for if_match in ("*bad*", '"1"'):
+        response = await client.patch(
+            "/api/v1/customers/12345", json={"name": "李娜"}, headers={**tenant.headers(), "If-Match": if_match}
+        )
+        _assert_problem(response, 422)
+
+
+async def test_idempotency_key_outside_visible_ascii_is_422_naming_it(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    for key in ("has space", "x" * 256, "tab\tkey", "ключ".encode()):
+        response = await client.post(
+            "/api/v1/customers", json=customer_body(), headers={**tenant.headers(), "Idempotency-Key": key}
+        )
+        problem = _assert_problem(response, 422)
+        assert problem["errors"][0]["loc"] == ["header", "Idempotency-Key"]  # type: ignore[index]
+    assert await _count(db, tenant) == 0
+
+
+async def test_text_longer_than_its_column_is_422_not_500(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    segment = await client.post(
+        "/api/v1/segments",
+        json={"name": "Call list", "kind": "static", "description": "x" * 1001},
+        headers=tenant.headers(),
+    )
+    _assert_problem(segment, 422)
+    created = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).json()
+    stage = await client.post(
+        f"/api/v1/customers/{created['id']}/stage",
+        json={"stage": "lead", "reason": "x" * 501},
+        headers=tenant.headers(),
+    )
+    _assert_problem(stage, 422)
+
+
+async def test_text_is_measured_as_sent_and_stored_trimmed(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    blank = await client.post("/api/v1/customers", json={"name": "\u00a0\u3000"}, headers=tenant.headers())
+    assert _assert_problem(blank, 422)["errors"][0]["msg"].endswith("must not be blank")  # type: ignore[index]
+    # The document's maxLength counts the text as sent, surrounding spaces included.
+    padded = await client.post("/api/v1/customers", json={"name": " " + "x" * 200}, headers=tenant.headers())
+    _assert_problem(padded, 422)
+    trimmed = await client.post("/api/v1/customers", json={"name": "  张伟  "}, headers=tenant.headers())
+    assert trimmed.status_code == 201
+    assert trimmed.json()["name"] == "张伟"
+
+
+async def test_empty_cursor_is_the_first_page(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    created = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).json()
+    for query in ("cursor=", "cursor=&q=张", "cursor=&q=example.com"):
+        for who in ("admin", "sales"):
+            response = await client.get(f"/api/v1/customers?{query}", headers=tenant.headers(who))
+            assert response.status_code == 200, (query, who, response.text)
+    listed = (await client.get("/api/v1/customers?cursor=", headers=tenant.headers())).json()["items"]
+    assert [c["id"] for c in listed] == [created["id"]]
 
 
 async def test_unparseable_if_match_is_412(client: httpx.AsyncClient, tenant: Tenant) -> None:

@@ -37,6 +37,20 @@ async def test_batch_over_100_items_is_422(client: httpx.AsyncClient, tenant: Te
     assert await db.scalar(select(func.count()).where(Customer.workspace_id == tenant.id)) == 0
 
 
+async def test_batch_replay_stores_a_problem_that_quotes_a_nul(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    """An unknown key is named in the item's problem; jsonb cannot hold its NUL, so it is kept as U+FFFD."""
+    headers = {**tenant.headers(), "Idempotency-Key": "batch-nul"}
+    body = {"items": [{"name": "张伟", "bad\x00key": 1}]}
+    first = await client.post("/api/v1/customers/batch", json=body, headers=headers)
+    assert first.status_code == 207, first.text
+    assert first.json()["results"][0]["status"] == 422
+    replay = await client.post("/api/v1/customers/batch", json=body, headers=headers)
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == first.json()
+    locs = [error["loc"] for error in replay.json()["results"][0]["problem"]["errors"]]
+    assert ["bad\ufffdkey"] in [loc[-1:] for loc in locs], locs
+
+
 async def test_batch_update_applies_fresh_versions_and_refuses_stale_ones(
     client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
 ) -> None:

@@ -337,3 +337,10 @@ async def test_plans_need_the_plans_scope(client: httpx.AsyncClient, tenant: Ten
     body = {"name": "x", "rule": "every_n_days", "days": 30, "task_title": "t"}
     assert (await client.post("/api/v1/follow-up-plans", json=body, headers=tenant.headers("sales"))).status_code == 403
     assert await db.scalar(select(func.count()).select_from(Task)) == 0
+
+
+async def test_tasks_assignee_must_be_me_anyone_or_a_uuid(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    for assignee in ("0" * 36, "-" * 36, "someone"):
+        response = await client.get(f"/api/v1/tasks?assignee={assignee}", headers=tenant.headers())
+        assert response.status_code == 422, (assignee, response.text)
+    assert (await client.get(f"/api/v1/tasks?assignee={uuid.uuid4()}", headers=tenant.headers())).status_code == 200

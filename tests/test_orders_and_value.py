@@ -118,6 +118,11 @@ async def test_an_order_moved_to_another_customer_leaves_the_first_with_zeros(
         ({"status": "shipped"}, "status"),
         ({"lines": []}, "lines"),
         ({"total_amount": "1e30"}, "total_amount"),
+        # Money is a decimal string (or a whole number): a binary fraction is refused, as the document says.
+        ({"total_amount": 336.0}, "total_amount"),
+        ({"total_amount": "336.00001"}, "total_amount"),
+        ({"ordered_at": 1700000000}, "ordered_at"),
+        ({"ordered_at": "2026-11-01T10:00:00"}, "ordered_at"),
         ({"external_id": "x" * 129}, "external_id"),
         ({"surprise": True}, "surprise"),
     ],

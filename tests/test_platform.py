@@ -1,6 +1,7 @@
 """Probes, the OpenAPI contract, request ids and the migrations."""
 
 import asyncio
+import uuid
 
 import httpx
 import pytest
@@ -9,6 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import migrations
 from tests.database import fresh_database
+from tests.factories import Tenant
 
 
 async def test_probes(live_client: httpx.AsyncClient) -> None:
@@ -43,6 +45,51 @@ async def test_openapi_declares_security_and_errors_on_every_route(live_client: 
             assert {"401", "403", "422"} <= operation["responses"].keys(), f"{method} {path}"
             assert operation.get("summary"), f"{method} {path}"
     assert (await live_client.get("/docs")).status_code == 200
+
+
+async def test_openapi_documents_bodies_problems_and_headers(live_client: httpx.AsyncClient) -> None:
+    spec = (await live_client.get("/openapi.json")).json()
+    created = spec["paths"]["/api/v1/customers"]["post"]["responses"]["201"]
+    assert created["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/CustomerOut"}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method} {path}"
+            responses = operation["responses"]
+            for status, response in responses.items():
+                content = response.get("content", {})
+                if int(status) >= 400:
+                    # Sent as problem+json, so documented as that alone.
+                    assert content == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                else:
+                    assert all(body.get("schema") != {"type": "string"} for body in content.values()), where
+            if "requestBody" in operation:
+                assert "400" in responses, where
+            for status, header in (("401", "WWW-Authenticate"), ("429", "Retry-After"), ("503", "Retry-After")):
+                if status in responses:
+                    assert responses[status]["headers"][header]["required"], where
+            for parameter in operation.get("parameters", []):
+                if parameter["name"].lower() == "if-match":
+                    assert parameter["required"], where
+
+
+async def test_405_names_every_method_of_the_path(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    response = await client.put(f"/api/v1/customers/{uuid.uuid4()}", headers=tenant.headers())
+    assert response.status_code == 405
+    assert response.headers["allow"] == "DELETE, GET, PATCH"
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+async def test_a_path_a_route_spells_out_is_never_read_as_an_id(
+    client: httpx.AsyncClient, tenant: Tenant, method: str
+) -> None:
+    """`/customers/search` is the search route's, not a customer with the malformed id "search"."""
+    headers = {**tenant.headers(), "If-Match": '"1"'}
+    response = await client.request(method, "/api/v1/customers/search", headers=headers)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["status"] == 405
+    assert (await client.request(method, "/api/v1/customers/12345", headers=headers)).status_code == 422
 
 
 @pytest.fixture(scope="module")

@@ -118,6 +118,9 @@ async def test_sla_policy_by_priority_and_tier(client: httpx.AsyncClient, tenant
     assert 119 * 60 <= other_ticket["seconds_to_first_response_due"] <= 120 * 60
     bad = {**sla, "timezone": "Mars/Olympus"}
     assert (await client.put("/api/v1/sla", json=bad, headers=tenant.headers())).status_code == 422
+    # A string field without a text type of its own still cannot carry NUL into the database.
+    nul_tier = {**sla, "policies": [{**sla["policies"][0], "tier": "A\x00"}]}
+    assert (await client.put("/api/v1/sla", json=nul_tier, headers=tenant.headers())).status_code == 422
     assert (await client.put("/api/v1/sla", json=sla, headers=tenant.headers("sales"))).status_code == 403
 
 

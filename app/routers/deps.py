@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.access import Caller, Role, Scope, user_caller
-from app.errors import Forbidden, PreconditionFailed, PreconditionRequired, Unauthorized, ValidationFailed
+from app.errors import Forbidden, PreconditionRequired, Unauthorized
 from app.services import api_keys, tokens
 from app.settings import get_settings
 
@@ -43,6 +43,10 @@ async def authenticate(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Caller:
+    if api_key and "authorization" in request.headers:
+        # Which one would win is a guess the caller should not have to make, and an invalid one of
+        # the two must not pass unnoticed (RFC 6750: one method per request).
+        raise Unauthorized("Send one credential, an Authorization header or an X-API-Key header, not both.")
     if api_key:
         caller = await api_keys.authenticate(session, api_key)
     elif bearer:
@@ -87,6 +91,8 @@ ValueAdmin = Annotated[Caller, _caller(Scope.VALUE_ADMIN)]
 PlansWrite = Annotated[Caller, _caller(Scope.PLANS_WRITE)]
 ServiceAdmin = Annotated[Caller, _caller(Scope.SERVICE_ADMIN)]
 
+# Versions start at 1.
+NO_VERSION = 0
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,10})"?$')
 
 
@@ -99,13 +105,13 @@ def expected_version(
         raise PreconditionRequired("Send If-Match with the ETag you read.")
     match = _ETAG.match(if_match.strip())
     if match is None:
-        raise PreconditionFailed("If-Match does not name a version of this resource.")
+        # Names no version, so it matches none: the service answers 412 once it has found the
+        # resource, after the request itself was validated (a 422 or a 404 comes first).
+        return NO_VERSION
     return int(match.group(1))
 
 
 IfMatch = Annotated[int, Depends(expected_version)]
-
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 def idempotency_key(
@@ -113,14 +119,12 @@ def idempotency_key(
         str | None,
         Header(
             alias="Idempotency-Key",
-            description="Makes a create safe to retry: the first response is replayed.",
+            # Stated in the document, so FastAPI checks it: a bad key is a 422 like any bad field.
+            pattern=r"^[\x21-\x7e]{1,255}$",
+            description="Makes a create safe to retry: the first response is replayed. 1-255 visible ASCII.",
         ),
     ] = None,
 ) -> str | None:
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
-        raise ValidationFailed(
-            "Idempotency-Key must be 1-255 visible ASCII characters.", loc=["header", "Idempotency-Key"]
-        )
     return key
 
 

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from app.json_response import json_response
 from app.metrics import POOL_CONNECTIONS, QUEUE_JOBS, REGISTRY, WEBHOOK_DELIVERIES
 from app.problems import is_database_unavailable, problem_response
+from app.routers.responses import problem_responses
 from app.settings import get_settings
 
 router = APIRouter(tags=["operations"])
@@ -18,7 +19,7 @@ async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz", summary="The database answers and migrations are at head")
+@router.get("/readyz", responses=problem_responses(503), summary="The database answers and migrations are at head")
 async def readyz(request: Request) -> Response:
     expected: str = request.app.state.migration_head
     try:

@@ -15,11 +15,12 @@ from app.schemas.common import Problem
 from app.services import idempotency
 
 _DESCRIPTIONS = {
-    400: "Malformed request",
+    400: "Malformed request (a body that is not JSON in UTF-8)",
     401: "Missing or invalid credentials",
     403: "Authenticated, but not allowed",
     404: "Not found in the caller's workspace (ids of other workspaces included)",
     409: "Conflict (a duplicate names the existing record in `existing_id`)",
+    410: "Gone: the link has expired",
     412: "If-Match does not match the current version",
     413: "Body larger than the limit",
     422: "Invalid input; `errors` lists each bad field",
@@ -28,14 +29,46 @@ _DESCRIPTIONS = {
     503: "Database unavailable; retry after `Retry-After` seconds",
 }
 
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait.", "required": True, "schema": {"type": "integer", "minimum": 0}}
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The scheme to authenticate with.",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+}
+
 AUTH_ERRORS = (401, 403, 422, 429, 503)
+PUBLIC_ERRORS = (422, 429, 503)
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI error responses; every authenticated route also lists 401, 403, 422 and 503."""
+    """OpenAPI error responses; every authenticated route also lists 401, 403, 422, 429 and 503."""
+    return problem_responses(*statuses, *AUTH_ERRORS)
+
+
+def public_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Error responses of a route without credentials (a token in the path is its credential)."""
+    return problem_responses(*statuses, *PUBLIC_ERRORS)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    # `model` puts Problem in the document's components; app.openapi_document moves its schema from
+    # application/json, where FastAPI files it, to the problem+json that errors are sent as.
     return {
-        status: {"model": Problem, "description": _DESCRIPTIONS[status], "content": {PROBLEM_MEDIA_TYPE: {}}}
-        for status in sorted({*statuses, *AUTH_ERRORS})
+        status: {
+            "model": Problem,
+            "description": _DESCRIPTIONS[status],
+            "content": {PROBLEM_MEDIA_TYPE: {}},
+            **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
+        }
+        for status in sorted(set(statuses))
     }
 
 
@@ -65,7 +98,20 @@ async def idempotent(
 
 
 def stored(status_code: int, content: Any, headers: dict[str, str] | None = None) -> idempotency.StoredResponse:
-    return idempotency.StoredResponse(status_code=status_code, headers=headers or {}, body=orjson.loads(dumps(content)))
+    body = _without_nul(orjson.loads(dumps(content)))
+    return idempotency.StoredResponse(status_code=status_code, headers=headers or {}, body=body)
+
+
+def _without_nul(value: Any) -> Any:
+    """jsonb cannot hold NUL, and a problem in a batch result may quote one from the request (the
+    name of an unknown key): stored and sent as U+FFFD, so the replay is the first response."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    return value
 
 
 def _render(response: idempotency.StoredResponse, *, replayed: bool) -> Response:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from app.access import Role, Scope
-from app.schemas.common import EmailText, InputModel, Name, OutputModel, Password, ShortText
+from app.schemas.common import EmailText, InputModel, Name, OutputModel, Password, ShortText, Timestamp
 
 
 class PasswordGrant(InputModel):
@@ -72,7 +72,7 @@ class TeamList(OutputModel):
 class ApiKeyCreate(InputModel):
     name: ShortText = Field(examples=["ERP sync"])
     scopes: list[Scope] = Field(min_length=1, max_length=len(Scope), examples=[["customers:read"]])
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class ApiKeyOut(OutputModel):

@@ -1,8 +1,10 @@
 """Field types and envelopes shared by every resource schema."""
 
-from typing import Annotated, Generic, TypeVar
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Generic, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 T = TypeVar("T")
 
@@ -17,26 +19,87 @@ def reject_nul(value: str) -> str:
 
 NoNul = AfterValidator(reject_nul)
 
+_FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATE_TIME = re.compile(_FULL_DATE.pattern + r"[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
 
-def _bounded(max_length: int, min_length: int = 1) -> StringConstraints:
-    return StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length)
+
+def _rfc3339(pattern: re.Pattern[str], example: str) -> BeforeValidator:
+    """Only the text the document's format names (RFC 3339): pydantic alone also takes Unix
+    seconds, a date for a date-time, and a time without an offset, which means no instant."""
+
+    def check(value: object) -> object:
+        if isinstance(value, int | float) or (isinstance(value, str) and not pattern.fullmatch(value)):
+            raise ValueError(f"expected an RFC 3339 value like {example}")
+        return value
+
+    return BeforeValidator(check)
 
 
-Name = Annotated[str, _bounded(200), NoNul]
-ShortText = Annotated[str, _bounded(200), NoNul]
-MediumText = Annotated[str, _bounded(300), NoNul]
-PlaceName = Annotated[str, _bounded(100), NoNul]
-Label = Annotated[str, _bounded(64), NoNul]
-Tag = Annotated[str, _bounded(64), NoNul]
-Postcode = Annotated[str, _bounded(20), NoNul]
-LongText = Annotated[str, _bounded(10_000, min_length=0), NoNul]
-EmailText = Annotated[str, _bounded(254), NoNul]
-PhoneText = Annotated[str, _bounded(32), NoNul]
+def _an_instant(value: datetime) -> datetime:
+    # 0001-01-01T00:00:00+01:00 is valid RFC 3339 but before the first instant Python can hold.
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("out of the range of representable times") from exc
+    return value
+
+
+Timestamp = Annotated[datetime, _rfc3339(_DATE_TIME, "2026-11-22T08:30:00Z"), AfterValidator(_an_instant)]
+Day = Annotated[date, _rfc3339(_FULL_DATE, "2026-11-22")]
+
+
+def _bounded(max_length: int, min_length: int = 1) -> tuple[StringConstraints, AfterValidator]:
+    """The lengths the document states, of the text as sent; then surrounding whitespace goes, and
+    a text that must not be empty must not be blank either (a rule the document cannot state
+    exactly: JSON Schema's and Python's ideas of whitespace differ)."""
+
+    def strip(value: str) -> str:
+        stripped = value.strip()
+        if min_length and not stripped:
+            raise ValueError("must not be blank")
+        return stripped
+
+    return StringConstraints(min_length=min_length, max_length=max_length), AfterValidator(strip)
+
+
+Name = Annotated[str, *_bounded(200), NoNul]
+ShortText = Annotated[str, *_bounded(200), NoNul]
+MediumText = Annotated[str, *_bounded(300), NoNul]
+PlaceName = Annotated[str, *_bounded(100), NoNul]
+Label = Annotated[str, *_bounded(64), NoNul]
+Tag = Annotated[str, *_bounded(64), NoNul]
+Postcode = Annotated[str, *_bounded(20), NoNul]
+LongText = Annotated[str, *_bounded(10_000, min_length=0), NoNul]
+# Bounded by their columns: a longer one would fail in the database, not in validation.
+Description = Annotated[str, *_bounded(1_000, min_length=0), NoNul]
+Reason = Annotated[str, *_bounded(500, min_length=0), NoNul]
+EmailText = Annotated[str, *_bounded(254), NoNul]
+PhoneText = Annotated[str, *_bounded(32), NoNul]
 Password = Annotated[str, StringConstraints(min_length=10, max_length=128), NoNul]
 
 
 class InputModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_nul_anywhere(self) -> Self:
+        """PostgreSQL text cannot hold NUL. Typed text fields refuse it themselves (NoNul, naming
+        the field); this catches every other string, dictionary keys included."""
+        for name, value in self:
+            if _holds_nul(value):
+                raise ValueError(f"{name}: NUL characters are not allowed")
+        return self
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_holds_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    # Nested input models check themselves.
+    return False
 
 
 class OutputModel(BaseModel):

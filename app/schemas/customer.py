@@ -10,6 +10,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from app.schemas.common import (
+    Day,
     EmailText,
     InputModel,
     Label,
@@ -109,7 +110,7 @@ class CustomerFields(InputModel):
     company: ShortText | None = Field(default=None, examples=["深圳星河贸易有限公司"])
     title: ShortText | None = Field(default=None, examples=["采购经理"])
     gender: Gender | None = Field(default=None, examples=["male"])
-    birthday: date | None = Field(default=None, examples=["1988-04-12"])
+    birthday: Day | None = Field(default=None, examples=["1988-04-12"])
     address: Address | None = None
     source: Label | None = Field(default=None, examples=["trade_show"])
     tags: list[Tag] | None = Field(default=None, max_length=MAX_TAGS, examples=[["vip", "wholesale"]])

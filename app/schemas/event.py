@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
 from app.event_catalogue import is_valid_filter
-from app.schemas.common import InputModel, NoNul
+from app.schemas.common import InputModel, NoNul, Timestamp
 
 
 class Actor(BaseModel):
@@ -123,8 +123,8 @@ class Redeliver(InputModel):
     """One event by id, or every event of the endpoint in a time range."""
 
     event_id: uuid.UUID | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
 
 
 class RedeliverOut(BaseModel):

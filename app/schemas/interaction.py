@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field
 
-from app.schemas.common import InputModel, Label, LongText, MediumText, Name, NoNul, ShortText
+from app.schemas.common import InputModel, Label, LongText, MediumText, Name, NoNul, ShortText, Timestamp
 
 Channel = Literal["phone", "email", "sms", "wechat", "meeting", "visit", "chat", "other"]
 Direction = Literal["inbound", "outbound"]
@@ -29,7 +29,7 @@ class InteractionIn(InputModel):
     customer_id: uuid.UUID
     channel: Channel = Field(examples=["phone"])
     direction: Direction = Field(examples=["outbound"])
-    occurred_at: datetime
+    occurred_at: Timestamp
     duration_seconds: int | None = Field(default=None, ge=0, le=86_400)
     user_id: uuid.UUID | None = Field(default=None, description="Who talked to the customer; default the caller.")
     participants: Participants = Field(default_factory=Participants)
@@ -45,7 +45,7 @@ class InteractionIn(InputModel):
 class InteractionPatch(InputModel):
     channel: Channel | None = None
     direction: Direction | None = None
-    occurred_at: datetime | None = None
+    occurred_at: Timestamp | None = None
     duration_seconds: int | None = Field(default=None, ge=0, le=86_400)
     subject: MediumText | None = None
     content: LongText | None = None
@@ -88,7 +88,7 @@ class TaskIn(InputModel):
     title: Name = Field(examples=["回电确认报价"])
     kind: TaskKind = "follow_up"
     assignee_id: uuid.UUID | None = Field(default=None, description="Default: the caller.")
-    due_at: datetime = Field(description="A past time is allowed; the task is then overdue.")
+    due_at: Timestamp = Field(description="A past time is allowed; the task is then overdue.")
     priority: Priority = "normal"
     notes: LongText | None = None
 
@@ -96,7 +96,7 @@ class TaskIn(InputModel):
 class TaskPatch(InputModel):
     title: Name | None = None
     assignee_id: uuid.UUID | None = None
-    due_at: datetime | None = None
+    due_at: Timestamp | None = None
     priority: Priority | None = None
     notes: LongText | None = None
 

@@ -1,18 +1,51 @@
 """Order input and output models; money travels as decimal strings."""
 
+import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
-from app.schemas.common import InputModel, Label, Name, NoNul, OutputModel
+from app.schemas.common import InputModel, Label, Name, NoNul, OutputModel, Timestamp
 
 OrderStatus = Literal["paid", "refunded", "partially_refunded", "cancelled"]
 MoneyOut = Annotated[Decimal, PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str)]
-Amount = Annotated[Decimal, Field(ge=0, le=Decimal("99999999999999"), max_digits=18, decimal_places=4)]
-Quantity = Annotated[Decimal, Field(gt=0, le=Decimal("999999999"), max_digits=18, decimal_places=4)]
+
+
+def _decimal_input(integer_digits: int, minimum: int) -> tuple[Any, ...]:
+    """A decimal string with at most `integer_digits` digits before the point and 4 after, or a
+    JSON integer: exactly what the document says, so a client that follows it is never refused.
+    A JSON float is refused: binary fractions are how money goes wrong."""
+    pattern = rf"^[0-9]{{1,{integer_digits}}}(\.[0-9]{{1,4}})?$"
+    text = re.compile(pattern)
+    largest = 10**integer_digits - 1
+
+    def parse(value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= largest:
+            return Decimal(value)
+        if isinstance(value, str) and text.fullmatch(value):
+            return Decimal(value)
+        raise ValueError(f'send a decimal string like "168.00": up to {integer_digits} digits, 4 decimals')
+
+    schema = {
+        "anyOf": [
+            {"type": "string", "pattern": pattern},
+            {"type": "integer", "minimum": minimum, "maximum": largest},
+        ]
+    }
+    return BeforeValidator(parse), WithJsonSchema(schema, mode="validation")
+
+
+def _positive(value: Decimal) -> Decimal:
+    if value <= 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+Amount = Annotated[Decimal, *_decimal_input(14, minimum=0)]
+Quantity = Annotated[Decimal, *_decimal_input(9, minimum=1), AfterValidator(_positive)]
 ExternalId = Annotated[str, Field(min_length=1, max_length=128), NoNul]
 
 
@@ -28,7 +61,7 @@ class OrderIn(InputModel):
     source: Label = Field(default="api", examples=["shopify"], description="The system the order comes from.")
     external_id: ExternalId = Field(examples=["SO-2026-0042"], description="Its id there: the upsert key.")
     customer_id: uuid.UUID
-    ordered_at: datetime
+    ordered_at: Timestamp
     status: OrderStatus = "paid"
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["CNY"])]
     total_amount: Amount = Field(examples=["336.00"], description="Must equal the sum of the lines.")

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas.common import InputModel, LongText, Name
+from app.schemas.common import Description, InputModel, Name, Reason
 from app.schemas.customer import CustomerOut
 
 FILTER_EXAMPLE = {
@@ -22,14 +22,14 @@ FilterNode = dict[str, Any]
 
 class SegmentCreate(InputModel):
     name: Name = Field(examples=["华南 VIP"])
-    description: LongText | None = None
+    description: Description | None = None
     kind: Literal["dynamic", "static"] = "dynamic"
     filter: FilterNode | None = Field(default=None, examples=[FILTER_EXAMPLE])
 
 
 class SegmentPatch(InputModel):
     name: Name | None = None
-    description: LongText | None = None
+    description: Description | None = None
     filter: FilterNode | None = None
 
 
@@ -103,7 +103,7 @@ class FieldList(BaseModel):
 
 class StageMove(InputModel):
     stage: str = Field(max_length=32, examples=["prospect"])
-    reason: LongText | None = Field(default=None, examples=["Asked for a quote at the trade show"])
+    reason: Reason | None = Field(default=None, examples=["Asked for a quote at the trade show"])
 
 
 class StageOut(BaseModel):

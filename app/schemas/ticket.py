@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas.common import EmailText, InputModel, Label, LongText, MediumText, Name, PhoneText
+from app.schemas.common import EmailText, InputModel, Label, LongText, MediumText, Name, PhoneText, Timestamp
 
 TicketType = Literal["complaint", "inquiry", "suggestion", "praise", "fault_report"]
 TicketChannel = Literal["phone", "email", "web_form", "chat", "wechat", "in_person", "partner_api"]
@@ -87,8 +87,8 @@ class SurveyIn(InputModel):
     question: MediumText = Field(examples=["您有多大可能向朋友推荐我们？"])
     segment_id: uuid.UUID | None = Field(default=None, description="Audience; null: any customer.")
     channel: Label = "email"
-    opens_at: datetime
-    closes_at: datetime | None = None
+    opens_at: Timestamp
+    closes_at: Timestamp | None = None
 
 
 class SurveyAnswer(InputModel):

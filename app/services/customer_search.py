@@ -171,7 +171,8 @@ async def _keyset_page(
         visibility=effective_visibility(ctx),
         deleted=query.deleted,
         sort=query.sort,
-        after=query.cursor is not None,
+        # The same test as for the parameters above: an empty cursor is the first page, as everywhere.
+        after=bool(query.cursor),
         tags=bool(query.tags),
         owner=query.owner_id is not None,
         city=query.city is not None,
@@ -232,7 +233,7 @@ async def _search_page(
 
 
 def _search_cursor(cursor: str | None, *, short: bool) -> tuple[str, int]:
-    if cursor is None:
+    if not cursor:
         return ("prefix" if short else "substring"), 0
     phase, offset = decode_cursor(cursor, expected_length=2)
     allowed = {"prefix"} if short else {"substring", "fuzzy"}

@@ -204,6 +204,8 @@ class _Batch:
         if customer_id is not None:
             data["customer_id"] = customer_id
         data["user_id"] = self.ctx.user_id
+        if "occurred_at" in data:
+            data["occurred_at"] = record_imports.wall_clock(data["occurred_at"], self.zone)
         if "user_email" in values:
             data["user_id"] = users.get(values["user_email"].lower())
             if data["user_id"] is None:
@@ -237,7 +239,7 @@ class _Batch:
             interaction.user_id,
             interaction.channel,
             interaction.direction,
-            record_imports.local(interaction.occurred_at, self.zone),
+            interaction.occurred_at,
             interaction.duration_seconds,
             interaction.subject,
             interaction.content,

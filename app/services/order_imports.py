@@ -395,6 +395,8 @@ class _Pages:
         }
         if customer_id is not None:
             data["customer_id"] = customer_id
+        if "ordered_at" in data:
+            data["ordered_at"] = record_imports.wall_clock(data["ordered_at"], self.zone)
         try:
             parsed = OrderIn.model_validate(data)
             orders.check_amounts(parsed, self.currency)
@@ -407,7 +409,7 @@ class _Pages:
             ]
         if order.problems or order.rejected_rows or customer_id is None:
             return None
-        return parsed.model_copy(update={"ordered_at": record_imports.local(parsed.ordered_at, self.zone)})
+        return parsed
 
     async def _write(self, session: AsyncSession, valid: list[tuple[_Order, OrderIn]]) -> None:
         """Stage the page's orders and lines with COPY, merge them, then bring their customers' figures up to date."""

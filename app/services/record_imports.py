@@ -202,9 +202,18 @@ def validation_errors(exc: ValidationError | ValidationFailed) -> list[Mapping[s
     return list(exc.extra["errors"])
 
 
-def local(value: datetime, zone: ZoneInfo) -> datetime:
-    """A time written without an offset is the workspace's wall-clock time, as a spreadsheet means it."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
+def wall_clock(value: object, zone: ZoneInfo) -> object:
+    """A time cell as an instant: one written without an offset (`2026-03-01 10:00`, or a spreadsheet's
+    date-and-time cell) is the workspace's wall-clock time, as a spreadsheet means it. Text that is
+    no time at all is left for the schema to refuse."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return value
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=zone)
+    return value
 
 
 async def uploader(session: AsyncSession, job: ImportJob) -> Caller:

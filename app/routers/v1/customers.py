@@ -1,7 +1,6 @@
 """Customer routes: /api/v1/customers."""
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,7 +19,7 @@ from app.routers.deps import (
     Session,
 )
 from app.routers.responses import errors, idempotent, resource_response, stored
-from app.schemas.common import Tag
+from app.schemas.common import Tag, Timestamp
 from app.schemas.customer import (
     AuditPage,
     BatchCreate,
@@ -60,8 +59,8 @@ async def customer_query(
     city: Annotated[str | None, Query(max_length=100)] = None,
     source: Annotated[str | None, Query(max_length=64)] = None,
     kind: Literal["individual", "company"] | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
     deleted: Annotated[
         Literal["exclude", "only"], Query(description="`only` lists soft-deleted customers (to restore).")
     ] = "exclude",

@@ -30,7 +30,9 @@ async def create_import(
     session: Session,
     file: Annotated[UploadFile, File(description="A .csv (UTF-8 with or without BOM, or GB18030) or .xlsx file")],
     mapping: Annotated[
-        str, Form(description='JSON object: file column → field, e.g. {"姓名": "name", "手机": "phone"}')
+        str,
+        # At least "{}": an empty form field reads as a missing one.
+        Form(min_length=2, description='JSON object: file column → field, e.g. {"姓名": "name", "手机": "phone"}'),
     ],
     type_: Annotated[
         Literal["customers", "interactions", "orders"], Form(alias="type", description="What the file holds.")

@@ -2,7 +2,6 @@
 /api/v1/customers/{id}/timeline, /api/v1/customers/{id}/summary."""
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -14,6 +13,7 @@ from app.json_response import json_response
 from app.problems import domain_problem, validation_problem
 from app.routers.deps import CustomersRead, CustomersWrite, IfMatch, Reader, Session, UsersWrite
 from app.routers.responses import errors, resource_response
+from app.schemas.common import Timestamp
 from app.schemas.customer import BatchResponse
 from app.schemas.interaction import (
     Channel,
@@ -94,8 +94,8 @@ async def list_interactions(
     user_id: uuid.UUID | None = None,
     channel: Channel | None = None,
     outcome: Annotated[str | None, Query(max_length=32)] = None,
-    occurred_from: datetime | None = None,
-    occurred_to: datetime | None = None,
+    occurred_from: Timestamp | None = None,
+    occurred_to: Timestamp | None = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> Response:
@@ -164,7 +164,12 @@ async def list_tasks(
     session: Reader,
     view: Literal["overdue", "today", "upcoming", "all"] = "all",
     assignee: Annotated[
-        str, Query(pattern=r"^(me|anyone|[0-9a-fA-F-]{36})$", description="me, anyone or a user id")
+        str,
+        Query(
+            # A UUID in its canonical form: 36 characters of hex digits and dashes may be neither.
+            pattern=r"^(me|anyone|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$",
+            description="me, anyone or a user id",
+        ),
     ] = "me",
     customer_id: uuid.UUID | None = None,
     status: Literal["open", "done", "cancelled"] | None = None,

@@ -1,7 +1,7 @@
 """Lifecycle stages: /api/v1/customers/{id}/stage, /api/v1/lifecycle/stages, /api/v1/reports/lifecycle."""
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,6 +12,7 @@ from app.json_response import json_response
 from app.models import CustomerStage, StageHistory
 from app.routers.deps import CustomersRead, CustomersWrite, PlansWrite, Reader, ReportsRead, Session
 from app.routers.responses import errors
+from app.schemas.common import Timestamp
 from app.schemas.segment import StageMove, StageOut, StagesIn
 from app.services import lifecycle
 
@@ -59,9 +60,9 @@ async def move(customer_id: uuid.UUID, body: StageMove, ctx: CustomersWrite, ses
 async def report(
     ctx: ReportsRead,
     session: Reader,
-    at: Annotated[datetime | None, Query(description="Counts per stage at this moment; default 30 days ago")] = None,
-    since: Annotated[datetime | None, Query(description="Funnel period start; default 90 days ago")] = None,
-    until: Annotated[datetime | None, Query(description="Funnel period end; default now")] = None,
+    at: Annotated[Timestamp | None, Query(description="Counts per stage at this moment; default 30 days ago")] = None,
+    since: Annotated[Timestamp | None, Query(description="Funnel period start; default 90 days ago")] = None,
+    until: Annotated[Timestamp | None, Query(description="Funnel period end; default now")] = None,
 ) -> Response:
     """Counts per stage now and at a date, moves between stages in a period, median days in stage,
     and retention by first-purchase month (share of the cohort buying in each of months 1-12)."""

@@ -1,7 +1,6 @@
 """Orders: /api/v1/orders and /api/v1/customers/{id}/orders."""
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -13,6 +12,7 @@ from app.json_response import json_response
 from app.problems import domain_problem, validation_problem
 from app.routers.deps import CustomersRead, IdempotencyKey, OrdersWrite, Reader, Session
 from app.routers.responses import errors, idempotent, resource_response, stored
+from app.schemas.common import Timestamp
 from app.schemas.customer import BatchResponse
 from app.schemas.order import OrderBatch, OrderIn, OrderOut, OrderPage, OrderStatus
 from app.services import orders
@@ -82,8 +82,8 @@ async def customer_orders(
     session: Reader,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-    ordered_from: datetime | None = None,
-    ordered_to: datetime | None = None,
+    ordered_from: Timestamp | None = None,
+    ordered_to: Timestamp | None = None,
     status: OrderStatus | None = None,
     category: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:

@@ -2,7 +2,7 @@
 the public /api/v1/csat/{token} and /api/v1/intake/{token}, and /api/v1/reports/service."""
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -26,7 +26,8 @@ from app.routers.deps import (
     ServiceAdmin,
     Session,
 )
-from app.routers.responses import errors, idempotent, resource_response, stored
+from app.routers.responses import errors, idempotent, public_errors, resource_response, stored
+from app.schemas.common import Timestamp
 from app.schemas.ticket import (
     CategoryIn,
     CommentIn,
@@ -212,8 +213,8 @@ async def create_intake_form(body: IntakeFormIn, ctx: ServiceAdmin, session: Ses
 async def report(
     ctx: ReportsRead,
     session: Reader,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
 ) -> Response:
     """Ticket volume per day by type, channel and category; median first-response and resolution
     minutes; SLA attainment; backlog by age; CSAT average; NPS by month. Default: the last 30 days."""
@@ -225,16 +226,14 @@ async def report(
     return json_response(data)
 
 
-@public.post("/csat/{token}", responses={404: {}, 409: {}, 410: {}}, summary="Answer a CSAT survey (no account)")
+@public.post("/csat/{token}", responses=public_errors(404, 409, 410), summary="Answer a CSAT survey (no account)")
 async def answer_csat(token: Annotated[str, "path"], body: CsatAnswer, session: Session) -> Response:
     """The token is the credential; answering twice is 409, an expired link 410."""
     ticket = await feedback.answer_csat(session, token[:100], body)
     return json_response({"ticket_number": ticket.number, "score": ticket.csat_score})
 
 
-@public.post(
-    "/intake/{token}", status_code=201, responses={404: {}, 422: {}, 429: {}}, summary="Submit a form (no account)"
-)
+@public.post("/intake/{token}", status_code=201, responses=public_errors(404), summary="Submit a form (no account)")
 async def submit_intake(token: Annotated[str, "path"], body: IntakeSubmission, session: Session) -> Response:
     """Opens a ticket for the customer with that email or phone, or for a new lead. Rate-limited per form."""
     form = await feedback.intake_form(session, token[:100])

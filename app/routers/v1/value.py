@@ -2,7 +2,7 @@
 /api/v1/reports/value."""
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
@@ -13,6 +13,7 @@ from app.json_response import json_response
 from app.models import ValueTier
 from app.routers.deps import CustomersRead, Reader, ReportsRead, Session, ValueAdmin
 from app.routers.responses import errors
+from app.schemas.common import Timestamp
 from app.schemas.order import CustomerValueOut, RecomputeOut, TierSettings, ValueTierList, ValueTierOut
 from app.services import customer_values, value_reports, value_tiers
 
@@ -57,8 +58,8 @@ async def request_recompute(ctx: ValueAdmin, session: Session) -> Response:
 async def report(
     ctx: ReportsRead,
     session: Reader,
-    since: Annotated[datetime | None, Query(description="Tier migration from; default 30 days ago")] = None,
-    until: Annotated[datetime | None, Query(description="Tier migration to; default now")] = None,
+    since: Annotated[Timestamp | None, Query(description="Tier migration from; default 30 days ago")] = None,
+    until: Annotated[Timestamp | None, Query(description="Tier migration to; default now")] = None,
     top: Annotated[int, Query(ge=1, le=100)] = 10,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:

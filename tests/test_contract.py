@@ -1,0 +1,149 @@
+"""The whole OpenAPI contract, property-based: schemathesis generates valid and invalid requests for
+every operation, sends them as several callers, and runs every check it has on each answer.
+
+`GUANXI_CONTRACT_EXAMPLES` bounds the examples generated per operation, each sent as every caller
+(5 in `make test`, where the run is also derandomized, so it repeats exactly). `make fuzz` sets
+`GUANXI_CONTRACT_FUZZ=1` and a large count: a fresh seed each run, and schemathesis's coverage phase
+too (boundary values, every missing or malformed part, unexpected methods), which is deterministic
+but sends a few hundred requests per operation and caller whatever the count."""
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, get_args
+
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from hypothesis import HealthCheck, settings
+from pydantic_core.core_schema import ErrorType
+from schemathesis.python import asgi as schemathesis_asgi
+from sqlalchemy import delete
+
+from app.access import Role
+from app.main import create_app
+from app.models import Workspace
+from app.services import tokens
+from app.settings import get_settings
+from tests.factories import make_api_key, make_tenant
+
+EXAMPLES = int(os.environ.get("GUANXI_CONTRACT_EXAMPLES", "5"))
+FUZZ = os.environ.get("GUANXI_CONTRACT_FUZZ") == "1"
+
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "phases": {"coverage": {"enabled": FUZZ}},
+        "checks": {
+            # Every check is on by default, but max_response_time, which needs a limit: timings are
+            # the benches' business, tests never assert them. Two expectations are widened, each
+            # for a status the document states and a schema cannot rule out in advance:
+            "positive_data_acceptance": {
+                "expected-statuses": [
+                    *("2xx", "3xx", "401", "403", "404", "409", "429", "5xx"),
+                    # An If-Match that does not name the current version (RFC 9110).
+                    "412",
+                    # Rules no JSON Schema states: opaque cursors, distinct ids, dates in order,
+                    # references to configured stages and segments. `rules_beyond_the_document_only` keeps
+                    # this from hiding a document that promises what the validator refuses.
+                    "422",
+                ]
+            },
+            # A missing If-Match is 428 Precondition Required (RFC 6585), which the check does not know.
+            "missing_required_header": {"expected-statuses": ["400", "401", "403", "406", "415", "422", "428"]},
+        },
+    }
+)
+
+# The document needs no database: it is read from a throwaway app at collection, so that each
+# operation is a test of its own. The requests go to an app with a database (`contract_app`).
+schema = schemathesis.openapi.from_asgi(
+    "/openapi.json",
+    create_app(get_settings(), database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none"),
+    config=CONFIG,
+)
+
+
+# pydantic's own error types, but `value_error`: what our validators and services raise.
+PYDANTIC_ERROR_TYPES = frozenset(get_args(ErrorType)) - {"value_error"}
+
+
+@schemathesis.check
+def rules_beyond_the_document_only(
+    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case[Any]
+) -> None:
+    """A request the document calls valid may be refused (422) only by a rule the document cannot
+    state: a `value_error` of our validators or a domain error type (`invalid_filter`...). One of
+    pydantic's own types (missing, too long, not a decimal...) means the document promises what
+    the validator refuses."""
+    if case.meta is None or not case.meta.generation.mode.is_positive or response.status_code != 422:
+        return
+    body: dict[str, Any] = response.json()
+    disagreements = [error for error in body.get("errors") or [] if error["type"] in PYDANTIC_ERROR_TYPES]
+    assert not disagreements, f"schema-valid input refused by the validator: {disagreements}"
+
+
+@pytest.fixture(scope="module")
+def contract_app(database_url: str) -> Iterator[FastAPI]:
+    """A second app on the test database, driven by schemathesis from its own event loop thread. Its
+    requests commit for real, in a workspace of their own."""
+    # The run sends thousands of requests a minute as one caller.
+    unthrottled = get_settings().model_copy(update={"rate_limit_per_minute": 10**9})
+    application = create_app(unthrottled, database_url=database_url)
+    yield application
+    # Its lifespan (started by schemathesis) disposes the engines while the database still runs.
+    schemathesis_asgi.shutdown_lifespans()
+
+
+@pytest.fixture(scope="module")
+async def identities(app: FastAPI) -> AsyncIterator[dict[str, dict[str, str]]]:
+    async with app.state.sessions() as session:
+        tenant = await make_tenant(session)
+        key = await make_api_key(session, tenant)
+        await session.commit()
+    sales = tenant.users["sales"]
+    # Issued for a day: `make fuzz` outlasts the usual quarter of an hour.
+    token, _ = tokens.issue(
+        get_settings().model_copy(update={"access_token_minutes": 24 * 60}),
+        token_type="access",
+        user_id=sales.id,
+        workspace_id=sales.workspace_id,
+        role=Role.SALES,
+        team_id=sales.team_id,
+    )
+    yield {
+        "admin_key": {"X-API-Key": key},
+        "sales_user": {"Authorization": f"Bearer {token}"},
+        "no_credentials": {},
+        "bad_credentials": {"Authorization": "Bearer not.a.token"},
+    }
+    async with app.state.sessions() as session:
+        await session.execute(delete(Workspace).where(Workspace.id == tenant.id))
+        await session.commit()
+
+
+def test_the_callers_are_who_they_claim(identities: dict[str, dict[str, str]], contract_app: FastAPI) -> None:
+    """The contract run would prove little if every caller were turned away at the door."""
+    operation = schema["/api/v1/customers"]["GET"]
+    statuses = {
+        identity: operation.Case().call(headers=dict(headers), app=contract_app).status_code
+        for identity, headers in identities.items()
+    }
+    assert statuses == {"admin_key": 200, "sales_user": 200, "no_credentials": 401, "bad_credentials": 401}
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not FUZZ,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+)
+def test_contract(case: schemathesis.Case[Any], identities: dict[str, dict[str, str]], contract_app: FastAPI) -> None:
+    # Every example goes out as every caller: generating it costs more than sending it.
+    for identity, headers in identities.items():
+        try:
+            # A copy: the transport adds its own headers to the mapping it is given.
+            case.call_and_validate(headers=dict(headers), app=contract_app)
+        except Exception as failure:
+            failure.add_note(f"Sent as {identity}.")
+            raise
