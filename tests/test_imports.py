@@ -1,5 +1,6 @@
 """Customer imports: CSV in UTF-8 (BOM) and GB18030, XLSX, rejected rows, idempotent re-runs."""
 
+import asyncio
 import io
 import json
 
@@ -11,6 +12,8 @@ from sqlalchemy import func, select
 
 from app.models import Customer
 from app.services import import_jobs
+from app.settings import get_settings
+from app.worker import Worker
 from tests.factories import Tenant
 
 MAPPING = {"姓名": "name", "手机": "phone", "邮箱": "email", "城市": "city", "标签": "tags"}
@@ -129,3 +132,24 @@ async def test_cancel_a_queued_import(client: httpx.AsyncClient, tenant: Tenant,
     cancelled = await client.post(f"/api/v1/imports/{queued['id']}/cancel", headers=tenant.headers())
     assert cancelled.json()["status"] == "cancelled"
     assert (await client.post(f"/api/v1/imports/{queued['id']}/cancel", headers=tenant.headers())).status_code == 409
+
+
+async def test_the_worker_runs_an_import_and_then_an_export(
+    database_url: str, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    worker = Worker(get_settings(), database_url, sweep_seconds=3600)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.ready.wait(), timeout=10)
+        imported = (await _upload(live_client, live_tenant, "a.csv", _csv(ROWS[:2], "utf-8"))).json()
+        exported = (await live_client.post("/api/v1/exports", json={}, headers=live_tenant.headers())).json()
+        for path in (f"/api/v1/imports/{imported['id']}", f"/api/v1/exports/{exported['id']}"):
+            for _ in range(200):
+                status = (await live_client.get(path, headers=live_tenant.headers())).json()["status"]
+                if status not in ("queued", "running"):
+                    break
+                await asyncio.sleep(0.05)
+            assert status == "done", path
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, timeout=20)
