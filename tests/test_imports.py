@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.models import Customer
-from app.services import import_jobs
+from app.services import import_jobs, imports
 from app.settings import get_settings
 from app.worker import Worker
 from tests.factories import Tenant
@@ -132,6 +132,17 @@ async def test_cancel_a_queued_import(client: httpx.AsyncClient, tenant: Tenant,
     cancelled = await client.post(f"/api/v1/imports/{queued['id']}/cancel", headers=tenant.headers())
     assert cancelled.json()["status"] == "cancelled"
     assert (await client.post(f"/api/v1/imports/{queued['id']}/cancel", headers=tenant.headers())).status_code == 409
+
+
+async def test_a_large_utf8_file_cut_mid_character_by_the_encoding_sample_is_accepted(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    content = "姓名\n李\n".encode("utf-8-sig") + "张伟\n".encode() * 12_000
+    # The sample ends inside 张 (3 bytes): the byte right after it continues a character.
+    assert content[imports.SNIFF_BYTES] & 0xC0 == 0x80
+    queued = await _upload(client, tenant, "大文件.csv", content)
+    assert queued.status_code == 202, queued.text
+    assert queued.json()["encoding"] == "utf-8-sig"
 
 
 async def test_the_worker_runs_an_import_and_then_an_export(

@@ -5,6 +5,7 @@ custom field types), copied into a staging table with COPY, and merged set-based
 customers are updated only where a value differs (so a re-run changes nothing), the rest are
 created with a block of gap-free codes. Rejected rows are kept with their row, column and reason."""
 
+import codecs
 import csv
 import io
 import uuid
@@ -61,6 +62,7 @@ LIMITS = {
     "code": 64,
 }
 BATCH = 5000
+SNIFF_BYTES = 1 << 16
 Progress = Callable[[ImportJob], None]
 
 
@@ -77,15 +79,16 @@ def check_mapping(mapping: dict[str, str], definitions: dict[str, CustomFieldDef
 
 
 def detect_encoding(path: Path) -> str:
-    head = path.read_bytes()[: 1 << 16]
+    with path.open("rb") as file:
+        head = file.read(SNIFF_BYTES)
+        whole = not file.read(1)
     for encoding in ("utf-8-sig", "gb18030"):
         try:
-            head.decode(encoding)
+            # Incremental, so a character cut at the end of the sample is no proof against the encoding.
+            codecs.getincrementaldecoder(encoding)().decode(head, final=whole)
             return encoding
-        except UnicodeDecodeError as exc:
-            # A cut in the middle of the sample's last character is no proof against the encoding.
-            if encoding == "utf-8-sig" and exc.start >= len(head) - 3:
-                return encoding
+        except UnicodeDecodeError:
+            continue
     raise ValueError("the file is neither UTF-8 nor GB18030 text")
 
 
