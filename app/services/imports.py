@@ -5,11 +5,13 @@ custom field types), copied into a staging table with COPY, and merged set-based
 customers are updated only where a value differs (so a re-run changes nothing), the rest are
 created with a block of gap-free codes. Rejected rows are kept with their row, column and reason."""
 
+import asyncio
 import codecs
 import csv
 import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -295,34 +297,61 @@ async def run(
         "city text, district text, street text, postcode text, source text, tags text[], notes text, code text, "
         "custom text, search_text text) ON COMMIT DELETE ROWS"
     )
+    batches = _batches(job, definitions, ctx.workspace_id)
+    # The next batch is read and checked in a thread while this one is written: Python and PostgreSQL
+    # work at the same time, and the event loop stays free.
+    upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+    try:
+        while (ready := await upcoming) is not None:
+            upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+            job.rows_read, job.failed = ready.rows_read, ready.failed
+            await _flush(conn, ctx, job, pattern, ready.rows, ready.errors)
+            if on_progress:
+                on_progress(job)
+            if not ready.last and await _cancelled(conn, job):
+                job.status = "cancelled"
+                return
+    finally:
+        # A batch still being read finishes first: a generator cannot be closed while it runs.
+        await asyncio.wait([upcoming])
+        batches.close()
+
+
+@dataclass
+class _Batch:
+    rows: list[tuple[Any, ...]]
+    errors: list[tuple[Any, ...]]
+    rows_read: int
+    failed: int
+    last: bool
+
+
+def _batches(
+    job: ImportJob, definitions: dict[str, CustomFieldDefinition], workspace_id: uuid.UUID
+) -> Generator[_Batch]:
+    """The file's rows, checked, in batches of BATCH valid rows (the rejected ones ride along)."""
     seen: set[tuple[str, str]] = set()
-    batch: list[tuple[Any, ...]] = []
+    rows: list[tuple[Any, ...]] = []
     errors: list[tuple[Any, ...]] = []
+    rows_read = failed = 0
     for number, cells in read_rows(Path(job.path), job.file_format, job.encoding):
-        job.rows_read += 1
+        rows_read += 1
         values, problems = clean_row(cells, job.mapping, definitions)
         keys = [("email", e) for e in values["emails"]] + [("phone", p) for p in values["phones"]]
         if not problems and any(key in seen for key in keys):
             problems = [(_column_of(job.mapping, "email"), "the same email or phone is on an earlier row of the file")]
         if problems:
-            job.failed += 1
+            failed += 1
             errors += [
-                (ctx.workspace_id, uuid.uuid4(), job.id, number, column, reason[:500]) for column, reason in problems
+                (workspace_id, uuid.uuid4(), job.id, number, column, reason[:500]) for column, reason in problems
             ]
             continue
         seen.update(keys)
-        batch.append(_staged(number, values))
-        if len(batch) >= BATCH:
-            await _flush(conn, ctx, job, pattern, batch, errors)
-            batch, errors = [], []
-            if on_progress:
-                on_progress(job)
-            if await _cancelled(conn, job):
-                job.status = "cancelled"
-                return
-    await _flush(conn, ctx, job, pattern, batch, errors)
-    if on_progress:
-        on_progress(job)
+        rows.append(_staged(number, values))
+        if len(rows) >= BATCH:
+            yield _Batch(rows, errors, rows_read, failed, last=False)
+            rows, errors = [], []
+    yield _Batch(rows, errors, rows_read, failed, last=True)
 
 
 def _staged(number: int, v: dict[str, Any]) -> tuple[Any, ...]:
