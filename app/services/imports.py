@@ -402,9 +402,11 @@ async def _flush(
             await _save_progress(conn, job)
             return
         await conn.copy_records_to_table("import_stage", records=batch, columns=list(STAGE_COLUMNS))
-        updated, matched, unmatched = await conn.fetchrow(
-            MERGE_SQL, ctx.workspace_id, now, job.match_on or "", job.mode
-        )
+        if job.match_on is None:
+            # Nothing to match on (a create_only import without a key): every row is new.
+            updated, matched, unmatched = 0, 0, [row[0] for row in batch]
+        else:
+            updated, matched, unmatched = await conn.fetchrow(MERGE_SQL, ctx.workspace_id, now, job.match_on, job.mode)
         job.updated += updated
         job.skipped += matched - updated
         if unmatched:
