@@ -79,10 +79,13 @@ DUPLICATE_LIMIT = 100
 # defaults. Every index of customers is then recreated on it (same column names, so verbatim).
 FLOOR_TABLE_SQL = """
 CREATE SEQUENCE bulk_copy_floor_code;
+CREATE FUNCTION bulk_copy_floor_code() RETURNS text LANGUAGE sql VOLATILE AS $$
+    SELECT 'KH-2026-' || lpad(n::text, greatest(6, length(n::text)), '0') FROM nextval('bulk_copy_floor_code') AS n
+$$;
 CREATE TABLE bulk_copy_floor (
     workspace_id uuid NOT NULL DEFAULT '{workspace_id}'::uuid,
     id uuid NOT NULL DEFAULT uuidv7(),
-    code varchar(64) NOT NULL DEFAULT 'KH-2026-' || lpad(nextval('bulk_copy_floor_code')::text, 6, '0'),
+    code varchar(64) NOT NULL DEFAULT bulk_copy_floor_code(),
     kind varchar(16) NOT NULL DEFAULT 'individual',
     name varchar(200) NOT NULL,
     email_raw text,
@@ -264,6 +267,7 @@ async def copy_floor(prepared: Prepared) -> dict[str, Any]:
         out["floor"] = _interval(floor, rows=copied)
         out["floor"]["indexes"] = len(indexes) + 2
         await conn.execute("DROP TABLE bulk_copy_floor")
+        await conn.execute("DROP FUNCTION bulk_copy_floor_code()")
         await conn.execute("DROP SEQUENCE bulk_copy_floor_code")
         await conn.execute("CHECKPOINT")
     finally:
