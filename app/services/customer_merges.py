@@ -4,7 +4,9 @@ import uuid
 from datetime import date, timedelta
 from typing import Any
 
+import asyncpg
 from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock
@@ -13,6 +15,7 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id
 from app.jsonable import to_jsonable
 from app.models import Customer, CustomerIdentity, CustomerMerge
+from app.prepared import driver_connection
 from app.services import audit, customer_values, customers, outbox
 from app.services.customer_output import event_data
 from app.services.visibility import visible_customer_clauses, visible_customer_ids_sql
@@ -109,7 +112,9 @@ LIMIT :pairs
 # Above this, step 2's prefixes are a customer's one or two rarest trigrams.
 HIGH_THRESHOLD = 0.8
 # The scan reads every visible customer of the workspace: more than a request's usual statement time.
-SCAN_SETTINGS = "SET LOCAL statement_timeout = '60s'; SET LOCAL work_mem = '256MB'"
+SCAN_SECONDS = 60
+SCAN_SETTINGS = f"SET LOCAL statement_timeout = '{SCAN_SECONDS}s'; SET LOCAL work_mem = '256MB'"
+_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
 
 async def candidate_pairs(
@@ -121,12 +126,20 @@ async def candidate_pairs(
     params = {"ws": ctx.workspace_id, "pairs": pairs, **scope}
     for statement in SCAN_SETTINGS.split("; "):
         await session.execute(text(statement))
-    found = (await session.execute(text(SAME_TRIGRAMS_SQL.format(people=people)), params)).all()
+    # On the session's own asyncpg connection, to give the statements the scan's client-side timeout
+    # too (the engine's applies to every statement, and SQLAlchemy cannot lift it for one).
+    connection = await driver_connection(session)
+
+    async def fetch(sql: str, values: dict[str, Any]) -> list[asyncpg.Record]:
+        compiled = text(sql).compile(dialect=_DIALECT)
+        args = [values[name] for name in compiled.positiontup or []]
+        return list(await connection.fetch(str(compiled), *args, timeout=SCAN_SECONDS + 2))
+
+    found = await fetch(SAME_TRIGRAMS_SQL.format(people=people), params)
     for level in sorted({max(threshold, HIGH_THRESHOLD), threshold}, reverse=True):
         if len(found) >= pairs:
             break
-        sql = text(SIMILAR_TRIGRAMS_SQL.format(people=people))
-        found = (await session.execute(sql, {**params, "threshold": level})).all()
+        found = await fetch(SIMILAR_TRIGRAMS_SQL.format(people=people), {**params, "threshold": level})
     return [(a, b, float(score), bool(company), bool(city)) for a, b, score, company, city in found]
 
 
