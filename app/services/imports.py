@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import clock
 from app.access import Caller
 from app.errors import ValidationFailed
+from app.ids import new_id
 from app.models import CustomFieldDefinition, ImportJob, Workspace
 from app.schemas.customer import normalise_email, normalise_phone
 from app.services import custom_fields, customer_codes
@@ -204,6 +205,8 @@ STAGE_COLUMNS = (
     "code",
     "custom",
     "search_text",
+    "customer_id",
+    "event_id",
 )
 
 MERGE_SQL = """
@@ -249,7 +252,7 @@ SELECT (SELECT count(*) FROM updated),
 
 INSERT_SQL = """
 WITH fresh AS (
-    SELECT s.*, guanxi_uuid7() AS new_id,
+    SELECT s.*, s.customer_id AS new_id,
            replace($3, '{seq}', lpad(n::text, greatest($6, length(n::text)), '0')) AS new_code
     FROM (SELECT *, $4 + row_number() OVER (ORDER BY row_number) AS n FROM import_stage
           WHERE row_number = ANY($5::int[])) s
@@ -275,9 +278,9 @@ identities AS (
 ),
 events AS (
     INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
-    SELECT $1, guanxi_uuid7(), 'customer.created', $2, $7::jsonb,
-           jsonb_build_object('id', id, 'code', code, 'name', name, 'source', 'import')
-    FROM created
+    SELECT $1, f.event_id, 'customer.created', $2, $7::jsonb,
+           jsonb_build_object('id', c.id, 'code', c.code, 'name', c.name, 'source', 'import')
+    FROM created c JOIN fresh f ON f.new_id = c.id
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM identities), (SELECT count(*) FROM events)
@@ -295,7 +298,7 @@ async def run(
         "CREATE TEMP TABLE IF NOT EXISTS import_stage (row_number int, name text, kind text, emails text[], "
         "phones text[], company text, title text, gender text, birthday date, country text, province text, "
         "city text, district text, street text, postcode text, source text, tags text[], notes text, code text, "
-        "custom text, search_text text) ON COMMIT DELETE ROWS"
+        "custom text, search_text text, customer_id uuid, event_id uuid) ON COMMIT DELETE ROWS"
     )
     batches = _batches(job, definitions, ctx.workspace_id)
     # The next batch is read and checked in a thread while this one is written: Python and PostgreSQL
@@ -378,6 +381,9 @@ def _staged(number: int, v: dict[str, Any]) -> tuple[Any, ...]:
         v.get("code"),
         orjson.dumps(v["custom"]).decode(),
         search.strip().lower(),
+        # Ids made here, in the reading thread, rather than by PostgreSQL in the merge.
+        new_id(),
+        new_id(),
     )
 
 
