@@ -358,6 +358,7 @@ def run_import(client: httpx.Client, prepared: Prepared) -> dict[str, Any]:
         "upload_seconds": round(uploaded, 2),
         "worker_seconds": worker_s,
         "progress": progress,
+        "job_id": job["id"],
     }
 
 
@@ -383,6 +384,7 @@ def run_export(client: httpx.Client, path: Path) -> dict[str, Any]:
         **_interval(interval, rows=int(job["rows"])),
         "download_seconds": round(download_s, 2),
         "bytes": size,
+        "job_id": job["id"],
     }
 
 
@@ -474,6 +476,17 @@ async def settle(dsn: str, timeout_s: float = 900.0) -> dict[str, float]:
     finally:
         await conn.close()
     return waited
+
+
+def remove_job_files(prepared: Prepared) -> None:
+    """The service keeps the upload and the export under its data folder (hundreds of MB at full size)."""
+    from app.settings import get_settings
+
+    data_dir = get_settings().data_dir
+    for folder, step in (("imports", "import"), ("exports", "export")):
+        job_id = prepared.results.get(step, {}).get("job_id")
+        if job_id:
+            (data_dir / folder / f"{job_id}.csv").unlink(missing_ok=True)
 
 
 # --- report ------------------------------------------------------------------------------------------
@@ -606,6 +619,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                 prepared.results["duplicates"] = run_duplicates(client)
     finally:
         worker.stop()
+        remove_job_files(prepared)
     verdicts = report(prepared)
     out = {
         "bench": "bulk",
