@@ -217,7 +217,10 @@ class Worker:
                     self._wake_imports.clear()
                     continue
                 job = await import_jobs.process(self.sessions, self.pool, *claimed)
-                logger.info("import", extra={"job_id": str(job.id), "status": job.status, "created": job.created})
+                # Not "created": that key is a LogRecord attribute, and logging refuses to overwrite it.
+                logger.info(
+                    "import", extra={"job_id": str(job.id), "status": job.status, "customers_created": job.created}
+                )
             except (OSError, asyncpg.PostgresError, TimeoutError, SQLAlchemyError) as exc:
                 logger.warning("import failed; retrying later", extra={"error": str(exc)})
                 await asyncio.sleep(SWEEP_SECONDS)

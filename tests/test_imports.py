@@ -1,5 +1,6 @@
 """Customer imports: CSV in UTF-8 (BOM) and GB18030, XLSX, rejected rows, idempotent re-runs."""
 
+import asyncio
 import io
 import json
 
@@ -10,7 +11,9 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.models import Customer
-from app.services import import_jobs
+from app.services import import_jobs, imports
+from app.settings import get_settings
+from app.worker import Worker
 from tests.factories import Tenant
 
 MAPPING = {"姓名": "name", "手机": "phone", "邮箱": "email", "城市": "city", "标签": "tags"}
@@ -129,3 +132,35 @@ async def test_cancel_a_queued_import(client: httpx.AsyncClient, tenant: Tenant,
     cancelled = await client.post(f"/api/v1/imports/{queued['id']}/cancel", headers=tenant.headers())
     assert cancelled.json()["status"] == "cancelled"
     assert (await client.post(f"/api/v1/imports/{queued['id']}/cancel", headers=tenant.headers())).status_code == 409
+
+
+async def test_a_large_utf8_file_cut_mid_character_by_the_encoding_sample_is_accepted(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    content = "姓名\n李\n".encode("utf-8-sig") + "张伟\n".encode() * 12_000
+    # The sample ends inside 张 (3 bytes): the byte right after it continues a character.
+    assert content[imports.SNIFF_BYTES] & 0xC0 == 0x80
+    queued = await _upload(client, tenant, "大文件.csv", content)
+    assert queued.status_code == 202, queued.text
+    assert queued.json()["encoding"] == "utf-8-sig"
+
+
+async def test_the_worker_runs_an_import_and_then_an_export(
+    database_url: str, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    worker = Worker(get_settings(), database_url, sweep_seconds=3600)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.ready.wait(), timeout=10)
+        imported = (await _upload(live_client, live_tenant, "a.csv", _csv(ROWS[:2], "utf-8"))).json()
+        exported = (await live_client.post("/api/v1/exports", json={}, headers=live_tenant.headers())).json()
+        for path in (f"/api/v1/imports/{imported['id']}", f"/api/v1/exports/{exported['id']}"):
+            for _ in range(200):
+                status = (await live_client.get(path, headers=live_tenant.headers())).json()["status"]
+                if status not in ("queued", "running"):
+                    break
+                await asyncio.sleep(0.05)
+            assert status == "done", path
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, timeout=20)

@@ -1,11 +1,16 @@
 """Candidate duplicates, merging customers with everything that follows them, and undo."""
 
+import random
+
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock
+from app.access import system_caller
+from app.ids import new_id
 from app.models import Customer, Interaction, OutboxEvent
+from app.services import customer_merges
 from tests.factories import Tenant, customer_body
 
 
@@ -79,3 +84,58 @@ async def test_merges_refuse_deleted_foreign_and_bad_requests(
     assert bad_field.status_code == 422
     assert (await client.post(url, json={"absorb": [other]}, headers=tenant.headers("sales"))).status_code == 403
     assert await db.scalar(select(Customer.deleted_at).where(Customer.id == other)) is None
+
+
+# The rule as one brute-force statement (every pair of a company or city compared): the reference the
+# two-step search must match, pair for pair and in the same order.
+BRUTE_FORCE_PAIRS = """
+SELECT a.id, b.id, similarity(lower(a.name), lower(b.name)) AS score,
+       a.company IS NOT NULL AND a.company = b.company, a.city IS NOT NULL AND a.city = b.city
+FROM customers a
+JOIN customers b ON b.workspace_id = a.workspace_id AND b.id > a.id AND b.deleted_at IS NULL
+     AND ((a.company IS NOT NULL AND a.company = b.company) OR (a.city IS NOT NULL AND a.city = b.city))
+WHERE a.workspace_id = :ws AND a.deleted_at IS NULL AND similarity(lower(a.name), lower(b.name)) >= :threshold
+ORDER BY score DESC, a.id, b.id
+LIMIT :pairs
+"""
+
+
+async def test_candidate_pairs_match_comparing_every_pair(db: AsyncSession, tenant: Tenant) -> None:
+    rng = random.Random(7)
+    pinyin = ["Zhang Weiming", "Zhang Wei-ming", "zhang wei ming", "Zhang Weimin", "Weiming Zhang", "Li Na", "Li Nana"]
+    names = [
+        rng.choice(["王", "李", "张", "陈", "欧阳"])
+        + "".join(rng.choice("伟芳娜敏静明") for _ in range(rng.randint(1, 2)))
+        for _ in range(260)
+    ]
+    names += [rng.choice(pinyin) for _ in range(80)] + ["张伟 先生", "张伟", "---", "?"] * 5
+    rows = [
+        {
+            "id": new_id(),
+            "code": f"T-{n:05d}",
+            "name": name,
+            "company": rng.choice(["星河贸易", "华信科技", "东方电子", None, None]),
+            "city": rng.choice(["深圳市", "广州市", "上海市", None]),
+            "deleted_at": clock.now() if rng.random() < 0.05 else None,
+        }
+        for n, name in enumerate(names)
+    ]
+    await db.execute(
+        text(
+            "INSERT INTO customers (workspace_id, id, code, kind, name, company, city, search_text, deleted_at) "
+            "VALUES (:ws, :id, :code, 'individual', :name, :company, :city, :search_text, :deleted_at)"
+        ),
+        [{"ws": tenant.id, "search_text": row["name"], **row} for row in rows],
+    )
+    ctx = system_caller(tenant.id)
+    for threshold in (0.1, 0.3, 0.5, 0.6875, 0.8, 1.0):
+        for pairs in (3, 40, 100_000):
+            expected = (
+                await db.execute(text(BRUTE_FORCE_PAIRS), {"ws": tenant.id, "threshold": threshold, "pairs": pairs})
+            ).all()
+            found = await customer_merges.candidate_pairs(db, ctx, threshold=threshold, pairs=pairs)
+            assert found == [(a, b, score, bool(company), bool(city)) for a, b, score, company, city in expected], (
+                threshold,
+                pairs,
+            )
+            assert len(expected) == min(pairs, len(expected)) and expected, (threshold, pairs)

@@ -7,18 +7,19 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
-from sqlalchemy import select, text
+from sqlalchemy import Row, bindparam, select, text, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.types import NullType
 
 from app import clock
-from app.access import Caller
+from app.access import Caller, Scope
 from app.csv_export import safe_cell
 from app.errors import Conflict, NotFound
 from app.filters.compiler import compile_filter
 from app.ids import new_id
 from app.models import Customer, ExportJob
 from app.services import segments
-from app.services.customer_output import CUSTOMER_COLUMNS, present
+from app.services.customer_output import mask_email, mask_phone
 from app.services.visibility import visible_customer_clauses
 from app.settings import get_settings
 
@@ -38,7 +39,7 @@ HEADER = [
     "birthday",
     "created_at",
 ]
-BATCH = 2000
+BATCH = 10_000
 
 
 def export_dir() -> Path:
@@ -122,33 +123,52 @@ async def claim_next(session: AsyncSession) -> ExportJob | None:
     return job
 
 
+# What the file shows, plus the id for the keyset. Arrays come back as the driver's lists: SQLAlchemy's
+# per-item array processing cost more than the query. Nothing else (JSON columns, notes) is read.
+EXPORT_COLUMNS = (
+    Customer.id,
+    Customer.code,
+    Customer.name,
+    Customer.kind,
+    type_coerce(Customer.emails, NullType()).label("emails"),
+    type_coerce(Customer.phones, NullType()).label("phones"),
+    Customer.company,
+    Customer.title,
+    Customer.city,
+    Customer.province,
+    Customer.country,
+    Customer.source,
+    type_coerce(Customer.tags, NullType()).label("tags"),
+    Customer.birthday,
+    Customer.created_at,
+)
+
+
 async def process(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, workspace_id: uuid.UUID) -> ExportJob:
     """Write the file in batches (keyset over id), masked for the caller, with formula cells escaped."""
     async with sessions() as session:
         job = await session.get(ExportJob, (workspace_id, job_id))
         assert job is not None
         ctx = _caller_from(job.caller)
-        stmt = select(*CUSTOMER_COLUMNS)
+        stmt = select(*EXPORT_COLUMNS).where(Customer.workspace_id == ctx.workspace_id)
         if job.filter is not None:
             compiled = await compile_filter(session, ctx, job.filter, loc=["filter"])
             stmt = stmt.where(Customer.id.in_(segments.customers_matching(ctx, compiled, for_caller=True)))
         else:
             stmt = stmt.where(*visible_customer_clauses(ctx))
+        page = stmt.where(Customer.id > bindparam("after")).order_by(Customer.id).limit(BATCH)
+        masked = not ctx.can(Scope.CUSTOMERS_PII)
         path = export_dir() / f"{job.id}.{job.file_format}"
         writer = await asyncio.to_thread(_Writer, path, job.file_format)
         written = 0
-        last: uuid.UUID | None = None
+        # Core, not the ORM: these are plain rows, and the ORM's row handling doubled the cost.
+        connection = await session.connection()
+        last = uuid.UUID(int=0)
         try:
-            while True:
-                page = stmt.order_by(Customer.id).limit(BATCH)
-                if last is not None:
-                    page = page.where(Customer.id > last)
-                batch = [row._mapping for row in await session.execute(page)]
-                if not batch:
-                    break
-                await asyncio.to_thread(writer.write, [_row(present(record, ctx)) for record in batch])
+            while batch := (await connection.execute(page, {"after": last})).all():
+                await asyncio.to_thread(writer.write, [_row(record, masked) for record in batch])
                 written += len(batch)
-                last = batch[-1]["id"]
+                last = batch[-1].id
         finally:
             await asyncio.to_thread(writer.close)
         job.rows, job.path, job.status, job.finished_at = written, str(path), "done", clock.now()
@@ -156,24 +176,29 @@ async def process(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID,
         return job
 
 
-def _row(shown: dict[str, Any]) -> list[str]:
+def _row(record: Row[*tuple[Any, ...]], masked: bool) -> list[str]:
+    """A customer's cells, masked as customer_output.present masks them for a caller without PII."""
+    emails: list[str] = record.emails
+    phones: list[str] = record.phones
+    if masked:
+        emails, phones = [mask_email(e) for e in emails], [mask_phone(p) for p in phones]
     return [
-        safe_cell(str(v))
+        safe_cell(v)
         for v in (
-            shown["code"],
-            shown["name"],
-            shown["kind"],
-            " ".join(shown["emails"]),
-            " ".join(shown["phones"]),
-            shown["company"] or "",
-            shown["title"] or "",
-            shown["address"]["city"] or "",
-            shown["address"]["province"] or "",
-            shown["address"]["country"] or "",
-            shown["source"] or "",
-            " ".join(shown["tags"]),
-            shown["birthday"] or "",
-            shown["created_at"].isoformat(),
+            record.code,
+            record.name,
+            record.kind,
+            " ".join(emails),
+            " ".join(phones),
+            record.company or "",
+            record.title or "",
+            record.city or "",
+            record.province or "",
+            record.country or "",
+            record.source or "",
+            " ".join(record.tags),
+            record.birthday.isoformat() if record.birthday else "",
+            record.created_at.isoformat(),
         )
     ]
 

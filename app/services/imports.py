@@ -5,10 +5,13 @@ custom field types), copied into a staging table with COPY, and merged set-based
 customers are updated only where a value differs (so a re-run changes nothing), the rest are
 created with a block of gap-free codes. Rejected rows are kept with their row, column and reason."""
 
+import asyncio
+import codecs
 import csv
 import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import clock
 from app.access import Caller
 from app.errors import ValidationFailed
+from app.ids import new_id
 from app.models import CustomFieldDefinition, ImportJob, Workspace
 from app.schemas.customer import normalise_email, normalise_phone
 from app.services import custom_fields, customer_codes
@@ -61,6 +65,7 @@ LIMITS = {
     "code": 64,
 }
 BATCH = 5000
+SNIFF_BYTES = 1 << 16
 Progress = Callable[[ImportJob], None]
 
 
@@ -77,15 +82,16 @@ def check_mapping(mapping: dict[str, str], definitions: dict[str, CustomFieldDef
 
 
 def detect_encoding(path: Path) -> str:
-    head = path.read_bytes()[: 1 << 16]
+    with path.open("rb") as file:
+        head = file.read(SNIFF_BYTES)
+        whole = not file.read(1)
     for encoding in ("utf-8-sig", "gb18030"):
         try:
-            head.decode(encoding)
+            # Incremental, so a character cut at the end of the sample is no proof against the encoding.
+            codecs.getincrementaldecoder(encoding)().decode(head, final=whole)
             return encoding
-        except UnicodeDecodeError as exc:
-            # A cut in the middle of the sample's last character is no proof against the encoding.
-            if encoding == "utf-8-sig" and exc.start >= len(head) - 3:
-                return encoding
+        except UnicodeDecodeError:
+            continue
     raise ValueError("the file is neither UTF-8 nor GB18030 text")
 
 
@@ -202,6 +208,8 @@ STAGE_COLUMNS = (
     "code",
     "custom",
     "search_text",
+    "customer_id",
+    "event_id",
 )
 
 MERGE_SQL = """
@@ -247,7 +255,7 @@ SELECT (SELECT count(*) FROM updated),
 
 INSERT_SQL = """
 WITH fresh AS (
-    SELECT s.*, guanxi_uuid7() AS new_id,
+    SELECT s.*, s.customer_id AS new_id,
            replace($3, '{seq}', lpad(n::text, greatest($6, length(n::text)), '0')) AS new_code
     FROM (SELECT *, $4 + row_number() OVER (ORDER BY row_number) AS n FROM import_stage
           WHERE row_number = ANY($5::int[])) s
@@ -273,9 +281,9 @@ identities AS (
 ),
 events AS (
     INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
-    SELECT $1, guanxi_uuid7(), 'customer.created', $2, $7::jsonb,
-           jsonb_build_object('id', id, 'code', code, 'name', name, 'source', 'import')
-    FROM created
+    SELECT $1, f.event_id, 'customer.created', $2, $7::jsonb,
+           jsonb_build_object('id', c.id, 'code', c.code, 'name', c.name, 'source', 'import')
+    FROM created c JOIN fresh f ON f.new_id = c.id
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM identities), (SELECT count(*) FROM events)
@@ -293,36 +301,63 @@ async def run(
         "CREATE TEMP TABLE IF NOT EXISTS import_stage (row_number int, name text, kind text, emails text[], "
         "phones text[], company text, title text, gender text, birthday date, country text, province text, "
         "city text, district text, street text, postcode text, source text, tags text[], notes text, code text, "
-        "custom text, search_text text) ON COMMIT DELETE ROWS"
+        "custom text, search_text text, customer_id uuid, event_id uuid) ON COMMIT DELETE ROWS"
     )
+    batches = _batches(job, definitions, ctx.workspace_id)
+    # The next batch is read and checked in a thread while this one is written: Python and PostgreSQL
+    # work at the same time, and the event loop stays free.
+    upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+    try:
+        while (ready := await upcoming) is not None:
+            upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+            job.rows_read, job.failed = ready.rows_read, ready.failed
+            await _flush(conn, ctx, job, pattern, ready.rows, ready.errors)
+            if on_progress:
+                on_progress(job)
+            if not ready.last and await _cancelled(conn, job):
+                job.status = "cancelled"
+                return
+    finally:
+        # A batch still being read finishes first: a generator cannot be closed while it runs.
+        await asyncio.wait([upcoming])
+        batches.close()
+
+
+@dataclass
+class _Batch:
+    rows: list[tuple[Any, ...]]
+    errors: list[tuple[Any, ...]]
+    rows_read: int
+    failed: int
+    last: bool
+
+
+def _batches(
+    job: ImportJob, definitions: dict[str, CustomFieldDefinition], workspace_id: uuid.UUID
+) -> Generator[_Batch]:
+    """The file's rows, checked, in batches of BATCH valid rows (the rejected ones ride along)."""
     seen: set[tuple[str, str]] = set()
-    batch: list[tuple[Any, ...]] = []
+    rows: list[tuple[Any, ...]] = []
     errors: list[tuple[Any, ...]] = []
+    rows_read = failed = 0
     for number, cells in read_rows(Path(job.path), job.file_format, job.encoding):
-        job.rows_read += 1
+        rows_read += 1
         values, problems = clean_row(cells, job.mapping, definitions)
         keys = [("email", e) for e in values["emails"]] + [("phone", p) for p in values["phones"]]
         if not problems and any(key in seen for key in keys):
             problems = [(_column_of(job.mapping, "email"), "the same email or phone is on an earlier row of the file")]
         if problems:
-            job.failed += 1
+            failed += 1
             errors += [
-                (ctx.workspace_id, uuid.uuid4(), job.id, number, column, reason[:500]) for column, reason in problems
+                (workspace_id, uuid.uuid4(), job.id, number, column, reason[:500]) for column, reason in problems
             ]
             continue
         seen.update(keys)
-        batch.append(_staged(number, values))
-        if len(batch) >= BATCH:
-            await _flush(conn, ctx, job, pattern, batch, errors)
-            batch, errors = [], []
-            if on_progress:
-                on_progress(job)
-            if await _cancelled(conn, job):
-                job.status = "cancelled"
-                return
-    await _flush(conn, ctx, job, pattern, batch, errors)
-    if on_progress:
-        on_progress(job)
+        rows.append(_staged(number, values))
+        if len(rows) >= BATCH:
+            yield _Batch(rows, errors, rows_read, failed, last=False)
+            rows, errors = [], []
+    yield _Batch(rows, errors, rows_read, failed, last=True)
 
 
 def _staged(number: int, v: dict[str, Any]) -> tuple[Any, ...]:
@@ -349,6 +384,9 @@ def _staged(number: int, v: dict[str, Any]) -> tuple[Any, ...]:
         v.get("code"),
         orjson.dumps(v["custom"]).decode(),
         search.strip().lower(),
+        # Ids made here, in the reading thread, rather than by PostgreSQL in the merge.
+        new_id(),
+        new_id(),
     )
 
 
@@ -373,9 +411,11 @@ async def _flush(
             await _save_progress(conn, job)
             return
         await conn.copy_records_to_table("import_stage", records=batch, columns=list(STAGE_COLUMNS))
-        updated, matched, unmatched = await conn.fetchrow(
-            MERGE_SQL, ctx.workspace_id, now, job.match_on or "", job.mode
-        )
+        if job.match_on is None:
+            # Nothing to match on (a create_only import without a key): every row is new.
+            updated, matched, unmatched = 0, 0, [row[0] for row in batch]
+        else:
+            updated, matched, unmatched = await conn.fetchrow(MERGE_SQL, ctx.workspace_id, now, job.match_on, job.mode)
         job.updated += updated
         job.skipped += matched - updated
         if unmatched:

@@ -158,7 +158,8 @@ async def list_(
 @router.get("/duplicates", responses=errors(), summary="Candidate duplicates")
 async def duplicates(
     ctx: CustomersRead,
-    session: Reader,
+    # Not the autocommit reader: the scan sets its own statement timeout and memory for one transaction.
+    session: Session,
     threshold: Annotated[float, Query(ge=0.1, le=1.0, description="Name similarity (trigrams), 0-1")] = 0.5,
     limit: Limit = 20,
 ) -> Response:

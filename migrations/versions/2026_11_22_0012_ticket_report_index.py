@@ -1,7 +1,7 @@
 """tickets by creation time, for the service report's period
 
 Revision ID: 7c3e9b1d2a40
-Revises: 5682e29ba99a
+Revises: 3c1e7a9d52b4
 Create Date: 2026-11-22 18:10:00.000000
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "7c3e9b1d2a40"
-down_revision: str | None = "5682e29ba99a"
+down_revision: str | None = "3c1e7a9d52b4"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
