@@ -5,7 +5,7 @@ Shares `guanxi_bench_value` with bench_value.py (bench/value_seed.py: 1M custome
 ~10M lines by default); customer_values are computed first (untimed) when empty. Measures:
 
   1. Lifecycle rules over every customer: `lifecycle.apply_rules_in_chunks(sessions, ctx)`, as the
-     worker runs them (ranges of 100,000 customers, two transactions at once), target < 30 s.
+     worker runs them (ranges of 50,000 customers, two transactions at once), target < 30 s.
      "first pass": no customer has a stage yet (stages, history and this workspace's events are
      deleted before, untimed), so every live customer moves; "re-run": the next pass, which moves
      almost no one. Floor: the same rules statement over the whole workspace in one go
@@ -417,7 +417,7 @@ def print_tables(
     verdicts: list[str] = []
     if lifecycle_out is not None:
         print()
-        print(f"Lifecycle rules over all {data.customers:,} customers: 100k per transaction, 2 at once")
+        print(f"Lifecycle rules over all {data.customers:,} customers: 50k per transaction, 2 at once")
         print(f"  {'':<32} {'service s':>10} {'floor s':>9} {'ratio':>6} {'moved':>10}")
         for key, title in (("first_pass", "first pass (nobody staged)"), ("re_run", "re-run (steady)")):
             s, f = lifecycle_out[key]["service"], lifecycle_out[key]["floor"]

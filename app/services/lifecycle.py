@@ -239,7 +239,7 @@ RULES_SOME = text(_rules_sql(customers="some"))
 RULES_RANGE = text(_rules_sql(customers="range"))
 # Customers per transaction and transactions at once for a whole workspace: short transactions, hash
 # joins that fit in memory, and one PostgreSQL backend per core doing the inserts.
-CHUNK_CUSTOMERS = 100_000
+CHUNK_CUSTOMERS = 50_000
 PARALLEL_CHUNKS = 2
 IdRange = tuple[uuid.UUID | None, uuid.UUID | None]
 
