@@ -106,8 +106,7 @@ async def live_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-@pytest.fixture
-async def live_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
+async def _live_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
     async with app.state.sessions() as session:
         tenant = await make_tenant(session)
         await session.commit()
@@ -115,6 +114,19 @@ async def live_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
     async with app.state.sessions() as session:
         await session.execute(delete(Workspace).where(Workspace.id == tenant.id))
         await session.commit()
+
+
+@pytest.fixture
+async def live_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
+    async for tenant in _live_tenant(app):
+        yield tenant
+
+
+@pytest.fixture
+async def live_other_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
+    """A second committed workspace, for tenancy tests of live work."""
+    async for tenant in _live_tenant(app):
+        yield tenant
 
 
 @pytest.fixture

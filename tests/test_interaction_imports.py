@@ -5,20 +5,19 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import httpx
 import openpyxl
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
-from app.models import AuditEntry, ImportJob, Interaction, OutboxEvent, Workspace
+from app.models import AuditEntry, ImportJob, Interaction, OutboxEvent
 from app.schemas.interaction import InteractionOut
 from app.services import import_jobs, interaction_imports
-from tests.factories import Tenant, customer_body, make_tenant
+from tests.factories import Tenant
+from tests.import_helpers import create_customer, queue_and_run
 
 MAPPING = {
     "客户编号": "customer_code",
@@ -36,17 +35,6 @@ MAPPING = {
 }
 
 
-@pytest.fixture
-async def live_other_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
-    async with app.state.sessions() as session:
-        tenant = await make_tenant(session)
-        await session.commit()
-    yield tenant
-    async with app.state.sessions() as session:
-        await session.execute(delete(Workspace).where(Workspace.id == tenant.id))
-        await session.commit()
-
-
 def _csv(rows: list[list[str]], encoding: str, header: list[str] | None = None) -> bytes:
     lines = [",".join(header or list(MAPPING)), *(",".join(row) for row in rows)]
     return ("\n".join(lines) + "\n").encode(encoding)
@@ -58,10 +46,7 @@ def _row(**cells: str) -> list[str]:
     return [by_field[field] for field in MAPPING.values()]
 
 
-async def _customer(client: httpx.AsyncClient, tenant: Tenant, who: str = "admin", **fields: Any) -> dict[str, Any]:
-    response = await client.post("/api/v1/customers", json=customer_body(**fields), headers=tenant.headers(who))
-    assert response.status_code == 201, response.text
-    return dict(response.json())
+_customer = create_customer
 
 
 async def _import(
@@ -76,15 +61,10 @@ async def _import(
     mapping: dict[str, str] | None = None,
     **form: str,
 ) -> tuple[str, dict[str, int]]:
-    queued = await client.post(
-        "/api/v1/imports",
-        files={"file": (name, content)},
-        data={"mapping": json.dumps(mapping or MAPPING), "type": "interactions", **form},
-        headers=tenant.headers(who),
+    queued, job = await queue_and_run(
+        app, pool, client, tenant, (name, content), kind="interactions", mapping=mapping or MAPPING, who=who, form=form
     )
-    assert queued.status_code == 202, queued.text
-    assert queued.json()["type"] == "interactions"
-    job = await import_jobs.process(app.state.sessions, pool, tenant.id, uuid.UUID(queued.json()["id"]))
+    assert queued["type"] == "interactions"
     assert job.status == "done", job.error
     return str(job.id), dict(import_jobs.present(job)["progress"])
 

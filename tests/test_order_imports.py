@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +16,7 @@ import httpx
 import openpyxl
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from app import cli
@@ -30,11 +29,11 @@ from app.models import (
     Order,
     OrderLine,
     OutboxEvent,
-    Workspace,
 )
 from app.schemas.order import OrderOut
 from app.services import customer_values, import_jobs, lifecycle, order_imports
-from tests.factories import Tenant, customer_body, make_tenant
+from tests.factories import Tenant
+from tests.import_helpers import create_customer, queue_and_run
 
 MAPPING = {
     "订单号": "external_id",
@@ -53,17 +52,6 @@ MAPPING = {
 }
 
 
-@pytest.fixture
-async def live_other_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
-    async with app.state.sessions() as session:
-        tenant = await make_tenant(session)
-        await session.commit()
-    yield tenant
-    async with app.state.sessions() as session:
-        await session.execute(delete(Workspace).where(Workspace.id == tenant.id))
-        await session.commit()
-
-
 def _row(**cells: str) -> list[str]:
     return [cells.get(field, "") for field in MAPPING.values()]
 
@@ -79,10 +67,7 @@ def _line(order: str, code: str, sku: str, quantity: str, price: str, **more: st
     )
 
 
-async def _customer(client: httpx.AsyncClient, tenant: Tenant, who: str = "admin", **fields: Any) -> dict[str, Any]:
-    response = await client.post("/api/v1/customers", json=customer_body(**fields), headers=tenant.headers(who))
-    assert response.status_code == 201, response.text
-    return dict(response.json())
+_customer = create_customer
 
 
 async def _import(
@@ -97,14 +82,9 @@ async def _import(
     mapping: dict[str, str] | None = None,
     **form: str,
 ) -> tuple[str, dict[str, int]]:
-    queued = await client.post(
-        "/api/v1/imports",
-        files={"file": (name, content)},
-        data={"mapping": json.dumps(mapping or MAPPING), "type": "orders", **form},
-        headers=tenant.headers(who),
+    _queued, job = await queue_and_run(
+        app, pool, client, tenant, (name, content), kind="orders", mapping=mapping or MAPPING, who=who, form=form
     )
-    assert queued.status_code == 202, queued.text
-    job = await import_jobs.process(app.state.sessions, pool, tenant.id, uuid.UUID(queued.json()["id"]))
     assert job.status == "done", job.error
     return str(job.id), dict(import_jobs.present(job)["progress"])
 
