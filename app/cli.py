@@ -223,7 +223,9 @@ def import_file(
 @db_cli.command("start")
 def db_start() -> None:
     """Start the embedded server and leave it running."""
-    server = embedded_db.start(get_settings().data_dir, stop_at_exit=False)
+    server = embedded_db.start(
+        get_settings().data_dir, stop_at_exit=False, shared_buffers_mb=get_settings().embedded_shared_buffers_mb
+    )
     server.ensure_database(embedded_db.DEFAULT_DATABASE)
     console.print(f"embedded PostgreSQL running: DATABASE_URL={server.url()}")
 

@@ -18,7 +18,11 @@ def resolve_database_url(settings: Settings, *, stop_embedded_at_exit: bool = Tr
     """DATABASE_URL when set; otherwise start the embedded server and use its `guanxi` database."""
     if settings.database_url:
         return settings.database_url
-    server = embedded_db.start(settings.data_dir, stop_at_exit=stop_embedded_at_exit)
+    server = embedded_db.start(
+        settings.data_dir,
+        stop_at_exit=stop_embedded_at_exit,
+        shared_buffers_mb=settings.embedded_shared_buffers_mb,
+    )
     server.ensure_database(embedded_db.DEFAULT_DATABASE)
     url = server.url()
     # Child processes (uvicorn reloaders, alembic) see the same database.

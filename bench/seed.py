@@ -299,7 +299,9 @@ def prepare_database(*, recreate: bool, database: str = BENCH_DATABASE) -> Bench
         url = asyncio.run(_ensure_database(base, database, recreate=recreate))
         server = "DATABASE_URL"
     else:
-        embedded = embedded_db.start(get_settings().data_dir, stop_at_exit=True)
+        embedded = embedded_db.start(
+            get_settings().data_dir, stop_at_exit=True, shared_buffers_mb=get_settings().embedded_shared_buffers_mb
+        )
         embedded.ensure_database(database, recreate=recreate)
         url = embedded.url(database)
         server = f"embedded ({embedded.pgdata})"

@@ -30,6 +30,8 @@ async def recreate(server_url: str, database: str) -> str:
 def fresh_database(database: str) -> str:
     base = os.environ.get("DATABASE_URL")
     if not base:
-        server = embedded_db.start(get_settings().data_dir, stop_at_exit=True)
+        server = embedded_db.start(
+            get_settings().data_dir, stop_at_exit=True, shared_buffers_mb=get_settings().embedded_shared_buffers_mb
+        )
         base = server.url("postgres")
     return asyncio.run(recreate(base, database))
