@@ -1,12 +1,12 @@
-"""Hot-path reads: statements written in SQLAlchemy Core, compiled once, run on the session's
-asyncpg connection. Skips per-request statement building, cache keying and ORM result handling,
-which cost more than the query itself on a primary-key read."""
+"""Hot-path statements: SQLAlchemy Core selects and text statements, compiled once, run on the
+session's asyncpg connection. Skips per-request statement building, cache keying and ORM result
+handling, which cost more than the query itself on a primary-key read."""
 
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import Select
+from sqlalchemy import Select, TextClause
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,8 +18,8 @@ _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 T = TypeVar("T")
 
 
-class PreparedSelect:
-    def __init__(self, statement: Select[Any]) -> None:
+class PreparedStatement:
+    def __init__(self, statement: Select[Any] | TextClause) -> None:
         compiled = statement.compile(dialect=_DIALECT)
         self.sql = str(compiled)
         self.names = list(compiled.positiontup or [])
@@ -35,6 +35,10 @@ class PreparedSelect:
         args = self._args(params)
         return list(await _run(session, self.sql, args, lambda conn: conn.fetch(self.sql, *args)))
 
+    async def execute(self, session: AsyncSession, params: dict[str, Any]) -> None:
+        args = self._args(params)
+        await _run(session, self.sql, args, lambda conn: conn.execute(self.sql, *args))
+
 
 async def _run(
     session: AsyncSession, sql: str, args: list[Any], call: Callable[[asyncpg.Connection], Awaitable[T]]
@@ -47,6 +51,7 @@ async def _run(
     raw = await connection.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
     try:
+        await _begin(raw.dbapi_connection)
         return await call(driver)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError) as exc:
         lost = connection_lost(exc) or driver.is_closed()
@@ -55,3 +60,18 @@ async def _run(
         elif isinstance(exc, OSError | TimeoutError):
             raise
         raise sa_exc.DBAPIError(sql, args, exc, connection_invalidated=lost) from exc
+
+
+async def _begin(adapted: Any) -> None:
+    """SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs itself; a statement
+    run here first must open the session's transaction the same way, or it would commit on its own.
+    Reader sessions are autocommit and open none."""
+    if adapted._transaction is not None or adapted.autocommit:
+        return
+    try:
+        await adapted._start_transaction()
+    except Exception as exc:
+        # The adapter raises its own wrapper; the driver's error underneath is what _run handles.
+        if isinstance(exc.__cause__, Exception):
+            raise exc.__cause__ from None
+        raise

@@ -15,8 +15,9 @@ default; reused while the sizes match) and measures, in one run:
      customer_values is VACUUMed before each timed run so autovacuum does not run inside one.
   2. Per-order update: `customer_values.refresh_customer` + `lifecycle.apply_rules(customer_id=...)`
      (what orders.upsert does after writing an order) for --samples random customers, sequentially,
-     each in its own transaction; target p95 < 5 ms. Floor: the same statements (figures, summaries,
-     predictions, rules) with their parameters, raw through asyncpg on one connection.
+     each in its own transaction; target p95 < 5 ms. Floor: the same statements (figures, which
+     return the prediction inputs, predictions, rules) with their parameters, raw through asyncpg
+     on one connection. The tables they read are prewarmed into shared_buffers first.
 
 Results also go to bench/results/value-<UTC timestamp>.json. Flags meant for other benches
 (bench/run_all.py passes its arguments to all) are ignored.
@@ -80,14 +81,18 @@ INCREMENTAL_TABLES = (
     "tier_changes",
 )
 
-# The statements _summaries and _write_predictions build inline, for the per-order floor.
-SUMMARIES_ONE_SQL = """
-SELECT customer_id, order_count - 1,
-       extract(epoch FROM last_purchase_at - first_purchase_at) / 86400,
-       extract(epoch FROM CAST(:now AS timestamptz) - first_purchase_at) / 86400,
-       total_spend / order_count
-FROM customer_values WHERE workspace_id = :ws AND order_count > 0 AND customer_id = :customer_id
-"""
+# The order write each per-order sample follows (untimed, in the same transaction): a refund of 1
+# on a paid order changes the buyer's spend, so the figures row is rewritten and its prediction
+# recomputed, as after a real order. Undone, figures included, after each sample.
+REFUND_ONE_SQL = (
+    "UPDATE orders SET refunded_amount = refunded_amount + 1, status = 'partially_refunded' "
+    "WHERE workspace_id = :ws AND id = :order_id"
+)
+UNREFUND_ONE_SQL = (
+    "UPDATE orders SET refunded_amount = refunded_amount - 1, status = 'paid' "
+    "WHERE workspace_id = :ws AND id = :order_id"
+)
+# The statement _write_predictions builds inline, for the per-order floor.
 PREDICTIONS_SQL = """
 UPDATE customer_values v SET expected_purchases_365 = p.purchases, ltv_predicted = round(p.ltv::numeric, 4)
 FROM unnest(CAST(:ids AS uuid[]), CAST(:purchases AS float8[]), CAST(:ltv AS float8[]))
@@ -121,7 +126,6 @@ class Probe:
 
     STATEMENTS: tuple[tuple[str, str], ...] = (
         ("WITH targets AS", "figures SQL"),
-        ("UPDATE customer_values v SET expected_purchases_365", "predictions UPDATE"),
         ("SELECT customer_id, order_count - 1", "summaries SELECT"),
         ("percentile_cont", "edges SQL"),
         ("pg_try_advisory_xact_lock", "advisory lock"),
@@ -219,10 +223,7 @@ async def service_recompute(sessions: async_sessionmaker[AsyncSession], probe: P
             ),
             "fit BG/NBD (scipy)": round(split.get("ltv: fit BG/NBD (scipy)", 0.0), 3),
             "fit Gamma-Gamma (scipy)": round(split.get("ltv: fit Gamma-Gamma (scipy)", 0.0), 3),
-            "predict (numpy) + encode": round(
-                split.get("ltv: predictions (numpy + UPDATE)", 0.0) - split.get("predictions UPDATE", 0.0), 3
-            ),
-            "predictions UPDATE": round(split.get("predictions UPDATE", 0.0), 3),
+            "predictions (numpy + UPDATE)": round(split.get("ltv: predictions (numpy + UPDATE)", 0.0), 3),
         },
         "other_s": round((computed - started) - split.get("figures SQL", 0.0) - split.get("edges SQL", 0.0), 3),
         "reported_recompute_seconds": reported,
@@ -349,7 +350,11 @@ class RawStatement:
 
 
 async def floor_incremental(
-    conn: asyncpg.Connection, data: ValueData, customers: list[uuid.UUID], warmup: int, sessions: Any
+    conn: asyncpg.Connection,
+    data: ValueData,
+    customers: list[tuple[uuid.UUID, uuid.UUID]],
+    warmup: int,
+    sessions: Any,
 ) -> list[float]:
     from app import clock
     from app.access import system_caller
@@ -360,7 +365,6 @@ async def floor_incremental(
         model = await customer_values.model_for(session, data.workspace_id)
         await session.commit()
     figures = RawStatement(customer_values.FIGURES_ONE.text)
-    summaries = RawStatement(SUMMARIES_ONE_SQL)
     predictions = RawStatement(PREDICTIONS_SQL)
     rules = RawStatement(lifecycle.RULES_ONE.text)
     bgnbd = lifetime_value.BgNbd(**model.bgnbd) if model.bgnbd else None
@@ -368,58 +372,78 @@ async def floor_incremental(
     gamma_gamma = lifetime_value.GammaGamma(p=gg["p"], q=gg["q"], v=gg["v"]) if gg else None
     population_mean = float(gg["mean"]) if gg else 0.0
     actor = orjson.dumps(ctx.actor).decode()
-    times: list[float] = []
-    for n, customer_id in enumerate(customers):
-        started = time.perf_counter()
-        now = clock.now()
+
+    async def update(customer_id: uuid.UUID) -> None:
         params = {
-            **customer_values._params(model, ctx, now=now, reason="order"),
+            **customer_values._params(model, ctx, now=clock.now(), reason="order"),
             "customer_id": customer_id,
             **lifecycle.RULES,
             "actor": actor,
         }
-        async with conn.transaction():
-            await conn.execute(figures.sql, *figures.args(params))
-            if bgnbd and gamma_gamma:
-                rows = await conn.fetch(summaries.sql, *summaries.args(params))
-                if rows:
-                    x, t_x, age, m = (np.array([float(rows[0][i])], dtype=np.float64) for i in range(1, 5))
-                    purchases = bgnbd.expected_purchases(customer_values.PREDICTION_DAYS, x, t_x, np.maximum(age, t_x))
-                    value = gamma_gamma.expected_value(x, m, population_mean=population_mean)
-                    ltv = np.nan_to_num(purchases * value, nan=0.0)
-                    await conn.execute(
-                        predictions.sql,
-                        *predictions.args(
-                            {
-                                "ids": [customer_id],
-                                "purchases": np.nan_to_num(purchases).tolist(),
-                                "ltv": ltv.tolist(),
-                                "ws": data.workspace_id,
-                            }
-                        ),
-                    )
-            await conn.fetchrow(rules.sql, *rules.args(params))
+        # The figures statement returns the changed buyer's lifetime-value inputs.
+        rows = await conn.fetch(figures.sql, *figures.args(params))
+        if bgnbd and gamma_gamma and rows:
+            x, t_x, age, m = (np.array([float(rows[0][i])], dtype=np.float64) for i in range(1, 5))
+            purchases = bgnbd.expected_purchases(customer_values.PREDICTION_DAYS, x, t_x, np.maximum(age, t_x))
+            value = gamma_gamma.expected_value(x, m, population_mean=population_mean)
+            ltv = np.nan_to_num(purchases * value, nan=0.0)
+            await conn.execute(
+                predictions.sql,
+                *predictions.args(
+                    {
+                        "ids": [customer_id],
+                        "purchases": np.nan_to_num(purchases).tolist(),
+                        "ltv": ltv.tolist(),
+                        "ws": data.workspace_id,
+                    }
+                ),
+            )
+        await conn.fetchrow(rules.sql, *rules.args(params))
+
+    refund, unrefund = RawStatement(REFUND_ONE_SQL), RawStatement(UNREFUND_ONE_SQL)
+    times: list[float] = []
+    for n, (customer_id, order_id) in enumerate(customers):
+        order = {"ws": data.workspace_id, "order_id": order_id}
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute(refund.sql, *refund.args(order))
+        started = time.perf_counter()
+        await update(customer_id)
+        await transaction.commit()
         if n >= warmup:
             times.append(time.perf_counter() - started)
+        async with conn.transaction():
+            await conn.execute(unrefund.sql, *unrefund.args(order))
+            await update(customer_id)
     return times
 
 
 async def service_incremental(
-    sessions: async_sessionmaker[AsyncSession], data: ValueData, customers: list[uuid.UUID], warmup: int
+    sessions: async_sessionmaker[AsyncSession],
+    data: ValueData,
+    customers: list[tuple[uuid.UUID, uuid.UUID]],
+    warmup: int,
 ) -> list[float]:
     from app.access import system_caller
     from app.services import customer_values, lifecycle
 
     ctx = system_caller(data.workspace_id)
     times: list[float] = []
-    for n, customer_id in enumerate(customers):
-        started = time.perf_counter()
+    for n, (customer_id, order_id) in enumerate(customers):
+        order = {"ws": data.workspace_id, "order_id": order_id}
         async with sessions() as session:
+            await session.execute(text(REFUND_ONE_SQL), order)
+            started = time.perf_counter()
             await customer_values.refresh_customer(session, ctx, customer_id)
             await lifecycle.apply_rules(session, ctx, customer_id=customer_id)
             await session.commit()
         if n >= warmup:
             times.append(time.perf_counter() - started)
+        async with sessions() as session:
+            await session.execute(text(UNREFUND_ONE_SQL), order)
+            await customer_values.refresh_customer(session, ctx, customer_id)
+            await lifecycle.apply_rules(session, ctx, customer_id=customer_id)
+            await session.commit()
     return times
 
 
@@ -428,13 +452,17 @@ async def run_incremental(
 ) -> dict[str, Any]:
     await conn.execute("SELECT setseed($1)", (args.seed % 1000) / 1000)
     count = args.samples + args.incremental_warmup
+    # Buyers with a paid order of at least 2 (the sample refunds 1 of it), and that order.
     rows = await conn.fetch(
-        "SELECT customer_id FROM customer_values WHERE workspace_id = $1 AND order_count > 0 "
-        "ORDER BY random() LIMIT $2",
+        "SELECT DISTINCT ON (customer_id) customer_id, id FROM orders "
+        "WHERE workspace_id = $1 AND status = 'paid' AND total_amount >= 2 AND customer_id = ANY("
+        "  SELECT customer_id FROM customer_values WHERE workspace_id = $1 AND order_count > 0 "
+        "  ORDER BY random() LIMIT $2) "
+        "ORDER BY customer_id, ordered_at DESC",
         data.workspace_id,
-        count * 2,
+        count * 3,
     )
-    ids = [r[0] for r in rows]
+    ids = [(r[0], r[1]) for r in rows]
     if len(ids) < count:
         raise BenchError(f"only {len(ids)} customers with orders; run the recompute first")
     rng = random.Random(args.seed)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from app.db import connection_lost, create_engine
 from app.main import create_app
 from app.models import Customer
-from app.prepared import PreparedSelect
+from app.prepared import PreparedStatement
 from app.problems import is_database_unavailable
 from app.settings import get_settings
 from tests.factories import Tenant, customer_body
@@ -127,7 +127,22 @@ async def terminate(app: FastAPI, pid: int) -> None:
         assert await conn.scalar(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
 
 
-BACKEND_PID = PreparedSelect(select(func.pg_backend_pid().label("pid")))
+BACKEND_PID = PreparedStatement(select(func.pg_backend_pid().label("pid")))
+
+
+TRANSACTION_START = PreparedStatement(select(func.now().label("now")))
+
+
+async def test_a_prepared_statement_run_first_opens_the_sessions_transaction(app: FastAPI) -> None:
+    """now() is the transaction's start: equal in one transaction, later in the next."""
+    async with app.state.sessions() as session:
+        first = await TRANSACTION_START.fetchrow(session, {})
+        await asyncio.sleep(0.01)
+        assert first is not None and await session.scalar(select(func.now())) == first["now"]
+    async with app.state.readers() as session:
+        first = await TRANSACTION_START.fetchrow(session, {})
+        await asyncio.sleep(0.01)
+        assert first is not None and await session.scalar(select(func.now())) > first["now"]
 
 
 async def test_a_hot_read_on_a_connection_the_server_ended_is_unavailable_not_an_error(app: FastAPI) -> None:

@@ -25,6 +25,8 @@ class CustomerValue(Base):
         Index("ix_customer_values_workspace_id_tier", "workspace_id", "tier"),
         Index("ix_customer_values_workspace_id_rfm_segment", "workspace_id", "rfm_segment"),
         Index("ix_customer_values_workspace_id_total_spend", "workspace_id", "total_spend"),
+        # Room on each page for the updates every order and the nightly pass make (migration 0013).
+        {"postgresql_with": {"fillfactor": 80}},
     )
 
     workspace_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

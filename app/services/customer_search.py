@@ -15,7 +15,7 @@ from app.access import Caller, Visibility
 from app.errors import ValidationFailed
 from app.models import Customer, CustomerValue
 from app.pagination import decode_cursor, encode_cursor
-from app.prepared import PreparedSelect
+from app.prepared import PreparedStatement
 from app.services import custom_fields
 from app.services.customer_output import CUSTOMER_COLUMNS
 from app.services.visibility import (
@@ -95,10 +95,10 @@ class _ListShape:
     rfm_segment: bool
 
 
-_LIST_STATEMENTS: dict[_ListShape, PreparedSelect] = {}
+_LIST_STATEMENTS: dict[_ListShape, PreparedStatement] = {}
 
 
-def _list_statement(shape: _ListShape) -> PreparedSelect:
+def _list_statement(shape: _ListShape) -> PreparedStatement:
     """Compiled once per shape: lists are the second hottest read after get-by-id."""
     prepared = _LIST_STATEMENTS.get(shape)
     if prepared is not None:
@@ -131,7 +131,7 @@ def _list_statement(shape: _ListShape) -> PreparedSelect:
         clauses.append(key < after if descending else key > after)
     order = (column.desc(), Customer.id.desc()) if descending else (column.asc(), Customer.id.asc())
     statement = select(*CUSTOMER_COLUMNS).where(*clauses).order_by(*order).limit(bindparam("limit"))
-    prepared = _LIST_STATEMENTS[shape] = PreparedSelect(statement)
+    prepared = _LIST_STATEMENTS[shape] = PreparedStatement(statement)
     return prepared
 
 

@@ -8,21 +8,24 @@ recompute, so a per-order update scores a customer exactly as the nightly pass w
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import orjson
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 
 from app import clock
 from app.access import Caller
 from app.errors import NotFound
 from app.ids import new_id
 from app.models import Customer, CustomerValue, ValueModel, ValueTier
+from app.prepared import PreparedStatement
 from app.services import lifetime_value
 from app.services.visibility import visible_customer_clauses
 
@@ -50,6 +53,14 @@ CASE
     WHEN t.r IS NOT NULL THEN 'Hibernating'
 END
 """
+
+
+# What BG/NBD and Gamma-Gamma read of a buyer: repeat purchases, recency and age in days, and
+# the mean order value; from customer_values columns (or an upsert's RETURNING of them).
+SUMMARY_COLUMNS = """order_count - 1,
+       extract(epoch FROM last_purchase_at - first_purchase_at) / 86400,
+       extract(epoch FROM CAST(:now AS timestamptz) - first_purchase_at) / 86400,
+       total_spend / order_count"""
 
 
 def _edges_below(edges: str, figure: str) -> str:
@@ -84,6 +95,23 @@ def _figures_sql(*, customers: str | None) -> str:
            count(*) > 0 AS ok
     FROM agg WHERE n > 0
 )"""
+    events = """INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
+SELECT :ws, guanxi_uuid7(), 'tier.changed', CAST(:now AS timestamptz), CAST(:actor AS jsonb),
+       jsonb_build_object(
+           'customer_id', customer_id, 'from_tier', from_tier, 'to_tier', to_tier, 'reason', CAST(:reason AS text)
+       )
+FROM changes"""
+    # Named customers: the lifetime-value inputs of the rows that changed come back, so the
+    # per-order path predicts without reading them again. A whole workspace returns nothing.
+    events_and_result = (
+        f""",
+events AS (
+    {events}
+)
+SELECT customer_id, {SUMMARY_COLUMNS} FROM upserted WHERE order_count > 0"""
+        if customers
+        else "\n" + events
+    )
     return f"""
 WITH targets AS (
     {targets}
@@ -194,7 +222,7 @@ upserted AS (
            excluded.avg_order_value, excluded.window_spend, excluded.window_orders, excluded.favourite_categories,
            excluded.avg_interval_days, excluded.predicted_next_purchase_at, excluded.recency_score,
            excluded.frequency_score, excluded.monetary_score, excluded.rfm_segment, excluded.tier)
-    RETURNING v.customer_id, v.tier
+    RETURNING v.customer_id, v.tier, v.order_count, v.first_purchase_at, v.last_purchase_at, v.total_spend
 ),
 changes AS (
     INSERT INTO tier_changes (workspace_id, id, customer_id, from_tier, to_tier, changed_at, reason)
@@ -202,19 +230,92 @@ changes AS (
     FROM upserted u LEFT JOIN old ON old.customer_id = u.customer_id
     WHERE old.tier IS DISTINCT FROM u.tier
     RETURNING customer_id, from_tier, to_tier
-)
-INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
-SELECT :ws, guanxi_uuid7(), 'tier.changed', CAST(:now AS timestamptz), CAST(:actor AS jsonb),
-       jsonb_build_object(
-           'customer_id', customer_id, 'from_tier', from_tier, 'to_tier', to_tier, 'reason', CAST(:reason AS text)
-       )
-FROM changes
+){events_and_result}
 """
 
 
 FIGURES_ONE = text(_figures_sql(customers="= :customer_id"))
 FIGURES_SOME = text(_figures_sql(customers="= ANY(CAST(:customer_ids AS uuid[]))"))
 FIGURES_ALL = text(_figures_sql(customers=None))
+# The per-order path runs on the driver connection: the statements are long, and SQLAlchemy's
+# handling of a text statement with a dozen parameters costs as much as running it.
+_FIGURES_ONE = PreparedStatement(FIGURES_ONE)
+_FIGURES_SOME = PreparedStatement(FIGURES_SOME)
+_PREDICTIONS = PreparedStatement(
+    text(
+        """
+UPDATE customer_values v SET expected_purchases_365 = p.purchases, ltv_predicted = round(p.ltv::numeric, 4)
+FROM unnest(CAST(:ids AS uuid[]), CAST(:purchases AS float8[]), CAST(:ltv AS float8[]))
+     AS p(customer_id, purchases, ltv)
+WHERE v.workspace_id = :ws AND v.customer_id = p.customer_id
+"""
+    )
+)
+
+
+class ValueSettings(Protocol):
+    """What scoring and prediction read of a workspace's value model row."""
+
+    @property
+    def tier_window_days(self) -> int: ...
+    @property
+    def recency_edges(self) -> list[float] | None: ...
+    @property
+    def frequency_edges(self) -> list[float] | None: ...
+    @property
+    def monetary_edges(self) -> list[float] | None: ...
+    @property
+    def bgnbd(self) -> dict[str, Any] | None: ...
+    @property
+    def gamma_gamma(self) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class _StoredSettings:
+    tier_window_days: int
+    recency_edges: list[float] | None
+    frequency_edges: list[float] | None
+    monetary_edges: list[float] | None
+    bgnbd: dict[str, Any] | None
+    gamma_gamma: dict[str, Any] | None
+
+
+_SETTINGS = PreparedStatement(
+    select(
+        ValueModel.tier_window_days,
+        ValueModel.recency_edges,
+        ValueModel.frequency_edges,
+        ValueModel.monetary_edges,
+        ValueModel.bgnbd,
+        ValueModel.gamma_gamma,
+    ).where(ValueModel.workspace_id == bindparam("ws"))
+)
+
+
+async def _settings(session: AsyncSession, workspace_id: uuid.UUID) -> ValueSettings:
+    """The model row's columns without the ORM (a per-order read); the row is created on first use.
+    A row this session loaded is used as it is: it may hold changes not flushed yet."""
+    loaded = session.identity_map.get(identity_key(ValueModel, workspace_id))
+    if isinstance(loaded, ValueModel):
+        return loaded
+    row = await _SETTINGS.fetchrow(session, {"ws": workspace_id})
+    if row is None:
+        return await model_for(session, workspace_id)
+    return _StoredSettings(
+        tier_window_days=row[0],
+        recency_edges=row[1],
+        frequency_edges=row[2],
+        monetary_edges=row[3],
+        bgnbd=_json(row[4]),
+        gamma_gamma=_json(row[5]),
+    )
+
+
+def _json(value: Any) -> dict[str, Any] | None:
+    # The driver hands JSON columns over as text.
+    decoded = orjson.loads(value) if isinstance(value, str | bytes) else value
+    return cast(dict[str, Any] | None, decoded)
+
 
 EDGES_SQL = text(
     """
@@ -263,7 +364,7 @@ async def _has_tiers(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
     ) is not None
 
 
-def _params(model: ValueModel, ctx: Caller, *, now: datetime, reason: str) -> dict[str, Any]:
+def _params(model: ValueSettings, ctx: Caller, *, now: datetime, reason: str) -> dict[str, Any]:
     has_edges = model.recency_edges is not None
     return {
         "ws": ctx.workspace_id,
@@ -281,23 +382,18 @@ def _params(model: ValueModel, ctx: Caller, *, now: datetime, reason: str) -> di
 async def refresh_customer(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> None:
     """After an order change: this customer's figures, scores, tier and prediction, in the
     order's transaction."""
-    model = await model_for(session, ctx.workspace_id)
-    now = clock.now()
-    await session.execute(FIGURES_ONE, {**_params(model, ctx, now=now, reason="order"), "customer_id": customer_id})
-    if model.bgnbd and model.gamma_gamma:
-        await _predict(session, ctx.workspace_id, model, now, customer_ids=[customer_id])
+    model = await _settings(session, ctx.workspace_id)
+    params = {**_params(model, ctx, now=clock.now(), reason="order"), "customer_id": customer_id}
+    await _predict(session, ctx.workspace_id, model, await _FIGURES_ONE.fetch(session, params))
 
 
 async def refresh_customers(session: AsyncSession, ctx: Caller, customer_ids: Sequence[uuid.UUID]) -> None:
     """After a load of orders: the same as `refresh_customer`, in one pass over all their customers."""
     if not customer_ids:
         return
-    model = await model_for(session, ctx.workspace_id)
-    now = clock.now()
-    ids = list(customer_ids)
-    await session.execute(FIGURES_SOME, {**_params(model, ctx, now=now, reason="order"), "customer_ids": ids})
-    if model.bgnbd and model.gamma_gamma:
-        await _predict(session, ctx.workspace_id, model, now, customer_ids=ids)
+    model = await _settings(session, ctx.workspace_id)
+    params = {**_params(model, ctx, now=clock.now(), reason="order"), "customer_ids": list(customer_ids)}
+    await _predict(session, ctx.workspace_id, model, await _FIGURES_SOME.fetch(session, params))
 
 
 async def recompute_workspace(session: AsyncSession, ctx: Caller) -> float | None:
@@ -362,23 +458,17 @@ WHERE m.recompute_requested_at IS NOT NULL
 
 
 async def _summaries(
-    session: AsyncSession, workspace_id: uuid.UUID, now: datetime, customer_ids: list[uuid.UUID] | None = None
+    session: AsyncSession, workspace_id: uuid.UUID, now: datetime
 ) -> tuple[list[uuid.UUID], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    only = "AND customer_id = ANY(CAST(:customer_ids AS uuid[]))" if customer_ids else ""
-    rows = (
-        await session.execute(
-            text(
-                f"""
-SELECT customer_id, order_count - 1,
-       extract(epoch FROM last_purchase_at - first_purchase_at) / 86400,
-       extract(epoch FROM CAST(:now AS timestamptz) - first_purchase_at) / 86400,
-       total_spend / order_count
-FROM customer_values WHERE workspace_id = :ws AND order_count > 0 {only}
-"""
-            ),
-            {"ws": workspace_id, "now": now, **({"customer_ids": customer_ids} if customer_ids else {})},
-        )
-    ).all()
+    statement = text(
+        f"SELECT customer_id, {SUMMARY_COLUMNS} FROM customer_values WHERE workspace_id = :ws AND order_count > 0"
+    )
+    return _summary_arrays((await session.execute(statement, {"ws": workspace_id, "now": now})).all())
+
+
+def _summary_arrays(
+    rows: Sequence[Sequence[Any]],
+) -> tuple[list[uuid.UUID], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     ids = [row[0] for row in rows]
     columns = np.array([[float(v) for v in row[1:]] for row in rows], dtype=np.float64).reshape(-1, 4)
     return ids, columns[:, 0], columns[:, 1], columns[:, 2], columns[:, 3]
@@ -398,17 +488,20 @@ async def _fit_and_predict(session: AsyncSession, workspace_id: uuid.UUID, model
 
 
 async def _predict(
-    session: AsyncSession, workspace_id: uuid.UUID, model: ValueModel, now: datetime, *, customer_ids: list[uuid.UUID]
+    session: AsyncSession, workspace_id: uuid.UUID, model: ValueSettings, summaries: Sequence[Sequence[Any]]
 ) -> None:
-    ids, x, t_x, age, m = await _summaries(session, workspace_id, now, customer_ids)
-    if ids:
-        await _write_predictions(session, workspace_id, model, ids, x, t_x, age, m)
+    """Predictions for the buyers whose figures just changed, from the figures statement's rows;
+    an unchanged row keeps its prediction until the nightly refit rewrites every one."""
+    if not summaries or not (model.bgnbd and model.gamma_gamma):
+        return
+    ids, x, t_x, age, m = _summary_arrays(summaries)
+    await _write_predictions(session, workspace_id, model, ids, x, t_x, age, m)
 
 
 async def _write_predictions(
     session: AsyncSession,
     workspace_id: uuid.UUID,
-    model: ValueModel,
+    model: ValueSettings,
     ids: list[uuid.UUID],
     x: np.ndarray,
     t_x: np.ndarray,
@@ -422,15 +515,8 @@ async def _write_predictions(
     purchases = bgnbd.expected_purchases(PREDICTION_DAYS, x, t_x, np.maximum(age, t_x))
     value = gamma_gamma.expected_value(x, m, population_mean=gg["mean"])
     ltv = np.nan_to_num(purchases * value, nan=0.0)
-    await session.execute(
-        text(
-            """
-UPDATE customer_values v SET expected_purchases_365 = p.purchases, ltv_predicted = round(p.ltv::numeric, 4)
-FROM unnest(CAST(:ids AS uuid[]), CAST(:purchases AS float8[]), CAST(:ltv AS float8[]))
-     AS p(customer_id, purchases, ltv)
-WHERE v.workspace_id = :ws AND v.customer_id = p.customer_id
-"""
-        ),
+    await _PREDICTIONS.execute(
+        session,
         {"ws": workspace_id, "ids": ids, "purchases": np.nan_to_num(purchases).tolist(), "ltv": ltv.tolist()},
     )
 

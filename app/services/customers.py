@@ -13,7 +13,7 @@ from app.access import Caller, Visibility
 from app.errors import DuplicateCustomer, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from app.jsonable import to_jsonable
 from app.models import Customer, CustomerIdentity, User
-from app.prepared import PreparedSelect
+from app.prepared import PreparedStatement
 from app.schemas.customer import CustomerCreate, CustomerFields, CustomerPatch
 from app.services import audit, custom_fields, customer_codes, outbox
 from app.services.customer_output import CUSTOMER_COLUMNS, event_data
@@ -42,8 +42,8 @@ PLAIN_FIELDS = (
 )
 
 
-def _get_statement(visibility: Visibility, include_deleted: bool) -> PreparedSelect:
-    return PreparedSelect(
+def _get_statement(visibility: Visibility, include_deleted: bool) -> PreparedStatement:
+    return PreparedStatement(
         select(*CUSTOMER_COLUMNS).where(
             Customer.id == bindparam("customer_id"),
             *visible_customer_template(visibility, include_deleted=include_deleted),

@@ -17,6 +17,7 @@ from app.access import Caller
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id
 from app.models import Customer, CustomerStage, LifecycleStage, StageHistory
+from app.prepared import PreparedStatement
 from app.services import outbox
 from app.services.visibility import visible_customer_clauses
 
@@ -237,6 +238,10 @@ SELECT (SELECT count(*) FROM moves), (SELECT count(*) FROM closed), (SELECT coun
 RULES_ONE = text(_rules_sql(customers="one"))
 RULES_SOME = text(_rules_sql(customers="some"))
 RULES_RANGE = text(_rules_sql(customers="range"))
+# Run on the driver connection: the per-order path pays SQLAlchemy's text handling otherwise.
+_RULES_ONE = PreparedStatement(RULES_ONE)
+_RULES_SOME = PreparedStatement(RULES_SOME)
+_RULES_RANGE = PreparedStatement(RULES_RANGE)
 # Customers per transaction and transactions at once for a whole workspace: short transactions, hash
 # joins that fit in memory, and one PostgreSQL backend per core doing the inserts.
 CHUNK_CUSTOMERS = 50_000
@@ -269,14 +274,15 @@ async def apply_rules(
         "actor": orjson.dumps(ctx.actor).decode(),
         **RULES,
     }
-    statement = RULES_RANGE
+    statement = _RULES_RANGE
     if customer_id is not None:
-        params["customer_id"], statement = customer_id, RULES_ONE
+        params["customer_id"], statement = customer_id, _RULES_ONE
     elif customer_ids is not None:
-        params["customer_ids"], statement = list(customer_ids), RULES_SOME
+        params["customer_ids"], statement = list(customer_ids), _RULES_SOME
     else:
         params["lo"], params["hi"] = ids
-    row = (await session.execute(statement, params)).one()
+    row = await statement.fetchrow(session, params)
+    assert row is not None, "the statement ends in a one-row SELECT"
     return int(row[0])
 
 
