@@ -15,9 +15,11 @@ default; reused while the sizes match) and measures, in one run:
      customer_values is VACUUMed before each timed run so autovacuum does not run inside one.
   2. Per-order update: `customer_values.refresh_customer` + `lifecycle.apply_rules(customer_id=...)`
      (what orders.upsert does after writing an order) for --samples random customers, sequentially,
-     each in its own transaction; target p95 < 5 ms. Floor: the same statements (figures, which
-     return the prediction inputs, predictions, rules) with their parameters, raw through asyncpg
-     on one connection. The tables they read are prewarmed into shared_buffers first.
+     each after an order write in its own transaction; target p95 < 5 ms for the update itself (the
+     order's COMMIT is the order write's; the time with a COMMIT of its own is reported beside it).
+     Floor: the same statements (figures, which return the prediction inputs, predictions, rules)
+     with their parameters, raw through asyncpg on one connection. The tables they read are
+     prewarmed into shared_buffers first.
 
 Results also go to bench/results/value-<UTC timestamp>.json. Flags meant for other benches
 (bench/run_all.py passes its arguments to all) are ignored.
@@ -355,7 +357,7 @@ async def floor_incremental(
     customers: list[tuple[uuid.UUID, uuid.UUID]],
     warmup: int,
     sessions: Any,
-) -> list[float]:
+) -> list[tuple[float, float]]:
     from app import clock
     from app.access import system_caller
     from app.services import customer_values, lifecycle, lifetime_value
@@ -401,7 +403,7 @@ async def floor_incremental(
         await conn.fetchrow(rules.sql, *rules.args(params))
 
     refund, unrefund = RawStatement(REFUND_ONE_SQL), RawStatement(UNREFUND_ONE_SQL)
-    times: list[float] = []
+    times: list[tuple[float, float]] = []
     for n, (customer_id, order_id) in enumerate(customers):
         order = {"ws": data.workspace_id, "order_id": order_id}
         transaction = conn.transaction()
@@ -409,9 +411,10 @@ async def floor_incremental(
         await conn.execute(refund.sql, *refund.args(order))
         started = time.perf_counter()
         await update(customer_id)
+        updated = time.perf_counter()
         await transaction.commit()
         if n >= warmup:
-            times.append(time.perf_counter() - started)
+            times.append((updated - started, time.perf_counter() - started))
         async with conn.transaction():
             await conn.execute(unrefund.sql, *unrefund.args(order))
             await update(customer_id)
@@ -423,12 +426,12 @@ async def service_incremental(
     data: ValueData,
     customers: list[tuple[uuid.UUID, uuid.UUID]],
     warmup: int,
-) -> list[float]:
+) -> list[tuple[float, float]]:
     from app.access import system_caller
     from app.services import customer_values, lifecycle
 
     ctx = system_caller(data.workspace_id)
-    times: list[float] = []
+    times: list[tuple[float, float]] = []
     for n, (customer_id, order_id) in enumerate(customers):
         order = {"ws": data.workspace_id, "order_id": order_id}
         async with sessions() as session:
@@ -436,9 +439,10 @@ async def service_incremental(
             started = time.perf_counter()
             await customer_values.refresh_customer(session, ctx, customer_id)
             await lifecycle.apply_rules(session, ctx, customer_id=customer_id)
+            updated = time.perf_counter()
             await session.commit()
         if n >= warmup:
-            times.append(time.perf_counter() - started)
+            times.append((updated - started, time.perf_counter() - started))
         async with sessions() as session:
             await session.execute(text(UNREFUND_ONE_SQL), order)
             await customer_values.refresh_customer(session, ctx, customer_id)
@@ -477,11 +481,16 @@ async def run_incremental(
     )
     floor_times = await floor_incremental(conn, data, floor_ids, args.incremental_warmup, sessions)
     service_times = await service_incremental(sessions, data, service_ids, args.incremental_warmup)
-    service = summary(service_times)
-    floor = summary(floor_times)
+    # The target is the update itself: in orders.upsert it runs inside the order's transaction, whose
+    # commit the order write pays with or without it. Each sample here commits its own; that time
+    # is reported beside it.
+    service = summary([update for update, _ in service_times])
+    floor = summary([update for update, _ in floor_times])
     return {
         "service": service,
         "floor": floor,
+        "service_with_commit": summary([total for _, total in service_times]),
+        "floor_with_commit": summary([total for _, total in floor_times]),
         "ratio_p95": round(service["p95_ms"] / floor["p95_ms"], 3) if floor["p95_ms"] else None,
         "target_p95_ms": INCREMENTAL_P95_TARGET_MS,
         "verdict": verdict(service["p95_ms"] < INCREMENTAL_P95_TARGET_MS),
@@ -556,12 +565,12 @@ def print_tables(recompute: dict[str, Any] | None, incremental: dict[str, Any] |
             verdicts += print_full_recompute(recompute, runs, last)
     if incremental is not None:
         print()
-        print("Per-order update: refresh_customer + apply_rules(customer_id), own transaction each")
-        print(f"  {'':<8} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-        for name in ("floor", "service"):
+        print("Per-order update: refresh_customer + apply_rules(customer_id) after an order write, before its COMMIT")
+        print(f"  {'':<20} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+        for name in ("floor", "service", "floor_with_commit", "service_with_commit"):
             s = incremental[name]
             print(
-                f"  {name:<8} {s['n']:>4} {s['p50_ms']:>8.2f} {s['p95_ms']:>8.2f} "
+                f"  {name:<20} {s['n']:>4} {s['p50_ms']:>8.2f} {s['p95_ms']:>8.2f} "
                 f"{s['p99_ms']:>8.2f} {s['max_ms']:>8.2f}"
             )
         print(

@@ -332,6 +332,29 @@ async def test_full_recompute_scores_segments_and_predicts(db: AsyncSession, ten
     assert top.monetary_score == 5 and bottom.monetary_score == 1
 
 
+async def test_the_full_pass_ranks_favourite_categories_only_for_customers_without_figures(
+    db: AsyncSession, tenant: Tenant
+) -> None:
+    ids = await _seed_history(db, tenant, 20)  # orders written straight to the tables: no figures yet
+    ctx = system_caller(tenant.id)
+    await customer_values.recompute_workspace(db, ctx)
+    ranked = await db.get(CustomerValue, (tenant.id, ids[0]))
+    assert ranked is not None and ranked.favourite_categories
+    assert {c["category"] for c in ranked.favourite_categories} <= {"tea", "cups", "gifts"}
+    # A stored row keeps what the order paths wrote: categories change only with the customer's
+    # orders, and every path that changes orders refreshes that customer.
+    kept = [{"category": "kept", "spend": "1", "orders": 1}]
+    ranked.favourite_categories = kept
+    await db.flush()
+    await customer_values.recompute_workspace(db, ctx)
+    fresh = select(CustomerValue).where(CustomerValue.workspace_id == tenant.id, CustomerValue.customer_id == ids[0])
+    after = (await db.scalars(fresh.execution_options(populate_existing=True))).one()
+    assert after.favourite_categories == kept
+    await customer_values.refresh_customer(db, ctx, ids[0])
+    after = (await db.scalars(fresh.execution_options(populate_existing=True))).one()
+    assert after.favourite_categories != kept
+
+
 async def test_per_order_update_scores_like_the_full_pass(db: AsyncSession, tenant: Tenant) -> None:
     ids = await _seed_history(db, tenant, 80)
     ctx = system_caller(tenant.id)

@@ -95,6 +95,17 @@ def _figures_sql(*, customers: str | None) -> str:
            count(*) > 0 AS ok
     FROM agg WHERE n > 0
 )"""
+    # A whole-workspace pass keeps each stored row's favourite categories and ranks them only for
+    # customers without a figures row: they change only with the customer's orders, and every path
+    # that changes orders refreshes that customer here (orders, order imports, merges). Ranking ten
+    # million order lines was half of the nightly pass.
+    ranked_only = (
+        ""
+        if customers
+        else "AND NOT EXISTS (SELECT 1 FROM customer_values s "
+        "WHERE s.workspace_id = :ws AND s.customer_id = c.customer_id)"
+    )
+    favourites = "excluded.favourite_categories" if customers else "v.favourite_categories"
     events = """INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
 SELECT :ws, guanxi_uuid7(), 'tier.changed', CAST(:now AS timestamptz), CAST(:actor AS jsonb),
        jsonb_build_object(
@@ -139,7 +150,7 @@ agg AS (
 category_spend AS (
     SELECT c.customer_id, l.category, sum(l.quantity * l.unit_price) AS spend, count(DISTINCT l.order_id) AS orders
     FROM counted c JOIN order_lines l ON l.workspace_id = :ws AND l.order_id = c.id
-    WHERE l.category IS NOT NULL
+    WHERE l.category IS NOT NULL {ranked_only}
     GROUP BY c.customer_id, l.category
 ),
 cats AS (
@@ -202,7 +213,7 @@ upserted AS (
         avg_order_value = excluded.avg_order_value,
         window_spend = excluded.window_spend,
         window_orders = excluded.window_orders,
-        favourite_categories = excluded.favourite_categories,
+        favourite_categories = {favourites},
         avg_interval_days = excluded.avg_interval_days,
         predicted_next_purchase_at = excluded.predicted_next_purchase_at,
         recency_score = excluded.recency_score,
@@ -219,7 +230,7 @@ upserted AS (
            v.tier)
           IS DISTINCT FROM
           (excluded.first_purchase_at, excluded.last_purchase_at, excluded.order_count, excluded.total_spend,
-           excluded.avg_order_value, excluded.window_spend, excluded.window_orders, excluded.favourite_categories,
+           excluded.avg_order_value, excluded.window_spend, excluded.window_orders, {favourites},
            excluded.avg_interval_days, excluded.predicted_next_purchase_at, excluded.recency_score,
            excluded.frequency_score, excluded.monetary_score, excluded.rfm_segment, excluded.tier)
     RETURNING v.customer_id, v.tier, v.order_count, v.first_purchase_at, v.last_purchase_at, v.total_spend
