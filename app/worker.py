@@ -210,6 +210,10 @@ class Worker:
                     done = await exports.process(self.sessions, export.id, export.workspace_id)
                     logger.info("export", extra={"job_id": str(done.id), "rows": done.rows})
                     continue
+                for workspace_id, job_id in await import_jobs.fail_orphans(self.pool):
+                    logger.warning(
+                        "import interrupted", extra={"job_id": str(job_id), "workspace_id": str(workspace_id)}
+                    )
                 claimed = await import_jobs.claim_next(self.pool)
                 if claimed is None:
                     with contextlib.suppress(TimeoutError):

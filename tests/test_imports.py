@@ -3,12 +3,14 @@
 import asyncio
 import io
 import json
+import uuid
 
 import asyncpg
 import httpx
 import openpyxl
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from app.models import Customer
 from app.services import import_jobs, imports
@@ -41,8 +43,6 @@ async def _upload(client: httpx.AsyncClient, tenant: Tenant, name: str, content:
 
 
 async def _run(app: FastAPI, pool: asyncpg.Pool, tenant: Tenant, job_id: str) -> dict[str, object]:
-    import uuid
-
     job = await import_jobs.process(app.state.sessions, pool, tenant.id, uuid.UUID(job_id))
     return dict(import_jobs.present(job)["progress"])
 
@@ -164,3 +164,25 @@ async def test_the_worker_runs_an_import_and_then_an_export(
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, timeout=20)
+
+
+async def test_a_running_import_whose_worker_is_gone_is_failed_not_left_running(
+    pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    queued = await _upload(live_client, live_tenant, "a.csv", _csv(ROWS[:2], "utf-8"))
+    job_id = uuid.UUID(queued.json()["id"])
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE import_jobs SET status = 'running', started_at = now() - interval '2 minutes' WHERE id = $1",
+            job_id,
+        )
+    # A live worker holds the job's lock: the job is left alone.
+    worker = await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))
+    await worker.execute(f"SELECT pg_advisory_lock({import_jobs.JOB_KEY})", str(job_id))
+    assert (live_tenant.id, job_id) not in await import_jobs.fail_orphans(pool)
+    # The worker's session ends (killed, or its connection lost): the next sweep fails the job.
+    await worker.close()
+    assert (live_tenant.id, job_id) in await import_jobs.fail_orphans(pool)
+    job = (await live_client.get(f"/api/v1/imports/{job_id}", headers=live_tenant.headers())).json()
+    assert job["status"] == "failed" and "interrupted" in job["error"]
+    assert job["finished_at"] is not None

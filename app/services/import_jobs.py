@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,31 @@ RETURNING workspace_id, id
 """
 
 
+# A running job holds a session advisory lock on its key for as long as it runs (`process`). The
+# server drops the lock with the session, so a job still 'running' whose lock is free lost its
+# worker (killed, or its connection ended by a database restart) and would otherwise stay running
+# for ever. The grace period covers the moment between the claim and taking the lock.
+JOB_KEY = "hashtextextended('import-job:' || CAST($1 AS text), 0)"
+INTERRUPTED = (
+    "The import was interrupted (its worker or database connection was lost). Rows committed before "
+    "that are in; upload the file again to finish (an upsert import changes nothing it already did)."
+)
+ORPHAN_GRACE = timedelta(minutes=1)
+REAP_SQL = """
+UPDATE import_jobs SET status = 'failed', error = $2, finished_at = $1
+WHERE status = 'running' AND started_at < CAST($1 AS timestamptz) - CAST($3 AS interval)
+  AND pg_try_advisory_xact_lock(hashtextextended('import-job:' || CAST(id AS text), 0))
+RETURNING workspace_id, id
+"""
+
+
+async def fail_orphans(pool: asyncpg.Pool) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Running jobs no worker holds any more, marked failed; returns them."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(REAP_SQL, clock.now(), INTERRUPTED, ORPHAN_GRACE)
+    return [(row["workspace_id"], row["id"]) for row in rows]
+
+
 async def claim_next(pool: asyncpg.Pool) -> tuple[uuid.UUID, uuid.UUID] | None:
     """The oldest queued job, taken by this worker alone."""
     async with pool.acquire() as conn:
@@ -179,7 +205,23 @@ async def process(
     job_id: uuid.UUID,
     on_progress: imports.Progress | None = None,
 ) -> ImportJob:
-    """Run a claimed job to its end and record how it ended."""
+    """Run a claimed job to its end and record how it ended, holding the job's lock meanwhile."""
+    async with pool.acquire() as guard:
+        await guard.execute(f"SELECT pg_advisory_lock({JOB_KEY})", str(job_id))
+        try:
+            return await _run(sessions, pool, workspace_id, job_id, on_progress)
+        finally:
+            if not guard.is_closed():
+                await guard.execute(f"SELECT pg_advisory_unlock({JOB_KEY})", str(job_id))
+
+
+async def _run(
+    sessions: async_sessionmaker[AsyncSession],
+    pool: asyncpg.Pool,
+    workspace_id: uuid.UUID,
+    job_id: uuid.UUID,
+    on_progress: imports.Progress | None,
+) -> ImportJob:
     ctx = system_caller(workspace_id)
     async with sessions() as session:
         job = await get(session, ctx, job_id)
