@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app import clock
 from app.access import system_caller
-from app.db import create_asyncpg_pool, create_engine, create_sessionmaker
+from app.db import connection_lost, create_asyncpg_pool, create_engine, create_sessionmaker
 from app.models import Workspace
 from app.services import (
     customer_values,
@@ -47,6 +47,9 @@ SLA_BREACHES = "scheduler.sla_breaches"
 FOLLOW_UPS_CRON = "*/10 * * * *"
 OUTBOX_CHANNEL = "guanxi_outbox"
 SWEEP_SECONDS = 2.0
+# After the database is lost: the pause before connecting again, and the bound on closing what was open.
+RECONNECT_SECONDS = 1.0
+DISCONNECT_SECONDS = 5.0
 VALUE_SWEEP_SECONDS = 30.0
 
 
@@ -93,12 +96,66 @@ class Worker:
         self._wake_imports.set()
 
     async def run(self) -> None:
+        """Until stopped. A lost database (a restart, a crash, a network cut) ends the connected round:
+        its connections, pool and job queue are dropped and a new round starts once the database
+        answers again. Nothing is lost meanwhile: events wait in the outbox, attempts in their table."""
+        try:
+            while not self.stop.is_set():
+                try:
+                    await self._run_connected()
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, SQLAlchemyError) as exc:
+                    logger.warning("database lost; reconnecting", extra={"error": str(exc)[:300]})
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), timeout=RECONNECT_SECONDS)
+        finally:
+            await self.http.aclose()
+            await self.engine.dispose()
+
+    async def _run_connected(self) -> None:
         dsn = asyncpg_dsn(self.database_url)
-        queue_conn = await asyncpg.connect(dsn)
-        enqueue_conn = await asyncpg.connect(dsn)
-        listen_conn = await asyncpg.connect(dsn)
-        queries = Queries(AsyncpgDriver(enqueue_conn))
-        self.pool = await create_asyncpg_pool(self.database_url, self.settings, size=self.settings.worker_concurrency)
+        timeout = self.settings.db_connect_timeout_seconds
+        connections: list[asyncpg.Connection] = []
+        tasks: list[asyncio.Task[None]] = []
+        pgq: PgQueuer | None = None
+        queue_task: asyncio.Task[None] | None = None
+        try:
+            for _ in range(3):
+                connections.append(await asyncpg.connect(dsn, timeout=timeout))
+            queue_conn, enqueue_conn, listen_conn = connections
+            queries = Queries(AsyncpgDriver(enqueue_conn))
+            self.pool = await create_asyncpg_pool(
+                self.database_url, self.settings, size=self.settings.worker_concurrency
+            )
+            pgq = self._job_queue(queue_conn, queries)
+            await listen_conn.add_listener(OUTBOX_CHANNEL, self._notified)
+            tasks = [asyncio.create_task(self._value_loop()), asyncio.create_task(self._import_loop())]
+            queue_task = asyncio.create_task(
+                pgq.run(dequeue_timeout=timedelta(seconds=1), max_concurrent_tasks=self.settings.worker_concurrency)
+            )
+            self.ready.set()
+            # What was committed while the worker was away has no notification coming: sweep at once.
+            self._wake.set()
+            while not self.stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.sweep_seconds)
+                self._wake.clear()
+                if self.stop.is_set():
+                    break
+                if queue_task.done():
+                    queue_task.result()
+                    raise ConnectionError("the job queue stopped")
+                if any(conn.is_closed() for conn in connections):
+                    raise ConnectionError("a worker connection closed")
+                try:
+                    await self.dispatch(queries)
+                except asyncpg.PostgresError as exc:
+                    if connection_lost(exc):
+                        raise
+                    logger.warning("dispatch failed; retrying at the next sweep", extra={"error": str(exc)})
+        finally:
+            await self._disconnect(tasks, pgq, queue_task, connections)
+
+    def _job_queue(self, queue_conn: asyncpg.Connection, queries: Queries) -> PgQueuer:
         pgq = PgQueuer(AsyncpgDriver(queue_conn))
 
         @pgq.entrypoint(DELIVER)
@@ -123,39 +180,41 @@ class Worker:
             if breached:
                 logger.info("sla breaches", extra={"tickets": breached})
 
-        await listen_conn.add_listener(OUTBOX_CHANNEL, self._notified)
-        value_task = asyncio.create_task(self._value_loop())
-        import_task = asyncio.create_task(self._import_loop())
-        queue_task = asyncio.create_task(
-            pgq.run(dequeue_timeout=timedelta(seconds=1), max_concurrent_tasks=self.settings.worker_concurrency)
-        )
-        self.ready.set()
-        try:
-            while not self.stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.sweep_seconds)
-                self._wake.clear()
-                if self.stop.is_set():
-                    break
-                try:
-                    await self.dispatch(queries)
-                except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                    logger.warning("dispatch failed; retrying at the next sweep", extra={"error": str(exc)})
-                if queue_task.done():
-                    queue_task.result()
-        finally:
-            for task in (value_task, import_task):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        return pgq
+
+    async def _disconnect(
+        self,
+        tasks: list[asyncio.Task[None]],
+        pgq: PgQueuer | None,
+        queue_task: asyncio.Task[None] | None,
+        connections: list[asyncpg.Connection],
+    ) -> None:
+        """Bounded in time: with the database gone, a graceful close would wait for ever."""
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if pgq is not None and queue_task is not None:
             pgq.shutdown.set()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(queue_task, timeout=15)
-            for conn in (listen_conn, enqueue_conn, queue_conn):
-                await conn.close()
-            await self.pool.close()
-            await self.http.aclose()
-            await self.engine.dispose()
+                await asyncio.wait_for(queue_task, timeout=DISCONNECT_SECONDS)
+            if not queue_task.done():
+                queue_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await queue_task
+        for conn in connections:
+            try:
+                await conn.close(timeout=DISCONNECT_SECONDS)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
+        if self.pool is not None:
+            try:
+                await asyncio.wait_for(self.pool.close(), timeout=DISCONNECT_SECONDS)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                self.pool.terminate()
+            self.pool = None
+        # Sessions of the lost round may hold dead connections.
+        await self.engine.dispose()
 
     async def _value_loop(self) -> None:
         """Customer value recomputes and lifecycle rules (on request, and every 24 hours per
