@@ -217,14 +217,16 @@ class Worker:
         await self.engine.dispose()
 
     async def _value_loop(self) -> None:
-        """Customer value recomputes and lifecycle rules (on request, and every 24 hours per
-        workspace), and dynamic segment refreshes (on request, and every 6 hours). Apart from
+        """Due lifetime-value predictions, customer value recomputes and lifecycle rules (on request,
+        and every 24 hours per workspace), and dynamic segment refreshes (on request, and every 6
+        hours). Apart from
         webhook dispatch, so long set-based work never holds deliveries back."""
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_value.wait(), timeout=VALUE_SWEEP_SECONDS)
             self._wake_value.clear()
             try:
+                await self.run_predictions()
                 async with self.sessions() as session:
                     due = await customer_values.due_recomputes(session, now=self.now())
                 for workspace_id in due:
@@ -287,6 +289,23 @@ class Worker:
             except (OSError, asyncpg.PostgresError, TimeoutError, SQLAlchemyError) as exc:
                 logger.warning("import failed; retrying later", extra={"error": str(exc)})
                 await asyncio.sleep(SWEEP_SECONDS)
+
+    async def run_predictions(self) -> int:
+        """Lifetime-value predictions of the rows order writes marked, batch by batch, each batch
+        committed on its own. Woken by the orders' own commit notifications, so they follow within
+        moments."""
+        predicted = 0
+        async with self.sessions() as session:
+            workspaces = await customer_values.due_predictions(session)
+        for workspace_id in workspaces:
+            while not self.stop.is_set():
+                async with self.sessions() as session:
+                    taken = await customer_values.predict_due(session, workspace_id)
+                    await session.commit()
+                predicted += taken
+                if taken < customer_values.PREDICTION_BATCH:
+                    break
+        return predicted
 
     async def run_follow_ups(self) -> int:
         """Follow-up plans and care reminders of every workspace, each in its own transaction."""

@@ -1,10 +1,12 @@
 """Orders, the value figures they drive, tiers, RFM, lifetime value and the value report."""
 
+import asyncio
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import func, select
@@ -14,6 +16,8 @@ from app import clock
 from app.access import system_caller
 from app.models import Customer, CustomerValue, Order, OrderLine, OutboxEvent, TierChange
 from app.services import customer_values
+from app.settings import get_settings
+from app.worker import Worker
 from tests.factories import Tenant, customer_body
 
 
@@ -355,6 +359,51 @@ async def test_the_full_pass_ranks_favourite_categories_only_for_customers_witho
     assert after.favourite_categories != kept
 
 
+async def test_an_order_marks_the_prediction_due_and_the_worker_step_rewrites_it(
+    db: AsyncSession, tenant: Tenant
+) -> None:
+    ids = await _seed_history(db, tenant, 150)
+    ctx = system_caller(tenant.id)
+    await customer_values.recompute_workspace(db, ctx)
+    assert await customer_values.refit_lifetime_value(db, ctx)
+    fresh = select(CustomerValue).where(CustomerValue.workspace_id == tenant.id)
+    rows = (await db.scalars(fresh.execution_options(populate_existing=True))).all()
+    assert not any(v.prediction_due for v in rows)
+    before = {v.customer_id: (v.order_count, v.ltv_predicted) for v in rows}
+    buyer = next(i for i in ids if before[i][0] > 1)
+    now = clock.now()
+    order = Order(
+        workspace_id=tenant.id,
+        customer_id=buyer,
+        source="seed",
+        external_id="late",
+        ordered_at=now,
+        status="paid",
+        currency="CNY",
+        total_amount=Decimal(5000),
+        refunded_amount=Decimal(0),
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+    db.add(order)
+    await db.flush()
+    await customer_values.refresh_customer(db, ctx, buyer)
+    due = (
+        await db.scalars(fresh.where(CustomerValue.customer_id == buyer).execution_options(populate_existing=True))
+    ).one()
+    assert due.prediction_due and due.order_count == before[buyer][0] + 1
+    assert due.ltv_predicted == before[buyer][1]  # not rewritten in the order's transaction
+    assert tenant.id in await customer_values.due_predictions(db)
+    assert await customer_values.predict_due(db, tenant.id) == 1
+    after = (
+        await db.scalars(fresh.where(CustomerValue.customer_id == buyer).execution_options(populate_existing=True))
+    ).one()
+    assert not after.prediction_due
+    assert after.ltv_predicted is not None and after.ltv_predicted != before[buyer][1]
+    assert await customer_values.predict_due(db, tenant.id) == 0
+
+
 async def test_per_order_update_scores_like_the_full_pass(db: AsyncSession, tenant: Tenant) -> None:
     ids = await _seed_history(db, tenant, 80)
     ctx = system_caller(tenant.id)
@@ -418,3 +467,29 @@ async def test_customers_filter_by_tier_and_rfm_segment(
     ).json()
     assert {c["id"] for c in by_segment["items"]} == expected_segment
     assert len(ids) == 60
+
+
+async def test_the_running_worker_takes_the_prediction_an_order_marked_due(
+    database_url: str, live_client: httpx.AsyncClient, live_tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    worker = Worker(get_settings(), database_url, sweep_seconds=3600)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.ready.wait(), timeout=10)
+        customer = await _customer(live_client, live_tenant)
+        created = await live_client.post("/api/v1/orders", json=_order(customer), headers=live_tenant.headers())
+        assert created.status_code == 201, created.text
+        due = True
+        for _ in range(200):  # the order's commit notification wakes the worker
+            due = await pool.fetchval(
+                "SELECT prediction_due FROM customer_values WHERE workspace_id = $1 AND customer_id = $2",
+                live_tenant.id,
+                uuid.UUID(customer),
+            )
+            if due is False:
+                break
+            await asyncio.sleep(0.05)
+        assert due is False
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, timeout=20)

@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, ForeignKeyConstraint, Index, Integer, Numeric, SmallInteger, String, text
+from sqlalchemy import Boolean, Float, ForeignKeyConstraint, Index, Integer, Numeric, SmallInteger, String, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -25,6 +25,11 @@ class CustomerValue(Base):
         Index("ix_customer_values_workspace_id_tier", "workspace_id", "tier"),
         Index("ix_customer_values_workspace_id_rfm_segment", "workspace_id", "rfm_segment"),
         Index("ix_customer_values_workspace_id_total_spend", "workspace_id", "total_spend"),
+        Index(
+            "ix_customer_values_prediction_due",
+            "workspace_id",
+            postgresql_where=text("prediction_due"),
+        ),
         # Room on each page for the updates every order and the nightly pass make (migration 0013).
         {"postgresql_with": {"fillfactor": 80}},
     )
@@ -50,6 +55,9 @@ class CustomerValue(Base):
     ltv_predicted: Mapped[Decimal | None] = mapped_column(Money)
     tier: Mapped[str | None] = mapped_column(String(16))
     tier_since: Mapped[datetime | None]
+    # Set by every figures write that changed the row; the worker predicts such rows in batches
+    # and clears it (migration 0014).
+    prediction_due: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     updated_at: Mapped[datetime]
 
 

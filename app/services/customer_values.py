@@ -56,11 +56,11 @@ END
 
 
 # What BG/NBD and Gamma-Gamma read of a buyer: repeat purchases, recency and age in days, and
-# the mean order value; from customer_values columns (or an upsert's RETURNING of them).
+# the mean order value; from customer_values columns.
 SUMMARY_COLUMNS = """order_count - 1,
        extract(epoch FROM last_purchase_at - first_purchase_at) / 86400,
        extract(epoch FROM CAST(:now AS timestamptz) - first_purchase_at) / 86400,
-       total_spend / order_count"""
+       total_spend / nullif(order_count, 0)"""
 
 
 def _edges_below(edges: str, figure: str) -> str:
@@ -106,23 +106,6 @@ def _figures_sql(*, customers: str | None) -> str:
         "WHERE s.workspace_id = :ws AND s.customer_id = c.customer_id)"
     )
     favourites = "excluded.favourite_categories" if customers else "v.favourite_categories"
-    events = """INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
-SELECT :ws, guanxi_uuid7(), 'tier.changed', CAST(:now AS timestamptz), CAST(:actor AS jsonb),
-       jsonb_build_object(
-           'customer_id', customer_id, 'from_tier', from_tier, 'to_tier', to_tier, 'reason', CAST(:reason AS text)
-       )
-FROM changes"""
-    # Named customers: the lifetime-value inputs of the rows that changed come back, so the
-    # per-order path predicts without reading them again. A whole workspace returns nothing.
-    events_and_result = (
-        f""",
-events AS (
-    {events}
-)
-SELECT customer_id, {SUMMARY_COLUMNS} FROM upserted WHERE order_count > 0"""
-        if customers
-        else "\n" + events
-    )
     return f"""
 WITH targets AS (
     {targets}
@@ -195,7 +178,7 @@ upserted AS (
         workspace_id, customer_id, first_purchase_at, last_purchase_at, order_count, total_spend,
         avg_order_value, window_spend, window_orders, favourite_categories, avg_interval_days,
         predicted_next_purchase_at, recency_score, frequency_score, monetary_score, rfm_segment,
-        tier, tier_since, updated_at
+        tier, tier_since, prediction_due, updated_at
     )
     SELECT :ws, t.customer_id, t.first_at, t.last_at, t.n, t.spend,
            CASE WHEN t.n > 0 THEN round(t.spend / t.n, 4) END,
@@ -203,7 +186,7 @@ upserted AS (
            CASE WHEN t.n > 1 THEN extract(epoch FROM t.last_at - t.first_at) / 86400 / (t.n - 1) END,
            CASE WHEN t.n > 1 THEN t.last_at + (t.last_at - t.first_at) / (t.n - 1) END,
            t.r, t.f, t.m, {RFM_SEGMENT_SQL},
-           t.tier, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+           t.tier, CAST(:now AS timestamptz), true, CAST(:now AS timestamptz)
     FROM tiered t LEFT JOIN cats ON cats.customer_id = t.customer_id
     ON CONFLICT (workspace_id, customer_id) DO UPDATE SET
         first_purchase_at = excluded.first_purchase_at,
@@ -222,6 +205,7 @@ upserted AS (
         rfm_segment = excluded.rfm_segment,
         tier_since = CASE WHEN v.tier IS DISTINCT FROM excluded.tier THEN excluded.tier_since ELSE v.tier_since END,
         tier = excluded.tier,
+        prediction_due = true,
         updated_at = excluded.updated_at
     -- A row whose figures are what they were is not rewritten: most rows of a nightly pass.
     WHERE (v.first_purchase_at, v.last_purchase_at, v.order_count, v.total_spend, v.avg_order_value,
@@ -233,7 +217,7 @@ upserted AS (
            excluded.avg_order_value, excluded.window_spend, excluded.window_orders, {favourites},
            excluded.avg_interval_days, excluded.predicted_next_purchase_at, excluded.recency_score,
            excluded.frequency_score, excluded.monetary_score, excluded.rfm_segment, excluded.tier)
-    RETURNING v.customer_id, v.tier, v.order_count, v.first_purchase_at, v.last_purchase_at, v.total_spend
+    RETURNING v.customer_id, v.tier
 ),
 changes AS (
     INSERT INTO tier_changes (workspace_id, id, customer_id, from_tier, to_tier, changed_at, reason)
@@ -241,7 +225,13 @@ changes AS (
     FROM upserted u LEFT JOIN old ON old.customer_id = u.customer_id
     WHERE old.tier IS DISTINCT FROM u.tier
     RETURNING customer_id, from_tier, to_tier
-){events_and_result}
+)
+INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
+SELECT :ws, guanxi_uuid7(), 'tier.changed', CAST(:now AS timestamptz), CAST(:actor AS jsonb),
+       jsonb_build_object(
+           'customer_id', customer_id, 'from_tier', from_tier, 'to_tier', to_tier, 'reason', CAST(:reason AS text)
+       )
+FROM changes
 """
 
 
@@ -252,10 +242,19 @@ FIGURES_ALL = text(_figures_sql(customers=None))
 # handling of a text statement with a dozen parameters costs as much as running it.
 _FIGURES_ONE = PreparedStatement(FIGURES_ONE)
 _FIGURES_SOME = PreparedStatement(FIGURES_SOME)
+_CLEAR = PreparedStatement(
+    text(
+        "UPDATE customer_values SET prediction_due = false, "
+        "expected_purchases_365 = CASE WHEN order_count > 0 THEN expected_purchases_365 END, "
+        "ltv_predicted = CASE WHEN order_count > 0 THEN ltv_predicted END "
+        "WHERE workspace_id = :ws AND customer_id = ANY(CAST(:ids AS uuid[]))"
+    )
+)
 _PREDICTIONS = PreparedStatement(
     text(
         """
-UPDATE customer_values v SET expected_purchases_365 = p.purchases, ltv_predicted = round(p.ltv::numeric, 4)
+UPDATE customer_values v SET expected_purchases_365 = p.purchases, ltv_predicted = round(p.ltv::numeric, 4),
+                             prediction_due = false
 FROM unnest(CAST(:ids AS uuid[]), CAST(:purchases AS float8[]), CAST(:ltv AS float8[]))
      AS p(customer_id, purchases, ltv)
 WHERE v.workspace_id = :ws AND v.customer_id = p.customer_id
@@ -391,11 +390,11 @@ def _params(model: ValueSettings, ctx: Caller, *, now: datetime, reason: str) ->
 
 
 async def refresh_customer(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> None:
-    """After an order change: this customer's figures, scores, tier and prediction, in the
-    order's transaction."""
+    """After an order change: this customer's figures, scores and tier, in the order's transaction.
+    The row is marked for the worker, which rewrites its lifetime-value prediction (`predict_due`)."""
     model = await _settings(session, ctx.workspace_id)
     params = {**_params(model, ctx, now=clock.now(), reason="order"), "customer_id": customer_id}
-    await _predict(session, ctx.workspace_id, model, await _FIGURES_ONE.fetch(session, params))
+    await _FIGURES_ONE.execute(session, params)
 
 
 async def refresh_customers(session: AsyncSession, ctx: Caller, customer_ids: Sequence[uuid.UUID]) -> None:
@@ -404,7 +403,7 @@ async def refresh_customers(session: AsyncSession, ctx: Caller, customer_ids: Se
         return
     model = await _settings(session, ctx.workspace_id)
     params = {**_params(model, ctx, now=clock.now(), reason="order"), "customer_ids": list(customer_ids)}
-    await _predict(session, ctx.workspace_id, model, await _FIGURES_SOME.fetch(session, params))
+    await _FIGURES_SOME.execute(session, params)
 
 
 async def recompute_workspace(session: AsyncSession, ctx: Caller) -> float | None:
@@ -498,15 +497,43 @@ async def _fit_and_predict(session: AsyncSession, workspace_id: uuid.UUID, model
     await _write_predictions(session, workspace_id, model, ids, x, t_x, age, m)
 
 
-async def _predict(
-    session: AsyncSession, workspace_id: uuid.UUID, model: ValueSettings, summaries: Sequence[Sequence[Any]]
-) -> None:
-    """Predictions for the buyers whose figures just changed, from the figures statement's rows;
-    an unchanged row keeps its prediction until the nightly refit rewrites every one."""
-    if not summaries or not (model.bgnbd and model.gamma_gamma):
-        return
-    ids, x, t_x, age, m = _summary_arrays(summaries)
-    await _write_predictions(session, workspace_id, model, ids, x, t_x, age, m)
+async def due_predictions(session: AsyncSession) -> list[uuid.UUID]:
+    """Workspaces with figures rows whose prediction is due."""
+    rows = await session.execute(text("SELECT DISTINCT workspace_id FROM customer_values WHERE prediction_due"))
+    return [row[0] for row in rows]
+
+
+PREDICTION_BATCH = 5_000
+_DUE = PreparedStatement(
+    text(
+        f"""
+SELECT customer_id, order_count, {SUMMARY_COLUMNS}
+FROM customer_values WHERE workspace_id = :ws AND prediction_due
+ORDER BY customer_id LIMIT :batch FOR UPDATE SKIP LOCKED
+"""
+    )
+)
+
+
+async def predict_due(session: AsyncSession, workspace_id: uuid.UUID, *, batch: int = PREDICTION_BATCH) -> int:
+    """One batch of due predictions, written and unmarked; returns how many rows it took. The rows
+    are locked until the caller commits, so an order changing one meanwhile marks it again after."""
+    rows = await _DUE.fetch(session, {"ws": workspace_id, "now": clock.now(), "batch": batch})
+    if not rows:
+        return 0
+    model = await _settings(session, workspace_id)
+    buyers = [row for row in rows if row["order_count"] > 0]
+    if buyers and model.bgnbd and model.gamma_gamma:
+        summaries = [(row[0], *row[2:]) for row in buyers]
+        await _write_predictions(session, workspace_id, model, *_summary_arrays(summaries))
+        written = {row[0] for row in buyers}
+    else:
+        written = set()
+    # No purchases left, or no fitted model yet: nothing to predict from.
+    rest = [row[0] for row in rows if row[0] not in written]
+    if rest:
+        await _CLEAR.execute(session, {"ws": workspace_id, "ids": rest})
+    return len(rows)
 
 
 async def _write_predictions(
