@@ -60,6 +60,8 @@ def start(data_dir: Path, *, stop_at_exit: bool, shared_buffers_mb: int) -> Embe
     embedded = EmbeddedServer(pgdata=pgdata, socket_dir=str(server.get_postmaster_info().socket_dir))
     if _shared_buffers_mb(embedded) != shared_buffers_mb:
         _set_shared_buffers(embedded, shared_buffers_mb)
+        # The wheel's handle stops the postmaster it knows at exit: show it the restarted one.
+        server.ensure_postgres_running()
     logger.info("embedded postgres ready", extra={"pgdata": str(pgdata)})
     return embedded
 

@@ -12,7 +12,19 @@ DEVELOPMENT_JWT_SECRET = "guanxi-development-secret-change-me-0123456789"
 
 
 def quarter_of_memory_mb() -> int:
-    return max(128, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4 // 2**20)
+    """A quarter of the memory this process may use: the machine's, or a container's smaller limit
+    (cgroup v2 or v1); 128 MB where neither can be read."""
+    limits = []
+    if hasattr(os, "sysconf"):
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            value = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit():
+            limits.append(int(value))
+    return max(128, min(limits) // 4 // 2**20) if limits else 128
 
 
 class Settings(BaseSettings):

@@ -148,8 +148,10 @@ class Worker:
                     raise ConnectionError("a worker connection closed")
                 try:
                     await self.dispatch(queries)
-                except asyncpg.PostgresError as exc:
-                    if connection_lost(exc):
+                except (asyncpg.PostgresError, SQLAlchemyError) as exc:
+                    # A statement that failed on a live connection (a timeout, a deadlock) is retried
+                    # at the next sweep; only a lost connection ends the round.
+                    if _connection_gone(exc):
                         raise
                     logger.warning("dispatch failed; retrying at the next sweep", extra={"error": str(exc)})
         finally:
@@ -192,16 +194,15 @@ class Worker:
         """Bounded in time: with the database gone, a graceful close would wait for ever."""
         for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            await asyncio.wait(tasks, timeout=DISCONNECT_SECONDS)
         if pgq is not None and queue_task is not None:
             pgq.shutdown.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(queue_task, timeout=DISCONNECT_SECONDS)
             if not queue_task.done():
                 queue_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await queue_task
+                await asyncio.wait([queue_task], timeout=DISCONNECT_SECONDS)
         for conn in connections:
             try:
                 await conn.close(timeout=DISCONNECT_SECONDS)
@@ -214,7 +215,10 @@ class Worker:
                 self.pool.terminate()
             self.pool = None
         # Sessions of the lost round may hold dead connections.
-        await self.engine.dispose()
+        try:
+            await asyncio.wait_for(self.engine.dispose(), timeout=DISCONNECT_SECONDS)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, SQLAlchemyError):
+            logger.warning("closing the lost round's sessions timed out")
 
     async def _value_loop(self) -> None:
         """Due lifetime-value predictions, customer value recomputes and lifecycle rules (on request,
@@ -227,6 +231,9 @@ class Worker:
             self._wake_value.clear()
             try:
                 await self.run_predictions()
+            except (OSError, asyncpg.PostgresError, TimeoutError, SQLAlchemyError) as exc:
+                logger.warning("predictions failed; retrying later", extra={"error": str(exc)})
+            try:
                 async with self.sessions() as session:
                     due = await customer_values.due_recomputes(session, now=self.now())
                 for workspace_id in due:
@@ -356,6 +363,14 @@ class Worker:
             dedupe_key=[a.dedupe_key for a in attempts],
             on_conflict="skip",
         )
+
+
+def _connection_gone(exc: BaseException) -> bool:
+    if isinstance(exc, SQLAlchemyError):
+        invalidated = bool(getattr(exc, "connection_invalidated", False))
+        orig = getattr(exc, "orig", None)
+        return invalidated or (isinstance(orig, BaseException) and connection_lost(orig))
+    return connection_lost(exc)
 
 
 def _encode(due: DueAttempt) -> bytes:

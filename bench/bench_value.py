@@ -121,7 +121,7 @@ class Probe:
 
     STATEMENTS: tuple[tuple[str, str], ...] = (
         ("WITH targets AS", "figures SQL"),
-        ("SELECT customer_id, order_count - 1", "summaries SELECT"),
+        ("SELECT customer_id, updated_at, order_count - 1", "summaries SELECT"),
         ("percentile_cont", "edges SQL"),
         ("pg_try_advisory_xact_lock", "advisory lock"),
     )

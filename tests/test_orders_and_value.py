@@ -404,6 +404,46 @@ async def test_an_order_marks_the_prediction_due_and_the_worker_step_rewrites_it
     assert await customer_values.predict_due(db, tenant.id) == 0
 
 
+async def test_a_refit_that_read_a_row_before_an_order_leaves_it_due(db: AsyncSession, tenant: Tenant) -> None:
+    ids = await _seed_history(db, tenant, 150)
+    ctx = system_caller(tenant.id)
+    await customer_values.recompute_workspace(db, ctx)
+    assert await customer_values.refit_lifetime_value(db, ctx)
+    model = await customer_values.model_for(db, tenant.id)
+    read = await customer_values._summaries(db, tenant.id, clock.now())  # the refit's unlocked read
+    changed, untouched = ids[0], ids[1]
+    now = clock.now()
+    db.add(
+        Order(
+            workspace_id=tenant.id,
+            customer_id=changed,
+            source="seed",
+            external_id="between",
+            ordered_at=now,
+            status="paid",
+            currency="CNY",
+            total_amount=Decimal(700),
+            refunded_amount=Decimal(0),
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+    )
+    await db.flush()
+    await customer_values.refresh_customer(db, ctx, changed)
+    await customer_values._write_predictions(db, tenant.id, model, read)
+    due = dict(
+        (
+            await db.execute(
+                select(CustomerValue.customer_id, CustomerValue.prediction_due).where(
+                    CustomerValue.workspace_id == tenant.id, CustomerValue.customer_id.in_([changed, untouched])
+                )
+            )
+        ).all()
+    )
+    assert due == {changed: True, untouched: False}
+
+
 async def test_per_order_update_scores_like_the_full_pass(db: AsyncSession, tenant: Tenant) -> None:
     ids = await _seed_history(db, tenant, 80)
     ctx = system_caller(tenant.id)

@@ -28,9 +28,10 @@ class CustomerValue(Base):
         Index(
             "ix_customer_values_prediction_due",
             "workspace_id",
+            "customer_id",
             postgresql_where=text("prediction_due"),
         ),
-        # Room on each page for the updates every order and the nightly pass make (migration 0013).
+        # Room on each page for updates in place (migration 0013).
         {"postgresql_with": {"fillfactor": 80}},
     )
 

@@ -284,7 +284,8 @@ async def merge(
     )
     session.add(record)
     await session.flush()
-    await customer_values.refresh_customer(session, ctx, survivor_id)
+    # Both sides: the orders moved, so the absorbed customers' figures go to zero.
+    await customer_values.refresh_customers(session, ctx, [survivor_id, *absorb])
     audit.record(
         session,
         ctx,
@@ -369,6 +370,6 @@ async def undo(session: AsyncSession, ctx: Caller, merge_id: uuid.UUID) -> Custo
     survivor.search_text = customers.search_text(survivor)
     record.undone_at = clock.now()
     await session.flush()
-    await customer_values.refresh_customer(session, ctx, survivor.id)
+    await customer_values.refresh_customers(session, ctx, [survivor.id, *record.absorbed_ids])
     outbox.emit(session, ctx, "customer.merge_undone", {"merge_id": str(record.id)})
     return record

@@ -254,9 +254,12 @@ _PREDICTIONS = PreparedStatement(
     text(
         """
 UPDATE customer_values v SET expected_purchases_365 = p.purchases, ltv_predicted = round(p.ltv::numeric, 4),
-                             prediction_due = false
-FROM unnest(CAST(:ids AS uuid[]), CAST(:purchases AS float8[]), CAST(:ltv AS float8[]))
-     AS p(customer_id, purchases, ltv)
+                             -- Still due when an order changed the row after it was read (the
+                             -- nightly refit reads without locks): its prediction follows.
+                             prediction_due = v.updated_at IS DISTINCT FROM p.read_at
+FROM unnest(CAST(:ids AS uuid[]), CAST(:read_at AS timestamptz[]), CAST(:purchases AS float8[]),
+            CAST(:ltv AS float8[]))
+     AS p(customer_id, read_at, purchases, ltv)
 WHERE v.workspace_id = :ws AND v.customer_id = p.customer_id
 """
     )
@@ -467,26 +470,43 @@ WHERE m.recompute_requested_at IS NOT NULL
     return [row[0] for row in rows]
 
 
-async def _summaries(
-    session: AsyncSession, workspace_id: uuid.UUID, now: datetime
-) -> tuple[list[uuid.UUID], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Summaries:
+    """Buyers' BG/NBD and Gamma-Gamma inputs, with each row's `updated_at` as it was read."""
+
+    ids: list[uuid.UUID]
+    read_at: list[datetime]
+    x: np.ndarray
+    t_x: np.ndarray
+    age: np.ndarray
+    m: np.ndarray
+
+
+async def _summaries(session: AsyncSession, workspace_id: uuid.UUID, now: datetime) -> _Summaries:
     statement = text(
-        f"SELECT customer_id, {SUMMARY_COLUMNS} FROM customer_values WHERE workspace_id = :ws AND order_count > 0"
+        f"SELECT customer_id, updated_at, {SUMMARY_COLUMNS} FROM customer_values "
+        "WHERE workspace_id = :ws AND order_count > 0"
     )
     return _summary_arrays((await session.execute(statement, {"ws": workspace_id, "now": now})).all())
 
 
-def _summary_arrays(
-    rows: Sequence[Sequence[Any]],
-) -> tuple[list[uuid.UUID], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    ids = [row[0] for row in rows]
-    columns = np.array([[float(v) for v in row[1:]] for row in rows], dtype=np.float64).reshape(-1, 4)
-    return ids, columns[:, 0], columns[:, 1], columns[:, 2], columns[:, 3]
+def _summary_arrays(rows: Sequence[Sequence[Any]]) -> _Summaries:
+    """Rows of (customer_id, updated_at, x, t_x, age, m)."""
+    columns = np.array([[float(v) for v in row[2:6]] for row in rows], dtype=np.float64).reshape(-1, 4)
+    return _Summaries(
+        ids=[row[0] for row in rows],
+        read_at=[row[1] for row in rows],
+        x=columns[:, 0],
+        t_x=columns[:, 1],
+        age=columns[:, 2],
+        m=columns[:, 3],
+    )
 
 
 async def _fit_and_predict(session: AsyncSession, workspace_id: uuid.UUID, model: ValueModel, now: datetime) -> None:
-    ids, x, t_x, age, m = await _summaries(session, workspace_id, now)
-    if len(ids) < MIN_CUSTOMERS_TO_FIT or int((x > 0).sum()) < MIN_CUSTOMERS_TO_FIT:
+    summaries = await _summaries(session, workspace_id, now)
+    x, t_x, age, m = summaries.x, summaries.t_x, summaries.age, summaries.m
+    if len(summaries.ids) < MIN_CUSTOMERS_TO_FIT or int((x > 0).sum()) < MIN_CUSTOMERS_TO_FIT:
         model.bgnbd = model.gamma_gamma = None
         return
     bgnbd = lifetime_value.fit_bgnbd(x, t_x, np.maximum(age, t_x))
@@ -494,7 +514,7 @@ async def _fit_and_predict(session: AsyncSession, workspace_id: uuid.UUID, model
     model.bgnbd = {"r": bgnbd.r, "alpha": bgnbd.alpha, "a": bgnbd.a, "b": bgnbd.b}
     model.gamma_gamma = {"p": gamma_gamma.p, "q": gamma_gamma.q, "v": gamma_gamma.v, "mean": float(m.mean())}
     await session.flush()
-    await _write_predictions(session, workspace_id, model, ids, x, t_x, age, m)
+    await _write_predictions(session, workspace_id, model, summaries)
 
 
 async def due_predictions(session: AsyncSession) -> list[uuid.UUID]:
@@ -507,7 +527,7 @@ PREDICTION_BATCH = 5_000
 _DUE = PreparedStatement(
     text(
         f"""
-SELECT customer_id, order_count, {SUMMARY_COLUMNS}
+SELECT customer_id, updated_at, {SUMMARY_COLUMNS}, order_count
 FROM customer_values WHERE workspace_id = :ws AND prediction_due
 ORDER BY customer_id LIMIT :batch FOR UPDATE SKIP LOCKED
 """
@@ -524,8 +544,7 @@ async def predict_due(session: AsyncSession, workspace_id: uuid.UUID, *, batch: 
     model = await _settings(session, workspace_id)
     buyers = [row for row in rows if row["order_count"] > 0]
     if buyers and model.bgnbd and model.gamma_gamma:
-        summaries = [(row[0], *row[2:]) for row in buyers]
-        await _write_predictions(session, workspace_id, model, *_summary_arrays(summaries))
+        await _write_predictions(session, workspace_id, model, _summary_arrays(buyers))
         written = {row[0] for row in buyers}
     else:
         written = set()
@@ -540,13 +559,10 @@ async def _write_predictions(
     session: AsyncSession,
     workspace_id: uuid.UUID,
     model: ValueSettings,
-    ids: list[uuid.UUID],
-    x: np.ndarray,
-    t_x: np.ndarray,
-    age: np.ndarray,
-    m: np.ndarray,
+    summaries: _Summaries,
 ) -> None:
     assert model.bgnbd is not None and model.gamma_gamma is not None
+    x, t_x, age, m = summaries.x, summaries.t_x, summaries.age, summaries.m
     bgnbd = lifetime_value.BgNbd(**model.bgnbd)
     gg = model.gamma_gamma
     gamma_gamma = lifetime_value.GammaGamma(p=gg["p"], q=gg["q"], v=gg["v"])
@@ -555,7 +571,13 @@ async def _write_predictions(
     ltv = np.nan_to_num(purchases * value, nan=0.0)
     await _PREDICTIONS.execute(
         session,
-        {"ws": workspace_id, "ids": ids, "purchases": np.nan_to_num(purchases).tolist(), "ltv": ltv.tolist()},
+        {
+            "ws": workspace_id,
+            "ids": summaries.ids,
+            "read_at": summaries.read_at,
+            "purchases": np.nan_to_num(purchases).tolist(),
+            "ltv": ltv.tolist(),
+        },
     )
 
 

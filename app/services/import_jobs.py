@@ -207,12 +207,9 @@ async def process(
 ) -> ImportJob:
     """Run a claimed job to its end and record how it ended, holding the job's lock meanwhile."""
     async with pool.acquire() as guard:
+        # Released with the connection: the pool's reset on release runs pg_advisory_unlock_all().
         await guard.execute(f"SELECT pg_advisory_lock({JOB_KEY})", str(job_id))
-        try:
-            return await _run(sessions, pool, workspace_id, job_id, on_progress)
-        finally:
-            if not guard.is_closed():
-                await guard.execute(f"SELECT pg_advisory_unlock({JOB_KEY})", str(job_id))
+        return await _run(sessions, pool, workspace_id, job_id, on_progress)
 
 
 async def _run(

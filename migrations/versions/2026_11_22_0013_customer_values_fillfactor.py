@@ -1,10 +1,10 @@
 """customer_values pages keep room for updates in place
 
-Every order rewrites its buyer's figures row, and the prediction write right after it rewrites the
-row again; the nightly refit rewrites nearly every row. With full pages each new version lands on
-another page and adds an entry to all four indexes; with room left on the page, a change to
-unindexed columns (the prediction, recency) is a heap-only update. Pages written before this keep
-no room until the table is rewritten (VACUUM FULL customer_values) or their rows move.
+Every order rewrites its buyer's figures row and the nightly pass rewrites the rows whose figures
+moved. With full pages each new version lands on another page and adds an entry to every index;
+with room left on the page, a change to unindexed columns only (recency, scores, categories) can be
+a heap-only update. Pages written before this keep no room until the table is rewritten (VACUUM FULL
+customer_values) or their rows move.
 
 Revision ID: 5d2f8a61c9e3
 Revises: 7c3e9b1d2a40

@@ -27,7 +27,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_customer_values_prediction_due",
         "customer_values",
-        ["workspace_id"],
+        ["workspace_id", "customer_id"],
         unique=False,
         postgresql_where=sa.text("prediction_due"),
     )
