@@ -272,6 +272,11 @@ class Worker:
             assert self.pool is not None
             try:
                 async with self.sessions() as session:
+                    for workspace_id, job_id in await exports.requeue_orphans(session):
+                        logger.warning(
+                            "export interrupted; queued again",
+                            extra={"job_id": str(job_id), "workspace_id": str(workspace_id)},
+                        )
                     export = await exports.claim_next(session)
                     await session.commit()
                 if export is not None:

@@ -1,18 +1,19 @@
 """Exports: the caller's visible customers, masked for it, formula cells escaped, CSV and XLSX."""
 
 import io
+import uuid
 
+import asyncpg
 import httpx
 import openpyxl
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from app.services import exports
 from tests.factories import Tenant, customer_body
 
 
 async def _export(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, who: str, **body: object) -> httpx.Response:
-    import uuid
-
     queued = await client.post("/api/v1/exports", json=body, headers=tenant.headers(who))
     assert queued.status_code == 202, queued.text
     job = queued.json()
@@ -63,3 +64,30 @@ async def test_bad_exports_are_422_and_foreign_ones_404(
     assert (await client.post("/api/v1/exports", json=bad_filter, headers=tenant.headers())).status_code == 422
     job = (await client.post("/api/v1/exports", json={}, headers=tenant.headers())).json()
     assert (await client.get(f"/api/v1/exports/{job['id']}", headers=other_tenant.headers())).status_code == 404
+
+
+async def test_a_running_export_whose_worker_is_gone_is_queued_again(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    queued = await live_client.post("/api/v1/exports", json={}, headers=live_tenant.headers())
+    job_id = uuid.UUID(queued.json()["id"])
+    await pool.execute(
+        "UPDATE export_jobs SET status = 'running', started_at = now() - interval '2 minutes' WHERE id = $1", job_id
+    )
+    # A live worker's export transaction holds the job's lock: the job is left alone.
+    worker = await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))
+    running = worker.transaction()
+    await running.start()
+    await worker.execute("SELECT pg_advisory_xact_lock(hashtextextended('export-job:' || $1, 0))", str(job_id))
+    async with app.state.sessions() as session:
+        assert (live_tenant.id, job_id) not in await exports.requeue_orphans(session)
+        await session.commit()
+    # The worker's connection is lost with its transaction: the next sweep queues the export again.
+    await worker.close()
+    async with app.state.sessions() as session:
+        assert (live_tenant.id, job_id) in await exports.requeue_orphans(session)
+        await session.commit()
+    assert await pool.fetchval("SELECT status FROM export_jobs WHERE id = $1", job_id) == "queued"
+    await exports.process(app.state.sessions, job_id, live_tenant.id)
+    done = (await live_client.get(f"/api/v1/exports/{job_id}", headers=live_tenant.headers())).json()
+    assert done["status"] == "done"

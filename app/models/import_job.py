@@ -73,4 +73,5 @@ class ExportJob(TenantKey, Base):
     path: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -3,6 +3,7 @@
 import asyncio
 import csv
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,30 @@ async def claim_next(session: AsyncSession) -> ExportJob | None:
     )
     if job is not None:
         job.status = "running"
+        job.started_at = clock.now()
     return job
+
+
+# A running export holds a transaction advisory lock on its key for its whole run (`process`), so
+# one whose lock is free lost its worker (killed, its round ended by a lost database). Exports only
+# read, so such a job is queued again and written afresh. The grace covers the moment between the
+# claim's commit and the lock.
+ORPHAN_GRACE = timedelta(minutes=1)
+_LOCK = "pg_advisory_xact_lock(hashtextextended('export-job:' || CAST(:id AS text), 0))"
+REQUEUE_SQL = text(
+    """
+UPDATE export_jobs SET status = 'queued', started_at = NULL
+WHERE status = 'running' AND started_at < CAST(:now AS timestamptz) - CAST(:grace AS interval)
+  AND pg_try_advisory_xact_lock(hashtextextended('export-job:' || CAST(id AS text), 0))
+RETURNING workspace_id, id
+"""
+)
+
+
+async def requeue_orphans(session: AsyncSession) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Running exports no worker holds any more, queued again; returns them."""
+    rows = await session.execute(REQUEUE_SQL, {"now": clock.now(), "grace": ORPHAN_GRACE})
+    return [(row[0], row[1]) for row in rows]
 
 
 # What the file shows, plus the id for the keyset. Arrays come back as the driver's lists: SQLAlchemy's
@@ -147,6 +171,8 @@ EXPORT_COLUMNS = (
 async def process(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, workspace_id: uuid.UUID) -> ExportJob:
     """Write the file in batches (keyset over id), masked for the caller, with formula cells escaped."""
     async with sessions() as session:
+        # Held by this transaction until its commit, or until its connection is gone.
+        await session.execute(text(f"SELECT {_LOCK}"), {"id": str(job_id)})
         job = await session.get(ExportJob, (workspace_id, job_id))
         assert job is not None
         ctx = _caller_from(job.caller)
