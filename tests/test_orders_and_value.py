@@ -254,6 +254,25 @@ async def test_only_admins_change_tiers_or_recompute(client: httpx.AsyncClient, 
         assert (await client.post("/api/v1/value/recompute", headers=tenant.headers(role))).status_code == 403
 
 
+def _paid_order(tenant: Tenant, customer_id: uuid.UUID, external_id: str, amount: Decimal, at: datetime) -> Order:
+    """A paid order written straight to the table, without the per-order refresh."""
+    now = clock.now()
+    return Order(
+        workspace_id=tenant.id,
+        customer_id=customer_id,
+        source="seed",
+        external_id=external_id,
+        ordered_at=at,
+        status="paid",
+        currency="CNY",
+        total_amount=amount,
+        refunded_amount=Decimal(0),
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+
+
 async def _seed_history(db: AsyncSession, tenant: Tenant, customers: int) -> list[uuid.UUID]:
     """Customers with varied purchase histories, written straight to the tables."""
     rng = random.Random(3)
@@ -285,20 +304,7 @@ async def _seed_history(db: AsyncSession, tenant: Tenant, customers: int) -> lis
             if at > now:
                 break
             amount = Decimal(rng.randint(50, 2000))
-            order = Order(
-                workspace_id=tenant.id,
-                customer_id=customer.id,
-                source="seed",
-                external_id=f"{i}-{n}",
-                ordered_at=at,
-                status="paid",
-                currency="CNY",
-                total_amount=amount,
-                refunded_amount=Decimal(0),
-                created_at=now,
-                updated_at=now,
-                version=1,
-            )
+            order = _paid_order(tenant, customer.id, f"{i}-{n}", amount, at)
             db.add(order)
             await db.flush()
             db.add(
@@ -371,22 +377,7 @@ async def test_an_order_marks_the_prediction_due_and_the_worker_step_rewrites_it
     assert not any(v.prediction_due for v in rows)
     before = {v.customer_id: (v.order_count, v.ltv_predicted) for v in rows}
     buyer = next(i for i in ids if before[i][0] > 1)
-    now = clock.now()
-    order = Order(
-        workspace_id=tenant.id,
-        customer_id=buyer,
-        source="seed",
-        external_id="late",
-        ordered_at=now,
-        status="paid",
-        currency="CNY",
-        total_amount=Decimal(5000),
-        refunded_amount=Decimal(0),
-        created_at=now,
-        updated_at=now,
-        version=1,
-    )
-    db.add(order)
+    db.add(_paid_order(tenant, buyer, "late", Decimal(5000), clock.now()))
     await db.flush()
     await customer_values.refresh_customer(db, ctx, buyer)
     due = (
@@ -412,23 +403,7 @@ async def test_a_refit_that_read_a_row_before_an_order_leaves_it_due(db: AsyncSe
     model = await customer_values.model_for(db, tenant.id)
     read = await customer_values._summaries(db, tenant.id, clock.now())  # the refit's unlocked read
     changed, untouched = ids[0], ids[1]
-    now = clock.now()
-    db.add(
-        Order(
-            workspace_id=tenant.id,
-            customer_id=changed,
-            source="seed",
-            external_id="between",
-            ordered_at=now,
-            status="paid",
-            currency="CNY",
-            total_amount=Decimal(700),
-            refunded_amount=Decimal(0),
-            created_at=now,
-            updated_at=now,
-            version=1,
-        )
-    )
+    db.add(_paid_order(tenant, changed, "between", Decimal(700), clock.now()))
     await db.flush()
     await customer_values.refresh_customer(db, ctx, changed)
     await customer_values._write_predictions(db, tenant.id, model, read)
