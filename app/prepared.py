@@ -40,6 +40,14 @@ class PreparedStatement:
         await _run(session, self.sql, args, lambda conn: conn.execute(self.sql, *args))
 
 
+async def autocommits(session: AsyncSession) -> bool:
+    """Whether each statement on the session's connection is its own transaction (a reader's)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    adapted: Any = raw.dbapi_connection
+    return bool(adapted.autocommit)
+
+
 async def _run(
     session: AsyncSession, sql: str, args: list[Any], call: Callable[[asyncpg.Connection], Awaitable[T]]
 ) -> T:

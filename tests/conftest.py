@@ -61,8 +61,11 @@ async def db(app: FastAPI) -> AsyncIterator[AsyncSession]:
             await session.commit()
 
         async def request_reader() -> AsyncIterator[AsyncSession]:
+            # In production each statement of a reader commits alone (a customer create is one):
+            # what a request wrote through it stands, and what failed undid only itself.
             session.expunge_all()
             yield session
+            await session.commit()
 
         app.dependency_overrides[unit_of_work] = request_unit_of_work
         app.dependency_overrides[reader] = request_reader

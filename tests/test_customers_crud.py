@@ -6,7 +6,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Customer, OutboxEvent
+from app.models import AuditEntry, Customer, CustomerIdentity, OutboxEvent
 from tests.factories import Tenant, customer_body
 
 
@@ -24,6 +24,40 @@ async def test_create_normalises_contacts_and_issues_a_code(client: httpx.AsyncC
     assert body["owner_id"] == str(tenant.users["sales"].id)
     assert response.headers["etag"] == '"1"'
     assert response.headers["location"] == f"/api/v1/customers/{body['id']}"
+
+
+async def test_create_writes_its_code_into_the_row_search_text_audit_and_event(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    response = await client.post(
+        "/api/v1/customers",
+        json=customer_body(name="Li Na", emails=["li.na@example.com"], phones=["13800138001"], company="ACME"),
+        headers=tenant.headers(),
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    code = body["code"]
+    row = await db.scalar(select(Customer).where(Customer.workspace_id == tenant.id, Customer.code == code))
+    assert row is not None and str(row.id) == body["id"]
+    assert row.search_text == f"li na {code.lower()} li.na@example.com 8613800138001 acme"
+    identities = await db.scalars(
+        select(CustomerIdentity.value).where(
+            CustomerIdentity.workspace_id == tenant.id, CustomerIdentity.customer_id == row.id
+        )
+    )
+    assert sorted(identities) == ["+8613800138001", "li.na@example.com"]
+    event = await db.scalar(
+        select(OutboxEvent).where(OutboxEvent.workspace_id == tenant.id, OutboxEvent.type == "customer.created")
+    )
+    assert event is not None and event.data["code"] == code and event.data["id"] == body["id"]
+    entry = await db.scalar(
+        select(AuditEntry).where(AuditEntry.workspace_id == tenant.id, AuditEntry.entity_id == row.id)
+    )
+    assert entry is not None and entry.action == "created"
+    assert entry.changes["code"] == {"before": None, "after": code}
+    assert entry.changes["company"] == {"before": None, "after": "ACME"}
+    found = await client.get("/api/v1/customers", params={"q": code}, headers=tenant.headers())
+    assert [item["id"] for item in found.json()["items"]] == [body["id"]]
 
 
 async def test_get_returns_the_customer_with_its_etag(client: httpx.AsyncClient, tenant: Tenant) -> None:

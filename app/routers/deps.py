@@ -31,6 +31,8 @@ async def reader(request: Request) -> AsyncIterator[AsyncSession]:
 
 Session = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]
 Reader = Annotated[AsyncSession, Depends(reader, scope="function")]
+# The same autocommit session, for a write that is one statement and so its own transaction.
+Autocommit = Reader
 
 _bearer = HTTPBearer(auto_error=False, description="JWT access token from `POST /api/v1/auth/token`.")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key `gx_…` from an admin.")

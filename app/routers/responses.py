@@ -97,6 +97,28 @@ async def idempotent(
     return _render(stored, replayed=False)
 
 
+async def idempotent_statement(
+    request: Request,
+    session: AsyncSession,
+    ctx: Caller,
+    key: str | None,
+    create: Callable[[idempotency.Claim | None], Awaitable[idempotency.StoredResponse]],
+) -> Response:
+    """`idempotent` for a create that is one statement in its own transaction and stores its response
+    itself (a customer's). No transaction holds the key meanwhile: a request whose key another
+    stored first, even one still in flight then, replays that response."""
+    claim = None
+    if key is not None:
+        fingerprint = idempotency.fingerprint(request.method, request.url.path, await request.body())
+        if (stored := await idempotency.stored_response(session, ctx, key, fingerprint)) is not None:
+            return _render(stored, replayed=True)
+        claim = idempotency.Claim(key, fingerprint)
+    try:
+        return _render(await create(claim), replayed=False)
+    except idempotency.AlreadyStored as earlier:
+        return _render(earlier.response, replayed=True)
+
+
 def stored(status_code: int, content: Any, headers: dict[str, str] | None = None) -> idempotency.StoredResponse:
     body = _without_nul(orjson.loads(dumps(content)))
     return idempotency.StoredResponse(status_code=status_code, headers=headers or {}, body=body)

@@ -6,14 +6,6 @@ concurrent creates queue on the row lock instead of racing."""
 import re
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from app import clock
-from app.access import Caller
-from app.models import CustomerCodeCounter, Workspace
-
 _SEQ = re.compile(r"\{seq(?::0(\d{1,2}))?\}")
 _DATE_TOKENS = {"{yyyy}": "%Y", "{yy}": "%y", "{mm}": "%m"}
 _ALLOWED = re.compile(r"^[A-Za-z0-9\-_/.]*$")
@@ -46,20 +38,7 @@ def sequence_width(pattern: str) -> int:
     return int(match.group(1)) if match and match.group(1) else 0
 
 
-async def next_code(session: AsyncSession, ctx: Caller) -> str:
-    pattern = await session.scalar(select(Workspace.customer_code_pattern).where(Workspace.id == ctx.workspace_id))
-    assert pattern is not None, "the caller's workspace exists"
-    at = clock.now()
-    # The scope is the pattern with its dates filled in: a yearly pattern restarts every year.
-    scope = render(pattern, at)
-    statement = (
-        insert(CustomerCodeCounter)
-        .values(workspace_id=ctx.workspace_id, scope=scope, last_value=1)
-        .on_conflict_do_update(
-            index_elements=[CustomerCodeCounter.workspace_id, CustomerCodeCounter.scope],
-            set_={"last_value": CustomerCodeCounter.last_value + 1},
-        )
-        .returning(CustomerCodeCounter.last_value)
-    )
-    sequence = (await session.execute(statement)).scalar_one()
-    return render(pattern, at, sequence)
+def scope_of(pattern: str, at: datetime) -> tuple[str, int]:
+    """The counter scope for a code issued at `at` (the pattern with its dates filled in: a yearly
+    pattern restarts every year) and the width its sequence number is padded to."""
+    return render(pattern, at), sequence_width(pattern)

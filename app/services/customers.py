@@ -2,6 +2,7 @@
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, cast, get_args
 
 from sqlalchemy import bindparam, delete, select
@@ -10,12 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock
 from app.access import Caller, Visibility
-from app.errors import DuplicateCustomer, Forbidden, NotFound, PreconditionFailed, ValidationFailed
+from app.errors import Conflict, DuplicateCustomer, Forbidden, NotFound, PreconditionFailed, ValidationFailed
+from app.ids import new_id
 from app.jsonable import to_jsonable
-from app.models import Customer, CustomerIdentity, User
+from app.models import Customer, CustomerIdentity, CustomFieldDefinition, User, Workspace
 from app.prepared import PreparedStatement
 from app.schemas.customer import CustomerCreate, CustomerFields, CustomerPatch
-from app.services import audit, custom_fields, customer_codes, outbox
+from app.services import audit, custom_fields, customer_codes, customer_insert, idempotency, outbox
 from app.services.customer_output import CUSTOMER_COLUMNS, event_data
 from app.services.visibility import (
     effective_visibility,
@@ -70,16 +72,35 @@ async def get(
     return cast(Mapping[str, Any], row)
 
 
+@dataclass(frozen=True)
+class NewCustomer:
+    """A customer checked and not yet written, with the counter scope and width of its code."""
+
+    customer: Customer
+    code_scope: str
+    code_width: int
+
+
 async def create(session: AsyncSession, ctx: Caller, data: CustomerCreate) -> Customer:
+    new = await build(session, ctx, data)
+    await write_new(session, ctx, new)
+    return new.customer
+
+
+async def build(session: AsyncSession, ctx: Caller, data: CustomerCreate) -> NewCustomer:
+    """A new customer, checked and not yet written: `write_new` numbers and writes it."""
     owner_id = data.owner_id if "owner_id" in data.model_fields_set else ctx.user_id
     await _check_owner(session, ctx, owner_id)
+    pattern, definitions = await _creation_settings(session, ctx)
     # Definitions are read even without values: a required field must still be reported missing.
-    values = custom_fields.validate_values(await custom_fields.definitions(session, ctx), data.custom_fields or {})
+    values = custom_fields.validate_values(definitions, data.custom_fields or {})
     now = clock.now()
     address = data.address.model_dump() if data.address else dict.fromkeys(ADDRESS_FIELDS)
     customer = Customer(
         workspace_id=ctx.workspace_id,
-        code=await customer_codes.next_code(session, ctx),
+        id=new_id(),
+        # Set by `write_new`, which takes the number as late as it can.
+        code="",
         kind=data.kind,
         name=data.name,
         emails=data.emails or [],
@@ -97,24 +118,68 @@ async def create(session: AsyncSession, ctx: Caller, data: CustomerCreate) -> Cu
         notes=data.notes,
         created_at=now,
         updated_at=now,
+        deleted_at=None,
         version=1,
         **address,
     )
-    customer.search_text = search_text(customer)
-    session.add(customer)
-    await session.flush()
-    await _claim_identities(session, ctx, customer.id, emails=customer.emails, phones=customer.phones)
+    scope, width = customer_codes.scope_of(pattern, now)
+    return NewCustomer(customer, scope, width)
+
+
+async def _creation_settings(session: AsyncSession, ctx: Caller) -> tuple[str, custom_fields.Definitions]:
+    """The workspace's code pattern and custom field definitions, in one statement."""
+    rows = (
+        await session.execute(
+            select(Workspace.customer_code_pattern, CustomFieldDefinition)
+            .outerjoin(CustomFieldDefinition, CustomFieldDefinition.workspace_id == Workspace.id)
+            .where(Workspace.id == ctx.workspace_id)
+            .order_by(CustomFieldDefinition.key)
+        )
+    ).all()
+    assert rows, "the caller's workspace exists"
+    return rows[0][0], {definition.key: definition for _, definition in rows if definition is not None}
+
+
+async def write_new(
+    session: AsyncSession,
+    ctx: Caller,
+    new: NewCustomer,
+    *,
+    remember: tuple[idempotency.Claim, idempotency.StoredResponse] | None = None,
+    own_transaction: bool = False,
+) -> None:
+    """Writes a built customer with its code, identities, audit entry and `customer.created` event,
+    and the response to replay for an Idempotency-Key (the code set in the stored body). An email or
+    phone another customer holds is a 409. `own_transaction` for an autocommit session: the write
+    is one statement that commits alone; a key another request stored first is
+    idempotency.AlreadyStored with that response."""
+    customer = new.customer
     snapshot = event_data(customer)
-    audit.record(
-        session,
-        ctx,
-        entity_type="customer",
-        entity_id=customer.id,
-        action="created",
-        changes={k: {"before": None, "after": v} for k, v in snapshot.items() if v not in (None, [], {})},
-    )
-    outbox.emit(session, ctx, "customer.created", snapshot)
-    return customer
+    wanted = [("email", email) for email in customer.emails] + [("phone", phone) for phone in customer.phones]
+    try:
+        taken = await customer_insert.insert(
+            session,
+            ctx,
+            customer,
+            scope=new.code_scope,
+            width=new.code_width,
+            search_around_code=_search_around_code(customer),
+            changes={k: {"before": None, "after": v} for k, v in snapshot.items() if v not in (None, [], {})},
+            data=snapshot,
+            remember=remember,
+            all_or_nothing=own_transaction,
+        )
+    except customer_insert.Refused:
+        # Which key was taken: the same request's first attempt (replay it), or a contact point.
+        if remember is not None:
+            claim = remember[0]
+            if (stored := await idempotency.stored_response(session, ctx, claim.key, claim.fingerprint)) is not None:
+                raise idempotency.AlreadyStored(stored) from None
+        taken = wanted
+    if taken:
+        await _refuse_held(session, ctx, taken)
+        raise Conflict("An email or phone of the customer was taken while it was written; send it again.")
+    customer.search_text = search_text(customer)
 
 
 async def update(
@@ -186,10 +251,16 @@ async def restore(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) ->
 
 def search_text(customer: Customer) -> str:
     """What search matches against: lower-cased name, code, emails, phone digits and company."""
-    parts = [customer.name, customer.code, *customer.emails, *(p.lstrip("+") for p in customer.phones)]
+    head, tail = _search_around_code(customer)
+    return head + customer.code.lower() + tail
+
+
+def _search_around_code(customer: Customer) -> tuple[str, str]:
+    """search_text before and after the code, for the insert that only then knows the code."""
+    rest = [*customer.emails, *(p.lstrip("+") for p in customer.phones)]
     if customer.company:
-        parts.append(customer.company)
-    return " ".join(parts).lower()
+        rest.append(customer.company)
+    return customer.name.lower() + " ", "".join(" " + part for part in rest).lower()
 
 
 async def _lock(
@@ -293,9 +364,15 @@ async def _claim_identities(
         .returning(CustomerIdentity.kind, CustomerIdentity.value)
     )
     claimed = {(row.kind, row.value) for row in await session.execute(stmt)}
-    for kind, value in wanted:
-        if (kind, value) in claimed:
-            continue
+    if taken := [key for key in wanted if key not in claimed]:
+        await _refuse_held(session, ctx, taken)
+        raise Conflict("An email or phone of the customer was freed while it was written; send it again.")
+
+
+async def _refuse_held(session: AsyncSession, ctx: Caller, keys: list[tuple[str, str]]) -> None:
+    """409 naming the customer that holds the first of `keys` (emails and phones as kind, value)
+    another customer holds; returns if none is held."""
+    for kind, value in keys:
         existing = await session.scalar(
             select(CustomerIdentity.customer_id).where(
                 CustomerIdentity.workspace_id == ctx.workspace_id,
@@ -303,12 +380,10 @@ async def _claim_identities(
                 CustomerIdentity.value == value,
             )
         )
+        if existing is None:
+            continue
         field = "emails" if kind == "email" else "phones"
-        raise DuplicateCustomer(
-            f"Another customer already has the {kind} {value}.",
-            existing_id=existing or customer_id,
-            field=field,
-        )
+        raise DuplicateCustomer(f"Another customer already has the {kind} {value}.", existing_id=existing, field=field)
 
 
 async def _check_owner(session: AsyncSession, ctx: Caller, owner_id: uuid.UUID | None) -> None:

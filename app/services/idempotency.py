@@ -23,6 +23,22 @@ class StoredResponse:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A key this transaction holds (see `claim`) whose response is not stored yet."""
+
+    key: str
+    fingerprint: str
+
+
+class AlreadyStored(Exception):
+    """Another request with the same key stored its response first: replay it."""
+
+    def __init__(self, response: StoredResponse) -> None:
+        super().__init__("stored by an earlier request")
+        self.response = response
+
+
 def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()
 
@@ -36,6 +52,14 @@ async def claim(session: AsyncSession, ctx: Caller, key: str, request_fingerprin
     lock_key = func.hashtextextended(f"idempotency:{ctx.workspace_id}:{key}", 0)
     if not await session.scalar(select(func.pg_try_advisory_xact_lock(lock_key))):
         raise IdempotencyInProgress("A request with this Idempotency-Key is still being processed.")
+    return await stored_response(session, ctx, key, request_fingerprint)
+
+
+async def stored_response(
+    session: AsyncSession, ctx: Caller, key: str, request_fingerprint: str
+) -> StoredResponse | None:
+    """The response stored for `key` to replay, or None (an expired one is removed); a key used
+    with another request is a 422."""
     stored = await session.scalar(
         select(IdempotencyRecord).where(
             IdempotencyRecord.workspace_id == ctx.workspace_id, IdempotencyRecord.key == key

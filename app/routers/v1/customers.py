@@ -10,6 +10,7 @@ from app.errors import ValidationFailed
 from app.json_response import json_response
 from app.routers.deps import (
     AuditRead,
+    Autocommit,
     CustomersDelete,
     CustomersRead,
     CustomersWrite,
@@ -18,7 +19,7 @@ from app.routers.deps import (
     Reader,
     Session,
 )
-from app.routers.responses import errors, idempotent, resource_response, stored
+from app.routers.responses import errors, idempotent, idempotent_statement, resource_response, stored
 from app.schemas.common import Tag, Timestamp
 from app.schemas.customer import (
     AuditPage,
@@ -35,7 +36,7 @@ from app.schemas.customer import (
 from app.services import audit, customer_batches, customer_merges, customers
 from app.services.customer_output import present
 from app.services.customer_search import CustomerQuery, SortKey, list_customers
-from app.services.idempotency import StoredResponse
+from app.services.idempotency import Claim, StoredResponse
 
 router = APIRouter(prefix="/customers", tags=["customers"])
 
@@ -103,17 +104,23 @@ async def customer_query(
     summary="Create a customer",
 )
 async def create_customer(
-    request: Request, data: CustomerCreate, ctx: CustomersWrite, session: Session, key: IdempotencyKey
+    request: Request, data: CustomerCreate, ctx: CustomersWrite, session: Autocommit, key: IdempotencyKey
 ) -> Response:
     """Emails and phones are normalised (lower case, E.164); one already held by another customer
     is a 409 naming that customer. The code comes from the workspace pattern."""
 
-    async def create() -> StoredResponse:
-        customer = await customers.create(session, ctx, data)
-        body = present(customer, ctx)
-        return stored(201, body, {"ETag": f'"{customer.version}"', "Location": f"{request.url.path}/{customer.id}"})
+    async def create(claim: Claim | None) -> StoredResponse:
+        new = await customers.build(session, ctx, data)
+        customer = new.customer
+        # Rendered before the write, which stores it with the code it takes: the code is filled in after.
+        headers = {"ETag": f'"{customer.version}"', "Location": f"{request.url.path}/{customer.id}"}
+        response = stored(201, present(customer, ctx), headers)
+        remember = (claim, response) if claim else None
+        await customers.write_new(session, ctx, new, remember=remember, own_transaction=True)
+        response.body["code"] = customer.code
+        return response
 
-    return await idempotent(request, session, ctx, key, create)
+    return await idempotent_statement(request, session, ctx, key, create)
 
 
 @router.post(
