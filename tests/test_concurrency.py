@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from app.models import Customer, IdempotencyRecord
+from app.models import AuditEntry, Customer, CustomerIdentity, IdempotencyRecord, OutboxEvent
 from tests.factories import Tenant, customer_body
 
 
@@ -37,6 +37,39 @@ async def test_concurrent_creates_with_one_email_make_one_customer(
     async with app.state.sessions() as session:
         count = await session.scalar(select(func.count()).where(Customer.workspace_id == live_tenant.id))
     assert count == 1
+
+
+async def test_a_refused_create_leaves_nothing_and_returns_its_number(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    """The create statement undoes itself when a phone is taken: no row, identity (its free email is
+    not kept either), audit entry or event, and the next create gets the number it took."""
+    headers = live_tenant.headers()
+    first = await live_client.post("/api/v1/customers", json=customer_body(phones=["13800138111"]), headers=headers)
+    assert first.status_code == 201
+    body = customer_body(emails=["fresh@example.com"], phones=["+86 138 0013 8111"])
+    refused = await live_client.post("/api/v1/customers", json=body, headers=headers)
+    assert refused.status_code == 409
+    assert refused.json()["existing_id"] == first.json()["id"]
+    assert refused.json()["field"] == "phones"
+    after = await live_client.post(
+        "/api/v1/customers", json=customer_body(emails=["fresh@example.com"]), headers=headers
+    )
+    assert after.status_code == 201
+    assert after.json()["code"][-6:] == "000002"
+    async with app.state.sessions() as session:
+        for model, rows in ((Customer, 2), (CustomerIdentity, 3), (AuditEntry, 2)):
+            assert await session.scalar(select(func.count()).where(model.workspace_id == live_tenant.id)) == rows
+        identities = await session.scalars(
+            select(CustomerIdentity.value).where(CustomerIdentity.workspace_id == live_tenant.id)
+        )
+        assert "fresh@example.com" in set(identities)
+        events = await session.scalar(
+            select(func.count()).where(
+                OutboxEvent.workspace_id == live_tenant.id, OutboxEvent.type == "customer.created"
+            )
+        )
+        assert events == 2
 
 
 async def test_concurrent_patches_with_one_etag_let_exactly_one_win(
