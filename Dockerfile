@@ -21,9 +21,12 @@ RUN pip install --no-deps -e .
 RUN useradd --system --uid 10001 --home-dir /srv/guanxi guanxi && chown -R guanxi /srv/guanxi
 USER guanxi
 
-ENV GUANXI_ENVIRONMENT=production
+# Two API processes share their metrics through files here (prometheus_client's multiprocess mode).
+ENV GUANXI_ENVIRONMENT=production \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/guanxi-metrics
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz')" || exit 1
 
 # Run `guanxi migrate` once per release (a job or init container) before starting new replicas.
-CMD ["uvicorn", "app.asgi:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--no-access-log", "--proxy-headers"]
+# The metrics directory starts empty: files of an earlier run would be added to this one's.
+CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec uvicorn app.asgi:app --host 0.0.0.0 --port 8000 --workers 2 --no-access-log --proxy-headers"]

@@ -2,8 +2,10 @@
 
 import asyncio
 import json
+import os
 import secrets
 import signal
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,22 +37,50 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     demo: Annotated[bool, typer.Option(help="Create the demo workspace on first start.")] = True,
     worker: Annotated[bool, typer.Option(help="Run the background worker in this process.")] = True,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="API processes; more than 1 needs --no-worker.")] = 1,
 ) -> None:
     """Migrate, create the demo workspace on first start, and serve the API (with the worker)."""
-    from app.main import create_app
-
+    if workers > 1 and worker:
+        raise typer.BadParameter(
+            "several API processes need the worker as a process of its own: add --no-worker and run `guanxi worker`",
+            param_hint="--workers",
+        )
     settings = get_settings()
     url = resolve_database_url(settings)
     migrations.upgrade(url)
     if demo:
         _print_demo(asyncio.run(_ensure_demo(url)), host, port)
-    uvicorn.run(
-        create_app(settings, database_url=url, run_worker=worker),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-    )
+    if workers == 1:
+        from app.main import create_app
+
+        uvicorn.run(
+            create_app(settings, database_url=url, run_worker=worker),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+        )
+        return
+    # The processes start afresh from app.asgi: they find the database (the embedded one included)
+    # and the directory their metrics share in the environment.
+    os.environ["DATABASE_URL"] = url
+    own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="guanxi-metrics-")))
+    _empty_directory(metrics_dir)
+    try:
+        uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, log_config=None, access_log=False)
+    finally:
+        _empty_directory(metrics_dir)
+        if own_dir:
+            metrics_dir.rmdir()
+
+
+def _empty_directory(path: Path) -> None:
+    """Metrics files of earlier processes would be added to the new ones' (prometheus_client's rule:
+    the directory is emptied before the processes start)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for child in path.iterdir():
+        child.unlink()
 
 
 @cli.command("worker")

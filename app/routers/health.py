@@ -6,7 +6,7 @@ from sqlalchemy import text
 from starlette.responses import Response
 
 from app.json_response import json_response
-from app.metrics import POOL_CONNECTIONS, QUEUE_JOBS, REGISTRY, WEBHOOK_DELIVERIES
+from app.metrics import POOL_CONNECTIONS, QUEUE_JOBS, WEBHOOK_DELIVERIES, exposition_registry
 from app.problems import is_database_unavailable, problem_response
 from app.routers.responses import problem_responses
 from app.settings import get_settings
@@ -74,4 +74,4 @@ async def metrics(request: Request) -> Response:
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(exposition_registry()), media_type=CONTENT_TYPE_LATEST)
