@@ -36,8 +36,11 @@ class Settings(BaseSettings):
     # The embedded server's shared_buffers: a quarter of the machine's memory, PostgreSQL's own
     # rule of thumb. Its 128 MB default keeps little of a million-customer workspace in memory.
     embedded_shared_buffers_mb: int = Field(default_factory=quarter_of_memory_mb, ge=16)
-    db_pool_size: int = Field(default=10, ge=1, le=200)
-    db_max_overflow: int = Field(default=5, ge=0, le=200)
+    # A request holds its connection from first use to its end, so the pool must cover the requests
+    # a process runs at once: a connection over `db_pool_size` is opened for one request and closed
+    # after it, a new backend each time (at 10 under a 50-client load that churn took most of a core).
+    db_pool_size: int = Field(default=20, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     db_connect_timeout_seconds: float = Field(default=3.0, gt=0)
     # Off: a ping is a round trip on every checkout. A connection a database restart killed fails one

@@ -35,7 +35,7 @@ LIST_SQL = (
 )
 PAGE_SIZE = 20
 # The service's default pool size (GUANXI_DB_POOL_SIZE).
-POOL_SIZE = 10
+POOL_SIZE = 20
 
 DSN = os.environ.get("FLOOR_DSN", "")
 WORKSPACE_ID = uuid.UUID(os.environ.get("FLOOR_WORKSPACE_ID", str(uuid.UUID(int=0))))
