@@ -1,5 +1,7 @@
 """Request rate limits per caller (API key or user), with the `limits` library's fixed windows.
 
+Its asyncio storage: the threaded one starts a timer thread every 10 ms under load to expire keys.
+
 Counted in each process: with N workers the effective limit is up to N times the setting. A limit
 shared across processes would keep its counters in PostgreSQL or Redis."""
 
@@ -7,8 +9,8 @@ import math
 import time
 
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import FixedWindowRateLimiter
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import FixedWindowRateLimiter
 
 from app.access import Caller
 from app.errors import DomainError
@@ -23,10 +25,10 @@ class RateLimiter:
         self.item = RateLimitItemPerMinute(per_minute)
         self.limiter = FixedWindowRateLimiter(MemoryStorage())
 
-    def check(self, ctx: Caller) -> None:
+    async def check(self, ctx: Caller) -> None:
         key = f"{ctx.workspace_id}:{ctx.actor_type}:{ctx.actor_id}"
-        if not self.limiter.hit(self.item, key):
-            reset = self.limiter.get_window_stats(self.item, key).reset_time
+        if not await self.limiter.hit(self.item, key):
+            reset = (await self.limiter.get_window_stats(self.item, key)).reset_time
             raise TooManyRequests(
                 f"More than {self.item.amount} requests a minute; retry later.",
                 retry_after=max(1, math.ceil(reset - time.time())),

@@ -61,7 +61,7 @@ async def authenticate(
         )
     else:
         raise Unauthorized("Send a bearer token or an X-API-Key header.")
-    request.app.state.rate_limiter.check(caller)
+    await request.app.state.rate_limiter.check(caller)
     missing = sorted(scope for scope in security_scopes.scopes if scope not in caller.scopes)
     if missing:
         raise Forbidden(f"This needs the scope(s): {', '.join(missing)}.", missing_scopes=missing)
@@ -98,7 +98,9 @@ NO_VERSION = 0
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,10})"?$')
 
 
-def expected_version(
+# Header dependencies are `async def` though they await nothing: FastAPI runs a plain `def` in its
+# thread pool, a thread hop per request.
+async def expected_version(
     if_match: Annotated[
         str | None, Header(description="The ETag of the version you read; required.", max_length=64)
     ] = None,
@@ -116,7 +118,7 @@ def expected_version(
 IfMatch = Annotated[int, Depends(expected_version)]
 
 
-def idempotency_key(
+async def idempotency_key(
     key: Annotated[
         str | None,
         Header(

@@ -22,8 +22,9 @@ from app.routers.v1 import (
 )
 
 router = APIRouter(prefix="/api/v1")
+# Routes are matched in this order, one pattern after another: the busiest resource comes first.
 for module in (
-    auth, segments, customers, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
+    customers, auth, segments, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
     api_keys, events, webhooks, imports, exports,
 ):  # fmt: skip
     router.include_router(module.router)

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import FixedWindowRateLimiter
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import FixedWindowRateLimiter
 from sqlalchemy import select
 from starlette.responses import Response
 
@@ -237,7 +237,7 @@ async def answer_csat(token: Annotated[str, "path"], body: CsatAnswer, session: 
 async def submit_intake(token: Annotated[str, "path"], body: IntakeSubmission, session: Session) -> Response:
     """Opens a ticket for the customer with that email or phone, or for a new lead. Rate-limited per form."""
     form = await feedback.intake_form(session, token[:100])
-    if not _intake_limits.hit(INTAKE_PER_MINUTE, str(form.id)):
+    if not await _intake_limits.hit(INTAKE_PER_MINUTE, str(form.id)):
         raise TooManyRequests("Too many submissions to this form; retry later.", retry_after=60)
     ticket = await feedback.submit(session, form, body)
     return json_response({"ticket_number": ticket.number, "status": ticket.status}, status_code=201)
