@@ -2,8 +2,8 @@
 """Load bench: the service under a mixed load of reads and writes, then overloaded.
 
 Seeds `guanxi_load` (embedded PostgreSQL, or DATABASE_URL's server) with a workspace of customers,
-starts the service (`guanxi serve --no-worker`, one uvicorn worker: the API process as production
-runs it) and drives it with wrk (bench/wrk_mixed.lua): each connection is a client that sends its next
+starts the service (`guanxi serve --no-worker --workers 2`: two API processes, as the image runs
+them; `--workers`) and drives it with wrk (bench/wrk_mixed.lua): each connection is a client that sends its next
 request as soon as the last one is answered, 80 % reads (half a customer by id, half the newest page
 of 20) and 20 % creates with an Idempotency-Key. wrk, not a Python client, because on 2 cores the
 generator's own CPU is taken from the service: httpx costs milliseconds of CPU per request.
@@ -440,9 +440,9 @@ async def forget_writes(db: BenchDatabase, workspace_id: uuid.UUID) -> None:
         await conn.close()
 
 
-def service_argv(port: int) -> list[str]:
+def service_argv(port: int, workers: int) -> list[str]:
     script = Path(sys.executable).parent / "guanxi"
-    tail = ["serve", "--no-demo", "--no-worker", "--port", str(port)]
+    tail = ["serve", "--no-demo", "--no-worker", "--workers", str(workers), "--port", str(port)]
     if script.exists():
         return [str(script), *tail]
     return [sys.executable, "-c", "from app.cli import main; main()", *tail]
@@ -468,7 +468,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     started = datetime.now(UTC)
     print(f"guanxi load bench, {started:%Y-%m-%d %H:%M:%S} UTC")
     db = prepare_database(recreate=args.reseed, database=DATABASE)
-    print(f"database {db.server}: {DATABASE}")
+    print(f"database {db.server}: {DATABASE}; service: {args.workers} API process(es)")
     workspace_id, ids, key = asyncio.run(prepare(db, args.rows))
     env = {**os.environ, "DATABASE_URL": db.url}
     # One API key drives the whole load: the per-caller limit (6,000/min by default) is not what this
@@ -488,7 +488,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     ids_file.write_text("".join(f"{i}\n" for i in ids))
     tag = f"{started:%H%M%S}"
     try:
-        with running("service", service_argv(port), env, workdir / "service.log", port, "/readyz") as service:
+        argv = service_argv(port, args.workers)
+        with running("service", argv, env, workdir / "service.log", port, "/readyz") as service:
             print(
                 f"\n1. mixed load: {args.clients} clients (wrk connections), {args.duration:g} s "
                 f"(+{args.warmup:g} s warm-up), {int(WRITE_SHARE * 100)} % creates"
@@ -547,6 +548,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="seeded customers in the load workspace")
     parser.add_argument("--clients", type=int, default=50, help="clients of the mixed load")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="API processes (the image runs 2: one per core of this machine)"
+    )
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of the measured mixed load")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before it")
     parser.add_argument("--overload-clients", type=int, default=300, help="clients in all during the surge")

@@ -104,10 +104,22 @@ class ServerProcess:
         raise BenchError(f"{self.name} did not answer {path} within {timeout:.0f} s:\n{self.log_tail()}")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3.
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        """User + system CPU time so far of the server process and the live processes under it (a
+        server with several workers)."""
+        stats = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            # Of stat(5): ppid is field 4, utime and stime fields 14 and 15; fields[0] here is field 3.
+            stats[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+        tree, grown = {self.process.pid}, True
+        while grown:
+            under = {pid for pid, (ppid, _) in stats.items() if ppid in tree} - tree
+            tree |= under
+            grown = bool(under)
+        return sum(stats[pid][1] for pid in tree if pid in stats) / CLOCK_TICKS
 
     def log_tail(self, lines: int = 40) -> str:
         self._log.flush()
