@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from app.db import create_asyncpg_pool
 from app.models import Customer
 from app.services import import_jobs, imports
 from app.settings import get_settings
@@ -62,6 +63,23 @@ async def test_csv_import_creates_valid_rows_and_reports_the_rest(
     [zhang] = found["items"]
     assert zhang["name"] == "张伟" and zhang["tags"] == ["vip", "wholesale"] and zhang["phones"] == ["+8613800138000"]
     assert zhang["code"].endswith("000001")
+
+
+async def test_batches_are_not_held_to_the_api_statement_timeout(
+    app: FastAPI, database_url: str, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    """The worker's connections carry the API's per-statement limit; a batch of 5,000 rows (its
+    insert takes longer than 50 ms here) still goes in whole."""
+    rows = [[f"客户{n}", f"139{n:08d}", f"c{n}@example.com", "深圳市", ""] for n in range(imports.BATCH)]
+    queued = await _upload(live_client, live_tenant, "many.csv", _csv(rows, "utf-8"))
+    assert queued.status_code == 202, queued.text
+    strict = get_settings().model_copy(update={"statement_timeout_ms": 50})
+    pool = await create_asyncpg_pool(database_url, strict, size=2)
+    try:
+        progress = await _run(app, pool, live_tenant, queued.json()["id"])
+    finally:
+        await pool.close()
+    assert progress == {"rows_read": imports.BATCH, "created": imports.BATCH, "updated": 0, "skipped": 0, "failed": 0}
 
 
 async def test_rerunning_an_upsert_changes_nothing(

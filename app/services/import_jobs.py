@@ -198,6 +198,12 @@ async def claim_next(pool: asyncpg.Pool) -> tuple[uuid.UUID, uuid.UUID] | None:
     return (row["workspace_id"], row["id"]) if row else None
 
 
+# A batch writes thousands of rows and their index entries in a statement; the limit the pool's
+# connections carry (GUANXI_STATEMENT_TIMEOUT_MS, 5 s by default) is sized for API requests, and a
+# batch on a busy machine could pass it and fail the whole import.
+BATCH_STATEMENT_TIMEOUT = "120s"
+
+
 async def process(
     sessions: async_sessionmaker[AsyncSession],
     pool: asyncpg.Pool,
@@ -229,6 +235,8 @@ async def _run(
                 await interaction_imports.run(session, job, on_progress)
             else:
                 async with pool.acquire() as conn:
+                    # Released with the connection: the pool's reset on release runs RESET ALL.
+                    await conn.execute("SELECT set_config('statement_timeout', $1, false)", BATCH_STATEMENT_TIMEOUT)
                     if job.kind == "orders":
                         await order_imports.run(conn, session, job, on_progress)
                     else:
