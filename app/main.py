@@ -1,6 +1,7 @@
 """The application factory."""
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -49,6 +50,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # What start-up built lives as long as the process: the collector need not scan it again.
+        gc.freeze()
         worker = Worker(settings, url) if run_worker else None
         task = asyncio.create_task(worker.run()) if worker else None
         yield
