@@ -28,10 +28,10 @@ async def test_concurrent_creates_with_one_email_make_one_customer(
 ) -> None:
     body = customer_body(emails=["race@example.com"])
     responses = await asyncio.gather(
-        *(live_client.post("/api/v1/customers", json=body, headers=live_tenant.headers()) for _ in range(20))
+        *(live_client.post("/api/v1/customers", json=body, headers=live_tenant.headers()) for _ in range(50))
     )
     statuses = sorted(r.status_code for r in responses)
-    assert statuses == [201] + [409] * 19
+    assert statuses == [201] + [409] * 49
     winner = next(r.json()["id"] for r in responses if r.status_code == 201)
     assert all(r.json()["existing_id"] == winner for r in responses if r.status_code == 409)
     async with app.state.sessions() as session:
@@ -95,12 +95,12 @@ async def test_same_idempotency_key_creates_once(
     body = customer_body()
     headers = {**live_tenant.headers(), "Idempotency-Key": key}
     responses = await asyncio.gather(
-        *(live_client.post("/api/v1/customers", json=body, headers=headers) for _ in range(20))
+        *(live_client.post("/api/v1/customers", json=body, headers=headers) for _ in range(50))
     )
     # One made the customer; each other one replayed its response, read once the first committed.
-    assert [r.status_code for r in responses] == [201] * 20
+    assert [r.status_code for r in responses] == [201] * 50
     assert len({r.json()["id"] for r in responses}) == 1
-    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 19
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 49
     created = responses
     replay = await live_client.post("/api/v1/customers", json=body, headers=headers)
     assert replay.status_code == 201
