@@ -23,8 +23,6 @@ UPLOAD_PATH = "/api/v1/imports"
 # Probes and metrics answer even when the API is full: an orchestrator must still see the process.
 UNSHED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-# The scope key under which app.routers.deps.reader leaves the sessions it opened, closed here.
-READER_SESSIONS = "guanxi.reader_sessions"
 
 
 class RequestContextMiddleware:
@@ -71,8 +69,6 @@ class RequestContextMiddleware:
                 raise
             await self._too_large(scope, send_with_id, limit)
         finally:
-            for session in scope.pop(READER_SESSIONS, ()):
-                await session.close()
             route = scope.get("route")
             REQUEST_SECONDS.labels(
                 scope["method"],

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.access import Caller, Role, Scope, user_caller
 from app.errors import Forbidden, PreconditionRequired, Unauthorized
-from app.middleware import READER_SESSIONS
 from app.services import api_keys, tokens
 from app.settings import get_settings
 
@@ -24,15 +23,10 @@ async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
         await session.commit()
 
 
-async def reader(request: Request) -> AsyncSession:
-    """Autocommit session for reads: no BEGIN/COMMIT round trips around a single SELECT.
-
-    Closed by RequestContextMiddleware once the request ends, not by a generator dependency: FastAPI
-    builds a new context manager around a generator for every request, which the busiest dependency
-    of the API paid for on every call. Nothing waits for its close: it commits nothing."""
-    session: AsyncSession = request.app.state.readers()
-    request.scope.setdefault(READER_SESSIONS, []).append(session)
-    return session
+async def reader(request: Request) -> AsyncIterator[AsyncSession]:
+    """Autocommit session for reads: no BEGIN/COMMIT round trips around a single SELECT."""
+    async with request.app.state.readers() as session:
+        yield session
 
 
 Session = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]
