@@ -45,7 +45,7 @@ WITH counter AS (
     SELECT :workspace_id, wanted.kind, wanted.value, :id
     FROM customer, unnest(CAST(:identity_kinds AS text[]), CAST(:identity_values AS text[])) AS wanted (kind, value)
     ON CONFLICT DO NOTHING
-    RETURNING kind || ':' || value AS identity
+    RETURNING 1
 ), audit AS (
     INSERT INTO audit_log (
         workspace_id, id, entity_type, entity_id, action, actor_type, actor_id, changes, occurred_at
@@ -68,12 +68,12 @@ WITH counter AS (
     RETURNING key
 ), outcome AS (
     SELECT customer.code,
-        ARRAY(SELECT identity FROM identities) AS claimed,
+        (SELECT count(*) FROM identities) = :identity_count AS every_identity,
         CAST(:idempotency_key AS varchar) IS NULL OR EXISTS (SELECT FROM remembered) AS remembered
     FROM customer
 )
-SELECT code, claimed,
-    CASE WHEN :all_or_nothing AND (cardinality(claimed) < :identity_count OR NOT remembered)
+SELECT code, every_identity,
+    CASE WHEN :all_or_nothing AND NOT (every_identity AND remembered)
         THEN guanxi_refuse_write('a key the customer needs is taken') END AS refused
 FROM outcome
 """
@@ -104,16 +104,15 @@ async def insert(
     data: dict[str, Any],
     remember: tuple[idempotency.Claim, idempotency.StoredResponse] | None,
     all_or_nothing: bool,
-) -> list[tuple[str, str]]:
+) -> bool:
     """Numbers and writes `customer` (its code is filled in here), its audit entry with `changes`,
     its `customer.created` event with `data` and the response to replay for the `remember` claim of
     an Idempotency-Key, the code set in each.
 
-    Returns the emails and phones (kind, value) it did not get because another customer holds them;
+    Returns whether the customer got every email and phone (one another customer holds is left out);
     with `all_or_nothing` (the statement is its own transaction) such a key, or an Idempotency-Key
     another request stored first, undoes the whole statement instead and raises Refused."""
     columns = {name: getattr(customer, name) for name in _COLUMNS}
-    identities = [("email", email) for email in customer.emails] + [("phone", phone) for phone in customer.phones]
     params = {
         **columns,
         **{name: orjson.dumps(columns[name]).decode() for name in _JSON_COLUMNS},
@@ -121,9 +120,9 @@ async def insert(
         "width": width,
         "search_head": search_around_code[0],
         "search_tail": search_around_code[1],
-        "identity_kinds": [kind for kind, _ in identities],
-        "identity_values": [value for _, value in identities],
-        "identity_count": len(identities),
+        "identity_kinds": ["email"] * len(customer.emails) + ["phone"] * len(customer.phones),
+        "identity_values": [*customer.emails, *customer.phones],
+        "identity_count": len(customer.emails) + len(customer.phones),
         "audit_id": new_id(),
         "actor_type": ctx.actor_type,
         "actor_id": ctx.actor_id,
@@ -147,8 +146,7 @@ async def insert(
         raise
     assert row is not None, "the statement returns the customer it inserted"
     customer.code = row["code"]
-    claimed = set(row["claimed"])
-    return [(kind, value) for kind, value in identities if f"{kind}:{value}" not in claimed]
+    return bool(row["every_identity"])
 
 
 def _remembered(remember: tuple[idempotency.Claim, idempotency.StoredResponse] | None) -> dict[str, Any]:

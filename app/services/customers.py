@@ -155,9 +155,8 @@ async def write_new(
     idempotency.AlreadyStored with that response."""
     customer = new.customer
     snapshot = event_data(customer)
-    wanted = [("email", email) for email in customer.emails] + [("phone", phone) for phone in customer.phones]
     try:
-        taken = await customer_insert.insert(
+        complete = await customer_insert.insert(
             session,
             ctx,
             customer,
@@ -175,9 +174,10 @@ async def write_new(
             claim = remember[0]
             if (stored := await idempotency.stored_response(session, ctx, claim.key, claim.fingerprint)) is not None:
                 raise idempotency.AlreadyStored(stored) from None
-        taken = wanted
-    if taken:
-        await _refuse_held(session, ctx, taken)
+        complete = False
+    if not complete:
+        wanted = [("email", email) for email in customer.emails] + [("phone", phone) for phone in customer.phones]
+        await _refuse_held(session, ctx, customer.id, wanted)
         raise Conflict("An email or phone of the customer was taken while it was written; send it again.")
     customer.search_text = search_text(customer)
 
@@ -365,19 +365,20 @@ async def _claim_identities(
     )
     claimed = {(row.kind, row.value) for row in await session.execute(stmt)}
     if taken := [key for key in wanted if key not in claimed]:
-        await _refuse_held(session, ctx, taken)
+        await _refuse_held(session, ctx, customer_id, taken)
         raise Conflict("An email or phone of the customer was freed while it was written; send it again.")
 
 
-async def _refuse_held(session: AsyncSession, ctx: Caller, keys: list[tuple[str, str]]) -> None:
+async def _refuse_held(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, keys: list[tuple[str, str]]) -> None:
     """409 naming the customer that holds the first of `keys` (emails and phones as kind, value)
-    another customer holds; returns if none is held."""
+    held by a customer other than `customer_id`; returns if none is."""
     for kind, value in keys:
         existing = await session.scalar(
             select(CustomerIdentity.customer_id).where(
                 CustomerIdentity.workspace_id == ctx.workspace_id,
                 CustomerIdentity.kind == kind,
                 CustomerIdentity.value == value,
+                CustomerIdentity.customer_id != customer_id,
             )
         )
         if existing is None:
