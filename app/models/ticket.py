@@ -4,7 +4,21 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Date, ForeignKeyConstraint, Index, Integer, SmallInteger, String, Text, text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    Uuid,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -38,6 +52,14 @@ class Ticket(TenantKey, Base):
         Index("ix_tickets_workspace_id_status_created_at", "workspace_id", "status", "created_at"),
         # The service report's period: tickets created in a window, whatever their status.
         Index("ix_tickets_workspace_id_created_at", "workspace_id", "created_at"),
+        # The service report's CSAT by tier and by segment, from the index alone.
+        Index(
+            "ix_tickets_rated",
+            "workspace_id",
+            "created_at",
+            postgresql_include=["customer_id", "csat_score", "tier"],
+            postgresql_where=text("csat_score IS NOT NULL"),
+        ),
         Index(
             "ix_tickets_open_due",
             "workspace_id",
@@ -201,3 +223,37 @@ class IntakeForm(TenantKey, Base):
     channel: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[datetime]
+
+
+# The service report's daily figures, written only by the triggers of migration 0017 (appended signed
+# rows, folded by guanxi_compact_ticket_stats()); no key, so they are tables, not mapped classes.
+ticket_day_counts = Table(
+    "ticket_day_counts",
+    Base.metadata,
+    Column("workspace_id", Uuid, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("category_id", Uuid),
+    Column("tickets", Integer, nullable=False),
+    Column("sla_judged", Integer, nullable=False),
+    Column("sla_met", Integer, nullable=False),
+    Column("csat_sum", Integer, nullable=False),
+    Column("csat_count", Integer, nullable=False),
+    Column("compacted", Boolean, nullable=False, server_default=text("false")),
+    Index("ix_ticket_day_counts_workspace_id_day", "workspace_id", "day"),
+    Index("ix_ticket_day_counts_appended", "workspace_id", postgresql_where=text("NOT compacted")),
+)
+
+ticket_day_latency = Table(
+    "ticket_day_latency",
+    Base.metadata,
+    Column("workspace_id", Uuid, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("metric", String(16), nullable=False),
+    Column("bucket", SmallInteger, nullable=False),
+    Column("tickets", Integer, nullable=False),
+    Column("compacted", Boolean, nullable=False, server_default=text("false")),
+    Index("ix_ticket_day_latency_workspace_id_day", "workspace_id", "day"),
+    Index("ix_ticket_day_latency_appended", "workspace_id", postgresql_where=text("NOT compacted")),
+)
