@@ -1,0 +1,190 @@
+"""The service report's daily figures: kept by the tickets' triggers, folded by the worker, and equal to
+the same report computed from the tickets themselves."""
+
+import statistics
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.access import system_caller
+from app.services import service_reports
+from tests.factories import Tenant, customer_body
+
+NOW = datetime.fromisoformat("2026-11-20T09:17:00+00:00")
+
+# 400 tickets over the last 14 days: types, channels, categories, statuses, response and resolution
+# times, breaches and CSAT scores all vary with the ticket's number.
+SEED_SQL = """
+INSERT INTO tickets (workspace_id, id, number, customer_id, type, channel, subject, priority, status, category_id,
+                     first_responded_at, resolved_at, first_response_breached, resolution_breached, csat_score,
+                     created_at, updated_at)
+SELECT :ws, gen_random_uuid(), g, (CAST(:customers AS uuid[]))[1 + g % 3],
+       (ARRAY['complaint', 'inquiry', 'suggestion'])[1 + g % 3], (ARRAY['phone', 'email'])[1 + g % 2], 'subject',
+       'normal', (ARRAY['new', 'in_progress', 'resolved', 'closed', 'closed'])[1 + g % 5],
+       CASE WHEN g % 4 = 0 THEN NULL ELSE CAST(:category AS uuid) END,
+       CASE WHEN g % 5 > 0 THEN at + (g * 37 % 900) * interval '1 second' * (1 + g % 7) END,
+       CASE WHEN g % 5 >= 2 THEN at + (g * 53 % 5000) * interval '1 minute' END,
+       g % 11 = 0, g % 13 = 0,
+       CASE WHEN g % 5 >= 2 AND g % 3 = 0 THEN CAST(1 + g % 5 AS smallint) END,
+       at, at
+FROM generate_series(1, 400) g, LATERAL (SELECT CAST(:now AS timestamptz) - g * interval '50 minutes' AS at) a
+"""
+
+CHANGES_SQL = [
+    # Solved later: status, resolution time, breach and score change; a reopened one loses its score.
+    "UPDATE tickets SET status = 'closed', resolved_at = created_at + interval '3 hours', csat_score = 4 "
+    "WHERE workspace_id = :ws AND number % 17 = 1",
+    "UPDATE tickets SET first_response_breached = true WHERE workspace_id = :ws AND number % 19 = 2",
+    "UPDATE tickets SET status = 'in_progress', csat_score = NULL WHERE workspace_id = :ws AND number % 23 = 3",
+    "UPDATE tickets SET subject = 'renamed' WHERE workspace_id = :ws AND number % 2 = 0",
+    "DELETE FROM ticket_events WHERE workspace_id = :ws AND ticket_id IN "
+    "(SELECT id FROM tickets WHERE workspace_id = :ws AND number % 29 = 4)",
+    "DELETE FROM tickets WHERE workspace_id = :ws AND number % 29 = 4",
+]
+
+WINDOWS = [
+    (NOW - timedelta(days=30), NOW),
+    # Both ends inside a day, whole days between.
+    (NOW - timedelta(days=5, hours=7, minutes=11), NOW - timedelta(days=1, hours=3)),
+    # Midnight in Asia/Shanghai at the start.
+    (datetime.fromisoformat("2026-11-14T16:00:00+00:00"), datetime.fromisoformat("2026-11-18T16:00:00+00:00")),
+    # Shorter than a day: no whole day at all.
+    (NOW - timedelta(hours=10), NOW - timedelta(hours=2)),
+]
+
+
+async def _seed(client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession) -> None:
+    customers = []
+    for _ in range(3):
+        created = await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())
+        customers.append(created.json()["id"])
+    category = await client.post("/api/v1/ticket-categories", json={"name": "物流"}, headers=tenant.headers())
+    assert category.status_code == 201, category.text
+    params = {"ws": tenant.id, "customers": customers, "category": category.json()["id"], "now": NOW}
+    await db.execute(text(SEED_SQL), params)
+    for sql in CHANGES_SQL:
+        await db.execute(text(sql), {"ws": tenant.id})
+
+
+async def _report(db: AsyncSession, tenant: Tenant, since: datetime, until: datetime, *, daily: bool) -> dict[str, Any]:
+    return await service_reports.service_report(
+        db, system_caller(tenant.id), since=since, until=until, timezone="Asia/Shanghai", daily=daily
+    )
+
+
+async def _appended(db: AsyncSession, tenant: Tenant) -> int:
+    sql = (
+        "SELECT (SELECT count(*) FROM ticket_day_counts WHERE workspace_id = :ws AND NOT compacted)"
+        " + (SELECT count(*) FROM ticket_day_latency WHERE workspace_id = :ws AND NOT compacted)"
+    )
+    return int(await db.scalar(text(sql), {"ws": tenant.id}) or 0)
+
+
+async def test_the_daily_figures_give_the_report_the_tickets_give(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    await _seed(client, tenant, db)
+    assert await _appended(db, tenant) > 0
+    for since, until in WINDOWS:
+        from_tickets = await _report(db, tenant, since, until, daily=False)
+        assert sum(v["tickets"] for v in from_tickets["volume"]) > 0
+        assert from_tickets["median_resolution_minutes"] is not None
+        assert from_tickets == await _report(db, tenant, since, until, daily=True), (since, until)
+
+    assert await service_reports.compact_daily_figures(db) > 0
+    assert await _appended(db, tenant) == 0
+    one_row_per_key = await db.scalar(
+        text(
+            "SELECT count(*) = count(DISTINCT (day, type, channel, category_id)) FROM ticket_day_counts "
+            "WHERE workspace_id = :ws"
+        ),
+        {"ws": tenant.id},
+    )
+    assert one_row_per_key
+    for since, until in WINDOWS:
+        assert await _report(db, tenant, since, until, daily=False) == await _report(
+            db, tenant, since, until, daily=True
+        )
+    assert await service_reports.compact_daily_figures(db) == 0
+
+
+async def test_a_change_that_touches_no_figure_appends_nothing(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    await _seed(client, tenant, db)
+    await service_reports.compact_daily_figures(db)
+    await db.execute(
+        text("UPDATE tickets SET subject = 'again', priority = 'high' WHERE workspace_id = :ws"), {"ws": tenant.id}
+    )
+    assert await _appended(db, tenant) == 0
+
+
+async def test_deleting_every_ticket_leaves_figures_of_nothing(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    await _seed(client, tenant, db)
+    await db.execute(text("DELETE FROM ticket_events WHERE workspace_id = :ws"), {"ws": tenant.id})
+    await db.execute(text("DELETE FROM tickets WHERE workspace_id = :ws"), {"ws": tenant.id})
+    report = await _report(db, tenant, NOW - timedelta(days=30), NOW, daily=True)
+    assert report["volume"] == [] and report["median_first_response_minutes"] is None
+    assert report["sla_attainment_pct"] is None and report["csat_average"] is None
+    await service_reports.compact_daily_figures(db)
+    left = await db.scalar(text("SELECT count(*) FROM ticket_day_counts WHERE workspace_id = :ws"), {"ws": tenant.id})
+    assert left == 0
+
+
+async def test_a_caller_limited_to_some_customers_gets_their_tickets_only(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    mine = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers("sales"))).json()
+    theirs = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers("sales_west"))).json()
+    for customer, n in ((mine, 2), (theirs, 3)):
+        for _ in range(n):
+            body = {"customer_id": customer["id"], "type": "inquiry", "channel": "email", "subject": "询问"}
+            assert (await client.post("/api/v1/tickets", json=body, headers=tenant.headers())).status_code == 201
+    # The manager sees its team's customers (the East salesperson's), not the West one's.
+    manager = (await client.get("/api/v1/reports/service", headers=tenant.headers("manager"))).json()
+    admin = (await client.get("/api/v1/reports/service", headers=tenant.headers())).json()
+    assert sum(v["tickets"] for v in manager["volume"]) == 2
+    assert sum(v["tickets"] for v in admin["volume"]) == 5
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [
+        [0.0, 30.0, 61.0],
+        [5.0, 125.0, 3_600.0, 7_300.0],
+        [float(s) for s in range(1, 5_000, 37)],
+        [86_400.0 * 3.5, 86_400.0 * 9, 600.0, 601.0, 602.0, 10_000.0],
+    ],
+)
+async def test_a_median_read_off_the_buckets_is_within_one_percent(db: AsyncSession, seconds: list[float]) -> None:
+    buckets = (
+        await db.execute(
+            text("SELECT guanxi_latency_bucket(s), count(*) FROM unnest(CAST(:s AS float8[])) s GROUP BY 1 ORDER BY 1"),
+            {"s": seconds},
+        )
+    ).all()
+    approximate = service_reports.median_minutes([[bucket, n] for bucket, n in buckets])
+    exact = statistics.median(seconds) / 60
+    assert approximate is not None
+    assert abs(approximate - exact) <= 0.01 * exact + 1 / 60
+
+
+def test_the_whole_days_of_a_window_are_local_days() -> None:
+    shanghai = "Asia/Shanghai"
+    # 2026-11-14 16:00 UTC is midnight of the 15th in Shanghai; 09:17 UTC is 17:17 local.
+    assert service_reports.whole_days(datetime.fromisoformat("2026-11-14T16:00:00+00:00"), NOW, shanghai) == (
+        datetime(2026, 11, 15).date(),
+        datetime(2026, 11, 20).date(),
+    )
+    assert service_reports.whole_days(datetime.fromisoformat("2026-11-14T16:00:01+00:00"), NOW, shanghai) == (
+        datetime(2026, 11, 16).date(),
+        datetime(2026, 11, 20).date(),
+    )
+    first, end = service_reports.whole_days(NOW - timedelta(hours=3), NOW, shanghai)
+    assert first == end
