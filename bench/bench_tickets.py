@@ -16,14 +16,18 @@ it is seeded again); --reseed forces it. Then, in one run:
   1. GET /api/v1/tickets?at_risk_within_minutes=60&limit=20 and GET /api/v1/reports/service (the
      default 30-day window) on `guanxi serve --no-demo --no-worker` with an admin API key, --requests
      sequential requests each after --warmup unmeasured ones: p50/p95/p99, target p95 < 200 ms.
-     Floor: the same SQL raw through asyncpg on one connection (the list statement as the service
-     sends it; REPORT_SQL with an admin's visible_customer_ids_sql), and the service/floor ratio.
-  2. The breach job: breach flags of the open tickets reset (and the previous run's breach history
+     Floor: the same SQL raw through asyncpg on one connection (the statements as the service sends
+     them, captured), and the service/floor ratio; for reference, the report computed from the tickets
+     alone (without the daily figures), raw.
+  2. What the daily figures (migration 0017) cost a write: one ticket resolved and reopened
+     --requests times by autocommit UPDATEs with the figure triggers enabled, disabled, and enabled
+     again; p50/p95 of each.
+  3. The breach job: breach flags of the open tickets reset (and the previous run's breach history
      and events deleted, then VACUUM ANALYZE), then `tickets.mark_breaches(session)` + COMMIT timed,
-     --breach-runs times; target < 10 s each.
+     --breach-runs times; target < 10 s each (its UPDATE runs the figure triggers too).
 
 Before each timed part it waits while another bench runs (--no-wait skips that). Results also go to
-bench/results/tickets-<UTC timestamp>.json, with EXPLAIN (ANALYZE, BUFFERS) of the three statements.
+bench/results/tickets-<UTC timestamp>.json, with EXPLAIN (ANALYZE, BUFFERS) of the statements.
 Flags meant for other benches (bench/run_all.py passes its arguments to all) are ignored.
 
     .venv/bin/python bench/bench_tickets.py            # full size (seeding takes a few minutes once)
@@ -336,6 +340,8 @@ VACUUM_TABLES = (
     "customer_code_counters",
     "outbox_events",
     "api_keys",
+    "ticket_day_counts",
+    "ticket_day_latency",
 )
 RESET_SQL = f"""
 UPDATE tickets SET first_response_breached = false, resolution_breached = false
@@ -381,6 +387,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--breach-runs", type=int, default=3, help="timed runs of the breach job")
     parser.add_argument("--skip-http", action="store_true", help="skip the list and report measurements")
     parser.add_argument("--skip-breach", action="store_true", help="skip the breach job")
+    parser.add_argument("--skip-write-cost", action="store_true", help="skip the daily figures' write cost")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for other benches to finish")
     parser.add_argument("--statement-timeout-ms", type=int, default=600_000, help="for the breach job's session")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
@@ -524,6 +531,8 @@ async def seed_all(conn: asyncpg.Connection, args: argparse.Namespace) -> dateti
         for index in indexes:
             await conn.execute(index["indexdef"])
         print(f"    indexes rebuilt in {time.perf_counter() - step:.1f} s")
+        # What the worker does every minute: the rows the tickets' triggers appended, one per key.
+        await conn.execute("SELECT guanxi_compact_ticket_stats()")
     step = time.perf_counter()
     for table in VACUUM_TABLES:
         await conn.execute(f"VACUUM (ANALYZE) {table}")
@@ -823,17 +832,16 @@ def run_http(base_url: str, key: str, args: argparse.Namespace, expected_report:
 
 
 async def floor_statements(prepared: Prepared) -> dict[str, tuple[str, list[Any]]]:
-    """The two statements as the service sends them, compiled for asyncpg: the list's captured from
-    tickets.list_tickets, the report's REPORT_SQL with an admin's visibility."""
+    """The statements as the service sends them, captured and replayed raw through asyncpg: the
+    list's from tickets.list_tickets, the report's from service_reports.service_report for an admin
+    (whole days from the daily figures), and, for reference, the same report computed from the tickets
+    alone (what a caller limited to some customers gets, here over all of them)."""
     from sqlalchemy import event, text
-    from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
     from app import clock
     from app.access import ALL_SCOPES, Caller
     from app.db import create_engine, create_sessionmaker
-    from app.services import tickets
-    from app.services.service_reports import REPORT_SQL
-    from app.services.visibility import visible_customer_ids_sql
+    from app.services import service_reports, tickets
     from app.settings import get_settings
 
     ctx = Caller(
@@ -845,21 +853,29 @@ async def floor_statements(prepared: Prepared) -> dict[str, tuple[str, list[Any]
     def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         captured.append((statement, parameters))
 
+    now = clock.now()
     event.listen(engine.sync_engine, "before_cursor_execute", before)
     try:
         async with create_sessionmaker(engine)() as session:
             await tickets.list_tickets(session, ctx, filters={}, at_risk_minutes=AT_RISK_MINUTES, limit=20, cursor=None)
             tz = await session.scalar(text("SELECT timezone FROM workspaces WHERE id = :id"), {"id": ctx.workspace_id})
+            for daily in (True, False):
+                await service_reports.service_report(
+                    session, ctx, since=now - timedelta(days=30), until=now, timezone=tz or "UTC", daily=daily
+                )
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", before)
         await engine.dispose()
     list_sql = next((s, list(p)) for s, p in captured if "FROM tickets" in s)
-    visible, scope = visible_customer_ids_sql(ctx)
-    compiled = text(REPORT_SQL.format(visible=visible)).compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
-    now = clock.now()
-    params = {"ws": ctx.workspace_id, "since": now - timedelta(days=30), "until": now, "tz": tz or "UTC", **scope}
-    report_sql = (compiled.string, [params[name] for name in compiled.positiontup or []])
-    return {"list": list_sql, "report": report_sql}
+    daily_sql, live_sql = [(s, list(p)) for s, p in captured if "guanxi_ticket_stat" in s]
+    return {"list": list_sql, "report": daily_sql, "report_live": live_sql}
+
+
+async def plan_as_the_service(conn: asyncpg.Connection, name: str) -> None:
+    """The report runs with a custom plan every time (service_reports.service_report); the list as any
+    prepared statement."""
+    mode = "force_custom_plan" if name.startswith("report") else "auto"
+    await conn.execute(f"SET plan_cache_mode = {mode}")
 
 
 async def run_floor(prepared: Prepared, args: argparse.Namespace) -> dict[str, Any]:
@@ -868,21 +884,25 @@ async def run_floor(prepared: Prepared, args: argparse.Namespace) -> dict[str, A
     out: dict[str, Any] = {}
     try:
         for name, (sql, params) in statements.items():
+            await plan_as_the_service(conn, name)
             rows = await conn.fetch(sql, *params)
             out[f"{name}_rows"] = len(rows)
             plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *params)
             out[f"{name}_plan"] = [r[0] for r in plan]
         wait_for_quiet_machine(args)
         for name, (sql, params) in statements.items():
+            await plan_as_the_service(conn, name)
             times: list[float] = []
-            for n in range(args.warmup + args.requests):
+            # The reference takes most of a second a run: a few runs tell its order of magnitude.
+            requests, warmup = (min(args.requests, 20), 2) if name == "report_live" else (args.requests, args.warmup)
+            for n in range(warmup + requests):
                 started = time.perf_counter()
                 await conn.fetch(sql, *params)
-                if n >= args.warmup:
+                if n >= warmup:
                     times.append((time.perf_counter() - started) * 1000)
             out[name] = summary(times)
             s = out[name]
-            print(f"  floor   {name:<6} p50 {s['p50_ms']:.1f} ms  p95 {s['p95_ms']:.1f} ms  p99 {s['p99_ms']:.1f} ms")
+            print(f"  floor   {name:<11} p50 {s['p50_ms']:.1f} ms  p95 {s['p95_ms']:.1f} ms  p99 {s['p99_ms']:.1f} ms")
     finally:
         await conn.close()
     return out
@@ -953,6 +973,60 @@ async def run_breaches(prepared: Prepared, args: argparse.Namespace) -> dict[str
     out["max_seconds"] = max(times) if times else None
     out["target_s"] = BREACH_TARGET_S
     out["verdict"] = "PASS" if times and max(times) < BREACH_TARGET_S else "MISS"
+    return out
+
+
+# --- the write cost of the daily figures -------------------------------------------------------------
+
+FIGURE_TRIGGERS = ("tickets_stats_insert", "tickets_stats_update", "tickets_stats_delete")
+# Resolving and reopening one unbreached ticket: each flip changes its day's SLA figures, so every run
+# of the trigger appends rows (the bench checks that it did).
+FLIP_SQL = (
+    "UPDATE tickets SET status = CASE status WHEN 'resolved' THEN 'in_progress' ELSE 'resolved' END, "
+    "updated_at = now() WHERE workspace_id = $1 AND id = $2"
+)
+
+
+async def run_write_cost(prepared: Prepared, args: argparse.Namespace) -> dict[str, Any]:
+    """One ticket's status flipped --requests times (autocommit UPDATEs, an even number, so it ends as it
+    began) with the figure triggers on, off, and on again: what the daily figures cost a write."""
+    conn = await asyncpg.connect(prepared.db.dsn)
+    out: dict[str, Any] = {}
+    ticket = await conn.fetchval(
+        # Unbreached, so that resolving it moves it from "not judged" to "met" and back.
+        "SELECT id FROM tickets WHERE workspace_id = $1 AND status = 'in_progress' "
+        "AND NOT first_response_breached AND NOT resolution_breached ORDER BY id LIMIT 1",
+        prepared.workspace_id,
+    )
+    flips = args.requests + args.requests % 2
+    try:
+        await conn.execute("SELECT guanxi_compact_ticket_stats()")
+        wait_for_quiet_machine(args)
+        for label, enabled in (("triggers", True), ("no_triggers", False), ("triggers_again", True)):
+            for name in FIGURE_TRIGGERS:
+                await conn.execute(f"ALTER TABLE tickets {'ENABLE' if enabled else 'DISABLE'} TRIGGER {name}")
+            times: list[float] = []
+            for n in range(args.warmup + flips):
+                started = time.perf_counter()
+                await conn.execute(FLIP_SQL, prepared.workspace_id, ticket)
+                if n >= args.warmup:
+                    times.append((time.perf_counter() - started) * 1000)
+            out[label] = summary(times)
+            out[label]["rows_appended"] = await conn.fetchval(
+                "SELECT count(*) FROM ticket_day_counts WHERE workspace_id = $1 AND NOT compacted",
+                prepared.workspace_id,
+            )
+            await conn.execute("SELECT guanxi_compact_ticket_stats()")
+            s = out[label]
+            print(
+                f"  ticket update, {label:<15} p50 {s['p50_ms']:.2f} ms  p95 {s['p95_ms']:.2f} ms, "
+                f"{s['rows_appended']:,} figure rows appended",
+                flush=True,
+            )
+    finally:
+        for name in FIGURE_TRIGGERS:
+            await conn.execute(f"ALTER TABLE tickets ENABLE TRIGGER {name}")
+        await conn.close()
     return out
 
 
@@ -1032,6 +1106,9 @@ def run(args: argparse.Namespace, workdir: Path, service_timeout: str | None) ->
             http[name]["ratio_p95"] = round(s["p95_ms"] / fl["p95_ms"], 2) if fl["p95_ms"] else None
             http[name]["verdict"] = verdict(s["errors"] == 0 and s["p95_ms"] < target)
             verdicts.append(http[name]["verdict"])
+    if not args.skip_write_cost:
+        print("write cost of the daily figures (one ticket resolved and reopened, autocommit)")
+        out["write_cost"] = asyncio.run(run_write_cost(prepared, args))
     if not args.skip_breach:
         print(f"breach job (tickets.mark_breaches + COMMIT, {args.breach_runs} runs)")
         out["breach"] = asyncio.run(run_breaches(prepared, args))
@@ -1054,9 +1131,22 @@ def run(args: argparse.Namespace, workdir: Path, service_timeout: str | None) ->
                 f"{fl['p50_ms']:>7.1f}/{fl['p95_ms']:<7.1f} {s['ratio_p95'] or 0:>9.2f}   "
                 f"target p95 < {s['target_p95_ms']:g} ms  {s['verdict']}"
             )
+        live = floor["report_live"]
+        print(
+            f"  {'  same report from the tickets alone, raw':<38} {'':>8} {'':>8} {'':>8} "
+            f"{live['p50_ms']:>7.1f}/{live['p95_ms']:<7.1f}"
+        )
         print(
             f"  EXPLAIN ANALYZE: list {plan_time(floor.get('list_plan'))} ({floor['list_rows']} rows), "
-            f"report {plan_time(floor.get('report_plan'))}"
+            f"report {plan_time(floor.get('report_plan'))}, from the tickets {plan_time(floor.get('report_live_plan'))}"
+        )
+    if "write_cost" in out:
+        w = out["write_cost"]
+        print(
+            "  ticket update p50 / p95 ms: with the figure triggers "
+            f"{w['triggers']['p50_ms']:.2f} / {w['triggers']['p95_ms']:.2f}, without "
+            f"{w['no_triggers']['p50_ms']:.2f} / {w['no_triggers']['p95_ms']:.2f}, with again "
+            f"{w['triggers_again']['p50_ms']:.2f} / {w['triggers_again']['p95_ms']:.2f}"
         )
     if "breach" in out:
         b = out["breach"]
