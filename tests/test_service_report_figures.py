@@ -2,7 +2,7 @@
 the same report computed from the tickets themselves."""
 
 import statistics
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,7 +14,8 @@ from app.access import system_caller
 from app.services import service_reports
 from tests.factories import Tenant, customer_body
 
-NOW = datetime.fromisoformat("2026-11-20T09:17:00+00:00")
+# The seeded fortnight spans the end of October.
+NOW = datetime.fromisoformat("2026-11-05T09:17:00+00:00")
 
 # 400 tickets over the last 14 days: types, channels, categories, statuses, response and resolution
 # times, breaches and CSAT scores all vary with the ticket's number.
@@ -50,8 +51,8 @@ WINDOWS = [
     (NOW - timedelta(days=30), NOW),
     # Both ends inside a day, whole days between.
     (NOW - timedelta(days=5, hours=7, minutes=11), NOW - timedelta(days=1, hours=3)),
-    # Midnight in Asia/Shanghai at the start.
-    (datetime.fromisoformat("2026-11-14T16:00:00+00:00"), datetime.fromisoformat("2026-11-18T16:00:00+00:00")),
+    # Midnight in Asia/Shanghai at both ends.
+    (datetime.fromisoformat("2026-10-29T16:00:00+00:00"), datetime.fromisoformat("2026-11-02T16:00:00+00:00")),
     # Shorter than a day: no whole day at all.
     (NOW - timedelta(hours=10), NOW - timedelta(hours=2)),
 ]
@@ -110,6 +111,39 @@ async def test_the_daily_figures_give_the_report_the_tickets_give(
             db, tenant, since, until, daily=True
         )
     assert await service_reports.compact_daily_figures(db) == 0
+
+
+async def test_csat_by_month_is_the_rated_tickets_of_each_local_month(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    await _seed(client, tenant, db)
+    since = NOW - timedelta(days=30)
+    expected = (
+        await db.execute(
+            text(
+                "SELECT to_char(created_at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM'), count(*), "
+                "round(avg(csat_score), 2) FROM tickets WHERE workspace_id = :ws AND csat_score IS NOT NULL "
+                "AND created_at >= :since AND created_at < :until GROUP BY 1 ORDER BY 1"
+            ),
+            {"ws": tenant.id, "since": since, "until": NOW},
+        )
+    ).all()
+    report = await _report(db, tenant, since, NOW, daily=True)
+    assert [month for month, _, _ in expected] == ["2026-10", "2026-11"]
+    assert report["csat_by_month"] == [
+        {"month": month, "responses": n, "csat_average": float(average)} for month, n, average in expected
+    ]
+
+
+async def test_a_window_that_ends_before_it_starts_is_refused(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    got = await client.get(
+        "/api/v1/reports/service",
+        params={"since": "2026-11-20T00:00:00Z", "until": "2026-11-20T00:00:00Z"},
+        headers=tenant.headers(),
+    )
+    assert got.status_code == 422
+    assert got.headers["content-type"] == "application/problem+json"
+    assert got.json()["errors"][0]["loc"] == ["query", "until"]
 
 
 async def test_a_change_that_touches_no_figure_appends_nothing(
@@ -177,14 +211,15 @@ async def test_a_median_read_off_the_buckets_is_within_one_percent(db: AsyncSess
 
 def test_the_whole_days_of_a_window_are_local_days() -> None:
     shanghai = "Asia/Shanghai"
-    # 2026-11-14 16:00 UTC is midnight of the 15th in Shanghai; 09:17 UTC is 17:17 local.
-    assert service_reports.whole_days(datetime.fromisoformat("2026-11-14T16:00:00+00:00"), NOW, shanghai) == (
-        datetime(2026, 11, 15).date(),
-        datetime(2026, 11, 20).date(),
+    until = datetime.fromisoformat("2026-11-20T09:17:00+00:00")  # 17:17 in Shanghai
+    # 2026-11-14 16:00 UTC is midnight of the 15th in Shanghai.
+    assert service_reports.whole_days(datetime.fromisoformat("2026-11-14T16:00:00+00:00"), until, shanghai) == (
+        date(2026, 11, 15),
+        date(2026, 11, 20),
     )
-    assert service_reports.whole_days(datetime.fromisoformat("2026-11-14T16:00:01+00:00"), NOW, shanghai) == (
-        datetime(2026, 11, 16).date(),
-        datetime(2026, 11, 20).date(),
+    assert service_reports.whole_days(datetime.fromisoformat("2026-11-14T16:00:01+00:00"), until, shanghai) == (
+        date(2026, 11, 16),
+        date(2026, 11, 20),
     )
-    first, end = service_reports.whole_days(NOW - timedelta(hours=3), NOW, shanghai)
+    first, end = service_reports.whole_days(until - timedelta(hours=3), until, shanghai)
     assert first == end

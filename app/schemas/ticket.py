@@ -148,3 +148,58 @@ class TicketPage(BaseModel):
 
 class HistoryOut(BaseModel):
     items: list[dict[str, Any]]
+
+
+class VolumeRow(BaseModel):
+    day: date
+    type: str
+    channel: str
+    category_id: uuid.UUID | None
+    tickets: int
+
+
+class BacklogByAge(BaseModel):
+    under_1_day: int
+    from_1_to_3_days: int = Field(alias="1_to_3_days")
+    from_3_to_7_days: int = Field(alias="3_to_7_days")
+    over_7_days: int
+
+
+class CsatMonth(BaseModel):
+    month: str = Field(description="YYYY-MM, in the workspace's time zone")
+    responses: int
+    csat_average: float
+
+
+class NpsMonth(BaseModel):
+    month: str = Field(description="YYYY-MM, in the workspace's time zone")
+    responses: int
+    nps: float
+
+
+class TierSatisfaction(BaseModel):
+    tier: str = Field(description="A value tier, or `none`")
+    csat_average: float | None = Field(description="Scores of tickets opened under this tier")
+    nps: float | None = Field(description="Answers of customers in this tier now")
+
+
+class SegmentSatisfaction(BaseModel):
+    segment_id: uuid.UUID
+    name: str
+    csat_average: float | None
+    nps: float | None
+
+
+class ServiceReportOut(BaseModel):
+    since: datetime
+    until: datetime
+    volume: list[VolumeRow] = Field(description="Tickets opened per day (the workspace's), type, channel, category")
+    median_first_response_minutes: float | None = Field(description="Within 1 % of the exact median")
+    median_resolution_minutes: float | None = Field(description="Within 1 % of the exact median")
+    sla_attainment_pct: float | None = Field(description="Of tickets solved or breached, those met in time")
+    backlog_by_age: BacklogByAge = Field(description="Open tickets now, by age at `until`")
+    csat_average: float | None
+    csat_by_month: list[CsatMonth]
+    nps_by_month: list[NpsMonth]
+    by_tier: list[TierSatisfaction]
+    by_segment: list[SegmentSatisfaction] = Field(description="Segments whose members rated or answered")

@@ -73,6 +73,11 @@ SELECT
            GROUP BY metric) h) AS latency,
     (SELECT round(100.0 * sum(sla_met) / nullif(sum(sla_judged), 0), 1) FROM counts) AS sla_attainment_pct,
     (SELECT round(sum(csat_sum)::numeric / nullif(sum(csat_count), 0), 2) FROM counts) AS csat_average,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object('month', month, 'responses', n, 'csat_average', csat)
+                               ORDER BY month), '[]'::jsonb)
+     FROM (SELECT to_char(day, 'YYYY-MM') AS month, sum(csat_count) AS n,
+                  round(sum(csat_sum)::numeric / sum(csat_count), 2) AS csat
+           FROM counts GROUP BY 1 HAVING sum(csat_count) > 0) c) AS csat_by_month,
     (SELECT jsonb_build_object(
                 'under_1_day', count(*) FILTER (WHERE created_at > :day_before),
                 '1_to_3_days', count(*) FILTER (WHERE created_at <= :day_before AND created_at > :days_3_before),
@@ -82,7 +87,7 @@ SELECT
      WHERE t.workspace_id = :ws AND t.status IN ('new', 'assigned', 'in_progress', 'waiting_on_customer')
        {scope}) AS backlog_by_age,
     (SELECT coalesce(jsonb_agg(jsonb_build_object('month', month, 'responses', n, 'nps', nps)), '[]'::jsonb)
-     FROM (SELECT to_char(date_trunc('month', answered_at), 'YYYY-MM') AS month, count(*) AS n,
+     FROM (SELECT to_char(answered_at AT TIME ZONE :tz, 'YYYY-MM') AS month, count(*) AS n,
                   round(100.0 * (count(*) FILTER (WHERE score >= 9) - count(*) FILTER (WHERE score <= 6))
                         / count(*), 1) AS nps
            FROM answers GROUP BY 1 ORDER BY 1) n) AS nps_by_month,
@@ -209,7 +214,21 @@ async def service_report(
     # joins tens of thousands by index lookups: 180 ms instead of 110 over 500,000 tickets.
     await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     row = (await session.execute(statement, params)).one()
-    days, types, channels, category_ids, tickets, latency, attainment, csat, backlog, nps, by_tier, by_segment = row
+    (
+        days,
+        types,
+        channels,
+        category_ids,
+        tickets,
+        latency,
+        attainment,
+        csat,
+        csat_by_month,
+        backlog,
+        nps,
+        by_tier,
+        by_segment,
+    ) = row
     first_response, resolution = (
         median_minutes(latency.get("first_response")),
         median_minutes(latency.get("resolution")),
@@ -228,6 +247,7 @@ async def service_report(
         "sla_attainment_pct": float(attainment) if attainment is not None else None,
         "backlog_by_age": backlog,
         "csat_average": float(csat) if csat is not None else None,
+        "csat_by_month": csat_by_month,
         "nps_by_month": nps,
         "by_tier": by_tier,
         "by_segment": by_segment,

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from starlette.responses import Response
 
 from app import clock
+from app.errors import ValidationFailed
 from app.json_response import json_response
 from app.models import Ticket, Workspace
 from app.rate_limits import TooManyRequests
@@ -34,6 +35,7 @@ from app.schemas.ticket import (
     CsatAnswer,
     IntakeFormIn,
     IntakeSubmission,
+    ServiceReportOut,
     SlaSettings,
     SurveyAnswer,
     SurveyIn,
@@ -209,7 +211,7 @@ async def create_intake_form(body: IntakeFormIn, ctx: ServiceAdmin, session: Ses
     return json_response({"id": form.id, "name": form.name, "token": token}, status_code=201)
 
 
-@router.get("/reports/service", responses=errors(), summary="Service report")
+@router.get("/reports/service", response_model=ServiceReportOut, responses=errors(), summary="Service report")
 async def report(
     ctx: ReportsRead,
     # A transaction, for the statement's planner setting (service_reports.service_report).
@@ -219,13 +221,14 @@ async def report(
 ) -> Response:
     """Ticket volume per day by type, channel and category; median first-response and resolution
     minutes (within 1 % of the exact median); SLA attainment; backlog by age; CSAT average; NPS by
-    month; CSAT and NPS by value tier (CSAT by the tier the ticket was opened under) and by segment.
-    Days are the workspace's. Default: the last 30 days."""
+    month; CSAT by month; CSAT and NPS by value tier (CSAT by the tier the ticket was opened under)
+    and by segment. Days and months are the workspace's. Default: the 30 days before `until` (now)."""
     now = clock.now()
+    since, until = since or (until or now) - timedelta(days=30), until or now
+    if until <= since:
+        raise ValidationFailed("until must be after since.", loc=["query", "until"])
     tz = await session.scalar(select(Workspace.timezone).where(Workspace.id == ctx.workspace_id)) or "UTC"
-    data = await service_reports.service_report(
-        session, ctx, since=since or now - timedelta(days=30), until=until or now, timezone=tz
-    )
+    data = await service_reports.service_report(session, ctx, since=since, until=until, timezone=tz)
     return json_response(data)
 
 
