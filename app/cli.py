@@ -104,10 +104,17 @@ def run_worker() -> None:
 
 
 @cli.command()
-def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
-    """Upgrade the database schema (downgrade with a revision below the current one)."""
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    down: Annotated[bool, typer.Option("--down", help="Downgrade to the revision instead.")] = False,
+) -> None:
+    """Upgrade the database schema to a revision (default: the latest), or downgrade with --down.
+    Upgrading to a revision older than the current one changes nothing."""
     url = resolve_database_url(get_settings(), stop_embedded_at_exit=False)
-    migrations.upgrade(url, revision)
+    if down:
+        migrations.downgrade(url, revision)
+    else:
+        migrations.upgrade(url, revision)
     console.print(f"[green]migrated to {revision}")
 
 
