@@ -6,7 +6,7 @@ import uuid
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app import migrations
 from tests.database import fresh_database
@@ -142,3 +142,20 @@ async def test_readyz_is_503_on_an_unmigrated_database(scratch_database_url: str
     finally:
         await application.state.engine.dispose()
         await application.state.read_engine.dispose()
+
+
+async def test_ids_made_in_sql_are_time_ordered_uuid7(db: AsyncSession) -> None:
+    # guanxi_uuid7() (migration 0004), for ids of rows written set-based in SQL.
+    rows = (
+        await db.execute(
+            text("SELECT guanxi_uuid7(), clock_timestamp() FROM generate_series(1, 2000)"),
+        )
+    ).all()
+    ids = [row[0] for row in rows]
+    assert len(set(ids)) == len(ids)
+    assert {i.version for i in ids} == {7} and {i.variant for i in ids} == {uuid.RFC_4122}
+    milliseconds = [int.from_bytes(made.bytes[:6], "big") for made in ids]
+    for ms, (_, at) in zip(milliseconds, rows, strict=True):
+        assert abs(ms - at.timestamp() * 1000) < 1000
+    # Made one after another, their timestamps never go back.
+    assert milliseconds == sorted(milliseconds)
