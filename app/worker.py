@@ -75,9 +75,7 @@ class Worker:
         self.sweep_seconds = sweep_seconds
         self.engine = create_engine(database_url, settings)
         self.sessions = create_sessionmaker(self.engine)
-        self.http = http_client or httpx.AsyncClient(
-            trust_env=False, limits=httpx.Limits(max_connections=settings.worker_concurrency * 2)
-        )
+        self.http = http_client or webhook_delivery.http_client(settings.worker_concurrency * 2)
         self.stop = asyncio.Event()
         self.pool: asyncpg.Pool | None = None
         # Set once the worker listens for commits: events committed after it are picked up at once.

@@ -13,7 +13,8 @@ answering 200 at once and recording each request's `webhook-id` and arrival time
   2. floors, database: --workers processes of raw asyncpg (no ORM, no pgqueuer) that claim pending
      deliveries with one UPDATE ... SKIP LOCKED, POST them signed, and record attempt + outcome in one
      statement; once with a bare asyncio HTTP/1.1 client ("raw": the least Python can do) and once
-     with httpx (the service's client). The bench creates the deliveries beforehand: no fan-out here.
+     with httpx as the service makes it (webhook_delivery.http_client: over aiohttp's transport).
+     The bench creates the deliveries beforehand: no fan-out here.
   3. throughput: --events `customer.updated` events are inserted in bulk into outbox_events while
      --workers `guanxi worker` processes run; sustained rate = deliveries / (last − first arrival).
   4. latency: with the queue idle, --latency-events single-event transactions at --latency-rate per
@@ -309,7 +310,9 @@ async def serve_floor_worker(dsn: str, concurrency: int, client_kind: str) -> No
         dsn, min_size=concurrency, max_size=concurrency, server_settings={"application_name": FLOOR_APPLICATION}
     )
     signers: dict[str, Any] = {}
-    http = httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=concurrency * 2))
+    from app.services.webhook_delivery import http_client
+
+    http = http_client(concurrency * 2)
 
     async def one_task() -> None:
         raw = RawHttpConnection()
@@ -426,7 +429,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--floor-clients",
         default="raw,httpx",
-        help="HTTP clients of the asyncpg floors, comma-separated: raw (bare asyncio streams), httpx",
+        help="HTTP clients of the asyncpg floors, comma-separated: raw (bare asyncio streams), httpx (the service's)",
     )
     parser.add_argument("--skip-throughput", action="store_true", help="skip the throughput scenario")
     parser.add_argument("--skip-latency", action="store_true", help="skip the latency scenario")
@@ -1264,7 +1267,7 @@ def package_facts() -> dict[str, str | None]:
     """Versions on the delivery path. httpcore retries `import sniffio` on every lock and event it
     creates when sniffio is missing (anyio ≥ 4.11 no longer brings it), so its presence is noted."""
     facts: dict[str, str | None] = {}
-    for name in ("httpx", "httpcore", "anyio", "sniffio", "sqlalchemy", "asyncpg", "pgqueuer", "uvloop"):
+    for name in ("httpx", "httpx-aiohttp", "aiohttp", "httpcore", "sqlalchemy", "asyncpg", "pgqueuer", "uvloop"):
         try:
             facts[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

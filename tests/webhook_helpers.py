@@ -4,7 +4,6 @@ import uuid
 from datetime import datetime
 
 import asyncpg
-import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
@@ -36,7 +35,7 @@ async def run_due(
     """One worker pass for one workspace: fan out, then send every due attempt."""
     await fan_out(app, now)
     results = []
-    async with httpx.AsyncClient(trust_env=False) as client:
+    async with webhook_delivery.http_client(10) as client:
         for due in await due_for(app, workspace_id, now):
             results.append(
                 await webhook_delivery.deliver(pool, client, due, now=now, settings=settings or fast_settings())
