@@ -56,9 +56,26 @@ WINDOWS = [
     # Shorter than a day: no whole day at all.
     (NOW - timedelta(hours=10), NOW - timedelta(hours=2)),
 ]
+# On 2026-10-25 the Azores' clocks go back from 01:00 to 00:00: local midnight comes at 00:00 and
+# again at 01:00 UTC, and only from the first is the day whole.
+AZORES_WINDOWS = [
+    *WINDOWS,
+    (datetime.fromisoformat("2026-10-25T00:00:00+00:00"), datetime.fromisoformat("2026-10-27T00:30:00+00:00")),
+    (datetime.fromisoformat("2026-10-25T01:00:00+00:00"), datetime.fromisoformat("2026-10-26T07:00:00+00:00")),
+]
+ZONES = [("Asia/Shanghai", WINDOWS), ("Atlantic/Azores", AZORES_WINDOWS)]
+
+EXACT_MEDIANS_SQL = """
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM first_responded_at - created_at) / 60)
+           FILTER (WHERE first_responded_at IS NOT NULL),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM resolved_at - created_at) / 60)
+           FILTER (WHERE resolved_at IS NOT NULL)
+FROM tickets WHERE workspace_id = :ws AND created_at >= :since AND created_at < :until
+"""
 
 
-async def _seed(client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession) -> None:
+async def _seed(client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, timezone: str = "Asia/Shanghai") -> None:
+    await db.execute(text("UPDATE workspaces SET timezone = :tz WHERE id = :ws"), {"tz": timezone, "ws": tenant.id})
     customers = []
     for _ in range(3):
         created = await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())
@@ -71,9 +88,11 @@ async def _seed(client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession) -> 
         await db.execute(text(sql), {"ws": tenant.id})
 
 
-async def _report(db: AsyncSession, tenant: Tenant, since: datetime, until: datetime, *, daily: bool) -> dict[str, Any]:
+async def _report(
+    db: AsyncSession, tenant: Tenant, since: datetime, until: datetime, *, daily: bool, timezone: str = "Asia/Shanghai"
+) -> dict[str, Any]:
     return await service_reports.service_report(
-        db, system_caller(tenant.id), since=since, until=until, timezone="Asia/Shanghai", daily=daily
+        db, system_caller(tenant.id), since=since, until=until, timezone=timezone, daily=daily
     )
 
 
@@ -85,16 +104,26 @@ async def _appended(db: AsyncSession, tenant: Tenant) -> int:
     return int(await db.scalar(text(sql), {"ws": tenant.id}) or 0)
 
 
+@pytest.mark.parametrize(("timezone", "windows"), ZONES, ids=[zone for zone, _ in ZONES])
 async def test_the_daily_figures_give_the_report_the_tickets_give(
-    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, timezone: str, windows: list[tuple[datetime, datetime]]
 ) -> None:
-    await _seed(client, tenant, db)
+    await _seed(client, tenant, db, timezone)
     assert await _appended(db, tenant) > 0
-    for since, until in WINDOWS:
-        from_tickets = await _report(db, tenant, since, until, daily=False)
+    for since, until in windows:
+        from_tickets = await _report(db, tenant, since, until, daily=False, timezone=timezone)
         assert sum(v["tickets"] for v in from_tickets["volume"]) > 0
-        assert from_tickets["median_resolution_minutes"] is not None
-        assert from_tickets == await _report(db, tenant, since, until, daily=True), (since, until)
+        assert from_tickets == await _report(db, tenant, since, until, daily=True, timezone=timezone), (since, until)
+        # The medians, read off the buckets, against the exact ones.
+        exact = (await db.execute(text(EXACT_MEDIANS_SQL), {"ws": tenant.id, "since": since, "until": until})).one()
+        for got, want in zip(
+            (from_tickets["median_first_response_minutes"], from_tickets["median_resolution_minutes"]),
+            exact,
+            strict=True,
+        ):
+            assert (got is None) == (want is None), (since, until)
+            if want is not None:
+                assert abs(got - want) <= 0.01 * want + 0.05, (since, until, got, want)
 
     assert await service_reports.compact_daily_figures(db) > 0
     assert await _appended(db, tenant) == 0
@@ -106,9 +135,9 @@ async def test_the_daily_figures_give_the_report_the_tickets_give(
         {"ws": tenant.id},
     )
     assert one_row_per_key
-    for since, until in WINDOWS:
-        assert await _report(db, tenant, since, until, daily=False) == await _report(
-            db, tenant, since, until, daily=True
+    for since, until in windows:
+        assert await _report(db, tenant, since, until, daily=False, timezone=timezone) == await _report(
+            db, tenant, since, until, daily=True, timezone=timezone
         )
     assert await service_reports.compact_daily_figures(db) == 0
 
@@ -223,3 +252,11 @@ def test_the_whole_days_of_a_window_are_local_days() -> None:
     )
     first, end = service_reports.whole_days(until - timedelta(hours=3), until, shanghai)
     assert first == end
+    # Midnight twice in the Azores on 2026-10-25 (00:00 and 01:00 UTC): whole from the first only.
+    azores_until = datetime.fromisoformat("2026-10-27T12:00:00+00:00")
+    assert service_reports.whole_days(
+        datetime.fromisoformat("2026-10-25T00:00:00+00:00"), azores_until, "Atlantic/Azores"
+    ) == (date(2026, 10, 25), date(2026, 10, 27))
+    assert service_reports.whole_days(
+        datetime.fromisoformat("2026-10-25T01:00:00+00:00"), azores_until, "Atlantic/Azores"
+    ) == (date(2026, 10, 26), date(2026, 10, 27))

@@ -3,7 +3,7 @@ CSAT and NPS. For a caller who sees every customer, whole days come from the dai
 tickets' triggers keep (a 30-day window of 500,000 tickets is read in milliseconds); a caller limited to
 its own or its team's customers gets the same figures computed from those customers' tickets."""
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -137,7 +137,10 @@ def whole_days(since: datetime, until: datetime, timezone: str) -> tuple[date, d
     """The local days wholly inside [since, until): [first, end). Empty (first == end) when none is."""
     zone = ZoneInfo(timezone)
     start, stop = since.astimezone(zone), until.astimezone(zone)
-    first = start.date() if start.time() == time() else start.date() + timedelta(days=1)
+    # Compared as instants: where clocks go back over midnight a day has two, and only from the
+    # first is the day whole.
+    at_midnight = since.astimezone(UTC) == _midnight(start.date(), timezone).astimezone(UTC)
+    first = start.date() if at_midnight else start.date() + timedelta(days=1)
     return first, max(first, stop.date())
 
 

@@ -19,7 +19,8 @@ depends_on: str | Sequence[str] | None = None
 # (γ = 1.01 / 0.99): a median read off them is within 1 % of the exact one.
 LATENCY_BUCKET = """
 CREATE FUNCTION guanxi_latency_bucket(seconds double precision) RETURNS smallint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+-- STRICT: no time (no response yet) is no bucket; least() would otherwise turn it into the last one.
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT CASE WHEN seconds <= 1 THEN 0 ELSE least(ceil(ln(seconds) / ln(1.01 / 0.99)), 32767) END::smallint
 $$
 """
@@ -103,6 +104,10 @@ DECLARE
     folded integer := 0;
     n integer;
 BEGIN
+    -- One fold at a time: two at once would each write a row for a key both saw appended to.
+    IF NOT pg_try_advisory_xact_lock(hashtext('guanxi_compact_ticket_stats')) THEN
+        RETURN 0;
+    END IF;
     WITH touched AS (
         SELECT DISTINCT workspace_id, day, type, channel, category_id FROM ticket_day_counts WHERE NOT compacted
     ),
