@@ -109,9 +109,15 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-async def create_asyncpg_pool(url: str, settings: Settings, *, size: int) -> asyncpg.Pool:
-    """A bare asyncpg pool for the worker's hot loop (webhook attempts), with the JSON codecs and
-    statement timeout of the SQLAlchemy engines."""
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Instead of the reset query; asyncpg still rolls back a transaction left open."""
+
+
+async def create_asyncpg_pool(url: str, settings: Settings, *, size: int, reset: bool = True) -> asyncpg.Pool:
+    """A bare asyncpg pool for the worker (webhook attempts, imports), with the JSON codecs and
+    statement timeout of the SQLAlchemy engines. `reset=False` for work that leaves nothing in the
+    session (single autocommit statements): a connection then goes back to the pool without the
+    round trip of asyncpg's reset query (advisory unlocks, CLOSE ALL, UNLISTEN, RESET ALL)."""
 
     async def init(conn: asyncpg.Connection) -> None:
         for name in ("json", "jsonb"):
@@ -125,6 +131,7 @@ async def create_asyncpg_pool(url: str, settings: Settings, *, size: int) -> asy
         min_size=1,
         max_size=size,
         init=init,
+        reset=None if reset else _keep_session,
         server_settings={"statement_timeout": str(settings.statement_timeout_ms), "application_name": "guanxi-worker"},
     )
     assert pool is not None

@@ -53,6 +53,8 @@ SWEEP_SECONDS = 2.0
 RECONNECT_SECONDS = 1.0
 DISCONNECT_SECONDS = 5.0
 VALUE_SWEEP_SECONDS = 30.0
+# An import holds one connection for its lock and writes its batches on another.
+IMPORT_CONNECTIONS = 3
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -78,6 +80,7 @@ class Worker:
         self.http = http_client or webhook_delivery.http_client(settings.worker_concurrency * 2)
         self.stop = asyncio.Event()
         self.pool: asyncpg.Pool | None = None
+        self.import_pool: asyncpg.Pool | None = None
         # Set once the worker listens for commits: events committed after it are picked up at once.
         self.ready = asyncio.Event()
         self._wake = asyncio.Event()
@@ -123,9 +126,12 @@ class Worker:
                 connections.append(await asyncpg.connect(dsn, timeout=timeout))
             queue_conn, enqueue_conn, listen_conn = connections
             queries = Queries(AsyncpgDriver(enqueue_conn))
+            # Attempts are two autocommit statements each and leave nothing in the session; an import
+            # holds an advisory lock and sets its statement timeout, which the reset on release undoes.
             self.pool = await create_asyncpg_pool(
-                self.database_url, self.settings, size=self.settings.worker_concurrency
+                self.database_url, self.settings, size=self.settings.worker_concurrency, reset=False
             )
+            self.import_pool = await create_asyncpg_pool(self.database_url, self.settings, size=IMPORT_CONNECTIONS)
             pgq = self._job_queue(queue_conn, queries)
             await listen_conn.add_listener(OUTBOX_CHANNEL, self._notified)
             tasks = [asyncio.create_task(self._value_loop()), asyncio.create_task(self._import_loop())]
@@ -215,12 +221,13 @@ class Worker:
                 await conn.close(timeout=DISCONNECT_SECONDS)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 conn.terminate()
-        if self.pool is not None:
-            try:
-                await asyncio.wait_for(self.pool.close(), timeout=DISCONNECT_SECONDS)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                self.pool.terminate()
-            self.pool = None
+        for pool in (self.pool, self.import_pool):
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), timeout=DISCONNECT_SECONDS)
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    pool.terminate()
+        self.pool = self.import_pool = None
         # Sessions of the lost round may hold dead connections.
         try:
             await asyncio.wait_for(self.engine.dispose(), timeout=DISCONNECT_SECONDS)
@@ -290,17 +297,18 @@ class Worker:
                     done = await exports.process(self.sessions, export.id, export.workspace_id)
                     logger.info("export", extra={"job_id": str(done.id), "rows": done.rows})
                     continue
-                for workspace_id, job_id in await import_jobs.fail_orphans(self.pool):
+                assert self.import_pool is not None
+                for workspace_id, job_id in await import_jobs.fail_orphans(self.import_pool):
                     logger.warning(
                         "import interrupted", extra={"job_id": str(job_id), "workspace_id": str(workspace_id)}
                     )
-                claimed = await import_jobs.claim_next(self.pool)
+                claimed = await import_jobs.claim_next(self.import_pool)
                 if claimed is None:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake_imports.wait(), timeout=SWEEP_SECONDS)
                     self._wake_imports.clear()
                     continue
-                job = await import_jobs.process(self.sessions, self.pool, *claimed)
+                job = await import_jobs.process(self.sessions, self.import_pool, *claimed)
                 # Not "created": that key is a LogRecord attribute, and logging refuses to overwrite it.
                 logger.info(
                     "import", extra={"job_id": str(job.id), "status": job.status, "customers_created": job.created}
