@@ -113,11 +113,22 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     """Instead of the reset query; asyncpg still rolls back a transaction left open."""
 
 
-async def create_asyncpg_pool(url: str, settings: Settings, *, size: int, reset: bool = True) -> asyncpg.Pool:
-    """A bare asyncpg pool for the worker (webhook attempts, imports), with the JSON codecs and
-    statement timeout of the SQLAlchemy engines. `reset=False` for work that leaves nothing in the
-    session (single autocommit statements): a connection then goes back to the pool without the
-    round trip of asyncpg's reset query (advisory unlocks, CLOSE ALL, UNLISTEN, RESET ALL)."""
+async def create_asyncpg_pool(
+    url: str,
+    settings: Settings,
+    *,
+    size: int,
+    reset: bool = True,
+    application_name: str = "guanxi-worker",
+    connect_timeout: float = 60.0,
+    command_timeout: float | None = None,
+) -> asyncpg.Pool:
+    """A bare asyncpg pool for the worker (webhook attempts, imports) and the customer read lane,
+    with the JSON codecs and statement timeout of the SQLAlchemy engines. `reset=False` for work
+    that leaves nothing in the session (single autocommit statements): a connection then goes back
+    to the pool without the round trip of asyncpg's reset query (advisory unlocks, CLOSE ALL,
+    UNLISTEN, RESET ALL). The API's lane takes the engines' connect and command timeouts; the worker's
+    pools keep asyncpg's, since imports raise their statement limit per session."""
 
     async def init(conn: asyncpg.Connection) -> None:
         for name in ("json", "jsonb"):
@@ -132,7 +143,9 @@ async def create_asyncpg_pool(url: str, settings: Settings, *, size: int, reset:
         max_size=size,
         init=init,
         reset=None if reset else _keep_session,
-        server_settings={"statement_timeout": str(settings.statement_timeout_ms), "application_name": "guanxi-worker"},
+        timeout=connect_timeout,
+        command_timeout=command_timeout,
+        server_settings={"statement_timeout": str(settings.statement_timeout_ms), "application_name": application_name},
     )
     assert pool is not None
     return pool

@@ -17,7 +17,9 @@ from app.json_response import JSONResponse
 from app.middleware import InFlightLimit, RequestContextMiddleware
 from app.paths import ALEMBIC_INI
 from app.rate_limits import RateLimiter
+from app.read_lane import CustomerReadLane, ReadPool
 from app.routers import health, v1
+from app.routers.v1 import customers
 from app.settings import Settings, get_settings
 from app.worker import Worker
 
@@ -47,6 +49,7 @@ def create_app(
     url = database_url or resolve_database_url(settings)
     engine = create_engine(url, settings, idle_in_transaction_timeout_ms=settings.idle_in_transaction_timeout_ms)
     read_engine = create_engine(url, settings, autocommit=True)
+    read_pool = ReadPool(url, settings) if settings.read_lane_pool_size else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +63,8 @@ def create_app(
             await task
         await engine.dispose()
         await read_engine.dispose()
+        if read_pool:
+            await read_pool.close()
 
     app = FastAPI(
         title="Guanxi",
@@ -75,6 +80,7 @@ def create_app(
     app.state.sessions = create_sessionmaker(engine)
     app.state.read_engine = read_engine
     app.state.readers = create_sessionmaker(read_engine)
+    app.state.read_connections = read_pool
     app.state.migration_head = migration_head()
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     problems.install(app)
@@ -83,6 +89,7 @@ def create_app(
     openapi_webhooks.document(app)
     openapi_document.install(app)
     app.state.allowed_methods = AllowedMethods(app.openapi)
+    app.add_middleware(CustomerReadLane, route=customers.get_route())
     # Inside the request context, so a shed request still gets its request id, access line and metric.
     app.add_middleware(
         InFlightLimit,

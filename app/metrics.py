@@ -23,6 +23,12 @@ REQUESTS_SHED = Counter(
     "Requests answered 503 at once because the process was at its in-flight limit.",
     registry=REGISTRY,
 )
+READ_LANE_REQUESTS = Counter(
+    "guanxi_read_lane_requests",
+    "GET /customers/{id} requests the read lane answered itself or passed to the route.",
+    ["outcome"],
+    registry=REGISTRY,
+)
 # With several processes: in-flight requests and pool connections add up over the live processes
 # (each pool as its process last reported it at a scrape); queue and delivery counts are read from
 # the database at a scrape, so the latest reading stands.

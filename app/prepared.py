@@ -35,6 +35,10 @@ class PreparedStatement:
         args = self._args(params)
         return list(await _run(session, self.sql, args, lambda conn: conn.fetch(self.sql, *args)))
 
+    async def fetchrow_on(self, conn: asyncpg.Connection, params: dict[str, Any]) -> asyncpg.Record | None:
+        """On a bare asyncpg connection (the customer read lane's): its errors are the caller's."""
+        return await conn.fetchrow(self.sql, *self._args(params))
+
     async def execute(self, session: AsyncSession, params: dict[str, Any]) -> None:
         args = self._args(params)
         await _run(session, self.sql, args, lambda conn: conn.execute(self.sql, *args))

@@ -2,6 +2,8 @@
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
 
 import asyncpg
 import httpx
@@ -38,6 +40,8 @@ async def app(database_url: str) -> AsyncIterator[FastAPI]:
     yield application
     await application.state.engine.dispose()
     await application.state.read_engine.dispose()
+    if application.state.read_connections is not None:
+        await application.state.read_connections.close()
 
 
 @pytest.fixture
@@ -67,12 +71,21 @@ async def db(app: FastAPI) -> AsyncIterator[AsyncSession]:
             yield session
             await session.commit()
 
+        @asynccontextmanager
+        async def lane_connection() -> AsyncIterator[asyncpg.Connection]:
+            # The read lane reads inside the test's transaction too, on the session's own connection.
+            raw = await (await session.connection()).get_raw_connection()
+            yield raw.driver_connection
+
         app.dependency_overrides[unit_of_work] = request_unit_of_work
         app.dependency_overrides[reader] = request_reader
+        pool = app.state.read_connections
+        app.state.read_connections = SimpleNamespace(connection=lane_connection)
         try:
             yield session
         finally:
             app.dependency_overrides.clear()
+            app.state.read_connections = pool
             await session.close()
             await outer.rollback()
 

@@ -52,13 +52,7 @@ async def authenticate(
     if api_key:
         caller = await api_keys.authenticate(session, api_key)
     elif bearer:
-        claims = tokens.verify(get_settings(), bearer.credentials, expected_type="access")
-        caller = user_caller(
-            workspace_id=_uuid(claims["ws"]),
-            user_id=_uuid(claims["sub"]),
-            role=Role(claims["role"]),
-            team_id=_uuid(claims["team"]) if claims.get("team") else None,
-        )
+        caller = bearer_caller(bearer.credentials)
     else:
         raise Unauthorized("Send a bearer token or an X-API-Key header.")
     await request.app.state.rate_limiter.check(caller)
@@ -66,6 +60,17 @@ async def authenticate(
     if missing:
         raise Forbidden(f"This needs the scope(s): {', '.join(missing)}.", missing_scopes=missing)
     return caller
+
+
+def bearer_caller(token: str) -> Caller:
+    """The user an access token speaks for; Unauthorized if it is not a valid one."""
+    claims = tokens.verify(get_settings(), token, expected_type="access")
+    return user_caller(
+        workspace_id=_uuid(claims["ws"]),
+        user_id=_uuid(claims["sub"]),
+        role=Role(claims["role"]),
+        team_id=_uuid(claims["team"]) if claims.get("team") else None,
+    )
 
 
 def _uuid(value: str) -> uuid.UUID:

@@ -117,6 +117,20 @@ async def authenticate(session: AsyncSession, key: str) -> Caller:
     return cached.caller
 
 
+def cached_caller(key: str) -> Caller | None:
+    """The caller of a key this process verified within the cache period and that is still valid,
+    without a database round trip; None when only `authenticate` can tell."""
+    prefix = _split(key)
+    cached = _cache.get(prefix) if prefix is not None else None
+    if cached is None or time.time() - cached.fetched_at > _ttl():
+        return None
+    if not hmac.compare_digest(cached.secret_hash, hash_secret(key)):
+        return None
+    if cached.expires_at is not None and cached.expires_at <= clock.now().timestamp():
+        return None
+    return cached.caller
+
+
 async def _load(session: AsyncSession, prefix: str, now: float) -> _Cached:
     # One statement finds the key and records its use.
     row = (

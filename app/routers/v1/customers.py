@@ -4,6 +4,7 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from app.errors import ValidationFailed
@@ -180,6 +181,11 @@ async def duplicates(
 async def get_customer(customer_id: CustomerId, ctx: CustomersRead, session: Reader) -> Response:
     """The ETag is the customer's version: send it as If-Match to change or delete."""
     return resource_response(present(await customers.get(session, ctx, customer_id), ctx))
+
+
+def get_route() -> APIRoute:
+    """The GET route's own object, which the read lane (app/read_lane.py) answers in front of."""
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is get_customer)
 
 
 @router.patch(

@@ -1,0 +1,252 @@
+"""The customer read lane answers GET /customers/{id} exactly as the route does, or leaves it to the route."""
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.access import Scope
+from app.metrics import REGISTRY
+from app.rate_limits import RateLimiter
+from app.read_lane import ReadPool
+from app.settings import get_settings
+from tests.factories import Tenant, customer_body, make_api_key
+
+CALLERS = ["admin", "manager", "sales", "sales2", "sales_west", "support", "readonly"]
+
+
+def lane_count(outcome: str) -> float:
+    return REGISTRY.get_sample_value("guanxi_read_lane_requests_total", {"outcome": outcome}) or 0.0
+
+
+@contextmanager
+def counting() -> Iterator[dict[str, float]]:
+    """What the lane answered and passed inside the block."""
+    before = {outcome: lane_count(outcome) for outcome in ("answered", "passed")}
+    counts: dict[str, float] = {}
+    yield counts
+    counts.update({outcome: lane_count(outcome) - value for outcome, value in before.items()})
+
+
+@contextmanager
+def lane_off(app: FastAPI) -> Iterator[None]:
+    saved = app.state.read_connections
+    app.state.read_connections = None
+    try:
+        yield
+    finally:
+        app.state.read_connections = saved
+
+
+def comparable(response: httpx.Response) -> tuple[int, dict[str, str], bytes]:
+    headers = {name: value for name, value in response.headers.items() if name != "x-request-id"}
+    return response.status_code, headers, response.content
+
+
+async def both_ways(
+    app: FastAPI, client: httpx.AsyncClient, path: str, headers: dict[str, str]
+) -> tuple[httpx.Response, httpx.Response, dict[str, float]]:
+    """The same request with the lane and without it, and what the lane did with the first."""
+    with counting() as counts:
+        with_lane = await client.get(path, headers=headers)
+    with lane_off(app):
+        without = await client.get(path, headers=headers)
+    return with_lane, without, counts
+
+
+@pytest.fixture
+async def customer_id(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = customer_body(
+        phones=["13800138000"],
+        owner_id=str(tenant.users["sales"].id),
+        tags=["vip"],
+        address={"city": "上海", "street": "南京东路 1 号"},
+        preferences={"channel": "wechat"},
+    )
+    created = await client.post("/api/v1/customers", json=body, headers=tenant.headers())
+    assert created.status_code == 201
+    return str(created.json()["id"])
+
+
+async def test_every_caller_gets_from_the_lane_what_the_route_sends(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, customer_id: str
+) -> None:
+    for who in CALLERS:
+        path = f"/api/v1/customers/{customer_id}"
+        with_lane, without, counts = await both_ways(app, client, path, tenant.headers(who))
+        assert comparable(with_lane) == comparable(without), who
+        if with_lane.status_code == 200:
+            assert counts == {"answered": 1, "passed": 0}, who
+        else:
+            assert counts == {"answered": 0, "passed": 1}, who
+    # Visibility and masking came out as the route has them: the owner, its manager and the
+    # see-all roles read the customer, the others get 404; readonly sees it masked.
+    seen = {who: (await client.get(f"/api/v1/customers/{customer_id}", headers=tenant.headers(who))) for who in CALLERS}
+    assert {who for who, response in seen.items() if response.status_code == 200} == {
+        "admin",
+        "manager",
+        "sales",
+        "support",
+        "readonly",
+    }
+    assert seen["readonly"].json()["pii_masked"] is True
+    assert seen["readonly"].json()["phones"] == ["+861******8000"]
+    assert seen["sales"].json()["phones"] == ["+8613800138000"]
+    assert seen["admin"].headers["etag"] == '"1"'
+
+
+async def test_an_api_key_is_answered_by_the_lane_once_this_process_has_verified_it(
+    app: FastAPI, client: httpx.AsyncClient, db: AsyncSession, tenant: Tenant, customer_id: str
+) -> None:
+    key = await make_api_key(db, tenant)
+    await db.commit()
+    path = f"/api/v1/customers/{customer_id}"
+    with counting() as first:
+        response = await client.get(path, headers={"X-API-Key": key})
+    # Not cached yet: the route verified it against the database and answered.
+    assert response.status_code == 200
+    assert first == {"answered": 0, "passed": 1}
+    with_lane, without, second = await both_ways(app, client, path, {"X-API-Key": key})
+    assert second == {"answered": 1, "passed": 0}
+    assert comparable(with_lane) == comparable(without)
+
+
+async def test_a_revoked_key_is_refused_at_once_in_the_process_that_revoked_it(
+    client: httpx.AsyncClient, db: AsyncSession, tenant: Tenant, customer_id: str
+) -> None:
+    key = await make_api_key(db, tenant)
+    await db.commit()
+    path = f"/api/v1/customers/{customer_id}"
+    assert (await client.get(path, headers={"X-API-Key": key})).status_code == 200
+    keys = (await client.get("/api/v1/api-keys", headers=tenant.headers())).json()["items"]
+    key_id = next(item["id"] for item in keys if key.startswith(f"gx_{item['prefix']}_"))
+    assert (await client.delete(f"/api/v1/api-keys/{key_id}", headers=tenant.headers())).status_code == 200
+    refused = await client.get(path, headers={"X-API-Key": key})
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("unknown id", 404),
+        ("other workspace", 404),
+        ("deleted", 404),
+        ("no hyphens", 200),
+        ("upper case", 200),
+        ("malformed id", 422),
+        ("no credential", 401),
+        ("bad key", 401),
+        ("two credentials", 401),
+        ("basic scheme", 401),
+        ("no read scope", 403),
+    ],
+)
+async def test_what_the_lane_does_not_answer_the_route_does(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    customer_id: str,
+    case: str,
+    expected: int,
+) -> None:
+    headers = tenant.headers()
+    path_id = customer_id
+    if case == "unknown id":
+        path_id = str(uuid.uuid4())
+    elif case == "other workspace":
+        headers = other_tenant.headers()
+    elif case == "deleted":
+        deleted = await client.delete(f"/api/v1/customers/{customer_id}", headers={**headers, "If-Match": '"1"'})
+        assert deleted.status_code == 204
+    elif case == "no hyphens":
+        path_id = customer_id.replace("-", "")
+    elif case == "upper case":
+        path_id = customer_id.upper()
+    elif case == "malformed id":
+        path_id = customer_id[:-1] + "g"
+    elif case == "no credential":
+        headers = {}
+    elif case == "bad key":
+        headers = {"X-API-Key": "gx_abcdefghij_" + "x" * 40}
+    elif case == "two credentials":
+        key = await make_api_key(db, tenant)
+        await db.commit()
+        assert (await client.get(f"/api/v1/customers/{customer_id}", headers={"X-API-Key": key})).status_code == 200
+        headers = {**headers, "X-API-Key": key}
+    elif case == "basic scheme":
+        headers = {"Authorization": "Basic YWRtaW46YWRtaW4="}
+    elif case == "no read scope":
+        key = await make_api_key(db, tenant, scopes=[Scope.EVENTS_READ])
+        await db.commit()
+        assert (await client.get(f"/api/v1/customers/{customer_id}", headers={"X-API-Key": key})).status_code == 403
+        headers = {"X-API-Key": key}
+    with_lane, without, counts = await both_ways(app, client, f"/api/v1/customers/{path_id}", headers)
+    assert with_lane.status_code == expected
+    assert comparable(with_lane) == comparable(without)
+    # Upper case is the one other spelling the lane takes; the rest went to the route.
+    assert counts["answered"] == (1 if case == "upper case" else 0)
+
+
+async def test_over_the_rate_limit_the_route_answers_429(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, customer_id: str
+) -> None:
+    saved = app.state.rate_limiter
+    app.state.rate_limiter = RateLimiter(3)
+    try:
+        path = f"/api/v1/customers/{customer_id}"
+        with counting() as counts:
+            statuses = [(await client.get(path, headers=tenant.headers())).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        assert counts == {"answered": 3, "passed": 1}
+    finally:
+        app.state.rate_limiter = saved
+
+
+@pytest.fixture
+async def unreachable_lane(app: FastAPI) -> AsyncIterator[ReadPool]:
+    """A lane pool pointed at a port nothing listens on: a database the lane cannot reach."""
+    saved = app.state.read_connections
+    settings = get_settings().model_copy(update={"db_connect_timeout_seconds": 1.0})
+    pool = ReadPool("postgresql+asyncpg://guanxi@127.0.0.1:9/guanxi", settings)
+    app.state.read_connections = pool
+    try:
+        yield pool
+    finally:
+        app.state.read_connections = saved
+        await pool.close()
+
+
+async def test_a_lane_without_a_database_leaves_the_request_to_the_route(
+    client: httpx.AsyncClient, tenant: Tenant, customer_id: str, unreachable_lane: ReadPool
+) -> None:
+    path = f"/api/v1/customers/{customer_id}"
+    with counting() as counts:
+        responses = [await client.get(path, headers=tenant.headers()) for _ in range(3)]
+    assert [response.status_code for response in responses] == [200, 200, 200]
+    assert counts == {"answered": 0, "passed": 3}
+
+
+async def test_the_lane_reads_on_its_own_pool_what_other_requests_committed(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    """Outside the tests' rolled-back transaction: the production pool, opened at first use."""
+    assert isinstance(app.state.read_connections, ReadPool)
+    created = await live_client.post("/api/v1/customers", json=customer_body(), headers=live_tenant.headers())
+    path = f"/api/v1/customers/{created.json()['id']}"
+    with_lane, without, counts = await both_ways(app, live_client, path, live_tenant.headers())
+    assert with_lane.status_code == 200
+    assert counts == {"answered": 1, "passed": 0}
+    assert comparable(with_lane) == comparable(without)
+    changed = await live_client.patch(
+        path, json={"name": "李娜"}, headers={**live_tenant.headers(), "If-Match": with_lane.headers["etag"]}
+    )
+    assert changed.status_code == 200
+    reread = await live_client.get(path, headers=live_tenant.headers())
+    assert (reread.json()["name"], reread.headers["etag"]) == ("李娜", '"2"')
