@@ -89,7 +89,11 @@ def create_app(
     openapi_webhooks.document(app)
     openapi_document.install(app)
     app.state.allowed_methods = AllowedMethods(app.openapi)
-    app.add_middleware(CustomerReadLane, route=customers.get_route())
+    app.add_middleware(
+        CustomerReadLane,
+        get_route=customers.route_of(customers.get_customer),
+        list_route=customers.route_of(customers.list_),
+    )
     # Inside the request context, so a shed request still gets its request id, access line and metric.
     app.add_middleware(
         InFlightLimit,

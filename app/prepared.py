@@ -36,8 +36,12 @@ class PreparedStatement:
         return list(await _run(session, self.sql, args, lambda conn: conn.fetch(self.sql, *args)))
 
     async def fetchrow_on(self, conn: asyncpg.Connection, params: dict[str, Any]) -> asyncpg.Record | None:
-        """On a bare asyncpg connection (the customer read lane's): its errors are the caller's."""
+        """On a bare asyncpg connection (the customer read lane's): its errors are the caller's.
+        So are those of `fetch_on`."""
         return await conn.fetchrow(self.sql, *self._args(params))
+
+    async def fetch_on(self, conn: asyncpg.Connection, params: dict[str, Any]) -> list[asyncpg.Record]:
+        return list(await conn.fetch(self.sql, *self._args(params)))
 
     async def execute(self, session: AsyncSession, params: dict[str, Any]) -> None:
         args = self._args(params)

@@ -1,25 +1,28 @@
-"""The read lane: `GET /api/v1/customers/{id}` answered without FastAPI's per-request machinery.
+"""The read lane: `GET /api/v1/customers/{id}` and plain pages of `GET /api/v1/customers`
+answered without FastAPI's per-request machinery.
 
-The API's hottest read costs more in FastAPI's request handling (dependency solving, the Request
-object, the SQLAlchemy session around the connection) than in the read itself. The lane is an ASGI
-layer just inside the request-context and load-shedding middleware that answers the common case
-itself: a canonical id, a credential this process verified within the API-key cache period (or a
-valid access token), the scope to read customers, and a customer the caller may see. It reads with
-the route's own statement on a bare asyncpg pool and answers with the route's own functions, so
-the 200 is the same bytes the route sends.
+The API's hottest reads cost more in FastAPI's request handling (dependency solving, parameter
+parsing, the Request object, the SQLAlchemy session around the connection) than in the reads
+themselves. The lane is an ASGI layer just inside the request-context and load-shedding middleware
+that answers the common cases itself: a credential this process verified within the API-key cache
+period (or a valid access token) with the scope to read customers, and either a canonical id of a
+customer the caller may see or a list page asked for with nothing but `limit` and `cursor`. It
+reads with the routes' own statements on a bare asyncpg pool and answers with the routes' own
+functions, so the 200 is the same bytes the route sends.
 
-Every other request goes on to the FastAPI route, which answers it as it always has: no credential
-or one not cached, a malformed id, a missing scope, a rate limit reached, no such customer (or
-another workspace's), a database error. So every answer other than that 200 comes from the one
-documented route."""
+Every other request goes on to the FastAPI routes, which answer it as they always have: no
+credential or one not cached, a malformed id or cursor, a filter, search or sort, a missing scope,
+a rate limit reached, no such customer (or another workspace's), a database error. So every answer
+other than those 200s comes from the one documented route."""
 
 import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
+from urllib.parse import parse_qsl
 
 import asyncpg
 from starlette.responses import Response
@@ -29,22 +32,30 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.access import Caller
 from app.access import Scope as Permission
 from app.db import connection_lost, create_asyncpg_pool
-from app.errors import Unauthorized
+from app.errors import Unauthorized, ValidationFailed
+from app.json_response import json_response
 from app.metrics import READ_LANE_REQUESTS
 from app.rate_limits import TooManyRequests
 from app.routers.deps import bearer_caller
 from app.routers.responses import resource_response
+from app.routers.v1.customers import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT
 from app.services import api_keys, customers
 from app.services.customer_output import present
+from app.services.customer_search import CustomerQuery, keyset_page_on
 from app.settings import Settings
 
-PATH_PREFIX = "/api/v1/customers/"
+LIST_PATH = "/api/v1/customers"
+ITEM_PREFIX = LIST_PATH + "/"
+_PLAIN_LIMIT = re.compile(r"^[1-9][0-9]{0,2}$")
 # The form FastAPI's UUID parameter takes and answers alike; any other spelling goes to the route.
 _CANONICAL_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 _ANSWERED = READ_LANE_REQUESTS.labels("answered")
 _PASSED = READ_LANE_REQUESTS.labels("passed")
+
+
+Read = Callable[[Scope, asyncpg.Connection, Caller], Awaitable[Response | None]]
 
 
 class LaneUnavailable(Exception):
@@ -112,40 +123,50 @@ class ReadPool:
 
 
 class CustomerReadLane:
-    """ASGI middleware. Like the route, it takes from `app.state` at each request the rate limiter
+    """ASGI middleware. Like the routes, it takes from `app.state` at each request the rate limiter
     and its connections (`read_connections`; None turns the lane off)."""
 
-    def __init__(self, app: ASGIApp, *, route: BaseRoute) -> None:
+    def __init__(self, app: ASGIApp, *, get_route: BaseRoute, list_route: BaseRoute) -> None:
         self.app = app
-        # The route's own object, so the access metric labels the lane's answers as the route's.
-        self.route = route
+        # The routes' own objects, so the access metric labels the lane's answers as the routes'.
+        self.get_route = get_route
+        self.list_route = list_route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith(PATH_PREFIX):
-            response = await self._answer(scope)
-            if response is not None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path = scope["path"]
+            answer: Response | None = None
+            if path == LIST_PATH:
+                answer = await self._answer(scope, self._list_page)
+                route = self.list_route
+            elif path.startswith(ITEM_PREFIX):
+                answer = await self._answer(scope, self._customer)
+                route = self.get_route
+            else:
+                await self.app(scope, receive, send)
+                return
+            if answer is not None:
                 _ANSWERED.inc()
-                scope["route"] = self.route
-                await response(scope, receive, send)
+                scope["route"] = route
+                await answer(scope, receive, send)
                 return
             _PASSED.inc()
         await self.app(scope, receive, send)
 
-    async def _answer(self, scope: Scope) -> Response | None:
+    async def _answer(self, scope: Scope, read: Read) -> Response | None:
         state = scope["app"].state
         connections: ReadConnections | None = state.read_connections
-        raw_id = scope["path"][len(PATH_PREFIX) :]
-        if connections is None or not _CANONICAL_ID.match(raw_id):
+        if connections is None:
             return None
         caller = _caller(scope["headers"])
         if caller is None or Permission.CUSTOMERS_READ not in caller.scopes:
             return None
         try:
             async with connections.connection() as conn:
-                row = await customers.find_visible(conn, caller, uuid.UUID(raw_id))
+                body = await read(scope, conn, caller)
         except (LaneUnavailable, *_DATABASE_ERRORS):
             return None
-        if row is None:
+        if body is None:
             return None
         # Counted once the answer is known to be the lane's: a request passed to the route is
         # counted there, and only a request already over the limit is counted twice.
@@ -153,7 +174,42 @@ class CustomerReadLane:
             await state.rate_limiter.check(caller)
         except TooManyRequests:
             return None
-        return resource_response(present(row, caller))
+        return body
+
+    async def _customer(self, scope: Scope, conn: asyncpg.Connection, caller: Caller) -> Response | None:
+        raw_id = scope["path"][len(ITEM_PREFIX) :]
+        if not _CANONICAL_ID.match(raw_id):
+            return None
+        row = await customers.find_visible(conn, caller, uuid.UUID(raw_id))
+        return None if row is None else resource_response(present(row, caller))
+
+    async def _list_page(self, scope: Scope, conn: asyncpg.Connection, caller: Caller) -> Response | None:
+        query = _page_query(scope["query_string"])
+        if query is None:
+            return None
+        try:
+            rows, next_cursor = await keyset_page_on(conn, caller, query)
+        except ValidationFailed:
+            return None
+        return json_response({"items": [present(row, caller) for row in rows], "next_cursor": next_cursor})
+
+
+def _page_query(query_string: bytes) -> CustomerQuery | None:
+    """A list query the lane can run: nothing but a plain `limit` and a `cursor`, each at most
+    once. Filters, search, sorting and every other spelling are the route's."""
+    limit, cursor = DEFAULT_LIMIT, None
+    seen: set[str] = set()
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return None
+        seen.add(name)
+        if name == "limit" and _PLAIN_LIMIT.match(value) and int(value) <= MAX_LIMIT:
+            limit = int(value)
+        elif name == "cursor" and len(value) <= MAX_CURSOR:
+            cursor = value
+        else:
+            return None
+    return CustomerQuery(limit=limit, cursor=cursor)
 
 
 def _caller(headers: list[tuple[bytes, bytes]]) -> Caller | None:

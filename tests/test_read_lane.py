@@ -250,3 +250,54 @@ async def test_the_lane_reads_on_its_own_pool_what_other_requests_committed(
     assert changed.status_code == 200
     reread = await live_client.get(path, headers=live_tenant.headers())
     assert (reread.json()["name"], reread.headers["etag"]) == ("李娜", '"2"')
+
+
+async def test_plain_list_pages_come_from_the_lane_as_the_route_sends_them(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    for owner in ["sales", "sales", "sales2", "sales_west", "admin"]:
+        body = customer_body(owner_id=str(tenant.users[owner].id), phones=[f"1380013{uuid.uuid4().int % 10_000:04d}"])
+        assert (await client.post("/api/v1/customers", json=body, headers=tenant.headers())).status_code == 201
+    for who in CALLERS:
+        path, pages, seen = "/api/v1/customers?limit=2", 0, 0
+        while path:
+            with_lane, without, counts = await both_ways(app, client, path, tenant.headers(who))
+            assert with_lane.status_code == 200, who
+            assert comparable(with_lane) == comparable(without), who
+            assert counts == {"answered": 1, "passed": 0}, who
+            page = with_lane.json()
+            pages, seen = pages + 1, seen + len(page["items"])
+            path = f"/api/v1/customers?limit=2&cursor={page['next_cursor']}" if page["next_cursor"] else ""
+        # What each caller may see: its own, its team's, or the whole workspace.
+        assert seen == {"sales": 2, "sales2": 1, "sales_west": 1, "manager": 3}.get(who, 5), who
+        # A cursor only when another row follows, so a full last page ends the walk.
+        assert pages == (seen + 1) // 2, who
+
+
+@pytest.mark.parametrize(
+    ("query", "expected", "answered"),
+    [
+        ("", 200, 1),
+        ("?cursor=", 200, 1),
+        ("?limit=100", 200, 1),
+        ("?limit=0", 422, 0),
+        ("?limit=101", 422, 0),
+        ("?limit=020", 200, 0),
+        ("?limit=abc", 422, 0),
+        ("?limit=5&limit=6", 200, 0),
+        ("?cursor=not-a-cursor", 422, 0),
+        ("?cursor=" + "x" * 513, 422, 0),
+        ("?q=%E5%BC%A0", 200, 0),
+        ("?sort=name", 200, 0),
+        ("?tag=vip", 200, 0),
+        ("?custom.grade=A", 422, 0),
+        ("?unknown=1", 200, 0),
+    ],
+)
+async def test_list_queries_the_lane_does_not_take_go_to_the_route(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, customer_id: str, query: str, expected: int, answered: int
+) -> None:
+    with_lane, without, counts = await both_ways(app, client, f"/api/v1/customers{query}", tenant.headers())
+    assert with_lane.status_code == expected
+    assert comparable(with_lane) == comparable(without)
+    assert counts == {"answered": answered, "passed": 1 - answered}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import asyncpg
 import orjson
 from sqlalchemy import ARRAY, ColumnElement, DateTime, Select, Text, bindparam, func, select, tuple_
 from sqlalchemy.dialects.postgresql import JSONB
@@ -144,7 +145,30 @@ def _values_where(condition: ColumnElement[bool]) -> Select[Any]:
 async def _keyset_page(
     session: AsyncSession, ctx: Caller, query: CustomerQuery
 ) -> tuple[list[Mapping[str, Any]], str | None]:
-    name = query.sort.lstrip("-")
+    custom: dict[str, str] = {}
+    if query.custom:
+        defs = await custom_fields.definitions(session, ctx)
+        for i, (key, raw) in enumerate(sorted(query.custom.items())):
+            # Bound as JSON text: the compiled statement skips SQLAlchemy's bind processing.
+            custom[f"custom_{i}"] = orjson.dumps({key: _custom_filter_value(defs, key, raw)}).decode()
+    statement, params = _keyset_statement(ctx, query, custom)
+    return _keyset_result(list(await statement.fetch(session, params)), query)
+
+
+async def keyset_page_on(
+    conn: asyncpg.Connection, ctx: Caller, query: CustomerQuery
+) -> tuple[list[Mapping[str, Any]], str | None]:
+    """`list_customers` on a bare connection for the read lane: the same statement and page, for a
+    query without search and custom-field filters (they need the session)."""
+    if query.q or query.custom:
+        raise ValueError("search and custom-field filters are the route's")
+    statement, params = _keyset_statement(ctx, query, {})
+    return _keyset_result(list(await statement.fetch_on(conn, params)), query)
+
+
+def _keyset_statement(
+    ctx: Caller, query: CustomerQuery, custom: dict[str, str]
+) -> tuple[PreparedStatement, dict[str, Any]]:
     params: dict[str, Any] = {
         **scope_params(ctx),
         "limit": query.limit + 1,
@@ -157,15 +181,11 @@ async def _keyset_page(
         "created_before": query.created_before,
         "tier": query.tier,
         "rfm_segment": query.rfm_segment,
+        **custom,
     }
-    if query.custom:
-        defs = await custom_fields.definitions(session, ctx)
-        for i, (key, raw) in enumerate(sorted(query.custom.items())):
-            # Bound as JSON text: the compiled statement skips SQLAlchemy's bind processing.
-            params[f"custom_{i}"] = orjson.dumps({key: _custom_filter_value(defs, key, raw)}).decode()
     if query.cursor:
         value, last_id = decode_cursor(query.cursor, expected_length=2)
-        params["after_value"] = _parse_sort_value(name, value)
+        params["after_value"] = _parse_sort_value(query.sort.lstrip("-"), value)
         params["after_id"] = _parse_uuid(last_id)
     shape = _ListShape(
         visibility=effective_visibility(ctx),
@@ -180,15 +200,18 @@ async def _keyset_page(
         kind=query.kind is not None,
         created_after=query.created_after is not None,
         created_before=query.created_before is not None,
-        custom_fields=len(query.custom),
+        custom_fields=len(custom),
         tier=query.tier is not None,
         rfm_segment=query.rfm_segment is not None,
     )
-    rows: list[Mapping[str, Any]] = list(await _list_statement(shape).fetch(session, params))
+    return _list_statement(shape), params
+
+
+def _keyset_result(rows: list[Mapping[str, Any]], query: CustomerQuery) -> tuple[list[Mapping[str, Any]], str | None]:
     next_cursor = None
     if len(rows) > query.limit:
         last = rows[query.limit - 1]
-        sort_value = last[name]
+        sort_value = last[query.sort.lstrip("-")]
         next_cursor = encode_cursor(
             [sort_value.isoformat() if isinstance(sort_value, datetime) else sort_value, str(last["id"])]
         )

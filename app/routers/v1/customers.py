@@ -1,6 +1,7 @@
 """Customer routes: /api/v1/customers."""
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -42,14 +43,15 @@ from app.services.idempotency import Claim, StoredResponse
 router = APIRouter(prefix="/customers", tags=["customers"])
 
 CustomerId = Annotated[uuid.UUID, "customer id"]
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100.")]
-Cursor = Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page.")]
+DEFAULT_LIMIT, MAX_LIMIT, MAX_CURSOR = 20, 100, 512
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1-100.")]
+Cursor = Annotated[str | None, Query(max_length=MAX_CURSOR, description="`next_cursor` of the previous page.")]
 CUSTOM_FILTER_PREFIX = "custom."
 
 
 async def customer_query(
     request: Request,
-    limit: Limit = 20,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     sort: Annotated[SortKey, Query(description="Sort key; `-` for descending.")] = "-created_at",
     q: Annotated[
@@ -169,7 +171,7 @@ async def duplicates(
     # Not the autocommit reader: the scan sets its own statement timeout and memory for one transaction.
     session: Session,
     threshold: Annotated[float, Query(ge=0.1, le=1.0, description="Name similarity (trigrams), 0-1")] = 0.5,
-    limit: Limit = 20,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> Response:
     """Groups of customers with similar names in the same company or city (emails and phones are
     unique already), with a score and the reasons."""
@@ -183,9 +185,9 @@ async def get_customer(customer_id: CustomerId, ctx: CustomersRead, session: Rea
     return resource_response(present(await customers.get(session, ctx, customer_id), ctx))
 
 
-def get_route() -> APIRoute:
-    """The GET route's own object, which the read lane (app/read_lane.py) answers in front of."""
-    return next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is get_customer)
+def route_of(endpoint: Callable[..., Awaitable[Response]]) -> APIRoute:
+    """A route's own object, for the read lane (app/read_lane.py) that answers in front of it."""
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is endpoint)
 
 
 @router.patch(
@@ -225,7 +227,7 @@ async def restore_customer(customer_id: CustomerId, ctx: CustomersDelete, sessio
 
 @router.get("/{customer_id}/audit", response_model=AuditPage, responses=errors(404), summary="A customer's audit log")
 async def customer_audit(
-    customer_id: CustomerId, ctx: AuditRead, session: Reader, limit: Limit = 20, cursor: Cursor = None
+    customer_id: CustomerId, ctx: AuditRead, session: Reader, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Response:
     """Newest first: who changed what, when, with before and after per field."""
     await customers.get(session, ctx, customer_id, include_deleted=True)
