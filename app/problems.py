@@ -29,6 +29,10 @@ _HTTP_TITLES = {
 }
 
 
+DATABASE_UNAVAILABLE = "The database is unavailable; retry shortly."
+STATEMENT_TIMED_OUT = "The request took longer than the statement time limit."
+
+
 def problem_body(*, status: int, title: str, slug: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
 
@@ -65,16 +69,22 @@ def problem_response(
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers or {})
 
 
-def _unavailable(request: Request, detail: str) -> Response:
+def unavailable(instance: str, detail: str) -> Response:
+    """The 503 of a database that failed: for the routes' error handlers and the read lane."""
     retry_after = str(get_settings().retry_after_seconds)
     return problem_response(
-        request,
+        None,
         status=503,
         title="Service unavailable",
         slug="service-unavailable",
         detail=detail,
         headers={"Retry-After": retry_after},
+        instance=instance,
     )
+
+
+def _unavailable(request: Request, detail: str) -> Response:
+    return unavailable(request.url.path, detail)
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
@@ -153,11 +163,11 @@ def _sqlstate(exc: sa_exc.DBAPIError) -> str | None:
 async def _database_error(request: Request, exc: Exception) -> Response:
     if is_database_unavailable(exc):
         logger.warning("database unavailable: %s", type(exc).__name__)
-        return _unavailable(request, "The database is unavailable; retry shortly.")
+        return _unavailable(request, DATABASE_UNAVAILABLE)
     if isinstance(exc, sa_exc.DBAPIError):
         sqlstate = _sqlstate(exc)
         if sqlstate == "57014":
-            return _unavailable(request, "The request took longer than the statement time limit.")
+            return _unavailable(request, STATEMENT_TIMED_OUT)
         # Serialization failure and deadlock: the transaction was rolled back whole; a retry is safe.
         if sqlstate in ("40001", "40P01"):
             return _unavailable(request, "The write collided with a concurrent one and was not applied; retry.")

@@ -12,10 +12,12 @@ functions, so the 200 is the same bytes the route sends.
 
 Every other request goes on to the FastAPI routes, which answer it as they always have: no
 credential or one not cached, a malformed id or cursor, a filter, search or sort, a missing scope,
-a rate limit reached, no such customer (or another workspace's), a database error. So every answer
-other than those 200s comes from the one documented route."""
+a rate limit reached, no such customer (or another workspace's), a database error other than a
+lost connection or a timeout. So every answer other than those 200s, and the 503 of a database
+that stopped answering, comes from the one documented route."""
 
 import asyncio
+import logging
 import re
 import time
 import uuid
@@ -29,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app import problems
 from app.access import Caller
 from app.access import Scope as Permission
 from app.db import connection_lost, create_asyncpg_pool
@@ -51,6 +54,10 @@ _PLAIN_LIMIT = re.compile(r"^[1-9][0-9]{0,2}$")
 _CANONICAL_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
+# The server's statement_timeout cut the read.
+QUERY_CANCELED = "57014"
+
+logger = logging.getLogger("guanxi.read_lane")
 _ANSWERED = READ_LANE_REQUESTS.labels("answered")
 _PASSED = READ_LANE_REQUESTS.labels("passed")
 
@@ -107,7 +114,7 @@ class ReadPool:
                         self.settings,
                         size=self.settings.read_lane_pool_size,
                         reset=False,
-                        application_name="guanxi",
+                        application_name="guanxi-read-lane",
                         connect_timeout=self.settings.db_connect_timeout_seconds,
                         command_timeout=self.settings.statement_timeout_ms / 1000 + 2,
                     )
@@ -164,8 +171,10 @@ class CustomerReadLane:
         try:
             async with connections.connection() as conn:
                 body = await read(scope, conn, caller)
-        except (LaneUnavailable, *_DATABASE_ERRORS):
+        except LaneUnavailable:
             return None
+        except _DATABASE_ERRORS as exc:
+            return _failed_read(scope, exc)
         if body is None:
             return None
         # Counted once the answer is known to be the lane's: a request passed to the route is
@@ -192,6 +201,18 @@ class CustomerReadLane:
         except ValidationFailed:
             return None
         return json_response({"items": [present(row, caller) for row in rows], "next_cursor": next_cursor})
+
+
+def _failed_read(scope: Scope, exc: BaseException) -> Response | None:
+    """A read that lost its connection or ran out of time is answered 503 here, as the route would
+    answer it: passed on, it would wait for the same database a second time (on a silent network,
+    the whole command timeout again). Any other error is the route's to answer."""
+    if connection_lost(exc):
+        logger.warning("database unavailable: %s", type(exc).__name__)
+        return problems.unavailable(scope["path"], problems.DATABASE_UNAVAILABLE)
+    if getattr(exc, "sqlstate", None) == QUERY_CANCELED:
+        return problems.unavailable(scope["path"], problems.STATEMENT_TIMED_OUT)
+    return None
 
 
 def _page_query(query_string: bytes) -> CustomerQuery | None:

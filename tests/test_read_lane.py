@@ -1,9 +1,11 @@
 """The customer read lane answers GET /customers/{id} exactly as the route does, or leaves it to the route."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -301,3 +303,66 @@ async def test_list_queries_the_lane_does_not_take_go_to_the_route(
     assert with_lane.status_code == expected
     assert comparable(with_lane) == comparable(without)
     assert counts == {"answered": answered, "passed": 1 - answered}
+
+
+@pytest.fixture
+async def locked_out_lane(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str, pool: asyncpg.Pool
+) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
+    """A committed customer, a lane pool whose statements may run 200 ms, and a connection ready to
+    lock the customers table so that the lane's next read waits on the lock."""
+    created = await live_client.post("/api/v1/customers", json=customer_body(), headers=live_tenant.headers())
+    path = f"/api/v1/customers/{created.json()['id']}"
+    saved = app.state.read_connections
+    lane = ReadPool(database_url, get_settings().model_copy(update={"statement_timeout_ms": 200}))
+    app.state.read_connections = lane
+    try:
+        assert (await live_client.get(path, headers=live_tenant.headers())).status_code == 200
+        async with pool.acquire() as locker:
+            yield path, locker
+    finally:
+        app.state.read_connections = saved
+        await lane.close()
+
+
+async def test_a_lane_read_cut_by_the_statement_timeout_is_503_at_once(
+    live_client: httpx.AsyncClient, live_tenant: Tenant, locked_out_lane: tuple[str, asyncpg.Connection]
+) -> None:
+    path, locker = locked_out_lane
+    async with locker.transaction():
+        await locker.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+        with counting() as counts:
+            response = await live_client.get(path, headers=live_tenant.headers())
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == str(get_settings().retry_after_seconds)
+    assert response.json()["detail"] == "The request took longer than the statement time limit."
+    # Answered by the lane: the route would have waited on the same lock a second time.
+    assert counts == {"answered": 1, "passed": 0}
+    assert (await live_client.get(path, headers=live_tenant.headers())).status_code == 200
+
+
+async def test_a_lane_read_whose_connection_dies_is_503_and_the_next_read_reconnects(
+    live_client: httpx.AsyncClient, live_tenant: Tenant, locked_out_lane: tuple[str, asyncpg.Connection]
+) -> None:
+    path, locker = locked_out_lane
+    async with locker.transaction():
+        await locker.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+        read = asyncio.create_task(live_client.get(path, headers=live_tenant.headers()))
+        waiting: list[int] = []
+        for _ in range(100):
+            waiting = [
+                row["pid"]
+                for row in await locker.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'guanxi-read-lane'"
+                    " AND wait_event_type = 'Lock'"
+                )
+            ]
+            if waiting:
+                break
+            await asyncio.sleep(0.005)
+        assert len(waiting) == 1
+        await locker.execute("SELECT pg_terminate_backend($1)", waiting[0])
+        response = await read
+    assert response.status_code == 503
+    assert response.json()["detail"] == "The database is unavailable; retry shortly."
+    assert (await live_client.get(path, headers=live_tenant.headers())).status_code == 200
