@@ -85,23 +85,34 @@ class ReadPool:
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        self._turns = asyncio.Semaphore(settings.read_lane_pool_size)
         self._failed_at = -float("inf")
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         pool = self._pool or await self._open()
+        # Waiters take their turn here, first come first served: asyncpg's pool hands a released
+        # connection to whoever asks next, so under load a request woken for it could lose it to a
+        # newcomer again and again (p99 of a 64-client list bench 1.1-1.7 s, against a p50 of 43 ms).
         try:
-            conn = await pool.acquire(timeout=self.settings.db_pool_timeout_seconds)
-        except _DATABASE_ERRORS as exc:
+            await asyncio.wait_for(self._turns.acquire(), self.settings.db_pool_timeout_seconds)
+        except TimeoutError as exc:
             raise LaneUnavailable from exc
         try:
-            yield conn
-        except BaseException as exc:
-            if connection_lost(exc):
-                conn.terminate()
-            raise
+            try:
+                conn = await pool.acquire(timeout=self.settings.db_pool_timeout_seconds)
+            except _DATABASE_ERRORS as exc:
+                raise LaneUnavailable from exc
+            try:
+                yield conn
+            except BaseException as exc:
+                if connection_lost(exc):
+                    conn.terminate()
+                raise
+            finally:
+                await pool.release(conn)
         finally:
-            await pool.release(conn)
+            self._turns.release()
 
     async def _open(self) -> asyncpg.Pool:
         if time.monotonic() - self._failed_at < self.settings.retry_after_seconds:
