@@ -25,7 +25,7 @@ REQUESTS_SHED = Counter(
 )
 READ_LANE_REQUESTS = Counter(
     "guanxi_read_lane_requests",
-    "GET /customers/{id} requests the read lane answered itself or passed to the route.",
+    "Customer reads the read lane took up: answered (200), unavailable (503: the database failed) or passed on.",
     ["outcome"],
     registry=REGISTRY,
 )

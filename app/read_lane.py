@@ -12,9 +12,10 @@ functions, so the 200 is the same bytes the route sends.
 
 Every other request goes on to the FastAPI routes, which answer it as they always have: no
 credential or one not cached, a malformed id or cursor, a filter, search or sort, a missing scope,
-a rate limit reached, no such customer (or another workspace's), a database error other than a
-lost connection or a timeout. So every answer other than those 200s, and the 503 of a database
-that stopped answering, comes from the one documented route."""
+a rate limit reached, no such customer (or another workspace's). So every answer other than those
+200s comes from the one documented route, except the 503 of a database that stopped answering: a
+read that lost its connection, ran out of time or found no connection is answered 503 here, as the
+route would answer it, rather than waiting for the same database a second time in the route."""
 
 import asyncio
 import logging
@@ -23,6 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Protocol
 from urllib.parse import parse_qsl
 
@@ -39,7 +41,7 @@ from app.errors import Unauthorized, ValidationFailed
 from app.json_response import json_response
 from app.metrics import READ_LANE_REQUESTS
 from app.rate_limits import TooManyRequests
-from app.routers.deps import bearer_caller
+from app.routers.deps import RATE_COUNTED, bearer_caller
 from app.routers.responses import resource_response
 from app.routers.v1.customers import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT
 from app.services import api_keys, customers
@@ -49,9 +51,9 @@ from app.settings import Settings
 
 LIST_PATH = "/api/v1/customers"
 ITEM_PREFIX = LIST_PATH + "/"
-_PLAIN_LIMIT = re.compile(r"^[1-9][0-9]{0,2}$")
+_PLAIN_LIMIT = re.compile(r"[1-9][0-9]{0,2}")
 # The form FastAPI's UUID parameter takes and answers alike; any other spelling goes to the route.
-_CANONICAL_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_CANONICAL_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 # The server's statement_timeout cut the read.
@@ -59,14 +61,18 @@ QUERY_CANCELED = "57014"
 
 logger = logging.getLogger("guanxi.read_lane")
 _ANSWERED = READ_LANE_REQUESTS.labels("answered")
+_UNAVAILABLE = READ_LANE_REQUESTS.labels("unavailable")
 _PASSED = READ_LANE_REQUESTS.labels("passed")
 
-
-Read = Callable[[Scope, asyncpg.Connection, Caller], Awaitable[Response | None]]
+Read = Callable[[asyncpg.Connection, Caller], Awaitable[Response | None]]
 
 
 class LaneUnavailable(Exception):
-    """The lane has no connection to offer now; the route answers instead."""
+    """The lane's pool is not open (the database refused it lately); the route answers instead."""
+
+
+class DatabaseUnreachable(Exception):
+    """No connection within the pool timeout, or none could be made: 503, as the route answers."""
 
 
 class ReadConnections(Protocol):
@@ -97,12 +103,12 @@ class ReadPool:
         try:
             await asyncio.wait_for(self._turns.acquire(), self.settings.db_pool_timeout_seconds)
         except TimeoutError as exc:
-            raise LaneUnavailable from exc
+            raise DatabaseUnreachable from exc
         try:
             try:
                 conn = await pool.acquire(timeout=self.settings.db_pool_timeout_seconds)
             except _DATABASE_ERRORS as exc:
-                raise LaneUnavailable from exc
+                raise DatabaseUnreachable from exc
             try:
                 yield conn
             except BaseException as exc:
@@ -115,9 +121,10 @@ class ReadPool:
             self._turns.release()
 
     async def _open(self) -> asyncpg.Pool:
-        if time.monotonic() - self._failed_at < self.settings.retry_after_seconds:
-            raise LaneUnavailable
         async with self._opening:
+            # Checked under the lock too: requests that queued behind a failing open pass at once.
+            if time.monotonic() - self._failed_at < self.settings.retry_after_seconds:
+                raise LaneUnavailable
             if self._pool is None:
                 try:
                     self._pool = await create_asyncpg_pool(
@@ -151,67 +158,67 @@ class CustomerReadLane:
         self.list_route = list_route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            path = scope["path"]
-            answer: Response | None = None
-            if path == LIST_PATH:
-                answer = await self._answer(scope, self._list_page)
-                route = self.list_route
-            elif path.startswith(ITEM_PREFIX):
-                answer = await self._answer(scope, self._customer)
-                route = self.get_route
-            else:
-                await self.app(scope, receive, send)
-                return
+        plan = self._plan(scope)
+        if plan is not None:
+            route, read = plan
+            answer = await self._answer(scope, read)
             if answer is not None:
-                _ANSWERED.inc()
+                (_UNAVAILABLE if answer.status_code == 503 else _ANSWERED).inc()
                 scope["route"] = route
                 await answer(scope, receive, send)
                 return
             _PASSED.inc()
         await self.app(scope, receive, send)
 
+    def _plan(self, scope: Scope) -> tuple[BaseRoute, Read] | None:
+        """The route and the read for a request the lane may take, from its path and query alone."""
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["app"].state.read_connections is None:
+            return None
+        path: str = scope["path"]
+        if path == LIST_PATH:
+            query = _page_query(scope["query_string"])
+            return None if query is None else (self.list_route, partial(_list_page, query))
+        raw_id = path[len(ITEM_PREFIX) :] if path.startswith(ITEM_PREFIX) else ""
+        if _CANONICAL_ID.fullmatch(raw_id):
+            return self.get_route, partial(_customer, uuid.UUID(raw_id))
+        return None
+
     async def _answer(self, scope: Scope, read: Read) -> Response | None:
         state = scope["app"].state
-        connections: ReadConnections | None = state.read_connections
-        if connections is None:
-            return None
         caller = _caller(scope["headers"])
         if caller is None or Permission.CUSTOMERS_READ not in caller.scopes:
             return None
-        try:
-            async with connections.connection() as conn:
-                body = await read(scope, conn, caller)
-        except LaneUnavailable:
-            return None
-        except _DATABASE_ERRORS as exc:
-            return _failed_read(scope, exc)
-        if body is None:
-            return None
-        # Counted once the answer is known to be the lane's: a request passed to the route is
-        # counted there, and only a request already over the limit is counted twice.
+        # Counted here, and marked so that the route does not count a request passed to it again;
+        # one over the limit is the route's to refuse (and counted twice, refused either way).
         try:
             await state.rate_limiter.check(caller)
         except TooManyRequests:
             return None
-        return body
-
-    async def _customer(self, scope: Scope, conn: asyncpg.Connection, caller: Caller) -> Response | None:
-        raw_id = scope["path"][len(ITEM_PREFIX) :]
-        if not _CANONICAL_ID.match(raw_id):
-            return None
-        row = await customers.find_visible(conn, caller, uuid.UUID(raw_id))
-        return None if row is None else resource_response(present(row, caller))
-
-    async def _list_page(self, scope: Scope, conn: asyncpg.Connection, caller: Caller) -> Response | None:
-        query = _page_query(scope["query_string"])
-        if query is None:
-            return None
+        scope.setdefault("state", {})[RATE_COUNTED] = True
+        connections: ReadConnections = state.read_connections
         try:
-            rows, next_cursor = await keyset_page_on(conn, caller, query)
-        except ValidationFailed:
+            async with connections.connection() as conn:
+                return await read(conn, caller)
+        except LaneUnavailable:
             return None
-        return json_response({"items": [present(row, caller) for row in rows], "next_cursor": next_cursor})
+        except DatabaseUnreachable:
+            logger.warning("database unavailable: no read lane connection")
+            return problems.unavailable(scope["path"], problems.DATABASE_UNAVAILABLE)
+        except _DATABASE_ERRORS as exc:
+            return _failed_read(scope, exc)
+
+
+async def _customer(customer_id: uuid.UUID, conn: asyncpg.Connection, caller: Caller) -> Response | None:
+    row = await customers.find_visible(conn, caller, customer_id)
+    return None if row is None else resource_response(present(row, caller))
+
+
+async def _list_page(query: CustomerQuery, conn: asyncpg.Connection, caller: Caller) -> Response | None:
+    try:
+        rows, next_cursor = await keyset_page_on(conn, caller, query)
+    except ValidationFailed:
+        return None
+    return json_response({"items": [present(row, caller) for row in rows], "next_cursor": next_cursor})
 
 
 def _failed_read(scope: Scope, exc: BaseException) -> Response | None:
@@ -235,7 +242,7 @@ def _page_query(query_string: bytes) -> CustomerQuery | None:
         if name in seen:
             return None
         seen.add(name)
-        if name == "limit" and _PLAIN_LIMIT.match(value) and int(value) <= MAX_LIMIT:
+        if name == "limit" and _PLAIN_LIMIT.fullmatch(value) and int(value) <= MAX_LIMIT:
             limit = int(value)
         elif name == "cursor" and len(value) <= MAX_CURSOR:
             cursor = value

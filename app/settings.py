@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=20, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     # The customer read lane's own pool (app/read_lane.py), per process; 0 turns the lane off and
-    # every GET /customers/{id} goes through the FastAPI route.
+    # every customer read goes through the FastAPI routes.
     read_lane_pool_size: int = Field(default=10, ge=0, le=200)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     db_connect_timeout_seconds: float = Field(default=3.0, gt=0)

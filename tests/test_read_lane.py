@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.access import Scope
 from app.metrics import REGISTRY
+from app.pagination import encode_cursor
 from app.rate_limits import RateLimiter
 from app.read_lane import ReadPool
 from app.settings import get_settings
@@ -28,7 +29,7 @@ def lane_count(outcome: str) -> float:
 @contextmanager
 def counting() -> Iterator[dict[str, float]]:
     """What the lane answered and passed inside the block."""
-    before = {outcome: lane_count(outcome) for outcome in ("answered", "passed")}
+    before = {outcome: lane_count(outcome) for outcome in ("answered", "unavailable", "passed")}
     counts: dict[str, float] = {}
     yield counts
     counts.update({outcome: lane_count(outcome) - value for outcome, value in before.items()})
@@ -82,9 +83,9 @@ async def test_every_caller_gets_from_the_lane_what_the_route_sends(
         with_lane, without, counts = await both_ways(app, client, path, tenant.headers(who))
         assert comparable(with_lane) == comparable(without), who
         if with_lane.status_code == 200:
-            assert counts == {"answered": 1, "passed": 0}, who
+            assert counts == {"answered": 1, "unavailable": 0, "passed": 0}, who
         else:
-            assert counts == {"answered": 0, "passed": 1}, who
+            assert counts == {"answered": 0, "unavailable": 0, "passed": 1}, who
     # Visibility and masking came out as the route has them: the owner, its manager and the
     # see-all roles read the customer, the others get 404; readonly sees it masked.
     seen = {who: (await client.get(f"/api/v1/customers/{customer_id}", headers=tenant.headers(who))) for who in CALLERS}
@@ -111,9 +112,9 @@ async def test_an_api_key_is_answered_by_the_lane_once_this_process_has_verified
         response = await client.get(path, headers={"X-API-Key": key})
     # Not cached yet: the route verified it against the database and answered.
     assert response.status_code == 200
-    assert first == {"answered": 0, "passed": 1}
+    assert first == {"answered": 0, "unavailable": 0, "passed": 1}
     with_lane, without, second = await both_ways(app, client, path, {"X-API-Key": key})
-    assert second == {"answered": 1, "passed": 0}
+    assert second == {"answered": 1, "unavailable": 0, "passed": 0}
     assert comparable(with_lane) == comparable(without)
 
 
@@ -141,6 +142,8 @@ async def test_a_revoked_key_is_refused_at_once_in_the_process_that_revoked_it(
         ("no hyphens", 200),
         ("upper case", 200),
         ("malformed id", 422),
+        ("trailing newline", 422),
+        ("sub-resource", 200),
         ("no credential", 401),
         ("bad key", 401),
         ("two credentials", 401),
@@ -173,6 +176,10 @@ async def test_what_the_lane_does_not_answer_the_route_does(
         path_id = customer_id.upper()
     elif case == "malformed id":
         path_id = customer_id[:-1] + "g"
+    elif case == "trailing newline":
+        path_id = customer_id + "%0A"
+    elif case == "sub-resource":
+        path_id = customer_id + "/audit"
     elif case == "no credential":
         headers = {}
     elif case == "bad key":
@@ -206,7 +213,7 @@ async def test_over_the_rate_limit_the_route_answers_429(
         with counting() as counts:
             statuses = [(await client.get(path, headers=tenant.headers())).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
-        assert counts == {"answered": 3, "passed": 1}
+        assert counts == {"answered": 3, "unavailable": 0, "passed": 1}
     finally:
         app.state.rate_limiter = saved
 
@@ -232,7 +239,7 @@ async def test_a_lane_without_a_database_leaves_the_request_to_the_route(
     with counting() as counts:
         responses = [await client.get(path, headers=tenant.headers()) for _ in range(3)]
     assert [response.status_code for response in responses] == [200, 200, 200]
-    assert counts == {"answered": 0, "passed": 3}
+    assert counts == {"answered": 0, "unavailable": 0, "passed": 3}
 
 
 async def test_the_lane_reads_on_its_own_pool_what_other_requests_committed(
@@ -244,7 +251,7 @@ async def test_the_lane_reads_on_its_own_pool_what_other_requests_committed(
     path = f"/api/v1/customers/{created.json()['id']}"
     with_lane, without, counts = await both_ways(app, live_client, path, live_tenant.headers())
     assert with_lane.status_code == 200
-    assert counts == {"answered": 1, "passed": 0}
+    assert counts == {"answered": 1, "unavailable": 0, "passed": 0}
     assert comparable(with_lane) == comparable(without)
     changed = await live_client.patch(
         path, json={"name": "李娜"}, headers={**live_tenant.headers(), "If-Match": with_lane.headers["etag"]}
@@ -258,7 +265,7 @@ async def test_plain_list_pages_come_from_the_lane_as_the_route_sends_them(
     app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     for owner in ["sales", "sales", "sales2", "sales_west", "admin"]:
-        body = customer_body(owner_id=str(tenant.users[owner].id), phones=[f"1380013{uuid.uuid4().int % 10_000:04d}"])
+        body = customer_body(owner_id=str(tenant.users[owner].id), phones=[f"1380{uuid.uuid4().int % 10**7:07d}"])
         assert (await client.post("/api/v1/customers", json=body, headers=tenant.headers())).status_code == 201
     for who in CALLERS:
         path, pages, seen = "/api/v1/customers?limit=2", 0, 0
@@ -266,7 +273,7 @@ async def test_plain_list_pages_come_from_the_lane_as_the_route_sends_them(
             with_lane, without, counts = await both_ways(app, client, path, tenant.headers(who))
             assert with_lane.status_code == 200, who
             assert comparable(with_lane) == comparable(without), who
-            assert counts == {"answered": 1, "passed": 0}, who
+            assert counts == {"answered": 1, "unavailable": 0, "passed": 0}, who
             page = with_lane.json()
             pages, seen = pages + 1, seen + len(page["items"])
             path = f"/api/v1/customers?limit=2&cursor={page['next_cursor']}" if page["next_cursor"] else ""
@@ -276,33 +283,49 @@ async def test_plain_list_pages_come_from_the_lane_as_the_route_sends_them(
         assert pages == (seen + 1) // 2, who
 
 
+# What the lane does with each: answers it, reads and passes it on, or leaves it alone at once.
 @pytest.mark.parametrize(
-    ("query", "expected", "answered"),
+    ("query", "expected", "lane"),
     [
-        ("", 200, 1),
-        ("?cursor=", 200, 1),
-        ("?limit=100", 200, 1),
-        ("?limit=0", 422, 0),
-        ("?limit=101", 422, 0),
-        ("?limit=020", 200, 0),
-        ("?limit=abc", 422, 0),
-        ("?limit=5&limit=6", 200, 0),
-        ("?cursor=not-a-cursor", 422, 0),
-        ("?cursor=" + "x" * 513, 422, 0),
-        ("?q=%E5%BC%A0", 200, 0),
-        ("?sort=name", 200, 0),
-        ("?tag=vip", 200, 0),
-        ("?custom.grade=A", 422, 0),
-        ("?unknown=1", 200, 0),
+        ("", 200, "answered"),
+        ("?cursor=", 200, "answered"),
+        ("?limit=100", 200, "answered"),
+        ("?cursor=not-a-cursor", 422, "passed"),
+        ("?limit=0", 422, "skipped"),
+        ("?limit=101", 422, "skipped"),
+        ("?limit=020", 200, "skipped"),
+        ("?limit=5%0A", 200, "skipped"),
+        ("?limit=abc", 422, "skipped"),
+        ("?limit=5&limit=6", 200, "skipped"),
+        ("?cursor=" + "x" * 513, 422, "skipped"),
+        ("?q=%E5%BC%A0", 200, "skipped"),
+        ("?sort=name", 200, "skipped"),
+        ("?tag=vip", 200, "skipped"),
+        ("?custom.grade=A", 422, "skipped"),
+        ("?unknown=1", 200, "skipped"),
     ],
 )
 async def test_list_queries_the_lane_does_not_take_go_to_the_route(
-    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, customer_id: str, query: str, expected: int, answered: int
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, customer_id: str, query: str, expected: int, lane: str
 ) -> None:
     with_lane, without, counts = await both_ways(app, client, f"/api/v1/customers{query}", tenant.headers())
     assert with_lane.status_code == expected
     assert comparable(with_lane) == comparable(without)
-    assert counts == {"answered": answered, "passed": 1 - answered}
+    assert counts == {
+        "answered": float(lane == "answered"),
+        "unavailable": 0,
+        "passed": float(lane == "passed"),
+    }
+
+
+async def test_a_cursor_past_the_range_of_timestamps_is_422_either_way(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    cursor = encode_cursor(["0001-01-01T00:00:00+14:00", str(uuid.uuid4())])
+    with_lane, without, counts = await both_ways(app, client, f"/api/v1/customers?cursor={cursor}", tenant.headers())
+    assert with_lane.status_code == 422
+    assert comparable(with_lane) == comparable(without)
+    assert counts["passed"] == 1
 
 
 @pytest.fixture
@@ -337,7 +360,7 @@ async def test_a_lane_read_cut_by_the_statement_timeout_is_503_at_once(
     assert response.headers["retry-after"] == str(get_settings().retry_after_seconds)
     assert response.json()["detail"] == "The request took longer than the statement time limit."
     # Answered by the lane: the route would have waited on the same lock a second time.
-    assert counts == {"answered": 1, "passed": 0}
+    assert counts == {"answered": 0, "unavailable": 1, "passed": 0}
     assert (await live_client.get(path, headers=live_tenant.headers())).status_code == 200
 
 
@@ -345,24 +368,100 @@ async def test_a_lane_read_whose_connection_dies_is_503_and_the_next_read_reconn
     live_client: httpx.AsyncClient, live_tenant: Tenant, locked_out_lane: tuple[str, asyncpg.Connection]
 ) -> None:
     path, locker = locked_out_lane
-    async with locker.transaction():
-        await locker.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
-        read = asyncio.create_task(live_client.get(path, headers=live_tenant.headers()))
-        waiting: list[int] = []
-        for _ in range(100):
-            waiting = [
-                row["pid"]
-                for row in await locker.fetch(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'guanxi-read-lane'"
-                    " AND wait_event_type = 'Lock'"
-                )
-            ]
-            if waiting:
-                break
-            await asyncio.sleep(0.005)
-        assert len(waiting) == 1
-        await locker.execute("SELECT pg_terminate_backend($1)", waiting[0])
-        response = await read
+    with counting() as counts:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+            read = asyncio.create_task(live_client.get(path, headers=live_tenant.headers()))
+            waiting: list[int] = []
+            for _ in range(1000):
+                waiting = [
+                    row["pid"]
+                    for row in await locker.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = 'guanxi-read-lane'"
+                        " AND wait_event_type = 'Lock'"
+                    )
+                ]
+                if waiting:
+                    break
+                await asyncio.sleep(0.005)
+            assert len(waiting) == 1
+            await locker.execute("SELECT pg_terminate_backend($1)", waiting[0])
+            response = await read
     assert response.status_code == 503
     assert response.json()["detail"] == "The database is unavailable; retry shortly."
+    assert counts["unavailable"] == 1
     assert (await live_client.get(path, headers=live_tenant.headers())).status_code == 200
+
+
+async def test_credential_spellings_get_what_the_route_gives_them(
+    app: FastAPI, client: httpx.AsyncClient, db: AsyncSession, tenant: Tenant, customer_id: str
+) -> None:
+    key = await make_api_key(db, tenant)
+    await db.commit()
+    path = f"/api/v1/customers/{customer_id}"
+    assert (await client.get(path, headers={"X-API-Key": key})).status_code == 200
+    token = tenant.headers()["Authorization"].removeprefix("Bearer ")
+    spellings: list[list[tuple[str, str]]] = [
+        [("X-API-Key", key), ("X-API-Key", key)],
+        [("x-api-key", key)],
+        [("X-API-Key", ""), ("Authorization", f"Bearer {token}")],
+        [("Authorization", f"bearer {token}")],
+        [("Authorization", f"Bearer  {token}")],
+        [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")],
+        [("Authorization", "Bearer")],
+    ]
+    for headers in spellings:
+        with counting() as counts:
+            with_lane = await client.get(path, headers=headers)
+        with lane_off(app):
+            without = await client.get(path, headers=headers)
+        assert comparable(with_lane) == comparable(without), headers
+        assert counts["answered"] + counts["passed"] == 1, headers
+
+
+async def test_a_request_the_lane_passes_on_is_counted_against_the_rate_once(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, customer_id: str
+) -> None:
+    saved = app.state.rate_limiter
+    app.state.rate_limiter = RateLimiter(3)
+    try:
+        paths = [f"/api/v1/customers/{uuid.uuid4()}"] * 2 + [f"/api/v1/customers/{customer_id}"] * 2
+        statuses = [(await client.get(path, headers=tenant.headers())).status_code for path in paths]
+        # Counted twice, the second 404 would already have been a 429.
+        assert statuses == [404, 404, 200, 429]
+    finally:
+        app.state.rate_limiter = saved
+
+
+async def test_requests_queued_behind_a_failing_open_do_not_try_it_again(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    """A database that accepts connections and never answers (a silent network): the first open
+    waits out the connect timeout, and the requests that queued behind it pass to the route
+    without trying again."""
+    attempts: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        attempts.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = get_settings().model_copy(update={"db_connect_timeout_seconds": 0.5})
+    lane = ReadPool(f"postgresql+asyncpg://guanxi@127.0.0.1:{port}/guanxi", settings)
+    created = await live_client.post("/api/v1/customers", json=customer_body(), headers=live_tenant.headers())
+    saved = app.state.read_connections
+    app.state.read_connections = lane
+    try:
+        path = f"/api/v1/customers/{created.json()['id']}"
+        with counting() as counts:
+            responses = await asyncio.gather(*(live_client.get(path, headers=live_tenant.headers()) for _ in range(5)))
+        assert [response.status_code for response in responses] == [200] * 5
+        assert counts == {"answered": 0, "unavailable": 0, "passed": 5}
+        assert len(attempts) == 1
+    finally:
+        app.state.read_connections = saved
+        await lane.close()
+        for writer in attempts:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -34,6 +34,9 @@ Reader = Annotated[AsyncSession, Depends(reader, scope="function")]
 # The same autocommit session, for a write that is one statement and so its own transaction.
 Autocommit = Reader
 
+# Set in the request's state by whatever already counted the request against the caller's rate.
+RATE_COUNTED = "rate_limit_counted"
+
 _bearer = HTTPBearer(auto_error=False, description="JWT access token from `POST /api/v1/auth/token`.")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key `gx_…` from an admin.")
 
@@ -55,7 +58,9 @@ async def authenticate(
         caller = bearer_caller(bearer.credentials)
     else:
         raise Unauthorized("Send a bearer token or an X-API-Key header.")
-    await request.app.state.rate_limiter.check(caller)
+    # The read lane counts the requests it looked at and then passed on (app/read_lane.py).
+    if not getattr(request.state, RATE_COUNTED, False):
+        await request.app.state.rate_limiter.check(caller)
     missing = sorted(scope for scope in security_scopes.scopes if scope not in caller.scopes)
     if missing:
         raise Forbidden(f"This needs the scope(s): {', '.join(missing)}.", missing_scopes=missing)

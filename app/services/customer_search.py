@@ -3,7 +3,7 @@
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
@@ -344,9 +344,12 @@ def _parse_sort_value(name: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise bad
         try:
-            return datetime.fromisoformat(value)
-        except ValueError as exc:
+            parsed = datetime.fromisoformat(value)
+            # Also a time PostgreSQL can hold: year 1 at +14:00 is in year 0 in UTC.
+            parsed.astimezone(UTC)
+        except (ValueError, OverflowError) as exc:
             raise bad from exc
+        return parsed
     if not isinstance(value, str):
         raise bad
     return value
