@@ -29,6 +29,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str) -> None:
+    # The logging module's documented switches for what no line here carries: the caller's source
+    # position (a stack walk per record), thread and process names.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
