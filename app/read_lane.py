@@ -18,6 +18,7 @@ read that lost its connection, ran out of time or found no connection is answere
 route would answer it, rather than waiting for the same database a second time in the route."""
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -92,6 +93,7 @@ class ReadPool:
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._turns = asyncio.Semaphore(settings.read_lane_pool_size)
+        self._idle: list[asyncpg.Connection] = []
         self._failed_at = -float("inf")
 
     @asynccontextmanager
@@ -105,19 +107,38 @@ class ReadPool:
             try:
                 # A turn is a free connection (as many turns as connections), so this waits at
                 # most for a new connection, which the connect timeout bounds.
-                conn = await pool.acquire()
+                conn = await self._checkout(pool)
             except _DATABASE_ERRORS as exc:
                 raise DatabaseUnreachable from exc
             try:
                 yield conn
             except BaseException as exc:
                 if connection_lost(exc):
-                    conn.terminate()
-                raise
-            finally:
+                    # Unless asyncpg's pool already took it back on seeing the end of the stream.
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        conn.terminate()
+                # A read that failed or was cancelled mid-statement goes back through the pool's
+                # release, which waits out the cancellation; the pool replaces a closed one.
                 await pool.release(conn)
+                raise
+            # A read that completed leaves its autocommit connection as it found it: it stays
+            # checked out of asyncpg's pool for the next read (its release costs a task each time).
+            self._idle.append(conn)
         finally:
             self._turns.release()
+
+    async def _checkout(self, pool: asyncpg.Pool) -> asyncpg.Connection:
+        while self._idle:
+            conn = self._idle.pop()
+            try:
+                if not conn.is_closed():
+                    return conn
+            except asyncpg.InterfaceError:
+                # The server ended it while it waited here (a restart, a terminated backend) and
+                # asyncpg's pool took it back when it saw the end: no read fails on it.
+                continue
+            await pool.release(conn)
+        return await pool.acquire()
 
     async def _take_turn(self) -> None:
         if not self._turns.locked():
@@ -153,6 +174,8 @@ class ReadPool:
 
     async def close(self) -> None:
         if self._pool is not None:
+            while self._idle:
+                await self._pool.release(self._idle.pop())
             await self._pool.close()
             self._pool = None
 

@@ -328,6 +328,22 @@ async def test_a_cursor_past_the_range_of_timestamps_is_422_either_way(
     assert counts["passed"] == 1
 
 
+async def lane_reads_waiting_on_a_lock(locker: asyncpg.Connection) -> list[int]:
+    """The backends of lane reads blocked on a lock, as soon as there is one (within 5 s)."""
+    for _ in range(1000):
+        pids = [
+            row["pid"]
+            for row in await locker.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'guanxi-read-lane'"
+                " AND wait_event_type = 'Lock'"
+            )
+        ]
+        if pids:
+            return pids
+        await asyncio.sleep(0.005)
+    return []
+
+
 @pytest.fixture
 async def locked_out_lane(
     app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str, pool: asyncpg.Pool
@@ -372,18 +388,7 @@ async def test_a_lane_read_whose_connection_dies_is_503_and_the_next_read_reconn
         async with locker.transaction():
             await locker.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
             read = asyncio.create_task(live_client.get(path, headers=live_tenant.headers()))
-            waiting: list[int] = []
-            for _ in range(1000):
-                waiting = [
-                    row["pid"]
-                    for row in await locker.fetch(
-                        "SELECT pid FROM pg_stat_activity WHERE application_name = 'guanxi-read-lane'"
-                        " AND wait_event_type = 'Lock'"
-                    )
-                ]
-                if waiting:
-                    break
-                await asyncio.sleep(0.005)
+            waiting = await lane_reads_waiting_on_a_lock(locker)
             assert len(waiting) == 1
             await locker.execute("SELECT pg_terminate_backend($1)", waiting[0])
             response = await read
@@ -465,3 +470,54 @@ async def test_requests_queued_behind_a_failing_open_do_not_try_it_again(
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_read_that_gets_no_lane_connection_in_time_is_503(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str, pool: asyncpg.Pool
+) -> None:
+    """One lane connection, held by a read that waits on a lock: the next read waits its pool
+    timeout for a turn and is answered 503 by the lane, without going on to the route."""
+    created = await live_client.post("/api/v1/customers", json=customer_body(), headers=live_tenant.headers())
+    path = f"/api/v1/customers/{created.json()['id']}"
+    settings = get_settings().model_copy(update={"read_lane_pool_size": 1, "db_pool_timeout_seconds": 0.2})
+    lane = ReadPool(database_url, settings)
+    saved = app.state.read_connections
+    app.state.read_connections = lane
+    try:
+        assert (await live_client.get(path, headers=live_tenant.headers())).status_code == 200
+        async with pool.acquire() as locker, locker.transaction():
+            await locker.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+            held = asyncio.create_task(live_client.get(path, headers=live_tenant.headers()))
+            assert len(await lane_reads_waiting_on_a_lock(locker)) == 1
+            with counting() as counts:
+                refused = await live_client.get(path, headers=live_tenant.headers())
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == str(get_settings().retry_after_seconds)
+        assert counts == {"answered": 0, "unavailable": 1, "passed": 0}
+        # The held read goes on once the lock is gone.
+        assert (await held).status_code == 200
+    finally:
+        app.state.read_connections = saved
+        await lane.close()
+
+
+async def test_a_lane_connection_the_server_ended_while_idle_fails_no_read(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    created = await live_client.post("/api/v1/customers", json=customer_body(), headers=live_tenant.headers())
+    path = f"/api/v1/customers/{created.json()['id']}"
+    assert (await live_client.get(path, headers=live_tenant.headers())).status_code == 200
+    lane_backends = "SELECT pid FROM pg_stat_activity WHERE application_name = 'guanxi-read-lane'"
+    async with pool.acquire() as conn:
+        ended = await conn.fetch(f"SELECT pg_terminate_backend(pid) FROM ({lane_backends}) lane")
+        assert ended
+        for _ in range(1000):
+            if not await conn.fetch(lane_backends):
+                break
+            await asyncio.sleep(0.005)
+    # Time for the driver to read the end of each stream, as it would between requests.
+    await asyncio.sleep(0.1)
+    with counting() as counts:
+        response = await live_client.get(path, headers=live_tenant.headers())
+    assert response.status_code == 200
+    assert counts == {"answered": 1, "unavailable": 0, "passed": 0}
