@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import floor_app
 import httpx
 from harness import (
     BENCH_DIR,
@@ -56,6 +57,8 @@ from seed import (
     prepare_database,
     vacuum_analyze,
 )
+
+from app.settings import get_settings
 
 RESULTS_DIR = BENCH_DIR / "results"
 BENCH_SLUG = "bench"
@@ -444,8 +447,12 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             "connections": args.connections,
             "threads": args.threads,
             "search_queries": args.search_queries,
-            "service_pool_size": 10,
-            "floor_pool_size": 10,
+            # What the two apps ran with: the service's environment sets no pool size.
+            "service_pool_sizes": {
+                "read_lane": get_settings().read_lane_pool_size,
+                "reads": get_settings().db_pool_size,
+            },
+            "floor_pool_size": floor_app.POOL_SIZE,
         },
         "seeding": {
             "seconds_total": round(seed_seconds, 1),

@@ -1,7 +1,7 @@
 """Fixtures: one migrated database per run, a rolled-back transaction per test, HTTP clients."""
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 
@@ -16,6 +16,7 @@ from app import migrations
 from app.db import create_asyncpg_pool
 from app.main import create_app
 from app.models import Workspace
+from app.rate_limits import RateLimiter
 from app.routers.deps import reader, unit_of_work
 from app.settings import get_settings
 from tests.database import TEST_DATABASE, fresh_database
@@ -158,3 +159,14 @@ async def pool(app: FastAPI, database_url: str) -> AsyncIterator[asyncpg.Pool]:
     created = await create_asyncpg_pool(database_url, get_settings(), size=12)
     yield created
     await created.close()
+
+
+@pytest.fixture
+def three_a_minute(app: FastAPI) -> Iterator[None]:
+    """Every caller's rate limit at 3 requests a minute, for the test."""
+    saved = app.state.rate_limiter
+    app.state.rate_limiter = RateLimiter(3)
+    try:
+        yield
+    finally:
+        app.state.rate_limiter = saved

@@ -3,32 +3,27 @@
 import asyncio
 
 import httpx
-from fastapi import FastAPI
+import pytest
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from app.main import create_app
 from app.middleware import InFlightLimit
-from app.rate_limits import RateLimiter
 from app.settings import Settings, get_settings
 from tests.factories import Tenant
 
 
+@pytest.mark.usefixtures("three_a_minute")
 async def test_a_caller_over_its_rate_gets_429_with_retry_after(
-    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    saved = app.state.rate_limiter
-    app.state.rate_limiter = RateLimiter(3)
-    try:
-        statuses = [(await client.get("/api/v1/customers", headers=tenant.headers())).status_code for _ in range(4)]
-        assert statuses == [200, 200, 200, 429]
-        limited = await client.get("/api/v1/customers", headers=tenant.headers())
-        assert int(limited.headers["retry-after"]) >= 1
-        assert limited.headers["content-type"] == "application/problem+json"
-        # Another caller has its own budget.
-        assert (await client.get("/api/v1/customers", headers=other_tenant.headers())).status_code == 200
-    finally:
-        app.state.rate_limiter = saved
+    statuses = [(await client.get("/api/v1/customers", headers=tenant.headers())).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = await client.get("/api/v1/customers", headers=tenant.headers())
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.headers["content-type"] == "application/problem+json"
+    # Another caller has its own budget.
+    assert (await client.get("/api/v1/customers", headers=other_tenant.headers())).status_code == 200
 
 
 async def test_cors_allows_only_configured_origins(database_url: str) -> None:

@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.access import Scope
 from app.metrics import REGISTRY
 from app.pagination import encode_cursor
-from app.rate_limits import RateLimiter
 from app.read_lane import ReadPool
 from app.settings import get_settings
 from tests.factories import Tenant, customer_body, make_api_key
@@ -204,18 +203,14 @@ async def test_what_the_lane_does_not_answer_the_route_does(
 
 
 async def test_over_the_rate_limit_the_route_answers_429(
-    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, customer_id: str
+    client: httpx.AsyncClient, tenant: Tenant, customer_id: str, three_a_minute: None
 ) -> None:
-    saved = app.state.rate_limiter
-    app.state.rate_limiter = RateLimiter(3)
-    try:
-        path = f"/api/v1/customers/{customer_id}"
-        with counting() as counts:
-            statuses = [(await client.get(path, headers=tenant.headers())).status_code for _ in range(4)]
-        assert statuses == [200, 200, 200, 429]
-        assert counts == {"answered": 3, "unavailable": 0, "passed": 1}
-    finally:
-        app.state.rate_limiter = saved
+    """The limit is set after the customer is made (fixtures are set up in argument order)."""
+    path = f"/api/v1/customers/{customer_id}"
+    with counting() as counts:
+        statuses = [(await client.get(path, headers=tenant.headers())).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    assert counts == {"answered": 3, "unavailable": 0, "passed": 1}
 
 
 @pytest.fixture
@@ -425,17 +420,13 @@ async def test_credential_spellings_get_what_the_route_gives_them(
 
 
 async def test_a_request_the_lane_passes_on_is_counted_against_the_rate_once(
-    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, customer_id: str
+    client: httpx.AsyncClient, tenant: Tenant, customer_id: str, three_a_minute: None
 ) -> None:
-    saved = app.state.rate_limiter
-    app.state.rate_limiter = RateLimiter(3)
-    try:
-        paths = [f"/api/v1/customers/{uuid.uuid4()}"] * 2 + [f"/api/v1/customers/{customer_id}"] * 2
-        statuses = [(await client.get(path, headers=tenant.headers())).status_code for path in paths]
-        # Counted twice, the second 404 would already have been a 429.
-        assert statuses == [404, 404, 200, 429]
-    finally:
-        app.state.rate_limiter = saved
+    """The limit is set after the customer is made (fixtures are set up in argument order)."""
+    paths = [f"/api/v1/customers/{uuid.uuid4()}"] * 2 + [f"/api/v1/customers/{customer_id}"] * 2
+    statuses = [(await client.get(path, headers=tenant.headers())).status_code for path in paths]
+    # Counted twice, the second 404 would already have been a 429.
+    assert statuses == [404, 404, 200, 429]
 
 
 async def test_requests_queued_behind_a_failing_open_do_not_try_it_again(
