@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import migrations
@@ -129,6 +129,9 @@ async def _live_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
         await session.commit()
     yield tenant
     async with app.state.sessions() as session:
+        # Clean-up is no API request: a workspace a test filled with thousands of rows may take
+        # longer to cascade away than the API's statement limit on a busy machine.
+        await session.execute(text("SET LOCAL statement_timeout = '120s'"))
         await session.execute(delete(Workspace).where(Workspace.id == tenant.id))
         await session.commit()
 
