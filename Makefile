@@ -32,6 +32,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/mypy bench
 	$(BIN)/mypy chaos
+	$(BIN)/mypy tests
 
 format: install
 	$(BIN)/ruff check --fix app tests bench chaos migrations

@@ -1,12 +1,14 @@
 """Listing customers: cursor pagination, filters, sorting and search."""
 
+from typing import Any
+
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.factories import Tenant, customer_body
 
 
-async def _create(client: httpx.AsyncClient, tenant: Tenant, **fields: object) -> dict[str, object]:
+async def _create(client: httpx.AsyncClient, tenant: Tenant, **fields: object) -> dict[str, Any]:
     response = await client.post("/api/v1/customers", json=customer_body(**fields), headers=tenant.headers())
     assert response.status_code == 201, response.text
     return dict(response.json())

@@ -18,7 +18,7 @@ from tests.receiver import Receiver
 
 
 async def _settled(
-    client: httpx.AsyncClient, tenant: Tenant, expected: int, **params: object
+    client: httpx.AsyncClient, tenant: Tenant, expected: int, **params: str | int
 ) -> list[dict[str, object]]:
     """The stream shows an event once every older transaction in the cluster has ended, so a
     transaction elsewhere can hold it back for a moment: poll until all `expected` are there."""
@@ -43,7 +43,7 @@ async def test_event_stream_pages_in_commit_order(live_client: httpx.AsyncClient
     seen: list[str] = []
     cursor = None
     while True:
-        params: dict[str, object] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, str | int] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
         page = (await live_client.get("/api/v1/events", params=params, headers=live_tenant.headers())).json()
         seen += [e["data"]["id"] for e in page["items"]]
         assert all(e["type"] == "customer.created" for e in page["items"])

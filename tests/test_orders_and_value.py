@@ -5,6 +5,7 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import httpx
@@ -132,7 +133,7 @@ async def test_an_order_moved_to_another_customer_leaves_the_first_with_zeros(
     ],
 )
 async def test_bad_orders_are_422_and_write_nothing(
-    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, overrides: dict[str, object], field: str
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, overrides: dict[str, Any], field: str
 ) -> None:
     customer = await _customer(client, tenant)
     response = await client.post("/api/v1/orders", json=_order(customer, **overrides), headers=tenant.headers())

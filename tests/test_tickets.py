@@ -1,9 +1,13 @@
 """Tickets: workflow, SLA clock and breaches, comments, visibility, CSAT, NPS, intake, reports."""
 
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import FixedWindowRateLimiter
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,7 +23,7 @@ async def _customer(client: httpx.AsyncClient, tenant: Tenant, who: str = "admin
     return str(response.json()["id"])
 
 
-async def _ticket(client: httpx.AsyncClient, tenant: Tenant, customer: str, **fields: object) -> dict[str, object]:
+async def _ticket(client: httpx.AsyncClient, tenant: Tenant, customer: str, **fields: object) -> dict[str, Any]:
     body = {"customer_id": customer, "type": "complaint", "channel": "phone", "subject": "包装破损", **fields}
     response = await client.post("/api/v1/tickets", json=body, headers=tenant.headers())
     assert response.status_code == 201, response.text
@@ -93,7 +97,7 @@ async def test_waiting_on_the_customer_pauses_the_clock(client: httpx.AsyncClien
 
 async def test_sla_policy_by_priority_and_tier(client: httpx.AsyncClient, tenant: Tenant) -> None:
     always_open = {str(d): [["00:00", "24:00"]] for d in range(7)}
-    sla = {
+    sla: dict[str, Any] = {
         "timezone": "UTC",
         "weekly": always_open,
         "policies": [
@@ -262,12 +266,8 @@ async def test_public_intake_links_or_creates_a_customer(
         await client.post("/api/v1/intake/gxf_wrong", json={"name": "x", "email": "a@b.cn", "subject": "s"})
     ).status_code == 404
     assert (await client.post(f"/api/v1/intake/{form['token']}", json={"name": "x", "subject": "s"})).status_code == 422
-    from limits import RateLimitItemPerMinute
-
     monkeypatch.setattr(ticket_routes, "INTAKE_PER_MINUTE", RateLimitItemPerMinute(1))
-    monkeypatch.setattr(
-        ticket_routes, "_intake_limits", ticket_routes.FixedWindowRateLimiter(ticket_routes.MemoryStorage())
-    )
+    monkeypatch.setattr(ticket_routes, "_intake_limits", FixedWindowRateLimiter(MemoryStorage()))
     await client.post(f"/api/v1/intake/{form['token']}", json={"name": "x", "email": "c@d.cn", "subject": "s"})
     limited = await client.post(
         f"/api/v1/intake/{form['token']}", json={"name": "x", "email": "e@f.cn", "subject": "s"}
