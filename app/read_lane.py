@@ -39,12 +39,11 @@ from app.access import Caller
 from app.access import Scope as Permission
 from app.db import connection_lost, create_asyncpg_pool
 from app.errors import Unauthorized, ValidationFailed
-from app.json_response import json_response
 from app.metrics import READ_LANE_REQUESTS
 from app.rate_limits import TooManyRequests
 from app.routers.deps import RATE_COUNTED, bearer_caller
 from app.routers.responses import resource_response
-from app.routers.v1.customers import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT
+from app.routers.v1.customers import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT, page_response
 from app.services import api_keys, customers
 from app.services.customer_output import present
 from app.services.customer_search import CustomerQuery, keyset_page_on
@@ -251,7 +250,7 @@ async def _list_page(query: CustomerQuery, conn: asyncpg.Connection, caller: Cal
         rows, next_cursor = await keyset_page_on(conn, caller, query)
     except ValidationFailed:
         return None
-    return json_response({"items": [present(row, caller) for row in rows], "next_cursor": next_cursor})
+    return page_response(rows, next_cursor, caller)
 
 
 def _failed_read(scope: Scope, exc: BaseException) -> Response | None:

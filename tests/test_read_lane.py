@@ -61,6 +61,14 @@ async def both_ways(
 
 
 @pytest.fixture
+async def api_key(db: AsyncSession, tenant: Tenant) -> str:
+    """A key with every scope, committed into the test's transaction, not yet used."""
+    key = await make_api_key(db, tenant)
+    await db.commit()
+    return key
+
+
+@pytest.fixture
 async def customer_id(client: httpx.AsyncClient, tenant: Tenant) -> str:
     body = customer_body(
         phones=["13800138000"],
@@ -102,32 +110,28 @@ async def test_every_caller_gets_from_the_lane_what_the_route_sends(
 
 
 async def test_an_api_key_is_answered_by_the_lane_once_this_process_has_verified_it(
-    app: FastAPI, client: httpx.AsyncClient, db: AsyncSession, tenant: Tenant, customer_id: str
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, customer_id: str, api_key: str
 ) -> None:
-    key = await make_api_key(db, tenant)
-    await db.commit()
     path = f"/api/v1/customers/{customer_id}"
     with counting() as first:
-        response = await client.get(path, headers={"X-API-Key": key})
+        response = await client.get(path, headers={"X-API-Key": api_key})
     # Not cached yet: the route verified it against the database and answered.
     assert response.status_code == 200
     assert first == {"answered": 0, "unavailable": 0, "passed": 1}
-    with_lane, without, second = await both_ways(app, client, path, {"X-API-Key": key})
+    with_lane, without, second = await both_ways(app, client, path, {"X-API-Key": api_key})
     assert second == {"answered": 1, "unavailable": 0, "passed": 0}
     assert comparable(with_lane) == comparable(without)
 
 
 async def test_a_revoked_key_is_refused_at_once_in_the_process_that_revoked_it(
-    client: httpx.AsyncClient, db: AsyncSession, tenant: Tenant, customer_id: str
+    client: httpx.AsyncClient, tenant: Tenant, customer_id: str, api_key: str
 ) -> None:
-    key = await make_api_key(db, tenant)
-    await db.commit()
     path = f"/api/v1/customers/{customer_id}"
-    assert (await client.get(path, headers={"X-API-Key": key})).status_code == 200
+    assert (await client.get(path, headers={"X-API-Key": api_key})).status_code == 200
     keys = (await client.get("/api/v1/api-keys", headers=tenant.headers())).json()["items"]
-    key_id = next(item["id"] for item in keys if key.startswith(f"gx_{item['prefix']}_"))
+    key_id = next(item["id"] for item in keys if api_key.startswith(f"gx_{item['prefix']}_"))
     assert (await client.delete(f"/api/v1/api-keys/{key_id}", headers=tenant.headers())).status_code == 200
-    refused = await client.get(path, headers={"X-API-Key": key})
+    refused = await client.get(path, headers={"X-API-Key": api_key})
     assert refused.status_code == 401
     assert refused.headers["content-type"] == "application/problem+json"
 
@@ -394,16 +398,14 @@ async def test_a_lane_read_whose_connection_dies_is_503_and_the_next_read_reconn
 
 
 async def test_credential_spellings_get_what_the_route_gives_them(
-    app: FastAPI, client: httpx.AsyncClient, db: AsyncSession, tenant: Tenant, customer_id: str
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, customer_id: str, api_key: str
 ) -> None:
-    key = await make_api_key(db, tenant)
-    await db.commit()
     path = f"/api/v1/customers/{customer_id}"
-    assert (await client.get(path, headers={"X-API-Key": key})).status_code == 200
+    assert (await client.get(path, headers={"X-API-Key": api_key})).status_code == 200
     token = tenant.headers()["Authorization"].removeprefix("Bearer ")
     spellings: list[list[tuple[str, str]]] = [
-        [("X-API-Key", key), ("X-API-Key", key)],
-        [("x-api-key", key)],
+        [("X-API-Key", api_key), ("X-API-Key", api_key)],
+        [("x-api-key", api_key)],
         [("X-API-Key", ""), ("Authorization", f"Bearer {token}")],
         [("Authorization", f"bearer {token}")],
         [("Authorization", f"Bearer  {token}")],

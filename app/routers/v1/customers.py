@@ -1,13 +1,14 @@
 """Customer routes: /api/v1/customers."""
 
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Literal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
+from app.access import Caller
 from app.errors import ValidationFailed
 from app.json_response import json_response
 from app.routers.deps import (
@@ -162,6 +163,11 @@ async def list_(
     phone digits or email first, then fuzzy (trigram) matches. `custom.<key>=<value>` filters a
     custom field."""
     rows, next_cursor = await list_customers(session, ctx, query)
+    return page_response(rows, next_cursor, ctx)
+
+
+def page_response(rows: Sequence[Mapping[str, Any]], next_cursor: str | None, ctx: Caller) -> Response:
+    """A page of customers as the list answers it (the read lane answers with it too)."""
     return json_response({"items": [present(row, ctx) for row in rows], "next_cursor": next_cursor})
 
 
