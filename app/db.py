@@ -122,13 +122,17 @@ async def create_asyncpg_pool(
     application_name: str = "guanxi-worker",
     connect_timeout: float = 60.0,
     command_timeout: float | None = None,
+    custom_plans: bool = False,
 ) -> asyncpg.Pool:
     """A bare asyncpg pool for the worker (webhook attempts, imports) and the customer read lane,
     with the JSON codecs and statement timeout of the SQLAlchemy engines. `reset=False` for work
     that leaves nothing in the session (single autocommit statements): a connection then goes back
     to the pool without the round trip of asyncpg's reset query (advisory unlocks, CLOSE ALL,
     UNLISTEN, RESET ALL). The API's lane takes the engines' connect and command timeouts; the worker's
-    pools keep asyncpg's, since imports raise their statement limit per session."""
+    pools keep asyncpg's, since imports raise their statement limit per session. `custom_plans`
+    plans every execution for its parameters and the tables' present size: a statement that joins
+    a parameter array to a table, first planned while the table was small, would otherwise keep a
+    sequential scan of it for the connection's life."""
 
     async def init(conn: asyncpg.Connection) -> None:
         for name in ("json", "jsonb"):
@@ -145,7 +149,11 @@ async def create_asyncpg_pool(
         reset=None if reset else _keep_session,
         timeout=connect_timeout,
         command_timeout=command_timeout,
-        server_settings={"statement_timeout": str(settings.statement_timeout_ms), "application_name": application_name},
+        server_settings={
+            "statement_timeout": str(settings.statement_timeout_ms),
+            "application_name": application_name,
+            **({"plan_cache_mode": "force_custom_plan"} if custom_plans else {}),
+        },
     )
     assert pool is not None
     return pool

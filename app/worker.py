@@ -36,7 +36,7 @@ from app.services import (
     webhook_delivery,
     webhook_dispatch,
 )
-from app.services.webhook_dispatch import DueAttempt
+from app.services.webhook_dispatch import AttemptBatch, DueAttempt
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,9 @@ class Worker:
         self.sweep_seconds = sweep_seconds
         self.engine = create_engine(database_url, settings)
         self.sessions = create_sessionmaker(self.engine)
-        self.http = http_client or webhook_delivery.http_client(settings.worker_concurrency * 2)
+        # Attempts run in jobs of up to ATTEMPTS_PER_JOB; the job queue needs room for two at least.
+        self.delivery_jobs = max(2, -(-settings.worker_concurrency // webhook_dispatch.ATTEMPTS_PER_JOB))
+        self.http = http_client or webhook_delivery.http_client(self.delivery_jobs * webhook_dispatch.ATTEMPTS_PER_JOB)
         self.stop = asyncio.Event()
         self.pool: asyncpg.Pool | None = None
         self.import_pool: asyncpg.Pool | None = None
@@ -129,14 +131,19 @@ class Worker:
             # Attempts are two autocommit statements each and leave nothing in the session; an import
             # holds an advisory lock and sets its statement timeout, which the reset on release undoes.
             self.pool = await create_asyncpg_pool(
-                self.database_url, self.settings, size=self.settings.worker_concurrency, reset=False
+                self.database_url, self.settings, size=self.delivery_jobs, reset=False, custom_plans=True
             )
             self.import_pool = await create_asyncpg_pool(self.database_url, self.settings, size=IMPORT_CONNECTIONS)
             pgq = self._job_queue(queue_conn, queries)
             await listen_conn.add_listener(OUTBOX_CHANNEL, self._notified)
             tasks = [asyncio.create_task(self._value_loop()), asyncio.create_task(self._import_loop())]
             queue_task = asyncio.create_task(
-                pgq.run(dequeue_timeout=timedelta(seconds=1), max_concurrent_tasks=self.settings.worker_concurrency)
+                pgq.run(
+                    dequeue_timeout=timedelta(seconds=1),
+                    # pgqueuer asks for a cap of at least twice the jobs it takes per dequeue.
+                    batch_size=self.delivery_jobs // 2,
+                    max_concurrent_tasks=self.delivery_jobs,
+                )
             )
             self.ready.set()
             # What was committed while the worker was away has no notification coming: sweep at once.
@@ -168,13 +175,11 @@ class Worker:
 
         @pgq.entrypoint(DELIVER)
         async def deliver(job: Job) -> None:
-            due = _decode(job.payload)
             assert self.pool is not None
-            scheduled = await webhook_delivery.deliver(
-                self.pool, self.http, due, now=self.now(), settings=self.settings
+            # Retries are not queued here: the sweep queues them in batches once they are due.
+            await webhook_delivery.deliver(
+                self.pool, self.http, _decode(job.payload), now=self.now(), settings=self.settings
             )
-            if scheduled is not None:
-                await self._enqueue(queries, [scheduled.due], delay=scheduled.delay)
 
         @pgq.schedule(FOLLOW_UPS, FOLLOW_UPS_CRON)
         async def follow_ups_tick(_schedule: Schedule) -> None:
@@ -350,39 +355,35 @@ class Worker:
 
     async def dispatch(self, queries: Queries) -> int:
         """Fan out new events (batch after batch while a backlog lasts), revive abandoned attempts,
-        and enqueue everything that is due."""
+        and queue everything due that no job carries. Returns how many attempts were queued."""
         now = self.now()
-        fresh: list[DueAttempt] = []
+        queued = 0
         while True:
             async with self.sessions() as session:
-                taken, attempts = await webhook_dispatch.fan_out(session, now=now)
+                taken, jobs = await webhook_dispatch.fan_out(session, now=now)
                 await session.commit()
-            fresh += attempts
-            await self._enqueue(queries, attempts)
+            queued += await self._enqueue(queries, jobs)
             if taken < webhook_dispatch.FAN_OUT_BATCH:
                 break
         async with self.sessions() as session:
             await webhook_dispatch.recover_abandoned(session, now=now)
             await session.commit()
         async with self.sessions() as session:
-            due = await webhook_dispatch.due_attempts(session, now=now)
-        # Catches deliveries whose job was lost (a crash between commit and enqueue) or retries now
-        # due; the dedupe key keeps an attempt that is already queued from being queued twice.
-        queued = {d.dedupe_key for d in fresh}
-        await self._enqueue(queries, [d for d in due if d.dedupe_key not in queued])
-        return len(fresh) + len(due)
+            jobs = await webhook_dispatch.queue_due(session, now=now)
+            await session.commit()
+        return queued + await self._enqueue(queries, jobs)
 
-    async def _enqueue(self, queries: Queries, attempts: list[DueAttempt], *, delay: timedelta | None = None) -> None:
-        if not attempts:
-            return
+    async def _enqueue(self, queries: Queries, jobs: list[AttemptBatch]) -> int:
+        if not jobs:
+            return 0
         await queries.enqueue(
-            [DELIVER] * len(attempts),
-            [_encode(a) for a in attempts],
-            [0] * len(attempts),
-            execute_after=[delay] * len(attempts),
-            dedupe_key=[a.dedupe_key for a in attempts],
+            [DELIVER] * len(jobs),
+            [_encode(job.attempts) for job in jobs],
+            [0] * len(jobs),
+            dedupe_key=[job.key for job in jobs],
             on_conflict="skip",
         )
+        return sum(len(job.attempts) for job in jobs)
 
 
 def _connection_gone(exc: BaseException) -> bool:
@@ -393,10 +394,13 @@ def _connection_gone(exc: BaseException) -> bool:
     return connection_lost(exc)
 
 
-def _encode(due: DueAttempt) -> bytes:
-    return orjson.dumps({"w": str(due.workspace_id), "d": str(due.delivery_id), "a": due.attempt})
+def _encode(attempts: list[DueAttempt]) -> bytes:
+    return orjson.dumps([[str(a.workspace_id), str(a.delivery_id), a.attempt] for a in attempts])
 
 
-def _decode(payload: bytes | None) -> DueAttempt:
-    data = orjson.loads(payload or b"{}")
-    return DueAttempt(uuid.UUID(data["w"]), uuid.UUID(data["d"]), int(data["a"]))
+def _decode(payload: bytes | None) -> list[DueAttempt]:
+    data = orjson.loads(payload or b"[]")
+    if isinstance(data, dict):
+        # A job queued by a worker from before attempts were batched.
+        data = [[data["w"], data["d"], data["a"]]]
+    return [DueAttempt(uuid.UUID(w), uuid.UUID(d), int(a)) for w, d, a in data]

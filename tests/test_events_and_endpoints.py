@@ -1,20 +1,23 @@
 """The polled event stream, endpoint management, SSRF refusals, and the worker end to end."""
 
 import asyncio
+from collections import Counter
+from datetime import timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from standardwebhooks.webhooks import Webhook
 
+from app import clock
 from app.event_catalogue import CATALOGUE
-from app.models import Workspace
-from app.services import webhook_targets
+from app.models import WebhookDelivery, Workspace
+from app.services import webhook_dispatch, webhook_targets
 from app.settings import get_settings
 from app.worker import Worker
 from tests.factories import Tenant, customer_body, make_tenant
-from tests.receiver import Receiver
+from tests.receiver import Answer, Receiver
 
 
 async def _settled(
@@ -208,3 +211,44 @@ async def test_worker_delivers_a_committed_event_end_to_end(
         await asyncio.wait_for(task, timeout=20)
     payload = Webhook(endpoint["secret"]).verify(receiver.received[0].body, receiver.received[0].headers)
     assert payload["data"]["id"] == created["id"]
+
+
+async def test_worker_sends_a_backlog_in_batched_jobs_and_retries_when_due(
+    app: FastAPI, database_url: str, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+) -> None:
+    endpoint = (
+        await live_client.post(
+            "/api/v1/webhook-endpoints",
+            json={"url": receiver.url, "event_types": ["customer.created"]},
+            headers=live_tenant.headers(),
+        )
+    ).json()
+    receiver.secrets = [endpoint["secret"]]
+    receiver.script = [Answer(500), Answer(200)]
+    for _ in range(25):
+        response = await live_client.post("/api/v1/customers", json=customer_body(), headers=live_tenant.headers())
+        assert response.status_code == 201
+    # The worker's clock, moved forward by the test to make the retry due.
+    ahead = [timedelta(0)]
+    worker = Worker(get_settings(), database_url, now=lambda: clock.now() + ahead[0], sweep_seconds=0.2)
+    task = asyncio.create_task(worker.run())
+    try:
+        await receiver.wait_for(25, limit=20)
+        # The failed attempt's retry is five seconds away on the worker's clock: nothing more is sent.
+        await asyncio.sleep(1)
+        assert len(receiver.received) == 25
+        ahead[0] = timedelta(seconds=10)
+        await receiver.wait_for(26, limit=20)
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, timeout=20)
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 25
+    async with app.state.sessions() as session:
+        done = (
+            await session.scalars(select(WebhookDelivery).where(WebhookDelivery.workspace_id == live_tenant.id))
+        ).all()
+    assert sorted((d.state, d.attempts) for d in done) == [("succeeded", 1)] * 24 + [("succeeded", 2)]
+    # Three jobs of up to ATTEMPTS_PER_JOB carried the first attempts (the retried delivery's key is
+    # its retry's job now).
+    first_jobs = Counter(d.job_key for d in done if d.attempts == 1)
+    assert len(first_jobs) <= 3 and max(first_jobs.values()) <= webhook_dispatch.ATTEMPTS_PER_JOB

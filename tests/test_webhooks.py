@@ -8,12 +8,14 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from pgqueuer import AsyncpgDriver, Queries
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
 from app import clock
 from app.models import OutboxEvent
 from app.services import webhook_delivery, webhook_dispatch
+from app.worker import DELIVER
 from tests.factories import Tenant, customer_body
 from tests.receiver import Answer, Receiver
 from tests.webhook_helpers import attempts, deliveries, due_for, fan_out, fast_settings, run_due
@@ -241,7 +243,7 @@ async def test_concurrent_workers_never_send_one_attempt_twice(
     [due] = await due_for(app, live_tenant.id, now)
     async with webhook_delivery.http_client(10) as client:
         await asyncio.gather(
-            *(webhook_delivery.deliver(pool, client, due, now=now, settings=fast_settings()) for _ in range(10))
+            *(webhook_delivery.deliver(pool, client, [due], now=now, settings=fast_settings()) for _ in range(10))
         )
     assert len(receiver.received) == 1
     [delivery] = await deliveries(app, live_tenant.id)
@@ -259,7 +261,7 @@ async def test_a_worker_killed_mid_send_leads_to_a_redelivery(
     lease = timedelta(seconds=30)
     async with pool.acquire() as conn:
         # The worker claims the attempt and dies before it records anything.
-        assert await webhook_delivery.claim(conn, due, now=now, lease=lease) is not None
+        assert await webhook_delivery.claim(conn, [due], now=now, lease=lease) != []
     assert await run_due(app, pool, live_tenant.id, now + timedelta(seconds=10)) == []
     later = now + lease + timedelta(seconds=1)
     async with app.state.sessions() as session:
@@ -329,3 +331,91 @@ async def test_redeliver_a_time_range(
     assert response.json() == {"scheduled": 3}
     await run_due(app, pool, live_tenant.id, clock.now())
     assert len(receiver.received) == 6
+
+
+async def test_one_job_sends_its_batch_and_records_each_outcome(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+) -> None:
+    receiver.script = [Answer(200), Answer(500), Answer(200)]
+    endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
+    for _ in range(3):
+        await _customer(live_client, live_tenant)
+    now = clock.now()
+    results = await run_due(app, pool, live_tenant.id, now)
+    assert len(receiver.received) == 3
+    [retry] = [r for r in results if r is not None]
+    assert retry.due.attempt == 2 and len(results) == 3
+    by_state = {d.state: d for d in await deliveries(app, live_tenant.id)}
+    assert sorted(d.state for d in await deliveries(app, live_tenant.id)) == ["pending", "succeeded", "succeeded"]
+    for delivery in await deliveries(app, live_tenant.id):
+        [logged] = await attempts(app, delivery.id)
+        assert delivery.attempts == 1 and delivery.last_status == logged.status_code
+        assert (delivery.succeeded_at is not None) == (delivery.state == "succeeded")
+        assert delivery.locked_until is None
+    assert by_state["pending"].last_status == 500
+    base = f"/api/v1/webhook-endpoints/{endpoint['id']}"
+    assert (await live_client.get(base, headers=live_tenant.headers())).json()["consecutive_failures"] == 1
+    # The retry succeeds in a batch of its own, which resets the endpoint's failure count.
+    assert await run_due(app, pool, live_tenant.id, now + retry.delay) == [None]
+    assert (await live_client.get(base, headers=live_tenant.headers())).json()["consecutive_failures"] == 0
+    assert sorted(d.state for d in await deliveries(app, live_tenant.id)) == ["succeeded"] * 3
+
+
+async def test_overlapping_jobs_send_each_attempt_once(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+) -> None:
+    await _verified_endpoint(live_client, live_tenant, receiver)
+    for _ in range(5):
+        await _customer(live_client, live_tenant)
+    now = clock.now()
+    await fan_out(app, now)
+    due = await due_for(app, live_tenant.id, now)
+    assert len(due) == 5
+    async with webhook_delivery.http_client(10) as client:
+        await asyncio.gather(
+            *(
+                webhook_delivery.deliver(pool, client, batch, now=now, settings=fast_settings())
+                for batch in (due[:4], due[1:], list(reversed(due)), due)
+            )
+        )
+    assert len(receiver.received) == 5
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 5
+    for delivery in await deliveries(app, live_tenant.id):
+        assert delivery.state == "succeeded"
+        assert len(await attempts(app, delivery.id)) == 1
+
+
+async def test_the_sweep_leaves_deliveries_that_a_queued_job_carries(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    await _endpoint(live_client, live_tenant, "http://127.0.0.1:9/unused")
+    for _ in range(3):
+        await _customer(live_client, live_tenant)
+    now = clock.now()
+    async with app.state.sessions() as session:
+        _, jobs = await webhook_dispatch.fan_out(session, now=now)
+        await session.commit()
+    [job] = [j for j in jobs if j.attempts[0].workspace_id == live_tenant.id]
+    assert len(job.attempts) == 3
+    assert {d.job_key for d in await deliveries(app, live_tenant.id)} == {job.key}
+    async with pool.acquire() as conn:
+        queries = Queries(AsyncpgDriver(conn))
+        await queries.enqueue([DELIVER], [b"[]"], [0], dedupe_key=[job.key])
+        try:
+            # Waiting in the queue: the sweep does not queue them a second time.
+            assert await due_for(app, live_tenant.id, now) == []
+        finally:
+            await conn.execute("DELETE FROM pgqueuer WHERE dedupe_key = $1", job.key)
+    # The job is gone without having taken them: the sweep queues them again, in a new job.
+    again = await due_for(app, live_tenant.id, now)
+    assert sorted(a.delivery_id for a in again) == sorted(a.delivery_id for a in job.attempts)
+    assert all(a.attempt == 1 for a in again)
+    [new_key] = {d.job_key for d in await deliveries(app, live_tenant.id)}
+    assert new_key != job.key
+    # Keyed to that job now: a second sweep leaves them too.
+    async with pool.acquire() as conn:
+        await Queries(AsyncpgDriver(conn)).enqueue([DELIVER], [b"[]"], [0], dedupe_key=[new_key])
+        try:
+            assert await due_for(app, live_tenant.id, now) == []
+        finally:
+            await conn.execute("DELETE FROM pgqueuer WHERE dedupe_key = $1", new_key)

@@ -24,23 +24,23 @@ async def fan_out(app: FastAPI, now: datetime) -> None:
 
 
 async def due_for(app: FastAPI, workspace_id: uuid.UUID, now: datetime) -> list[DueAttempt]:
+    """What the sweep queues at `now` (keyed to jobs nobody runs here), for one workspace."""
     async with app.state.sessions() as session:
-        due = await webhook_dispatch.due_attempts(session, now=now)
-    return [d for d in due if d.workspace_id == workspace_id]
+        jobs = await webhook_dispatch.queue_due(session, now=now)
+        await session.commit()
+    return [a for job in jobs for a in job.attempts if a.workspace_id == workspace_id]
 
 
 async def run_due(
     app: FastAPI, pool: asyncpg.Pool, workspace_id: uuid.UUID, now: datetime, settings: Settings | None = None
 ) -> list[webhook_delivery.Scheduled | None]:
-    """One worker pass for one workspace: fan out, then send every due attempt."""
+    """One worker pass for one workspace: fan out, then send every due attempt as one job."""
     await fan_out(app, now)
-    results = []
+    due = await due_for(app, workspace_id, now)
+    if not due:
+        return []
     async with webhook_delivery.http_client(10) as client:
-        for due in await due_for(app, workspace_id, now):
-            results.append(
-                await webhook_delivery.deliver(pool, client, due, now=now, settings=settings or fast_settings())
-            )
-    return results
+        return await webhook_delivery.deliver(pool, client, due, now=now, settings=settings or fast_settings())
 
 
 async def deliveries(app: FastAPI, workspace_id: uuid.UUID) -> list[WebhookDelivery]:

@@ -60,6 +60,9 @@ class WebhookDelivery(TenantKey, Base):
     next_attempt_at: Mapped[datetime]
     # While `sending`, the claim is valid until this time; a worker that died leaves it to expire.
     locked_until: Mapped[datetime | None]
+    # The dedupe key of the queued job that carries the next attempt (several deliveries share one
+    # job); the sweep queues a due delivery again only when no job of that key is waiting or running.
+    job_key: Mapped[str | None] = mapped_column(Text)
     last_status: Mapped[int | None] = mapped_column(SmallInteger)
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]

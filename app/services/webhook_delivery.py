@@ -1,9 +1,10 @@
-"""One delivery attempt: claim it, send it signed, record the outcome and schedule the retry.
+"""Delivery attempts: claim a job's batch, send each signed, record the outcomes.
 
 The claim is a conditional UPDATE on (delivery, attempt number): however many workers hold a job
 for the same attempt, one claims it and the others find nothing to do. The claim is a lease: a
 worker that dies mid-send leaves it to expire, and the sweep makes the delivery due again."""
 
+import asyncio
 import random
 import time
 import uuid
@@ -73,38 +74,61 @@ class Outcome:
 
 
 CLAIM_SQL = """
-WITH claimed AS (
-    UPDATE webhook_deliveries d
-    SET state = 'sending', attempts = $3, locked_until = $5, updated_at = $4
-    WHERE d.workspace_id = $1 AND d.id = $2 AND d.state = 'pending' AND d.attempts = $3 - 1 AND d.next_attempt_at <= $4
+WITH due AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[]) AS t(workspace_id, id, attempt)
+),
+taken AS (
+    -- Rows another claim holds are skipped, not waited for: that claim takes them.
+    SELECT d.workspace_id, d.id, due.attempt
+    FROM webhook_deliveries d
+    JOIN due ON d.workspace_id = due.workspace_id AND d.id = due.id
+    WHERE d.state = 'pending' AND d.attempts = due.attempt - 1 AND d.next_attempt_at <= $4
       AND EXISTS (SELECT 1 FROM webhook_endpoints e
                   WHERE e.workspace_id = d.workspace_id AND e.id = d.endpoint_id AND e.enabled)
-    RETURNING d.endpoint_id, d.event_id
+    FOR UPDATE OF d SKIP LOCKED
+),
+claimed AS (
+    UPDATE webhook_deliveries d
+    SET state = 'sending', attempts = taken.attempt, locked_until = $5, updated_at = $4
+    FROM taken
+    WHERE d.workspace_id = taken.workspace_id AND d.id = taken.id
+    RETURNING d.workspace_id, d.id, d.attempts, d.endpoint_id, d.event_id
 )
-SELECT c.endpoint_id, e.url, e.secret,
+SELECT c.workspace_id, c.id, c.attempts, c.endpoint_id, e.url, e.secret,
        CASE WHEN e.previous_secret_expires_at > $4 THEN e.previous_secret END AS previous_secret,
        ev.id AS event_id, ev.type, ev.occurred_at, ev.actor, ev.data
 FROM claimed c
-JOIN webhook_endpoints e ON e.workspace_id = $1 AND e.id = c.endpoint_id
-JOIN outbox_events ev ON ev.workspace_id = $1 AND ev.id = c.event_id
+JOIN webhook_endpoints e ON e.workspace_id = c.workspace_id AND e.id = c.endpoint_id
+JOIN outbox_events ev ON ev.workspace_id = c.workspace_id AND ev.id = c.event_id
 """
 
 
-async def claim(conn: asyncpg.Connection, due: DueAttempt, *, now: datetime, lease: timedelta) -> Claimed | None:
-    """One statement: take the attempt (if it is still due and nobody took it) and read what to send."""
-    row = await conn.fetchrow(CLAIM_SQL, due.workspace_id, due.delivery_id, due.attempt, now, now + lease)
-    if row is None:
-        return None
-    secrets = [row["secret"], *([row["previous_secret"]] if row["previous_secret"] else [])]
-    event = {
-        "id": str(row["event_id"]),
-        "type": row["type"],
-        "occurred_at": to_jsonable(row["occurred_at"]),
-        "workspace_id": str(due.workspace_id),
-        "actor": row["actor"],
-        "data": row["data"],
-    }
-    return Claimed(due=due, endpoint_id=row["endpoint_id"], url=row["url"], secrets=secrets, event=event)
+async def claim(
+    conn: asyncpg.Connection, attempts: list[DueAttempt], *, now: datetime, lease: timedelta
+) -> list[Claimed]:
+    """One statement: take the attempts that are still due and nobody took, and read what to send."""
+    rows = await conn.fetch(
+        CLAIM_SQL,
+        [a.workspace_id for a in attempts],
+        [a.delivery_id for a in attempts],
+        [a.attempt for a in attempts],
+        now,
+        now + lease,
+    )
+    claimed = []
+    for row in rows:
+        secrets = [row["secret"], *([row["previous_secret"]] if row["previous_secret"] else [])]
+        event = {
+            "id": str(row["event_id"]),
+            "type": row["type"],
+            "occurred_at": to_jsonable(row["occurred_at"]),
+            "workspace_id": str(row["workspace_id"]),
+            "actor": row["actor"],
+            "data": row["data"],
+        }
+        due = DueAttempt(row["workspace_id"], row["id"], row["attempts"])
+        claimed.append(Claimed(due=due, endpoint_id=row["endpoint_id"], url=row["url"], secrets=secrets, event=event))
+    return claimed
 
 
 def envelope(event: OutboxEvent) -> dict[str, Any]:
@@ -173,6 +197,49 @@ async def send(client: httpx.AsyncClient, claimed: Claimed, *, now: datetime, se
     except aiohttp.ClientError as exc:
         # What the transport does not map to httpx's errors: a malformed response, for one.
         return done(None, f"{type(exc).__name__}: {exc}"[:500])
+
+
+SUCCEEDED_SQL = """
+WITH done AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::int[], $6::int[], $7::text[],
+                         $8::text[], $9::uuid[])
+        AS t(workspace_id, delivery_id, id, attempt, duration_ms, status_code, excerpt, request_headers, endpoint_id)
+),
+attempt AS (
+    INSERT INTO webhook_attempts (workspace_id, id, delivery_id, attempt, started_at, duration_ms, status_code, error,
+                                  response_excerpt, request_headers)
+    SELECT workspace_id, id, delivery_id, attempt, $10, duration_ms, status_code, NULL, excerpt, request_headers::jsonb
+    FROM done
+    ON CONFLICT DO NOTHING
+),
+delivery AS (
+    UPDATE webhook_deliveries d
+    SET state = 'succeeded', last_status = done.status_code, last_error = NULL, locked_until = NULL,
+        updated_at = $10, succeeded_at = $10
+    FROM done
+    WHERE d.workspace_id = done.workspace_id AND d.id = done.delivery_id
+)
+-- Touched only when the count changes: a healthy endpoint's row is never locked by deliveries.
+UPDATE webhook_endpoints e SET consecutive_failures = 0
+WHERE (e.workspace_id, e.id) IN (SELECT DISTINCT workspace_id, endpoint_id FROM done) AND e.consecutive_failures <> 0
+"""
+
+
+async def record_succeeded(conn: asyncpg.Connection, sent: list[tuple[Claimed, Outcome]], *, now: datetime) -> None:
+    """Log the successful attempts and close their deliveries, in one statement for the batch."""
+    await conn.execute(
+        SUCCEEDED_SQL,
+        [c.due.workspace_id for c, _ in sent],
+        [c.due.delivery_id for c, _ in sent],
+        [new_id() for _ in sent],
+        [c.due.attempt for c, _ in sent],
+        [o.duration_ms for _, o in sent],
+        [o.status_code for _, o in sent],
+        [o.excerpt for _, o in sent],
+        [orjson.dumps(_loggable(o.request_headers)).decode() for _, o in sent],
+        [c.endpoint_id for c, _ in sent],
+        now,
+    )
 
 
 RECORD_SQL = """
@@ -270,21 +337,30 @@ def retry_delay(failed_attempt: int, retry_after: timedelta | None) -> timedelta
 async def deliver(
     pool: asyncpg.Pool,
     client: httpx.AsyncClient,
-    due: DueAttempt,
+    attempts: list[DueAttempt],
     *,
     now: datetime,
     settings: Settings,
-) -> Scheduled | None:
-    """Claim, send and record one attempt; returns the next attempt to schedule, if any. Two
-    statements on the database, neither held open while the request is in flight."""
+) -> list[Scheduled | None]:
+    """Claim a job's attempts, send them side by side and record the outcomes: for each attempt
+    claimed, the retry it scheduled (None when its delivery is done). The successes are recorded
+    in one statement, failures one by one (each may disable its endpoint); no statement is held
+    open while requests are in flight."""
     lease = timedelta(seconds=settings.webhook_timeout_seconds + settings.webhook_connect_timeout_seconds + 30)
     async with pool.acquire() as conn:
-        claimed = await claim(conn, due, now=now, lease=lease)
-    if claimed is None:
-        return None
-    outcome = await send(client, claimed, now=now, settings=settings)
+        claimed = await claim(conn, attempts, now=now, lease=lease)
+    if not claimed:
+        return []
+    outcomes = await asyncio.gather(*(send(client, c, now=now, settings=settings) for c in claimed))
+    sent = list(zip(claimed, outcomes, strict=True))
+    succeeded = [(c, o) for c, o in sent if o.succeeded]
+    scheduled: list[Scheduled | None] = []
     async with pool.acquire() as conn:
-        return await record(conn, claimed, outcome, now=now, settings=settings)
+        if succeeded:
+            await record_succeeded(conn, succeeded, now=now)
+        for c, o in sent:
+            scheduled.append(None if o.succeeded else await record(conn, c, o, now=now, settings=settings))
+    return scheduled
 
 
 async def _read_capped(response: httpx.Response) -> str:

@@ -1,30 +1,45 @@
 """Fan-out of committed events to subscribed endpoints, and the sweep that keeps deliveries moving.
 
-Both are set-based and safe to run in several workers at once (`FOR UPDATE SKIP LOCKED`)."""
+Both are set-based and safe to run in several workers at once (`FOR UPDATE SKIP LOCKED`). Attempts
+go to the job queue in batches: one job carries up to ATTEMPTS_PER_JOB of them, so the queue's
+per-job statements and the worker's claim and record are paid once per batch, not per delivery."""
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.ids import new_id
 from app.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
+ATTEMPTS_PER_JOB = 10
+
 
 @dataclass(frozen=True)
 class DueAttempt:
-    """A job's payload: which delivery, and which attempt number it is for."""
+    """Which delivery, and which attempt number a job is for."""
 
     workspace_id: uuid.UUID
     delivery_id: uuid.UUID
     attempt: int
 
-    @property
-    def dedupe_key(self) -> str:
-        return f"webhook:{self.delivery_id}:{self.attempt}"
+
+@dataclass(frozen=True)
+class AttemptBatch:
+    """A job's payload, and its dedupe key (stored on each of its deliveries as `job_key`)."""
+
+    key: str
+    attempts: list[DueAttempt]
+
+
+def batches(attempts: Sequence[DueAttempt]) -> list[AttemptBatch]:
+    """Consecutive attempts in jobs of up to ATTEMPTS_PER_JOB, each keyed by its first attempt."""
+    chunks = [list(attempts[i : i + ATTEMPTS_PER_JOB]) for i in range(0, len(attempts), ATTEMPTS_PER_JOB)]
+    return [AttemptBatch(f"webhook:{chunk[0].delivery_id}:{chunk[0].attempt}", chunk) for chunk in chunks]
 
 
 def _subscribed() -> ColumnElement[bool]:
@@ -40,10 +55,12 @@ def _subscribed() -> ColumnElement[bool]:
 FAN_OUT_BATCH = 500
 
 
-async def fan_out(session: AsyncSession, *, now: datetime, batch: int = FAN_OUT_BATCH) -> tuple[int, list[DueAttempt]]:
+async def fan_out(
+    session: AsyncSession, *, now: datetime, batch: int = FAN_OUT_BATCH
+) -> tuple[int, list[AttemptBatch]]:
     """Turn unpublished events into deliveries for every enabled, subscribed endpoint (one
-    transaction; the caller commits). Events are taken in commit order. Returns how many events
-    were taken, and the first attempts of the new deliveries."""
+    transaction; the caller commits, then queues the returned jobs). Events are taken in commit
+    order. Returns how many events were taken, and the first attempts of the new deliveries."""
     event_ids = list(
         (
             await session.scalars(
@@ -65,32 +82,39 @@ async def fan_out(session: AsyncSession, *, now: datetime, batch: int = FAN_OUT_
                 and_(WebhookEndpoint.workspace_id == OutboxEvent.workspace_id, WebhookEndpoint.enabled.is_(True)),
             )
             .where(OutboxEvent.id.in_(event_ids), _subscribed())
+            .order_by(OutboxEvent.txid, OutboxEvent.id)
         )
     ).all()
     await session.execute(update(OutboxEvent).where(OutboxEvent.id.in_(event_ids)).values(published_at=now))
     if not pairs:
         return len(event_ids), []
+    firsts = [DueAttempt(workspace_id, new_id(), 1) for workspace_id, _, _ in pairs]
+    jobs = batches(firsts)
+    job_key = {a.delivery_id: job.key for job in jobs for a in job.attempts}
     rows = [
         {
             "workspace_id": workspace_id,
-            "id": new_id(),
+            "id": first.delivery_id,
             "endpoint_id": endpoint_id,
             "event_id": event_id,
             "state": "pending",
             "attempts": 0,
             "next_attempt_at": now,
+            "job_key": job_key[first.delivery_id],
             "created_at": now,
             "updated_at": now,
         }
-        for workspace_id, event_id, endpoint_id in pairs
+        for (workspace_id, event_id, endpoint_id), first in zip(pairs, firsts, strict=True)
     ]
-    inserted = await session.execute(
-        insert(WebhookDelivery)
-        .values(rows)
-        .on_conflict_do_nothing()
-        .returning(WebhookDelivery.workspace_id, WebhookDelivery.id)
+    inserted = set(
+        (
+            await session.scalars(
+                insert(WebhookDelivery).values(rows).on_conflict_do_nothing().returning(WebhookDelivery.id)
+            )
+        ).all()
     )
-    return len(event_ids), [DueAttempt(workspace_id, delivery_id, 1) for workspace_id, delivery_id in inserted.all()]
+    kept = [AttemptBatch(job.key, [a for a in job.attempts if a.delivery_id in inserted]) for job in jobs]
+    return len(event_ids), [job for job in kept if job.attempts]
 
 
 async def recover_abandoned(session: AsyncSession, *, now: datetime) -> int:
@@ -100,7 +124,7 @@ async def recover_abandoned(session: AsyncSession, *, now: datetime) -> int:
         await session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.state == "sending", WebhookDelivery.locked_until < now)
-            .values(state="pending", next_attempt_at=now, locked_until=None, updated_at=now,
+            .values(state="pending", next_attempt_at=now, locked_until=None, updated_at=now, job_key=None,
                     last_error="the worker stopped during the attempt")
             .returning(WebhookDelivery.workspace_id, WebhookDelivery.id, WebhookDelivery.attempts)
         )
@@ -127,25 +151,44 @@ async def recover_abandoned(session: AsyncSession, *, now: datetime) -> int:
     return len(stalled)
 
 
-async def due_attempts(session: AsyncSession, *, now: datetime, limit: int = 1000) -> list[DueAttempt]:
-    """Pending deliveries whose time has come, on enabled endpoints."""
+QUEUE_DUE_SQL = text("""
+WITH oldest AS (
+    SELECT d.workspace_id, d.id, d.attempts, d.job_key, d.next_attempt_at
+    FROM webhook_deliveries d
+    JOIN webhook_endpoints e ON e.workspace_id = d.workspace_id AND e.id = d.endpoint_id
+    WHERE d.state = 'pending' AND d.next_attempt_at <= :now AND e.enabled
+    ORDER BY d.next_attempt_at
+    LIMIT :limit
+),
+keyed AS (
+    SELECT o.*,
+           CAST(:sweep AS text) || ((row_number() OVER (ORDER BY o.next_attempt_at, o.id) - 1) / :per_job) AS new_key
+    FROM oldest o
+    -- The job queue's table (its schema is frozen in the webhooks migration).
+    WHERE NOT EXISTS (SELECT 1 FROM pgqueuer q
+                      WHERE q.dedupe_key = o.job_key AND q.status IN ('queued', 'picked'))
+)
+-- A sweep running beside this one re-keyed what it changed first; this one leaves those rows alone.
+UPDATE webhook_deliveries d SET job_key = k.new_key
+FROM keyed k
+WHERE d.workspace_id = k.workspace_id AND d.id = k.id AND d.state = 'pending'
+  AND d.job_key IS NOT DISTINCT FROM k.job_key
+RETURNING d.workspace_id, d.id, d.attempts, d.job_key
+""")
+
+
+async def queue_due(session: AsyncSession, *, now: datetime, limit: int = 1000) -> list[AttemptBatch]:
+    """Due pending deliveries on enabled endpoints that no waiting or running job carries: retries
+    whose time has come, and deliveries whose job was lost (a crash between commit and enqueue) or
+    ended without taking them (the endpoint was disabled then). Keys them to new jobs, which the
+    caller queues after commit. Only the oldest `limit` due are looked at, so a backlog costs the
+    sweep nothing more; a delivery nobody carries stays due and reaches them in its turn."""
     rows = (
         await session.execute(
-            select(WebhookDelivery.workspace_id, WebhookDelivery.id, WebhookDelivery.attempts)
-            .join(
-                WebhookEndpoint,
-                and_(
-                    WebhookEndpoint.workspace_id == WebhookDelivery.workspace_id,
-                    WebhookEndpoint.id == WebhookDelivery.endpoint_id,
-                ),
-            )
-            .where(
-                WebhookDelivery.state == "pending",
-                WebhookDelivery.next_attempt_at <= now,
-                WebhookEndpoint.enabled.is_(True),
-            )
-            .order_by(WebhookDelivery.next_attempt_at)
-            .limit(limit)
+            QUEUE_DUE_SQL, {"now": now, "limit": limit, "per_job": ATTEMPTS_PER_JOB, "sweep": f"webhook:{new_id()}:"}
         )
     ).all()
-    return [DueAttempt(workspace_id, delivery_id, attempts + 1) for workspace_id, delivery_id, attempts in rows]
+    grouped: dict[str, list[DueAttempt]] = {}
+    for workspace_id, delivery_id, attempts, key in rows:
+        grouped.setdefault(key, []).append(DueAttempt(workspace_id, delivery_id, attempts + 1))
+    return [AttemptBatch(key, attempts) for key, attempts in grouped.items()]

@@ -170,7 +170,7 @@ async def redeliver(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, 
     statement = insert(WebhookDelivery).values(rows)
     statement = statement.on_conflict_do_update(
         index_elements=[WebhookDelivery.workspace_id, WebhookDelivery.endpoint_id, WebhookDelivery.event_id],
-        set_={"state": "pending", "next_attempt_at": now, "updated_at": now, "locked_until": None},
+        set_={"state": "pending", "next_attempt_at": now, "updated_at": now, "locked_until": None, "job_key": None},
         where=WebhookDelivery.state != "sending",
     )
     result = await session.execute(statement)
