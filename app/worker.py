@@ -53,7 +53,7 @@ SWEEP_SECONDS = 2.0
 RECONNECT_SECONDS = 1.0
 DISCONNECT_SECONDS = 5.0
 VALUE_SWEEP_SECONDS = 30.0
-# An import holds one connection for its lock and writes its batches on another.
+# An import holds one connection for its lock and writes its batches on two others.
 IMPORT_CONNECTIONS = 3
 
 

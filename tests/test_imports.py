@@ -74,7 +74,7 @@ async def test_batches_are_not_held_to_the_api_statement_timeout(
     queued = await _upload(live_client, live_tenant, "many.csv", _csv(rows, "utf-8"))
     assert queued.status_code == 202, queued.text
     strict = get_settings().model_copy(update={"statement_timeout_ms": 50})
-    pool = await create_asyncpg_pool(database_url, strict, size=2)
+    pool = await create_asyncpg_pool(database_url, strict, size=3)
     try:
         progress = await _run(app, pool, live_tenant, queued.json()["id"])
     finally:
@@ -204,3 +204,61 @@ async def test_a_running_import_whose_worker_is_gone_is_failed_not_left_running(
     job = (await live_client.get(f"/api/v1/imports/{job_id}", headers=live_tenant.headers())).json()
     assert job["status"] == "failed" and "interrupted" in job["error"]
     assert job["finished_at"] is not None
+
+
+def _many(count: int, *, offset: int = 0) -> bytes:
+    rows = [[f"客户{n}", f"139{n:08d}", f"c{n}@example.com", "深圳市", ""] for n in range(offset, offset + count)]
+    return _csv(rows, "utf-8")
+
+
+async def test_batches_written_side_by_side_keep_file_order_codes_and_counts(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    """A create_only import without a match key writes its batches on two connections at once."""
+    rows = imports.BATCH * 2 + 1234
+    queued = await _upload(live_client, live_tenant, "three-batches.csv", _many(rows))
+    assert queued.status_code == 202, queued.text
+    progress = await _run(app, pool, live_tenant, queued.json()["id"])
+    assert progress == {"rows_read": rows, "created": rows, "updated": 0, "skipped": 0, "failed": 0}
+    stored = (await live_client.get(f"/api/v1/imports/{queued.json()['id']}", headers=live_tenant.headers())).json()
+    assert stored["progress"] == progress
+    async with app.state.sessions() as session:
+        found = (
+            await session.execute(
+                select(Customer.name, Customer.code).where(
+                    Customer.workspace_id == live_tenant.id, Customer.deleted_at.is_(None)
+                )
+            )
+        ).all()
+    assert len(found) == rows
+    # Codes run without gaps from 1 in the file's order, whichever connection wrote the batch.
+    by_name = {name: int(code[-6:]) for name, code in found}
+    assert [by_name[f"客户{n}"] for n in range(rows)] == list(range(1, rows + 1))
+
+
+async def test_an_imports_events_need_no_fan_out_unless_an_endpoint_listens(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    async def unpublished() -> tuple[int, int]:
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT count(*) FILTER (WHERE published_at IS NULL) AS waiting, count(*) AS events "
+                "FROM outbox_events WHERE workspace_id = $1 AND type = 'customer.created'",
+                live_tenant.id,
+            )
+        return row["waiting"], row["events"]
+
+    first = await _upload(live_client, live_tenant, "a.csv", _many(3))
+    await _run(app, pool, live_tenant, first.json()["id"])
+    # Nobody subscribes: the events are written as fanned out already.
+    assert await unpublished() == (0, 3)
+    endpoint = await live_client.post(
+        "/api/v1/webhook-endpoints",
+        json={"url": "http://127.0.0.1:9/hook", "event_types": ["customer.*"]},
+        headers=live_tenant.headers(),
+    )
+    assert endpoint.status_code == 201
+    second = await _upload(live_client, live_tenant, "b.csv", _many(2, offset=3))
+    await _run(app, pool, live_tenant, second.json()["id"])
+    # An endpoint listens: these two wait for the fan-out, which makes their deliveries.
+    assert await unpublished() == (2, 5)

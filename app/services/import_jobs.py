@@ -1,7 +1,9 @@
 """Import jobs: accept an upload into the data folder, queue it, report it, cancel it."""
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -233,14 +235,12 @@ async def _run(
         try:
             if job.kind == "interactions":
                 await interaction_imports.run(session, job, on_progress)
+            elif job.kind == "orders":
+                async with _writer(pool) as conn:
+                    await order_imports.run(conn, session, job, on_progress)
             else:
-                async with pool.acquire() as conn:
-                    # Released with the connection: the pool's reset on release runs RESET ALL.
-                    await conn.execute("SELECT set_config('statement_timeout', $1, false)", BATCH_STATEMENT_TIMEOUT)
-                    if job.kind == "orders":
-                        await order_imports.run(conn, session, job, on_progress)
-                    else:
-                        await imports.run(conn, session, ctx, job, on_progress)
+                async with _writer(pool) as conn, _writer(pool) as second:
+                    await imports.run((conn, second), session, ctx, job, on_progress)
             if job.status != "cancelled":
                 job.status = "done"
         except (ValueError, OSError, UnicodeDecodeError) as exc:
@@ -249,3 +249,12 @@ async def _run(
         await session.merge(job)
         await session.commit()
     return job
+
+
+@contextlib.asynccontextmanager
+async def _writer(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the pool with the batches' statement limit."""
+    async with pool.acquire() as conn:
+        # Released with the connection: the pool's reset on release runs RESET ALL.
+        await conn.execute("SELECT set_config('statement_timeout', $1, false)", BATCH_STATEMENT_TIMEOUT)
+        yield conn

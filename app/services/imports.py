@@ -10,7 +10,7 @@ import codecs
 import csv
 import io
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
@@ -29,7 +29,7 @@ from app.errors import ValidationFailed
 from app.ids import new_id
 from app.models import CustomFieldDefinition, ImportJob, Workspace
 from app.schemas.customer import normalise_email, normalise_phone
-from app.services import custom_fields, customer_codes
+from app.services import custom_fields, customer_codes, outbox
 
 FIELDS = (
     "name",
@@ -258,7 +258,7 @@ WITH fresh AS (
     SELECT s.*, s.customer_id AS new_id,
            replace($3, '{seq}', lpad(n::text, greatest($6, length(n::text)), '0')) AS new_code
     FROM (SELECT *, $4 + row_number() OVER (ORDER BY row_number) AS n FROM import_stage
-          WHERE row_number = ANY($5::int[])) s
+          WHERE $5::int[] IS NULL OR row_number = ANY($5::int[])) s
 ),
 created AS (
     INSERT INTO customers (workspace_id, id, code, kind, name, emails, phones, company, title, gender, birthday,
@@ -280,47 +280,107 @@ identities AS (
     RETURNING 1
 ),
 events AS (
-    INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
+    INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data, published_at)
     SELECT $1, f.event_id, 'customer.created', $2, $7::jsonb,
-           jsonb_build_object('id', c.id, 'code', c.code, 'name', c.name, 'source', 'import')
+           jsonb_build_object('id', c.id, 'code', c.code, 'name', c.name, 'source', 'import'),
+           {published_at}
     FROM created c JOIN fresh f ON f.new_id = c.id
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM identities), (SELECT count(*) FROM events)
-"""
+""".replace("{published_at}", outbox.published_unless_heard("$1", "'customer.created'", "$2"))
+
+
+STAGE_TABLE_SQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS import_stage (row_number int, name text, kind text, emails text[], "
+    "phones text[], company text, title text, gender text, birthday date, country text, province text, "
+    "city text, district text, street text, postcode text, source text, tags text[], notes text, code text, "
+    "custom text, search_text text, customer_id uuid, event_id uuid) ON COMMIT DELETE ROWS"
+)
+RESERVE_CODES_SQL = (
+    "INSERT INTO customer_code_counters (workspace_id, scope, last_value) VALUES ($1, $2, $3) "
+    "ON CONFLICT (workspace_id, scope) DO UPDATE SET last_value = customer_code_counters.last_value + $3 "
+    "RETURNING last_value - $3"
+)
 
 
 async def run(
-    conn: asyncpg.Connection, session: AsyncSession, ctx: Caller, job: ImportJob, on_progress: Progress | None = None
+    writers: Sequence[asyncpg.Connection],
+    session: AsyncSession,
+    ctx: Caller,
+    job: ImportJob,
+    on_progress: Progress | None = None,
 ) -> None:
-    """Process a job to its end on one connection (the caller commits the job row)."""
+    """Process a job to its end (the caller commits the job row). A create_only import without a
+    match key writes its batches on every writer connection at once, each batch its own
+    transaction, with the batch's codes taken just before it: two backends share PostgreSQL's
+    work, and a batch that fails leaves its codes unused. Any other import writes on the first
+    connection, one batch after another, taking its codes inside the batch's transaction (only
+    the merge knows how many rows are new), so its codes have no gaps."""
     definitions = await custom_fields.definitions(session, ctx)
     pattern = await session.scalar(select(Workspace.customer_code_pattern).where(Workspace.id == ctx.workspace_id))
     assert pattern is not None
-    await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS import_stage (row_number int, name text, kind text, emails text[], "
-        "phones text[], company text, title text, gender text, birthday date, country text, province text, "
-        "city text, district text, street text, postcode text, source text, tags text[], notes text, code text, "
-        "custom text, search_text text, customer_id uuid, event_id uuid) ON COMMIT DELETE ROWS"
-    )
-    batches = _batches(job, definitions, ctx.workspace_id)
-    # The next batch is read and checked in a thread while this one is written: Python and PostgreSQL
-    # work at the same time, and the event loop stays free.
-    upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+    # Nothing to match on: every row is new, and batches cannot touch the same customer.
+    side_by_side = job.match_on is None
+    free = list(writers if side_by_side else writers[:1])
+    for conn in free:
+        await conn.execute(STAGE_TABLE_SQL)
+    writing: dict[asyncio.Task[_Written], asyncpg.Connection] = {}
+    reader = _Reader(_batches(job, definitions, ctx.workspace_id))
+
+    async def settle(done: set[asyncio.Task[_Written]]) -> None:
+        failure: BaseException | None = None
+        for task in done:
+            free.append(writing.pop(task))
+            if task.exception() is not None:
+                failure = failure or task.exception()
+                continue
+            written = task.result()
+            job.created += written.created
+            job.updated += written.updated
+            job.skipped += written.skipped
+        if failure is not None:
+            raise failure
+
     try:
-        while (ready := await upcoming) is not None:
-            upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
-            job.rows_read, job.failed = ready.rows_read, ready.failed
-            await _flush(conn, ctx, job, pattern, ready.rows, ready.errors)
-            if on_progress:
-                on_progress(job)
-            if not ready.last and await _cancelled(conn, job):
+        while (ready := await reader.take()) is not None:
+            if not free:
+                done, _ = await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
+                await settle(done)
+            conn = free.pop()
+            if await _cancelled(conn, job):
+                free.append(conn)
                 job.status = "cancelled"
                 return
+            job.rows_read, job.failed = ready.rows_read, ready.failed
+            now = clock.now()
+            codes = None
+            if side_by_side and ready.rows:
+                scope = customer_codes.render(pattern, now)
+                codes = (scope, await conn.fetchval(RESERVE_CODES_SQL, ctx.workspace_id, scope, len(ready.rows)))
+            task = asyncio.create_task(
+                _flush(conn, ctx, job, pattern, ready, now=now, codes=codes, staged=reader.start)
+            )
+            writing[task] = conn
+            if not side_by_side:
+                await asyncio.wait([task])
+                await settle({task})
+            if on_progress:
+                on_progress(job)
+        if writing:
+            await settle((await asyncio.wait(writing))[0])
     finally:
-        # A batch still being read finishes first: a generator cannot be closed while it runs.
-        await asyncio.wait([upcoming])
-        batches.close()
+        # A batch still being written ends (committed or rolled back) before the job is recorded.
+        if writing:
+            await asyncio.wait(writing)
+        await reader.close()
+
+
+@dataclass
+class _Written:
+    created: int
+    updated: int
+    skipped: int
 
 
 @dataclass
@@ -329,7 +389,36 @@ class _Batch:
     errors: list[tuple[Any, ...]]
     rows_read: int
     failed: int
-    last: bool
+
+
+class _Reader:
+    """Reads and checks the file's batches in a thread, one batch ahead of the writer: Python and
+    PostgreSQL work at the same time, and the event loop stays free. The writer starts the next
+    read once its batch is staged, not before: the reading thread holds the GIL nearly all the
+    time, and the staging COPY, which encodes its rows in this thread, ran several times slower
+    beside it."""
+
+    def __init__(self, batches: Generator[_Batch]) -> None:
+        self._batches = batches
+        self._pending: asyncio.Future[_Batch | None] | None = None
+
+    def start(self) -> None:
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(asyncio.to_thread(next, self._batches, None))
+
+    async def take(self) -> _Batch | None:
+        self.start()
+        assert self._pending is not None
+        try:
+            return await self._pending
+        finally:
+            self._pending = None
+
+    async def close(self) -> None:
+        # A batch still being read finishes first: a generator cannot be closed while it runs.
+        if self._pending is not None:
+            await asyncio.wait([self._pending])
+        self._batches.close()
 
 
 def _batches(
@@ -355,9 +444,9 @@ def _batches(
         seen.update(keys)
         rows.append(_staged(number, values))
         if len(rows) >= BATCH:
-            yield _Batch(rows, errors, rows_read, failed, last=False)
+            yield _Batch(rows, errors, rows_read, failed)
             rows, errors = [], []
-    yield _Batch(rows, errors, rows_read, failed, last=True)
+    yield _Batch(rows, errors, rows_read, failed)
 
 
 def _staged(number: int, v: dict[str, Any]) -> tuple[Any, ...]:
@@ -395,65 +484,81 @@ async def _flush(
     ctx: Caller,
     job: ImportJob,
     pattern: str,
-    batch: list[tuple[Any, ...]],
-    errors: list[tuple[Any, ...]],
-) -> None:
-    """One transaction: stage the batch with COPY, update matches, create the rest, keep the errors."""
-    now = clock.now()
+    batch: _Batch,
+    *,
+    now: datetime,
+    codes: tuple[str, int] | None,
+    staged: Callable[[], None],
+) -> _Written:
+    """One transaction: stage the batch with COPY, update matches, create the rest with the codes
+    after `codes` (taken here when not given), keep the errors, add to the job's progress.
+    `staged` is called once the rows are copied in."""
+    written = _Written(0, 0, 0)
     async with conn.transaction():
-        if errors:
+        if batch.errors:
             await conn.copy_records_to_table(
                 "import_row_errors",
-                records=errors,
+                records=batch.errors,
                 columns=["workspace_id", "id", "job_id", "row_number", "column", "reason"],
             )
-        if not batch:
-            await _save_progress(conn, job)
-            return
-        await conn.copy_records_to_table("import_stage", records=batch, columns=list(STAGE_COLUMNS))
-        if job.match_on is None:
-            # Nothing to match on (a create_only import without a key): every row is new.
-            updated, matched, unmatched = 0, 0, [row[0] for row in batch]
-        else:
-            updated, matched, unmatched = await conn.fetchrow(MERGE_SQL, ctx.workspace_id, now, job.match_on, job.mode)
-        job.updated += updated
-        job.skipped += matched - updated
-        if unmatched:
+        if batch.rows:
+            await conn.copy_records_to_table("import_stage", records=batch.rows, columns=list(STAGE_COLUMNS))
+        staged()
+        if batch.rows:
+            written = await _merge(conn, ctx, job, pattern, len(batch.rows), now=now, codes=codes)
+        await _save_progress(conn, job, batch, written)
+    return written
+
+
+async def _merge(
+    conn: asyncpg.Connection,
+    ctx: Caller,
+    job: ImportJob,
+    pattern: str,
+    staged_rows: int,
+    *,
+    now: datetime,
+    codes: tuple[str, int] | None,
+) -> _Written:
+    if job.match_on is None:
+        # Nothing to match on (a create_only import without a key): every row is new.
+        updated, matched, unmatched = 0, 0, None
+        new_rows = staged_rows
+    else:
+        updated, matched, unmatched = await conn.fetchrow(MERGE_SQL, ctx.workspace_id, now, job.match_on, job.mode)
+        new_rows = len(unmatched)
+    created = 0
+    if new_rows:
+        if codes is None:
             scope = customer_codes.render(pattern, now)
-            width = int(customer_codes.sequence_width(pattern))
-            start = await conn.fetchval(
-                "INSERT INTO customer_code_counters (workspace_id, scope, last_value) VALUES ($1, $2, $3) "
-                "ON CONFLICT (workspace_id, scope) DO UPDATE SET last_value = customer_code_counters.last_value + $3 "
-                "RETURNING last_value - $3",
-                ctx.workspace_id,
-                scope,
-                len(unmatched),
-            )
-            created, _, _ = await conn.fetchrow(
-                INSERT_SQL,
-                ctx.workspace_id,
-                now,
-                scope,
-                start,
-                list(unmatched),
-                width,
-                orjson.dumps(ctx.actor).decode(),
-            )
-            job.created += created
-        await _save_progress(conn, job)
+            codes = (scope, await conn.fetchval(RESERVE_CODES_SQL, ctx.workspace_id, scope, new_rows))
+        scope, start = codes
+        created, _, _ = await conn.fetchrow(
+            INSERT_SQL,
+            ctx.workspace_id,
+            now,
+            scope,
+            start,
+            unmatched,
+            int(customer_codes.sequence_width(pattern)),
+            orjson.dumps(ctx.actor).decode(),
+        )
+    return _Written(created=created, updated=updated, skipped=matched - updated)
 
 
-async def _save_progress(conn: asyncpg.Connection, job: ImportJob) -> None:
+async def _save_progress(conn: asyncpg.Connection, job: ImportJob, batch: _Batch, written: _Written) -> None:
+    # Added to, not set: batches written side by side commit in either order.
     await conn.execute(
-        "UPDATE import_jobs SET rows_read = $3, created = $4, updated = $5, skipped = $6, failed = $7 "
+        "UPDATE import_jobs SET rows_read = greatest(rows_read, $3), failed = greatest(failed, $4), "
+        "created = created + $5, updated = updated + $6, skipped = skipped + $7 "
         "WHERE workspace_id = $1 AND id = $2",
         job.workspace_id,
         job.id,
-        job.rows_read,
-        job.created,
-        job.updated,
-        job.skipped,
-        job.failed,
+        batch.rows_read,
+        batch.failed,
+        written.created,
+        written.updated,
+        written.skipped,
     )
 
 
