@@ -41,7 +41,11 @@ from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-DELIVER = "webhooks.deliver"
+# Jobs of several attempts. Workers from before batching take jobs of one attempt under the old
+# name and cannot read these; so that they never take one during a rolling upgrade, the name is new,
+# and this worker still runs the old one's jobs.
+DELIVER = "webhooks.deliver_batch"
+DELIVER_ONE = "webhooks.deliver"
 FOLLOW_UPS = "scheduler.follow_ups"
 SLA_BREACHES = "scheduler.sla_breaches"
 TICKET_FIGURES = "scheduler.ticket_figures"
@@ -128,8 +132,9 @@ class Worker:
                 connections.append(await asyncpg.connect(dsn, timeout=timeout))
             queue_conn, enqueue_conn, listen_conn = connections
             queries = Queries(AsyncpgDriver(enqueue_conn))
-            # Attempts are two autocommit statements each and leave nothing in the session; an import
-            # holds an advisory lock and sets its statement timeout, which the reset on release undoes.
+            # Attempts are autocommit statements (a failure's record is one transaction) and leave
+            # nothing in the session; an import holds an advisory lock and sets its statement
+            # timeout, which the reset on release undoes.
             self.pool = await create_asyncpg_pool(
                 self.database_url, self.settings, size=self.delivery_jobs, reset=False, custom_plans=True
             )
@@ -173,13 +178,15 @@ class Worker:
     def _job_queue(self, queue_conn: asyncpg.Connection, queries: Queries) -> PgQueuer:
         pgq = PgQueuer(AsyncpgDriver(queue_conn))
 
-        @pgq.entrypoint(DELIVER)
         async def deliver(job: Job) -> None:
             assert self.pool is not None
             # Retries are not queued here: the sweep queues them in batches once they are due.
             await webhook_delivery.deliver(
                 self.pool, self.http, _decode(job.payload), now=self.now(), settings=self.settings
             )
+
+        pgq.entrypoint(DELIVER)(deliver)
+        pgq.entrypoint(DELIVER_ONE)(deliver)
 
         @pgq.schedule(FOLLOW_UPS, FOLLOW_UPS_CRON)
         async def follow_ups_tick(_schedule: Schedule) -> None:
@@ -401,6 +408,6 @@ def _encode(attempts: list[DueAttempt]) -> bytes:
 def _decode(payload: bytes | None) -> list[DueAttempt]:
     data = orjson.loads(payload or b"[]")
     if isinstance(data, dict):
-        # A job queued by a worker from before attempts were batched.
+        # A job of one attempt (DELIVER_ONE), queued by a worker from before attempts were batched.
         data = [[data["w"], data["d"], data["a"]]]
     return [DueAttempt(uuid.UUID(w), uuid.UUID(d), int(a)) for w, d, a in data]

@@ -1,19 +1,23 @@
 """The polled event stream, endpoint management, SSRF refusals, and the worker end to end."""
 
 import asyncio
+import uuid
 from collections import Counter
 from datetime import timedelta
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete, select
 from standardwebhooks.webhooks import Webhook
 
 from app import clock
+from app import worker as worker_module
 from app.event_catalogue import CATALOGUE
 from app.models import WebhookDelivery, Workspace
 from app.services import webhook_dispatch, webhook_targets
+from app.services.webhook_dispatch import DueAttempt
 from app.settings import get_settings
 from app.worker import Worker
 from tests.factories import Tenant, customer_body, make_tenant
@@ -251,4 +255,11 @@ async def test_worker_sends_a_backlog_in_batched_jobs_and_retries_when_due(
     # Three jobs of up to ATTEMPTS_PER_JOB carried the first attempts (the retried delivery's key is
     # its retry's job now).
     first_jobs = Counter(d.job_key for d in done if d.attempts == 1)
-    assert len(first_jobs) <= 3 and max(first_jobs.values()) <= webhook_dispatch.ATTEMPTS_PER_JOB
+    assert len(first_jobs) == 3 and max(first_jobs.values()) <= webhook_dispatch.ATTEMPTS_PER_JOB
+
+
+def test_jobs_of_one_attempt_from_workers_before_batching_are_read() -> None:
+    attempts = [DueAttempt(uuid.uuid4(), uuid.uuid4(), 3), DueAttempt(uuid.uuid4(), uuid.uuid4(), 1)]
+    assert worker_module._decode(worker_module._encode(attempts)) == attempts
+    old = {"w": str(attempts[0].workspace_id), "d": str(attempts[0].delivery_id), "a": 3}
+    assert worker_module._decode(orjson.dumps(old)) == attempts[:1]

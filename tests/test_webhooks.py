@@ -1,6 +1,7 @@
 """Signed webhook delivery to a real receiver: signatures, retries, failures and concurrency."""
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 import asyncpg
@@ -14,10 +15,10 @@ from standardwebhooks.webhooks import Webhook
 
 from app import clock
 from app.models import OutboxEvent
-from app.services import webhook_delivery, webhook_dispatch
+from app.services import webhook_delivery, webhook_dispatch, webhook_targets
 from app.worker import DELIVER
 from tests.factories import Tenant, customer_body
-from tests.receiver import Answer, Receiver
+from tests.receiver import Answer, Receiver, running_receiver
 from tests.webhook_helpers import attempts, deliveries, due_for, fan_out, fast_settings, run_due
 
 
@@ -402,7 +403,9 @@ async def test_the_sweep_leaves_deliveries_that_a_queued_job_carries(
         queries = Queries(AsyncpgDriver(conn))
         await queries.enqueue([DELIVER], [b"[]"], [0], dedupe_key=[job.key])
         try:
-            # Waiting in the queue: the sweep does not queue them a second time.
+            # Waiting in the queue, then taken by a worker: the sweep does not queue them a second time.
+            assert await due_for(app, live_tenant.id, now) == []
+            await conn.execute("UPDATE pgqueuer SET status = 'picked' WHERE dedupe_key = $1", job.key)
             assert await due_for(app, live_tenant.id, now) == []
         finally:
             await conn.execute("DELETE FROM pgqueuer WHERE dedupe_key = $1", job.key)
@@ -419,3 +422,89 @@ async def test_the_sweep_leaves_deliveries_that_a_queued_job_carries(
             assert await due_for(app, live_tenant.id, now) == []
         finally:
             await conn.execute("DELETE FROM pgqueuer WHERE dedupe_key = $1", new_key)
+
+
+async def test_a_send_that_raises_costs_its_job_nothing_but_its_own_attempt(
+    app: FastAPI,
+    pool: asyncpg.Pool,
+    live_client: httpx.AsyncClient,
+    live_tenant: Tenant,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _verified_endpoint(live_client, live_tenant, receiver)
+    broken = await _endpoint(live_client, live_tenant, f"{receiver.url}?broken")
+    checked = webhook_targets.check_target
+
+    async def check(url: str, *, allow_private: bool) -> None:
+        if url.endswith("?broken"):
+            raise RuntimeError("the resolver broke")
+        await checked(url, allow_private=allow_private)
+
+    monkeypatch.setattr(webhook_targets, "check_target", check)
+    await _customer(live_client, live_tenant)
+    results = await run_due(app, pool, live_tenant.id, clock.now())
+    assert len(results) == 2 and len(receiver.received) == 1
+    by_endpoint = {d.endpoint_id: d for d in await deliveries(app, live_tenant.id)}
+    failed = by_endpoint.pop(uuid.UUID(str(broken["id"])))
+    [sent] = by_endpoint.values()
+    assert sent.state == "succeeded" and [a.status_code for a in await attempts(app, sent.id)] == [200]
+    assert failed.state == "pending" and failed.last_error == "RuntimeError: the resolver broke"
+    assert [a.error for a in await attempts(app, failed.id)] == ["RuntimeError: the resolver broke"]
+
+
+async def test_a_slow_receiver_does_not_hold_back_the_records_of_its_job(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+) -> None:
+    async with running_receiver() as slow:
+        slow.script = [Answer(delay=1.5)]
+        await _verified_endpoint(live_client, live_tenant, receiver)
+        slow_endpoint = await _endpoint(live_client, live_tenant, slow.url)
+        await _customer(live_client, live_tenant)
+        now = clock.now()
+        await fan_out(app, now)
+        due = await due_for(app, live_tenant.id, now)
+        assert len(due) == 2
+        async with webhook_delivery.http_client(10) as client:
+            job = asyncio.create_task(webhook_delivery.deliver(pool, client, due, now=now, settings=fast_settings()))
+            await receiver.wait_for(1)
+            # The fast receiver's attempt is recorded while the slow one is still out.
+            for _ in range(50):
+                states = {d.state for d in await deliveries(app, live_tenant.id)}
+                if states == {"succeeded", "sending"}:
+                    break
+                await asyncio.sleep(0.02)
+            assert states == {"succeeded", "sending"} and not job.done()
+            assert await job == [None, None]
+    final = {d.endpoint_id: d.state for d in await deliveries(app, live_tenant.id)}
+    assert final[uuid.UUID(str(slow_endpoint["id"]))] == "succeeded" and set(final.values()) == {"succeeded"}
+
+
+async def test_a_retry_after_of_other_digits_falls_back_to_the_schedule(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+) -> None:
+    receiver.script = [Answer(429, headers={"Retry-After": "²"})]
+    await _verified_endpoint(live_client, live_tenant, receiver)
+    await _customer(live_client, live_tenant)
+    [scheduled] = await run_due(app, pool, live_tenant.id, clock.now())
+    assert scheduled is not None
+    assert timedelta(seconds=4.5) <= scheduled.delay <= timedelta(seconds=5.5)
+
+
+async def test_fan_out_gives_each_endpoint_jobs_of_its_own(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    first = await _endpoint(live_client, live_tenant, "http://127.0.0.1:9/first")
+    second = await _endpoint(live_client, live_tenant, "http://127.0.0.1:9/second")
+    for _ in range(3):
+        await _customer(live_client, live_tenant)
+    async with app.state.sessions() as session:
+        _, jobs = await webhook_dispatch.fan_out(session, now=clock.now())
+        await session.commit()
+    endpoint_of = {d.id: d.endpoint_id for d in await deliveries(app, live_tenant.id)}
+    mine = [job for job in jobs if job.attempts[0].workspace_id == live_tenant.id]
+    assert sorted(len(job.attempts) for job in mine) == [3, 3]
+    assert sorted(str({endpoint_of[a.delivery_id] for a in job.attempts}.pop()) for job in mine) == sorted(
+        [str(first["id"]), str(second["id"])]
+    )
+    assert all(len({endpoint_of[a.delivery_id] for a in job.attempts}) == 1 for job in mine)

@@ -5,6 +5,7 @@ for the same attempt, one claims it and the others find nothing to do. The claim
 worker that dies mid-send leaves it to expire, and the sweep makes the delivery due again."""
 
 import asyncio
+import logging
 import random
 import time
 import uuid
@@ -41,7 +42,12 @@ RETRY_SCHEDULE = (
 )
 MAX_ATTEMPTS = len(RETRY_SCHEDULE) + 1
 RESPONSE_EXCERPT_BYTES = 2048
+# A send may take its connect and read timeouts and this much more in all (a receiver that answers a
+# byte at a time passes every read timeout); the claim's lease is 30 s longer than both timeouts.
+SEND_MARGIN_SECONDS = 5.0
 USER_AGENT = "Guanxi-Webhooks/1"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -217,7 +223,9 @@ delivery AS (
     SET state = 'succeeded', last_status = done.status_code, last_error = NULL, locked_until = NULL,
         updated_at = $10, succeeded_at = $10
     FROM done
-    WHERE d.workspace_id = done.workspace_id AND d.id = done.delivery_id
+    -- A record that comes after the lease ran out (the attempt was logged as lost) changes nothing.
+    WHERE d.workspace_id = done.workspace_id AND d.id = done.delivery_id AND d.state = 'sending'
+      AND d.attempts = done.attempt
 )
 -- Touched only when the count changes: a healthy endpoint's row is never locked by deliveries.
 UPDATE webhook_endpoints e SET consecutive_failures = 0
@@ -254,7 +262,7 @@ delivery AS (
     UPDATE webhook_deliveries
     SET state = $11::text, next_attempt_at = coalesce($12, next_attempt_at), last_status = $7, last_error = $8,
         locked_until = NULL, updated_at = $5, succeeded_at = CASE WHEN $11::text = 'succeeded' THEN $5 END
-    WHERE workspace_id = $1 AND id = $2
+    WHERE workspace_id = $1 AND id = $2 AND state = 'sending' AND attempts = $4
     RETURNING 1
 ),
 endpoint AS (
@@ -342,25 +350,47 @@ async def deliver(
     now: datetime,
     settings: Settings,
 ) -> list[Scheduled | None]:
-    """Claim a job's attempts, send them side by side and record the outcomes: for each attempt
-    claimed, the retry it scheduled (None when its delivery is done). The successes are recorded
-    in one statement, failures one by one (each may disable its endpoint); no statement is held
-    open while requests are in flight."""
+    """Claim a job's attempts, send them side by side and record each outcome as soon as it is in:
+    for each attempt claimed, the retry it scheduled (None when its delivery is done). Successes
+    that finish together are recorded in one statement, failures one by one (each may disable its
+    endpoint); no statement is held open while requests are in flight."""
     lease = timedelta(seconds=settings.webhook_timeout_seconds + settings.webhook_connect_timeout_seconds + 30)
     async with pool.acquire() as conn:
         claimed = await claim(conn, attempts, now=now, lease=lease)
-    if not claimed:
-        return []
-    outcomes = await asyncio.gather(*(send(client, c, now=now, settings=settings) for c in claimed))
-    sent = list(zip(claimed, outcomes, strict=True))
-    succeeded = [(c, o) for c, o in sent if o.succeeded]
-    scheduled: list[Scheduled | None] = []
-    async with pool.acquire() as conn:
-        if succeeded:
-            await record_succeeded(conn, succeeded, now=now)
-        for c, o in sent:
-            scheduled.append(None if o.succeeded else await record(conn, c, o, now=now, settings=settings))
-    return scheduled
+    sends = {asyncio.ensure_future(_send_bounded(client, c, now=now, settings=settings)): c for c in claimed}
+    scheduled: dict[DueAttempt, Scheduled | None] = {}
+    pending = set(sends)
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            finished = [(sends[task], task.result()) for task in done]
+            succeeded = [(c, o) for c, o in finished if o.succeeded]
+            async with pool.acquire() as conn:
+                if succeeded:
+                    await record_succeeded(conn, succeeded, now=now)
+                for c, o in finished:
+                    scheduled[c.due] = None if o.succeeded else await record(conn, c, o, now=now, settings=settings)
+    finally:
+        # Only when recording failed: the sends still out are left to their lease.
+        for task in pending:
+            task.cancel()
+    return [scheduled[c.due] for c in claimed]
+
+
+async def _send_bounded(client: httpx.AsyncClient, claimed: Claimed, *, now: datetime, settings: Settings) -> Outcome:
+    """send(), within a total time shorter than the claim's lease, and never raising: whatever one
+    receiver does must not keep the other attempts of its job from being recorded."""
+    started = time.perf_counter()
+    limit = settings.webhook_timeout_seconds + settings.webhook_connect_timeout_seconds + SEND_MARGIN_SECONDS
+    try:
+        async with asyncio.timeout(limit):
+            return await send(client, claimed, now=now, settings=settings)
+    except TimeoutError:
+        error = f"timed out: no complete answer within {limit:g} s"
+    except Exception as exc:  # any failure is this attempt's own, and logged as its outcome
+        logger.exception("webhook attempt failed unexpectedly", extra={"delivery_id": str(claimed.due.delivery_id)})
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    return Outcome(None, error, None, int((time.perf_counter() - started) * 1000), None, {})
 
 
 async def _read_capped(response: httpx.Response) -> str:
@@ -376,7 +406,8 @@ def _retry_after(response: httpx.Response, now: datetime) -> timedelta | None:
     if response.status_code not in (429, 503):
         return None
     value = response.headers.get("retry-after", "").strip()
-    if value.isdigit():
+    # isdigit() alone accepts digits int() refuses, such as '²'.
+    if value.isascii() and value.isdigit():
         return timedelta(seconds=min(int(value), 86_400))
     try:
         return max(parsedate_to_datetime(value) - now, timedelta(0))

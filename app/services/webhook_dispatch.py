@@ -89,7 +89,11 @@ async def fan_out(
     if not pairs:
         return len(event_ids), []
     firsts = [DueAttempt(workspace_id, new_id(), 1) for workspace_id, _, _ in pairs]
-    jobs = batches(firsts)
+    # A job carries attempts to one endpoint: a slow receiver holds up its own jobs only.
+    by_endpoint: dict[uuid.UUID, list[DueAttempt]] = {}
+    for (_, _, endpoint_id), first in zip(pairs, firsts, strict=True):
+        by_endpoint.setdefault(endpoint_id, []).append(first)
+    jobs = [job for attempts in by_endpoint.values() for job in batches(attempts)]
     job_key = {a.delivery_id: job.key for job in jobs for a in job.attempts}
     rows = [
         {
@@ -153,26 +157,38 @@ async def recover_abandoned(session: AsyncSession, *, now: datetime) -> int:
 
 QUEUE_DUE_SQL = text("""
 WITH oldest AS (
-    SELECT d.workspace_id, d.id, d.attempts, d.job_key, d.next_attempt_at
+    SELECT d.workspace_id, d.id, d.job_key
     FROM webhook_deliveries d
     JOIN webhook_endpoints e ON e.workspace_id = d.workspace_id AND e.id = d.endpoint_id
     WHERE d.state = 'pending' AND d.next_attempt_at <= :now AND e.enabled
     ORDER BY d.next_attempt_at
     LIMIT :limit
 ),
-keyed AS (
-    SELECT o.*,
-           CAST(:sweep AS text) || ((row_number() OVER (ORDER BY o.next_attempt_at, o.id) - 1) / :per_job) AS new_key
-    FROM oldest o
+stranded AS (
+    SELECT o.* FROM oldest o
     -- The job queue's table (its schema is frozen in the webhooks migration).
     WHERE NOT EXISTS (SELECT 1 FROM pgqueuer q
                       WHERE q.dedupe_key = o.job_key AND q.status IN ('queued', 'picked'))
+),
+taken AS (
+    -- Rows locked elsewhere (another sweep, a redelivery) are left to the next sweep, never waited
+    -- for; one re-keyed by a sweep that committed meanwhile no longer has the key read here.
+    SELECT d.workspace_id, d.id, d.endpoint_id, d.next_attempt_at
+    FROM webhook_deliveries d
+    JOIN stranded s ON d.workspace_id = s.workspace_id AND d.id = s.id
+    WHERE d.state = 'pending' AND d.job_key IS NOT DISTINCT FROM s.job_key
+    FOR UPDATE OF d SKIP LOCKED
+),
+keyed AS (
+    SELECT t.workspace_id, t.id,
+           CAST(:sweep AS text) || t.endpoint_id || ':'
+           || ((row_number() OVER (PARTITION BY t.endpoint_id ORDER BY t.next_attempt_at, t.id) - 1) / :per_job)
+           AS new_key
+    FROM taken t
 )
--- A sweep running beside this one re-keyed what it changed first; this one leaves those rows alone.
 UPDATE webhook_deliveries d SET job_key = k.new_key
 FROM keyed k
-WHERE d.workspace_id = k.workspace_id AND d.id = k.id AND d.state = 'pending'
-  AND d.job_key IS NOT DISTINCT FROM k.job_key
+WHERE d.workspace_id = k.workspace_id AND d.id = k.id
 RETURNING d.workspace_id, d.id, d.attempts, d.job_key
 """)
 
@@ -180,9 +196,10 @@ RETURNING d.workspace_id, d.id, d.attempts, d.job_key
 async def queue_due(session: AsyncSession, *, now: datetime, limit: int = 1000) -> list[AttemptBatch]:
     """Due pending deliveries on enabled endpoints that no waiting or running job carries: retries
     whose time has come, and deliveries whose job was lost (a crash between commit and enqueue) or
-    ended without taking them (the endpoint was disabled then). Keys them to new jobs, which the
-    caller queues after commit. Only the oldest `limit` due are looked at, so a backlog costs the
-    sweep nothing more; a delivery nobody carries stays due and reaches them in its turn."""
+    ended without taking them (the endpoint was disabled then). Keys them to new jobs, one
+    endpoint's to a job, which the caller queues after commit. Only the oldest `limit` due are
+    looked at, so a backlog costs the sweep no more; a delivery nobody carries stays due and is
+    queued once the deliveries due before it have gone out."""
     rows = (
         await session.execute(
             QUEUE_DUE_SQL, {"now": now, "limit": limit, "per_job": ATTEMPTS_PER_JOB, "sweep": f"webhook:{new_id()}:"}
