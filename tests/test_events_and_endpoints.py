@@ -5,11 +5,14 @@ import uuid
 from collections import Counter
 from datetime import timedelta
 
+import asyncpg
 import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete, select
+from pgqueuer import AsyncpgDriver, Queries
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import make_url
 from standardwebhooks.webhooks import Webhook
 
 from app import clock
@@ -263,3 +266,46 @@ def test_jobs_of_one_attempt_from_workers_before_batching_are_read() -> None:
     assert worker_module._decode(worker_module._encode(attempts)) == attempts
     old = {"w": str(attempts[0].workspace_id), "d": str(attempts[0].delivery_id), "a": 3}
     assert worker_module._decode(orjson.dumps(old)) == attempts[:1]
+
+
+async def test_the_worker_runs_a_job_of_one_attempt_queued_before_batching(
+    app: FastAPI, database_url: str, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+) -> None:
+    endpoint = (
+        await live_client.post(
+            "/api/v1/webhook-endpoints",
+            json={"url": receiver.url, "event_types": ["customer.created"]},
+            headers=live_tenant.headers(),
+        )
+    ).json()
+    receiver.secrets = [endpoint["secret"]]
+    await live_client.post("/api/v1/customers", json=customer_body(), headers=live_tenant.headers())
+    now = clock.now()
+    async with app.state.sessions() as session:
+        _, jobs = await webhook_dispatch.fan_out(session, now=now)
+        await session.commit()
+    [job] = [j for j in jobs if j.attempts[0].workspace_id == live_tenant.id]
+    [due] = job.attempts
+    # Queued as a worker from before batching queued it: its own name, its payload, its key.
+    old_key = f"webhook:{due.delivery_id}:1"
+    async with app.state.sessions() as session:
+        await session.execute(
+            update(WebhookDelivery).where(WebhookDelivery.id == due.delivery_id).values(job_key=old_key)
+        )
+        await session.commit()
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn)
+    payload = {"w": str(due.workspace_id), "d": str(due.delivery_id), "a": 1}
+    await Queries(AsyncpgDriver(conn)).enqueue(
+        [worker_module.DELIVER_ONE], [orjson.dumps(payload)], [0], dedupe_key=[old_key]
+    )
+    worker = Worker(get_settings(), database_url, sweep_seconds=3600)
+    task = asyncio.create_task(worker.run())
+    try:
+        await receiver.wait_for(1, limit=10)
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, timeout=20)
+        await conn.execute("DELETE FROM pgqueuer WHERE dedupe_key = $1", old_key)
+        await conn.close()
+    assert Webhook(endpoint["secret"]).verify(receiver.received[0].body, receiver.received[0].headers)

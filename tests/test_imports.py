@@ -8,12 +8,13 @@ import uuid
 import asyncpg
 import httpx
 import openpyxl
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from app.db import create_asyncpg_pool
-from app.models import Customer
+from app.models import Customer, ImportJob
 from app.services import import_jobs, imports
 from app.settings import get_settings
 from app.worker import Worker
@@ -262,3 +263,33 @@ async def test_an_imports_events_need_no_fan_out_unless_an_endpoint_listens(
     await _run(app, pool, live_tenant, second.json()["id"])
     # An endpoint listens: these two wait for the fan-out, which makes their deliveries.
     assert await unpublished() == (2, 5)
+
+
+async def test_a_cancel_while_batches_are_written_keeps_the_counts_true(
+    app: FastAPI,
+    pool: asyncpg.Pool,
+    live_client: httpx.AsyncClient,
+    live_tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queued = await _upload(live_client, live_tenant, "four-batches.csv", _many(imports.BATCH * 4))
+    checks = 0
+    asked = imports._cancelled
+
+    async def cancelled_at_the_third_batch(conn: asyncpg.Connection, job: ImportJob) -> bool:
+        nonlocal checks
+        checks += 1
+        return checks >= 3 or await asked(conn, job)
+
+    monkeypatch.setattr(imports, "_cancelled", cancelled_at_the_third_batch)
+    job = await import_jobs.process(app.state.sessions, pool, live_tenant.id, uuid.UUID(queued.json()["id"]))
+    assert job.status == "cancelled"
+    async with app.state.sessions() as session:
+        customers = await session.scalar(
+            select(func.count()).select_from(Customer).where(Customer.workspace_id == live_tenant.id)
+        )
+    # Two batches went in, the second still being written when the cancel was seen.
+    assert customers == imports.BATCH * 2
+    stored = (await live_client.get(f"/api/v1/imports/{job.id}", headers=live_tenant.headers())).json()
+    assert stored["status"] == "cancelled"
+    assert stored["progress"]["created"] == job.created == customers

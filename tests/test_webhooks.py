@@ -489,6 +489,9 @@ async def test_a_retry_after_of_other_digits_falls_back_to_the_schedule(
     [scheduled] = await run_due(app, pool, live_tenant.id, clock.now())
     assert scheduled is not None
     assert timedelta(seconds=4.5) <= scheduled.delay <= timedelta(seconds=5.5)
+    [delivery] = await deliveries(app, live_tenant.id)
+    # The receiver's answer, not a failure to read it.
+    assert [(a.status_code, a.error) for a in await attempts(app, delivery.id)] == [(429, None)]
 
 
 async def test_fan_out_gives_each_endpoint_jobs_of_its_own(
@@ -508,3 +511,32 @@ async def test_fan_out_gives_each_endpoint_jobs_of_its_own(
         [str(first["id"]), str(second["id"])]
     )
     assert all(len({endpoint_of[a.delivery_id] for a in job.attempts}) == 1 for job in mine)
+
+
+async def test_a_retry_is_queued_when_due_while_its_first_job_still_runs(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+) -> None:
+    receiver.script = [Answer(500)]
+    await _verified_endpoint(live_client, live_tenant, receiver)
+    for _ in range(2):
+        await _customer(live_client, live_tenant)
+    now = clock.now()
+    async with app.state.sessions() as session:
+        _, jobs = await webhook_dispatch.fan_out(session, now=now)
+        await session.commit()
+    [job] = [j for j in jobs if j.attempts[0].workspace_id == live_tenant.id]
+    async with pool.acquire() as conn:
+        # The job is running in a worker (say, one of its sends is slow) when the others fail.
+        await Queries(AsyncpgDriver(conn)).enqueue([DELIVER], [b"[]"], [0], dedupe_key=[job.key])
+        await conn.execute("UPDATE pgqueuer SET status = 'picked' WHERE dedupe_key = $1", job.key)
+        try:
+            async with webhook_delivery.http_client(10) as client:
+                results = await webhook_delivery.deliver(pool, client, job.attempts, now=now, settings=fast_settings())
+            retries = [r for r in results if r is not None]
+            assert len(retries) == 2
+            later = now + max(r.delay for r in retries)
+            again = await due_for(app, live_tenant.id, later)
+            assert sorted(a.delivery_id for a in again) == sorted(a.delivery_id for a in job.attempts)
+            assert {a.attempt for a in again} == {2}
+        finally:
+            await conn.execute("DELETE FROM pgqueuer WHERE dedupe_key = $1", job.key)

@@ -3,7 +3,8 @@
 Rows are checked in Python with the API's own rules (phone and email normalisation, lengths, NUL,
 custom field types), copied into a staging table with COPY, and merged set-based: matched
 customers are updated only where a value differs (so a re-run changes nothing), the rest are
-created with a block of gap-free codes. Rejected rows are kept with their row, column and reason."""
+created with a block of codes (run() says when a block can be left unused). Rejected rows are
+kept with their row, column and reason."""
 
 import asyncio
 import codecs
@@ -328,7 +329,8 @@ async def run(
     writing: dict[asyncio.Task[_Written], asyncpg.Connection] = {}
     reader = _Reader(_batches(job, definitions, ctx.workspace_id))
 
-    async def settle(done: set[asyncio.Task[_Written]]) -> None:
+    def settle(done: set[asyncio.Task[_Written]]) -> BaseException | None:
+        """Counts what the finished batches wrote; returns the first failure among them."""
         failure: BaseException | None = None
         for task in done:
             free.append(writing.pop(task))
@@ -339,14 +341,17 @@ async def run(
             job.created += written.created
             job.updated += written.updated
             job.skipped += written.skipped
-        if failure is not None:
+        return failure
+
+    async def wait_for(tasks: set[asyncio.Task[_Written]], when: str = asyncio.ALL_COMPLETED) -> None:
+        done, _ = await asyncio.wait(tasks, return_when=when)
+        if (failure := settle(done)) is not None:
             raise failure
 
     try:
         while (ready := await reader.take()) is not None:
             if not free:
-                done, _ = await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
-                await settle(done)
+                await wait_for(set(writing), asyncio.FIRST_COMPLETED)
             conn = free.pop()
             if await _cancelled(conn, job):
                 free.append(conn)
@@ -363,16 +368,16 @@ async def run(
             )
             writing[task] = conn
             if not side_by_side:
-                await asyncio.wait([task])
-                await settle({task})
+                await wait_for({task})
             if on_progress:
                 on_progress(job)
         if writing:
-            await settle((await asyncio.wait(writing))[0])
+            await wait_for(set(writing))
     finally:
-        # A batch still being written ends (committed or rolled back) before the job is recorded.
+        # A batch still being written (the import was cancelled, or another batch failed) ends,
+        # committed or rolled back, and is counted before the job is recorded.
         if writing:
-            await asyncio.wait(writing)
+            settle((await asyncio.wait(writing))[0])
         await reader.close()
 
 
@@ -409,10 +414,11 @@ class _Reader:
     async def take(self) -> _Batch | None:
         self.start()
         assert self._pending is not None
-        try:
-            return await self._pending
-        finally:
-            self._pending = None
+        # Shielded: when the import is cancelled meanwhile, the read goes on in its thread, and
+        # close() waits for it.
+        batch = await asyncio.shield(self._pending)
+        self._pending = None
+        return batch
 
     async def close(self) -> None:
         # A batch still being read finishes first: a generator cannot be closed while it runs.

@@ -261,7 +261,10 @@ WITH attempt AS (
 delivery AS (
     UPDATE webhook_deliveries
     SET state = $11::text, next_attempt_at = coalesce($12, next_attempt_at), last_status = $7, last_error = $8,
-        locked_until = NULL, updated_at = $5, succeeded_at = CASE WHEN $11::text = 'succeeded' THEN $5 END
+        locked_until = NULL, updated_at = $5, succeeded_at = CASE WHEN $11::text = 'succeeded' THEN $5 END,
+        -- Its job has done its claim: the retry is the sweep's to queue, even while that job still
+        -- runs the other attempts it carries.
+        job_key = NULL
     WHERE workspace_id = $1 AND id = $2 AND state = 'sending' AND attempts = $4
     RETURNING 1
 ),

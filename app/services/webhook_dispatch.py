@@ -89,7 +89,7 @@ async def fan_out(
     if not pairs:
         return len(event_ids), []
     firsts = [DueAttempt(workspace_id, new_id(), 1) for workspace_id, _, _ in pairs]
-    # A job carries attempts to one endpoint: a slow receiver holds up its own jobs only.
+    # A job carries attempts to one endpoint: a slow receiver does not delay other partners' records.
     by_endpoint: dict[uuid.UUID, list[DueAttempt]] = {}
     for (_, _, endpoint_id), first in zip(pairs, firsts, strict=True):
         by_endpoint.setdefault(endpoint_id, []).append(first)
