@@ -69,9 +69,6 @@ async def test_batch_update_applies_fresh_versions_and_refuses_stale_ones(
     )
     assert [r["status"] for r in response.json()["results"]] == [200, 412, 422]
     assert response.json()["results"][0]["version"] == 2
-    titles = dict(
-        (await db.execute(select(Customer.name, Customer.title).where(Customer.workspace_id == tenant.id)))
-        .tuples()
-        .all()
-    )
+    rows = (await db.execute(select(Customer.name, Customer.title).where(Customer.workspace_id == tenant.id))).all()
+    titles = dict(rows)
     assert titles == {"A": "CEO", "B": None}
