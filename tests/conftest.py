@@ -9,16 +9,15 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import migrations
 from app.db import create_asyncpg_pool
 from app.main import create_app
-from app.models import Workspace
 from app.rate_limits import RateLimiter
 from app.routers.deps import reader, unit_of_work
 from app.settings import get_settings
+from app.worker import asyncpg_dsn
 from tests.database import TEST_DATABASE, fresh_database
 from tests.factories import Tenant, make_tenant
 from tests.receiver import Receiver, running_receiver
@@ -123,29 +122,32 @@ async def live_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def _live_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
+async def _live_tenant(app: FastAPI, database_url: str) -> AsyncIterator[Tenant]:
     async with app.state.sessions() as session:
         tenant = await make_tenant(session)
         await session.commit()
     yield tenant
-    async with app.state.sessions() as session:
-        # Clean-up is no API request: a workspace a test filled with thousands of rows may take
-        # longer to cascade away than the API's statement limit on a busy machine.
-        await session.execute(text("SET LOCAL statement_timeout = '120s'"))
-        await session.execute(delete(Workspace).where(Workspace.id == tenant.id))
-        await session.commit()
+    # Clean-up is no API request: a workspace a test filled with thousands of rows may take longer
+    # to cascade away than the API's statement limit, and than the engine's client-side command
+    # timeout above it, on a busy machine. So it runs on a connection of its own with neither.
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await conn.execute("SET statement_timeout = '120s'")
+        await conn.execute("DELETE FROM workspaces WHERE id = $1", tenant.id, timeout=120)
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
-async def live_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
-    async for tenant in _live_tenant(app):
+async def live_tenant(app: FastAPI, database_url: str) -> AsyncIterator[Tenant]:
+    async for tenant in _live_tenant(app, database_url):
         yield tenant
 
 
 @pytest.fixture
-async def live_other_tenant(app: FastAPI) -> AsyncIterator[Tenant]:
+async def live_other_tenant(app: FastAPI, database_url: str) -> AsyncIterator[Tenant]:
     """A second committed workspace, for tenancy tests of live work."""
-    async for tenant in _live_tenant(app):
+    async for tenant in _live_tenant(app, database_url):
         yield tenant
 
 

@@ -213,11 +213,16 @@ def _many(count: int, *, offset: int = 0) -> bytes:
 
 
 async def test_batches_written_side_by_side_keep_file_order_codes_and_counts(
-    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+    app: FastAPI,
+    pool: asyncpg.Pool,
+    live_client: httpx.AsyncClient,
+    live_tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A create_only import without a match key writes its batches on two connections at once."""
-    rows = imports.BATCH * 2 + 1234
-    queued = await _upload(live_client, live_tenant, "three-batches.csv", _many(rows))
+    monkeypatch.setattr(imports, "BATCH", 400)
+    rows = imports.BATCH * 4 + 123
+    queued = await _upload(live_client, live_tenant, "five-batches.csv", _many(rows))
     assert queued.status_code == 202, queued.text
     progress = await _run(app, pool, live_tenant, queued.json()["id"])
     assert progress == {"rows_read": rows, "created": rows, "updated": 0, "skipped": 0, "failed": 0}
@@ -272,6 +277,7 @@ async def test_a_cancel_while_batches_are_written_keeps_the_counts_true(
     live_tenant: Tenant,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(imports, "BATCH", 400)
     queued = await _upload(live_client, live_tenant, "four-batches.csv", _many(imports.BATCH * 4))
     checks = 0
     asked = imports._cancelled
