@@ -3,7 +3,10 @@
 import asyncio
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -12,7 +15,6 @@ import pytest
 from fastapi import FastAPI
 from pgqueuer import AsyncpgDriver, Queries
 from sqlalchemy import delete, select, update
-from sqlalchemy.engine import make_url
 from standardwebhooks.webhooks import Webhook
 
 from app import clock
@@ -25,6 +27,7 @@ from app.settings import get_settings
 from app.worker import Worker
 from tests.factories import Tenant, customer_body, make_tenant
 from tests.receiver import Answer, Receiver
+from tests.webhook_helpers import jobs_for
 
 
 async def _settled(
@@ -193,29 +196,40 @@ async def test_private_and_metadata_targets_are_refused(
         await webhook_targets.check_target(url, allow_private=False)
 
 
+async def _listening(client: httpx.AsyncClient, tenant: Tenant, receiver: Receiver) -> dict[str, Any]:
+    """An endpoint at the receiver for customer.created; the receiver verifies with its secret."""
+    response = await client.post(
+        "/api/v1/webhook-endpoints",
+        json={"url": receiver.url, "event_types": ["customer.created"]},
+        headers=tenant.headers(),
+    )
+    endpoint: dict[str, Any] = response.json()
+    receiver.secrets = [endpoint["secret"]]
+    return endpoint
+
+
+@asynccontextmanager
+async def _running(worker: Worker) -> AsyncIterator[None]:
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, timeout=20)
+
+
 async def test_worker_delivers_a_committed_event_end_to_end(
     app: FastAPI, database_url: str, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
-    endpoint = (
-        await live_client.post(
-            "/api/v1/webhook-endpoints",
-            json={"url": receiver.url, "event_types": ["customer.created"]},
-            headers=live_tenant.headers(),
-        )
-    ).json()
-    receiver.secrets = [endpoint["secret"]]
+    endpoint = await _listening(live_client, live_tenant, receiver)
     # With the periodic sweep an hour away, only the NOTIFY sent at commit can wake the worker.
     worker = Worker(get_settings(), database_url, sweep_seconds=3600)
-    task = asyncio.create_task(worker.run())
-    try:
+    async with _running(worker):
         await asyncio.wait_for(worker.ready.wait(), timeout=10)
         created = (
             await live_client.post("/api/v1/customers", json=customer_body(), headers=live_tenant.headers())
         ).json()
         await receiver.wait_for(1, limit=10)
-    finally:
-        worker.request_stop()
-        await asyncio.wait_for(task, timeout=20)
     payload = Webhook(endpoint["secret"]).verify(receiver.received[0].body, receiver.received[0].headers)
     assert payload["data"]["id"] == created["id"]
 
@@ -223,14 +237,7 @@ async def test_worker_delivers_a_committed_event_end_to_end(
 async def test_worker_sends_a_backlog_in_batched_jobs_and_retries_when_due(
     app: FastAPI, database_url: str, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
-    endpoint = (
-        await live_client.post(
-            "/api/v1/webhook-endpoints",
-            json={"url": receiver.url, "event_types": ["customer.created"]},
-            headers=live_tenant.headers(),
-        )
-    ).json()
-    receiver.secrets = [endpoint["secret"]]
+    await _listening(live_client, live_tenant, receiver)
     receiver.script = [Answer(500), Answer(200)]
     for _ in range(25):
         response = await live_client.post("/api/v1/customers", json=customer_body(), headers=live_tenant.headers())
@@ -238,17 +245,13 @@ async def test_worker_sends_a_backlog_in_batched_jobs_and_retries_when_due(
     # The worker's clock, moved forward by the test to make the retry due.
     ahead = [timedelta(0)]
     worker = Worker(get_settings(), database_url, now=lambda: clock.now() + ahead[0], sweep_seconds=0.2)
-    task = asyncio.create_task(worker.run())
-    try:
+    async with _running(worker):
         await receiver.wait_for(25, limit=20)
         # The failed attempt's retry is five seconds away on the worker's clock: nothing more is sent.
         await asyncio.sleep(1)
         assert len(receiver.received) == 25
         ahead[0] = timedelta(seconds=10)
         await receiver.wait_for(26, limit=20)
-    finally:
-        worker.request_stop()
-        await asyncio.wait_for(task, timeout=20)
     assert len({r.headers["webhook-id"] for r in receiver.received}) == 25
     async with app.state.sessions() as session:
         done = (
@@ -271,20 +274,9 @@ def test_jobs_of_one_attempt_from_workers_before_batching_are_read() -> None:
 async def test_the_worker_runs_a_job_of_one_attempt_queued_before_batching(
     app: FastAPI, database_url: str, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
-    endpoint = (
-        await live_client.post(
-            "/api/v1/webhook-endpoints",
-            json={"url": receiver.url, "event_types": ["customer.created"]},
-            headers=live_tenant.headers(),
-        )
-    ).json()
-    receiver.secrets = [endpoint["secret"]]
+    endpoint = await _listening(live_client, live_tenant, receiver)
     await live_client.post("/api/v1/customers", json=customer_body(), headers=live_tenant.headers())
-    now = clock.now()
-    async with app.state.sessions() as session:
-        _, jobs = await webhook_dispatch.fan_out(session, now=now)
-        await session.commit()
-    [job] = [j for j in jobs if j.attempts[0].workspace_id == live_tenant.id]
+    [job] = await jobs_for(app, live_tenant.id, clock.now())
     [due] = job.attempts
     # Queued as a worker from before batching queued it: its own name, its payload, its key.
     old_key = f"webhook:{due.delivery_id}:1"
@@ -293,19 +285,15 @@ async def test_the_worker_runs_a_job_of_one_attempt_queued_before_batching(
             update(WebhookDelivery).where(WebhookDelivery.id == due.delivery_id).values(job_key=old_key)
         )
         await session.commit()
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(worker_module.asyncpg_dsn(database_url))
     payload = {"w": str(due.workspace_id), "d": str(due.delivery_id), "a": 1}
     await Queries(AsyncpgDriver(conn)).enqueue(
         [worker_module.DELIVER_ONE], [orjson.dumps(payload)], [0], dedupe_key=[old_key]
     )
-    worker = Worker(get_settings(), database_url, sweep_seconds=3600)
-    task = asyncio.create_task(worker.run())
     try:
-        await receiver.wait_for(1, limit=10)
+        async with _running(Worker(get_settings(), database_url, sweep_seconds=3600)):
+            await receiver.wait_for(1, limit=10)
     finally:
-        worker.request_stop()
-        await asyncio.wait_for(task, timeout=20)
         await conn.execute("DELETE FROM pgqueuer WHERE dedupe_key = $1", old_key)
         await conn.close()
     assert Webhook(endpoint["secret"]).verify(receiver.received[0].body, receiver.received[0].headers)

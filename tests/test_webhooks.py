@@ -19,7 +19,7 @@ from app.services import webhook_delivery, webhook_dispatch, webhook_targets
 from app.worker import DELIVER
 from tests.factories import Tenant, customer_body
 from tests.receiver import Answer, Receiver, running_receiver
-from tests.webhook_helpers import attempts, deliveries, due_for, fan_out, fast_settings, run_due
+from tests.webhook_helpers import attempts, deliveries, due_for, fan_out, fast_settings, jobs_for, run_due
 
 
 async def _endpoint(
@@ -393,10 +393,7 @@ async def test_the_sweep_leaves_deliveries_that_a_queued_job_carries(
     for _ in range(3):
         await _customer(live_client, live_tenant)
     now = clock.now()
-    async with app.state.sessions() as session:
-        _, jobs = await webhook_dispatch.fan_out(session, now=now)
-        await session.commit()
-    [job] = [j for j in jobs if j.attempts[0].workspace_id == live_tenant.id]
+    [job] = await jobs_for(app, live_tenant.id, now)
     assert len(job.attempts) == 3
     assert {d.job_key for d in await deliveries(app, live_tenant.id)} == {job.key}
     async with pool.acquire() as conn:
@@ -501,11 +498,8 @@ async def test_fan_out_gives_each_endpoint_jobs_of_its_own(
     second = await _endpoint(live_client, live_tenant, "http://127.0.0.1:9/second")
     for _ in range(3):
         await _customer(live_client, live_tenant)
-    async with app.state.sessions() as session:
-        _, jobs = await webhook_dispatch.fan_out(session, now=clock.now())
-        await session.commit()
+    mine = await jobs_for(app, live_tenant.id, clock.now())
     endpoint_of = {d.id: d.endpoint_id for d in await deliveries(app, live_tenant.id)}
-    mine = [job for job in jobs if job.attempts[0].workspace_id == live_tenant.id]
     assert sorted(len(job.attempts) for job in mine) == [3, 3]
     assert sorted(str({endpoint_of[a.delivery_id] for a in job.attempts}.pop()) for job in mine) == sorted(
         [str(first["id"]), str(second["id"])]
@@ -521,10 +515,7 @@ async def test_a_retry_is_queued_when_due_while_its_first_job_still_runs(
     for _ in range(2):
         await _customer(live_client, live_tenant)
     now = clock.now()
-    async with app.state.sessions() as session:
-        _, jobs = await webhook_dispatch.fan_out(session, now=now)
-        await session.commit()
-    [job] = [j for j in jobs if j.attempts[0].workspace_id == live_tenant.id]
+    [job] = await jobs_for(app, live_tenant.id, now)
     async with pool.acquire() as conn:
         # The job is running in a worker (say, one of its sends is slow) when the others fail.
         await Queries(AsyncpgDriver(conn)).enqueue([DELIVER], [b"[]"], [0], dedupe_key=[job.key])

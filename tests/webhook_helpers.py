@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app.models import WebhookAttempt, WebhookDelivery
 from app.services import webhook_delivery, webhook_dispatch
-from app.services.webhook_dispatch import DueAttempt
+from app.services.webhook_dispatch import AttemptBatch, DueAttempt
 from app.settings import Settings, get_settings
 
 
@@ -17,10 +17,17 @@ def fast_settings(**overrides: object) -> Settings:
     return get_settings().model_copy(update={"webhook_timeout_seconds": 2.0, **overrides})
 
 
-async def fan_out(app: FastAPI, now: datetime) -> None:
+async def fan_out(app: FastAPI, now: datetime) -> list[AttemptBatch]:
+    """Fan-out as the worker runs it; returns the jobs it made, which nobody queues here."""
     async with app.state.sessions() as session:
-        await webhook_dispatch.fan_out(session, now=now)
+        _, jobs = await webhook_dispatch.fan_out(session, now=now)
         await session.commit()
+    return jobs
+
+
+async def jobs_for(app: FastAPI, workspace_id: uuid.UUID, now: datetime) -> list[AttemptBatch]:
+    """The jobs a fan-out at `now` makes for one workspace."""
+    return [job for job in await fan_out(app, now) if job.attempts[0].workspace_id == workspace_id]
 
 
 async def due_for(app: FastAPI, workspace_id: uuid.UUID, now: datetime) -> list[DueAttempt]:

@@ -359,10 +359,9 @@ async def run(
                 return
             job.rows_read, job.failed = ready.rows_read, ready.failed
             now = clock.now()
-            codes = None
-            if side_by_side and ready.rows:
-                scope = customer_codes.render(pattern, now)
-                codes = (scope, await conn.fetchval(RESERVE_CODES_SQL, ctx.workspace_id, scope, len(ready.rows)))
+            codes = (
+                await _reserve_codes(conn, ctx, pattern, now, len(ready.rows)) if side_by_side and ready.rows else None
+            )
             task = asyncio.create_task(
                 _flush(conn, ctx, job, pattern, ready, now=now, codes=codes, staged=reader.start)
             )
@@ -535,10 +534,7 @@ async def _merge(
         new_rows = len(unmatched)
     created = 0
     if new_rows:
-        if codes is None:
-            scope = customer_codes.render(pattern, now)
-            codes = (scope, await conn.fetchval(RESERVE_CODES_SQL, ctx.workspace_id, scope, new_rows))
-        scope, start = codes
+        scope, start = codes or await _reserve_codes(conn, ctx, pattern, now, new_rows)
         created, _, _ = await conn.fetchrow(
             INSERT_SQL,
             ctx.workspace_id,
@@ -550,6 +546,14 @@ async def _merge(
             orjson.dumps(ctx.actor).decode(),
         )
     return _Written(created=created, updated=updated, skipped=matched - updated)
+
+
+async def _reserve_codes(
+    conn: asyncpg.Connection, ctx: Caller, pattern: str, now: datetime, count: int
+) -> tuple[str, int]:
+    """The code scope at `now`, and the counter's value before the `count` numbers taken."""
+    scope = customer_codes.render(pattern, now)
+    return scope, await conn.fetchval(RESERVE_CODES_SQL, ctx.workspace_id, scope, count)
 
 
 async def _save_progress(conn: asyncpg.Connection, job: ImportJob, batch: _Batch, written: _Written) -> None:

@@ -60,7 +60,8 @@ async def fan_out(
 ) -> tuple[int, list[AttemptBatch]]:
     """Turn unpublished events into deliveries for every enabled, subscribed endpoint (one
     transaction; the caller commits, then queues the returned jobs). Events are taken in commit
-    order. Returns how many events were taken, and the first attempts of the new deliveries."""
+    order. Returns how many events were taken, and the jobs carrying the new deliveries' first
+    attempts."""
     event_ids = list(
         (
             await session.scalars(
