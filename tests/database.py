@@ -1,4 +1,5 @@
-"""The test database: a fresh `guanxi_test` on the embedded server, or on the server of DATABASE_URL."""
+"""The test database: a fresh `guanxi_test` (or GUANXI_TEST_DATABASE, so several runs can share one
+server) on the embedded server, or on the server of DATABASE_URL."""
 
 import asyncio
 import os
@@ -9,7 +10,7 @@ from sqlalchemy.engine import make_url
 from app import embedded_db
 from app.settings import get_settings
 
-TEST_DATABASE = "guanxi_test"
+TEST_DATABASE = os.environ.get("GUANXI_TEST_DATABASE", "guanxi_test")
 
 
 def asyncpg_dsn(url: str) -> str:
