@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app import migrations
-from tests.database import fresh_database
+from tests.database import TEST_DATABASE, fresh_database
 from tests.factories import Tenant
 
 
@@ -94,7 +94,7 @@ async def test_a_path_a_route_spells_out_is_never_read_as_an_id(
 
 @pytest.fixture(scope="module")
 def scratch_database_url() -> str:
-    return fresh_database("guanxi_migration_test")
+    return fresh_database(f"{TEST_DATABASE}_migrations")
 
 
 def test_migrations_match_the_models(database_url: str) -> None:
