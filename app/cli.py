@@ -18,10 +18,10 @@ from rich.console import Console
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import embedded_db, migrations
-from app.access import Scope, system_caller
-from app.db import create_engine, create_sessionmaker, resolve_database_url
-from app.settings import get_settings
+from app.core import embedded_db, migrations
+from app.core.access import Scope, system_caller
+from app.core.db import create_engine, create_sessionmaker, resolve_database_url
+from app.core.settings import get_settings
 
 cli = typer.Typer(help="Guanxi CRM API.", no_args_is_help=True, add_completion=False)
 db_cli = typer.Typer(help="The embedded PostgreSQL server (used when DATABASE_URL is unset).")
@@ -91,8 +91,8 @@ def _empty_directory(path: Path) -> None:
 @cli.command("worker")
 def run_worker() -> None:
     """Run the background worker (webhook fan-out and delivery) until SIGINT/SIGTERM."""
-    from app import logs
-    from app.worker import Worker
+    from app.core import logs
+    from app.workers.worker import Worker
 
     settings = get_settings()
     logs.configure(settings.log_level)
@@ -135,7 +135,7 @@ def create_workspace(
     """Create a workspace (tenant) and its first admin user."""
 
     async def run(url: str) -> str:
-        from app.services import workspaces
+        from app.services.identity import workspaces
 
         async with _session(url) as session:
             workspace, _ = await workspaces.create(
@@ -157,7 +157,7 @@ def create_api_key(
     """Create an API key and print it once."""
 
     async def run(url: str) -> str:
-        from app.services import api_keys, workspaces
+        from app.services.identity import api_keys, workspaces
 
         async with _session(url) as session:
             found = await workspaces.find_by_slug(session, workspace)
@@ -176,7 +176,7 @@ def seed_demo(
     customers: Annotated[int, typer.Option(help="How many demo customers to add.")] = 200,
 ) -> None:
     """Create the demo workspace if missing and add demo customers to it."""
-    from app.demo import seed_customers
+    from app.services.identity.demo import seed_customers
 
     url = resolve_database_url(get_settings(), stop_embedded_at_exit=False)
     migrations.upgrade(url)
@@ -205,8 +205,9 @@ def import_file(
     """Import a file with the API's engine (COPY and set-based merge), with a progress bar."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from app.db import create_asyncpg_pool
-    from app.services import import_jobs, workspaces
+    from app.core.db import create_asyncpg_pool
+    from app.services.bulk import import_jobs
+    from app.services.identity import workspaces
 
     if type_ not in ("customers", "interactions", "orders"):
         raise typer.BadParameter("customers, interactions or orders", param_hint="--type")
@@ -311,7 +312,7 @@ async def _ensure_demo(url: str) -> dict[str, str]:
     """First start: a demo workspace, its admin and an admin API key, kept in the data folder so later
     starts can print them again. Nothing is created when the workspace exists."""
     from app.models import Workspace
-    from app.services import api_keys, workspaces
+    from app.services.identity import api_keys, workspaces
 
     path = _credentials_file()
     async with _session(url) as session:

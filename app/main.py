@@ -10,18 +10,19 @@ from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import logs, openapi_document, openapi_webhooks, problems
-from app.allowed_methods import AllowedMethods
-from app.db import create_engine, create_sessionmaker, resolve_database_url
-from app.json_response import JSONResponse
-from app.middleware import InFlightLimit, RequestContextMiddleware
-from app.paths import ALEMBIC_INI
-from app.rate_limits import RateLimiter
-from app.read_lane import CustomerReadLane, ReadPool
+from app.core import logs
+from app.core.db import create_engine, create_sessionmaker, resolve_database_url
+from app.core.paths import ALEMBIC_INI
+from app.core.settings import Settings, get_settings
+from app.http import openapi_document, openapi_webhooks, problems
+from app.http.allowed_methods import AllowedMethods
+from app.http.json_response import JSONResponse
+from app.http.middleware import InFlightLimit, RequestContextMiddleware
+from app.http.rate_limits import RateLimiter
+from app.http.read_lane import CustomerReadLane, ReadPool
 from app.routers import health, v1
 from app.routers.v1 import customers
-from app.settings import Settings, get_settings
-from app.worker import Worker
+from app.workers.worker import Worker
 
 DESCRIPTION = """
 Guanxi keeps the customer file and the work around it.

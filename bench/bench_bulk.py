@@ -130,7 +130,7 @@ CREATE UNIQUE INDEX bulk_copy_floor_phone ON bulk_copy_floor (workspace_id,
 FLOOR_COLUMNS = ["name", "email_raw", "phone_raw", "company", "title", "province", "city", "tags_raw", "source"]
 CUSTOMER_INDEXES_SQL = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'customers' ORDER BY indexname"
 BARE_TABLE_SQL = "CREATE TABLE bulk_copy_bare ({})".format(", ".join(f"c{i} text" for i in range(len(FLOOR_COLUMNS))))
-# app/services/exports.py's columns, in its order, for the export floor.
+# app/services/bulk/exports.py's columns, in its order, for the export floor.
 EXPORT_FLOOR_SQL = """
 SELECT code, name, kind, array_to_string(emails, ' '), array_to_string(phones, ' '), company, title, city,
            province, country, source, array_to_string(tags, ' '), birthday, created_at
@@ -193,10 +193,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def prepare(db: BenchDatabase, args: argparse.Namespace, workdir: Path) -> Prepared:
-    from app.access import ALL_SCOPES
-    from app.db import create_engine, create_sessionmaker
-    from app.services import api_keys, workspaces
-    from app.settings import get_settings
+    from app.core.access import ALL_SCOPES
+    from app.core.db import create_engine, create_sessionmaker
+    from app.core.settings import get_settings
+    from app.services.identity import api_keys, workspaces
 
     engine = create_engine(db.url, get_settings())
     try:
@@ -292,9 +292,9 @@ async def export_floor(prepared: Prepared, path: Path) -> dict[str, Any]:
 async def duplicates_floor(prepared: Prepared) -> dict[str, Any]:
     """The service's duplicate statements, raw: the same SQL texts, parameters, settings and order of
     steps as customer_merges.candidate_pairs, through asyncpg with no session, HTTP or grouping."""
-    from app.access import system_caller
-    from app.services import customer_merges as cm
-    from app.services.visibility import visible_customer_ids_sql
+    from app.core.access import system_caller
+    from app.services.customers import customer_merges as cm
+    from app.services.customers.visibility import visible_customer_ids_sql
 
     visible, scope = visible_customer_ids_sql(system_caller(prepared.workspace_id))
     people = cm.NAME_TRIGRAMS.format(visible=visible)
@@ -480,7 +480,7 @@ async def settle(dsn: str, timeout_s: float = 900.0) -> dict[str, float]:
 
 def remove_job_files(prepared: Prepared) -> None:
     """The service keeps the upload and the export under its data folder (hundreds of MB at full size)."""
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     data_dir = get_settings().data_dir
     for folder, step in (("imports", "import"), ("exports", "export")):

@@ -58,7 +58,7 @@ from seed import (
     vacuum_analyze,
 )
 
-from app.settings import get_settings
+from app.core.settings import get_settings
 
 RESULTS_DIR = BENCH_DIR / "results"
 BENCH_SLUG = "bench"

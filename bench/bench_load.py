@@ -61,10 +61,10 @@ from harness import (
 from prometheus_client.parser import text_string_to_metric_families
 from seed import BenchDatabase, WorkspacePlan, ensure_workspace, prepare_database, vacuum_analyze
 
-from app.access import Scope
-from app.db import create_engine, create_sessionmaker
-from app.services import api_keys
-from app.settings import get_settings
+from app.core.access import Scope
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import get_settings
+from app.services.identity import api_keys
 
 RESULTS_DIR = BENCH_DIR / "results"
 DATABASE = "guanxi_load"

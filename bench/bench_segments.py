@@ -135,9 +135,9 @@ def floor_args(workspace_id: uuid.UUID, now: datetime) -> list[Any]:
 
 
 async def ensure_values(data: ValueData, sessions: async_sessionmaker[AsyncSession], conn: asyncpg.Connection) -> None:
-    from app import clock
-    from app.access import system_caller
-    from app.services import customer_values
+    from app.core import clock
+    from app.core.access import system_caller
+    from app.services.value import customer_values
 
     if await conn.fetchval("SELECT count(*) FROM customer_values WHERE workspace_id = $1", data.workspace_id):
         return
@@ -170,8 +170,8 @@ async def warm(conn: asyncpg.Connection, workspace_id: uuid.UUID) -> None:
 
 
 async def service_rules(sessions: async_sessionmaker[AsyncSession], workspace_id: uuid.UUID) -> dict[str, Any]:
-    from app.access import system_caller
-    from app.services import lifecycle
+    from app.core.access import system_caller
+    from app.services.segments import lifecycle
 
     started = time.perf_counter()
     moved = await lifecycle.apply_rules_in_chunks(sessions, system_caller(workspace_id))
@@ -180,9 +180,9 @@ async def service_rules(sessions: async_sessionmaker[AsyncSession], workspace_id
 
 
 def floor_rules(data: ValueData) -> dict[str, Any]:
-    from app.access import system_caller
-    from app.clock import now
-    from app.services import lifecycle
+    from app.core.access import system_caller
+    from app.core.clock import now
+    from app.services.segments import lifecycle
 
     ctx = system_caller(data.workspace_id)
     params = {
@@ -227,8 +227,8 @@ async def run_lifecycle(
 
 
 async def create_segment(sessions: async_sessionmaker[AsyncSession], workspace_id: uuid.UUID, name: str) -> uuid.UUID:
-    from app.access import system_caller
-    from app.services import segments
+    from app.core.access import system_caller
+    from app.services.segments import segments
 
     async with sessions() as session:
         segment = await segments.create(
@@ -241,8 +241,8 @@ async def create_segment(sessions: async_sessionmaker[AsyncSession], workspace_i
 async def service_refresh(
     sessions: async_sessionmaker[AsyncSession], workspace_id: uuid.UUID, segment_id: uuid.UUID
 ) -> dict[str, Any]:
-    from app.access import system_caller
-    from app.services import segments
+    from app.core.access import system_caller
+    from app.services.segments import segments
 
     async with sessions() as session:
         started = time.perf_counter()
@@ -368,9 +368,9 @@ async def run_segments(
 async def run_previews(
     args: argparse.Namespace, data: ValueData, sessions: async_sessionmaker[AsyncSession], conn: asyncpg.Connection
 ) -> dict[str, Any]:
-    from app.access import system_caller
-    from app.services import segments
-    from app.services.customer_output import COLUMN_NAMES
+    from app.core.access import system_caller
+    from app.services.customers.customer_output import COLUMN_NAMES
+    from app.services.segments import segments
 
     ctx = system_caller(data.workspace_id)
     columns = ", ".join(f"c.{name}" for name in COLUMN_NAMES)
@@ -461,8 +461,8 @@ def print_tables(
 
 
 async def run(args: argparse.Namespace, data: ValueData) -> tuple[dict[str, Any], list[str]]:
-    from app.db import create_engine, create_sessionmaker
-    from app.settings import get_settings
+    from app.core.db import create_engine, create_sessionmaker
+    from app.core.settings import get_settings
 
     settings = get_settings()
     engine = create_engine(data.db.url, settings)

@@ -194,7 +194,7 @@ FROM (
                         q.*,
                         CASE WHEN q.h2 % 100 < 5 THEN 'urgent' WHEN q.h2 % 100 < 20 THEN 'high'
                              WHEN q.h2 % 100 < 80 THEN 'normal' ELSE 'low' END AS priority,
-                        -- The default policies (app/services/tickets.py), stretched 1.4x for business hours.
+                        -- The default policies (app/services/service_desk/tickets.py), 1.4x for business hours.
                         1.4 * CASE WHEN q.h2 % 100 < 5 THEN 60 WHEN q.h2 % 100 < 20 THEN 240
                                    WHEN q.h2 % 100 < 80 THEN 480 ELSE 1440 END AS frm,
                         1.4 * CASE WHEN q.h2 % 100 < 5 THEN 480 WHEN q.h2 % 100 < 20 THEN 1440
@@ -655,10 +655,10 @@ async def seed_tickets(
 
 
 async def issue_admin_key(url: str, workspace_id: uuid.UUID) -> str:
-    from app.access import ALL_SCOPES
-    from app.db import create_engine, create_sessionmaker
-    from app.services import api_keys
-    from app.settings import get_settings
+    from app.core.access import ALL_SCOPES
+    from app.core.db import create_engine, create_sessionmaker
+    from app.core.settings import get_settings
+    from app.services.identity import api_keys
 
     engine = create_engine(url, get_settings())
     try:
@@ -847,11 +847,11 @@ async def floor_statements(prepared: Prepared) -> dict[str, tuple[str, list[Any]
     alone (what a caller limited to some customers gets, here over all of them)."""
     from sqlalchemy import event, text
 
-    from app import clock
-    from app.access import ALL_SCOPES, Caller
-    from app.db import create_engine, create_sessionmaker
-    from app.services import service_reports, tickets
-    from app.settings import get_settings
+    from app.core import clock
+    from app.core.access import ALL_SCOPES, Caller
+    from app.core.db import create_engine, create_sessionmaker
+    from app.core.settings import get_settings
+    from app.services.service_desk import service_reports, tickets
 
     ctx = Caller(
         workspace_id=prepared.workspace_id, actor_type="api_key", actor_id=None, scopes=ALL_SCOPES, visibility="all"
@@ -934,10 +934,10 @@ async def run_breaches(prepared: Prepared, args: argparse.Namespace) -> dict[str
     from sqlalchemy import text
     from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
-    from app import clock
-    from app.db import create_engine, create_sessionmaker
-    from app.services import tickets
-    from app.settings import get_settings
+    from app.core import clock
+    from app.core.db import create_engine, create_sessionmaker
+    from app.core.settings import get_settings
+    from app.services.service_desk import tickets
 
     conn = await asyncpg.connect(prepared.db.dsn, command_timeout=args.statement_timeout_ms / 1000)
     engine = create_engine(prepared.db.url, get_settings())
@@ -1183,7 +1183,7 @@ def main(argv: list[str] | None = None) -> int:
     # API's 5 s statement timeout. The service subprocess gets the caller's value back.
     service_timeout = os.environ.get("GUANXI_STATEMENT_TIMEOUT_MS")
     os.environ["GUANXI_STATEMENT_TIMEOUT_MS"] = str(args.statement_timeout_ms)
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     get_settings.cache_clear()
     workdir = Path(tempfile.mkdtemp(prefix="guanxi-bench-tickets-"))

@@ -203,7 +203,7 @@ async def seed(dsn: str, args: argparse.Namespace) -> tuple[uuid.UUID, uuid.UUID
 
 def timeline_sql() -> tuple[str, list[str]]:
     """The statement timeline.timeline() builds for the first page of every type, compiled for asyncpg."""
-    from app.services import timeline
+    from app.services.customers import timeline
 
     branches = []
     for name in timeline.TYPES:
@@ -221,8 +221,8 @@ def timeline_sql() -> tuple[str, list[str]]:
 async def run_timeline(
     args: argparse.Namespace, sessions: Any, conn: asyncpg.Connection, ws: uuid.UUID, heavy: uuid.UUID
 ) -> dict[str, Any]:
-    from app.access import system_caller
-    from app.services import timeline
+    from app.core.access import system_caller
+    from app.services.customers import timeline
 
     ctx = system_caller(ws)
     sql, names = timeline_sql()
@@ -263,10 +263,10 @@ async def run_plans(db: Any, sessions: Any, conn: asyncpg.Connection, ws: uuid.U
     """Plans S1 (active), S2 (activated later) and F (the floor's, never active). In order:
     empty tasks table: F raw, then (emptied again) run_plans creating S1's tasks; re-run (none due);
     populated table (S1's tasks): F raw again, then run_plans with S2 active too; F re-run."""
-    from app import clock
-    from app.access import system_caller
+    from app.core import clock
+    from app.core.access import system_caller
     from app.schemas.interaction import PlanIn
-    from app.services import follow_ups
+    from app.services.engagement import follow_ups
 
     ctx = system_caller(ws)
 
@@ -339,8 +339,8 @@ async def run_plans(db: Any, sessions: Any, conn: asyncpg.Connection, ws: uuid.U
 
 
 async def run(args: argparse.Namespace, db: Any, ws: uuid.UUID, heavy: uuid.UUID) -> dict[str, Any]:
-    from app.db import create_engine, create_sessionmaker
-    from app.settings import get_settings
+    from app.core.db import create_engine, create_sessionmaker
+    from app.core.settings import get_settings
 
     engine = create_engine(db.url, get_settings())
     sessions = create_sessionmaker(engine)

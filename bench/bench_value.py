@@ -179,7 +179,7 @@ class Probe:
 
 
 async def service_recompute(sessions: async_sessionmaker[AsyncSession], probe: Probe, ctx: Any) -> dict[str, Any]:
-    from app.services import customer_values, lifetime_value
+    from app.services.value import customer_values, lifetime_value
 
     probe.reset()
     with (
@@ -229,8 +229,8 @@ async def service_recompute(sessions: async_sessionmaker[AsyncSession], probe: P
 async def service_figures(sessions: async_sessionmaker[AsyncSession], probe: Probe, ctx: Any) -> dict[str, Any]:
     """--figures-only: the statement recompute_workspace starts with, through the service's engine
     and session, + COMMIT; without the edges, the LTV fit and predictions."""
-    from app import clock
-    from app.services import customer_values
+    from app.core import clock
+    from app.services.value import customer_values
 
     probe.reset()
     async with sessions() as session:
@@ -250,8 +250,8 @@ async def service_figures(sessions: async_sessionmaker[AsyncSession], probe: Pro
 
 async def floor_recompute(data: ValueData, sessions: async_sessionmaker[AsyncSession], ctx: Any) -> dict[str, Any]:
     """FIGURES_ALL's own text with literal parameters, BEGIN/COMMIT around it, through psql."""
-    from app import clock
-    from app.services import customer_values
+    from app.core import clock
+    from app.services.value import customer_values
 
     async with sessions() as session:
         model = await customer_values.model_for(session, ctx.workspace_id)
@@ -277,7 +277,7 @@ async def run_recompute(
     probe: Probe,
     conn: asyncpg.Connection,
 ) -> dict[str, Any]:
-    from app.access import system_caller
+    from app.core.access import system_caller
 
     ctx = system_caller(data.workspace_id)
     out: dict[str, Any] = {"initial": None, "service": [], "floor": []}
@@ -352,9 +352,10 @@ async def floor_incremental(
     warmup: int,
     sessions: Any,
 ) -> list[tuple[float, float]]:
-    from app import clock
-    from app.access import system_caller
-    from app.services import customer_values, lifecycle
+    from app.core import clock
+    from app.core.access import system_caller
+    from app.services.segments import lifecycle
+    from app.services.value import customer_values
 
     ctx = system_caller(data.workspace_id)
     async with sessions() as session:
@@ -399,8 +400,9 @@ async def service_incremental(
     customers: list[tuple[uuid.UUID, uuid.UUID]],
     warmup: int,
 ) -> list[tuple[float, float]]:
-    from app.access import system_caller
-    from app.services import customer_values, lifecycle
+    from app.core.access import system_caller
+    from app.services.segments import lifecycle
+    from app.services.value import customer_values
 
     ctx = system_caller(data.workspace_id)
     times: list[tuple[float, float]] = []
@@ -478,7 +480,7 @@ async def run_incremental(
 
 async def worker_predictions(sessions: async_sessionmaker[AsyncSession], data: ValueData) -> dict[str, Any]:
     """The worker's step after the orders: the marked rows' predictions, one batch."""
-    from app.services import customer_values
+    from app.services.value import customer_values
 
     async with sessions() as session:
         started = time.perf_counter()
@@ -574,8 +576,8 @@ def print_tables(recompute: dict[str, Any] | None, incremental: dict[str, Any] |
 
 
 async def run(args: argparse.Namespace, data: ValueData) -> tuple[dict[str, Any], list[str]]:
-    from app.db import create_engine, create_sessionmaker
-    from app.settings import get_settings
+    from app.core.db import create_engine, create_sessionmaker
+    from app.core.settings import get_settings
 
     settings = get_settings()
     engine = create_engine(data.db.url, settings)

@@ -310,7 +310,7 @@ async def serve_floor_worker(dsn: str, concurrency: int, client_kind: str) -> No
         dsn, min_size=concurrency, max_size=concurrency, server_settings={"application_name": FLOOR_APPLICATION}
     )
     signers: dict[str, Any] = {}
-    from app.services.webhook_delivery import http_client
+    from app.services.events.webhook_delivery import http_client
 
     http = http_client(concurrency * 2)
 
@@ -455,7 +455,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def concurrency_of(args: argparse.Namespace) -> int:
     if args.concurrency is not None:
         return int(args.concurrency)
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     return Settings().worker_concurrency
 
@@ -471,12 +471,12 @@ def prepare(receiver_port: int, endpoints: int) -> Setup:
 
 
 async def _create_workspace(url: str, dsn: str, server: str, receiver_port: int, endpoints: int) -> Setup:
-    from app.access import system_caller
-    from app.db import create_engine, create_sessionmaker
-    from app.ids import new_id
+    from app.core.access import system_caller
+    from app.core.db import create_engine, create_sessionmaker
+    from app.core.ids import new_id
+    from app.core.settings import get_settings
     from app.schemas.event import EndpointCreate
-    from app.services import webhook_endpoints
-    from app.settings import get_settings
+    from app.services.events import webhook_endpoints
 
     conn = await asyncpg.connect(dsn)
     try:
@@ -576,7 +576,7 @@ FROM unnest($2::uuid[], $3::uuid[], $4::uuid[]) AS u(id, endpoint_id, event_id)
 
 
 def new_events(count: int, start: int = 0) -> tuple[list[uuid.UUID], list[str]]:
-    from app.ids import new_id
+    from app.core.ids import new_id
 
     ids = [new_id() for _ in range(count)]
     data = [orjson.dumps(customer_payload(start + i, new_id())).decode() for i in range(count)]
@@ -844,8 +844,8 @@ def rate_profile(times: list[float]) -> dict[str, Any]:
 
 def receiver_floor(receiver: ServerProcess, args: argparse.Namespace, workdir: Path, connections: int) -> WrkResult:
     """wrk POSTing a delivery-sized signed body to the receiver: what it can take at most."""
-    from app.ids import new_id
-    from app.services import webhook_signing
+    from app.core.ids import new_id
+    from app.services.events import webhook_signing
 
     event_id = new_id()
     body = orjson.dumps(
@@ -908,7 +908,7 @@ async def db_floor(
     expected = args.events * len(endpoint_ids)
     conn = await asyncpg.connect(setup.dsn)
     try:
-        from app.ids import new_id
+        from app.core.ids import new_id
 
         for part in chunks(args.events, args.insert_batch):
             ids, data = new_events(len(part), part.start)

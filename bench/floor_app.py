@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-# The columns of app/services/customer_output.py CUSTOMER_COLUMNS, in the same order.
+# The columns of app/services/customers/customer_output.py CUSTOMER_COLUMNS, in the same order.
 COLUMNS = (
     "id, code, kind, name, emails, phones, company, title, gender, birthday, country, province, city, "
     "district, street, postcode, source, tags, owner_id, preferences, custom_fields, consent, notes, "

@@ -1,7 +1,7 @@
 """The database of bench_value.py and bench_segments.py: `guanxi_bench_value`, customers and orders.
 
 Customers come from seed.py (same generator as the customers bench: cities, tags, birthdays,
-search_text as app/services/customers.py computes it). Orders and their lines are generated here,
+search_text as app/services/customers/customers.py computes it). Orders and their lines are generated here,
 set-based, by INSERT ... SELECT FROM generate_series with values drawn by hashing row keys:
 
   * per customer: 20% never buy; the others make 1 + Geometric orders, so the mean over all
@@ -211,7 +211,7 @@ def order_plan(args: argparse.Namespace) -> OrderPlan:
 def configure_environment(args: argparse.Namespace) -> None:
     """Before anything reads app settings: recomputes over a million rows outlive the API's 5 s."""
     os.environ["GUANXI_STATEMENT_TIMEOUT_MS"] = str(args.statement_timeout_ms)
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     get_settings.cache_clear()
 

@@ -14,16 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app import migrations
-from app.access import Scope
-from app.db import create_engine, create_sessionmaker
-from app.services import api_keys, workspaces
-from app.settings import get_settings
+from app.core import migrations
+from app.core.access import Scope
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import get_settings
+from app.services.identity import api_keys, workspaces
 from bench.harness import ServerProcess
 from chaos.cluster import Cluster, free_port
 
 DATABASE = "guanxi_chaos"
-# `application_name` of the service's connections (app/db.py).
+# `application_name` of the service's connections (app/core/db.py).
 SERVICE_APPLICATION = "guanxi"
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from app.access import system_caller
-from app.db import create_engine, create_sessionmaker
+from app.core.access import system_caller
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import get_settings
 from app.schemas.event import EndpointCreate
-from app.services import webhook_endpoints
-from app.settings import get_settings
+from app.services.events import webhook_endpoints
 from bench.harness import ServerProcess
 from chaos.cluster import Cluster
 from chaos.conftest import DATABASE, Tenant, seed_customers

@@ -7,9 +7,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.db import resolve_database_url
+from app.core.db import resolve_database_url
+from app.core.settings import get_settings
 from app.models import Base
-from app.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -7,8 +7,8 @@ import os
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from app import embedded_db
-from app.settings import get_settings
+from app.core import embedded_db
+from app.core.settings import get_settings
 
 TEST_DATABASE = os.environ.get("GUANXI_TEST_DATABASE", "guanxi_test")
 

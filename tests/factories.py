@@ -7,11 +7,11 @@ from typing import Any
 from pwdlib import PasswordHash
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
-from app.access import Role, Scope
+from app.core import clock
+from app.core.access import Role, Scope
+from app.core.settings import get_settings
 from app.models import Team, User, Workspace
-from app.services import api_keys, tokens
-from app.settings import get_settings
+from app.services.identity import api_keys, tokens
 
 PASSWORD = "correct horse battery"
 # Hashed once: Argon2 is slow by design, and tests create many users.

@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from app.models import ImportJob
-from app.services import import_jobs
+from app.services.bulk import import_jobs
 from tests.factories import Tenant, customer_body
 
 

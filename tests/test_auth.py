@@ -8,8 +8,8 @@ import jwt
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.access import Scope
-from app.settings import get_settings
+from app.core.access import Scope
+from app.core.settings import get_settings
 from tests.factories import PASSWORD, Tenant, customer_body, make_api_key
 
 

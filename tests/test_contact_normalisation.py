@@ -6,8 +6,8 @@ import phonenumbers
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
+from app.core.settings import get_settings
 from app.schemas.customer import normalise_email, normalise_phone
-from app.settings import get_settings
 
 ADDRESSES = [
     "zhang.wei_12@qq.com",

@@ -19,11 +19,11 @@ from pydantic_core.core_schema import ErrorType
 from schemathesis.python import asgi as schemathesis_asgi
 from sqlalchemy import delete
 
-from app.access import Role
+from app.core.access import Role
+from app.core.settings import get_settings
 from app.main import create_app
 from app.models import Workspace
-from app.services import tokens
-from app.settings import get_settings
+from app.services.identity import tokens
 from tests.factories import make_api_key, make_tenant
 
 EXAMPLES = int(os.environ.get("GUANXI_CONTRACT_EXAMPLES", "5"))

@@ -17,14 +17,14 @@ from pgqueuer import AsyncpgDriver, Queries
 from sqlalchemy import delete, select, update
 from standardwebhooks.webhooks import Webhook
 
-from app import clock
-from app import worker as worker_module
-from app.event_catalogue import CATALOGUE
+from app.core import clock
+from app.core.settings import get_settings
 from app.models import WebhookDelivery, Workspace
-from app.services import webhook_dispatch, webhook_targets
-from app.services.webhook_dispatch import DueAttempt
-from app.settings import get_settings
-from app.worker import Worker
+from app.services.events import webhook_dispatch, webhook_targets
+from app.services.events.event_catalogue import CATALOGUE
+from app.services.events.webhook_dispatch import DueAttempt
+from app.workers import worker as worker_module
+from app.workers.worker import Worker
 from tests.factories import Tenant, customer_body, make_tenant
 from tests.receiver import Answer, Receiver
 from tests.webhook_helpers import jobs_for

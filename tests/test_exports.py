@@ -9,7 +9,7 @@ import openpyxl
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from app.services import exports
+from app.services.bulk import exports
 from tests.factories import Tenant, customer_body
 
 

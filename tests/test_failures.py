@@ -11,12 +11,12 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from app.db import connection_lost, create_engine
+from app.core.db import connection_lost, create_engine
+from app.core.prepared import PreparedStatement
+from app.core.settings import get_settings
+from app.http.problems import is_database_unavailable
 from app.main import create_app
 from app.models import Customer
-from app.prepared import PreparedStatement
-from app.problems import is_database_unavailable
-from app.settings import get_settings
 from tests.factories import Tenant, customer_body
 
 UNREACHABLE = "postgresql+asyncpg://postgres@127.0.0.1:1/none"

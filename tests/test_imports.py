@@ -13,11 +13,11 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from app.db import create_asyncpg_pool
+from app.core.db import create_asyncpg_pool
+from app.core.settings import get_settings
 from app.models import Customer, ImportJob
-from app.services import import_jobs, imports
-from app.settings import get_settings
-from app.worker import Worker
+from app.services.bulk import import_jobs, imports
+from app.workers.worker import Worker
 from tests.factories import Tenant
 
 MAPPING = {"姓名": "name", "手机": "phone", "邮箱": "email", "城市": "city", "标签": "tags"}

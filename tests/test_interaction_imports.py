@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from app.models import AuditEntry, ImportJob, Interaction, OutboxEvent
 from app.schemas.interaction import InteractionOut
-from app.services import import_jobs, interaction_imports
+from app.services.bulk import import_jobs, interaction_imports
 from tests.factories import Tenant
 from tests.import_helpers import create_customer, queue_and_run
 

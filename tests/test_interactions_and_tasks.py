@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
-from app.access import system_caller
+from app.core import clock
+from app.core.access import system_caller
 from app.models import Task
-from app.services import follow_ups
+from app.services.engagement import follow_ups
 from tests.factories import Tenant, customer_body
 
 

@@ -8,10 +8,11 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
-from app.access import system_caller
+from app.core import clock
+from app.core.access import system_caller
 from app.models import CustomerStage, Order, OutboxEvent, StageHistory
-from app.services import customer_values, lifecycle
+from app.services.segments import lifecycle
+from app.services.value import customer_values
 from tests.factories import Tenant, customer_body
 
 

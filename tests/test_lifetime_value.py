@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from app.services import lifetime_value
-from app.services.lifetime_value import BgNbd, GammaGamma, fit_bgnbd, fit_gamma_gamma
+from app.services.value import lifetime_value
+from app.services.value.lifetime_value import BgNbd, GammaGamma, fit_bgnbd, fit_gamma_gamma
 
 
 def _simulate_bgnbd(model: BgNbd, customers: int, horizon: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:

@@ -7,9 +7,9 @@ import pytest
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from app.core.settings import Settings, get_settings
+from app.http.middleware import InFlightLimit
 from app.main import create_app
-from app.middleware import InFlightLimit
-from app.settings import Settings, get_settings
 from tests.factories import Tenant
 
 

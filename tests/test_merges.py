@@ -6,11 +6,11 @@ import httpx
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
-from app.access import system_caller
-from app.ids import new_id
+from app.core import clock
+from app.core.access import system_caller
+from app.core.ids import new_id
 from app.models import Customer, Interaction, OutboxEvent
-from app.services import customer_merges
+from app.services.customers import customer_merges
 from tests.factories import Tenant, customer_body
 
 

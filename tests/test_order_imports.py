@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from app import cli
-from app.access import system_caller
+from app.core.access import system_caller
 from app.models import (
     AuditEntry,
     CustomerStage,
@@ -31,7 +31,9 @@ from app.models import (
     OutboxEvent,
 )
 from app.schemas.order import OrderOut
-from app.services import customer_values, import_jobs, lifecycle, order_imports
+from app.services.bulk import import_jobs, order_imports
+from app.services.segments import lifecycle
+from app.services.value import customer_values
 from tests.factories import Tenant
 from tests.import_helpers import create_customer, queue_and_run
 

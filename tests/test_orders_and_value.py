@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
-from app.access import system_caller
+from app.core import clock
+from app.core.access import system_caller
+from app.core.settings import get_settings
 from app.models import Customer, CustomerValue, Order, OrderLine, OutboxEvent, TierChange
-from app.services import customer_values
-from app.settings import get_settings
-from app.worker import Worker
+from app.services.value import customer_values
+from app.workers.worker import Worker
 from tests.factories import Tenant, customer_body
 
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from app import migrations
+from app.core import migrations
 from tests.database import TEST_DATABASE, fresh_database
 from tests.factories import Tenant
 
@@ -129,8 +129,8 @@ async def test_migrations_downgrade_and_upgrade_with_data(scratch_database_url: 
 
 
 async def test_readyz_is_503_on_an_unmigrated_database(scratch_database_url: str) -> None:
+    from app.core.settings import get_settings
     from app.main import create_app
-    from app.settings import get_settings
 
     await asyncio.to_thread(migrations.downgrade, scratch_database_url, "base")
     application = create_app(get_settings(), database_url=scratch_database_url)

@@ -11,11 +11,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.access import Scope
-from app.metrics import REGISTRY
-from app.pagination import encode_cursor
-from app.read_lane import ReadPool
-from app.settings import get_settings
+from app.core.access import Scope
+from app.core.metrics import REGISTRY
+from app.core.pagination import encode_cursor
+from app.core.settings import get_settings
+from app.http.read_lane import ReadPool
 from tests.factories import Tenant, customer_body, make_api_key
 
 CALLERS = ["admin", "manager", "sales", "sales2", "sales_west", "support", "readonly"]

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.core.settings import get_settings
 from app.main import create_app
-from app.settings import get_settings
 from tests.factories import Tenant
 
 # Authenticated by what they carry: a password, a CSAT token, an intake form token.

@@ -5,9 +5,10 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.access import system_caller
+from app.core.access import system_caller
 from app.models import OutboxEvent, Segment
-from app.services import customer_values, segments
+from app.services.segments import segments
+from app.services.value import customer_values
 from tests.factories import Tenant, customer_body
 
 
@@ -255,7 +256,7 @@ async def test_activity_fields_and_the_no_contact_builtin(
 ) -> None:
     from datetime import timedelta
 
-    from app import clock
+    from app.core import clock
 
     talked = await _customer(client, tenant)
     long_ago = await _customer(client, tenant)

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.access import system_caller
-from app.services import service_reports
+from app.core.access import system_caller
+from app.services.service_desk import service_reports
 from tests.factories import Tenant, customer_body
 
 # The seeded fortnight spans the end of October.

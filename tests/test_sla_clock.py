@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from app.services.sla_clock import ALWAYS_OPEN, Calendar, add_business_minutes, business_minutes_between
+from app.services.service_desk.sla_clock import ALWAYS_OPEN, Calendar, add_business_minutes, business_minutes_between
 
 SHANGHAI = Calendar(timezone="Asia/Shanghai", holidays=frozenset({date(2026, 10, 1), date(2026, 10, 2)}))
 

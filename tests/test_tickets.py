@@ -11,10 +11,10 @@ from limits.aio.strategies import FixedWindowRateLimiter
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
+from app.core import clock
 from app.models import OutboxEvent, Task, Ticket
 from app.routers.v1 import tickets as ticket_routes
-from app.services import tickets
+from app.services.service_desk import tickets
 from tests.factories import Tenant, customer_body
 
 

@@ -7,10 +7,10 @@ import asyncpg
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from app.core.settings import Settings, get_settings
 from app.models import WebhookAttempt, WebhookDelivery
-from app.services import webhook_delivery, webhook_dispatch
-from app.services.webhook_dispatch import AttemptBatch, DueAttempt
-from app.settings import Settings, get_settings
+from app.services.events import webhook_delivery, webhook_dispatch
+from app.services.events.webhook_dispatch import AttemptBatch, DueAttempt
 
 
 def fast_settings(**overrides: object) -> Settings:

@@ -7,7 +7,7 @@ from sqlalchemy import String, func, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.ids import new_id
+from app.core.ids import new_id
 from app.models.base import Base
 
 DEFAULT_CUSTOMER_CODE_PATTERN = "KH-{yyyy}-{seq:06}"

@@ -9,10 +9,10 @@ from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.access import Caller, Role, Scope, user_caller
-from app.errors import Forbidden, PreconditionRequired, Unauthorized
-from app.services import api_keys, tokens
-from app.settings import get_settings
+from app.core.access import Caller, Role, Scope, user_caller
+from app.core.errors import Forbidden, PreconditionRequired, Unauthorized
+from app.core.settings import get_settings
+from app.services.identity import api_keys, tokens
 
 
 async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
@@ -58,7 +58,7 @@ async def authenticate(
         caller = bearer_caller(bearer.credentials)
     else:
         raise Unauthorized("Send a bearer token or an X-API-Key header.")
-    # The read lane counts the requests it looked at and then passed on (app/read_lane.py).
+    # The read lane counts the requests it looked at and then passed on (app/http/read_lane.py).
     if not getattr(request.state, RATE_COUNTED, False):
         await request.app.state.rate_limiter.check(caller)
     missing = sorted(scope for scope in security_scopes.scopes if scope not in caller.scopes)

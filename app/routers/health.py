@@ -5,11 +5,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.responses import Response
 
-from app.json_response import json_response
-from app.metrics import POOL_CONNECTIONS, QUEUE_JOBS, WEBHOOK_DELIVERIES, exposition_registry
-from app.problems import is_database_unavailable, problem_response
+from app.core.metrics import POOL_CONNECTIONS, QUEUE_JOBS, WEBHOOK_DELIVERIES, exposition_registry
+from app.core.settings import get_settings
+from app.http.json_response import json_response
+from app.http.problems import is_database_unavailable, problem_response
 from app.routers.responses import problem_responses
-from app.settings import get_settings
 
 router = APIRouter(tags=["operations"])
 

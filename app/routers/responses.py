@@ -8,11 +8,11 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from app.access import Caller
-from app.json_response import dumps, json_response
-from app.problems import PROBLEM_MEDIA_TYPE
+from app.core import idempotency
+from app.core.access import Caller
+from app.http.json_response import dumps, json_response
+from app.http.problems import PROBLEM_MEDIA_TYPE
 from app.schemas.common import Problem
-from app.services import idempotency
 
 _DESCRIPTIONS = {
     400: "Malformed request (a body that is not JSON in UTF-8)",

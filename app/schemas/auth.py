@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from app.access import Role, Scope
+from app.core.access import Role, Scope
 from app.schemas.common import EmailText, InputModel, Name, OutputModel, Password, ShortText, Timestamp
 
 

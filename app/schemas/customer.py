@@ -12,6 +12,7 @@ from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import DOT_ATOM_TEXT, EMAIL_MAX_LENGTH
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
+from app.core.settings import get_settings
 from app.schemas.common import (
     Day,
     EmailText,
@@ -27,7 +28,6 @@ from app.schemas.common import (
     ShortText,
     Tag,
 )
-from app.settings import get_settings
 
 MAX_CONTACT_POINTS = 10
 MAX_TAGS = 50

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
-from app.event_catalogue import is_valid_filter
 from app.schemas.common import InputModel, NoNul, Timestamp
+from app.services.events.event_catalogue import is_valid_filter
 
 
 class Actor(BaseModel):

@@ -16,7 +16,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # A customer create runs as one statement in its own transaction (app/services/customer_insert.py):
+    # A customer create runs as one statement in its own transaction (app/services/customers/customer_insert.py):
     # when one of its inserts meets a key another row holds, the statement calls this to undo itself.
     op.execute(
         """

@@ -5,11 +5,11 @@ import uuid
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from app.json_response import json_response
+from app.http.json_response import json_response
 from app.routers.deps import ApiKeysWrite, Reader, Session
 from app.routers.responses import errors
 from app.schemas.auth import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut
-from app.services import api_keys
+from app.services.identity import api_keys
 
 router = APIRouter(prefix="/api-keys", tags=["api keys"])
 

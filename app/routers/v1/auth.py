@@ -6,14 +6,14 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from starlette.responses import Response
 
-from app.access import Role
-from app.json_response import json_response
+from app.core.access import Role
+from app.core.settings import Settings, get_settings
+from app.http.json_response import json_response
 from app.models import User
 from app.routers.deps import Session
 from app.routers.responses import errors
 from app.schemas.auth import PasswordGrant, TokenOut, TokenRequest
-from app.services import tokens, users
-from app.settings import Settings, get_settings
+from app.services.identity import tokens, users
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

@@ -5,11 +5,11 @@ import uuid
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from app.json_response import json_response
+from app.http.json_response import json_response
 from app.routers.deps import CustomersRead, CustomFieldsWrite, IfMatch, Reader, Session
 from app.routers.responses import errors, resource_response
 from app.schemas.custom_field import CustomFieldCreate, CustomFieldList, CustomFieldOut, CustomFieldPatch
-from app.services import custom_fields
+from app.services.customers import custom_fields
 
 router = APIRouter(prefix="/custom-fields", tags=["custom fields"])
 

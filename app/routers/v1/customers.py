@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from app.access import Caller
-from app.errors import ValidationFailed
-from app.json_response import json_response
+from app.core.access import Caller
+from app.core.errors import ValidationFailed
+from app.core.idempotency import Claim, StoredResponse
+from app.http.json_response import json_response
 from app.routers.deps import (
     AuditRead,
     Autocommit,
@@ -36,10 +37,10 @@ from app.schemas.customer import (
     CustomerPatch,
     MergeIn,
 )
-from app.services import audit, customer_batches, customer_merges, customers
-from app.services.customer_output import present
-from app.services.customer_search import CustomerQuery, SortKey, list_customers
-from app.services.idempotency import Claim, StoredResponse
+from app.services.customers import customer_batches, customer_merges, customers
+from app.services.customers.customer_output import present
+from app.services.customers.customer_search import CustomerQuery, SortKey, list_customers
+from app.services.events import audit
 
 router = APIRouter(prefix="/customers", tags=["customers"])
 
@@ -192,7 +193,7 @@ async def get_customer(customer_id: CustomerId, ctx: CustomersRead, session: Rea
 
 
 def route_of(endpoint: Callable[..., Awaitable[Response]]) -> APIRoute:
-    """A route's own object, for the read lane (app/read_lane.py) that answers in front of it."""
+    """A route's own object, for the read lane (app/http/read_lane.py) that answers in front of it."""
     return next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is endpoint)
 
 

@@ -5,13 +5,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from app.errors import ValidationFailed
-from app.event_catalogue import CATALOGUE, is_valid_filter
-from app.json_response import json_response
+from app.core.errors import ValidationFailed
+from app.http.json_response import json_response
 from app.routers.deps import EventsRead, Reader
 from app.routers.responses import errors
 from app.schemas.event import EventPage, EventTypeList
-from app.services import events
+from app.services.events import events
+from app.services.events.event_catalogue import CATALOGUE, is_valid_filter
 
 router = APIRouter(prefix="/events", tags=["events"])
 

@@ -7,12 +7,12 @@ from fastapi import APIRouter
 from pydantic import Field
 from starlette.responses import FileResponse, Response
 
-from app.json_response import json_response
+from app.http.json_response import json_response
 from app.models import ExportJob
 from app.routers.deps import CustomersRead, Reader, Session
 from app.routers.responses import errors
 from app.schemas.common import InputModel
-from app.services import exports
+from app.services.bulk import exports
 
 router = APIRouter(prefix="/exports", tags=["exports"])
 

@@ -10,13 +10,12 @@ import orjson
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.responses import Response
 
-from app import csv_export
-from app.errors import PayloadTooLarge, ValidationFailed
-from app.json_response import json_response
+from app.core.errors import PayloadTooLarge, ValidationFailed
+from app.core.settings import get_settings
+from app.http.json_response import json_response
 from app.routers.deps import CustomersRead, CustomersWrite, Session
 from app.routers.responses import errors
-from app.services import import_jobs
-from app.settings import get_settings
+from app.services.bulk import csv_export, import_jobs
 
 router = APIRouter(prefix="/imports", tags=["imports"])
 CHUNK = 1 << 20

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from app.errors import DomainError, ValidationFailed
-from app.json_response import json_response
-from app.problems import domain_problem, validation_problem
+from app.core.errors import DomainError, ValidationFailed
+from app.http.json_response import json_response
+from app.http.problems import domain_problem, validation_problem
 from app.routers.deps import CustomersRead, CustomersWrite, IfMatch, Reader, Session, UsersWrite
 from app.routers.responses import errors, resource_response
 from app.schemas.common import Timestamp
@@ -29,7 +29,8 @@ from app.schemas.interaction import (
     TaskPage,
     TaskPatch,
 )
-from app.services import interactions, tasks, timeline
+from app.services.customers import timeline
+from app.services.engagement import interactions, tasks
 
 router = APIRouter(tags=["interactions and tasks"])
 Limit = Annotated[int, Query(ge=1, le=100)]

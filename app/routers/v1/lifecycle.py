@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from app import clock
-from app.json_response import json_response
+from app.core import clock
+from app.http.json_response import json_response
 from app.models import CustomerStage, StageHistory
 from app.routers.deps import CustomersRead, CustomersWrite, PlansWrite, Reader, ReportsRead, Session
 from app.routers.responses import errors
 from app.schemas.common import Timestamp
 from app.schemas.segment import StageMove, StageOut, StagesIn
-from app.services import lifecycle
+from app.services.segments import lifecycle
 
 router = APIRouter(tags=["lifecycle"])
 

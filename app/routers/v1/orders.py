@@ -7,16 +7,16 @@ from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from app.errors import DomainError
-from app.json_response import json_response
-from app.problems import domain_problem, validation_problem
+from app.core.errors import DomainError
+from app.core.idempotency import StoredResponse
+from app.http.json_response import json_response
+from app.http.problems import domain_problem, validation_problem
 from app.routers.deps import CustomersRead, IdempotencyKey, OrdersWrite, Reader, Session
 from app.routers.responses import errors, idempotent, resource_response, stored
 from app.schemas.common import Timestamp
 from app.schemas.customer import BatchResponse
 from app.schemas.order import OrderBatch, OrderIn, OrderOut, OrderPage, OrderStatus
-from app.services import orders
-from app.services.idempotency import StoredResponse
+from app.services.value import orders
 
 router = APIRouter(tags=["orders"])
 

@@ -6,12 +6,12 @@ from fastapi import APIRouter
 from sqlalchemy import select
 from starlette.responses import Response
 
-from app.json_response import json_response
+from app.http.json_response import json_response
 from app.models import CareRule, FollowUpPlan, Workspace
 from app.routers.deps import CustomersRead, IfMatch, PlansWrite, Reader, Session
 from app.routers.responses import errors, resource_response
 from app.schemas.interaction import CareRuleIn, CareRuleOut, PlanIn, PlanOut, PlanPatch, RunOut
-from app.services import follow_ups
+from app.services.engagement import follow_ups
 
 router = APIRouter(tags=["follow-up plans and care"])
 

@@ -8,13 +8,10 @@ from fastapi import APIRouter, Header, Query
 from sqlalchemy import select, tuple_
 from starlette.responses import Response
 
-from app import csv_export
-from app.errors import ValidationFailed
-from app.filters.catalogue import CUSTOM_PREFIX, FIELDS, OPERATORS, FieldType
-from app.filters.compiler import compile_filter
-from app.json_response import json_response
+from app.core.errors import ValidationFailed
+from app.core.pagination import decode_cursor, encode_cursor
+from app.http.json_response import json_response
 from app.models import Customer, Segment
-from app.pagination import decode_cursor, encode_cursor
 from app.routers.deps import CustomersRead, CustomersWrite, IfMatch, Reader, Session
 from app.routers.responses import errors, resource_response
 from app.schemas.customer import CustomerPage
@@ -31,8 +28,12 @@ from app.schemas.segment import (
     SizeList,
     SnapshotIn,
 )
-from app.services import custom_fields, segments
-from app.services.customer_output import CUSTOMER_COLUMNS, present
+from app.services.bulk import csv_export
+from app.services.customers import custom_fields
+from app.services.customers.customer_output import CUSTOMER_COLUMNS, present
+from app.services.filters.catalogue import CUSTOM_PREFIX, FIELDS, OPERATORS, FieldType
+from app.services.filters.compiler import compile_filter
+from app.services.segments import segments
 
 router = APIRouter(tags=["segments"])
 

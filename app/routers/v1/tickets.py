@@ -12,11 +12,12 @@ from limits.aio.strategies import FixedWindowRateLimiter
 from sqlalchemy import select
 from starlette.responses import Response
 
-from app import clock
-from app.errors import ValidationFailed
-from app.json_response import json_response
+from app.core import clock
+from app.core.errors import ValidationFailed
+from app.core.idempotency import StoredResponse
+from app.http.json_response import json_response
+from app.http.rate_limits import TooManyRequests
 from app.models import Ticket, Workspace
-from app.rate_limits import TooManyRequests
 from app.routers.deps import (
     CustomersRead,
     CustomersWrite,
@@ -47,8 +48,7 @@ from app.schemas.ticket import (
     TicketStatus,
     Transition,
 )
-from app.services import feedback, service_reports, tickets
-from app.services.idempotency import StoredResponse
+from app.services.service_desk import feedback, service_reports, tickets
 
 router = APIRouter(tags=["tickets and satisfaction"])
 public = APIRouter(tags=["public"])

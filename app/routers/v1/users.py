@@ -3,11 +3,11 @@
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from app.json_response import json_response
+from app.http.json_response import json_response
 from app.routers.deps import AnyCaller, Reader, Session, UsersRead, UsersWrite
 from app.routers.responses import errors
 from app.schemas.auth import TeamCreate, TeamList, TeamOut, UserCreate, UserList, UserOut, WorkspaceOut
-from app.services import users, workspaces
+from app.services.identity import users, workspaces
 
 router = APIRouter(tags=["users and teams"])
 

@@ -8,14 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from starlette.responses import Response
 
-from app import clock, csv_export
-from app.json_response import json_response
+from app.core import clock
+from app.http.json_response import json_response
 from app.models import ValueTier
 from app.routers.deps import CustomersRead, Reader, ReportsRead, Session, ValueAdmin
 from app.routers.responses import errors
 from app.schemas.common import Timestamp
 from app.schemas.order import CustomerValueOut, RecomputeOut, TierSettings, ValueTierList, ValueTierOut
-from app.services import customer_values, value_reports, value_tiers
+from app.services.bulk import csv_export
+from app.services.value import customer_values, value_reports, value_tiers
 
 router = APIRouter(tags=["customer value"])
 

@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from app import clock
-from app.json_response import json_response
+from app.core import clock
+from app.http.json_response import json_response
 from app.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.routers.deps import IfMatch, Reader, Session, WebhooksWrite
 from app.routers.responses import errors, resource_response
@@ -23,7 +23,7 @@ from app.schemas.event import (
     Redeliver,
     RedeliverOut,
 )
-from app.services import webhook_endpoints
+from app.services.events import webhook_endpoints
 
 router = APIRouter(prefix="/webhook-endpoints", tags=["webhooks"])
 

@@ -1,0 +1,1 @@
+"""Mechanisms every layer shares: settings, database, ids, clock, errors, the caller, pagination."""

@@ -1,0 +1,94 @@
+"""Runtime configuration, read from the environment once per process."""
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_JWT_SECRET = "guanxi-development-secret-change-me-0123456789"
+
+
+def quarter_of_memory_mb() -> int:
+    """A quarter of the memory this process may use: the machine's, or a container's smaller limit
+    (cgroup v2 or v1); 128 MB where neither can be read."""
+    limits = []
+    if hasattr(os, "sysconf"):
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            value = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit():
+            limits.append(int(value))
+    return max(128, min(limits) // 4 // 2**20) if limits else 128
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GUANXI_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    data_dir: Path = Path(".data")
+    # The embedded server's shared_buffers: a quarter of the machine's memory, PostgreSQL's own
+    # rule of thumb. Its 128 MB default keeps little of a million-customer workspace in memory.
+    embedded_shared_buffers_mb: int = Field(default_factory=quarter_of_memory_mb, ge=16)
+    # A request holds its connection from first use to its end, so the pool must cover the requests
+    # a process runs at once: a connection over `db_pool_size` is opened for one request and closed
+    # after it, a new backend each time (at 10 under a 50-client load that churn took most of a core).
+    db_pool_size: int = Field(default=20, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    # The customer read lane's own pool (app/http/read_lane.py), per process; 0 turns the lane off and
+    # every customer read goes through the FastAPI routes.
+    read_lane_pool_size: int = Field(default=10, ge=0, le=200)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    # Off: a ping is a round trip on every checkout. A connection a database restart killed fails one
+    # request with 503, and the pool is then replaced whole.
+    db_pre_ping: bool = False
+    statement_timeout_ms: int = Field(default=5000, ge=100)
+    # The API's transactions: one left open and silent this long is ended by the server, with its locks
+    # (a client lost to a network partition never says goodbye). 0: no limit.
+    idle_in_transaction_timeout_ms: int = Field(default=10_000, ge=0)
+    retry_after_seconds: int = Field(default=2, ge=1)
+    # Requests inside the application at once, per process; past it 503 at once (0: no limit).
+    max_in_flight_requests: int = Field(default=64, ge=0)
+
+    jwt_secret: str = DEVELOPMENT_JWT_SECRET
+    jwt_issuer: str = "guanxi"
+    jwt_audience: str = "guanxi-api"
+    access_token_minutes: int = Field(default=15, ge=1)
+    refresh_token_days: int = Field(default=30, ge=1)
+    api_key_cache_seconds: float = Field(default=10.0, ge=0)
+
+    webhook_allow_private_targets: bool = False
+    webhook_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_consecutive_failures: int = Field(default=20, ge=1)
+    webhook_secret_overlap_hours: float = Field(default=24.0, ge=0)
+    worker_concurrency: int = Field(default=20, ge=1, le=500)
+
+    rate_limit_per_minute: int = Field(default=6000, ge=1)
+    cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS; empty: none.")
+
+    import_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    default_phone_region: str = "CN"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_default_secret_in_production(self) -> "Settings":
+        if self.environment == "production" and (
+            self.jwt_secret == DEVELOPMENT_JWT_SECRET or len(self.jwt_secret) < 32
+        ):
+            raise ValueError("GUANXI_JWT_SECRET must be set to 32+ random characters in production")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

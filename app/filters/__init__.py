@@ -1,1 +1,0 @@
-"""The filter language shared by customer search, segments and exports."""

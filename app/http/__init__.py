@@ -1,0 +1,1 @@
+"""The HTTP edge in front of the routers: middleware, problems, responses, OpenAPI, the read lane."""

@@ -1,6 +1,0 @@
-"""Where the project's own files are, wherever the process was started from."""
-
-from pathlib import Path
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"

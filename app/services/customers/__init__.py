@@ -1,0 +1,1 @@
+"""The customer file: profiles, codes, custom fields, visibility, search, merges, timeline."""

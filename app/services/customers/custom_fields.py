@@ -1,0 +1,212 @@
+"""Custom field definitions, and validation of customer values against them."""
+
+import math
+import uuid
+from datetime import date
+from typing import Any
+
+from sqlalchemy import String, func, literal, select
+from sqlalchemy import update as sql_update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock
+from app.core.access import Caller
+from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from app.models import Customer, CustomFieldDefinition
+from app.schemas.custom_field import CustomFieldCreate, CustomFieldPatch, CustomFieldRules, check_rules
+from app.services.events import audit
+
+Definitions = dict[str, CustomFieldDefinition]
+
+
+async def list_all(session: AsyncSession, ctx: Caller) -> list[CustomFieldDefinition]:
+    stmt = (
+        select(CustomFieldDefinition)
+        .where(CustomFieldDefinition.workspace_id == ctx.workspace_id)
+        .order_by(CustomFieldDefinition.key)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def definitions(session: AsyncSession, ctx: Caller) -> Definitions:
+    return {d.key: d for d in await list_all(session, ctx)}
+
+
+async def get(session: AsyncSession, ctx: Caller, field_id: uuid.UUID) -> CustomFieldDefinition:
+    definition = await session.scalar(
+        select(CustomFieldDefinition).where(
+            CustomFieldDefinition.workspace_id == ctx.workspace_id, CustomFieldDefinition.id == field_id
+        )
+    )
+    if definition is None:
+        raise NotFound("No custom field with that id.")
+    return definition
+
+
+async def create(session: AsyncSession, ctx: Caller, data: CustomFieldCreate) -> CustomFieldDefinition:
+    now = clock.now()
+    definition = CustomFieldDefinition(
+        workspace_id=ctx.workspace_id,
+        key=data.key,
+        label=data.label,
+        type=data.type,
+        required=data.required,
+        rules=data.rules.model_dump(exclude_none=True),
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+    try:
+        # Added inside the savepoint: a duplicate rolls the savepoint back and drops the object.
+        async with session.begin_nested():
+            session.add(definition)
+            await session.flush()
+    except IntegrityError as exc:
+        existing = await session.scalar(
+            select(CustomFieldDefinition.id).where(
+                CustomFieldDefinition.workspace_id == ctx.workspace_id, CustomFieldDefinition.key == data.key
+            )
+        )
+        raise Conflict(f"A custom field with key '{data.key}' exists.", existing_id=str(existing)) from exc
+    audit.record(
+        session,
+        ctx,
+        entity_type="custom_field",
+        entity_id=definition.id,
+        action="created",
+        changes={"key": {"before": None, "after": data.key}, "type": {"before": None, "after": data.type}},
+    )
+    return definition
+
+
+async def update(
+    session: AsyncSession, ctx: Caller, field_id: uuid.UUID, patch: CustomFieldPatch, *, expected_version: int
+) -> CustomFieldDefinition:
+    definition = await get(session, ctx, field_id)
+    if definition.version != expected_version:
+        raise PreconditionFailed("The custom field changed since you read it.", current_version=definition.version)
+    changes: dict[str, dict[str, Any]] = {}
+    if patch.rules is not None:
+        try:
+            check_rules(definition.type, patch.rules)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), loc=["body", "rules"]) from exc
+        new_rules = patch.rules.model_dump(exclude_none=True)
+        changes["rules"] = {"before": definition.rules, "after": new_rules}
+        definition.rules = new_rules
+    for name in ("label", "required"):
+        value = getattr(patch, name)
+        if name in patch.model_fields_set and value is not None and value != getattr(definition, name):
+            changes[name] = {"before": getattr(definition, name), "after": value}
+            setattr(definition, name, value)
+    if changes:
+        definition.version += 1
+        definition.updated_at = clock.now()
+        audit.record(
+            session,
+            ctx,
+            entity_type="custom_field",
+            entity_id=definition.id,
+            action="updated",
+            changes=changes,
+        )
+    return definition
+
+
+async def delete(session: AsyncSession, ctx: Caller, field_id: uuid.UUID, *, expected_version: int) -> None:
+    """Removes the definition and its values from every customer, set-based."""
+    definition = await get(session, ctx, field_id)
+    if definition.version != expected_version:
+        raise PreconditionFailed("The custom field changed since you read it.", current_version=definition.version)
+    await session.execute(
+        sql_update(Customer)
+        .where(Customer.workspace_id == ctx.workspace_id, Customer.custom_fields.has_key(definition.key))
+        .values(
+            custom_fields=Customer.custom_fields.op("-")(literal(definition.key, String)),
+            version=Customer.version + 1,
+            updated_at=func.now(),
+        )
+    )
+    await session.delete(definition)
+    audit.record(
+        session,
+        ctx,
+        entity_type="custom_field",
+        entity_id=definition.id,
+        action="deleted",
+        changes={"key": {"before": definition.key, "after": None}},
+    )
+
+
+def validate_values(
+    defs: Definitions, values: dict[str, Any], *, existing: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Check `values` against the definitions and return the stored object.
+
+    With `existing` (a PATCH), values merge into it and a null removes a key."""
+    merged = dict(existing or {})
+    for key, raw in values.items():
+        loc: list[str | int] = ["body", "custom_fields", key]
+        definition = defs.get(key)
+        if definition is None:
+            raise ValidationFailed(f"Unknown custom field '{key}'.", loc=loc, error_type="unknown_field")
+        if raw is None:
+            merged.pop(key, None)
+            continue
+        merged[key] = coerce_value(definition, raw, loc)
+    for key, definition in defs.items():
+        if definition.required and key not in merged:
+            raise ValidationFailed(
+                f"Custom field '{key}' is required.", loc=["body", "custom_fields", key], error_type="missing"
+            )
+    return merged
+
+
+def coerce_value(definition: CustomFieldDefinition, raw: Any, loc: list[str | int]) -> Any:
+    rules = CustomFieldRules.model_validate(definition.rules)
+
+    def fail(message: str) -> ValidationFailed:
+        return ValidationFailed(f"{definition.key}: {message}", loc=loc)
+
+    match definition.type:
+        case "text":
+            if not isinstance(raw, str):
+                raise fail("must be a string")
+            if len(raw) > (rules.max_length or 500):
+                raise fail(f"must be at most {rules.max_length or 500} characters")
+            return raw
+        case "integer" | "number":
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise fail("must be a number")
+            if definition.type == "integer" and not (isinstance(raw, int) or float(raw).is_integer()):
+                raise fail("must be a whole number")
+            if isinstance(raw, float) and not math.isfinite(raw):
+                raise fail("must be finite")
+            if abs(raw) > 2**53:
+                raise fail("is out of range")
+            if rules.min is not None and raw < rules.min:
+                raise fail(f"must be at least {rules.min:g}")
+            if rules.max is not None and raw > rules.max:
+                raise fail(f"must be at most {rules.max:g}")
+            return int(raw) if definition.type == "integer" else raw
+        case "boolean":
+            if not isinstance(raw, bool):
+                raise fail("must be true or false")
+            return raw
+        case "date":
+            if not isinstance(raw, str):
+                raise fail("must be a date (YYYY-MM-DD)")
+            try:
+                return date.fromisoformat(raw).isoformat()
+            except ValueError as exc:
+                raise fail("must be a date (YYYY-MM-DD)") from exc
+        case "select":
+            if raw not in (rules.options or []):
+                raise fail(f"must be one of {rules.options}")
+            return raw
+        case "multiselect":
+            if not isinstance(raw, list) or any(item not in (rules.options or []) for item in raw):
+                raise fail(f"must be a list of values from {rules.options}")
+            return list(dict.fromkeys(raw))
+    raise fail("has an unsupported type")

@@ -1,0 +1,355 @@
+"""Customer lists: filters, keyset pagination, and search by name, code, phone or email."""
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+from sqlalchemy import ARRAY, ColumnElement, DateTime, Select, Text, bindparam, func, select, tuple_
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.access import Caller, Visibility
+from app.core.errors import ValidationFailed
+from app.core.pagination import decode_cursor, encode_cursor
+from app.core.prepared import PreparedStatement
+from app.models import Customer, CustomerValue
+from app.services.customers import custom_fields
+from app.services.customers.customer_output import CUSTOMER_COLUMNS
+from app.services.customers.visibility import (
+    SCOPE_PARAMS,
+    effective_visibility,
+    scope_params,
+    visible_customer_clauses,
+    visible_customer_template,
+)
+
+SortKey = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name", "code", "-code"]
+SORT_COLUMNS: dict[str, Any] = {
+    "created_at": Customer.created_at,
+    "updated_at": Customer.updated_at,
+    "name": Customer.name,
+    "code": Customer.code,
+}
+# Below this many characters a query has no trigram to use: it matches name prefixes instead.
+MIN_TRIGRAM_QUERY = 3
+# Relevance-ordered results page by offset; past this, refine the query instead.
+MAX_SEARCH_OFFSET = 10_000
+
+
+@dataclass
+class CustomerQuery:
+    limit: int = 20
+    cursor: str | None = None
+    sort: SortKey = "-created_at"
+    q: str | None = None
+    tags: list[str] = field(default_factory=list)
+    owner_id: uuid.UUID | None = None
+    city: str | None = None
+    source: str | None = None
+    kind: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    deleted: Literal["exclude", "only"] = "exclude"
+    custom: dict[str, str] = field(default_factory=dict)
+    tier: str | None = None
+    rfm_segment: str | None = None
+
+
+async def list_customers(
+    session: AsyncSession, ctx: Caller, query: CustomerQuery
+) -> tuple[list[Mapping[str, Any]], str | None]:
+    if query.q:
+        stmt = select(*CUSTOMER_COLUMNS).where(
+            *visible_customer_clauses(ctx, include_deleted=query.deleted == "only"),
+            *_deleted_filter(query),
+            *await _filters(session, ctx, query),
+        )
+        return await _search_page(session, stmt, query)
+    return await _keyset_page(session, ctx, query)
+
+
+def _deleted_filter(query: CustomerQuery) -> list[ColumnElement[bool]]:
+    return [Customer.deleted_at.is_not(None)] if query.deleted == "only" else []
+
+
+@dataclass(frozen=True)
+class _ListShape:
+    """What a list statement's SQL depends on; the values are bound parameters."""
+
+    visibility: Visibility
+    deleted: str
+    sort: str
+    after: bool
+    tags: bool
+    owner: bool
+    city: bool
+    source: bool
+    kind: bool
+    created_after: bool
+    created_before: bool
+    custom_fields: int
+    tier: bool
+    rfm_segment: bool
+
+
+_LIST_STATEMENTS: dict[_ListShape, PreparedStatement] = {}
+
+
+def _list_statement(shape: _ListShape) -> PreparedStatement:
+    """Compiled once per shape: lists are the second hottest read after get-by-id."""
+    prepared = _LIST_STATEMENTS.get(shape)
+    if prepared is not None:
+        return prepared
+    clauses = visible_customer_template(shape.visibility, include_deleted=shape.deleted == "only")
+    if shape.deleted == "only":
+        clauses.append(Customer.deleted_at.is_not(None))
+    optional: list[tuple[bool, ColumnElement[bool]]] = [
+        (shape.tags, Customer.tags.contains(bindparam("tags", type_=ARRAY(Text)))),
+        (shape.owner, Customer.owner_id == bindparam("owner_id")),
+        (shape.city, Customer.city == bindparam("city")),
+        (shape.source, Customer.source == bindparam("source")),
+        (shape.kind, Customer.kind == bindparam("kind")),
+        (shape.created_after, Customer.created_at >= bindparam("created_after", type_=DateTime(timezone=True))),
+        (shape.created_before, Customer.created_at < bindparam("created_before", type_=DateTime(timezone=True))),
+    ]
+    optional += [
+        (shape.tier, Customer.id.in_(_values_where(CustomerValue.tier == bindparam("tier")))),
+        (shape.rfm_segment, Customer.id.in_(_values_where(CustomerValue.rfm_segment == bindparam("rfm_segment")))),
+    ]
+    clauses += [clause for wanted, clause in optional if wanted]
+    clauses += [
+        Customer.custom_fields.contains(bindparam(f"custom_{i}", type_=JSONB)) for i in range(shape.custom_fields)
+    ]
+    descending = shape.sort.startswith("-")
+    column = SORT_COLUMNS[shape.sort.lstrip("-")]
+    if shape.after:
+        key = tuple_(column, Customer.id)
+        after = tuple_(bindparam("after_value", type_=column.type), bindparam("after_id", type_=Customer.id.type))
+        clauses.append(key < after if descending else key > after)
+    order = (column.desc(), Customer.id.desc()) if descending else (column.asc(), Customer.id.asc())
+    statement = select(*CUSTOMER_COLUMNS).where(*clauses).order_by(*order).limit(bindparam("limit"))
+    prepared = _LIST_STATEMENTS[shape] = PreparedStatement(statement)
+    return prepared
+
+
+def _values_where(condition: ColumnElement[bool]) -> Select[Any]:
+    return select(CustomerValue.customer_id).where(
+        CustomerValue.workspace_id == SCOPE_PARAMS["workspace_id"], condition
+    )
+
+
+async def _keyset_page(
+    session: AsyncSession, ctx: Caller, query: CustomerQuery
+) -> tuple[list[Mapping[str, Any]], str | None]:
+    custom: dict[str, str] = {}
+    if query.custom:
+        defs = await custom_fields.definitions(session, ctx)
+        for i, (key, raw) in enumerate(sorted(query.custom.items())):
+            # Bound as JSON text: the compiled statement skips SQLAlchemy's bind processing.
+            custom[f"custom_{i}"] = orjson.dumps({key: _custom_filter_value(defs, key, raw)}).decode()
+    statement, params = _keyset_statement(ctx, query, custom)
+    return _keyset_result(list(await statement.fetch(session, params)), query)
+
+
+async def keyset_page_on(
+    conn: asyncpg.Connection, ctx: Caller, query: CustomerQuery
+) -> tuple[list[Mapping[str, Any]], str | None]:
+    """`list_customers` on a bare connection for the read lane: the same statement and page, for a
+    query without search and custom-field filters (they need the session)."""
+    if query.q or query.custom:
+        raise ValueError("search and custom-field filters are the route's")
+    statement, params = _keyset_statement(ctx, query, {})
+    return _keyset_result(list(await statement.fetch_on(conn, params)), query)
+
+
+def _keyset_statement(
+    ctx: Caller, query: CustomerQuery, custom: dict[str, str]
+) -> tuple[PreparedStatement, dict[str, Any]]:
+    params: dict[str, Any] = {
+        **scope_params(ctx),
+        "limit": query.limit + 1,
+        "tags": query.tags,
+        "owner_id": query.owner_id,
+        "city": query.city,
+        "source": query.source,
+        "kind": query.kind,
+        "created_after": query.created_after,
+        "created_before": query.created_before,
+        "tier": query.tier,
+        "rfm_segment": query.rfm_segment,
+        **custom,
+    }
+    if query.cursor:
+        value, last_id = decode_cursor(query.cursor, expected_length=2)
+        params["after_value"] = _parse_sort_value(query.sort.lstrip("-"), value)
+        params["after_id"] = _parse_uuid(last_id)
+    shape = _ListShape(
+        visibility=effective_visibility(ctx),
+        deleted=query.deleted,
+        sort=query.sort,
+        # The same test as for the parameters above: an empty cursor is the first page, as everywhere.
+        after=bool(query.cursor),
+        tags=bool(query.tags),
+        owner=query.owner_id is not None,
+        city=query.city is not None,
+        source=query.source is not None,
+        kind=query.kind is not None,
+        created_after=query.created_after is not None,
+        created_before=query.created_before is not None,
+        custom_fields=len(custom),
+        tier=query.tier is not None,
+        rfm_segment=query.rfm_segment is not None,
+    )
+    return _list_statement(shape), params
+
+
+def _keyset_result(rows: list[Mapping[str, Any]], query: CustomerQuery) -> tuple[list[Mapping[str, Any]], str | None]:
+    next_cursor = None
+    if len(rows) > query.limit:
+        last = rows[query.limit - 1]
+        sort_value = last[query.sort.lstrip("-")]
+        next_cursor = encode_cursor(
+            [sort_value.isoformat() if isinstance(sort_value, datetime) else sort_value, str(last["id"])]
+        )
+    return rows[: query.limit], next_cursor
+
+
+async def _search_page(
+    session: AsyncSession, stmt: Select[Any], query: CustomerQuery
+) -> tuple[list[Mapping[str, Any]], str | None]:
+    """Substring matches (in id order), or when there are none, fuzzy matches (by word similarity);
+    one or two characters match name prefixes in name order. The cursor names the phase and offset."""
+    assert query.q is not None
+    text = query.q.strip().lower()
+    phase, offset = _search_cursor(query.cursor, short=len(text) < MIN_TRIGRAM_QUERY)
+    limit = query.limit
+    pattern = _escape_like(text)
+    if phase == "prefix":
+        name_key = func.lower(Customer.name).collate("C")
+        prefixed = await _rows(
+            session,
+            stmt.where(name_key.like(f"{pattern}%")).order_by(name_key, Customer.id).offset(offset).limit(limit + 1),
+        )
+        return prefixed[:limit], encode_cursor(["prefix", offset + limit]) if len(prefixed) > limit else None
+    if phase == "substring":
+        contains = Customer.search_text.like(f"%{pattern}%")
+        rows = await _rows(session, stmt.where(contains).order_by(Customer.id).offset(offset).limit(limit + 1))
+        if len(rows) > limit:
+            return rows[:limit], encode_cursor(["substring", offset + limit])
+        if rows or offset:
+            return rows, None
+    # Fuzzy matching (`%>`, pg_trgm word similarity, through the same index) is the fallback for a
+    # query nothing contains, such as a typo: it is the expensive half of search, and beside real
+    # matches it adds only noise.
+    fuzzy = await _rows(
+        session,
+        stmt.where(Customer.search_text.op("%>")(text))
+        .order_by(func.word_similarity(text, Customer.search_text).desc(), Customer.id)
+        .offset(offset)
+        .limit(limit + 1),
+    )
+    return fuzzy[:limit], encode_cursor(["fuzzy", offset + limit]) if len(fuzzy) > limit else None
+
+
+def _search_cursor(cursor: str | None, *, short: bool) -> tuple[str, int]:
+    if not cursor:
+        return ("prefix" if short else "substring"), 0
+    phase, offset = decode_cursor(cursor, expected_length=2)
+    allowed = {"prefix"} if short else {"substring", "fuzzy"}
+    if phase not in allowed or not isinstance(offset, int) or not 0 <= offset <= MAX_SEARCH_OFFSET:
+        raise ValidationFailed("The cursor is not valid for this search.", loc=["query", "cursor"])
+    return str(phase), offset
+
+
+async def _rows(session: AsyncSession, stmt: Select[Any]) -> list[Mapping[str, Any]]:
+    # A Core select of columns: run on the connection, past the ORM's result machinery.
+    connection = await session.connection()
+    return list((await connection.execute(stmt)).mappings().all())
+
+
+async def _filters(session: AsyncSession, ctx: Caller, query: CustomerQuery) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    if query.tags:
+        clauses.append(Customer.tags.contains(query.tags))
+    if query.owner_id:
+        clauses.append(Customer.owner_id == query.owner_id)
+    if query.city:
+        clauses.append(Customer.city == query.city)
+    if query.source:
+        clauses.append(Customer.source == query.source)
+    if query.kind:
+        clauses.append(Customer.kind == query.kind)
+    if query.created_after:
+        clauses.append(Customer.created_at >= query.created_after)
+    if query.created_before:
+        clauses.append(Customer.created_at < query.created_before)
+    value_filters = [
+        CustomerValue.tier == query.tier if query.tier else None,
+        CustomerValue.rfm_segment == query.rfm_segment if query.rfm_segment else None,
+    ]
+    for condition in value_filters:
+        if condition is not None:
+            clauses.append(
+                Customer.id.in_(
+                    select(CustomerValue.customer_id).where(CustomerValue.workspace_id == ctx.workspace_id, condition)
+                )
+            )
+    if query.custom:
+        defs = await custom_fields.definitions(session, ctx)
+        for key, raw in query.custom.items():
+            clauses.append(Customer.custom_fields.contains({key: _custom_filter_value(defs, key, raw)}))
+    return clauses
+
+
+def _custom_filter_value(defs: custom_fields.Definitions, key: str, raw: str) -> Any:
+    loc: list[str | int] = ["query", f"custom.{key}"]
+    definition = defs.get(key)
+    if definition is None:
+        raise ValidationFailed(f"Unknown custom field '{key}'.", loc=loc, error_type="unknown_field")
+    value: Any = raw
+    try:
+        if definition.type == "integer":
+            value = int(raw)
+        elif definition.type == "number":
+            value = float(raw)
+        elif definition.type == "boolean":
+            if raw not in ("true", "false"):
+                raise ValueError(raw)
+            value = raw == "true"
+    except ValueError as exc:
+        raise ValidationFailed(f"custom.{key}: not a valid {definition.type}", loc=loc) from exc
+    if definition.type == "multiselect":
+        return [custom_fields.coerce_value(definition, [value], loc)[0]]
+    return custom_fields.coerce_value(definition, value, loc)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _parse_uuid(value: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
+
+
+def _parse_sort_value(name: str, value: Any) -> Any:
+    bad = ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"])
+    if name in ("created_at", "updated_at"):
+        if not isinstance(value, str):
+            raise bad
+        try:
+            parsed = datetime.fromisoformat(value)
+            # Also a time PostgreSQL can hold: year 1 at +14:00 is in year 0 in UTC.
+            parsed.astimezone(UTC)
+        except (ValueError, OverflowError) as exc:
+            raise bad from exc
+        return parsed
+    if not isinstance(value, str):
+        raise bad
+    return value

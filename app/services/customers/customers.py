@@ -1,0 +1,411 @@
+"""Customer use cases: create, read, change, soft delete and restore, each one transaction."""
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast, get_args
+
+import asyncpg
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock, idempotency
+from app.core.access import Caller, Visibility
+from app.core.errors import Conflict, DuplicateCustomer, Forbidden, NotFound, PreconditionFailed, ValidationFailed
+from app.core.ids import new_id
+from app.core.jsonable import to_jsonable
+from app.core.prepared import PreparedStatement
+from app.models import Customer, CustomerIdentity, CustomFieldDefinition, User, Workspace
+from app.schemas.customer import CustomerCreate, CustomerFields, CustomerPatch
+from app.services.customers import custom_fields, customer_codes, customer_insert
+from app.services.customers.customer_output import CUSTOMER_COLUMNS, event_data
+from app.services.customers.visibility import (
+    effective_visibility,
+    scope_params,
+    visible_customer_clauses,
+    visible_customer_template,
+)
+from app.services.events import audit, outbox
+
+ADDRESS_FIELDS = ("country", "province", "city", "district", "street", "postcode")
+PLAIN_FIELDS = (
+    "name",
+    "kind",
+    "emails",
+    "phones",
+    "company",
+    "title",
+    "gender",
+    "birthday",
+    "source",
+    "tags",
+    "owner_id",
+    "preferences",
+    "notes",
+)
+
+
+def _get_statement(visibility: Visibility, include_deleted: bool) -> PreparedStatement:
+    return PreparedStatement(
+        select(*CUSTOMER_COLUMNS).where(
+            Customer.id == bindparam("customer_id"),
+            *visible_customer_template(visibility, include_deleted=include_deleted),
+        )
+    )
+
+
+# The hottest read of the API: compiled once per visibility.
+_GET = {
+    (visibility, include_deleted): _get_statement(visibility, include_deleted)
+    for visibility in get_args(Visibility)
+    for include_deleted in (False, True)
+}
+
+
+async def get(
+    session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, *, include_deleted: bool = False
+) -> Mapping[str, Any]:
+    """One statement: the row if the caller may see it, else 404 (other workspaces included)."""
+    statement = _GET[(effective_visibility(ctx), include_deleted)]
+    row = await statement.fetchrow(session, {"customer_id": customer_id, **scope_params(ctx)})
+    if row is None:
+        raise NotFound("No customer with that id.")
+    return cast(Mapping[str, Any], row)
+
+
+async def find_visible(conn: asyncpg.Connection, ctx: Caller, customer_id: uuid.UUID) -> asyncpg.Record | None:
+    """`get` on a bare connection for the read lane: the same statement, None instead of 404."""
+    statement = _GET[(effective_visibility(ctx), False)]
+    return await statement.fetchrow_on(conn, {"customer_id": customer_id, **scope_params(ctx)})
+
+
+@dataclass(frozen=True)
+class NewCustomer:
+    """A customer checked and not yet written, with the counter scope and width of its code."""
+
+    customer: Customer
+    code_scope: str
+    code_width: int
+
+
+async def create(session: AsyncSession, ctx: Caller, data: CustomerCreate) -> Customer:
+    new = await build(session, ctx, data)
+    await write_new(session, ctx, new)
+    return new.customer
+
+
+async def build(session: AsyncSession, ctx: Caller, data: CustomerCreate) -> NewCustomer:
+    """A new customer, checked and not yet written: `write_new` numbers and writes it."""
+    owner_id = data.owner_id if "owner_id" in data.model_fields_set else ctx.user_id
+    await _check_owner(session, ctx, owner_id)
+    pattern, definitions = await _creation_settings(session, ctx)
+    # Definitions are read even without values: a required field must still be reported missing.
+    values = custom_fields.validate_values(definitions, data.custom_fields or {})
+    now = clock.now()
+    address = data.address.model_dump() if data.address else dict.fromkeys(ADDRESS_FIELDS)
+    customer = Customer(
+        workspace_id=ctx.workspace_id,
+        id=new_id(),
+        # Set by `write_new`, which takes the number as late as it can.
+        code="",
+        kind=data.kind,
+        name=data.name,
+        emails=data.emails or [],
+        phones=data.phones or [],
+        company=data.company,
+        title=data.title,
+        gender=data.gender,
+        birthday=data.birthday,
+        source=data.source,
+        tags=data.tags or [],
+        owner_id=owner_id,
+        preferences=data.preferences or {},
+        custom_fields=values,
+        consent=data.consent.model_dump() if data.consent else {},
+        notes=data.notes,
+        created_at=now,
+        updated_at=now,
+        deleted_at=None,
+        version=1,
+        **address,
+    )
+    scope, width = customer_codes.scope_of(pattern, now)
+    return NewCustomer(customer, scope, width)
+
+
+async def _creation_settings(session: AsyncSession, ctx: Caller) -> tuple[str, custom_fields.Definitions]:
+    """The workspace's code pattern and custom field definitions, in one statement."""
+    rows = (
+        await session.execute(
+            select(Workspace.customer_code_pattern, CustomFieldDefinition)
+            .outerjoin(CustomFieldDefinition, CustomFieldDefinition.workspace_id == Workspace.id)
+            .where(Workspace.id == ctx.workspace_id)
+            .order_by(CustomFieldDefinition.key)
+        )
+    ).all()
+    assert rows, "the caller's workspace exists"
+    return rows[0][0], {definition.key: definition for _, definition in rows if definition is not None}
+
+
+async def write_new(
+    session: AsyncSession,
+    ctx: Caller,
+    new: NewCustomer,
+    *,
+    remember: tuple[idempotency.Claim, idempotency.StoredResponse] | None = None,
+    own_transaction: bool = False,
+) -> None:
+    """Writes a built customer with its code, identities, audit entry and `customer.created` event,
+    and the response to replay for an Idempotency-Key (the code set in the stored body). An email or
+    phone another customer holds is a 409. `own_transaction` for an autocommit session: the write
+    is one statement that commits alone; a key another request stored first is
+    idempotency.AlreadyStored with that response."""
+    customer = new.customer
+    snapshot = event_data(customer)
+    try:
+        complete = await customer_insert.insert(
+            session,
+            ctx,
+            customer,
+            scope=new.code_scope,
+            width=new.code_width,
+            search_around_code=_search_around_code(customer),
+            changes={k: {"before": None, "after": v} for k, v in snapshot.items() if v not in (None, [], {})},
+            data=snapshot,
+            remember=remember,
+            all_or_nothing=own_transaction,
+        )
+    except customer_insert.Refused:
+        # Which key was taken: the same request's first attempt (replay it), or a contact point.
+        if remember is not None:
+            claim = remember[0]
+            if (stored := await idempotency.stored_response(session, ctx, claim.key, claim.fingerprint)) is not None:
+                raise idempotency.AlreadyStored(stored) from None
+        complete = False
+    if not complete:
+        wanted = [("email", email) for email in customer.emails] + [("phone", phone) for phone in customer.phones]
+        await _refuse_held(session, ctx, customer.id, wanted)
+        raise Conflict("An email or phone of the customer was taken while it was written; send it again.")
+    customer.search_text = search_text(customer)
+
+
+async def update(
+    session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, patch: CustomerPatch, *, expected_version: int
+) -> Customer:
+    customer = await _lock(session, ctx, customer_id)
+    if customer.version != expected_version:
+        raise PreconditionFailed(
+            "The customer changed since you read it; read it again and retry.",
+            current_version=customer.version,
+        )
+    changes = await _apply(session, ctx, customer, patch)
+    if not changes:
+        return customer
+    customer.version += 1
+    customer.updated_at = clock.now()
+    customer.search_text = search_text(customer)
+    audit.record(session, ctx, entity_type="customer", entity_id=customer.id, action="updated", changes=changes)
+    outbox.emit(session, ctx, "customer.updated", {**event_data(customer), "changed_fields": sorted(changes)})
+    return customer
+
+
+async def soft_delete(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, *, expected_version: int) -> Customer:
+    customer = await _lock(session, ctx, customer_id)
+    if customer.version != expected_version:
+        raise PreconditionFailed("The customer changed since you read it.", current_version=customer.version)
+    now = clock.now()
+    customer.deleted_at = now
+    customer.updated_at = now
+    customer.version += 1
+    # A deleted customer no longer holds its email and phone: a new customer may take them.
+    await session.execute(
+        delete(CustomerIdentity).where(
+            CustomerIdentity.workspace_id == ctx.workspace_id, CustomerIdentity.customer_id == customer.id
+        )
+    )
+    audit.record(
+        session,
+        ctx,
+        entity_type="customer",
+        entity_id=customer.id,
+        action="deleted",
+        changes={"deleted_at": {"before": None, "after": now.isoformat()}},
+    )
+    outbox.emit(session, ctx, "customer.deleted", {"id": str(customer.id), "code": customer.code})
+    return customer
+
+
+async def restore(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> Customer:
+    customer = await _lock(session, ctx, customer_id, include_deleted=True)
+    if customer.deleted_at is None:
+        return customer
+    await _claim_identities(session, ctx, customer.id, emails=customer.emails, phones=customer.phones)
+    before = customer.deleted_at
+    customer.deleted_at = None
+    customer.updated_at = clock.now()
+    customer.version += 1
+    audit.record(
+        session,
+        ctx,
+        entity_type="customer",
+        entity_id=customer.id,
+        action="restored",
+        changes={"deleted_at": {"before": before.isoformat(), "after": None}},
+    )
+    outbox.emit(session, ctx, "customer.restored", event_data(customer))
+    return customer
+
+
+def search_text(customer: Customer) -> str:
+    """What search matches against: lower-cased name, code, emails, phone digits and company."""
+    head, tail = _search_around_code(customer)
+    return head + customer.code.lower() + tail
+
+
+def _search_around_code(customer: Customer) -> tuple[str, str]:
+    """search_text before and after the code, for the insert that only then knows the code."""
+    rest = [*customer.emails, *(p.lstrip("+") for p in customer.phones)]
+    if customer.company:
+        rest.append(customer.company)
+    return customer.name.lower() + " ", "".join(" " + part for part in rest).lower()
+
+
+async def _lock(
+    session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, *, include_deleted: bool = False
+) -> Customer:
+    stmt = (
+        select(Customer)
+        .where(Customer.id == customer_id, *visible_customer_clauses(ctx, include_deleted=include_deleted))
+        .with_for_update()
+    )
+    customer = await session.scalar(stmt)
+    if customer is None:
+        raise NotFound("No customer with that id.")
+    return customer
+
+
+async def _apply(session: AsyncSession, ctx: Caller, customer: Customer, patch: CustomerFields) -> audit.Changes:
+    sent = patch.model_fields_set
+    for required in ("name", "kind"):
+        if required in sent and getattr(patch, required) is None:
+            raise ValidationFailed(f"{required} cannot be null.", loc=["body", required])
+    new: dict[str, Any] = {}
+    for name in PLAIN_FIELDS:
+        if name in sent:
+            value = getattr(patch, name)
+            new[name] = [] if value is None and name in ("emails", "phones", "tags") else value
+    if "preferences" in sent:
+        new["preferences"] = patch.preferences or {}
+    if "address" in sent:
+        if patch.address is None:
+            new.update(dict.fromkeys(ADDRESS_FIELDS))
+        else:
+            new.update({k: getattr(patch.address, k) for k in patch.address.model_fields_set})
+    if "consent" in sent:
+        new["consent"] = (
+            {**customer.consent, **patch.consent.model_dump(include=patch.consent.model_fields_set)}
+            if patch.consent
+            else {}
+        )
+    if "custom_fields" in sent:
+        new["custom_fields"] = custom_fields.validate_values(
+            await custom_fields.definitions(session, ctx),
+            patch.custom_fields or {},
+            existing=customer.custom_fields,
+        )
+    if "owner_id" in new and new["owner_id"] != customer.owner_id:
+        await _check_owner(session, ctx, new["owner_id"])
+
+    changes: audit.Changes = {}
+    for name, value in new.items():
+        before = getattr(customer, name)
+        if before != value:
+            changes[name] = {"before": to_jsonable(before), "after": to_jsonable(value)}
+            setattr(customer, name, value)
+    if "emails" in changes or "phones" in changes:
+        await _sync_identities(session, ctx, customer, changes)
+    return changes
+
+
+async def _sync_identities(session: AsyncSession, ctx: Caller, customer: Customer, changes: audit.Changes) -> None:
+    for kind, field in (("email", "emails"), ("phone", "phones")):
+        if field not in changes:
+            continue
+        before = set(changes[field]["before"] or [])
+        after = set(changes[field]["after"] or [])
+        if removed := before - after:
+            await session.execute(
+                delete(CustomerIdentity).where(
+                    CustomerIdentity.workspace_id == ctx.workspace_id,
+                    CustomerIdentity.kind == kind,
+                    CustomerIdentity.value.in_(removed),
+                    CustomerIdentity.customer_id == customer.id,
+                )
+            )
+        if added := after - before:
+            await _claim_identities(
+                session,
+                ctx,
+                customer.id,
+                emails=sorted(added) if kind == "email" else [],
+                phones=sorted(added) if kind == "phone" else [],
+            )
+
+
+async def _claim_identities(
+    session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, *, emails: list[str], phones: list[str]
+) -> None:
+    """Insert the unique keys; a key another live customer holds is a 409 naming that customer."""
+    wanted = [("email", e) for e in emails] + [("phone", p) for p in phones]
+    if not wanted:
+        return
+    stmt = (
+        insert(CustomerIdentity)
+        .values(
+            [
+                {"workspace_id": ctx.workspace_id, "kind": kind, "value": value, "customer_id": customer_id}
+                for kind, value in wanted
+            ]
+        )
+        .on_conflict_do_nothing()
+        .returning(CustomerIdentity.kind, CustomerIdentity.value)
+    )
+    claimed = {(row.kind, row.value) for row in await session.execute(stmt)}
+    if taken := [key for key in wanted if key not in claimed]:
+        await _refuse_held(session, ctx, customer_id, taken)
+        raise Conflict("An email or phone of the customer was freed while it was written; send it again.")
+
+
+async def _refuse_held(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, keys: list[tuple[str, str]]) -> None:
+    """409 naming the customer that holds the first of `keys` (emails and phones as kind, value)
+    held by a customer other than `customer_id`; returns if none is."""
+    for kind, value in keys:
+        existing = await session.scalar(
+            select(CustomerIdentity.customer_id).where(
+                CustomerIdentity.workspace_id == ctx.workspace_id,
+                CustomerIdentity.kind == kind,
+                CustomerIdentity.value == value,
+                CustomerIdentity.customer_id != customer_id,
+            )
+        )
+        if existing is None:
+            continue
+        field = "emails" if kind == "email" else "phones"
+        raise DuplicateCustomer(f"Another customer already has the {kind} {value}.", existing_id=existing, field=field)
+
+
+async def _check_owner(session: AsyncSession, ctx: Caller, owner_id: uuid.UUID | None) -> None:
+    if owner_id is None or owner_id == ctx.user_id:
+        return
+    owner = (
+        await session.execute(
+            select(User.id, User.team_id).where(
+                User.workspace_id == ctx.workspace_id, User.id == owner_id, User.is_active.is_(True)
+            )
+        )
+    ).first()
+    if owner is None:
+        raise ValidationFailed("owner_id is not an active user of this workspace.", loc=["body", "owner_id"])
+    if ctx.visibility == "own" or (ctx.visibility == "team" and owner.team_id != ctx.team_id):
+        raise Forbidden("You cannot hand a customer to someone outside what you can see.")

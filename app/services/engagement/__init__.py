@@ -1,0 +1,1 @@
+"""Interactions, tasks, follow-up plans and care rules."""

@@ -1,0 +1,242 @@
+"""Interactions: logging contacts with customers, by people and by partner systems' imports."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock
+from app.core.access import Caller
+from app.core.errors import NotFound, PreconditionFailed, ValidationFailed
+from app.core.ids import new_id
+from app.core.jsonable import to_jsonable
+from app.core.pagination import decode_cursor, encode_cursor
+from app.models import Customer, Interaction, User, Workspace
+from app.schemas.interaction import InteractionIn, InteractionPatch
+from app.services.customers.visibility import visible_customer_clauses
+from app.services.events import audit, outbox
+
+FIELDS = ("channel", "direction", "occurred_at", "duration_seconds", "subject", "content", "outcome", "next_step")
+
+
+async def _visible_customer(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> None:
+    found = await session.scalar(select(Customer.id).where(Customer.id == customer_id, *visible_customer_clauses(ctx)))
+    if found is None:
+        raise NotFound("No customer with that id.")
+
+
+async def _check_outcome(session: AsyncSession, ctx: Caller, outcome: str | None, loc: list[str | int]) -> None:
+    if outcome is None:
+        return
+    allowed = await session.scalar(select(Workspace.interaction_outcomes).where(Workspace.id == ctx.workspace_id))
+    check_outcome(outcome, allowed or [], loc)
+
+
+def check_outcome(outcome: str, allowed: list[str], loc: list[str | int]) -> None:
+    """An outcome is one of the workspace's list."""
+    if outcome not in allowed:
+        raise ValidationFailed(f"Unknown outcome '{outcome}'; this workspace uses {allowed}.", loc=loc)
+
+
+async def _check_user(session: AsyncSession, ctx: Caller, user_id: uuid.UUID, loc: list[str | int]) -> None:
+    found = await session.scalar(select(User.id).where(User.workspace_id == ctx.workspace_id, User.id == user_id))
+    if found is None:
+        raise ValidationFailed("Not a user of this workspace.", loc=loc)
+
+
+async def log(session: AsyncSession, ctx: Caller, data: InteractionIn) -> tuple[Interaction, bool]:
+    """Record a contact; with an external id, the same contact pushed again changes nothing.
+    Returns (interaction, created)."""
+    await _visible_customer(session, ctx, data.customer_id)
+    await _check_outcome(session, ctx, data.outcome, ["body", "outcome"])
+    user_id = data.user_id or ctx.user_id
+    if data.user_id is not None:
+        await _check_user(session, ctx, data.user_id, ["body", "user_id"])
+    for i, participant in enumerate(data.participants.users):
+        await _check_user(session, ctx, participant, ["body", "participants", "users", i])
+    now = clock.now()
+    values = {
+        "workspace_id": ctx.workspace_id,
+        "id": new_id(),
+        "customer_id": data.customer_id,
+        "user_id": user_id,
+        "channel": data.channel,
+        "direction": data.direction,
+        "occurred_at": data.occurred_at,
+        "duration_seconds": data.duration_seconds,
+        "participants": to_jsonable(data.participants.model_dump()),
+        "subject": data.subject,
+        "content": data.content,
+        "outcome": data.outcome,
+        "next_step": data.next_step,
+        "attachments": {"items": [to_jsonable(a.model_dump(mode="json")) for a in data.attachments]},
+        "source": data.source,
+        "external_id": data.external_id,
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+    }
+    statement = insert(Interaction).values(values).on_conflict_do_nothing().returning(Interaction.id)
+    inserted = await session.scalar(statement)
+    if inserted is None:
+        existing = await session.scalar(
+            select(Interaction).where(
+                Interaction.workspace_id == ctx.workspace_id,
+                Interaction.source == data.source,
+                Interaction.external_id == data.external_id,
+            )
+        )
+        assert existing is not None, "the conflict was on the external id"
+        return existing, False
+    interaction = await get(session, ctx, inserted)
+    outbox.emit(session, ctx, "interaction.created", event_data(interaction))
+    return interaction, True
+
+
+async def get(session: AsyncSession, ctx: Caller, interaction_id: uuid.UUID, *, lock: bool = False) -> Interaction:
+    stmt = (
+        select(Interaction)
+        .join(Customer, (Customer.workspace_id == Interaction.workspace_id) & (Customer.id == Interaction.customer_id))
+        .where(
+            Interaction.workspace_id == ctx.workspace_id,
+            Interaction.id == interaction_id,
+            Interaction.deleted_at.is_(None),
+            *visible_customer_clauses(ctx),
+        )
+    )
+    interaction = await session.scalar(stmt.with_for_update(of=Interaction) if lock else stmt)
+    if interaction is None:
+        raise NotFound("No interaction with that id.")
+    return interaction
+
+
+async def update(
+    session: AsyncSession, ctx: Caller, interaction_id: uuid.UUID, patch: InteractionPatch, *, expected_version: int
+) -> Interaction:
+    interaction = await get(session, ctx, interaction_id, lock=True)
+    if interaction.version != expected_version:
+        raise PreconditionFailed("The interaction changed since you read it.", current_version=interaction.version)
+    if "outcome" in patch.model_fields_set:
+        await _check_outcome(session, ctx, patch.outcome, ["body", "outcome"])
+    changes: audit.Changes = {}
+    for name in FIELDS:
+        if name in patch.model_fields_set and getattr(patch, name) != getattr(interaction, name):
+            if name in ("channel", "direction", "occurred_at") and getattr(patch, name) is None:
+                raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
+            changes[name] = {
+                "before": to_jsonable(getattr(interaction, name)),
+                "after": to_jsonable(getattr(patch, name)),
+            }
+            setattr(interaction, name, getattr(patch, name))
+    if changes:
+        interaction.version += 1
+        interaction.updated_at = clock.now()
+        audit.record(
+            session, ctx, entity_type="interaction", entity_id=interaction.id, action="updated", changes=changes
+        )
+    return interaction
+
+
+async def delete(session: AsyncSession, ctx: Caller, interaction_id: uuid.UUID, *, expected_version: int) -> None:
+    interaction = await get(session, ctx, interaction_id, lock=True)
+    if interaction.version != expected_version:
+        raise PreconditionFailed("The interaction changed since you read it.", current_version=interaction.version)
+    interaction.deleted_at = clock.now()
+    interaction.version += 1
+    audit.record(session, ctx, entity_type="interaction", entity_id=interaction.id, action="deleted", changes={})
+
+
+async def list_interactions(
+    session: AsyncSession,
+    ctx: Caller,
+    *,
+    customer_id: uuid.UUID | None,
+    user_id: uuid.UUID | None,
+    channel: str | None,
+    outcome: str | None,
+    occurred_from: datetime | None,
+    occurred_to: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Interaction], str | None]:
+    """Newest first, over the customers the caller may see."""
+    if customer_id is not None:
+        await _visible_customer(session, ctx, customer_id)
+    stmt = (
+        select(Interaction)
+        .join(Customer, (Customer.workspace_id == Interaction.workspace_id) & (Customer.id == Interaction.customer_id))
+        .where(
+            Interaction.workspace_id == ctx.workspace_id,
+            Interaction.deleted_at.is_(None),
+            *visible_customer_clauses(ctx),
+        )
+    )
+    filters: list[Any] = [
+        Interaction.customer_id == customer_id if customer_id else None,
+        Interaction.user_id == user_id if user_id else None,
+        Interaction.channel == channel if channel else None,
+        Interaction.outcome == outcome if outcome else None,
+        Interaction.occurred_at >= occurred_from if occurred_from else None,
+        Interaction.occurred_at < occurred_to if occurred_to else None,
+    ]
+    stmt = stmt.where(*(f for f in filters if f is not None))
+    if cursor:
+        at, last = decode_cursor(cursor, expected_length=2)
+        try:
+            after = (datetime.fromisoformat(str(at)), uuid.UUID(str(last)))
+        except ValueError as exc:
+            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
+        stmt = stmt.where(tuple_(Interaction.occurred_at, Interaction.id) < tuple_(*after))
+    rows = list(
+        (
+            await session.scalars(stmt.order_by(Interaction.occurred_at.desc(), Interaction.id.desc()).limit(limit + 1))
+        ).all()
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        last_row = rows[limit - 1]
+        next_cursor = encode_cursor([last_row.occurred_at.isoformat(), str(last_row.id)])
+    return rows[:limit], next_cursor
+
+
+async def set_outcomes(session: AsyncSession, ctx: Caller, outcomes: list[str]) -> list[str]:
+    workspace = await session.get(Workspace, ctx.workspace_id)
+    assert workspace is not None
+    workspace.interaction_outcomes = list(dict.fromkeys(outcomes))
+    return workspace.interaction_outcomes
+
+
+async def outcomes(session: AsyncSession, ctx: Caller) -> list[str]:
+    return list(
+        await session.scalar(select(Workspace.interaction_outcomes).where(Workspace.id == ctx.workspace_id)) or []
+    )
+
+
+def present(interaction: Interaction) -> dict[str, Any]:
+    return {
+        "id": interaction.id,
+        "customer_id": interaction.customer_id,
+        "user_id": interaction.user_id,
+        "channel": interaction.channel,
+        "direction": interaction.direction,
+        "occurred_at": interaction.occurred_at,
+        "duration_seconds": interaction.duration_seconds,
+        "participants": interaction.participants,
+        "subject": interaction.subject,
+        "content": interaction.content,
+        "outcome": interaction.outcome,
+        "next_step": interaction.next_step,
+        "attachments": interaction.attachments.get("items", []),
+        "source": interaction.source,
+        "external_id": interaction.external_id,
+        "created_at": interaction.created_at,
+        "updated_at": interaction.updated_at,
+        "version": interaction.version,
+    }
+
+
+def event_data(interaction: Interaction) -> dict[str, Any]:
+    return dict(to_jsonable(present(interaction)))

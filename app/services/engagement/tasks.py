@@ -1,0 +1,208 @@
+"""Tasks tied to customers: create, change, complete (linked to the contact that did it), cancel,
+and the "my tasks" views (overdue, today, upcoming)."""
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock
+from app.core.access import Caller
+from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from app.core.ids import new_id
+from app.core.jsonable import to_jsonable
+from app.core.pagination import decode_cursor, encode_cursor
+from app.models import Customer, Interaction, Task, User, Workspace
+from app.schemas.interaction import TaskIn, TaskPatch
+from app.services.customers.visibility import visible_customer_clauses
+from app.services.events import audit, outbox
+
+View = Literal["overdue", "today", "upcoming", "all"]
+
+
+def _visible_tasks() -> Select[Any]:
+    return select(Task).join(Customer, (Customer.workspace_id == Task.workspace_id) & (Customer.id == Task.customer_id))
+
+
+async def _check_assignee(session: AsyncSession, ctx: Caller, assignee_id: uuid.UUID) -> None:
+    found = await session.scalar(
+        select(User.id).where(User.workspace_id == ctx.workspace_id, User.id == assignee_id, User.is_active.is_(True))
+    )
+    if found is None:
+        raise ValidationFailed("assignee_id is not an active user of this workspace.", loc=["body", "assignee_id"])
+
+
+async def create(session: AsyncSession, ctx: Caller, data: TaskIn) -> Task:
+    found = await session.scalar(
+        select(Customer.id).where(Customer.id == data.customer_id, *visible_customer_clauses(ctx))
+    )
+    if found is None:
+        raise NotFound("No customer with that id.")
+    assignee = data.assignee_id or ctx.user_id
+    if data.assignee_id is not None:
+        await _check_assignee(session, ctx, data.assignee_id)
+    now = clock.now()
+    task = Task(
+        workspace_id=ctx.workspace_id,
+        id=new_id(),
+        customer_id=data.customer_id,
+        title=data.title,
+        kind=data.kind,
+        assignee_id=assignee,
+        due_at=data.due_at,
+        priority=data.priority,
+        status="open",
+        origin="manual",
+        notes=data.notes,
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+    session.add(task)
+    await session.flush()
+    outbox.emit(session, ctx, "task.created", event_data(task))
+    return task
+
+
+async def get(session: AsyncSession, ctx: Caller, task_id: uuid.UUID, *, lock: bool = False) -> Task:
+    stmt = _visible_tasks().where(
+        Task.workspace_id == ctx.workspace_id, Task.id == task_id, *visible_customer_clauses(ctx)
+    )
+    task: Task | None = await session.scalar(stmt.with_for_update(of=Task) if lock else stmt)
+    if task is None:
+        raise NotFound("No task with that id.")
+    return task
+
+
+async def update(
+    session: AsyncSession, ctx: Caller, task_id: uuid.UUID, patch: TaskPatch, *, expected_version: int
+) -> Task:
+    task = await get(session, ctx, task_id, lock=True)
+    if task.version != expected_version:
+        raise PreconditionFailed("The task changed since you read it.", current_version=task.version)
+    if task.status != "open":
+        raise Conflict(f"The task is {task.status}; only open tasks change.")
+    if patch.assignee_id is not None:
+        await _check_assignee(session, ctx, patch.assignee_id)
+    changes: audit.Changes = {}
+    for name in ("title", "assignee_id", "due_at", "priority", "notes"):
+        value = getattr(patch, name)
+        if name in patch.model_fields_set and value != getattr(task, name):
+            if value is None and name in ("title", "due_at", "priority"):
+                raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
+            changes[name] = {"before": to_jsonable(getattr(task, name)), "after": to_jsonable(value)}
+            setattr(task, name, value)
+    if changes:
+        task.version += 1
+        task.updated_at = clock.now()
+        audit.record(session, ctx, entity_type="task", entity_id=task.id, action="updated", changes=changes)
+    return task
+
+
+async def complete(session: AsyncSession, ctx: Caller, task_id: uuid.UUID, interaction_id: uuid.UUID | None) -> Task:
+    task = await get(session, ctx, task_id, lock=True)
+    if task.status != "open":
+        raise Conflict(f"The task is already {task.status}.")
+    if interaction_id is not None:
+        found = await session.scalar(
+            select(Interaction.id).where(
+                Interaction.workspace_id == ctx.workspace_id,
+                Interaction.id == interaction_id,
+                Interaction.customer_id == task.customer_id,
+                Interaction.deleted_at.is_(None),
+            )
+        )
+        if found is None:
+            raise ValidationFailed(
+                "No interaction with that id for this task's customer.", loc=["body", "interaction_id"]
+            )
+    now = clock.now()
+    task.status, task.completed_at, task.completed_by, task.interaction_id = "done", now, ctx.user_id, interaction_id
+    task.version += 1
+    task.updated_at = now
+    outbox.emit(session, ctx, "task.completed", event_data(task))
+    return task
+
+
+async def cancel(session: AsyncSession, ctx: Caller, task_id: uuid.UUID) -> Task:
+    task = await get(session, ctx, task_id, lock=True)
+    if task.status != "open":
+        raise Conflict(f"The task is already {task.status}.")
+    task.status = "cancelled"
+    task.version += 1
+    task.updated_at = clock.now()
+    return task
+
+
+async def list_tasks(
+    session: AsyncSession,
+    ctx: Caller,
+    *,
+    view: View,
+    assignee_id: uuid.UUID | None,
+    customer_id: uuid.UUID | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Task], str | None]:
+    """By due time. `today` is the workspace's local day; `overdue` is open and past due."""
+    now = clock.now()
+    tz = ZoneInfo(await session.scalar(select(Workspace.timezone).where(Workspace.id == ctx.workspace_id)) or "UTC")
+    local_midnight = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    end_of_today = local_midnight + timedelta(days=1)
+    stmt = _visible_tasks().where(Task.workspace_id == ctx.workspace_id, *visible_customer_clauses(ctx))
+    if assignee_id:
+        stmt = stmt.where(Task.assignee_id == assignee_id)
+    if customer_id:
+        stmt = stmt.where(Task.customer_id == customer_id)
+    if view != "all":
+        stmt = stmt.where(Task.status == "open")
+    elif status:
+        stmt = stmt.where(Task.status == status)
+    if view == "overdue":
+        stmt = stmt.where(Task.due_at < now)
+    elif view == "today":
+        stmt = stmt.where(Task.due_at >= now, Task.due_at < end_of_today)
+    elif view == "upcoming":
+        stmt = stmt.where(Task.due_at >= end_of_today)
+    if cursor:
+        at, last = decode_cursor(cursor, expected_length=2)
+        try:
+            after = (datetime.fromisoformat(str(at)), uuid.UUID(str(last)))
+        except ValueError as exc:
+            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
+        stmt = stmt.where(tuple_(Task.due_at, Task.id) > tuple_(*after))
+    rows: list[Task] = list((await session.scalars(stmt.order_by(Task.due_at, Task.id).limit(limit + 1))).all())
+    next_cursor = (
+        encode_cursor([rows[limit - 1].due_at.isoformat(), str(rows[limit - 1].id)]) if len(rows) > limit else None
+    )
+    return rows[:limit], next_cursor
+
+
+def present(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "customer_id": task.customer_id,
+        "title": task.title,
+        "kind": task.kind,
+        "assignee_id": task.assignee_id,
+        "due_at": task.due_at,
+        "priority": task.priority,
+        "status": task.status,
+        "overdue": task.status == "open" and task.due_at < clock.now(),
+        "origin": task.origin,
+        "plan_id": task.plan_id,
+        "notes": task.notes,
+        "interaction_id": task.interaction_id,
+        "completed_at": task.completed_at,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "version": task.version,
+    }
+
+
+def event_data(task: Task) -> dict[str, Any]:
+    return dict(to_jsonable(present(task)))

@@ -1,0 +1,1 @@
+"""The outbox, the event catalogue, the audit trail and webhook delivery."""

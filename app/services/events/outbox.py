@@ -1,0 +1,30 @@
+"""Domain events, written to the outbox in the transaction of the change they describe."""
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock
+from app.core.access import Caller
+from app.models import OutboxEvent
+
+
+def emit(session: AsyncSession, ctx: Caller, event_type: str, data: dict[str, Any]) -> OutboxEvent:
+    event = OutboxEvent(
+        workspace_id=ctx.workspace_id, type=event_type, occurred_at=clock.now(), actor=ctx.actor, data=data
+    )
+    session.add(event)
+    return event
+
+
+def published_unless_heard(workspace_id: str, event_type: str, at: str) -> str:
+    """SQL for `published_at` of the events a bulk statement writes (its arguments are SQL
+    expressions): `at` when no enabled endpoint of the workspace subscribes to the type, so the
+    fan-out has nothing to do for them and never reads or updates them; NULL otherwise. An
+    uncorrelated subquery, so PostgreSQL evaluates it once per statement."""
+    return (
+        f"(SELECT CASE WHEN EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.workspace_id = {workspace_id} "
+        f"AND e.enabled AND ({event_type} = ANY (e.event_types) "
+        f"OR split_part({event_type}, '.', 1) || '.*' = ANY (e.event_types) OR '*' = ANY (e.event_types))) "
+        f"THEN NULL ELSE {at} END)"
+    )

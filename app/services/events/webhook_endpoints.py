@@ -1,0 +1,277 @@
+"""Webhook endpoints: registration, secret rotation, test pings, redelivery and the delivery log."""
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock
+from app.core.access import Caller
+from app.core.errors import NotFound, PreconditionFailed, ValidationFailed
+from app.core.ids import new_id
+from app.core.pagination import decode_cursor, encode_cursor
+from app.core.settings import get_settings
+from app.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.schemas.event import EndpointCreate, EndpointPatch, Redeliver
+from app.services.events import audit, outbox, webhook_signing, webhook_targets
+
+
+async def create(session: AsyncSession, ctx: Caller, data: EndpointCreate) -> WebhookEndpoint:
+    url = str(data.url)
+    await webhook_targets.validate_for_api(url, allow_private=get_settings().webhook_allow_private_targets)
+    now = clock.now()
+    endpoint = WebhookEndpoint(
+        workspace_id=ctx.workspace_id,
+        url=url,
+        description=data.description,
+        event_types=data.event_types,
+        enabled=data.enabled,
+        secret=webhook_signing.new_secret(),
+        consecutive_failures=0,
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+    session.add(endpoint)
+    await session.flush()
+    audit.record(
+        session,
+        ctx,
+        entity_type="webhook_endpoint",
+        entity_id=endpoint.id,
+        action="created",
+        changes={"url": {"before": None, "after": url}, "event_types": {"before": None, "after": data.event_types}},
+    )
+    return endpoint
+
+
+async def get(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, *, lock: bool = False) -> WebhookEndpoint:
+    stmt = select(WebhookEndpoint).where(
+        WebhookEndpoint.workspace_id == ctx.workspace_id, WebhookEndpoint.id == endpoint_id
+    )
+    endpoint = await session.scalar(stmt.with_for_update() if lock else stmt)
+    if endpoint is None:
+        raise NotFound("No webhook endpoint with that id.")
+    return endpoint
+
+
+async def list_all(session: AsyncSession, ctx: Caller) -> list[WebhookEndpoint]:
+    stmt = (
+        select(WebhookEndpoint)
+        .where(WebhookEndpoint.workspace_id == ctx.workspace_id)
+        .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def update(
+    session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, patch: EndpointPatch, *, expected_version: int
+) -> WebhookEndpoint:
+    endpoint = await get(session, ctx, endpoint_id, lock=True)
+    if endpoint.version != expected_version:
+        raise PreconditionFailed("The endpoint changed since you read it.", current_version=endpoint.version)
+    changes: audit.Changes = {}
+    sent = patch.model_fields_set
+    if "url" in sent and patch.url is not None:
+        url = str(patch.url)
+        await webhook_targets.validate_for_api(url, allow_private=get_settings().webhook_allow_private_targets)
+        changes["url"] = {"before": endpoint.url, "after": url}
+        endpoint.url = url
+    if "event_types" in sent and patch.event_types is not None:
+        changes["event_types"] = {"before": endpoint.event_types, "after": patch.event_types}
+        endpoint.event_types = patch.event_types
+    if "description" in sent:
+        changes["description"] = {"before": endpoint.description, "after": patch.description}
+        endpoint.description = patch.description
+    if "enabled" in sent and patch.enabled is not None and patch.enabled != endpoint.enabled:
+        changes["enabled"] = {"before": endpoint.enabled, "after": patch.enabled}
+        endpoint.enabled = patch.enabled
+        if patch.enabled:
+            endpoint.disabled_reason = None
+            endpoint.consecutive_failures = 0
+        else:
+            endpoint.disabled_reason = "disabled by its owner"
+    if changes:
+        endpoint.version += 1
+        endpoint.updated_at = clock.now()
+        audit.record(
+            session, ctx, entity_type="webhook_endpoint", entity_id=endpoint.id, action="updated", changes=changes
+        )
+    return endpoint
+
+
+async def delete(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, *, expected_version: int) -> None:
+    endpoint = await get(session, ctx, endpoint_id, lock=True)
+    if endpoint.version != expected_version:
+        raise PreconditionFailed("The endpoint changed since you read it.", current_version=endpoint.version)
+    await session.delete(endpoint)
+    audit.record(
+        session,
+        ctx,
+        entity_type="webhook_endpoint",
+        entity_id=endpoint.id,
+        action="deleted",
+        changes={"url": {"before": endpoint.url, "after": None}},
+    )
+
+
+async def rotate_secret(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID) -> WebhookEndpoint:
+    """A new secret; the old one keeps signing (beside the new) for the overlap period."""
+    endpoint = await get(session, ctx, endpoint_id, lock=True)
+    now = clock.now()
+    endpoint.previous_secret = endpoint.secret
+    endpoint.previous_secret_expires_at = now + timedelta(hours=get_settings().webhook_secret_overlap_hours)
+    endpoint.secret = webhook_signing.new_secret()
+    endpoint.version += 1
+    endpoint.updated_at = now
+    audit.record(
+        session, ctx, entity_type="webhook_endpoint", entity_id=endpoint.id, action="secret_rotated", changes={}
+    )
+    return endpoint
+
+
+async def ping(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID) -> WebhookDelivery:
+    """A `webhook.ping` event delivered to this endpoint only, through the normal delivery path."""
+    endpoint = await get(session, ctx, endpoint_id)
+    now = clock.now()
+    event = outbox.emit(session, ctx, "webhook.ping", {"message": "ping"})
+    # Already published: the fan-out must not send it to the workspace's other endpoints.
+    event.published_at = now
+    await session.flush()
+    delivery = _new_delivery(ctx.workspace_id, endpoint.id, event.id, now)
+    session.add(delivery)
+    await session.flush()
+    await _wake_dispatcher(session)
+    return delivery
+
+
+async def redeliver(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, request: Redeliver) -> int:
+    """Schedule again one event, or every event of the range that the endpoint subscribes to."""
+    endpoint = await get(session, ctx, endpoint_id)
+    if request.event_id is None and request.since is None:
+        raise ValidationFailed("Give event_id, or since (and optionally until).", loc=["body"])
+    events = select(OutboxEvent.id).where(OutboxEvent.workspace_id == ctx.workspace_id)
+    if request.event_id is not None:
+        events = events.where(OutboxEvent.id == request.event_id)
+    else:
+        events = events.where(OutboxEvent.occurred_at >= request.since, _matches(endpoint.event_types))
+        if request.until is not None:
+            events = events.where(OutboxEvent.occurred_at < request.until)
+    event_ids = list((await session.scalars(events.limit(10_000))).all())
+    if request.event_id is not None and not event_ids:
+        raise NotFound("No event with that id.")
+    if not event_ids:
+        return 0
+    now = clock.now()
+    rows = [_row(_new_delivery(ctx.workspace_id, endpoint.id, event_id, now)) for event_id in event_ids]
+    statement = insert(WebhookDelivery).values(rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=[WebhookDelivery.workspace_id, WebhookDelivery.endpoint_id, WebhookDelivery.event_id],
+        set_={"state": "pending", "next_attempt_at": now, "updated_at": now, "locked_until": None, "job_key": None},
+        where=WebhookDelivery.state != "sending",
+    )
+    result = await session.execute(statement)
+    await _wake_dispatcher(session)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def list_deliveries(
+    session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, *, limit: int, cursor: str | None, state: str | None
+) -> tuple[list[Any], str | None]:
+    await get(session, ctx, endpoint_id)
+    stmt = (
+        select(WebhookDelivery, OutboxEvent.type.label("event_type"))
+        .join(
+            OutboxEvent,
+            (OutboxEvent.workspace_id == WebhookDelivery.workspace_id) & (OutboxEvent.id == WebhookDelivery.event_id),
+        )
+        .where(WebhookDelivery.workspace_id == ctx.workspace_id, WebhookDelivery.endpoint_id == endpoint_id)
+        .order_by(WebhookDelivery.id.desc())
+        .limit(limit + 1)
+    )
+    if state:
+        stmt = stmt.where(WebhookDelivery.state == state)
+    if cursor:
+        (before,) = decode_cursor(cursor, expected_length=1)
+        try:
+            stmt = stmt.where(WebhookDelivery.id < uuid.UUID(str(before)))
+        except ValueError as exc:
+            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
+    rows = list((await session.execute(stmt)).all())
+    next_cursor = encode_cursor([str(rows[limit - 1][0].id)]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def list_attempts(
+    session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, delivery_id: uuid.UUID
+) -> list[WebhookAttempt]:
+    delivery = await session.scalar(
+        select(WebhookDelivery.id).where(
+            WebhookDelivery.workspace_id == ctx.workspace_id,
+            WebhookDelivery.endpoint_id == endpoint_id,
+            WebhookDelivery.id == delivery_id,
+        )
+    )
+    if delivery is None:
+        raise NotFound("No delivery with that id for this endpoint.")
+    stmt = (
+        select(WebhookAttempt)
+        .where(WebhookAttempt.workspace_id == ctx.workspace_id, WebhookAttempt.delivery_id == delivery_id)
+        .order_by(WebhookAttempt.attempt)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+def secret_rotating_until(endpoint: WebhookEndpoint, now: datetime) -> datetime | None:
+    expires = endpoint.previous_secret_expires_at
+    return expires if endpoint.previous_secret and expires and expires > now else None
+
+
+def _matches(patterns: list[str]) -> Any:
+    """SQL for: the event type is one of the endpoint's patterns (exact, `family.*` or `*`)."""
+    if "*" in patterns:
+        return text("true")
+    exact = [p for p in patterns if not p.endswith(".*")]
+    families = [p[:-1] for p in patterns if p.endswith(".*")]
+    return or_(OutboxEvent.type.in_(exact), *(OutboxEvent.type.startswith(f) for f in families))
+
+
+def _new_delivery(
+    workspace_id: uuid.UUID, endpoint_id: uuid.UUID, event_id: uuid.UUID, now: datetime
+) -> WebhookDelivery:
+    return WebhookDelivery(
+        workspace_id=workspace_id,
+        id=new_id(),
+        endpoint_id=endpoint_id,
+        event_id=event_id,
+        state="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _row(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        c: getattr(delivery, c)
+        for c in (
+            "workspace_id",
+            "id",
+            "endpoint_id",
+            "event_id",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "created_at",
+            "updated_at",
+        )
+    }
+
+
+async def _wake_dispatcher(session: AsyncSession) -> None:
+    # Delivered at commit: the worker enqueues the due deliveries at once instead of at its next sweep.
+    await session.execute(select(func.pg_notify("guanxi_outbox", "")))

@@ -1,0 +1,189 @@
+"""API keys: `gx_<prefix>_<secret>`, shown once, stored as SHA-256, scoped and revocable.
+
+Keys carry 256 bits of randomness, so a fast hash is safe (unlike passwords). Verified keys are
+cached in-process for `GUANXI_API_KEY_CACHE_SECONDS`: a revocation takes effect at once in the
+process that revoked it and within that many seconds in the others."""
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock
+from app.core.access import Caller, Scope
+from app.core.errors import Forbidden, NotFound, Unauthorized
+from app.core.settings import get_settings
+from app.models import ApiKey
+from app.schemas.auth import ApiKeyCreate
+from app.services.events import audit
+
+KEY_PREFIX = "gx_"
+_PREFIX_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    caller: Caller
+    secret_hash: str
+    expires_at: float | None
+    fetched_at: float
+
+
+_cache: dict[str, _Cached] = {}
+
+
+def hash_secret(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _split(key: str) -> str | None:
+    """The lookup prefix of a well-formed key, or None."""
+    if not key.startswith(KEY_PREFIX) or len(key) > 128:
+        return None
+    prefix, sep, secret = key[len(KEY_PREFIX) :].partition("_")
+    if not sep or len(prefix) != 10 or len(secret) < 32:
+        return None
+    return prefix
+
+
+async def create(session: AsyncSession, ctx: Caller, data: ApiKeyCreate) -> tuple[ApiKey, str]:
+    if not set(data.scopes) <= ctx.scopes:
+        raise Forbidden("An API key cannot have scopes its creator does not have.")
+    return await issue(
+        session,
+        ctx.workspace_id,
+        name=data.name,
+        scopes=list(data.scopes),
+        created_by=ctx.user_id,
+        expires_at=data.expires_at,
+        actor=ctx,
+    )
+
+
+async def issue(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    name: str,
+    scopes: list[Scope],
+    created_by: uuid.UUID | None = None,
+    expires_at: datetime | None = None,
+    actor: Caller | None = None,
+) -> tuple[ApiKey, str]:
+    prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(10))
+    key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey(
+        workspace_id=workspace_id,
+        name=name,
+        prefix=prefix,
+        secret_hash=hash_secret(key),
+        scopes=[s.value for s in scopes],
+        created_by=created_by,
+        created_at=clock.now(),
+        expires_at=expires_at,
+    )
+    session.add(api_key)
+    await session.flush()
+    if actor is not None:
+        audit.record(
+            session,
+            actor,
+            entity_type="api_key",
+            entity_id=api_key.id,
+            action="created",
+            changes={"name": {"before": None, "after": name}, "scopes": {"before": None, "after": api_key.scopes}},
+        )
+    return api_key, key
+
+
+async def authenticate(session: AsyncSession, key: str) -> Caller:
+    prefix = _split(key)
+    if prefix is None:
+        raise Unauthorized("The API key is not valid.")
+    now = time.time()
+    cached = _cache.get(prefix)
+    if cached is None or now - cached.fetched_at > _ttl():
+        cached = await _load(session, prefix, now)
+    if not hmac.compare_digest(cached.secret_hash, hash_secret(key)):
+        raise Unauthorized("The API key is not valid.")
+    if cached.expires_at is not None and cached.expires_at <= clock.now().timestamp():
+        raise Unauthorized("The API key has expired.")
+    return cached.caller
+
+
+def cached_caller(key: str) -> Caller | None:
+    """The caller of a key this process verified within the cache period and that is still valid,
+    without a database round trip; None when only `authenticate` can tell."""
+    prefix = _split(key)
+    cached = _cache.get(prefix) if prefix is not None else None
+    if cached is None or time.time() - cached.fetched_at > _ttl():
+        return None
+    if not hmac.compare_digest(cached.secret_hash, hash_secret(key)):
+        return None
+    if cached.expires_at is not None and cached.expires_at <= clock.now().timestamp():
+        return None
+    return cached.caller
+
+
+async def _load(session: AsyncSession, prefix: str, now: float) -> _Cached:
+    # One statement finds the key and records its use.
+    row = (
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+            .values(last_used_at=clock.now())
+            .returning(ApiKey.id, ApiKey.workspace_id, ApiKey.scopes, ApiKey.secret_hash, ApiKey.expires_at)
+        )
+    ).first()
+    if row is None:
+        _cache.pop(prefix, None)
+        raise Unauthorized("The API key is not valid.")
+    cached = _Cached(
+        caller=Caller(
+            workspace_id=row.workspace_id,
+            actor_type="api_key",
+            actor_id=row.id,
+            scopes=frozenset(row.scopes),
+            visibility="all",
+        ),
+        secret_hash=row.secret_hash,
+        expires_at=row.expires_at.timestamp() if row.expires_at else None,
+        fetched_at=now,
+    )
+    _cache[prefix] = cached
+    return cached
+
+
+def _ttl() -> float:
+    return get_settings().api_key_cache_seconds
+
+
+async def list_keys(session: AsyncSession, ctx: Caller) -> list[ApiKey]:
+    stmt = select(ApiKey).where(ApiKey.workspace_id == ctx.workspace_id).order_by(ApiKey.created_at, ApiKey.id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def revoke(session: AsyncSession, ctx: Caller, key_id: uuid.UUID) -> ApiKey:
+    api_key = await session.scalar(
+        select(ApiKey).where(ApiKey.workspace_id == ctx.workspace_id, ApiKey.id == key_id).with_for_update()
+    )
+    if api_key is None:
+        raise NotFound("No API key with that id.")
+    if api_key.revoked_at is None:
+        api_key.revoked_at = clock.now()
+        audit.record(
+            session,
+            ctx,
+            entity_type="api_key",
+            entity_id=api_key.id,
+            action="revoked",
+            changes={"revoked_at": {"before": None, "after": api_key.revoked_at.isoformat()}},
+        )
+    _cache.pop(api_key.prefix, None)
+    return api_key

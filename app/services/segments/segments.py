@@ -1,0 +1,438 @@
+"""Segments: dynamic ones materialised from a filter, static lists, snapshots, previews, built-ins.
+
+A refresh is one statement: the new member set, the rows that join and leave, their events and the
+counts, committed together — readers see the old membership or the new, never half of one."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, exists, func, insert, literal, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock
+from app.core.access import Caller, system_caller
+from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from app.core.ids import new_id
+from app.core.pagination import decode_cursor, encode_cursor
+from app.models import Customer, CustomerStage, CustomerValue, OutboxEvent, Segment, SegmentMember, SegmentSize
+from app.services.customers.customer_output import CUSTOMER_COLUMNS
+from app.services.customers.visibility import visible_customer_clauses
+from app.services.events import audit
+from app.services.filters.catalogue import RFM_SEGMENTS
+from app.services.filters.compiler import Compiled, compile_filter
+
+MAX_LIST_CHANGE = 1000
+
+BUILTINS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    *(
+        (f"rfm:{name}", f"RFM: {name}", {"field": "value.rfm_segment", "op": "eq", "value": name})
+        for name in RFM_SEGMENTS
+    ),
+    ("birthdays_this_month", "Birthdays this month", {"field": "birthday", "op": "in_current_month"}),
+    ("new_this_month", "New this month", {"field": "created_at", "op": "in_current_month"}),
+    (
+        "no_contact_90_days",
+        "No contact in 90 days",
+        {
+            "or": [
+                {"field": "activity.last_interaction_at", "op": "is_null"},
+                {"field": "activity.last_interaction_at", "op": "more_than_days_ago", "value": 90},
+            ]
+        },
+    ),
+    (
+        "at_risk",
+        "At risk",
+        {
+            "or": [
+                {"field": "value.rfm_segment", "op": "in", "value": ["At risk", "Can't lose them"]},
+                {"field": "lifecycle.stage", "op": "eq", "value": "at_risk"},
+            ]
+        },
+    ),
+)
+
+
+def customers_matching(ctx: Caller, compiled: Compiled, *, for_caller: bool) -> Select[Any]:
+    """Live customers of the workspace that match; `for_caller` also applies the caller's visibility."""
+    source: Any = Customer.__table__
+    if "value" in compiled.sources:
+        source = source.outerjoin(
+            CustomerValue,
+            and_(CustomerValue.workspace_id == Customer.workspace_id, CustomerValue.customer_id == Customer.id),
+        )
+    if "stage" in compiled.sources:
+        source = source.outerjoin(
+            CustomerStage,
+            and_(CustomerStage.workspace_id == Customer.workspace_id, CustomerStage.customer_id == Customer.id),
+        )
+    scope = (
+        visible_customer_clauses(ctx)
+        if for_caller
+        else [Customer.workspace_id == ctx.workspace_id, Customer.deleted_at.is_(None)]
+    )
+    return select(Customer.id).select_from(source).where(*scope, compiled.where)
+
+
+async def create(
+    session: AsyncSession, ctx: Caller, *, name: str, description: str | None, kind: str, filter_: Any
+) -> Segment:
+    if kind == "dynamic":
+        if filter_ is None:
+            raise ValidationFailed("A dynamic segment needs a filter.", loc=["body", "filter"])
+        await compile_filter(session, ctx, filter_)
+    elif filter_ is not None:
+        raise ValidationFailed("Only dynamic segments have a filter.", loc=["body", "filter"])
+    now = clock.now()
+    segment = Segment(
+        workspace_id=ctx.workspace_id,
+        id=new_id(),
+        name=name,
+        description=description,
+        kind=kind,
+        filter=filter_,
+        member_count=0,
+        refresh_requested_at=now if kind == "dynamic" else None,
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+    session.add(segment)
+    await session.flush()
+    audit.record(
+        session,
+        ctx,
+        entity_type="segment",
+        entity_id=segment.id,
+        action="created",
+        changes={"name": {"before": None, "after": name}, "kind": {"before": None, "after": kind}},
+    )
+    return segment
+
+
+async def get(session: AsyncSession, ctx: Caller, segment_id: uuid.UUID, *, lock: bool = False) -> Segment:
+    stmt = select(Segment).where(Segment.workspace_id == ctx.workspace_id, Segment.id == segment_id)
+    segment = await session.scalar(stmt.with_for_update() if lock else stmt)
+    if segment is None:
+        raise NotFound("No segment with that id.")
+    return segment
+
+
+async def list_all(session: AsyncSession, ctx: Caller) -> list[Segment]:
+    await ensure_builtins(session, ctx)
+    rows = await session.scalars(
+        select(Segment).where(Segment.workspace_id == ctx.workspace_id).order_by(Segment.created_at, Segment.id)
+    )
+    return list(rows.all())
+
+
+async def update(
+    session: AsyncSession, ctx: Caller, segment_id: uuid.UUID, changes: dict[str, Any], *, expected_version: int
+) -> Segment:
+    segment = await get(session, ctx, segment_id, lock=True)
+    if segment.version != expected_version:
+        raise PreconditionFailed("The segment changed since you read it.", current_version=segment.version)
+    if segment.builtin:
+        raise Conflict("Built-in segments cannot be changed.")
+    if "filter" in changes:
+        if segment.kind != "dynamic":
+            raise ValidationFailed("Only dynamic segments have a filter.", loc=["body", "filter"])
+        await compile_filter(session, ctx, changes["filter"])
+        segment.filter = changes["filter"]
+        segment.refresh_requested_at = clock.now()
+    for name in ("name", "description"):
+        if name in changes:
+            setattr(segment, name, changes[name])
+    segment.version += 1
+    segment.updated_at = clock.now()
+    audit.record(
+        session,
+        ctx,
+        entity_type="segment",
+        entity_id=segment.id,
+        action="updated",
+        changes={k: {"before": None, "after": v} for k, v in changes.items()},
+    )
+    return segment
+
+
+async def delete_segment(session: AsyncSession, ctx: Caller, segment_id: uuid.UUID, *, expected_version: int) -> None:
+    segment = await get(session, ctx, segment_id, lock=True)
+    if segment.version != expected_version:
+        raise PreconditionFailed("The segment changed since you read it.", current_version=segment.version)
+    if segment.builtin:
+        raise Conflict("Built-in segments cannot be deleted.")
+    await session.delete(segment)
+
+
+async def refresh(session: AsyncSession, segment: Segment, *, now: datetime | None = None) -> tuple[int, int]:
+    """Materialise a dynamic segment's members; returns (joined, left)."""
+    now = now or clock.now()
+    ctx = system_caller(segment.workspace_id)
+    compiled = await compile_filter(session, ctx, segment.filter, loc=["filter"])
+    target = customers_matching(ctx, compiled, for_caller=False).cte("target")
+    ws, seg = segment.workspace_id, segment.id
+    added = (
+        pg_insert(SegmentMember)
+        .from_select(
+            ["workspace_id", "segment_id", "customer_id", "added_at"],
+            select(literal(ws), literal(seg), target.c.id, literal(now)),
+        )
+        .on_conflict_do_nothing()
+        .returning(SegmentMember.customer_id)
+        .cte("added")
+    )
+    removed = (
+        delete(SegmentMember)
+        .where(
+            SegmentMember.workspace_id == ws,
+            SegmentMember.segment_id == seg,
+            ~exists(select(target.c.id).where(target.c.id == SegmentMember.customer_id)),
+        )
+        .returning(SegmentMember.customer_id)
+        .cte("removed")
+    )
+
+    def events(source: Any, event_type: str, name: str) -> Any:
+        return (
+            insert(OutboxEvent)
+            .from_select(
+                ["workspace_id", "id", "type", "occurred_at", "actor", "data"],
+                select(
+                    literal(ws),
+                    func.guanxi_uuid7(),
+                    literal(event_type),
+                    literal(now),
+                    literal({"type": "system", "id": None}, JSONB),
+                    func.jsonb_build_object("segment_id", str(seg), "customer_id", source.c.customer_id),
+                ),
+            )
+            .returning(OutboxEvent.id)
+            .cte(name)
+        )
+
+    added_events = events(added, "segment.member_added", "added_events")
+    removed_events = events(removed, "segment.member_removed", "removed_events")
+    counts = select(
+        select(func.count()).select_from(added).scalar_subquery(),
+        select(func.count()).select_from(removed).scalar_subquery(),
+        select(func.count()).select_from(added_events).scalar_subquery(),
+        select(func.count()).select_from(removed_events).scalar_subquery(),
+    )
+    joined, left, _, _ = (await session.execute(counts)).one()
+    members = await session.scalar(
+        select(func.count()).where(SegmentMember.workspace_id == ws, SegmentMember.segment_id == seg)
+    )
+    segment.member_count = int(members or 0)
+    segment.refreshed_at = now
+    segment.refresh_requested_at = None
+    session.add(
+        SegmentSize(
+            workspace_id=ws,
+            id=new_id(),
+            segment_id=seg,
+            measured_at=now,
+            members=segment.member_count,
+            joined=joined,
+            left=left,
+        )
+    )
+    await session.flush()
+    return int(joined), int(left)
+
+
+async def request_refresh(session: AsyncSession, ctx: Caller, segment_id: uuid.UUID) -> Segment:
+    segment = await get(session, ctx, segment_id, lock=True)
+    if segment.kind != "dynamic":
+        raise Conflict("Only dynamic segments are refreshed; static lists change by their members.")
+    segment.refresh_requested_at = clock.now()
+    await session.execute(select(func.pg_notify("guanxi_outbox", "")))
+    return segment
+
+
+async def due_refreshes(
+    session: AsyncSession, *, now: datetime, every_hours: float = 6.0
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(workspace, segment) of dynamic segments asked to refresh, never refreshed, or stale."""
+    stale = now.timestamp() - every_hours * 3600
+    rows = await session.execute(
+        select(Segment.workspace_id, Segment.id).where(
+            Segment.kind == "dynamic",
+            (Segment.refresh_requested_at.is_not(None))
+            | (Segment.refreshed_at.is_(None))
+            | (func.extract("epoch", Segment.refreshed_at) < stale),
+        )
+    )
+    return [(row[0], row[1]) for row in rows]
+
+
+async def change_members(
+    session: AsyncSession, ctx: Caller, segment_id: uuid.UUID, *, add: list[uuid.UUID], remove: list[uuid.UUID]
+) -> Segment:
+    """Add to and remove from a static list; unknown or invisible customers are a 422 naming them."""
+    segment = await get(session, ctx, segment_id, lock=True)
+    if segment.kind != "static":
+        raise Conflict("Only static lists take members by hand.")
+    if len(add) + len(remove) > MAX_LIST_CHANGE:
+        raise ValidationFailed(f"At most {MAX_LIST_CHANGE} changes per call.", loc=["body"])
+    if add:
+        found = set(
+            (
+                await session.scalars(select(Customer.id).where(Customer.id.in_(add), *visible_customer_clauses(ctx)))
+            ).all()
+        )
+        missing = [str(i) for i in add if i not in found]
+        if missing:
+            raise ValidationFailed(f"Unknown customers: {', '.join(missing[:10])}", loc=["body", "add"])
+        now = clock.now()
+        await session.execute(
+            pg_insert(SegmentMember)
+            .values(
+                [
+                    {"workspace_id": ctx.workspace_id, "segment_id": segment.id, "customer_id": i, "added_at": now}
+                    for i in add
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+    if remove:
+        await session.execute(
+            delete(SegmentMember).where(
+                SegmentMember.workspace_id == ctx.workspace_id,
+                SegmentMember.segment_id == segment.id,
+                SegmentMember.customer_id.in_(remove),
+            )
+        )
+    segment.member_count = int(
+        await session.scalar(
+            select(func.count()).where(
+                SegmentMember.workspace_id == ctx.workspace_id, SegmentMember.segment_id == segment.id
+            )
+        )
+        or 0
+    )
+    segment.version += 1
+    segment.updated_at = clock.now()
+    return segment
+
+
+async def snapshot(session: AsyncSession, ctx: Caller, segment_id: uuid.UUID, *, name: str | None) -> Segment:
+    """A frozen copy of a segment's current members."""
+    source = await get(session, ctx, segment_id)
+    now = clock.now()
+    frozen = Segment(
+        workspace_id=ctx.workspace_id,
+        id=new_id(),
+        name=name or f"{source.name} ({now:%Y-%m-%d %H:%M})",
+        description=f"Snapshot of {source.name}",
+        kind="snapshot",
+        filter=source.filter,
+        member_count=source.member_count,
+        refreshed_at=now,
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+    session.add(frozen)
+    await session.flush()
+    await session.execute(
+        pg_insert(SegmentMember).from_select(
+            ["workspace_id", "segment_id", "customer_id", "added_at"],
+            select(literal(ctx.workspace_id), literal(frozen.id), SegmentMember.customer_id, literal(now)).where(
+                SegmentMember.workspace_id == ctx.workspace_id, SegmentMember.segment_id == source.id
+            ),
+        )
+    )
+    return frozen
+
+
+async def preview(session: AsyncSession, ctx: Caller, filter_: Any, *, limit: int) -> tuple[int, list[Any]]:
+    """Count and first page for an unsaved filter, over the customers the caller may see."""
+    compiled = await compile_filter(session, ctx, filter_)
+    # One statement: the CTE is read twice (count and page), so PostgreSQL evaluates the filter once.
+    matching = customers_matching(ctx, compiled, for_caller=True).add_columns(Customer.created_at).cte("matching")
+    page = (
+        select(matching.c.id, matching.c.created_at)
+        .order_by(matching.c.created_at.desc(), matching.c.id.desc())
+        .limit(limit)
+        .subquery("page")
+    )
+    total = select(func.count()).select_from(matching).scalar_subquery().label("total")
+    rows = (
+        await session.execute(
+            select(*CUSTOMER_COLUMNS, total)
+            .join_from(Customer, page, and_(Customer.workspace_id == ctx.workspace_id, Customer.id == page.c.id))
+            .order_by(page.c.created_at.desc(), page.c.id.desc())
+        )
+    ).all()
+    # No row means nothing matched: the page is the top of the matches.
+    return (int(rows[0].total) if rows else 0), [row._mapping for row in rows]
+
+
+async def members(
+    session: AsyncSession, ctx: Caller, segment_id: uuid.UUID, *, limit: int | None, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    """Members the caller may see, in id order; `limit=None` for all (CSV export)."""
+    await get(session, ctx, segment_id)
+    stmt = (
+        select(*CUSTOMER_COLUMNS)
+        .join(
+            SegmentMember,
+            and_(SegmentMember.workspace_id == Customer.workspace_id, SegmentMember.customer_id == Customer.id),
+        )
+        .where(SegmentMember.segment_id == segment_id, *visible_customer_clauses(ctx))
+        .order_by(Customer.id)
+    )
+    if cursor:
+        (after,) = decode_cursor(cursor, expected_length=1)
+        try:
+            stmt = stmt.where(Customer.id > uuid.UUID(str(after)))
+        except ValueError as exc:
+            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
+    if limit is not None:
+        stmt = stmt.limit(limit + 1)
+    rows = [row._mapping for row in await session.execute(stmt)]
+    if limit is not None and len(rows) > limit:
+        return rows[:limit], encode_cursor([str(rows[limit - 1]["id"])])
+    return rows, None
+
+
+async def sizes(session: AsyncSession, ctx: Caller, segment_id: uuid.UUID) -> list[SegmentSize]:
+    await get(session, ctx, segment_id)
+    rows = await session.scalars(
+        select(SegmentSize)
+        .where(SegmentSize.workspace_id == ctx.workspace_id, SegmentSize.segment_id == segment_id)
+        .order_by(SegmentSize.measured_at.desc())
+        .limit(365)
+    )
+    return list(rows.all())
+
+
+async def ensure_builtins(session: AsyncSession, ctx: Caller) -> None:
+    """Every workspace has the built-in segments; created on first use, refreshed by the worker."""
+    now = clock.now()
+    await session.execute(
+        pg_insert(Segment)
+        .values(
+            [
+                {
+                    "workspace_id": ctx.workspace_id,
+                    "id": new_id(),
+                    "name": name,
+                    "kind": "dynamic",
+                    "filter": rule,
+                    "builtin": key,
+                    "member_count": 0,
+                    "refresh_requested_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                }
+                for key, name, rule in BUILTINS
+            ]
+        )
+        .on_conflict_do_nothing()
+    )

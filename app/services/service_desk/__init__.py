@@ -1,0 +1,1 @@
+"""Tickets, SLAs, satisfaction surveys and the service reports."""

@@ -1,0 +1,511 @@
+"""Tickets: intake, the workflow, comments, assignment and escalation, the SLA clock, breaches."""
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock
+from app.core.access import Caller
+from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from app.core.ids import new_id
+from app.core.jsonable import to_jsonable
+from app.core.pagination import decode_cursor, encode_cursor
+from app.models import (
+    BusinessHours,
+    Customer,
+    CustomerCodeCounter,
+    CustomerValue,
+    SlaPolicy,
+    Team,
+    Ticket,
+    TicketCategory,
+    TicketComment,
+    TicketEvent,
+    User,
+    Workspace,
+)
+from app.schemas.ticket import CategoryIn, CommentIn, SlaSettings, TicketIn, TicketPatch
+from app.services.customers.visibility import visible_customer_clauses
+from app.services.events import outbox
+from app.services.service_desk.sla_clock import Calendar, add_business_minutes, business_minutes_between
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "new": frozenset({"assigned", "in_progress", "waiting_on_customer", "resolved", "closed"}),
+    "assigned": frozenset({"in_progress", "waiting_on_customer", "resolved"}),
+    "in_progress": frozenset({"assigned", "waiting_on_customer", "resolved"}),
+    "waiting_on_customer": frozenset({"in_progress", "resolved"}),
+    "resolved": frozenset({"closed", "in_progress"}),
+    "closed": frozenset(),
+}
+OPEN = ("new", "assigned", "in_progress", "waiting_on_customer")
+REOPEN_WINDOW = timedelta(days=7)
+# Used until a workspace sets its own policies (minutes, business time).
+DEFAULT_POLICIES = {"urgent": (60, 480), "high": (240, 1440), "normal": (480, 2880), "low": (1440, 7200)}
+
+
+async def calendar(session: AsyncSession, workspace_id: uuid.UUID) -> Calendar:
+    hours = await session.get(BusinessHours, workspace_id)
+    if hours is not None:
+        return Calendar(timezone=hours.timezone, weekly=hours.weekly, holidays=frozenset(hours.holidays))
+    tz = await session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id))
+    return Calendar(timezone=tz or "Asia/Shanghai")
+
+
+async def _policy(session: AsyncSession, workspace_id: uuid.UUID, priority: str, tier: str | None) -> tuple[int, int]:
+    rows = await session.execute(
+        select(SlaPolicy.tier, SlaPolicy.first_response_minutes, SlaPolicy.resolution_minutes).where(
+            SlaPolicy.workspace_id == workspace_id, SlaPolicy.priority == priority
+        )
+    )
+    by_tier = {row[0]: (row[1], row[2]) for row in rows}
+    return by_tier.get(tier) or by_tier.get(None) or DEFAULT_POLICIES[priority]
+
+
+def _record(session: AsyncSession, ctx: Caller, ticket: Ticket, action: str, before: Any, after: Any) -> None:
+    session.add(
+        TicketEvent(
+            workspace_id=ctx.workspace_id,
+            id=new_id(),
+            ticket_id=ticket.id,
+            action=action,
+            from_value=None if before is None else str(before),
+            to_value=None if after is None else str(after),
+            actor=ctx.actor,
+            at=clock.now(),
+        )
+    )
+
+
+async def _next_number(session: AsyncSession, workspace_id: uuid.UUID) -> int:
+    statement = (
+        insert(CustomerCodeCounter)
+        .values(workspace_id=workspace_id, scope="ticket", last_value=1)
+        .on_conflict_do_update(
+            index_elements=[CustomerCodeCounter.workspace_id, CustomerCodeCounter.scope],
+            set_={"last_value": CustomerCodeCounter.last_value + 1},
+        )
+        .returning(CustomerCodeCounter.last_value)
+    )
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def _check_refs(session: AsyncSession, ctx: Caller, data: TicketIn | TicketPatch) -> None:
+    checks: list[tuple[str, Any, Any]] = [
+        ("category_id", TicketCategory, data.category_id),
+        ("assignee_id", User, data.assignee_id),
+        ("team_id", Team, data.team_id),
+    ]
+    for field, model, value in checks:
+        if value is not None:
+            found = await session.scalar(
+                select(model.id).where(model.workspace_id == ctx.workspace_id, model.id == value)
+            )
+            if found is None:
+                raise ValidationFailed(f"Unknown {field.removesuffix('_id')}.", loc=["body", field])
+
+
+async def open_ticket(session: AsyncSession, ctx: Caller, data: TicketIn) -> Ticket:
+    found = await session.scalar(
+        select(Customer.id).where(Customer.id == data.customer_id, *visible_customer_clauses(ctx))
+    )
+    if found is None:
+        raise NotFound("No customer with that id.")
+    await _check_refs(session, ctx, data)
+    tier = await session.scalar(
+        select(CustomerValue.tier).where(
+            CustomerValue.workspace_id == ctx.workspace_id, CustomerValue.customer_id == data.customer_id
+        )
+    )
+    response_minutes, resolution_minutes = await _policy(session, ctx.workspace_id, data.priority, tier)
+    cal = await calendar(session, ctx.workspace_id)
+    now = clock.now()
+    ticket = Ticket(
+        workspace_id=ctx.workspace_id,
+        id=new_id(),
+        number=await _next_number(session, ctx.workspace_id),
+        customer_id=data.customer_id,
+        type=data.type,
+        channel=data.channel,
+        subject=data.subject,
+        description=data.description,
+        category_id=data.category_id,
+        priority=data.priority,
+        status="assigned" if data.assignee_id else "new",
+        assignee_id=data.assignee_id,
+        team_id=data.team_id,
+        order_id=data.order_id,
+        interaction_id=data.interaction_id,
+        tier=tier,
+        escalated=False,
+        first_response_due_at=add_business_minutes(now, response_minutes, cal),
+        resolution_due_at=add_business_minutes(now, resolution_minutes, cal),
+        first_response_breached=False,
+        resolution_breached=False,
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+    session.add(ticket)
+    await session.flush()
+    _record(session, ctx, ticket, "opened", None, ticket.status)
+    outbox.emit(session, ctx, "ticket.created", event_data(ticket))
+    return ticket
+
+
+async def get(session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID, *, lock: bool = False) -> Ticket:
+    """Tickets follow their customer's visibility."""
+    stmt = (
+        select(Ticket)
+        .join(Customer, (Customer.workspace_id == Ticket.workspace_id) & (Customer.id == Ticket.customer_id))
+        .where(Ticket.workspace_id == ctx.workspace_id, Ticket.id == ticket_id, *visible_customer_clauses(ctx))
+    )
+    ticket = await session.scalar(stmt.with_for_update(of=Ticket) if lock else stmt)
+    if ticket is None:
+        raise NotFound("No ticket with that id.")
+    return ticket
+
+
+async def update(
+    session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID, patch: TicketPatch, *, expected_version: int
+) -> Ticket:
+    ticket = await get(session, ctx, ticket_id, lock=True)
+    if ticket.version != expected_version:
+        raise PreconditionFailed("The ticket changed since you read it.", current_version=ticket.version)
+    if ticket.status == "closed":
+        raise Conflict("A closed ticket does not change.")
+    await _check_refs(session, ctx, patch)
+    for name in ("subject", "description", "category_id", "priority", "assignee_id", "team_id"):
+        if name not in patch.model_fields_set:
+            continue
+        value = getattr(patch, name)
+        if value is None and name in ("subject", "priority"):
+            raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
+        before = getattr(ticket, name)
+        if value == before:
+            continue
+        setattr(ticket, name, value)
+        if name in ("assignee_id", "team_id"):
+            _record(session, ctx, ticket, "reassigned" if before else "assigned", before, value)
+            outbox.emit(
+                session, ctx, "ticket.assigned", {"ticket_id": str(ticket.id), name: str(value) if value else None}
+            )
+            if name == "assignee_id" and value and ticket.status == "new":
+                ticket.status = "assigned"
+        else:
+            _record(session, ctx, ticket, f"{name}_changed", before, value)
+    ticket.version += 1
+    ticket.updated_at = clock.now()
+    return ticket
+
+
+async def transition(session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID, status: str) -> Ticket:
+    """Move along the workflow; 409 names the allowed moves. The SLA clock stops while waiting on
+    the customer, keeping the business minutes that were left."""
+    ticket = await get(session, ctx, ticket_id, lock=True)
+    allowed = set(TRANSITIONS[ticket.status])
+    now = clock.now()
+    if ticket.status == "resolved" and ticket.resolved_at and now - ticket.resolved_at > REOPEN_WINDOW:
+        allowed.discard("in_progress")
+    if status not in allowed:
+        raise Conflict(
+            f"A {ticket.status} ticket cannot move to {status}.", current_status=ticket.status, allowed=sorted(allowed)
+        )
+    cal = await calendar(session, ctx.workspace_id)
+    before = ticket.status
+    if status == "waiting_on_customer":
+        _pause(ticket, now, cal)
+    elif before == "waiting_on_customer":
+        _resume(ticket, now, cal)
+    if status == "resolved":
+        ticket.resolved_at = now
+    elif status == "closed":
+        ticket.closed_at = now
+    elif before == "resolved":
+        ticket.resolved_at = None
+    ticket.status = status
+    ticket.version += 1
+    ticket.updated_at = now
+    action = "reopened" if before == "resolved" and status == "in_progress" else "status_changed"
+    _record(session, ctx, ticket, action, before, status)
+    event = {"resolved": "ticket.resolved", "closed": "ticket.closed"}.get(status, "ticket.status_changed")
+    outbox.emit(
+        session,
+        ctx,
+        "ticket.reopened" if action == "reopened" else event,
+        {**event_data(ticket), "from_status": before},
+    )
+    return ticket
+
+
+def _pause(ticket: Ticket, now: datetime, cal: Calendar) -> None:
+    ticket.paused_at = now
+    if ticket.first_responded_at is None and ticket.first_response_due_at:
+        ticket.response_minutes_left = business_minutes_between(now, ticket.first_response_due_at, cal)
+        ticket.first_response_due_at = None
+    if ticket.resolution_due_at:
+        ticket.resolution_minutes_left = business_minutes_between(now, ticket.resolution_due_at, cal)
+        ticket.resolution_due_at = None
+
+
+def _resume(ticket: Ticket, now: datetime, cal: Calendar) -> None:
+    if ticket.response_minutes_left is not None:
+        ticket.first_response_due_at = add_business_minutes(now, ticket.response_minutes_left, cal)
+    if ticket.resolution_minutes_left is not None:
+        ticket.resolution_due_at = add_business_minutes(now, ticket.resolution_minutes_left, cal)
+    ticket.paused_at = None
+    ticket.response_minutes_left = ticket.resolution_minutes_left = None
+
+
+async def comment(session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID, data: CommentIn) -> TicketComment:
+    ticket = await get(session, ctx, ticket_id, lock=True)
+    if ticket.status == "closed":
+        raise Conflict("A closed ticket takes no replies; open a new ticket instead.")
+    now = clock.now()
+    note = TicketComment(
+        workspace_id=ctx.workspace_id,
+        id=new_id(),
+        ticket_id=ticket.id,
+        public=data.public,
+        body=data.body,
+        author=ctx.actor,
+        created_at=now,
+    )
+    session.add(note)
+    if data.public and ticket.first_responded_at is None:
+        ticket.first_responded_at = now
+        ticket.response_minutes_left = None
+    ticket.updated_at = now
+    ticket.version += 1
+    _record(session, ctx, ticket, "public_reply" if data.public else "internal_note", None, None)
+    await session.flush()
+    return note
+
+
+async def escalate(session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID) -> Ticket:
+    ticket = await get(session, ctx, ticket_id, lock=True)
+    if ticket.status in ("resolved", "closed"):
+        raise Conflict(f"A {ticket.status} ticket is not escalated.")
+    order = ["low", "normal", "high", "urgent"]
+    before = ticket.priority
+    ticket.priority = order[min(order.index(before) + 1, len(order) - 1)]
+    ticket.escalated = True
+    ticket.version += 1
+    ticket.updated_at = clock.now()
+    _record(session, ctx, ticket, "escalated", before, ticket.priority)
+    outbox.emit(session, ctx, "ticket.escalated", event_data(ticket))
+    return ticket
+
+
+async def history(
+    session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID
+) -> tuple[list[TicketEvent], list[TicketComment]]:
+    await get(session, ctx, ticket_id)
+    events = await session.scalars(
+        select(TicketEvent)
+        .where(TicketEvent.workspace_id == ctx.workspace_id, TicketEvent.ticket_id == ticket_id)
+        .order_by(TicketEvent.at, TicketEvent.id)
+    )
+    comments = await session.scalars(
+        select(TicketComment)
+        .where(TicketComment.workspace_id == ctx.workspace_id, TicketComment.ticket_id == ticket_id)
+        .order_by(TicketComment.created_at, TicketComment.id)
+    )
+    return list(events.all()), list(comments.all())
+
+
+async def list_tickets(
+    session: AsyncSession,
+    ctx: Caller,
+    *,
+    filters: dict[str, Any],
+    at_risk_minutes: int | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Ticket], str | None]:
+    """Newest first; `at_risk_minutes` lists open tickets whose next deadline falls within that many minutes."""
+    stmt = (
+        select(Ticket)
+        .join(Customer, (Customer.workspace_id == Ticket.workspace_id) & (Customer.id == Ticket.customer_id))
+        .where(Ticket.workspace_id == ctx.workspace_id, *visible_customer_clauses(ctx))
+    )
+    for name, value in filters.items():
+        if value is not None:
+            stmt = stmt.where(getattr(Ticket, name) == value)
+    if at_risk_minutes is not None:
+        horizon = clock.now() + timedelta(minutes=at_risk_minutes)
+        stmt = stmt.where(
+            Ticket.status.in_(OPEN),
+            ((Ticket.first_responded_at.is_(None)) & (Ticket.first_response_due_at <= horizon))
+            | (Ticket.resolution_due_at <= horizon),
+        )
+    if cursor:
+        at, last = decode_cursor(cursor, expected_length=2)
+        try:
+            after = (datetime.fromisoformat(str(at)), uuid.UUID(str(last)))
+        except ValueError as exc:
+            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
+        stmt = stmt.where(tuple_(Ticket.created_at, Ticket.id) < tuple_(*after))
+    rows = list(
+        (await session.scalars(stmt.order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(limit + 1))).all()
+    )
+    next_cursor = (
+        encode_cursor([rows[limit - 1].created_at.isoformat(), str(rows[limit - 1].id)]) if len(rows) > limit else None
+    )
+    return rows[:limit], next_cursor
+
+
+BREACH_SQL = text(
+    """
+WITH candidates AS (
+    SELECT workspace_id, id, number,
+           NOT first_response_breached AND first_responded_at IS NULL
+               AND first_response_due_at < CAST(:now AS timestamptz) AS response,
+           NOT resolution_breached AND resolution_due_at < CAST(:now AS timestamptz) AS resolution
+    FROM tickets
+    WHERE status IN ('new', 'assigned', 'in_progress')
+      AND ((NOT first_response_breached AND first_responded_at IS NULL
+            AND first_response_due_at < CAST(:now AS timestamptz))
+           OR (NOT resolution_breached AND resolution_due_at < CAST(:now AS timestamptz)))
+    FOR UPDATE SKIP LOCKED
+),
+-- One UPDATE per ticket: a row can change only once in a statement.
+flagged AS (
+    UPDATE tickets t
+    SET first_response_breached = t.first_response_breached OR c.response,
+        resolution_breached = t.resolution_breached OR c.resolution
+    FROM candidates c
+    WHERE t.workspace_id = c.workspace_id AND t.id = c.id
+    RETURNING c.workspace_id, c.id, c.number, c.response, c.resolution
+),
+breached AS (
+    SELECT workspace_id, id, number, 'first_response' AS kind FROM flagged WHERE response
+    UNION ALL
+    SELECT workspace_id, id, number, 'resolution' AS kind FROM flagged WHERE resolution
+),
+history AS (
+    INSERT INTO ticket_events (workspace_id, id, ticket_id, action, to_value, actor, at)
+    SELECT workspace_id, guanxi_uuid7(), id, 'sla_breached', kind, '{"type": "system", "id": null}'::jsonb,
+           CAST(:now AS timestamptz)
+    FROM breached
+    RETURNING 1
+),
+events AS (
+    INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
+    SELECT workspace_id, guanxi_uuid7(), 'ticket.sla_breached', CAST(:now AS timestamptz),
+           '{"type": "system", "id": null}'::jsonb,
+           jsonb_build_object('ticket_id', id, 'number', number, 'deadline', kind)
+    FROM breached
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM breached), (SELECT count(*) FROM history), (SELECT count(*) FROM events)
+"""
+)
+
+
+async def mark_breaches(session: AsyncSession) -> int:
+    """Set-based over every open ticket: flag passed deadlines once, with history and events."""
+    return int((await session.execute(BREACH_SQL, {"now": clock.now()})).one()[0])
+
+
+async def add_category(session: AsyncSession, ctx: Caller, data: CategoryIn) -> TicketCategory:
+    if data.parent_id is not None:
+        found = await session.scalar(
+            select(TicketCategory.id).where(
+                TicketCategory.workspace_id == ctx.workspace_id, TicketCategory.id == data.parent_id
+            )
+        )
+        if found is None:
+            raise ValidationFailed("Unknown parent category.", loc=["body", "parent_id"])
+    category = TicketCategory(
+        workspace_id=ctx.workspace_id, id=new_id(), name=data.name, parent_id=data.parent_id, created_at=clock.now()
+    )
+    session.add(category)
+    await session.flush()
+    return category
+
+
+async def categories(session: AsyncSession, ctx: Caller) -> list[TicketCategory]:
+    rows = await session.scalars(
+        select(TicketCategory).where(TicketCategory.workspace_id == ctx.workspace_id).order_by(TicketCategory.name)
+    )
+    return list(rows.all())
+
+
+async def set_sla(session: AsyncSession, ctx: Caller, settings: SlaSettings) -> None:
+    """Replaces the policies and business hours; open tickets keep the deadlines they have."""
+    try:
+        ZoneInfo(settings.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationFailed("Unknown time zone.", loc=["body", "timezone"]) from exc
+    keys = [(p.priority, p.tier) for p in settings.policies]
+    if len(set(keys)) != len(keys):
+        raise ValidationFailed("One policy per priority and tier.", loc=["body", "policies"])
+    await session.execute(text("DELETE FROM sla_policies WHERE workspace_id = :ws"), {"ws": ctx.workspace_id})
+    session.add_all(
+        SlaPolicy(
+            workspace_id=ctx.workspace_id,
+            id=new_id(),
+            priority=p.priority,
+            tier=p.tier,
+            first_response_minutes=p.first_response_minutes,
+            resolution_minutes=p.resolution_minutes,
+        )
+        for p in settings.policies
+    )
+    weekly = {day: [list(period) for period in periods] for day, periods in settings.weekly.items()}
+    await session.execute(
+        insert(BusinessHours)
+        .values(workspace_id=ctx.workspace_id, timezone=settings.timezone, weekly=weekly, holidays=settings.holidays)
+        .on_conflict_do_update(
+            index_elements=[BusinessHours.workspace_id],
+            set_={"timezone": settings.timezone, "weekly": weekly, "holidays": settings.holidays},
+        )
+    )
+
+
+def present(ticket: Ticket) -> dict[str, Any]:
+    now = clock.now()
+
+    def seconds_to(due: datetime | None) -> int | None:
+        return int((due - now).total_seconds()) if due else None
+
+    return {
+        "id": ticket.id,
+        "number": ticket.number,
+        "customer_id": ticket.customer_id,
+        "type": ticket.type,
+        "channel": ticket.channel,
+        "subject": ticket.subject,
+        "description": ticket.description,
+        "category_id": ticket.category_id,
+        "priority": ticket.priority,
+        "status": ticket.status,
+        "assignee_id": ticket.assignee_id,
+        "team_id": ticket.team_id,
+        "escalated": ticket.escalated,
+        "first_response_due_at": ticket.first_response_due_at,
+        "resolution_due_at": ticket.resolution_due_at,
+        "seconds_to_first_response_due": None
+        if ticket.first_responded_at
+        else seconds_to(ticket.first_response_due_at),
+        "seconds_to_resolution_due": None if ticket.resolved_at else seconds_to(ticket.resolution_due_at),
+        "first_response_breached": ticket.first_response_breached,
+        "resolution_breached": ticket.resolution_breached,
+        "sla_paused": ticket.paused_at is not None,
+        "first_responded_at": ticket.first_responded_at,
+        "resolved_at": ticket.resolved_at,
+        "closed_at": ticket.closed_at,
+        "csat_score": ticket.csat_score,
+        "created_at": ticket.created_at,
+        "updated_at": ticket.updated_at,
+        "version": ticket.version,
+    }
+
+
+def event_data(ticket: Ticket) -> dict[str, Any]:
+    return dict(to_jsonable(present(ticket)))

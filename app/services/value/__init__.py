@@ -1,0 +1,1 @@
+"""Orders and what they make of a customer: RFM, tiers, lifetime value."""

@@ -1,0 +1,290 @@
+"""Orders: idempotent upsert per (source, external id), listing, and the customer figures they drive."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from babel.numbers import get_currency_precision, list_currencies
+from sqlalchemy import delete, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock
+from app.core.access import Caller
+from app.core.errors import NotFound, ValidationFailed
+from app.core.ids import new_id
+from app.core.jsonable import to_jsonable
+from app.core.pagination import decode_cursor, encode_cursor
+from app.models import Customer, Order, OrderLine, Workspace
+from app.schemas.order import OrderIn
+from app.services.customers.visibility import visible_customer_clauses
+from app.services.events import audit, outbox
+from app.services.segments import lifecycle
+from app.services.value import customer_values
+
+_CURRENCIES = frozenset(list_currencies()) - {"XXX", "XTS"}
+
+
+async def upsert(session: AsyncSession, ctx: Caller, data: OrderIn) -> tuple[Order, list[OrderLine], bool]:
+    """Create the order, or bring the stored one with the same (source, external_id) in line.
+    Returns (order, lines, created). Sending the same order again changes nothing."""
+    await _check(session, ctx, data)
+    existing = await session.scalar(
+        select(Order)
+        .where(
+            Order.workspace_id == ctx.workspace_id, Order.source == data.source, Order.external_id == data.external_id
+        )
+        .with_for_update()
+    )
+    now = clock.now()
+    fields = {
+        "customer_id": data.customer_id,
+        "ordered_at": data.ordered_at,
+        "status": data.status,
+        "currency": data.currency,
+        "total_amount": data.total_amount,
+        "refunded_amount": data.refunded_amount,
+        "channel": data.channel,
+        "store": data.store,
+    }
+    if existing is None:
+        order = Order(
+            workspace_id=ctx.workspace_id,
+            id=new_id(),
+            source=data.source,
+            external_id=data.external_id,
+            created_at=now,
+            updated_at=now,
+            version=1,
+            **fields,
+        )
+        session.add(order)
+        await session.flush()
+        lines = await _replace_lines(session, ctx, order, data)
+        outbox.emit(session, ctx, "order.created", event_data(order, lines))
+        audit.record(session, ctx, entity_type="order", entity_id=order.id, action="created", changes={})
+        await _refresh_figures(session, ctx, order.customer_id)
+        return order, lines, True
+    previous_customer = existing.customer_id
+    changes = {
+        name: {"before": to_jsonable(getattr(existing, name)), "after": to_jsonable(value)}
+        for name, value in fields.items()
+        if getattr(existing, name) != value
+    }
+    current_lines = await lines_of(session, ctx, [existing.id])
+    lines_changed = [_line_key(line) for line in current_lines[existing.id]] != [
+        (line.sku, line.product_name, line.category, line.quantity, line.unit_price) for line in data.lines
+    ]
+    if not changes and not lines_changed:
+        return existing, current_lines[existing.id], False
+    for name, value in fields.items():
+        setattr(existing, name, value)
+    existing.version += 1
+    existing.updated_at = now
+    lines = await _replace_lines(session, ctx, existing, data) if lines_changed else current_lines[existing.id]
+    if lines_changed:
+        changes["lines"] = {"before": None, "after": len(lines)}
+    outbox.emit(session, ctx, "order.updated", {**event_data(existing, lines), "changed_fields": sorted(changes)})
+    audit.record(session, ctx, entity_type="order", entity_id=existing.id, action="updated", changes=changes)
+    await session.flush()
+    await _refresh_figures(session, ctx, existing.customer_id)
+    if previous_customer != existing.customer_id:
+        await _refresh_figures(session, ctx, previous_customer)
+    return existing, lines, False
+
+
+async def _refresh_figures(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> None:
+    """The order's consequences, in its transaction: value figures and tier, then lifecycle stage."""
+    await customer_values.refresh_customer(session, ctx, customer_id)
+    await lifecycle.apply_rules(session, ctx, customer_id=customer_id)
+
+
+async def get(session: AsyncSession, ctx: Caller, order_id: uuid.UUID) -> tuple[Order, list[OrderLine]]:
+    order = await session.scalar(
+        select(Order)
+        .join(Customer, (Customer.workspace_id == Order.workspace_id) & (Customer.id == Order.customer_id))
+        .where(Order.workspace_id == ctx.workspace_id, Order.id == order_id, *visible_customer_clauses(ctx))
+    )
+    if order is None:
+        raise NotFound("No order with that id.")
+    return order, (await lines_of(session, ctx, [order.id]))[order.id]
+
+
+async def list_for_customer(
+    session: AsyncSession,
+    ctx: Caller,
+    customer_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None,
+    ordered_from: datetime | None,
+    ordered_to: datetime | None,
+    status: str | None,
+    category: str | None,
+) -> tuple[list[tuple[Order, list[OrderLine]]], str | None]:
+    """Newest first; two statements whatever the page size (orders, then their lines)."""
+    visible = await session.scalar(
+        select(Customer.id).where(Customer.id == customer_id, *visible_customer_clauses(ctx))
+    )
+    if visible is None:
+        raise NotFound("No customer with that id.")
+    stmt = select(Order).where(Order.workspace_id == ctx.workspace_id, Order.customer_id == customer_id)
+    if ordered_from:
+        stmt = stmt.where(Order.ordered_at >= ordered_from)
+    if ordered_to:
+        stmt = stmt.where(Order.ordered_at < ordered_to)
+    if status:
+        stmt = stmt.where(Order.status == status)
+    if category:
+        stmt = stmt.where(
+            Order.id.in_(
+                select(OrderLine.order_id).where(
+                    OrderLine.workspace_id == ctx.workspace_id, OrderLine.category == category
+                )
+            )
+        )
+    if cursor:
+        at, last_id = decode_cursor(cursor, expected_length=2)
+        try:
+            after = (datetime.fromisoformat(str(at)), uuid.UUID(str(last_id)))
+        except ValueError as exc:
+            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
+        stmt = stmt.where(tuple_(Order.ordered_at, Order.id) < tuple_(*after))
+    orders = list(
+        (await session.scalars(stmt.order_by(Order.ordered_at.desc(), Order.id.desc()).limit(limit + 1))).all()
+    )
+    next_cursor = None
+    if len(orders) > limit:
+        last = orders[limit - 1]
+        next_cursor = encode_cursor([last.ordered_at.isoformat(), str(last.id)])
+    page = orders[:limit]
+    lines = await lines_of(session, ctx, [o.id for o in page])
+    return [(o, lines[o.id]) for o in page], next_cursor
+
+
+async def lines_of(session: AsyncSession, ctx: Caller, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[OrderLine]]:
+    result: dict[uuid.UUID, list[OrderLine]] = {order_id: [] for order_id in order_ids}
+    if order_ids:
+        rows = await session.scalars(
+            select(OrderLine)
+            .where(OrderLine.workspace_id == ctx.workspace_id, OrderLine.order_id.in_(order_ids))
+            .order_by(OrderLine.order_id, OrderLine.line_no)
+        )
+        for line in rows:
+            result[line.order_id].append(line)
+    return result
+
+
+def present(order: Order, lines: list[OrderLine]) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "source": order.source,
+        "external_id": order.external_id,
+        "customer_id": order.customer_id,
+        "ordered_at": order.ordered_at,
+        "status": order.status,
+        "currency": order.currency,
+        "total_amount": _money(order.total_amount),
+        "refunded_amount": _money(order.refunded_amount),
+        "channel": order.channel,
+        "store": order.store,
+        "lines": [
+            {
+                "sku": line.sku,
+                "product_name": line.product_name,
+                "category": line.category,
+                "quantity": _money(line.quantity),
+                "unit_price": _money(line.unit_price),
+            }
+            for line in lines
+        ],
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+        "version": order.version,
+    }
+
+
+def event_data(order: Order, lines: list[OrderLine]) -> dict[str, Any]:
+    return dict(to_jsonable(present(order, lines)))
+
+
+def _line_loc(index: int) -> list[str | int]:
+    return ["body", "lines", index, "unit_price"]
+
+
+def _money(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _line_key(line: OrderLine) -> tuple[Any, ...]:
+    return (line.sku, line.product_name, line.category, line.quantity, line.unit_price)
+
+
+async def _replace_lines(session: AsyncSession, ctx: Caller, order: Order, data: OrderIn) -> list[OrderLine]:
+    await session.execute(
+        delete(OrderLine).where(OrderLine.workspace_id == ctx.workspace_id, OrderLine.order_id == order.id)
+    )
+    lines = [
+        OrderLine(
+            workspace_id=ctx.workspace_id,
+            id=new_id(),
+            order_id=order.id,
+            line_no=i,
+            sku=item.sku,
+            product_name=item.product_name,
+            category=item.category,
+            quantity=item.quantity,
+            unit_price=item.unit_price,
+        )
+        for i, item in enumerate(data.lines, start=1)
+    ]
+    session.add_all(lines)
+    await session.flush()
+    return lines
+
+
+async def _check(session: AsyncSession, ctx: Caller, data: OrderIn) -> None:
+    """The rules a schema cannot see: currency, its decimals, totals, and the customer."""
+    workspace_currency = await session.scalar(select(Workspace.currency).where(Workspace.id == ctx.workspace_id))
+    assert workspace_currency is not None
+    check_amounts(data, workspace_currency)
+    visible = await session.scalar(
+        select(Customer.id).where(Customer.id == data.customer_id, *visible_customer_clauses(ctx))
+    )
+    if visible is None:
+        raise NotFound("No customer with that id.")
+
+
+def check_amounts(data: OrderIn, workspace_currency: str) -> None:
+    """Currency, its decimals, the lines adding up to the total, and refunds fitting the status."""
+    if data.currency not in _CURRENCIES:
+        raise ValidationFailed(f"Unknown currency {data.currency}.", loc=["body", "currency"])
+    if data.currency != workspace_currency:
+        raise ValidationFailed(
+            f"This workspace records orders in {workspace_currency}.", loc=["body", "currency"], error_type="currency"
+        )
+    places = get_currency_precision(data.currency)
+    amounts: list[tuple[list[str | int], Decimal]] = [
+        (["body", "total_amount"], data.total_amount),
+        (["body", "refunded_amount"], data.refunded_amount),
+        *((_line_loc(i), line.unit_price) for i, line in enumerate(data.lines)),
+    ]
+    for loc, amount in amounts:
+        exponent = amount.normalize().as_tuple().exponent
+        if isinstance(exponent, int) and -exponent > places:
+            raise ValidationFailed(f"{data.currency} amounts have at most {places} decimals.", loc=loc)
+    lines_total = sum((line.quantity * line.unit_price for line in data.lines), Decimal(0))
+    if lines_total.quantize(Decimal(1).scaleb(-places)) != data.total_amount:
+        raise ValidationFailed(
+            f"The lines add up to {lines_total}, not {data.total_amount}.", loc=["body", "total_amount"]
+        )
+    if data.refunded_amount > data.total_amount:
+        raise ValidationFailed("refunded_amount exceeds total_amount.", loc=["body", "refunded_amount"])
+    expected = {
+        "paid": data.refunded_amount == 0,
+        "refunded": data.refunded_amount == data.total_amount,
+        "partially_refunded": 0 < data.refunded_amount < data.total_amount,
+        "cancelled": True,
+    }
+    if not expected[data.status]:
+        raise ValidationFailed(f"refunded_amount does not fit status {data.status}.", loc=["body", "status"])

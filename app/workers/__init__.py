@@ -1,0 +1,1 @@
+"""Background work: the queue worker and its job families."""
