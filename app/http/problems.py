@@ -11,11 +11,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.core.errors import DomainError
+from app.core.problems import problem_body, validation_problem
 from app.core.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-PROBLEM_TYPE_BASE = "https://guanxi.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 _HTTP_TITLES = {
@@ -31,25 +31,6 @@ _HTTP_TITLES = {
 
 DATABASE_UNAVAILABLE = "The database is unavailable; retry shortly."
 STATEMENT_TIMED_OUT = "The request took longer than the statement time limit."
-
-
-def problem_body(*, status: int, title: str, slug: str, detail: str, **extra: Any) -> dict[str, Any]:
-    return {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
-
-
-def domain_problem(exc: DomainError) -> dict[str, Any]:
-    return problem_body(status=exc.status, title=exc.title, slug=exc.slug, detail=exc.detail, **exc.extra)
-
-
-def validation_problem(errors: list[dict[str, Any]]) -> dict[str, Any]:
-    """422 body from pydantic-style errors: `detail` names the first bad field."""
-    cleaned = [
-        {"loc": [p if isinstance(p, int) else str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
-        for e in errors
-    ]
-    first = cleaned[0] if cleaned else {"loc": [], "msg": "invalid request"}
-    detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    return problem_body(status=422, title="Validation failed", slug="validation-failed", detail=detail, errors=cleaned)
 
 
 def problem_response(

@@ -5,12 +5,9 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import ValidationError
 from starlette.responses import Response
 
-from app.core.errors import DomainError, ValidationFailed
 from app.http.json_response import json_response
-from app.http.problems import domain_problem, validation_problem
 from app.routers.deps import CustomersRead, CustomersWrite, IfMatch, Reader, Session, UsersWrite
 from app.routers.responses import errors, resource_response
 from app.schemas.common import Timestamp
@@ -56,31 +53,7 @@ async def log_interaction(data: InteractionIn, ctx: CustomersWrite, session: Ses
 async def import_interactions(batch: InteractionImport, ctx: CustomersWrite, session: Session) -> Response:
     """For call centres and other partners: each item idempotent by (`source`, `external_id`);
     `results[i].status` is 201 (new), 200 (already there) or the item's problem."""
-    results: list[dict[str, object]] = []
-    for index, raw in enumerate(batch.items):
-        try:
-            data = InteractionIn.model_validate(raw)
-            if data.external_id is None:
-                raise ValidationFailed(
-                    "Imported interactions need an external_id.", loc=["items", index, "external_id"]
-                )
-            async with session.begin_nested():
-                interaction, created = await interactions.log(session, ctx, data)
-        except ValidationError as exc:
-            errs = [{**e, "loc": ["items", index, *e["loc"]]} for e in exc.errors()]
-            results.append({"index": index, "status": 422, "problem": validation_problem(errs)})
-            continue
-        except DomainError as exc:
-            results.append({"index": index, "status": exc.status, "problem": domain_problem(exc)})
-            continue
-        results.append(
-            {
-                "index": index,
-                "status": 201 if created else 200,
-                "id": str(interaction.id),
-                "version": interaction.version,
-            }
-        )
+    results = await interactions.import_many(session, ctx, batch.items)
     succeeded = sum(1 for r in results if int(str(r["status"])) < 300)
     return json_response(
         {"results": results, "succeeded": succeeded, "failed": len(results) - succeeded}, status_code=207

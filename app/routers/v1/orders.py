@@ -4,13 +4,10 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import ValidationError
 from starlette.responses import Response
 
-from app.core.errors import DomainError
 from app.core.idempotency import StoredResponse
 from app.http.json_response import json_response
-from app.http.problems import domain_problem, validation_problem
 from app.routers.deps import CustomersRead, IdempotencyKey, OrdersWrite, Reader, Session
 from app.routers.responses import errors, idempotent, resource_response, stored
 from app.schemas.common import Timestamp
@@ -43,24 +40,7 @@ async def upsert_order(
 )
 async def upsert_orders(batch: OrderBatch, ctx: OrdersWrite, session: Session) -> Response:
     """Each order in its own savepoint; `results[i].status` is 201, 200 or the item's problem."""
-    results: list[dict[str, object]] = []
-    for index, raw in enumerate(batch.items):
-        try:
-            data = OrderIn.model_validate(raw)
-        except ValidationError as exc:
-            errors_ = [{**e, "loc": ["items", index, *e["loc"]]} for e in exc.errors()]
-            results.append({"index": index, "status": 422, "problem": validation_problem(errors_)})
-            continue
-        try:
-            async with session.begin_nested():
-                order, _, created = await orders.upsert(session, ctx, data)
-                await session.flush()
-        except DomainError as exc:
-            results.append({"index": index, "status": exc.status, "problem": domain_problem(exc)})
-            continue
-        results.append(
-            {"index": index, "status": 201 if created else 200, "id": str(order.id), "version": order.version}
-        )
+    results = await orders.upsert_many(session, ctx, batch.items)
     succeeded = sum(1 for r in results if int(str(r["status"])) < 300)
     return json_response(
         {"results": results, "succeeded": succeeded, "failed": len(results) - succeeded}, status_code=207

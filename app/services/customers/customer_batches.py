@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller
 from app.core.errors import DomainError
-from app.http.problems import domain_problem, validation_problem
+from app.core.problems import domain_problem, validation_problem
 from app.schemas.customer import BatchResult, BatchUpdateItem, CustomerCreate, CustomerPatch
 from app.services.customers import customers
 

@@ -6,15 +6,17 @@ from decimal import Decimal
 from typing import Any
 
 from babel.numbers import get_currency_precision, list_currencies
+from pydantic import ValidationError
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
-from app.core.errors import NotFound, ValidationFailed
+from app.core.errors import DomainError, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import decode_cursor, encode_cursor
+from app.core.problems import domain_problem, validation_problem
 from app.models import Customer, Order, OrderLine, Workspace
 from app.schemas.order import OrderIn
 from app.services.customers.visibility import visible_customer_clauses
@@ -288,3 +290,27 @@ def check_amounts(data: OrderIn, workspace_currency: str) -> None:
     }
     if not expected[data.status]:
         raise ValidationFailed(f"refunded_amount does not fit status {data.status}.", loc=["body", "status"])
+
+
+async def upsert_many(session: AsyncSession, ctx: Caller, items: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Up to 100 orders, each in its own savepoint: a bad one fails alone and leaves nothing
+    behind. A result per item: 201 (new), 200 (updated) or the item's problem."""
+    results: list[dict[str, object]] = []
+    for index, raw in enumerate(items):
+        try:
+            data = OrderIn.model_validate(raw)
+        except ValidationError as exc:
+            errors_ = [{**e, "loc": ["items", index, *e["loc"]]} for e in exc.errors()]
+            results.append({"index": index, "status": 422, "problem": validation_problem(errors_)})
+            continue
+        try:
+            async with session.begin_nested():
+                order, _, created = await upsert(session, ctx, data)
+                await session.flush()
+        except DomainError as exc:
+            results.append({"index": index, "status": exc.status, "problem": domain_problem(exc)})
+            continue
+        results.append(
+            {"index": index, "status": 201 if created else 200, "id": str(order.id), "version": order.version}
+        )
+    return results
