@@ -6,10 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from starlette.responses import Response
 
-from app.core.access import Role
-from app.core.settings import Settings, get_settings
+from app.core.settings import get_settings
 from app.http.json_response import json_response
-from app.models import User
 from app.routers.deps import Session
 from app.routers.responses import errors
 from app.schemas.auth import PasswordGrant, TokenOut, TokenRequest
@@ -31,19 +29,12 @@ async def issue_token(request: Annotated[TokenRequest, Body()], session: Session
     else:
         claims = tokens.verify(settings, request.refresh_token, expected_type="refresh")
         user = await users.get_active(session, uuid.UUID(claims["ws"]), uuid.UUID(claims["sub"]))
-    access, lifetime = _token(settings, user, "access")
-    refresh, _ = _token(settings, user, "refresh")
+    pair = tokens.issue_pair(settings, user)
     return json_response(
-        {"access_token": access, "refresh_token": refresh, "token_type": "bearer", "expires_in": lifetime}
-    )
-
-
-def _token(settings: Settings, user: User, token_type: tokens.TokenType) -> tuple[str, int]:
-    return tokens.issue(
-        settings,
-        token_type=token_type,
-        user_id=user.id,
-        workspace_id=user.workspace_id,
-        role=Role(user.role),
-        team_id=user.team_id,
+        {
+            "access_token": pair.access,
+            "refresh_token": pair.refresh,
+            "token_type": "bearer",
+            "expires_in": pair.expires_in,
+        }
     )

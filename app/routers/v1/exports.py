@@ -8,7 +8,6 @@ from pydantic import Field
 from starlette.responses import FileResponse, Response
 
 from app.http.json_response import json_response
-from app.models import ExportJob
 from app.routers.deps import CustomersRead, Reader, Session
 from app.routers.responses import errors
 from app.schemas.common import InputModel
@@ -23,30 +22,17 @@ class ExportIn(InputModel):
     filter: dict[str, Any] | None = Field(default=None, description="The filter language; none: every customer.")
 
 
-def _out(job: ExportJob) -> dict[str, object]:
-    return {
-        "id": job.id,
-        "resource": job.resource,
-        "format": job.file_format,
-        "status": job.status,
-        "rows": job.rows,
-        "created_at": job.created_at,
-        "finished_at": job.finished_at,
-        "download": f"/api/v1/exports/{job.id}/download" if job.status == "done" else None,
-    }
-
-
 @router.post("", status_code=202, responses=errors(), summary="Export customers to CSV or XLSX")
 async def create_export(body: ExportIn, ctx: CustomersRead, session: Session) -> Response:
     """The worker writes the customers the caller may see, masked as the API masks them for this
     caller, with formula-like cells escaped; download when the status is done."""
     job = await exports.create(session, ctx, file_format=body.format, filter_=body.filter)
-    return json_response(_out(job), status_code=202, headers={"Location": f"/api/v1/exports/{job.id}"})
+    return json_response(exports.present(job), status_code=202, headers={"Location": f"/api/v1/exports/{job.id}"})
 
 
 @router.get("/{job_id}", responses=errors(404), summary="Export status")
 async def get_export(job_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
-    return json_response(_out(await exports.get(session, ctx, job_id)))
+    return json_response(exports.present(await exports.get(session, ctx, job_id)))
 
 
 @router.get("/{job_id}/download", responses=errors(404, 409), summary="Download an export")

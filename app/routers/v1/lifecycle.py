@@ -9,7 +9,6 @@ from starlette.responses import Response
 
 from app.core import clock
 from app.http.json_response import json_response
-from app.models import CustomerStage, StageHistory
 from app.routers.deps import CustomersRead, CustomersWrite, PlansWrite, Reader, ReportsRead, Session
 from app.routers.responses import errors
 from app.schemas.common import Timestamp
@@ -43,7 +42,7 @@ async def set_stages(body: StagesIn, ctx: PlansWrite, session: Session) -> Respo
 async def customer_stage(customer_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
     """The current stage and every stay before it (entered, left, by whom or which rule)."""
     current, history = await lifecycle.history(session, ctx, customer_id)
-    return json_response(_stage(customer_id, current, history))
+    return json_response(lifecycle.present(customer_id, current, history))
 
 
 @router.post(
@@ -53,7 +52,7 @@ async def move(customer_id: uuid.UUID, body: StageMove, ctx: CustomersWrite, ses
     """409 lists the stages the customer may move to from where it is."""
     await lifecycle.move(session, ctx, customer_id, body.stage, body.reason)
     current, history = await lifecycle.history(session, ctx, customer_id)
-    return json_response(_stage(customer_id, current, history))
+    return json_response(lifecycle.present(customer_id, current, history))
 
 
 @router.get("/reports/lifecycle", responses=errors(), summary="Lifecycle report")
@@ -71,23 +70,3 @@ async def report(
         session, ctx, at=at or now - timedelta(days=30), since=since or now - timedelta(days=90), until=until or now
     )
     return json_response(data)
-
-
-def _stage(customer_id: uuid.UUID, current: CustomerStage | None, history: list[StageHistory]) -> dict[str, object]:
-    return {
-        "customer_id": customer_id,
-        "stage": getattr(current, "stage", None),
-        "entered_at": getattr(current, "entered_at", None),
-        "history": [
-            {
-                "stage": h.stage,
-                "from_stage": h.from_stage,
-                "entered_at": h.entered_at,
-                "left_at": h.left_at,
-                "by_user_id": h.by_user_id,
-                "by_rule": h.by_rule,
-                "reason": h.reason,
-            }
-            for h in history
-        ],
-    }

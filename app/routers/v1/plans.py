@@ -3,11 +3,9 @@
 import uuid
 
 from fastapi import APIRouter
-from sqlalchemy import select
 from starlette.responses import Response
 
 from app.http.json_response import json_response
-from app.models import CareRule, FollowUpPlan, Workspace
 from app.routers.deps import CustomersRead, IfMatch, PlansWrite, Reader, Session
 from app.routers.responses import errors, resource_response
 from app.schemas.interaction import CareRuleIn, CareRuleOut, PlanIn, PlanOut, PlanPatch, RunOut
@@ -16,29 +14,21 @@ from app.services.engagement import follow_ups
 router = APIRouter(tags=["follow-up plans and care"])
 
 
-def _plan(plan: FollowUpPlan) -> dict[str, object]:
-    return PlanOut.model_validate(plan, from_attributes=True).model_dump(mode="json")
-
-
-def _care(rule: CareRule) -> dict[str, object]:
-    return CareRuleOut.model_validate(rule, from_attributes=True).model_dump(mode="json")
-
-
 @router.get("/follow-up-plans", responses=errors(), summary="List plans")
 async def list_plans(ctx: CustomersRead, session: Reader) -> Response:
-    return json_response({"items": [_plan(p) for p in await follow_ups.list_plans(session, ctx)]})
+    return json_response({"items": [follow_ups.present_plan(p) for p in await follow_ups.list_plans(session, ctx)]})
 
 
 @router.post("/follow-up-plans", status_code=201, response_model=PlanOut, responses=errors(), summary="Add a plan")
 async def create_plan(data: PlanIn, ctx: PlansWrite, session: Session) -> Response:
     """`every_n_days` for the audience (tier, segment, stage), or `days_after_first_purchase`.
     The scheduler runs plans every 10 minutes; tasks go to each customer's owner."""
-    return resource_response(_plan(await follow_ups.create_plan(session, ctx, data)), status_code=201)
+    return resource_response(follow_ups.present_plan(await follow_ups.create_plan(session, ctx, data)), status_code=201)
 
 
 @router.get("/follow-up-plans/{plan_id}", response_model=PlanOut, responses=errors(404), summary="Get a plan")
 async def get_plan(plan_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
-    return resource_response(_plan(await follow_ups.get_plan(session, ctx, plan_id)))
+    return resource_response(follow_ups.present_plan(await follow_ups.get_plan(session, ctx, plan_id)))
 
 
 @router.patch("/follow-up-plans/{plan_id}", response_model=PlanOut, responses=errors(404, 412, 428), summary="Change")
@@ -47,25 +37,27 @@ async def update_plan(
 ) -> Response:
     """`active: false` pauses the plan; its open tasks stay."""
     return resource_response(
-        _plan(await follow_ups.update_plan(session, ctx, plan_id, patch, expected_version=version))
+        follow_ups.present_plan(await follow_ups.update_plan(session, ctx, plan_id, patch, expected_version=version))
     )
 
 
 @router.post("/follow-up-plans/run", response_model=RunOut, responses=errors(), summary="Run plans and care now")
 async def run_now(ctx: PlansWrite, session: Session) -> Response:
     """What the scheduler does, on demand; running twice creates nothing twice."""
-    tz = await session.scalar(select(Workspace.timezone).where(Workspace.id == ctx.workspace_id)) or "UTC"
-    created = await follow_ups.run_plans(session, ctx) + await follow_ups.run_care(session, ctx, timezone=tz)
-    return json_response({"created": created})
+    return json_response({"created": await follow_ups.run_now(session, ctx)})
 
 
 @router.get("/care-rules", responses=errors(), summary="List care rules")
 async def list_care(ctx: CustomersRead, session: Reader) -> Response:
-    return json_response({"items": [_care(r) for r in await follow_ups.list_care_rules(session, ctx)]})
+    return json_response(
+        {"items": [follow_ups.present_care_rule(r) for r in await follow_ups.list_care_rules(session, ctx)]}
+    )
 
 
 @router.post("/care-rules", status_code=201, response_model=CareRuleOut, responses=errors(), summary="Add a care rule")
 async def create_care(data: CareRuleIn, ctx: PlansWrite, session: Session) -> Response:
     """Birthdays, a fixed date (a holiday) or a date custom field (an anniversary): a reminder task
     for the owner `lead_days` ahead, skipping customers who declined every channel."""
-    return resource_response(_care(await follow_ups.create_care_rule(session, ctx, data)), status_code=201)
+    return resource_response(
+        follow_ups.present_care_rule(await follow_ups.create_care_rule(session, ctx, data)), status_code=201
+    )

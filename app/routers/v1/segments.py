@@ -1,17 +1,12 @@
 """Segments and the filter language: /api/v1/segments, /api/v1/customers/search."""
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
-from sqlalchemy import select, tuple_
 from starlette.responses import Response
 
-from app.core.errors import ValidationFailed
-from app.core.pagination import decode_cursor, encode_cursor
 from app.http.json_response import json_response
-from app.models import Customer, Segment
 from app.routers.deps import CustomersRead, CustomersWrite, IfMatch, Reader, Session
 from app.routers.responses import errors, resource_response
 from app.schemas.customer import CustomerPage
@@ -30,16 +25,11 @@ from app.schemas.segment import (
 )
 from app.services.bulk import csv_export
 from app.services.customers import custom_fields
-from app.services.customers.customer_output import CUSTOMER_COLUMNS, present
+from app.services.customers.customer_output import present
 from app.services.filters.catalogue import CUSTOM_PREFIX, FIELDS, OPERATORS, FieldType
-from app.services.filters.compiler import compile_filter
 from app.services.segments import segments
 
 router = APIRouter(tags=["segments"])
-
-
-def _out(segment: Segment) -> dict[str, object]:
-    return SegmentOut.model_validate(segment, from_attributes=True).model_dump(mode="json")
 
 
 @router.get("/segments/fields", response_model=FieldList, responses=errors(), summary="The filter field catalogue")
@@ -75,27 +65,8 @@ async def fields(ctx: CustomersRead, session: Reader) -> Response:
 async def search(body: CustomerSearch, ctx: CustomersRead, session: Reader) -> Response:
     """The filter language over the customers the caller may see, newest first, cursor-paginated.
     An invalid filter is a 422 whose `loc` is the path to the bad node."""
-    compiled = await compile_filter(session, ctx, body.filter)
-    matching = segments.customers_matching(ctx, compiled, for_caller=True).subquery()
-    stmt = (
-        select(*CUSTOMER_COLUMNS)
-        .where(Customer.id.in_(matching.select()), Customer.workspace_id == ctx.workspace_id)
-        .order_by(Customer.created_at.desc(), Customer.id.desc())
-        .limit(body.limit + 1)
-    )
-    if body.cursor:
-        at, last = decode_cursor(body.cursor, expected_length=2)
-        try:
-            after = (datetime.fromisoformat(str(at)), uuid.UUID(str(last)))
-        except ValueError as exc:
-            raise ValidationFailed("The cursor is not valid for this search.", loc=["body", "cursor"]) from exc
-        stmt = stmt.where(tuple_(Customer.created_at, Customer.id) < tuple_(*after))
-    rows = [row._mapping for row in await session.execute(stmt)]
-    next_cursor = None
-    if len(rows) > body.limit:
-        last_row = rows[body.limit - 1]
-        next_cursor = encode_cursor([last_row["created_at"].isoformat(), str(last_row["id"])])
-    return json_response({"items": [present(r, ctx) for r in rows[: body.limit]], "next_cursor": next_cursor})
+    rows, next_cursor = await segments.search(session, ctx, body.filter, limit=body.limit, cursor=body.cursor)
+    return json_response({"items": [present(r, ctx) for r in rows], "next_cursor": next_cursor})
 
 
 @router.post("/segments/preview", response_model=PreviewOut, responses=errors(), summary="Preview a filter")
@@ -108,7 +79,7 @@ async def preview(body: Preview, ctx: CustomersRead, session: Reader) -> Respons
 @router.get("/segments", response_model=SegmentList, responses=errors(), summary="List segments")
 async def list_segments(ctx: CustomersRead, session: Session) -> Response:
     """Built-in segments (RFM segments, birthdays this month, new this month, at risk) included."""
-    return json_response({"items": [_out(s) for s in await segments.list_all(session, ctx)]})
+    return json_response({"items": [segments.present(s) for s in await segments.list_all(session, ctx)]})
 
 
 @router.post("/segments", status_code=201, response_model=SegmentOut, responses=errors(), summary="Create a segment")
@@ -118,12 +89,12 @@ async def create_segment(body: SegmentCreate, ctx: CustomersWrite, session: Sess
     segment = await segments.create(
         session, ctx, name=body.name, description=body.description, kind=body.kind, filter_=body.filter
     )
-    return resource_response(_out(segment), status_code=201, location=f"/api/v1/segments/{segment.id}")
+    return resource_response(segments.present(segment), status_code=201, location=f"/api/v1/segments/{segment.id}")
 
 
 @router.get("/segments/{segment_id}", response_model=SegmentOut, responses=errors(404), summary="Get a segment")
 async def get_segment(segment_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
-    return resource_response(_out(await segments.get(session, ctx, segment_id)))
+    return resource_response(segments.present(await segments.get(session, ctx, segment_id)))
 
 
 @router.patch(
@@ -133,7 +104,9 @@ async def update_segment(
     segment_id: uuid.UUID, body: SegmentPatch, ctx: CustomersWrite, session: Session, version: IfMatch
 ) -> Response:
     changes = body.model_dump(include=body.model_fields_set)
-    return resource_response(_out(await segments.update(session, ctx, segment_id, changes, expected_version=version)))
+    return resource_response(
+        segments.present(await segments.update(session, ctx, segment_id, changes, expected_version=version))
+    )
 
 
 @router.delete(
@@ -153,7 +126,7 @@ async def delete_segment(segment_id: uuid.UUID, ctx: CustomersWrite, session: Se
 )
 async def refresh(segment_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
     """Asks the worker to rematerialise a dynamic segment now."""
-    return json_response(_out(await segments.request_refresh(session, ctx, segment_id)), status_code=202)
+    return json_response(segments.present(await segments.request_refresh(session, ctx, segment_id)), status_code=202)
 
 
 @router.post(
@@ -162,7 +135,7 @@ async def refresh(segment_id: uuid.UUID, ctx: CustomersWrite, session: Session) 
 async def change_members(segment_id: uuid.UUID, body: MemberChange, ctx: CustomersWrite, session: Session) -> Response:
     """Add and remove up to 1,000 customers of a static list per call."""
     segment = await segments.change_members(session, ctx, segment_id, add=body.add, remove=body.remove)
-    return resource_response(_out(segment))
+    return resource_response(segments.present(segment))
 
 
 @router.post(
@@ -174,7 +147,7 @@ async def change_members(segment_id: uuid.UUID, body: MemberChange, ctx: Custome
 )
 async def snapshot(segment_id: uuid.UUID, body: SnapshotIn, ctx: CustomersWrite, session: Session) -> Response:
     frozen = await segments.snapshot(session, ctx, segment_id, name=body.name)
-    return resource_response(_out(frozen), status_code=201, location=f"/api/v1/segments/{frozen.id}")
+    return resource_response(segments.present(frozen), status_code=201, location=f"/api/v1/segments/{frozen.id}")
 
 
 @router.get("/segments/{segment_id}/members", response_model=CustomerPage, responses=errors(404), summary="Members")

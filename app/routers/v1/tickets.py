@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Request
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter
-from sqlalchemy import select
 from starlette.responses import Response
 
 from app.core import clock
@@ -17,7 +16,6 @@ from app.core.errors import ValidationFailed
 from app.core.idempotency import StoredResponse
 from app.http.json_response import json_response
 from app.http.rate_limits import TooManyRequests
-from app.models import Ticket, Workspace
 from app.routers.deps import (
     CustomersRead,
     CustomersWrite,
@@ -56,10 +54,6 @@ _intake_limits = FixedWindowRateLimiter(MemoryStorage())
 INTAKE_PER_MINUTE = RateLimitItemPerMinute(30)
 
 
-def _ticket(ticket: Ticket) -> dict[str, object]:
-    return tickets.present(ticket)
-
-
 @router.post("/tickets", status_code=201, response_model=TicketOut, responses=errors(404), summary="Open a ticket")
 async def open_ticket(
     request: Request, data: TicketIn, ctx: CustomersWrite, session: Session, key: IdempotencyKey
@@ -68,7 +62,9 @@ async def open_ticket(
 
     async def create() -> StoredResponse:
         ticket = await tickets.open_ticket(session, ctx, data)
-        return stored(201, _ticket(ticket), {"ETag": f'"{ticket.version}"', "Location": f"/api/v1/tickets/{ticket.id}"})
+        return stored(
+            201, tickets.present(ticket), {"ETag": f'"{ticket.version}"', "Location": f"/api/v1/tickets/{ticket.id}"}
+        )
 
     return await idempotent(request, session, ctx, key, create)
 
@@ -99,12 +95,12 @@ async def list_tickets(
     rows, next_cursor = await tickets.list_tickets(
         session, ctx, filters=filters, at_risk_minutes=at_risk_within_minutes, limit=limit, cursor=cursor
     )
-    return json_response({"items": [_ticket(t) for t in rows], "next_cursor": next_cursor})
+    return json_response({"items": [tickets.present(t) for t in rows], "next_cursor": next_cursor})
 
 
 @router.get("/tickets/{ticket_id}", response_model=TicketOut, responses=errors(404), summary="Get a ticket")
 async def get_ticket(ticket_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
-    return resource_response(_ticket(await tickets.get(session, ctx, ticket_id)))
+    return resource_response(tickets.present(await tickets.get(session, ctx, ticket_id)))
 
 
 @router.patch("/tickets/{ticket_id}", response_model=TicketOut, responses=errors(404, 409, 412, 428), summary="Change")
@@ -112,20 +108,22 @@ async def update_ticket(
     ticket_id: uuid.UUID, patch: TicketPatch, ctx: CustomersWrite, session: Session, version: IfMatch
 ) -> Response:
     """Reassigning (assignee or team queue) is recorded in the history."""
-    return resource_response(_ticket(await tickets.update(session, ctx, ticket_id, patch, expected_version=version)))
+    return resource_response(
+        tickets.present(await tickets.update(session, ctx, ticket_id, patch, expected_version=version))
+    )
 
 
 @router.post("/tickets/{ticket_id}/transition", response_model=TicketOut, responses=errors(404, 409), summary="Move")
 async def transition(ticket_id: uuid.UUID, body: Transition, ctx: CustomersWrite, session: Session) -> Response:
     """new → assigned → in_progress → waiting_on_customer → resolved → closed; a resolved ticket
     reopens (in_progress) within 7 days. 409 lists the allowed moves."""
-    return resource_response(_ticket(await tickets.transition(session, ctx, ticket_id, body.status)))
+    return resource_response(tickets.present(await tickets.transition(session, ctx, ticket_id, body.status)))
 
 
 @router.post("/tickets/{ticket_id}/escalate", response_model=TicketOut, responses=errors(404, 409), summary="Escalate")
 async def escalate(ticket_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
     """Raises the priority one step and marks the ticket escalated."""
-    return resource_response(_ticket(await tickets.escalate(session, ctx, ticket_id)))
+    return resource_response(tickets.present(await tickets.escalate(session, ctx, ticket_id)))
 
 
 @router.post("/tickets/{ticket_id}/comments", status_code=201, responses=errors(404, 409), summary="Comment")
@@ -227,9 +225,7 @@ async def report(
     since, until = since or (until or now) - timedelta(days=30), until or now
     if until <= since:
         raise ValidationFailed("until must be after since.", loc=["query", "until"])
-    tz = await session.scalar(select(Workspace.timezone).where(Workspace.id == ctx.workspace_id)) or "UTC"
-    data = await service_reports.service_report(session, ctx, since=since, until=until, timezone=tz)
-    return json_response(data)
+    return json_response(await service_reports.workspace_report(session, ctx, since=since, until=until))
 
 
 @public.post("/csat/{token}", responses=public_errors(404, 409, 410), summary="Answer a CSAT survey (no account)")

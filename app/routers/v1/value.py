@@ -10,11 +10,10 @@ from starlette.responses import Response
 
 from app.core import clock
 from app.http.json_response import json_response
-from app.models import ValueTier
 from app.routers.deps import CustomersRead, Reader, ReportsRead, Session, ValueAdmin
 from app.routers.responses import errors
 from app.schemas.common import Timestamp
-from app.schemas.order import CustomerValueOut, RecomputeOut, TierSettings, ValueTierList, ValueTierOut
+from app.schemas.order import CustomerValueOut, RecomputeOut, TierSettings, ValueTierList
 from app.services.bulk import csv_export
 from app.services.value import customer_values, value_reports, value_tiers
 
@@ -34,7 +33,7 @@ async def customer_value(customer_id: uuid.UUID, ctx: CustomersRead, session: Re
 async def get_tiers(ctx: CustomersRead, session: Session) -> Response:
     """Defaults to A (≥ 10,000 net spend in the window), B (≥ 2,000) and C (the rest)."""
     tiers, window = await value_tiers.list_tiers(session, ctx)
-    return json_response({"items": [_tier(t) for t in tiers], "window_days": window})
+    return json_response({"items": [value_tiers.present(t) for t in tiers], "window_days": window})
 
 
 @router.put("/value-tiers", response_model=ValueTierList, responses=errors(), summary="Replace the tier rules")
@@ -42,7 +41,7 @@ async def put_tiers(settings: TierSettings, ctx: ValueAdmin, session: Session) -
     """A customer gets the best-ranked tier whose every rule holds; the new rules apply at the
     recompute this requests (run by the worker)."""
     tiers, window = await value_tiers.replace(session, ctx, settings)
-    return json_response({"items": [_tier(t) for t in tiers], "window_days": window})
+    return json_response({"items": [value_tiers.present(t) for t in tiers], "window_days": window})
 
 
 @router.post(
@@ -72,7 +71,3 @@ async def report(
     if accept and "text/csv" in accept:
         return Response(csv_export.render(value_reports.as_csv_rows(data)), media_type="text/csv; charset=utf-8")
     return json_response(data)
-
-
-def _tier(tier: ValueTier) -> dict[str, object]:
-    return ValueTierOut.model_validate(tier).model_dump(mode="json")

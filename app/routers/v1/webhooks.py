@@ -6,9 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from app.core import clock
 from app.http.json_response import json_response
-from app.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.routers.deps import IfMatch, Reader, Session, WebhooksWrite
 from app.routers.responses import errors, resource_response
 from app.schemas.event import (
@@ -28,29 +26,13 @@ from app.services.events import webhook_endpoints
 router = APIRouter(prefix="/webhook-endpoints", tags=["webhooks"])
 
 
-def _out(endpoint: WebhookEndpoint) -> dict[str, object]:
-    return {
-        "id": endpoint.id,
-        "url": endpoint.url,
-        "event_types": endpoint.event_types,
-        "description": endpoint.description,
-        "enabled": endpoint.enabled,
-        "disabled_reason": endpoint.disabled_reason,
-        "consecutive_failures": endpoint.consecutive_failures,
-        "secret_rotating_until": webhook_endpoints.secret_rotating_until(endpoint, clock.now()),
-        "created_at": endpoint.created_at,
-        "updated_at": endpoint.updated_at,
-        "version": endpoint.version,
-    }
-
-
 @router.post("", status_code=201, response_model=EndpointWithSecret, responses=errors(), summary="Add an endpoint")
 async def create_endpoint(data: EndpointCreate, ctx: WebhooksWrite, session: Session) -> Response:
     """The response holds the signing secret (`whsec_…`) once. URLs that resolve to loopback,
     private, link-local or metadata addresses are refused (422) unless the operator allows them."""
     endpoint = await webhook_endpoints.create(session, ctx, data)
     return resource_response(
-        {**_out(endpoint), "secret": endpoint.secret},
+        {**webhook_endpoints.present(endpoint), "secret": endpoint.secret},
         status_code=201,
         location=f"/api/v1/webhook-endpoints/{endpoint.id}",
     )
@@ -58,12 +40,14 @@ async def create_endpoint(data: EndpointCreate, ctx: WebhooksWrite, session: Ses
 
 @router.get("", response_model=EndpointList, responses=errors(), summary="List endpoints")
 async def list_endpoints(ctx: WebhooksWrite, session: Reader) -> Response:
-    return json_response({"items": [_out(e) for e in await webhook_endpoints.list_all(session, ctx)]})
+    return json_response(
+        {"items": [webhook_endpoints.present(e) for e in await webhook_endpoints.list_all(session, ctx)]}
+    )
 
 
 @router.get("/{endpoint_id}", response_model=EndpointOut, responses=errors(404), summary="Get an endpoint")
 async def get_endpoint(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: Reader) -> Response:
-    return resource_response(_out(await webhook_endpoints.get(session, ctx, endpoint_id)))
+    return resource_response(webhook_endpoints.present(await webhook_endpoints.get(session, ctx, endpoint_id)))
 
 
 @router.patch(
@@ -75,7 +59,7 @@ async def update_endpoint(
     """`enabled: true` re-enables a disabled endpoint and clears its failure count; its pending
     deliveries then go out."""
     endpoint = await webhook_endpoints.update(session, ctx, endpoint_id, patch, expected_version=version)
-    return resource_response(_out(endpoint))
+    return resource_response(webhook_endpoints.present(endpoint))
 
 
 @router.delete("/{endpoint_id}", status_code=204, responses=errors(404, 412, 428), summary="Remove an endpoint")
@@ -94,7 +78,7 @@ async def rotate_secret(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: Ses
     """Returns the new secret once. For `GUANXI_WEBHOOK_SECRET_OVERLAP_HOURS` every delivery carries
     signatures by both the new and the old secret, so receivers can switch without a gap."""
     endpoint = await webhook_endpoints.rotate_secret(session, ctx, endpoint_id)
-    return resource_response({**_out(endpoint), "secret": endpoint.secret})
+    return resource_response({**webhook_endpoints.present(endpoint), "secret": endpoint.secret})
 
 
 @router.post(
@@ -103,7 +87,7 @@ async def rotate_secret(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: Ses
 async def ping(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: Session) -> Response:
     """Queues a `webhook.ping` event to this endpoint only; follow it in the delivery log."""
     delivery = await webhook_endpoints.ping(session, ctx, endpoint_id)
-    return json_response(_delivery(delivery, "webhook.ping"), status_code=202)
+    return json_response(webhook_endpoints.present_delivery(delivery, "webhook.ping"), status_code=202)
 
 
 @router.post(
@@ -133,7 +117,9 @@ async def deliveries(
     rows, next_cursor = await webhook_endpoints.list_deliveries(
         session, ctx, endpoint_id, limit=limit, cursor=cursor, state=state
     )
-    return json_response({"items": [_delivery(d, t) for d, t in rows], "next_cursor": next_cursor})
+    return json_response(
+        {"items": [webhook_endpoints.present_delivery(d, t) for d, t in rows], "next_cursor": next_cursor}
+    )
 
 
 @router.get(
@@ -145,30 +131,4 @@ async def deliveries(
 async def attempts(endpoint_id: uuid.UUID, delivery_id: uuid.UUID, ctx: WebhooksWrite, session: Reader) -> Response:
     """Status, latency and the start of the response body of every attempt."""
     rows = await webhook_endpoints.list_attempts(session, ctx, endpoint_id, delivery_id)
-    return json_response({"items": [_attempt(a) for a in rows]})
-
-
-def _delivery(d: WebhookDelivery, event_type: str) -> dict[str, object]:
-    return {
-        "id": d.id,
-        "event_id": d.event_id,
-        "event_type": event_type,
-        "state": d.state,
-        "attempts": d.attempts,
-        "next_attempt_at": d.next_attempt_at if d.state == "pending" else None,
-        "last_status": d.last_status,
-        "last_error": d.last_error,
-        "created_at": d.created_at,
-        "succeeded_at": d.succeeded_at,
-    }
-
-
-def _attempt(a: WebhookAttempt) -> dict[str, object]:
-    return {
-        "attempt": a.attempt,
-        "started_at": a.started_at,
-        "duration_ms": a.duration_ms,
-        "status_code": a.status_code,
-        "error": a.error,
-        "response_excerpt": a.response_excerpt,
-    }
+    return json_response({"items": [webhook_endpoints.present_attempt(a) for a in rows]})

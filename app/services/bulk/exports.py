@@ -111,6 +111,19 @@ def download_path(job: ExportJob) -> Path:
     return Path(job.path)
 
 
+def present(job: ExportJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "resource": job.resource,
+        "format": job.file_format,
+        "status": job.status,
+        "rows": job.rows,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "download": f"/api/v1/exports/{job.id}/download" if job.status == "done" else None,
+    }
+
+
 async def claim_next(session: AsyncSession) -> ExportJob | None:
     job = await session.scalar(
         select(ExportJob)

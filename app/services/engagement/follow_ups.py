@@ -15,8 +15,9 @@ from app.core.access import Caller
 from app.core.errors import NotFound, PreconditionFailed, ValidationFailed
 from app.core.ids import new_id
 from app.models import CareRule, CustomFieldDefinition, FollowUpPlan, LifecycleStage, Segment
-from app.schemas.interaction import CareRuleIn, PlanIn, PlanPatch
+from app.schemas.interaction import CareRuleIn, CareRuleOut, PlanIn, PlanOut, PlanPatch
 from app.services.events import audit
+from app.services.identity import workspaces
 from app.services.segments import lifecycle
 
 
@@ -269,6 +270,13 @@ ON CONFLICT DO NOTHING
 """
 
 
+async def run_now(session: AsyncSession, ctx: Caller) -> int:
+    """The workspace's plans and care rules, on demand, in the workspace's time zone; returns how
+    many tasks were created."""
+    timezone = await workspaces.timezone(session, ctx.workspace_id)
+    return await run_plans(session, ctx) + await run_care(session, ctx, timezone=timezone)
+
+
 async def run_care(session: AsyncSession, ctx: Caller, *, timezone: str) -> int:
     """Reminder tasks for the owner, `lead_days` ahead of each customer's occasion."""
     created = 0
@@ -290,3 +298,11 @@ async def run_care(session: AsyncSession, ctx: Caller, *, timezone: str) -> int:
         result = await session.execute(text(_care_sql(rule)), params)
         created += int(result.rowcount or 0)  # type: ignore[attr-defined]
     return created
+
+
+def present_plan(plan: FollowUpPlan) -> dict[str, Any]:
+    return PlanOut.model_validate(plan, from_attributes=True).model_dump(mode="json")
+
+
+def present_care_rule(rule: CareRule) -> dict[str, Any]:
+    return CareRuleOut.model_validate(rule, from_attributes=True).model_dump(mode="json")

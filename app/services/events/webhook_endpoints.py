@@ -275,3 +275,45 @@ def _row(delivery: WebhookDelivery) -> dict[str, Any]:
 async def _wake_dispatcher(session: AsyncSession) -> None:
     # Delivered at commit: the worker enqueues the due deliveries at once instead of at its next sweep.
     await session.execute(select(func.pg_notify("guanxi_outbox", "")))
+
+
+def present(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    return {
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "event_types": endpoint.event_types,
+        "description": endpoint.description,
+        "enabled": endpoint.enabled,
+        "disabled_reason": endpoint.disabled_reason,
+        "consecutive_failures": endpoint.consecutive_failures,
+        "secret_rotating_until": secret_rotating_until(endpoint, clock.now()),
+        "created_at": endpoint.created_at,
+        "updated_at": endpoint.updated_at,
+        "version": endpoint.version,
+    }
+
+
+def present_delivery(d: WebhookDelivery, event_type: str) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "event_id": d.event_id,
+        "event_type": event_type,
+        "state": d.state,
+        "attempts": d.attempts,
+        "next_attempt_at": d.next_attempt_at if d.state == "pending" else None,
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "created_at": d.created_at,
+        "succeeded_at": d.succeeded_at,
+    }
+
+
+def present_attempt(a: WebhookAttempt) -> dict[str, Any]:
+    return {
+        "attempt": a.attempt,
+        "started_at": a.started_at,
+        "duration_ms": a.duration_ms,
+        "status_code": a.status_code,
+        "error": a.error,
+        "response_excerpt": a.response_excerpt,
+    }

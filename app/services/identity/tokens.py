@@ -2,7 +2,7 @@
 
 import uuid
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jwt
 
@@ -10,9 +10,17 @@ from app.core import clock
 from app.core.access import Role
 from app.core.errors import Unauthorized
 from app.core.settings import Settings
+from app.models import User
 
 ALGORITHM = "HS256"
 TokenType = Literal["access", "refresh"]
+
+
+class TokenPair(NamedTuple):
+    access: str
+    refresh: str
+    # The access token's lifetime in seconds.
+    expires_in: int
 
 
 def issue(
@@ -44,6 +52,24 @@ def issue(
         "jti": uuid.uuid4().hex,
     }
     return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM), int(lifetime.total_seconds())
+
+
+def issue_pair(settings: Settings, user: User) -> TokenPair:
+    """An access and a refresh token for the user, with the user's present role and team."""
+    access, lifetime = _for_user(settings, user, "access")
+    refresh, _ = _for_user(settings, user, "refresh")
+    return TokenPair(access=access, refresh=refresh, expires_in=lifetime)
+
+
+def _for_user(settings: Settings, user: User, token_type: TokenType) -> tuple[str, int]:
+    return issue(
+        settings,
+        token_type=token_type,
+        user_id=user.id,
+        workspace_id=user.workspace_id,
+        role=Role(user.role),
+        team_id=user.team_id,
+    )
 
 
 def verify(settings: Settings, token: str, *, expected_type: TokenType) -> dict[str, Any]:

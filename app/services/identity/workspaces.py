@@ -54,5 +54,10 @@ async def get(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace:
     return workspace
 
 
+async def timezone(session: AsyncSession, workspace_id: uuid.UUID) -> str:
+    """The workspace's IANA time zone; UTC for a workspace that is gone."""
+    return await session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id)) or "UTC"
+
+
 async def find_by_slug(session: AsyncSession, slug: str) -> Workspace | None:
     return await session.scalar(select(Workspace).where(Workspace.slug == slug))

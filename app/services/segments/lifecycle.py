@@ -334,6 +334,27 @@ async def history(
     return current, list(rows.all())
 
 
+def present(customer_id: uuid.UUID, current: CustomerStage | None, history: list[StageHistory]) -> dict[str, Any]:
+    """A customer's current stage and its stays, as `history` returns them."""
+    return {
+        "customer_id": customer_id,
+        "stage": getattr(current, "stage", None),
+        "entered_at": getattr(current, "entered_at", None),
+        "history": [
+            {
+                "stage": h.stage,
+                "from_stage": h.from_stage,
+                "entered_at": h.entered_at,
+                "left_at": h.left_at,
+                "by_user_id": h.by_user_id,
+                "by_rule": h.by_rule,
+                "reason": h.reason,
+            }
+            for h in history
+        ],
+    }
+
+
 REPORT_SQL = {
     "now": text(
         "SELECT stage, count(*) FROM customer_stages s JOIN customers c ON c.workspace_id = s.workspace_id "

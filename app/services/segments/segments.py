@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, func, insert, literal, select
+from sqlalchemy import Select, and_, delete, exists, func, insert, literal, select, tuple_
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFa
 from app.core.ids import new_id
 from app.core.pagination import decode_cursor, encode_cursor
 from app.models import Customer, CustomerStage, CustomerValue, OutboxEvent, Segment, SegmentMember, SegmentSize
+from app.schemas.segment import SegmentOut
 from app.services.customers.customer_output import CUSTOMER_COLUMNS
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events import audit
@@ -372,6 +373,33 @@ async def preview(session: AsyncSession, ctx: Caller, filter_: Any, *, limit: in
     return (int(rows[0].total) if rows else 0), [row._mapping for row in rows]
 
 
+async def search(
+    session: AsyncSession, ctx: Caller, filter_: Any, *, limit: int, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    """The filter over the customers the caller may see, newest first, a page at a time."""
+    compiled = await compile_filter(session, ctx, filter_)
+    matching = customers_matching(ctx, compiled, for_caller=True).subquery()
+    stmt = (
+        select(*CUSTOMER_COLUMNS)
+        .where(Customer.id.in_(matching.select()), Customer.workspace_id == ctx.workspace_id)
+        .order_by(Customer.created_at.desc(), Customer.id.desc())
+        .limit(limit + 1)
+    )
+    if cursor:
+        at, last = decode_cursor(cursor, expected_length=2)
+        try:
+            after = (datetime.fromisoformat(str(at)), uuid.UUID(str(last)))
+        except ValueError as exc:
+            raise ValidationFailed("The cursor is not valid for this search.", loc=["body", "cursor"]) from exc
+        stmt = stmt.where(tuple_(Customer.created_at, Customer.id) < tuple_(*after))
+    rows = [row._mapping for row in await session.execute(stmt)]
+    next_cursor = None
+    if len(rows) > limit:
+        last_row = rows[limit - 1]
+        next_cursor = encode_cursor([last_row["created_at"].isoformat(), str(last_row["id"])])
+    return rows[:limit], next_cursor
+
+
 async def members(
     session: AsyncSession, ctx: Caller, segment_id: uuid.UUID, *, limit: int | None, cursor: str | None
 ) -> tuple[list[Any], str | None]:
@@ -436,3 +464,7 @@ async def ensure_builtins(session: AsyncSession, ctx: Caller) -> None:
         )
         .on_conflict_do_nothing()
     )
+
+
+def present(segment: Segment) -> dict[str, Any]:
+    return SegmentOut.model_validate(segment, from_attributes=True).model_dump(mode="json")

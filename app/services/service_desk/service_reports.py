@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller
 from app.services.customers.visibility import effective_visibility, visible_customer_ids_sql
+from app.services.identity import workspaces
 
 # The width of the latency buckets, as guanxi_latency_bucket() (migration 0017) cuts them.
 LATENCY_GAMMA = 1.01 / 0.99
@@ -202,6 +203,12 @@ def median_minutes(histogram: list[list[int]] | None) -> float | None:
 
 def _bucket_seconds(bucket: int) -> float:
     return 0.0 if bucket <= 0 else 2 * LATENCY_GAMMA**bucket / (LATENCY_GAMMA + 1)
+
+
+async def workspace_report(session: AsyncSession, ctx: Caller, *, since: datetime, until: datetime) -> dict[str, Any]:
+    """The service report with the workspace's own days and months."""
+    timezone = await workspaces.timezone(session, ctx.workspace_id)
+    return await service_report(session, ctx, since=since, until=until, timezone=timezone)
 
 
 async def service_report(

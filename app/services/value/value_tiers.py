@@ -1,5 +1,7 @@
 """Workspace value tiers: the rule set customers are sorted into, replaced as a whole."""
 
+from typing import Any
+
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -8,7 +10,7 @@ from app.core.access import Caller
 from app.core.errors import ValidationFailed
 from app.core.ids import new_id
 from app.models import ValueTier
-from app.schemas.order import TierSettings
+from app.schemas.order import TierSettings, ValueTierOut
 from app.services.events import audit
 from app.services.value import customer_values
 
@@ -65,3 +67,7 @@ async def replace(session: AsyncSession, ctx: Caller, settings: TierSettings) ->
         },
     )
     return tiers, settings.window_days
+
+
+def present(tier: ValueTier) -> dict[str, Any]:
+    return ValueTierOut.model_validate(tier).model_dump(mode="json")
