@@ -2,14 +2,14 @@
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from starlette.responses import Response
 
-from app.core.metrics import POOL_CONNECTIONS, QUEUE_JOBS, WEBHOOK_DELIVERIES, exposition_registry
+from app.core.metrics import POOL_CONNECTIONS, exposition_registry
 from app.core.settings import get_settings
 from app.http.json_response import json_response
 from app.http.problems import is_database_unavailable, problem_response
 from app.routers.responses import problem_responses
+from app.services.operations import probes
 
 router = APIRouter(tags=["operations"])
 
@@ -24,10 +24,7 @@ async def readyz(request: Request) -> Response:
     expected: str = request.app.state.migration_head
     try:
         async with request.app.state.readers() as session:
-            current = None
-            # A database that was never migrated has no alembic_version table at all.
-            if await session.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL")):
-                current = await session.scalar(text("SELECT version_num FROM alembic_version"))
+            current = await probes.schema_revision(session)
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise
@@ -60,17 +57,7 @@ async def metrics(request: Request) -> Response:
         POOL_CONNECTIONS.labels(name, "idle").set(pool.checkedin())
     try:
         async with request.app.state.readers() as session:
-            for entrypoint, status, count in await session.execute(
-                text("SELECT entrypoint, status::text, count(*) FROM pgqueuer GROUP BY 1, 2")
-            ):
-                QUEUE_JOBS.labels(entrypoint, status).set(count)
-            for state, count in await session.execute(
-                text(
-                    "SELECT state, count(*) FROM webhook_deliveries "
-                    "WHERE state IN ('pending', 'sending', 'failed') GROUP BY 1"
-                )
-            ):
-                WEBHOOK_DELIVERIES.labels(state).set(count)
+            await probes.record_queue_depths(session)
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise

@@ -1,0 +1,1 @@
+"""What the operations probes read from the database: the schema's revision and the queues' depths."""
