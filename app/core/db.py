@@ -1,7 +1,7 @@
 """Engine, sessions and the choice of database (DATABASE_URL or the embedded server)."""
 
 import os
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
@@ -12,6 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core import embedded_db
 from app.core.settings import Settings
+
+# The session as the routers and their dependencies name it: they hand it to services and never
+# query through it, so they import no SQLAlchemy (the import contracts in pyproject.toml).
+DbSession: TypeAlias = AsyncSession
 
 
 def resolve_database_url(settings: Settings, *, stop_embedded_at_exit: bool = True) -> str:

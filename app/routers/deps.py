@@ -7,15 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller, Role, Scope, user_caller
+from app.core.db import DbSession
 from app.core.errors import Forbidden, PreconditionRequired, Unauthorized
 from app.core.settings import get_settings
 from app.services.identity import api_keys, tokens
 
 
-async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
+async def unit_of_work(request: Request) -> AsyncIterator[DbSession]:
     """One transaction per request, committed before the response leaves: a failed commit is an
     error response, never a 2xx for a lost write (the dependency runs with scope="function")."""
     async with request.app.state.sessions() as session:
@@ -23,14 +23,14 @@ async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
         await session.commit()
 
 
-async def reader(request: Request) -> AsyncIterator[AsyncSession]:
+async def reader(request: Request) -> AsyncIterator[DbSession]:
     """Autocommit session for reads: no BEGIN/COMMIT round trips around a single SELECT."""
     async with request.app.state.readers() as session:
         yield session
 
 
-Session = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]
-Reader = Annotated[AsyncSession, Depends(reader, scope="function")]
+Session = Annotated[DbSession, Depends(unit_of_work, scope="function")]
+Reader = Annotated[DbSession, Depends(reader, scope="function")]
 # The same autocommit session, for a write that is one statement and so its own transaction.
 Autocommit = Reader
 

@@ -5,11 +5,11 @@ from typing import Any
 
 import orjson
 from fastapi import Request
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from app.core import idempotency
 from app.core.access import Caller
+from app.core.db import DbSession
 from app.http.json_response import dumps, json_response
 from app.http.problems import PROBLEM_MEDIA_TYPE
 from app.schemas.common import Problem
@@ -80,7 +80,7 @@ def resource_response(content: dict[str, Any], *, status_code: int = 200, locati
 
 async def idempotent(
     request: Request,
-    session: AsyncSession,
+    session: DbSession,
     ctx: Caller,
     key: str | None,
     create: Callable[[], Awaitable[idempotency.StoredResponse]],
@@ -99,7 +99,7 @@ async def idempotent(
 
 async def idempotent_statement(
     request: Request,
-    session: AsyncSession,
+    session: DbSession,
     ctx: Caller,
     key: str | None,
     create: Callable[[idempotency.Claim | None], Awaitable[idempotency.StoredResponse]],
