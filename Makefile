@@ -33,6 +33,7 @@ lint: install
 	$(BIN)/mypy bench
 	$(BIN)/mypy chaos
 	$(BIN)/mypy tests
+	$(BIN)/lint-imports --no-logo
 
 format: install
 	$(BIN)/ruff check --fix app tests bench chaos migrations
@@ -53,4 +54,4 @@ db-stop: install
 	$(BIN)/guanxi db stop
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
