@@ -12,8 +12,9 @@ from app.core import clock
 from app.core.access import Caller
 from app.core.errors import NotFound, ValidationFailed
 from app.core.pagination import decode_cursor, encode_cursor
-from app.models import Customer, Workspace
+from app.models import Customer
 from app.services.customers.visibility import visible_customer_clauses
+from app.services.identity import workspaces
 
 # Each source: one indexed, limited branch of a single UNION ALL.
 SOURCES: dict[str, str] = {
@@ -166,7 +167,7 @@ SELECT
 async def summary(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> dict[str, Any]:
     """Contact facts in one statement; preferences come from answered contacts (any outcome but no_answer)."""
     await _check_visible(session, ctx, customer_id)
-    tz = await session.scalar(select(Workspace.timezone).where(Workspace.id == ctx.workspace_id)) or "UTC"
+    tz = await workspaces.timezone(session, ctx.workspace_id)
     now = clock.now()
     row = (
         await session.execute(SUMMARY_SQL, {"ws": ctx.workspace_id, "customer_id": customer_id, "now": now, "tz": tz})

@@ -15,10 +15,11 @@ from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFa
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import decode_cursor, encode_cursor
-from app.models import Customer, Interaction, Task, User, Workspace
+from app.models import Customer, Interaction, Task, User
 from app.schemas.interaction import TaskIn, TaskPatch
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events import audit, outbox
+from app.services.identity import workspaces
 
 View = Literal["overdue", "today", "upcoming", "all"]
 
@@ -150,7 +151,7 @@ async def list_tasks(
 ) -> tuple[list[Task], str | None]:
     """By due time. `today` is the workspace's local day; `overdue` is open and past due."""
     now = clock.now()
-    tz = ZoneInfo(await session.scalar(select(Workspace.timezone).where(Workspace.id == ctx.workspace_id)) or "UTC")
+    tz = ZoneInfo(await workspaces.timezone(session, ctx.workspace_id))
     local_midnight = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
     end_of_today = local_midnight + timedelta(days=1)
     stmt = _visible_tasks().where(Task.workspace_id == ctx.workspace_id, *visible_customer_clauses(ctx))
