@@ -24,9 +24,8 @@ from app.schemas.segment import (
     SnapshotIn,
 )
 from app.services.bulk import csv_export
-from app.services.customers import custom_fields
 from app.services.customers.customer_output import present
-from app.services.filters.catalogue import CUSTOM_PREFIX, FIELDS, OPERATORS, FieldType
+from app.services.filters import catalogue
 from app.services.segments import segments
 
 router = APIRouter(tags=["segments"])
@@ -36,29 +35,7 @@ router = APIRouter(tags=["segments"])
 async def fields(ctx: CustomersRead, session: Reader) -> Response:
     """Every field a filter can test, its type and operators (custom fields included), for rule editors.
     `segment` (ops `in`, `not_in`, value: segment ids) tests membership of other segments."""
-    items = [f.describe() for f in FIELDS.values()]
-    type_names: dict[str, FieldType] = {
-        "text": "string",
-        "integer": "integer",
-        "number": "number",
-        "boolean": "boolean",
-        "date": "date",
-        "select": "enum",
-        "multiselect": "tags",
-    }
-    for definition in await custom_fields.list_all(session, ctx):
-        type_ = type_names[definition.type]
-        items.append(
-            {
-                "field": CUSTOM_PREFIX + definition.key,
-                "type": type_,
-                "label": definition.label,
-                "group": "custom",
-                "operators": list(OPERATORS[type_]),
-                "options": definition.rules.get("options"),
-            }
-        )
-    return json_response({"items": items})
+    return json_response({"items": await catalogue.describe_fields(session, ctx)})
 
 
 @router.post("/customers/search", response_model=CustomerPage, responses=errors(), summary="Search with a filter")

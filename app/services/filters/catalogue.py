@@ -6,8 +6,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, extract, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.access import Caller
 from app.models import Customer, CustomerStage, CustomerValue, Interaction, SurveyResponse, Ticket
+from app.services.customers import custom_fields
 
 FieldType = Literal["string", "enum", "integer", "number", "date", "datetime", "boolean", "tags", "id"]
 
@@ -218,3 +221,32 @@ FIELDS: dict[str, Field] = {
 # Membership of other segments: `{"field": "segment", "op": "in", "value": [segment ids]}`.
 SEGMENT_FIELD = "segment"
 CUSTOM_PREFIX = "custom."
+
+# The filter type each custom field type is tested as.
+_CUSTOM_FIELD_TYPES: dict[str, FieldType] = {
+    "text": "string",
+    "integer": "integer",
+    "number": "number",
+    "boolean": "boolean",
+    "date": "date",
+    "select": "enum",
+    "multiselect": "tags",
+}
+
+
+async def describe_fields(session: AsyncSession, ctx: Caller) -> list[dict[str, Any]]:
+    """Every field a filter can test, the workspace's custom fields included, with its operators."""
+    items = [f.describe() for f in FIELDS.values()]
+    for definition in await custom_fields.list_all(session, ctx):
+        type_ = _CUSTOM_FIELD_TYPES[definition.type]
+        items.append(
+            {
+                "field": CUSTOM_PREFIX + definition.key,
+                "type": type_,
+                "label": definition.label,
+                "group": "custom",
+                "operators": list(OPERATORS[type_]),
+                "options": definition.rules.get("options"),
+            }
+        )
+    return items
