@@ -51,7 +51,6 @@ from seed import (
     BenchDatabase,
     SeededWorkspace,
     WorkspacePlan,
-    check_search_text,
     ensure_workspace,
     issue_api_key,
     prepare_database,
@@ -155,9 +154,6 @@ async def prepare(db: BenchDatabase, args: argparse.Namespace, workdir: Path) ->
             started = time.perf_counter()
             await vacuum_analyze(conn)
             print(f"  VACUUM ANALYZE in {time.perf_counter() - started:.1f} s")
-        mismatches = await check_search_text(conn, seeded[BENCH_SLUG].workspace_id)
-        if mismatches:
-            raise BenchError(f"{mismatches} seeded search_text values differ from app.services.customers.search_text")
         ids = await conn.fetch(
             "SELECT id::text FROM customers WHERE workspace_id = $1 AND deleted_at IS NULL",
             seeded[BENCH_SLUG].workspace_id,

@@ -1,7 +1,7 @@
 """The database of bench_value.py and bench_segments.py: `guanxi_bench_value`, customers and orders.
 
 Customers come from seed.py (same generator as the customers bench: cities, tags, birthdays,
-search_text as app/services/customers/customers.py computes it). Orders and their lines are generated here,
+search_text as the service computes it). Orders and their lines are generated here,
 set-based, by INSERT ... SELECT FROM generate_series with values drawn by hashing row keys:
 
   * per customer: 20% never buy; the others make 1 + Geometric orders, so the mean over all
@@ -39,7 +39,7 @@ from typing import Any
 
 import asyncpg
 from harness import BENCH_DIR, ROOT, BenchError, machine_facts, percentile
-from seed import BenchDatabase, SeededWorkspace, WorkspacePlan, check_search_text, ensure_workspace, prepare_database
+from seed import BenchDatabase, SeededWorkspace, WorkspacePlan, ensure_workspace, prepare_database
 from sqlalchemy.engine import make_url
 
 VALUE_DATABASE = "guanxi_bench_value"
@@ -378,9 +378,6 @@ async def _seed(db: BenchDatabase, plan: OrderPlan) -> ValueData:
         await vacuum_analyze(conn)
         steps["vacuum analyze"] = round(time.perf_counter() - started, 1)
         print(f"  VACUUM ANALYZE in {steps['vacuum analyze']:.1f} s")
-        mismatches = await check_search_text(conn, seeded[MAIN_SLUG].workspace_id)
-        if mismatches:
-            raise BenchError(f"{mismatches} seeded search_text values differ from app.services.customers.search_text")
         bad_totals = await conn.fetchval(
             "SELECT count(*) FROM (SELECT o.id FROM orders o JOIN order_lines l ON l.workspace_id = o.workspace_id "
             "AND l.order_id = o.id WHERE o.workspace_id = $1 AND o.id IN (SELECT id FROM orders "

@@ -19,6 +19,10 @@ from app.core.ids import new_id
 from app.core.prepared import PreparedStatement, autocommits
 from app.models import Customer
 
+_COLUMNS = tuple(
+    column.key for column in Customer.__table__.columns if column.key not in ("code", "search_text", "deleted_at")
+)
+_JSON_COLUMNS = ("preferences", "custom_fields", "consent")
 _INSERT = PreparedStatement(
     text(
         """
@@ -29,15 +33,9 @@ WITH counter AS (
     RETURNING replace(c.scope, '{seq}', lpad(c.last_value::text, greatest(:width, length(c.last_value::text)), '0'))
         AS code
 ), customer AS (
-    INSERT INTO customers (
-        workspace_id, id, code, kind, name, emails, phones, company, title, gender, birthday, country, province,
-        city, district, street, postcode, source, tags, owner_id, preferences, custom_fields, consent, notes,
-        search_text, created_at, updated_at, version
-    )
-    SELECT :workspace_id, :id, counter.code, :kind, :name, :emails, :phones, :company, :title, :gender,
-        :birthday, :country, :province, :city, :district, :street, :postcode, :source, :tags, :owner_id,
-        CAST(:preferences AS jsonb), CAST(:custom_fields AS jsonb), CAST(:consent AS jsonb), :notes,
-        :search_head || lower(counter.code) || :search_tail, :created_at, :updated_at, :version
+    INSERT INTO customers ({columns}, code, search_text)
+    SELECT {values}, counter.code,
+        guanxi_customer_search_text(CAST(:name AS varchar), counter.code, :emails, :phones, CAST(:company AS varchar))
     FROM counter
     RETURNING code
 ), identities AS (
@@ -76,14 +74,11 @@ SELECT code, every_identity,
     CASE WHEN :all_or_nothing AND NOT (every_identity AND remembered)
         THEN guanxi_refuse_write('a key the customer needs is taken') END AS refused
 FROM outcome
-"""
+""".replace("{columns}", ", ".join(_COLUMNS)).replace(
+            "{values}", ", ".join(f"CAST(:{c} AS jsonb)" if c in _JSON_COLUMNS else f":{c}" for c in _COLUMNS)
+        )
     )
 )
-
-_COLUMNS = tuple(
-    column.key for column in Customer.__table__.columns if column.key not in ("code", "search_text", "deleted_at")
-)
-_JSON_COLUMNS = ("preferences", "custom_fields", "consent")
 # Raised by guanxi_refuse_write() (migration 0016).
 _REFUSED = "GX409"
 
@@ -99,7 +94,6 @@ async def insert(
     *,
     scope: str,
     width: int,
-    search_around_code: tuple[str, str],
     changes: dict[str, Any],
     data: dict[str, Any],
     remember: tuple[idempotency.Claim, idempotency.StoredResponse] | None,
@@ -118,8 +112,6 @@ async def insert(
         **{name: orjson.dumps(columns[name]).decode() for name in _JSON_COLUMNS},
         "scope": scope,
         "width": width,
-        "search_head": search_around_code[0],
-        "search_tail": search_around_code[1],
         "identity_kinds": ["email"] * len(customer.emails) + ["phone"] * len(customer.phones),
         "identity_values": [*customer.emails, *customer.phones],
         "identity_count": len(customer.emails) + len(customer.phones),
