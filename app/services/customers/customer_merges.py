@@ -16,30 +16,20 @@ from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.models import Customer, CustomerIdentity, CustomerMerge
 from app.services.customers import customers
-from app.services.customers.customer_output import event_data
+from app.services.customers.customer_output import ADDRESS_FIELDS, event_data
 from app.services.customers.visibility import visible_customer_clauses, visible_customer_ids_sql
 from app.services.events import audit, outbox
 from app.services.value import customer_values
 
 UNDO_WINDOW = timedelta(hours=24)
 MAX_ABSORBED = 10
-CHOOSABLE = (
-    "name",
-    "kind",
-    "company",
-    "title",
-    "gender",
-    "birthday",
-    "source",
-    "notes",
-    "owner_id",
-    "country",
-    "province",
-    "city",
-    "district",
-    "street",
-    "postcode",
+# The survivor's single-valued fields a merge may take from an absorbed customer; its lists are joined.
+CHOOSABLE = tuple(
+    name
+    for name in (*customers.PLAIN_FIELDS, *ADDRESS_FIELDS)
+    if name not in ("emails", "phones", "tags", "preferences")
 )
+_KEPT = (*CHOOSABLE, "emails", "phones", "tags")
 # Rows that follow the customer; a merge re-points them and keeps their ids to move them back.
 MOVABLE = ("interactions", "tasks", "tickets", "orders", "stage_history", "tier_changes")
 
@@ -203,14 +193,11 @@ async def merge(
     survivor = by_id[survivor_id]
     now = clock.now()
     snapshot: dict[str, Any] = {
-        "survivor_before": to_jsonable(
-            {name: getattr(survivor, name) for name in (*CHOOSABLE, "emails", "phones", "tags")}
-        ),
+        "survivor_before": to_jsonable({name: getattr(survivor, name) for name in _KEPT}),
         "absorbed": {str(a): to_jsonable(event_data(by_id[a])) for a in absorb},
         "moved": {},
     }
-    for field, source in choose.items():
-        setattr(survivor, field, getattr(by_id[source], field))
+    new = {field: getattr(by_id[source], field) for field, source in choose.items()}
     absorbed_identities = await session.execute(
         text(
             "DELETE FROM customer_identities WHERE workspace_id = :ws AND customer_id = ANY(:ids) RETURNING kind, value"
@@ -218,9 +205,10 @@ async def merge(
         {"ws": ctx.workspace_id, "ids": absorb},
     )
     moved_keys = absorbed_identities.all()
-    survivor.emails = list(dict.fromkeys([*survivor.emails, *(v for k, v in moved_keys if k == "email")]))[:10]
-    survivor.phones = list(dict.fromkeys([*survivor.phones, *(v for k, v in moved_keys if k == "phone")]))[:10]
-    survivor.tags = list(dict.fromkeys([*survivor.tags, *(t for a in absorb for t in by_id[a].tags)]))[:50]
+    new["emails"] = list(dict.fromkeys([*survivor.emails, *(v for k, v in moved_keys if k == "email")]))[:10]
+    new["phones"] = list(dict.fromkeys([*survivor.phones, *(v for k, v in moved_keys if k == "phone")]))[:10]
+    new["tags"] = list(dict.fromkeys([*survivor.tags, *(t for a in absorb for t in by_id[a].tags)]))[:50]
+    changes = customers.assign(survivor, new)
     if moved_keys:
         await session.execute(
             text(
@@ -272,9 +260,7 @@ async def merge(
         absorbed.deleted_at = now
         absorbed.version += 1
         absorbed.updated_at = now
-    survivor.version += 1
-    survivor.updated_at = now
-    survivor.search_text = customers.search_text(survivor)
+    customers.record_change(session, ctx, survivor, changes)
     record = CustomerMerge(
         workspace_id=ctx.workspace_id,
         id=new_id(),
@@ -346,13 +332,7 @@ async def undo(session: AsyncSession, ctx: Caller, merge_id: uuid.UUID) -> Custo
     added = {("email", e) for e in survivor.emails if e not in before["emails"]} | {
         ("phone", p) for p in survivor.phones if p not in before["phones"]
     }
-    for name in (*CHOOSABLE, "emails", "phones", "tags"):
-        value = before[name]
-        if name == "birthday" and value:
-            value = date.fromisoformat(value)
-        elif name == "owner_id" and value:
-            value = uuid.UUID(value)
-        setattr(survivor, name, value)
+    changes = customers.assign(survivor, {name: _from_json(name, before[name]) for name in _KEPT})
     for kind, value in added:
         await session.execute(
             text("DELETE FROM customer_identities WHERE workspace_id = :ws AND kind = :kind AND value = :value"),
@@ -368,10 +348,21 @@ async def undo(session: AsyncSession, ctx: Caller, merge_id: uuid.UUID) -> Custo
             for kind, values in (("email", absorbed.emails), ("phone", absorbed.phones))
             for value in values
         )
-    survivor.version += 1
-    survivor.search_text = customers.search_text(survivor)
+    customers.record_change(session, ctx, survivor, changes)
     record.undone_at = clock.now()
     await session.flush()
     await customer_values.refresh_customers(session, ctx, [survivor.id, *record.absorbed_ids])
     outbox.emit(session, ctx, "customer.merge_undone", {"merge_id": str(record.id)})
     return record
+
+
+def _from_json(name: str, value: Any) -> Any:
+    """A column's value from the JSON a snapshot holds (dates and ids as strings)."""
+    python_type = Customer.__table__.c[name].type.python_type
+    if value is None or python_type in (str, list):
+        return value
+    if python_type is date:
+        return date.fromisoformat(value)
+    if python_type is uuid.UUID:
+        return uuid.UUID(value)
+    raise TypeError(f"no JSON form for {name}")

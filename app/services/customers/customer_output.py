@@ -1,45 +1,28 @@
-"""The customer as the API shows it, with personal data masked for callers without the PII scope."""
+"""The customer as the API shows it, with personal data masked for callers without the PII scope.
+
+The shape is the table's columns, the address ones nested under `address` (the contract's
+AddressOut): `present` builds it in Python, `customer_json_sql` in SQL for the set-based writers,
+both from the same column list, so the API's events and an import's carry the same payload."""
 
 from collections.abc import Mapping
 from typing import Any
 
 from app.core.access import Caller, Scope, system_caller
-from app.core.jsonable import to_jsonable
+from app.core.jsonable import jsonable_sql, to_jsonable
 from app.models import Customer
+from app.schemas.customer import AddressOut
 
-# Every column a reader needs; `search_text` and `workspace_id` stay inside the service.
+ADDRESS_FIELDS = tuple(AddressOut.model_fields)
+# Every column a reader needs, the id first; `search_text` and `workspace_id` stay inside the service.
 CUSTOMER_COLUMNS = tuple(
-    getattr(Customer, name)
-    for name in (
-        "id",
-        "code",
-        "kind",
-        "name",
-        "emails",
-        "phones",
-        "company",
-        "title",
-        "gender",
-        "birthday",
-        "country",
-        "province",
-        "city",
-        "district",
-        "street",
-        "postcode",
-        "source",
-        "tags",
-        "owner_id",
-        "preferences",
-        "custom_fields",
-        "consent",
-        "notes",
-        "created_at",
-        "updated_at",
-        "deleted_at",
-        "version",
-    )
+    getattr(Customer, column.key)
+    for column in sorted(Customer.__table__.columns, key=lambda column: not column.primary_key)
+    if column.key not in ("workspace_id", "search_text")
 )
+COLUMN_NAMES = tuple(column.key for column in CUSTOMER_COLUMNS)
+# The fields shown before and after the nested address, in the table's order.
+_BEFORE_ADDRESS = COLUMN_NAMES[: COLUMN_NAMES.index(ADDRESS_FIELDS[0])]
+_AFTER_ADDRESS = tuple(name for name in COLUMN_NAMES[len(_BEFORE_ADDRESS) :] if name not in ADDRESS_FIELDS)
 
 
 def mask_email(email: str) -> str:
@@ -51,9 +34,6 @@ def mask_phone(phone: str) -> str:
     return phone[:4] + "*" * max(len(phone) - 8, 3) + phone[-4:] if len(phone) > 8 else "***"
 
 
-COLUMN_NAMES = tuple(column.key for column in CUSTOMER_COLUMNS)
-
-
 def columns_of(customer: Customer) -> dict[str, Any]:
     return {name: getattr(customer, name) for name in COLUMN_NAMES}
 
@@ -62,45 +42,33 @@ def present(record: Mapping[Any, Any] | Customer, ctx: Caller) -> dict[str, Any]
     """The API shape of a customer: from a row of CUSTOMER_COLUMNS (any mapping) or a Customer."""
     row = columns_of(record) if isinstance(record, Customer) else record
     masked = not ctx.can(Scope.CUSTOMERS_PII)
-    emails: list[str] = row["emails"]
-    phones: list[str] = row["phones"]
-    street = row["street"]
-    return {
-        "id": row["id"],
-        "code": row["code"],
-        "kind": row["kind"],
-        "name": row["name"],
-        "emails": [mask_email(e) for e in emails] if masked else emails,
-        "phones": [mask_phone(p) for p in phones] if masked else phones,
-        "company": row["company"],
-        "title": row["title"],
-        "gender": row["gender"],
-        "birthday": row["birthday"],
-        "address": {
-            "country": row["country"],
-            "province": row["province"],
-            "city": row["city"],
-            "district": row["district"],
-            "street": "***" if masked and street else street,
-            "postcode": row["postcode"],
-        },
-        "source": row["source"],
-        "tags": row["tags"],
-        "owner_id": row["owner_id"],
-        "preferences": row["preferences"],
-        "custom_fields": row["custom_fields"],
-        "consent": row["consent"],
-        "notes": row["notes"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-        "deleted_at": row["deleted_at"],
-        "version": row["version"],
-        "pii_masked": masked,
-    }
+    shown = {name: row[name] for name in _BEFORE_ADDRESS}
+    shown["address"] = {name: row[name] for name in ADDRESS_FIELDS}
+    shown.update((name, row[name]) for name in _AFTER_ADDRESS)
+    if masked:
+        shown["emails"] = [mask_email(e) for e in shown["emails"]]
+        shown["phones"] = [mask_phone(p) for p in shown["phones"]]
+        if shown["address"]["street"]:
+            shown["address"]["street"] = "***"
+    shown["pii_masked"] = masked
+    return shown
 
 
 def event_data(customer: Customer) -> dict[str, Any]:
-    """Event payloads go to trusted partner systems: unmasked, JSON-ready."""
-    data = present(customer, system_caller(customer.workspace_id))
-    data.pop("pii_masked")
-    return dict(to_jsonable(data))
+    """Event payloads go to trusted partner systems: unmasked, JSON-ready, in the catalogue's shape
+    (CustomerOut, `pii_masked` false)."""
+    return dict(to_jsonable(present(customer, system_caller(customer.workspace_id))))
+
+
+def customer_json_sql(alias: str) -> str:
+    """SQL for `event_data` of the customers row `alias` (a jsonb object)."""
+
+    def pairs(names: tuple[str, ...]) -> str:
+        return ", ".join(
+            f"'{name}', {jsonable_sql(f'{alias}.{name}', Customer.__table__.c[name].type)}" for name in names
+        )
+
+    return (
+        f"jsonb_build_object({pairs(_BEFORE_ADDRESS)}, 'address', jsonb_build_object({pairs(ADDRESS_FIELDS)}), "
+        f"{pairs(_AFTER_ADDRESS)}, 'pii_masked', false)"
+    )

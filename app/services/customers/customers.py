@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, cast, get_args
 
 import asyncpg
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import ARRAY, ColumnElement, Text, bindparam, delete, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,7 +19,7 @@ from app.core.prepared import PreparedStatement
 from app.models import Customer, CustomerIdentity, CustomFieldDefinition, User, Workspace
 from app.schemas.customer import CustomerCreate, CustomerFields, CustomerPatch
 from app.services.customers import custom_fields, customer_codes, customer_insert
-from app.services.customers.customer_output import CUSTOMER_COLUMNS, event_data
+from app.services.customers.customer_output import ADDRESS_FIELDS, CUSTOMER_COLUMNS, event_data
 from app.services.customers.visibility import (
     effective_visibility,
     scope_params,
@@ -28,21 +28,9 @@ from app.services.customers.visibility import (
 )
 from app.services.events import audit, outbox
 
-ADDRESS_FIELDS = ("country", "province", "city", "district", "street", "postcode")
-PLAIN_FIELDS = (
-    "name",
-    "kind",
-    "emails",
-    "phones",
-    "company",
-    "title",
-    "gender",
-    "birthday",
-    "source",
-    "tags",
-    "owner_id",
-    "preferences",
-    "notes",
+# The fields a create or PATCH sets as they are sent; address, consent and custom fields have rules of their own.
+PLAIN_FIELDS = tuple(
+    name for name in CustomerFields.model_fields if name not in ("address", "consent", "custom_fields")
 )
 
 
@@ -170,7 +158,6 @@ async def write_new(
             customer,
             scope=new.code_scope,
             width=new.code_width,
-            search_around_code=_search_around_code(customer),
             changes={k: {"before": None, "after": v} for k, v in snapshot.items() if v not in (None, [], {})},
             data=snapshot,
             remember=remember,
@@ -187,7 +174,6 @@ async def write_new(
         wanted = [("email", email) for email in customer.emails] + [("phone", phone) for phone in customer.phones]
         await _refuse_held(session, ctx, customer.id, wanted)
         raise Conflict("An email or phone of the customer was taken while it was written; send it again.")
-    customer.search_text = search_text(customer)
 
 
 async def update(
@@ -200,14 +186,34 @@ async def update(
             current_version=customer.version,
         )
     changes = await _apply(session, ctx, customer, patch)
+    record_change(session, ctx, customer, changes)
+    return customer
+
+
+def record_change(
+    session: AsyncSession, ctx: Caller, customer: Customer, changes: audit.Changes, *, action: str = "updated"
+) -> None:
+    """What every change of a customer's fields writes: a new version, the search text, the audit
+    entry and the `customer.updated` event. Nothing when nothing changed. The import writes the
+    same set-based (app/services/bulk/imports.py MERGE_SQL)."""
     if not changes:
-        return customer
+        return
     customer.version += 1
     customer.updated_at = clock.now()
-    customer.search_text = search_text(customer)
-    audit.record(session, ctx, entity_type="customer", entity_id=customer.id, action="updated", changes=changes)
+    customer.search_text = search_text_of(customer)
+    audit.record(session, ctx, entity_type="customer", entity_id=customer.id, action=action, changes=changes)
     outbox.emit(session, ctx, "customer.updated", {**event_data(customer), "changed_fields": sorted(changes)})
-    return customer
+
+
+def assign(customer: Customer, new: Mapping[str, Any]) -> audit.Changes:
+    """Sets the fields of `new` that differ, and returns them as the audit log's changes."""
+    changes: audit.Changes = {}
+    for name, value in new.items():
+        before = getattr(customer, name)
+        if before != value:
+            changes[name] = {"before": to_jsonable(before), "after": to_jsonable(value)}
+            setattr(customer, name, value)
+    return changes
 
 
 async def soft_delete(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, *, expected_version: int) -> Customer:
@@ -257,18 +263,17 @@ async def restore(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) ->
     return customer
 
 
-def search_text(customer: Customer) -> str:
-    """What search matches against: lower-cased name, code, emails, phone digits and company."""
-    head, tail = _search_around_code(customer)
-    return head + customer.code.lower() + tail
-
-
-def _search_around_code(customer: Customer) -> tuple[str, str]:
-    """search_text before and after the code, for the insert that only then knows the code."""
-    rest = [*customer.emails, *(p.lstrip("+") for p in customer.phones)]
-    if customer.company:
-        rest.append(customer.company)
-    return customer.name.lower() + " ", "".join(" " + part for part in rest).lower()
+def search_text_of(customer: Customer) -> ColumnElement[str]:
+    """The search text of the customer's values, by its one definition, guanxi_customer_search_text
+    (migration 0019), which every writer of customers uses."""
+    return func.guanxi_customer_search_text(
+        literal(customer.name, Text),
+        literal(customer.code, Text),
+        literal(customer.emails, ARRAY(Text)),
+        literal(customer.phones, ARRAY(Text)),
+        literal(customer.company, Text),
+        type_=Text,
+    )
 
 
 async def _lock(
@@ -317,12 +322,7 @@ async def _apply(session: AsyncSession, ctx: Caller, customer: Customer, patch: 
     if "owner_id" in new and new["owner_id"] != customer.owner_id:
         await _check_owner(session, ctx, new["owner_id"])
 
-    changes: audit.Changes = {}
-    for name, value in new.items():
-        before = getattr(customer, name)
-        if before != value:
-            changes[name] = {"before": to_jsonable(before), "after": to_jsonable(value)}
-            setattr(customer, name, value)
+    changes = assign(customer, new)
     if "emails" in changes or "phones" in changes:
         await _sync_identities(session, ctx, customer, changes)
     return changes
