@@ -9,6 +9,7 @@ kept with their row, column and reason."""
 import asyncio
 import codecs
 import csv
+import functools
 import io
 import uuid
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -20,52 +21,52 @@ from typing import Any
 import asyncpg
 import openpyxl
 import orjson
-from pydantic import ValidationError
-from sqlalchemy import select
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import ARRAY, String, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
 from app.core.errors import ValidationFailed
 from app.core.ids import new_id
-from app.models import CustomFieldDefinition, ImportJob, Workspace
-from app.schemas.customer import normalise_email, normalise_phone
+from app.core.jsonable import jsonable_sql
+from app.models import Customer, CustomFieldDefinition, ImportJob, Workspace
+from app.schemas.common import LongText
+from app.schemas.customer import MAX_CONTACT_POINTS, MAX_TAGS, CustomerCreate, normalise_email, normalise_phone
+from app.services.bulk.csv_export import read_cell, split_list
 from app.services.customers import custom_fields, customer_codes
-from app.services.events import outbox
+from app.services.customers.customer_output import customer_json_sql
+from app.services.events import audit, outbox
 
-FIELDS = (
-    "name",
-    "kind",
-    "email",
-    "phone",
-    "company",
-    "title",
-    "gender",
-    "birthday",
-    "country",
-    "province",
-    "city",
-    "district",
-    "street",
-    "postcode",
-    "source",
-    "tags",
-    "notes",
+# The customer columns a file sets. No file column maps to the owner, preferences or consent, and
+# `code` is a match key only: a new customer takes the workspace's next code.
+_NOT_IMPORTED = (
+    "workspace_id",
+    "id",
     "code",
+    "owner_id",
+    "preferences",
+    "consent",
+    "search_text",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+    "version",
 )
-LIMITS = {
-    "name": 200,
-    "company": 200,
-    "title": 200,
-    "province": 100,
-    "city": 100,
-    "district": 100,
-    "street": 300,
-    "postcode": 20,
-    "source": 64,
-    "notes": 10_000,
-    "code": 64,
-}
+IMPORTED = tuple(column.key for column in Customer.__table__.columns if column.key not in _NOT_IMPORTED)
+# A file's email and phone columns hold one address or number, or a list cell of them.
+_SINGULAR = {"emails": "email", "phones": "phone"}
+# The fields a file column maps to (besides `custom.<key>`): the match key, the name, then the other
+# imported columns. An export writes its columns in this order.
+FIELDS = ("code", "name", *(_SINGULAR.get(name, name) for name in IMPORTED if name not in ("name", "custom_fields")))
+LIMITS: dict[str, int] = {
+    column.key: column.type.length
+    for column in Customer.__table__.columns
+    if isinstance(column.type, String) and column.type.length
+} | {"notes": TypeAdapter(LongText).json_schema()["maxLength"]}
+_DEFAULT_KIND = CustomerCreate.model_fields["kind"].default
 BATCH = 5000
 SNIFF_BYTES = 1 << 16
 Progress = Callable[[ImportJob], None]
@@ -130,11 +131,13 @@ def _cell(value: object) -> str:
 def clean_row(
     cells: dict[str, str], mapping: dict[str, str], definitions: dict[str, CustomFieldDefinition]
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The staged values of one row, or the (column, reason) pairs that reject it."""
-    values: dict[str, Any] = {"emails": [], "phones": [], "tags": [], "custom": {}}
+    """The row's values by customer column, or the (column, reason) pairs that reject it. A cell
+    an export escaped as a formula is read as the value the export wrote."""
+    values: dict[str, Any] = {"emails": [], "phones": [], "tags": [], "custom_fields": {}}
     problems: list[tuple[str, str]] = []
     for column, target in mapping.items():
-        raw = (cells.get(column) or "").strip()
+        cell = cells.get(column) or ""
+        raw = (read_cell(cell) if cell[:1] == "'" else cell).strip()
         if "\x00" in raw:
             problems.append((column, "contains a NUL character"))
             continue
@@ -142,11 +145,11 @@ def clean_row(
             continue
         try:
             if target == "email":
-                values["emails"] += [normalise_email(part) for part in raw.replace(";", ",").split(",") if part.strip()]
+                values["emails"] += [normalise_email(part) for part in split_list(raw)]
             elif target == "phone":
-                values["phones"] += [normalise_phone(part) for part in raw.replace(";", ",").split(",") if part.strip()]
+                values["phones"] += [normalise_phone(part) for part in split_list(raw)]
             elif target == "tags":
-                values["tags"] = [t.strip() for t in raw.replace(";", ",").split(",") if t.strip()][:50]
+                values["tags"] = list(dict.fromkeys(split_list(raw)))[:MAX_TAGS]
             elif target == "kind":
                 if raw not in ("individual", "company"):
                     raise ValueError("must be individual or company")
@@ -169,8 +172,8 @@ def clean_row(
                 elif definitions[key].type == "boolean":
                     typed = raw.lower() in ("true", "1", "yes", "是")
                 elif definitions[key].type == "multiselect":
-                    typed = [part.strip() for part in raw.split(",") if part.strip()]
-                values["custom"][key] = custom_fields.coerce_value(definitions[key], typed, [column])
+                    typed = split_list(raw)
+                values["custom_fields"][key] = custom_fields.coerce_value(definitions[key], typed, [column])
             else:
                 if len(raw) > LIMITS[target]:
                     raise ValueError(f"longer than {LIMITS[target]} characters")
@@ -179,8 +182,8 @@ def clean_row(
             problems.append((column, getattr(exc, "detail", None) or str(exc)))
     if not problems and not values.get("name"):
         problems.append((_column_of(mapping, "name"), "name is required"))
-    values["emails"] = list(dict.fromkeys(values["emails"]))[:10]
-    values["phones"] = list(dict.fromkeys(values["phones"]))[:10]
+    values["emails"] = list(dict.fromkeys(values["emails"]))[:MAX_CONTACT_POINTS]
+    values["phones"] = list(dict.fromkeys(values["phones"]))[:MAX_CONTACT_POINTS]
     return values, problems
 
 
@@ -188,33 +191,53 @@ def _column_of(mapping: dict[str, str], field: str) -> str:
     return next((column for column, target in mapping.items() if target == field), field)
 
 
-STAGE_COLUMNS = (
-    "row_number",
-    "name",
-    "kind",
-    "emails",
-    "phones",
-    "company",
-    "title",
-    "gender",
-    "birthday",
-    "country",
-    "province",
-    "city",
-    "district",
-    "street",
-    "postcode",
-    "source",
-    "tags",
-    "notes",
-    "code",
-    "custom",
-    "search_text",
-    "customer_id",
-    "event_id",
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+# JSON columns are staged as their text: the driver's COPY has no binary form for jsonb.
+_JSON = tuple(name for name in IMPORTED if isinstance(Customer.__table__.c[name].type, JSONB))
+STAGE_COLUMNS = ("row_number", *IMPORTED, "code", "customer_id", "event_id")
+STAGE_TABLE_SQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS import_stage (row_number int, "
+    + "".join(
+        f"{name} {'text' if name in _JSON else Customer.__table__.c[name].type.compile(dialect=_PG)}, "
+        for name in IMPORTED
+    )
+    + "code text, customer_id uuid, event_id uuid) ON COMMIT DELETE ROWS"
 )
+_CUSTOM_AT = STAGE_COLUMNS.index("custom_fields")
 
-MERGE_SQL = """
+
+def _imported_value(name: str) -> str:
+    """SQL for a matched customer's column after the import (`l` the customer, `st` the staged
+    row): a blank cell keeps the stored value, custom fields merge into the stored ones."""
+    column_type = Customer.__table__.c[name].type
+    if isinstance(column_type, ARRAY):
+        return f"CASE WHEN cardinality(st.{name}) > 0 THEN st.{name} ELSE l.{name} END"
+    if isinstance(column_type, JSONB):
+        return f"l.{name} || CAST(st.{name} AS jsonb)"
+    return f"coalesce(st.{name}, l.{name})"
+
+
+# An upsert leaves a customer's emails and phones as they are: they are what rows are matched on.
+UPDATED = tuple(name for name in IMPORTED if name not in ("emails", "phones"))
+_CHANGES = audit.changes_sql(
+    (name, f"p.{name}", f"p.new_{name}", functools.partial(jsonable_sql, column_type=Customer.__table__.c[name].type))
+    for name in UPDATED
+)
+_SEARCH_TEXT = "guanxi_customer_search_text({name}, {code}, {emails}, {phones}, {company})"
+_AUDIT_ROWS = """(
+    SELECT CAST($1 AS uuid) AS workspace_id, 'customer' AS entity_type, u.id AS entity_id, 'updated' AS action,
+           CAST($5 AS text) AS actor_type, CAST($6 AS uuid) AS actor_id, ch.changes,
+           CAST($2 AS timestamptz) AS occurred_at
+    FROM updated u JOIN changed ch ON ch.id = u.id
+)"""
+_UPDATED_EVENTS = f"""(
+    SELECT guanxi_uuid7() AS id, {customer_json_sql("u")} || jsonb_build_object('changed_fields',
+           (SELECT jsonb_agg(k ORDER BY k COLLATE "C") FROM jsonb_object_keys(ch.changes) k)) AS data
+    FROM updated u JOIN changed ch ON ch.id = u.id
+)"""
+# Matches are updated where a value differs, with the audit entry, `customer.updated` event and
+# search text the API's PATCH writes; a customer two rows match takes the later row.
+MERGE_SQL = f"""
 WITH staged AS (
     SELECT s.*, coalesce(
         (SELECT c.id FROM customers c WHERE c.workspace_id = $1 AND c.deleted_at IS NULL AND c.code = s.code
@@ -226,52 +249,71 @@ WITH staged AS (
     ) AS match_id
     FROM import_stage s
 ),
+chosen AS (
+    SELECT DISTINCT ON (match_id) * FROM staged WHERE match_id IS NOT NULL AND $4 = 'upsert'
+    ORDER BY match_id, row_number DESC
+),
+locked AS (
+    SELECT c.* FROM customers c WHERE c.workspace_id = $1 AND c.id IN (SELECT match_id FROM chosen) FOR UPDATE
+),
+proposed AS (
+    SELECT l.*, {", ".join(f"{_imported_value(name)} AS new_{name}" for name in UPDATED)}
+    FROM locked l JOIN chosen st ON st.match_id = l.id
+),
+changed AS (
+    SELECT p.*, {_CHANGES} AS changes FROM proposed p
+),
 updated AS (
-    UPDATE customers c SET
-        name = st.name, kind = coalesce(st.kind, c.kind), company = coalesce(st.company, c.company),
-        title = coalesce(st.title, c.title), gender = coalesce(st.gender, c.gender),
-        birthday = coalesce(st.birthday, c.birthday), country = coalesce(st.country, c.country),
-        province = coalesce(st.province, c.province), city = coalesce(st.city, c.city),
-        district = coalesce(st.district, c.district), street = coalesce(st.street, c.street),
-        postcode = coalesce(st.postcode, c.postcode), source = coalesce(st.source, c.source),
-        tags = CASE WHEN cardinality(st.tags) > 0 THEN st.tags ELSE c.tags END,
-        notes = coalesce(st.notes, c.notes), custom_fields = c.custom_fields || st.custom::jsonb,
+    UPDATE customers c SET {", ".join(f"{name} = ch.new_{name}" for name in UPDATED)},
+        search_text = {
+    _SEARCH_TEXT.format(
+        name="ch.new_name", code="ch.code", emails="ch.emails", phones="ch.phones", company="ch.new_company"
+    )
+},
         version = c.version + 1, updated_at = $2
-    FROM staged st
-    WHERE $4 = 'upsert' AND c.workspace_id = $1 AND c.id = st.match_id
-      AND (c.name, c.kind, c.company, c.title, c.gender, c.birthday, c.country, c.province, c.city, c.district,
-           c.street, c.postcode, c.source, c.tags, c.notes, c.custom_fields)
-          IS DISTINCT FROM
-          (st.name, coalesce(st.kind, c.kind), coalesce(st.company, c.company), coalesce(st.title, c.title),
-           coalesce(st.gender, c.gender), coalesce(st.birthday, c.birthday), coalesce(st.country, c.country),
-           coalesce(st.province, c.province), coalesce(st.city, c.city), coalesce(st.district, c.district),
-           coalesce(st.street, c.street), coalesce(st.postcode, c.postcode), coalesce(st.source, c.source),
-           CASE WHEN cardinality(st.tags) > 0 THEN st.tags ELSE c.tags END, coalesce(st.notes, c.notes),
-           c.custom_fields || st.custom::jsonb)
-    RETURNING c.id
+    FROM changed ch
+    WHERE c.workspace_id = $1 AND c.id = ch.id AND ch.changes <> '{{}}'::jsonb
+    RETURNING c.*
+),
+audited AS ({audit.record_rows_sql(_AUDIT_ROWS)}),
+emitted AS (
+    {
+    outbox.emit_rows_sql(
+        _UPDATED_EVENTS, workspace_id="$1", event_type="'customer.updated'", at="$2", actor="$7::jsonb"
+    )
+}
 )
 SELECT (SELECT count(*) FROM updated),
        (SELECT count(*) FROM staged WHERE match_id IS NOT NULL),
-       coalesce((SELECT array_agg(row_number ORDER BY row_number) FROM staged WHERE match_id IS NULL), '{}')
+       coalesce((SELECT array_agg(row_number ORDER BY row_number) FROM staged WHERE match_id IS NULL), '{{}}')
 """
 
-INSERT_SQL = """
+_CREATED_EVENTS = (
+    f"(SELECT f.event_id AS id, {customer_json_sql('c')} AS data FROM created c JOIN fresh f ON f.new_id = c.id)"
+)
+_NEW_SEARCH_TEXT = _SEARCH_TEXT.format(
+    name="f.name", code="f.new_code", emails="f.emails", phones="f.phones", company="f.company"
+)
+_NEW_VALUES = (
+    {name: f"f.{name}" for name in IMPORTED}
+    | {name: f"CAST(f.{name} AS jsonb)" for name in _JSON}
+    | {"kind": f"coalesce(f.kind, '{_DEFAULT_KIND}')"}
+)
+INSERT_SQL = f"""
 WITH fresh AS (
     SELECT s.*, s.customer_id AS new_id,
-           replace($3, '{seq}', lpad(n::text, greatest($6, length(n::text)), '0')) AS new_code
+           replace($3, '{{seq}}', lpad(n::text, greatest($6, length(n::text)), '0')) AS new_code
     FROM (SELECT *, $4 + row_number() OVER (ORDER BY row_number) AS n FROM import_stage
           WHERE $5::int[] IS NULL OR row_number = ANY($5::int[])) s
 ),
 created AS (
-    INSERT INTO customers (workspace_id, id, code, kind, name, emails, phones, company, title, gender, birthday,
-                           country, province, city, district, street, postcode, source, tags, owner_id,
-                           preferences, custom_fields, consent, notes, search_text, created_at, updated_at, version)
-    SELECT $1, f.new_id, f.new_code, coalesce(f.kind, 'individual'), f.name,
-           f.emails, f.phones, f.company, f.title, f.gender, f.birthday, f.country, f.province, f.city, f.district,
-           f.street, f.postcode, f.source, f.tags, NULL, '{}', f.custom::jsonb, '{}', f.notes,
-           f.search_text || ' ' || lower(f.new_code), $2, $2, 1
+    INSERT INTO customers (workspace_id, id, code, {", ".join(IMPORTED)}, search_text, created_at, updated_at,
+                           version)
+    SELECT $1, f.new_id, f.new_code, {", ".join(_NEW_VALUES.values())},
+           {_NEW_SEARCH_TEXT},
+           $2, $2, 1
     FROM fresh f
-    RETURNING id, emails, phones, code, name
+    RETURNING *
 ),
 identities AS (
     INSERT INTO customer_identities (workspace_id, kind, value, customer_id)
@@ -279,26 +321,18 @@ identities AS (
     UNION ALL
     SELECT $1, 'phone', p, c.id FROM created c, unnest(c.phones) p
     ON CONFLICT DO NOTHING
-    RETURNING 1
 ),
-events AS (
-    INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data, published_at)
-    SELECT $1, f.event_id, 'customer.created', $2, $7::jsonb,
-           jsonb_build_object('id', c.id, 'code', c.code, 'name', c.name, 'source', 'import'),
-           {published_at}
-    FROM created c JOIN fresh f ON f.new_id = c.id
-    RETURNING 1
+emitted AS (
+    {
+    outbox.emit_rows_sql(
+        _CREATED_EVENTS, workspace_id="$1", event_type="'customer.created'", at="$2", actor="$7::jsonb"
+    )
+}
 )
-SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM identities), (SELECT count(*) FROM events)
-""".replace("{published_at}", outbox.published_unless_heard("$1", "'customer.created'", "$2"))
+SELECT count(*) FROM created
+"""
 
 
-STAGE_TABLE_SQL = (
-    "CREATE TEMP TABLE IF NOT EXISTS import_stage (row_number int, name text, kind text, emails text[], "
-    "phones text[], company text, title text, gender text, birthday date, country text, province text, "
-    "city text, district text, street text, postcode text, source text, tags text[], notes text, code text, "
-    "custom text, search_text text, customer_id uuid, event_id uuid) ON COMMIT DELETE ROWS"
-)
 RESERVE_CODES_SQL = (
     "INSERT INTO customer_code_counters (workspace_id, scope, last_value) VALUES ($1, $2, $3) "
     "ON CONFLICT (workspace_id, scope) DO UPDATE SET last_value = customer_code_counters.last_value + $3 "
@@ -390,7 +424,7 @@ class _Written:
 
 @dataclass
 class _Batch:
-    rows: list[tuple[Any, ...]]
+    rows: list[list[Any]]
     errors: list[tuple[Any, ...]]
     rows_read: int
     failed: int
@@ -432,15 +466,17 @@ def _batches(
 ) -> Generator[_Batch]:
     """The file's rows, checked, in batches of BATCH valid rows (the rejected ones ride along)."""
     seen: set[tuple[str, str]] = set()
-    rows: list[tuple[Any, ...]] = []
+    rows: list[list[Any]] = []
     errors: list[tuple[Any, ...]] = []
     rows_read = failed = 0
     for number, cells in read_rows(Path(job.path), job.file_format, job.encoding):
         rows_read += 1
         values, problems = clean_row(cells, job.mapping, definitions)
         keys = [("email", e) for e in values["emails"]] + [("phone", p) for p in values["phones"]]
-        if not problems and any(key in seen for key in keys):
-            problems = [(_column_of(job.mapping, "email"), "the same email or phone is on an earlier row of the file")]
+        repeated = next((key for key in keys if key in seen), None) if not problems else None
+        if repeated is not None:
+            kind, value = repeated
+            problems = [(_column_of(job.mapping, kind), f"the {kind} {value} is on an earlier row of the file")]
         if problems:
             failed += 1
             errors += [
@@ -455,34 +491,10 @@ def _batches(
     yield _Batch(rows, errors, rows_read, failed)
 
 
-def _staged(number: int, v: dict[str, Any]) -> tuple[Any, ...]:
-    search = " ".join([v["name"], *v["emails"], *(p.lstrip("+") for p in v["phones"]), v.get("company") or ""])
-    return (
-        number,
-        v["name"],
-        v.get("kind"),
-        v["emails"],
-        v["phones"],
-        v.get("company"),
-        v.get("title"),
-        v.get("gender"),
-        v.get("birthday"),
-        v.get("country"),
-        v.get("province"),
-        v.get("city"),
-        v.get("district"),
-        v.get("street"),
-        v.get("postcode"),
-        v.get("source"),
-        v["tags"],
-        v.get("notes"),
-        v.get("code"),
-        orjson.dumps(v["custom"]).decode(),
-        search.strip().lower(),
-        # Ids made here, in the reading thread, rather than by PostgreSQL in the merge.
-        new_id(),
-        new_id(),
-    )
+def _staged(number: int, values: dict[str, Any]) -> list[Any]:
+    row = [number, *(values.get(name) for name in STAGE_COLUMNS[1:-2]), new_id(), new_id()]
+    row[_CUSTOM_AT] = orjson.dumps(row[_CUSTOM_AT]).decode()
+    return row
 
 
 async def _flush(
@@ -526,17 +538,21 @@ async def _merge(
     now: datetime,
     codes: tuple[str, int] | None,
 ) -> _Written:
+    # The writers' connections encode JSON themselves (db.create_asyncpg_pool): the actor goes as is.
+    actor = ctx.actor
     if job.match_on is None:
         # Nothing to match on (a create_only import without a key): every row is new.
         updated, matched, unmatched = 0, 0, None
         new_rows = staged_rows
     else:
-        updated, matched, unmatched = await conn.fetchrow(MERGE_SQL, ctx.workspace_id, now, job.match_on, job.mode)
+        updated, matched, unmatched = await conn.fetchrow(
+            MERGE_SQL, ctx.workspace_id, now, job.match_on, job.mode, ctx.actor_type, ctx.actor_id, actor
+        )
         new_rows = len(unmatched)
     created = 0
     if new_rows:
         scope, start = codes or await _reserve_codes(conn, ctx, pattern, now, new_rows)
-        created, _, _ = await conn.fetchrow(
+        created = await conn.fetchval(
             INSERT_SQL,
             ctx.workspace_id,
             now,
@@ -544,7 +560,7 @@ async def _merge(
             start,
             unmatched,
             int(customer_codes.sequence_width(pattern)),
-            orjson.dumps(ctx.actor).decode(),
+            actor,
         )
     return _Written(created=created, updated=updated, skipped=matched - updated)
 

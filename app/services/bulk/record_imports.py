@@ -19,10 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.access import Caller, Role, system_caller, user_caller
 from app.core.errors import ValidationFailed
 from app.core.ids import new_id
+from app.core.jsonable import timestamp_sql
 from app.models import Customer, CustomerIdentity, ImportJob, ImportRowError, User
 from app.schemas.customer import normalise_email, normalise_phone
 from app.services.bulk import imports
+from app.services.bulk.csv_export import read_cell
 from app.services.customers.visibility import visible_customer_clauses
+from app.services.events.audit import changes_sql as changes_sql
 
 CUSTOMER_KEYS = ("customer_code", "customer_email", "customer_phone", "customer_id")
 _KEY_NAMES = {"customer_code": "code", "customer_email": "email", "customer_phone": "phone", "customer_id": "id"}
@@ -76,7 +79,7 @@ def field_values(
     values: dict[str, str] = {}
     problems: list[Problem] = []
     for column, field in mapping.items():
-        raw = (cells.get(column) or "").strip()
+        raw = read_cell(cells.get(column) or "").strip()
         if "\x00" in raw:
             problems.append((number, column, "contains a NUL character"))
         elif raw:
@@ -273,7 +276,7 @@ async def stage(
 
 def utc(expression: str) -> str:
     """SQL for a timestamptz as RFC 3339 in UTC, the form the API writes into events and audit entries."""
-    return f"((to_jsonb(({expression}) AT TIME ZONE 'UTC') #>> '{{}}') || '+00:00')"
+    return timestamp_sql(expression)
 
 
 def as_text(expression: str) -> str:
@@ -283,13 +286,3 @@ def as_text(expression: str) -> str:
 
 def as_is(expression: str) -> str:
     return expression
-
-
-def changes_sql(fields: Iterable[tuple[str, str, str, Callable[[str], str]]]) -> str:
-    """SQL for the audit log's `{field: {before, after}}` over (field, before, after, JSON form)
-    expressions, holding only the fields whose value differs."""
-    return " || ".join(
-        f"CASE WHEN {before} IS DISTINCT FROM {after} THEN jsonb_build_object('{name}', "
-        f"jsonb_build_object('before', {render(before)}, 'after', {render(after)})) ELSE '{{}}'::jsonb END"
-        for name, before, after, render in fields
-    )

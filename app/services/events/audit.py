@@ -1,6 +1,7 @@
 """Audit log: record field-level changes, and read them back per record."""
 
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -35,6 +36,27 @@ def record(
             changes=changes,
             occurred_at=clock.now(),
         )
+    )
+
+
+def record_rows_sql(entries: str) -> str:
+    """SQL of `record` for many entries in one statement: an audit entry per row of `entries` (a
+    SELECT, or a CTE's name, with the columns workspace_id, entity_type, entity_id, action,
+    actor_type, actor_id, changes, occurred_at)."""
+    return (
+        "INSERT INTO audit_log (workspace_id, id, entity_type, entity_id, action, actor_type, actor_id, changes, "
+        "occurred_at) SELECT n.workspace_id, guanxi_uuid7(), n.entity_type, n.entity_id, n.action, n.actor_type, "
+        f"n.actor_id, n.changes, n.occurred_at FROM {entries} AS n"
+    )
+
+
+def changes_sql(fields: Iterable[tuple[str, str, str, Callable[[str], str]]]) -> str:
+    """SQL for the `Changes` of one row over (field, before, after, JSON form) expressions, holding
+    only the fields whose value differs."""
+    return " || ".join(
+        f"CASE WHEN {before} IS DISTINCT FROM {after} THEN jsonb_build_object('{name}', "
+        f"jsonb_build_object('before', {render(before)}, 'after', {render(after)})) ELSE '{{}}'::jsonb END"
+        for name, before, after, render in fields
     )
 
 

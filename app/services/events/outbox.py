@@ -28,3 +28,14 @@ def published_unless_heard(workspace_id: str, event_type: str, at: str) -> str:
         f"OR split_part({event_type}, '.', 1) || '.*' = ANY (e.event_types) OR '*' = ANY (e.event_types))) "
         f"THEN NULL ELSE {at} END)"
     )
+
+
+def emit_rows_sql(events: str, *, workspace_id: str, event_type: str, at: str, actor: str) -> str:
+    """SQL of `emit` for many events of one type in one statement: an event per row of `events` (a
+    SELECT, or a CTE's name, with the columns id and data); the other arguments are SQL expressions.
+    Written as fanned out already when no endpoint hears the type (`published_unless_heard`)."""
+    return (
+        "INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data, published_at) "
+        f"SELECT {workspace_id}, new_events.id, {event_type}, {at}, {actor}, new_events.data, "
+        f"{published_unless_heard(workspace_id, event_type, at)} FROM {events} AS new_events"
+    )
