@@ -130,10 +130,10 @@ CREATE UNIQUE INDEX bulk_copy_floor_phone ON bulk_copy_floor (workspace_id,
 FLOOR_COLUMNS = ["name", "email_raw", "phone_raw", "company", "title", "province", "city", "tags_raw", "source"]
 CUSTOMER_INDEXES_SQL = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'customers' ORDER BY indexname"
 BARE_TABLE_SQL = "CREATE TABLE bulk_copy_bare ({})".format(", ".join(f"c{i} text" for i in range(len(FLOOR_COLUMNS))))
-# app/services/bulk/exports.py's columns, in its order, for the export floor.
+# app/services/bulk/exports.py's columns, in its order, for the export floor (the workspace has no custom fields).
 EXPORT_FLOOR_SQL = """
-SELECT code, name, kind, array_to_string(emails, ' '), array_to_string(phones, ' '), company, title, city,
-           province, country, source, array_to_string(tags, ' '), birthday, created_at
+SELECT code, name, kind, array_to_string(emails, ';'), array_to_string(phones, ';'), company, title, gender, birthday,
+       country, province, city, district, street, postcode, source, array_to_string(tags, ';'), notes, created_at
 FROM customers WHERE workspace_id = '{workspace_id}' AND deleted_at IS NULL ORDER BY id
 """
 

@@ -2,8 +2,9 @@
 
 import asyncio
 import csv
+import json
 import uuid
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +19,17 @@ from app.core.errors import Conflict, NotFound
 from app.core.ids import new_id
 from app.core.settings import get_settings
 from app.models import Customer, ExportJob
-from app.services.bulk.csv_export import safe_cell
+from app.services.bulk import imports
+from app.services.bulk.csv_export import join_list, safe_cell
+from app.services.customers import custom_fields
 from app.services.customers.customer_output import mask_email, mask_phone
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.filters.compiler import compile_filter
 from app.services.segments import segments
 
-HEADER = [
-    "code",
-    "name",
-    "kind",
-    "emails",
-    "phones",
-    "company",
-    "title",
-    "city",
-    "province",
-    "country",
-    "source",
-    "tags",
-    "birthday",
-    "created_at",
-]
+# The import's fields (an export is a file the import takes back: each column maps to the field it
+# is named after), then the custom fields as `custom.<key>`, then when the customer was created.
+FIELDS = imports.FIELDS
 BATCH = 10_000
 
 
@@ -161,22 +151,17 @@ async def requeue_orphans(session: AsyncSession) -> list[tuple[uuid.UUID, uuid.U
 
 
 # What the file shows, plus the id for the keyset. Arrays come back as the driver's lists: SQLAlchemy's
-# per-item array processing cost more than the query. Nothing else (JSON columns, notes) is read.
+# per-item array processing cost more than the query.
+_LISTS = {"email": "emails", "phone": "phones", "tags": "tags"}
 EXPORT_COLUMNS = (
     Customer.id,
-    Customer.code,
-    Customer.name,
-    Customer.kind,
-    type_coerce(Customer.emails, NullType()).label("emails"),
-    type_coerce(Customer.phones, NullType()).label("phones"),
-    Customer.company,
-    Customer.title,
-    Customer.city,
-    Customer.province,
-    Customer.country,
-    Customer.source,
-    type_coerce(Customer.tags, NullType()).label("tags"),
-    Customer.birthday,
+    *(
+        type_coerce(getattr(Customer, _LISTS[name]), NullType()).label(_LISTS[name])
+        if name in _LISTS
+        else getattr(Customer, name)
+        for name in FIELDS
+    ),
+    type_coerce(Customer.custom_fields, NullType()).label("custom_fields"),
     Customer.created_at,
 )
 
@@ -197,15 +182,17 @@ async def process(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID,
             stmt = stmt.where(*visible_customer_clauses(ctx))
         page = stmt.where(Customer.id > bindparam("after")).order_by(Customer.id).limit(BATCH)
         masked = not ctx.can(Scope.CUSTOMERS_PII)
+        keys = sorted(await custom_fields.definitions(session, ctx))
         path = export_dir() / f"{job.id}.{job.file_format}"
-        writer = await asyncio.to_thread(_Writer, path, job.file_format)
+        header = [*FIELDS, *(f"custom.{key}" for key in keys), "created_at"]
+        writer = await asyncio.to_thread(_Writer, path, job.file_format, header)
         written = 0
         # Core, not the ORM: these are plain rows, and the ORM's row handling doubled the cost.
         connection = await session.connection()
         last = uuid.UUID(int=0)
         try:
             while batch := (await connection.execute(page, {"after": last})).all():
-                await asyncio.to_thread(writer.write, [_row(record, masked) for record in batch])
+                await asyncio.to_thread(writer.write, [_row(record, keys, masked) for record in batch])
                 written += len(batch)
                 last = batch[-1].id
         finally:
@@ -215,46 +202,55 @@ async def process(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID,
         return job
 
 
-def _row(record: Row[*tuple[Any, ...]], masked: bool) -> list[str]:
-    """A customer's cells, masked as customer_output.present masks them for a caller without PII."""
+def _row(record: Row[*tuple[Any, ...]], keys: list[str], masked: bool) -> list[str]:
+    """A customer's cells in the import's form (lists joined as it splits them), masked as
+    customer_output.present masks them for a caller without PII."""
     emails: list[str] = record.emails
     phones: list[str] = record.phones
+    street: str | None = record.street
     if masked:
         emails, phones = [mask_email(e) for e in emails], [mask_phone(p) for p in phones]
-    return [
-        safe_cell(v)
-        for v in (
-            record.code,
-            record.name,
-            record.kind,
-            " ".join(emails),
-            " ".join(phones),
-            record.company or "",
-            record.title or "",
-            record.city or "",
-            record.province or "",
-            record.country or "",
-            record.source or "",
-            " ".join(record.tags),
-            record.birthday.isoformat() if record.birthday else "",
-            record.created_at.isoformat(),
-        )
-    ]
+        street = "***" if street else street
+    cells = {"email": join_list(emails), "phone": join_list(phones), "tags": join_list(record.tags), "street": street}
+    values = [cells[name] if name in cells else record._mapping[name] for name in FIELDS]
+    custom: dict[str, Any] = (
+        json.loads(record.custom_fields) if isinstance(record.custom_fields, str) else record.custom_fields
+    )
+    values += [_custom_cell(custom.get(key)) for key in keys]
+    values.append(record.created_at)
+    return [safe_cell(_text(value)) for value in values]
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _custom_cell(value: object) -> str:
+    """A custom field's value as the import reads it back: lists joined, booleans as true/false."""
+    if isinstance(value, list):
+        return join_list(str(item) for item in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _text(value)
 
 
 class _Writer:
     """Rows to a file a batch at a time, so an export of millions never sits in memory."""
 
-    def __init__(self, path: Path, file_format: str) -> None:
+    def __init__(self, path: Path, file_format: str, header: list[str]) -> None:
         self.path, self.file_format = path, file_format
         if file_format == "csv":
             self.file = path.open("w", encoding="utf-8-sig", newline="")
             self.csv = csv.writer(self.file)
-            self.csv.writerow(HEADER)
+            self.csv.writerow(header)
         else:
             self.book = openpyxl.Workbook(write_only=True)
             self.sheet = self.book.create_sheet("customers")
-            self.sheet.append(HEADER)
+            self.sheet.append(header)
 
     def write(self, rows: list[list[str]]) -> None:
         if self.file_format == "csv":
