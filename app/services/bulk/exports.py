@@ -2,14 +2,13 @@
 
 import asyncio
 import csv
-import json
 import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import openpyxl
-from sqlalchemy import Row, bindparam, select, text, type_coerce
+from sqlalchemy import ARRAY, Row, bindparam, select, text, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.types import NullType
 
@@ -152,16 +151,16 @@ async def requeue_orphans(session: AsyncSession) -> list[tuple[uuid.UUID, uuid.U
 
 # What the file shows, plus the id for the keyset. Arrays come back as the driver's lists: SQLAlchemy's
 # per-item array processing cost more than the query.
-_LISTS = {"email": "emails", "phone": "phones", "tags": "tags"}
+_ARRAYS = frozenset(column.key for column in Customer.__table__.columns if isinstance(column.type, ARRAY))
 EXPORT_COLUMNS = (
     Customer.id,
     *(
-        type_coerce(getattr(Customer, _LISTS[name]), NullType()).label(_LISTS[name])
-        if name in _LISTS
-        else getattr(Customer, name)
-        for name in FIELDS
+        type_coerce(getattr(Customer, column), NullType()).label(column)
+        if column in _ARRAYS
+        else getattr(Customer, column)
+        for column in imports.FIELD_COLUMNS.values()
     ),
-    type_coerce(Customer.custom_fields, NullType()).label("custom_fields"),
+    Customer.custom_fields,
     Customer.created_at,
 )
 
@@ -205,37 +204,28 @@ async def process(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID,
 def _row(record: Row[*tuple[Any, ...]], keys: list[str], masked: bool) -> list[str]:
     """A customer's cells in the import's form (lists joined as it splits them), masked as
     customer_output.present masks them for a caller without PII."""
-    emails: list[str] = record.emails
-    phones: list[str] = record.phones
-    street: str | None = record.street
+    row = dict(record._mapping)
     if masked:
-        emails, phones = [mask_email(e) for e in emails], [mask_phone(p) for p in phones]
-        street = "***" if street else street
-    cells = {"email": join_list(emails), "phone": join_list(phones), "tags": join_list(record.tags), "street": street}
-    values = [cells[name] if name in cells else record._mapping[name] for name in FIELDS]
-    custom: dict[str, Any] = (
-        json.loads(record.custom_fields) if isinstance(record.custom_fields, str) else record.custom_fields
-    )
-    values += [_custom_cell(custom.get(key)) for key in keys]
-    values.append(record.created_at)
+        row["emails"] = [mask_email(e) for e in row["emails"]]
+        row["phones"] = [mask_phone(p) for p in row["phones"]]
+        row["street"] = "***" if row["street"] else None
+    values = [row[column] for column in imports.FIELD_COLUMNS.values()]
+    values += [row["custom_fields"].get(key) for key in keys]
+    values.append(row["created_at"])
     return [safe_cell(_text(value)) for value in values]
 
 
 def _text(value: object) -> str:
+    """A value as the import reads it back: lists joined, booleans as true/false, dates in ISO 8601."""
     if value is None:
         return ""
-    if isinstance(value, date | datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def _custom_cell(value: object) -> str:
-    """A custom field's value as the import reads it back: lists joined, booleans as true/false."""
     if isinstance(value, list):
         return join_list(str(item) for item in value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    return _text(value)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return str(value)
 
 
 class _Writer:

@@ -58,9 +58,13 @@ _NOT_IMPORTED = (
 IMPORTED = tuple(column.key for column in Customer.__table__.columns if column.key not in _NOT_IMPORTED)
 # A file's email and phone columns hold one address or number, or a list cell of them.
 _SINGULAR = {"emails": "email", "phones": "phone"}
-# The fields a file column maps to (besides `custom.<key>`): the match key, the name, then the other
-# imported columns. An export writes its columns in this order.
-FIELDS = ("code", "name", *(_SINGULAR.get(name, name) for name in IMPORTED if name not in ("name", "custom_fields")))
+# The fields a file column maps to (besides `custom.<key>`), each with the customer column it sets: the
+# match key, the name, then the other imported columns. An export writes its columns in this order.
+FIELD_COLUMNS = {
+    _SINGULAR.get(name, name): name
+    for name in ("code", "name", *(name for name in IMPORTED if name not in ("name", "custom_fields")))
+}
+FIELDS = tuple(FIELD_COLUMNS)
 LIMITS: dict[str, int] = {
     column.key: column.type.length
     for column in Customer.__table__.columns

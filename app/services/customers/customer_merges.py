@@ -15,6 +15,7 @@ from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.models import Customer, CustomerIdentity, CustomerMerge
+from app.schemas.customer import MAX_CONTACT_POINTS, MAX_TAGS
 from app.services.customers import customers
 from app.services.customers.customer_output import ADDRESS_FIELDS, event_data
 from app.services.customers.visibility import visible_customer_clauses, visible_customer_ids_sql
@@ -205,9 +206,13 @@ async def merge(
         {"ws": ctx.workspace_id, "ids": absorb},
     )
     moved_keys = absorbed_identities.all()
-    new["emails"] = list(dict.fromkeys([*survivor.emails, *(v for k, v in moved_keys if k == "email")]))[:10]
-    new["phones"] = list(dict.fromkeys([*survivor.phones, *(v for k, v in moved_keys if k == "phone")]))[:10]
-    new["tags"] = list(dict.fromkeys([*survivor.tags, *(t for a in absorb for t in by_id[a].tags)]))[:50]
+    joined_keys = {
+        "emails": [v for k, v in moved_keys if k == "email"],
+        "phones": [v for k, v in moved_keys if k == "phone"],
+    }
+    for name in ("emails", "phones"):
+        new[name] = list(dict.fromkeys([*getattr(survivor, name), *joined_keys[name]]))[:MAX_CONTACT_POINTS]
+    new["tags"] = list(dict.fromkeys([*survivor.tags, *(t for a in absorb for t in by_id[a].tags)]))[:MAX_TAGS]
     changes = customers.assign(survivor, new)
     if moved_keys:
         await session.execute(

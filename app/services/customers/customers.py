@@ -1,13 +1,13 @@
 """Customer use cases: create, read, change, soft delete and restore, each one transaction."""
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast, get_args
 
 import asyncpg
 from sqlalchemy import ARRAY, ColumnElement, Text, bindparam, delete, func, literal, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock, idempotency
@@ -32,6 +32,12 @@ from app.services.events import audit, outbox
 PLAIN_FIELDS = tuple(
     name for name in CustomerFields.model_fields if name not in ("address", "consent", "custom_fields")
 )
+# The list and object columns among them, which hold an empty value rather than null.
+_EMPTY_WHEN_NULL: dict[str, Callable[[], Any]] = {
+    column.key: list if isinstance(column.type, ARRAY) else dict
+    for column in Customer.__table__.columns
+    if column.key in PLAIN_FIELDS and isinstance(column.type, ARRAY | JSONB)
+}
 
 
 def _get_statement(visibility: Visibility, include_deleted: bool) -> PreparedStatement:
@@ -97,21 +103,9 @@ async def build(session: AsyncSession, ctx: Caller, data: CustomerCreate) -> New
         id=new_id(),
         # Set by `write_new`, which takes the number as late as it can.
         code="",
-        kind=data.kind,
-        name=data.name,
-        emails=data.emails or [],
-        phones=data.phones or [],
-        company=data.company,
-        title=data.title,
-        gender=data.gender,
-        birthday=data.birthday,
-        source=data.source,
-        tags=data.tags or [],
-        owner_id=owner_id,
-        preferences=data.preferences or {},
+        **(_plain_values(data) | {"owner_id": owner_id}),
         custom_fields=values,
         consent=data.consent.model_dump() if data.consent else {},
-        notes=data.notes,
         created_at=now,
         updated_at=now,
         deleted_at=None,
@@ -120,6 +114,15 @@ async def build(session: AsyncSession, ctx: Caller, data: CustomerCreate) -> New
     )
     scope, width = customer_codes.scope_of(pattern, now)
     return NewCustomer(customer, scope, width)
+
+
+def _plain_values(data: CustomerFields) -> dict[str, Any]:
+    """The PLAIN_FIELDS of a create or PATCH as stored: a list or object left out or null is empty."""
+    values = {name: getattr(data, name) for name in PLAIN_FIELDS}
+    for name, empty in _EMPTY_WHEN_NULL.items():
+        if values[name] is None:
+            values[name] = empty()
+    return values
 
 
 async def _creation_settings(session: AsyncSession, ctx: Caller) -> tuple[str, custom_fields.Definitions]:
@@ -295,13 +298,7 @@ async def _apply(session: AsyncSession, ctx: Caller, customer: Customer, patch: 
     for required in ("name", "kind"):
         if required in sent and getattr(patch, required) is None:
             raise ValidationFailed(f"{required} cannot be null.", loc=["body", required])
-    new: dict[str, Any] = {}
-    for name in PLAIN_FIELDS:
-        if name in sent:
-            value = getattr(patch, name)
-            new[name] = [] if value is None and name in ("emails", "phones", "tags") else value
-    if "preferences" in sent:
-        new["preferences"] = patch.preferences or {}
+    new = {name: value for name, value in _plain_values(patch).items() if name in sent}
     if "address" in sent:
         if patch.address is None:
             new.update(dict.fromkeys(ADDRESS_FIELDS))
