@@ -161,7 +161,11 @@ async def write_new(
             customer,
             scope=new.code_scope,
             width=new.code_width,
-            changes={k: {"before": None, "after": v} for k, v in snapshot.items() if v not in (None, [], {})},
+            changes={
+                k: {"before": None, "after": v}
+                for k, v in snapshot.items()
+                if v not in (None, [], {}) and k != "pii_masked"
+            },
             data=snapshot,
             remember=remember,
             all_or_nothing=own_transaction,
@@ -193,9 +197,7 @@ async def update(
     return customer
 
 
-def record_change(
-    session: AsyncSession, ctx: Caller, customer: Customer, changes: audit.Changes, *, action: str = "updated"
-) -> None:
+def record_change(session: AsyncSession, ctx: Caller, customer: Customer, changes: audit.Changes) -> None:
     """What every change of a customer's fields writes: a new version, the search text, the audit
     entry and the `customer.updated` event. Nothing when nothing changed. The import writes the
     same set-based (app/services/bulk/imports.py MERGE_SQL)."""
@@ -204,7 +206,7 @@ def record_change(
     customer.version += 1
     customer.updated_at = clock.now()
     customer.search_text = search_text_of(customer)
-    audit.record(session, ctx, entity_type="customer", entity_id=customer.id, action=action, changes=changes)
+    audit.record(session, ctx, entity_type="customer", entity_id=customer.id, action="updated", changes=changes)
     outbox.emit(session, ctx, "customer.updated", {**event_data(customer), "changed_fields": sorted(changes)})
 
 
