@@ -2,9 +2,10 @@
 
 Rows are checked in Python with the API's own rules (phone and email normalisation, lengths, NUL,
 custom field types), copied into a staging table with COPY, and merged set-based: matched
-customers are updated only where a value differs (so a re-run changes nothing), the rest are
-created with a block of codes (run() says when a block can be left unused). Rejected rows are
-kept with their row, column and reason."""
+customers are updated only where a value differs (so a re-run changes nothing), with the audit
+entry, `customer.updated` event and search text a PATCH writes; the rest are created with a block
+of codes and the API's `customer.created` (run() says when a block can be left unused). Rejected
+rows are kept with their row, column and reason."""
 
 import asyncio
 import codecs
