@@ -3,7 +3,7 @@
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller, Visibility
 from app.core.errors import ValidationFailed
-from app.core.pagination import decode_cursor, encode_cursor
+from app.core.pagination import decode_cursor, encode_cursor, next_page
 from app.core.prepared import PreparedStatement
 from app.models import Customer, CustomerValue
 from app.services.customers import custom_fields
@@ -34,10 +34,12 @@ SORT_COLUMNS: dict[str, Any] = {
     "name": Customer.name,
     "code": Customer.code,
 }
+_SORT_TYPES: dict[str, type] = {name: column.type.python_type for name, column in SORT_COLUMNS.items()}
 # Below this many characters a query has no trigram to use: it matches name prefixes instead.
 MIN_TRIGRAM_QUERY = 3
 # Relevance-ordered results page by offset; past this, refine the query instead.
 MAX_SEARCH_OFFSET = 10_000
+_SEARCH = "customer-search"
 
 
 @dataclass
@@ -184,9 +186,9 @@ def _keyset_statement(
         **custom,
     }
     if query.cursor:
-        value, last_id = decode_cursor(query.cursor, expected_length=2)
-        params["after_value"] = _parse_sort_value(query.sort.lstrip("-"), value)
-        params["after_id"] = _parse_uuid(last_id)
+        params["after_value"], params["after_id"] = decode_cursor(
+            query.cursor, _list_name(query), [_SORT_TYPES[query.sort.lstrip("-")], uuid.UUID]
+        )
     shape = _ListShape(
         visibility=effective_visibility(ctx),
         deleted=query.deleted,
@@ -207,15 +209,14 @@ def _keyset_statement(
     return _list_statement(shape), params
 
 
+def _list_name(query: CustomerQuery) -> str:
+    # The sort is part of the list: a cursor holds the value of the column it sorts by.
+    return f"customers:{query.sort}"
+
+
 def _keyset_result(rows: list[Mapping[str, Any]], query: CustomerQuery) -> tuple[list[Mapping[str, Any]], str | None]:
-    next_cursor = None
-    if len(rows) > query.limit:
-        last = rows[query.limit - 1]
-        sort_value = last[query.sort.lstrip("-")]
-        next_cursor = encode_cursor(
-            [sort_value.isoformat() if isinstance(sort_value, datetime) else sort_value, str(last["id"])]
-        )
-    return rows[: query.limit], next_cursor
+    sort = query.sort.lstrip("-")
+    return next_page(rows, query.limit, _list_name(query), lambda row: (row[sort], row["id"]))
 
 
 async def _search_page(
@@ -234,12 +235,12 @@ async def _search_page(
             session,
             stmt.where(name_key.like(f"{pattern}%")).order_by(name_key, Customer.id).offset(offset).limit(limit + 1),
         )
-        return prefixed[:limit], encode_cursor(["prefix", offset + limit]) if len(prefixed) > limit else None
+        return prefixed[:limit], encode_cursor(_SEARCH, ["prefix", offset + limit]) if len(prefixed) > limit else None
     if phase == "substring":
         contains = Customer.search_text.like(f"%{pattern}%")
         rows = await _rows(session, stmt.where(contains).order_by(Customer.id).offset(offset).limit(limit + 1))
         if len(rows) > limit:
-            return rows[:limit], encode_cursor(["substring", offset + limit])
+            return rows[:limit], encode_cursor(_SEARCH, ["substring", offset + limit])
         if rows or offset:
             return rows, None
     # Fuzzy matching (`%>`, pg_trgm word similarity, through the same index) is the fallback for a
@@ -252,13 +253,13 @@ async def _search_page(
         .offset(offset)
         .limit(limit + 1),
     )
-    return fuzzy[:limit], encode_cursor(["fuzzy", offset + limit]) if len(fuzzy) > limit else None
+    return fuzzy[:limit], encode_cursor(_SEARCH, ["fuzzy", offset + limit]) if len(fuzzy) > limit else None
 
 
 def _search_cursor(cursor: str | None, *, short: bool) -> tuple[str, int]:
     if not cursor:
         return ("prefix" if short else "substring"), 0
-    phase, offset = decode_cursor(cursor, expected_length=2)
+    phase, offset = decode_cursor(cursor, _SEARCH, [str, int])
     allowed = {"prefix"} if short else {"substring", "fuzzy"}
     if phase not in allowed or not isinstance(offset, int) or not 0 <= offset <= MAX_SEARCH_OFFSET:
         raise ValidationFailed("The cursor is not valid for this search.", loc=["query", "cursor"])
@@ -329,27 +330,3 @@ def _custom_filter_value(defs: custom_fields.Definitions, key: str, raw: str) ->
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _parse_uuid(value: Any) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError as exc:
-        raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
-
-
-def _parse_sort_value(name: str, value: Any) -> Any:
-    bad = ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"])
-    if name in ("created_at", "updated_at"):
-        if not isinstance(value, str):
-            raise bad
-        try:
-            parsed = datetime.fromisoformat(value)
-            # Also a time PostgreSQL can hold: year 1 at +14:00 is in year 0 in UTC.
-            parsed.astimezone(UTC)
-        except (ValueError, OverflowError) as exc:
-            raise bad from exc
-        return parsed
-    if not isinstance(value, str):
-        raise bad
-    return value

@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
-from app.core.errors import NotFound, ValidationFailed
-from app.core.pagination import decode_cursor, encode_cursor
+from app.core.errors import NotFound
+from app.core.pagination import decode_cursor, next_page
 from app.models import Customer
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.identity import workspaces
@@ -100,12 +100,9 @@ async def timeline(
     await _check_visible(session, ctx, customer_id)
     wanted = types or list(TYPES)
     params: dict[str, Any] = {"ws": ctx.workspace_id, "customer_id": customer_id, "limit": limit + 1}
+    list_name = f"timeline:{customer_id}"
     if cursor:
-        at, last = decode_cursor(cursor, expected_length=2)
-        try:
-            params["after_at"], params["after_id"] = datetime.fromisoformat(str(at)), uuid.UUID(str(last))
-        except ValueError as exc:
-            raise ValidationFailed("The cursor is not valid for this timeline.", loc=["query", "cursor"]) from exc
+        params["after_at"], params["after_id"] = decode_cursor(cursor, list_name, [datetime, uuid.UUID])
     branches = []
     for name in wanted:
         alias, column = _ALIASES[name]
@@ -123,11 +120,7 @@ async def timeline(
     )
     rows = (await session.execute(text(sql), params)).all()
     items = [{"occurred_at": at, "id": id_, "type": type_, "data": data} for at, id_, type_, data in rows]
-    next_cursor = None
-    if len(items) > limit:
-        last_item = items[limit - 1]
-        next_cursor = encode_cursor([last_item["occurred_at"].isoformat(), str(last_item["id"])])
-    return items[:limit], next_cursor
+    return next_page(items, limit, list_name, lambda item: (item["occurred_at"], item["id"]))
 
 
 SUMMARY_SQL = text(

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +14,7 @@ from app.core.access import Caller
 from app.core.errors import DomainError, NotFound, PreconditionFailed, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
-from app.core.pagination import decode_cursor, encode_cursor
+from app.core.pagination import SortKey, keyset_page
 from app.core.problems import domain_problem, validation_problem
 from app.models import Customer, Interaction, User, Workspace
 from app.schemas.interaction import InteractionIn, InteractionPatch
@@ -185,23 +185,8 @@ async def list_interactions(
         Interaction.occurred_at < occurred_to if occurred_to else None,
     ]
     stmt = stmt.where(*(f for f in filters if f is not None))
-    if cursor:
-        at, last = decode_cursor(cursor, expected_length=2)
-        try:
-            after = (datetime.fromisoformat(str(at)), uuid.UUID(str(last)))
-        except ValueError as exc:
-            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
-        stmt = stmt.where(tuple_(Interaction.occurred_at, Interaction.id) < tuple_(*after))
-    rows = list(
-        (
-            await session.scalars(stmt.order_by(Interaction.occurred_at.desc(), Interaction.id.desc()).limit(limit + 1))
-        ).all()
-    )
-    next_cursor = None
-    if len(rows) > limit:
-        last_row = rows[limit - 1]
-        next_cursor = encode_cursor([last_row.occurred_at.isoformat(), str(last_row.id)])
-    return rows[:limit], next_cursor
+    keys = [SortKey(Interaction.occurred_at, descending=True), SortKey(Interaction.id, descending=True)]
+    return await keyset_page(session, stmt, keys, list_name="interactions", limit=limit, cursor=cursor)
 
 
 async def set_outcomes(session: AsyncSession, ctx: Caller, outcomes: list[str]) -> list[str]:

@@ -2,11 +2,11 @@
 and the "my tasks" views (overdue, today, upcoming)."""
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
@@ -14,7 +14,7 @@ from app.core.access import Caller
 from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
-from app.core.pagination import decode_cursor, encode_cursor
+from app.core.pagination import SortKey, keyset_page
 from app.models import Customer, Interaction, Task, User
 from app.schemas.interaction import TaskIn, TaskPatch
 from app.services.customers.visibility import visible_customer_clauses
@@ -169,18 +169,8 @@ async def list_tasks(
         stmt = stmt.where(Task.due_at >= now, Task.due_at < end_of_today)
     elif view == "upcoming":
         stmt = stmt.where(Task.due_at >= end_of_today)
-    if cursor:
-        at, last = decode_cursor(cursor, expected_length=2)
-        try:
-            after = (datetime.fromisoformat(str(at)), uuid.UUID(str(last)))
-        except ValueError as exc:
-            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
-        stmt = stmt.where(tuple_(Task.due_at, Task.id) > tuple_(*after))
-    rows: list[Task] = list((await session.scalars(stmt.order_by(Task.due_at, Task.id).limit(limit + 1))).all())
-    next_cursor = (
-        encode_cursor([rows[limit - 1].due_at.isoformat(), str(rows[limit - 1].id)]) if len(rows) > limit else None
-    )
-    return rows[:limit], next_cursor
+    keys = [SortKey(Task.due_at), SortKey(Task.id)]
+    return await keyset_page(session, stmt, keys, list_name=f"tasks:{view}", limit=limit, cursor=cursor)
 
 
 def present(task: Task) -> dict[str, Any]:

@@ -9,8 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
-from app.core.errors import ValidationFailed
-from app.core.pagination import decode_cursor, encode_cursor
+from app.core.pagination import SortKey, keyset_page
 from app.models import AuditEntry
 
 Changes = dict[str, dict[str, Any]]
@@ -70,22 +69,11 @@ async def list_for(
     cursor: str | None,
 ) -> tuple[list[AuditEntry], str | None]:
     """Newest first; the entity's visibility is the caller's to check before calling."""
-    stmt = (
-        select(AuditEntry)
-        .where(
-            AuditEntry.workspace_id == ctx.workspace_id,
-            AuditEntry.entity_type == entity_type,
-            AuditEntry.entity_id == entity_id,
-        )
-        .order_by(AuditEntry.id.desc())
-        .limit(limit + 1)
+    stmt = select(AuditEntry).where(
+        AuditEntry.workspace_id == ctx.workspace_id,
+        AuditEntry.entity_type == entity_type,
+        AuditEntry.entity_id == entity_id,
     )
-    if cursor:
-        (after,) = decode_cursor(cursor, expected_length=1)
-        try:
-            stmt = stmt.where(AuditEntry.id < uuid.UUID(str(after)))
-        except ValueError as exc:
-            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
-    rows = list((await session.scalars(stmt)).all())
-    next_cursor = encode_cursor([str(rows[limit - 1].id)]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    keys = [SortKey(AuditEntry.id, descending=True)]
+    list_name = f"audit:{entity_type}:{entity_id}"
+    return await keyset_page(session, stmt, keys, list_name=list_name, limit=limit, cursor=cursor)

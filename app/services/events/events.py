@@ -1,14 +1,12 @@
 """The event stream as partners poll it: committed events in commit order, with a cursor."""
 
-import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, Text, func, or_, select, tuple_
+from sqlalchemy import BigInteger, Text, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller
-from app.core.errors import ValidationFailed
-from app.core.pagination import decode_cursor, encode_cursor
+from app.core.pagination import SortKey, keyset_page
 from app.models import OutboxEvent
 from app.services.events.webhook_delivery import envelope
 
@@ -22,26 +20,11 @@ def _horizon() -> Any:
 async def list_events(
     session: AsyncSession, ctx: Caller, *, limit: int, cursor: str | None, types: list[str]
 ) -> tuple[list[dict[str, Any]], str | None]:
-    stmt = (
-        select(OutboxEvent)
-        .where(OutboxEvent.workspace_id == ctx.workspace_id, OutboxEvent.txid < _horizon())
-        .order_by(OutboxEvent.txid, OutboxEvent.id)
-        .limit(limit + 1)
-    )
+    stmt = select(OutboxEvent).where(OutboxEvent.workspace_id == ctx.workspace_id, OutboxEvent.txid < _horizon())
     if types and "*" not in types:
         exact = [t for t in types if not t.endswith(".*")]
         families = [t[:-1] for t in types if t.endswith(".*")]
         stmt = stmt.where(or_(OutboxEvent.type.in_(exact), *(OutboxEvent.type.startswith(f) for f in families)))
-    if cursor:
-        txid, event_id = decode_cursor(cursor, expected_length=2)
-        try:
-            after = (int(txid), uuid.UUID(str(event_id)))
-        except (TypeError, ValueError) as exc:
-            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
-        stmt = stmt.where(tuple_(OutboxEvent.txid, OutboxEvent.id) > tuple_(*after))
-    rows = list((await session.scalars(stmt)).all())
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor([last.txid, str(last.id)])
-    return [envelope(row) for row in rows[:limit]], next_cursor
+    keys = [SortKey(OutboxEvent.txid), SortKey(OutboxEvent.id)]
+    rows, next_cursor = await keyset_page(session, stmt, keys, list_name="events", limit=limit, cursor=cursor)
+    return [envelope(row) for row in rows], next_cursor

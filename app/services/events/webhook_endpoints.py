@@ -12,7 +12,7 @@ from app.core import clock
 from app.core.access import Caller
 from app.core.errors import NotFound, PreconditionFailed, ValidationFailed
 from app.core.ids import new_id
-from app.core.pagination import decode_cursor, encode_cursor
+from app.core.pagination import SortKey, keyset_page
 from app.core.settings import get_settings
 from app.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.schemas.event import EndpointCreate, EndpointPatch, Redeliver
@@ -189,20 +189,13 @@ async def list_deliveries(
             (OutboxEvent.workspace_id == WebhookDelivery.workspace_id) & (OutboxEvent.id == WebhookDelivery.event_id),
         )
         .where(WebhookDelivery.workspace_id == ctx.workspace_id, WebhookDelivery.endpoint_id == endpoint_id)
-        .order_by(WebhookDelivery.id.desc())
-        .limit(limit + 1)
     )
     if state:
         stmt = stmt.where(WebhookDelivery.state == state)
-    if cursor:
-        (before,) = decode_cursor(cursor, expected_length=1)
-        try:
-            stmt = stmt.where(WebhookDelivery.id < uuid.UUID(str(before)))
-        except ValueError as exc:
-            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
-    rows = list((await session.execute(stmt)).all())
-    next_cursor = encode_cursor([str(rows[limit - 1][0].id)]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    keys = [SortKey(WebhookDelivery.id, descending=True)]
+    return await keyset_page(
+        session, stmt, keys, list_name=f"webhook-deliveries:{endpoint_id}", limit=limit, cursor=cursor
+    )
 
 
 async def list_attempts(

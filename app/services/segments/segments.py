@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, func, insert, literal, select, tuple_
+from sqlalchemy import Select, and_, delete, exists, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +16,7 @@ from app.core import clock
 from app.core.access import Caller, system_caller
 from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from app.core.ids import new_id
-from app.core.pagination import decode_cursor, encode_cursor
+from app.core.pagination import SortKey, keyset_page
 from app.models import Customer, CustomerStage, CustomerValue, OutboxEvent, Segment, SegmentMember, SegmentSize
 from app.schemas.segment import SegmentOut
 from app.services.customers.customer_output import CUSTOMER_COLUMNS
@@ -374,30 +374,19 @@ async def preview(session: AsyncSession, ctx: Caller, filter_: Any, *, limit: in
 
 
 async def search(
-    session: AsyncSession, ctx: Caller, filter_: Any, *, limit: int, cursor: str | None
+    session: AsyncSession, ctx: Caller, node: Any, *, limit: int, cursor: str | None
 ) -> tuple[list[Any], str | None]:
-    """The filter over the customers the caller may see, newest first, a page at a time."""
-    compiled = await compile_filter(session, ctx, filter_)
+    """The customers the caller may see that match the filter `node`, newest first."""
+    compiled = await compile_filter(session, ctx, node)
     matching = customers_matching(ctx, compiled, for_caller=True).subquery()
-    stmt = (
-        select(*CUSTOMER_COLUMNS)
-        .where(Customer.id.in_(matching.select()), Customer.workspace_id == ctx.workspace_id)
-        .order_by(Customer.created_at.desc(), Customer.id.desc())
-        .limit(limit + 1)
+    stmt = select(*CUSTOMER_COLUMNS).where(
+        Customer.id.in_(matching.select()), Customer.workspace_id == ctx.workspace_id
     )
-    if cursor:
-        at, last = decode_cursor(cursor, expected_length=2)
-        try:
-            after = (datetime.fromisoformat(str(at)), uuid.UUID(str(last)))
-        except ValueError as exc:
-            raise ValidationFailed("The cursor is not valid for this search.", loc=["body", "cursor"]) from exc
-        stmt = stmt.where(tuple_(Customer.created_at, Customer.id) < tuple_(*after))
-    rows = [row._mapping for row in await session.execute(stmt)]
-    next_cursor = None
-    if len(rows) > limit:
-        last_row = rows[limit - 1]
-        next_cursor = encode_cursor([last_row["created_at"].isoformat(), str(last_row["id"])])
-    return rows[:limit], next_cursor
+    keys = [SortKey(Customer.created_at, descending=True), SortKey(Customer.id, descending=True)]
+    rows, next_cursor = await keyset_page(
+        session, stmt, keys, list_name="customer-filter-search", limit=limit, cursor=cursor, cursor_loc="body"
+    )
+    return [row._mapping for row in rows], next_cursor
 
 
 async def members(
@@ -412,20 +401,11 @@ async def members(
             and_(SegmentMember.workspace_id == Customer.workspace_id, SegmentMember.customer_id == Customer.id),
         )
         .where(SegmentMember.segment_id == segment_id, *visible_customer_clauses(ctx))
-        .order_by(Customer.id)
     )
-    if cursor:
-        (after,) = decode_cursor(cursor, expected_length=1)
-        try:
-            stmt = stmt.where(Customer.id > uuid.UUID(str(after)))
-        except ValueError as exc:
-            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
-    if limit is not None:
-        stmt = stmt.limit(limit + 1)
-    rows = [row._mapping for row in await session.execute(stmt)]
-    if limit is not None and len(rows) > limit:
-        return rows[:limit], encode_cursor([str(rows[limit - 1]["id"])])
-    return rows, None
+    rows, next_cursor = await keyset_page(
+        session, stmt, [SortKey(Customer.id)], list_name=f"segment-members:{segment_id}", limit=limit, cursor=cursor
+    )
+    return [row._mapping for row in rows], next_cursor
 
 
 async def sizes(session: AsyncSession, ctx: Caller, segment_id: uuid.UUID) -> list[SegmentSize]:

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +14,7 @@ from app.core.access import Caller
 from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
-from app.core.pagination import decode_cursor, encode_cursor
+from app.core.pagination import SortKey, keyset_page
 from app.models import (
     BusinessHours,
     Customer,
@@ -343,20 +343,8 @@ async def list_tickets(
             ((Ticket.first_responded_at.is_(None)) & (Ticket.first_response_due_at <= horizon))
             | (Ticket.resolution_due_at <= horizon),
         )
-    if cursor:
-        at, last = decode_cursor(cursor, expected_length=2)
-        try:
-            after = (datetime.fromisoformat(str(at)), uuid.UUID(str(last)))
-        except ValueError as exc:
-            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
-        stmt = stmt.where(tuple_(Ticket.created_at, Ticket.id) < tuple_(*after))
-    rows = list(
-        (await session.scalars(stmt.order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(limit + 1))).all()
-    )
-    next_cursor = (
-        encode_cursor([rows[limit - 1].created_at.isoformat(), str(rows[limit - 1].id)]) if len(rows) > limit else None
-    )
-    return rows[:limit], next_cursor
+    keys = [SortKey(Ticket.created_at, descending=True), SortKey(Ticket.id, descending=True)]
+    return await keyset_page(session, stmt, keys, list_name="tickets", limit=limit, cursor=cursor)
 
 
 BREACH_SQL = text(

@@ -7,7 +7,7 @@ from typing import Any
 
 from babel.numbers import get_currency_precision, list_currencies
 from pydantic import ValidationError
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
@@ -15,7 +15,7 @@ from app.core.access import Caller
 from app.core.errors import DomainError, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
-from app.core.pagination import decode_cursor, encode_cursor
+from app.core.pagination import SortKey, keyset_page
 from app.core.problems import domain_problem, validation_problem
 from app.models import Customer, Order, OrderLine, Workspace
 from app.schemas.order import OrderIn
@@ -145,21 +145,8 @@ async def list_for_customer(
                 )
             )
         )
-    if cursor:
-        at, last_id = decode_cursor(cursor, expected_length=2)
-        try:
-            after = (datetime.fromisoformat(str(at)), uuid.UUID(str(last_id)))
-        except ValueError as exc:
-            raise ValidationFailed("The cursor is not valid for this list.", loc=["query", "cursor"]) from exc
-        stmt = stmt.where(tuple_(Order.ordered_at, Order.id) < tuple_(*after))
-    orders = list(
-        (await session.scalars(stmt.order_by(Order.ordered_at.desc(), Order.id.desc()).limit(limit + 1))).all()
-    )
-    next_cursor = None
-    if len(orders) > limit:
-        last = orders[limit - 1]
-        next_cursor = encode_cursor([last.ordered_at.isoformat(), str(last.id)])
-    page = orders[:limit]
+    keys = [SortKey(Order.ordered_at, descending=True), SortKey(Order.id, descending=True)]
+    page, next_cursor = await keyset_page(session, stmt, keys, list_name="orders", limit=limit, cursor=cursor)
     lines = await lines_of(session, ctx, [o.id for o in page])
     return [(o, lines[o.id]) for o in page], next_cursor
 
