@@ -89,7 +89,8 @@ async def test_a_real_cursor_walks_the_list_and_cannot_be_moved_to_another(
     for _ in range(3):
         assert (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).is_success
     first = (await client.get("/api/v1/customers?limit=2", headers=tenant.headers())).json()
-    second = (await client.get(_page("/api/v1/customers?limit=2", first["next_cursor"]), headers=tenant.headers())).json()
+    next_page = _page("/api/v1/customers?limit=2", first["next_cursor"])
+    second = (await client.get(next_page, headers=tenant.headers())).json()
     assert len(first["items"]) == 2 and len(second["items"]) == 1
     assert {c["id"] for c in first["items"]}.isdisjoint(c["id"] for c in second["items"])
     # The sort is part of the list: the cursor of one order is refused by another.
