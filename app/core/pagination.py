@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Select, tuple_
@@ -131,7 +131,7 @@ class SortKey:
 
 async def keyset_page(
     session: AsyncSession,
-    stmt: Select[Unpack[tuple[Any, ...]]],
+    stmt: Select[*tuple[Any, ...]],
     keys: Sequence[SortKey],
     *,
     list_name: str,

@@ -12,6 +12,7 @@ from app.core.access import Caller, Role, Scope, user_caller
 from app.core.db import DbSession
 from app.core.errors import Forbidden, PreconditionRequired, Unauthorized
 from app.core.settings import get_settings
+from app.core.versions import ANY_VERSION
 from app.services.identity import api_keys, tokens
 
 
@@ -112,11 +113,17 @@ _ETAG = re.compile(r'^(?:W/)?"?(\d{1,10})"?$')
 # thread pool, a thread hop per request.
 async def expected_version(
     if_match: Annotated[
-        str | None, Header(description="The ETag of the version you read; required.", max_length=64)
+        str | None,
+        Header(
+            description="The ETag of the version you read, or `*` for whatever version is current; required.",
+            max_length=64,
+        ),
     ] = None,
 ) -> int:
     if if_match is None:
         raise PreconditionRequired("Send If-Match with the ETag you read.")
+    if if_match.strip() == "*":
+        return ANY_VERSION
     match = _ETAG.match(if_match.strip())
     if match is None:
         # Names no version, so it matches none: the service answers 412 once it has found the

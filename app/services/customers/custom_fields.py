@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
-from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.versions import check_version
 from app.models import Customer, CustomFieldDefinition
 from app.schemas.custom_field import CustomFieldCreate, CustomFieldPatch, CustomFieldRules, check_rules
 from app.services.events import audit
@@ -84,8 +85,7 @@ async def update(
     session: AsyncSession, ctx: Caller, field_id: uuid.UUID, patch: CustomFieldPatch, *, expected_version: int
 ) -> CustomFieldDefinition:
     definition = await get(session, ctx, field_id)
-    if definition.version != expected_version:
-        raise PreconditionFailed("The custom field changed since you read it.", current_version=definition.version)
+    check_version(definition.version, expected_version, what="custom field")
     changes: dict[str, dict[str, Any]] = {}
     if patch.rules is not None:
         try:
@@ -117,8 +117,7 @@ async def update(
 async def delete(session: AsyncSession, ctx: Caller, field_id: uuid.UUID, *, expected_version: int) -> None:
     """Removes the definition and its values from every customer, set-based."""
     definition = await get(session, ctx, field_id)
-    if definition.version != expected_version:
-        raise PreconditionFailed("The custom field changed since you read it.", current_version=definition.version)
+    check_version(definition.version, expected_version, what="custom field")
     await session.execute(
         sql_update(Customer)
         .where(Customer.workspace_id == ctx.workspace_id, Customer.custom_fields.has_key(definition.key))

@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock, idempotency
 from app.core.access import Caller, Visibility
-from app.core.errors import Conflict, DuplicateCustomer, Forbidden, NotFound, PreconditionFailed, ValidationFailed
+from app.core.errors import Conflict, DuplicateCustomer, Forbidden, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.prepared import PreparedStatement
+from app.core.versions import check_version
 from app.models import Customer, CustomerIdentity, CustomFieldDefinition, User, Workspace
 from app.schemas.customer import CustomerCreate, CustomerFields, CustomerPatch
 from app.services.customers import custom_fields, customer_codes, customer_insert
@@ -187,11 +188,7 @@ async def update(
     session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, patch: CustomerPatch, *, expected_version: int
 ) -> Customer:
     customer = await _lock(session, ctx, customer_id)
-    if customer.version != expected_version:
-        raise PreconditionFailed(
-            "The customer changed since you read it; read it again and retry.",
-            current_version=customer.version,
-        )
+    check_version(customer.version, expected_version, what="customer")
     changes = await _apply(session, ctx, customer, patch)
     record_change(session, ctx, customer, changes)
     return customer
@@ -223,8 +220,7 @@ def assign(customer: Customer, new: Mapping[str, Any]) -> audit.Changes:
 
 async def soft_delete(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, *, expected_version: int) -> Customer:
     customer = await _lock(session, ctx, customer_id)
-    if customer.version != expected_version:
-        raise PreconditionFailed("The customer changed since you read it.", current_version=customer.version)
+    check_version(customer.version, expected_version, what="customer")
     now = clock.now()
     customer.deleted_at = now
     customer.updated_at = now

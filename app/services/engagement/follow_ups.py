@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
-from app.core.errors import NotFound, PreconditionFailed, ValidationFailed
+from app.core.errors import NotFound, ValidationFailed
 from app.core.ids import new_id
+from app.core.versions import check_version
 from app.models import CareRule, CustomFieldDefinition, FollowUpPlan, LifecycleStage, Segment
 from app.schemas.interaction import CareRuleIn, CareRuleOut, PlanIn, PlanOut, PlanPatch
 from app.services.events import audit
@@ -85,8 +86,7 @@ async def update_plan(
 ) -> FollowUpPlan:
     """Open tasks stay as they are: a changed plan never adds a second open task for a customer."""
     plan = await get_plan(session, ctx, plan_id)
-    if plan.version != expected_version:
-        raise PreconditionFailed("The plan changed since you read it.", current_version=plan.version)
+    check_version(plan.version, expected_version, what="plan")
     if patch.audience is not None:
         audience = patch.audience.model_dump(mode="json", exclude_none=True)
         await _check_audience(session, ctx, audience)

@@ -11,11 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
-from app.core.errors import DomainError, NotFound, PreconditionFailed, ValidationFailed
+from app.core.errors import DomainError, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import SortKey, keyset_page
 from app.core.problems import domain_problem, validation_problem
+from app.core.versions import check_version
 from app.models import Customer, Interaction, User, Workspace
 from app.schemas.interaction import InteractionIn, InteractionPatch
 from app.services.customers.visibility import visible_customer_clauses
@@ -119,8 +120,7 @@ async def update(
     session: AsyncSession, ctx: Caller, interaction_id: uuid.UUID, patch: InteractionPatch, *, expected_version: int
 ) -> Interaction:
     interaction = await get(session, ctx, interaction_id, lock=True)
-    if interaction.version != expected_version:
-        raise PreconditionFailed("The interaction changed since you read it.", current_version=interaction.version)
+    check_version(interaction.version, expected_version, what="interaction")
     if "outcome" in patch.model_fields_set:
         await _check_outcome(session, ctx, patch.outcome, ["body", "outcome"])
     changes: audit.Changes = {}
@@ -144,8 +144,7 @@ async def update(
 
 async def delete(session: AsyncSession, ctx: Caller, interaction_id: uuid.UUID, *, expected_version: int) -> None:
     interaction = await get(session, ctx, interaction_id, lock=True)
-    if interaction.version != expected_version:
-        raise PreconditionFailed("The interaction changed since you read it.", current_version=interaction.version)
+    check_version(interaction.version, expected_version, what="interaction")
     interaction.deleted_at = clock.now()
     interaction.version += 1
     audit.record(session, ctx, entity_type="interaction", entity_id=interaction.id, action="deleted", changes={})

@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
-from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import SortKey, keyset_page
+from app.core.versions import check_version
 from app.models import Customer, Interaction, Task, User
 from app.schemas.interaction import TaskIn, TaskPatch
 from app.services.customers.visibility import visible_customer_clauses
@@ -82,8 +83,7 @@ async def update(
     session: AsyncSession, ctx: Caller, task_id: uuid.UUID, patch: TaskPatch, *, expected_version: int
 ) -> Task:
     task = await get(session, ctx, task_id, lock=True)
-    if task.version != expected_version:
-        raise PreconditionFailed("The task changed since you read it.", current_version=task.version)
+    check_version(task.version, expected_version, what="task")
     if task.status != "open":
         raise Conflict(f"The task is {task.status}; only open tasks change.")
     if patch.assignee_id is not None:

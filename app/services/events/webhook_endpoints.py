@@ -10,10 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
-from app.core.errors import NotFound, PreconditionFailed, ValidationFailed
+from app.core.errors import NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.pagination import SortKey, keyset_page
 from app.core.settings import get_settings
+from app.core.versions import check_version
 from app.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.schemas.event import EndpointCreate, EndpointPatch, Redeliver
 from app.services.events import audit, outbox, webhook_signing, webhook_targets
@@ -71,8 +72,7 @@ async def update(
     session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, patch: EndpointPatch, *, expected_version: int
 ) -> WebhookEndpoint:
     endpoint = await get(session, ctx, endpoint_id, lock=True)
-    if endpoint.version != expected_version:
-        raise PreconditionFailed("The endpoint changed since you read it.", current_version=endpoint.version)
+    check_version(endpoint.version, expected_version, what="endpoint")
     changes: audit.Changes = {}
     sent = patch.model_fields_set
     if "url" in sent and patch.url is not None:
@@ -105,8 +105,7 @@ async def update(
 
 async def delete(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, *, expected_version: int) -> None:
     endpoint = await get(session, ctx, endpoint_id, lock=True)
-    if endpoint.version != expected_version:
-        raise PreconditionFailed("The endpoint changed since you read it.", current_version=endpoint.version)
+    check_version(endpoint.version, expected_version, what="endpoint")
     await session.delete(endpoint)
     audit.record(
         session,

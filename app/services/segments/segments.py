@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller, system_caller
-from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.pagination import SortKey, keyset_page
+from app.core.versions import check_version
 from app.models import Customer, CustomerStage, CustomerValue, OutboxEvent, Segment, SegmentMember, SegmentSize
 from app.schemas.segment import SegmentOut
 from app.services.customers.customer_output import CUSTOMER_COLUMNS
@@ -134,8 +135,7 @@ async def update(
     session: AsyncSession, ctx: Caller, segment_id: uuid.UUID, changes: dict[str, Any], *, expected_version: int
 ) -> Segment:
     segment = await get(session, ctx, segment_id, lock=True)
-    if segment.version != expected_version:
-        raise PreconditionFailed("The segment changed since you read it.", current_version=segment.version)
+    check_version(segment.version, expected_version, what="segment")
     if segment.builtin:
         raise Conflict("Built-in segments cannot be changed.")
     if "filter" in changes:
@@ -162,8 +162,7 @@ async def update(
 
 async def delete_segment(session: AsyncSession, ctx: Caller, segment_id: uuid.UUID, *, expected_version: int) -> None:
     segment = await get(session, ctx, segment_id, lock=True)
-    if segment.version != expected_version:
-        raise PreconditionFailed("The segment changed since you read it.", current_version=segment.version)
+    check_version(segment.version, expected_version, what="segment")
     if segment.builtin:
         raise Conflict("Built-in segments cannot be deleted.")
     await session.delete(segment)

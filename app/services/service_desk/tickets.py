@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
-from app.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import SortKey, keyset_page
+from app.core.versions import check_version
 from app.models import (
     BusinessHours,
     Customer,
@@ -174,8 +175,7 @@ async def update(
     session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID, patch: TicketPatch, *, expected_version: int
 ) -> Ticket:
     ticket = await get(session, ctx, ticket_id, lock=True)
-    if ticket.version != expected_version:
-        raise PreconditionFailed("The ticket changed since you read it.", current_version=ticket.version)
+    check_version(ticket.version, expected_version, what="ticket")
     if ticket.status == "closed":
         raise Conflict("A closed ticket does not change.")
     await _check_refs(session, ctx, patch)
