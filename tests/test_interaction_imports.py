@@ -125,7 +125,7 @@ async def test_csv_import_matches_customers_by_code_email_and_phone_and_emits_ev
     # The payload is the one the API's own events carry.
     assert InteractionOut.model_validate(by_external_id["C-1"]).id == stored[0].id
     assert set(by_external_id["C-1"]) == set(InteractionOut.model_fields)
-    assert by_external_id["C-1"]["occurred_at"] == "2026-03-01T02:00:00+00:00"
+    assert by_external_id["C-1"]["occurred_at"] == "2026-03-01T02:00:00Z"
     assert events[0].actor == {"type": "user", "id": str(live_tenant.users["admin"].id)}
     # The contacts show on the customer's timeline, as the API's do.
     timeline = await live_client.get(

@@ -158,10 +158,10 @@ async def test_lines_are_grouped_into_orders_and_the_customers_figures_follow(
     assert str(stored["SO-3"][0].customer_id) == zhang["id"]
     # Figures as the per-order path keeps them: cancelled orders do not count.
     value = await _value(live_client, live_tenant, zhang["id"])
-    assert value["order_count"] == 2 and value["total_spend"] == "524"
+    assert value["order_count"] == 2 and value["total_spend"] == "524.00"
     assert value["first_purchase_at"] == "2026-03-01T02:00:00Z"
-    assert value["favourite_categories"][0] == {"category": "tea", "spend": "504", "orders": 2}
-    assert (await _value(live_client, live_tenant, li["id"]))["total_spend"] == "45.5"
+    assert value["favourite_categories"][0] == {"category": "tea", "spend": "504.00", "orders": 2}
+    assert (await _value(live_client, live_tenant, li["id"]))["total_spend"] == "45.50"
     async with app.state.sessions() as session:
         before = await session.get(CustomerValue, (live_tenant.id, uuid.UUID(zhang["id"])))
         assert before is not None
@@ -179,14 +179,14 @@ async def test_lines_are_grouped_into_orders_and_the_customers_figures_follow(
         await session.rollback()
     created = sorted(await _events(app, live_tenant, "order.created"), key=lambda event: str(event["external_id"]))
     assert [event["external_id"] for event in created] == ["SO-1", "SO-2", "SO-3", "SO-4"]
-    assert OrderOut.model_validate(created[0]).total_amount == Decimal("356")
+    assert OrderOut.model_validate(created[0]).total_amount == "356.00"
     assert set(created[0]) == set(OrderOut.model_fields)
     assert created[0]["lines"][1] == {
         "sku": "BAG",
         "product_name": "礼袋",
         "category": "gift",
         "quantity": "1",
-        "unit_price": "20",
+        "unit_price": "20.00",
     }
     async with app.state.sessions() as session:
         audit = await session.scalar(
@@ -214,7 +214,7 @@ async def test_rerunning_an_upsert_changes_nothing_and_changed_orders_are_brough
     _, first = await _import(app, pool, live_client, live_tenant, "订单.csv", content, mode="upsert")
     assert first == {"rows_read": 3, "created": 3, "updated": 0, "skipped": 0, "failed": 0}
     figures = await _value(live_client, live_tenant, zhang["id"])
-    assert figures["order_count"] == 2 and figures["total_spend"] == "549.5"
+    assert figures["order_count"] == 2 and figures["total_spend"] == "549.50"
     _, again = await _import(app, pool, live_client, live_tenant, "订单.csv", content, mode="upsert")
     assert again == {"rows_read": 3, "created": 0, "updated": 0, "skipped": 3, "failed": 0}
     assert {key: order.version for key, (order, _) in (await _orders(app, live_tenant)).items()} == {
@@ -256,9 +256,9 @@ async def test_rerunning_an_upsert_changes_nothing_and_changed_orders_are_brough
     assert audit["total_amount"] == {"before": "381.5000", "after": "336.00"}
     # Both customers' figures follow: the one who lost an order and the one who gained it.
     old_owner = await _value(live_client, live_tenant, zhang["id"])
-    assert old_owner["order_count"] == 1 and old_owner["total_spend"] == "236"
+    assert old_owner["order_count"] == 1 and old_owner["total_spend"] == "236.00"
     new_owner = await _value(live_client, live_tenant, li["id"])
-    assert new_owner["order_count"] == 1 and new_owner["total_spend"] == "168"
+    assert new_owner["order_count"] == 1 and new_owner["total_spend"] == "168.00"
     # create_only leaves stored orders as they are.
     _, create_only = await _import(app, pool, live_client, live_tenant, "c.csv", content)
     assert create_only == {"rows_read": 3, "created": 0, "updated": 0, "skipped": 3, "failed": 0}
@@ -342,7 +342,7 @@ async def test_a_bad_row_rejects_its_whole_order_and_valid_orders_go_in(
     assert len(await _events(app, live_tenant, "order.created")) == 2
     assert (await _value(live_client, live_tenant, (await _orders(app, live_tenant))["OK-1"][0].customer_id.hex))[
         "total_spend"
-    ] == "30"
+    ] == "30.00"
 
 
 async def test_visibility_and_tenancy_limit_the_customers_orders_may_name(

@@ -53,14 +53,14 @@ async def test_order_upsert_is_idempotent_and_updates_figures(client: httpx.Asyn
     customer = await _customer(client, tenant)
     first = await client.post("/api/v1/orders", json=_order(customer), headers=tenant.headers())
     assert first.status_code == 201, first.text
-    assert first.json()["total_amount"] == "336"
+    assert first.json()["total_amount"] == "336.00"
     again = await client.post("/api/v1/orders", json=_order(customer), headers=tenant.headers())
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"] and again.json()["version"] == 1
     value = await _value(client, tenant, customer)
     assert value["order_count"] == 1
-    assert value["total_spend"] == "336"
-    assert value["favourite_categories"] == [{"category": "tea", "spend": "336", "orders": 1}]
+    assert value["total_spend"] == "336.00"
+    assert value["favourite_categories"] == [{"category": "tea", "spend": "336.00", "orders": 1}]
     assert value["tier"] == "C"
 
 
@@ -79,11 +79,11 @@ async def test_refunds_and_cancellations_change_the_figures(
     )
     assert refunded.status_code == 200 and refunded.json()["version"] == 2
     value = await _value(client, tenant, customer)
-    assert value["total_spend"] == "572" and value["order_count"] == 2
+    assert value["total_spend"] == "572.00" and value["order_count"] == 2
     assert value["avg_interval_days"] == pytest.approx(9.0)
     await client.post("/api/v1/orders", json=_order(customer, "SO-2", status="cancelled"), headers=tenant.headers())
     value = await _value(client, tenant, customer)
-    assert value["total_spend"] == "236" and value["order_count"] == 1
+    assert value["total_spend"] == "236.00" and value["order_count"] == 1
     events = (await db.scalars(select(OutboxEvent.type).where(OutboxEvent.workspace_id == tenant.id))).all()
     assert events.count("order.created") == 2 and events.count("order.updated") == 2
 
@@ -96,7 +96,7 @@ async def test_an_order_moved_to_another_customer_leaves_the_first_with_zeros(
     moved = await client.post("/api/v1/orders", json=_order(second), headers=tenant.headers())
     assert moved.status_code == 200, moved.text
     assert (await _value(client, tenant, first))["order_count"] == 0
-    assert (await _value(client, tenant, first))["total_spend"] == "0"
+    assert (await _value(client, tenant, first))["total_spend"] == "0.00"
     assert (await _value(client, tenant, second))["order_count"] == 1
     # The full pass agrees: the first customer keeps a row of zeros, not the moved order's figures.
     await customer_values.recompute_workspace(db, system_caller(tenant.id))

@@ -1,4 +1,5 @@
-"""Conversion of values to what JSONB columns hold: ids, dates and decimals as strings."""
+"""Conversion of values to what JSONB columns hold (event payloads, audit changes, stored
+responses): ids and decimals as strings, times through the one time serialiser."""
 
 import uuid
 from datetime import date, datetime
@@ -8,6 +9,8 @@ from typing import Any
 from sqlalchemy import DateTime
 from sqlalchemy.types import TypeEngine
 
+from app.core.wire import utc_text, utc_text_sql
+
 
 def to_jsonable(value: Any) -> Any:
     if isinstance(value, dict):
@@ -16,19 +19,16 @@ def to_jsonable(value: Any) -> Any:
         return [to_jsonable(v) for v in value]
     if isinstance(value, uuid.UUID | Decimal):
         return str(value)
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime):
+        return utc_text(value)
+    if isinstance(value, date):
         return value.isoformat()
     return value
 
 
-def timestamp_sql(expression: str) -> str:
-    """SQL for a timestamptz in the JSON form `to_jsonable` gives a datetime: RFC 3339 in UTC."""
-    return f"((to_jsonb(({expression}) AT TIME ZONE 'UTC') #>> '{{}}') || '+00:00')"
-
-
 def jsonable_sql(expression: str, column_type: TypeEngine[Any]) -> str:
     """SQL for a column's value in the JSON form `to_jsonable` gives it (a jsonb value): times as
-    `timestamp_sql`, the rest as PostgreSQL's own JSON of them (ids, dates and text as strings)."""
+    `app.core.wire.utc_text_sql`, the rest as PostgreSQL's own JSON of them (ids, dates and text as strings)."""
     if isinstance(column_type, DateTime):
-        return f"to_jsonb({timestamp_sql(expression)})"
+        return f"to_jsonb({utc_text_sql(expression)})"
     return f"to_jsonb({expression})"

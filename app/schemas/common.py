@@ -36,12 +36,13 @@ def _rfc3339(pattern: re.Pattern[str], example: str) -> BeforeValidator:
 
 
 def _an_instant(value: datetime) -> datetime:
+    """The instant in UTC: the offset it was sent with is not kept, so whatever echoes it back (a
+    create's response, an event) says `Z` like every read."""
     # 0001-01-01T00:00:00+01:00 is valid RFC 3339 but before the first instant Python can hold.
     try:
-        value.astimezone(UTC)
+        return value.astimezone(UTC)
     except OverflowError as exc:
         raise ValueError("out of the range of representable times") from exc
-    return value
 
 
 Timestamp = Annotated[datetime, _rfc3339(_DATE_TIME, "2026-11-22T08:30:00Z"), AfterValidator(_an_instant)]

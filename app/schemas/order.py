@@ -6,12 +6,22 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from app.schemas.common import InputModel, Label, Name, NoNul, OutputModel, Timestamp
 
 OrderStatus = Literal["paid", "refunded", "partially_refunded", "cancelled"]
-MoneyOut = Annotated[Decimal, PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str)]
+_DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
+# Written by app.core.wire.money_text: the currency's decimals, always (CNY "12900.00", JPY "12900").
+MoneyOut = Annotated[
+    str,
+    Field(
+        pattern=_DECIMAL_TEXT,
+        examples=["12900.00"],
+        description="A decimal string in the currency's decimals (ISO 4217: CNY 2, JPY 0).",
+    ),
+]
+QuantityOut = Annotated[str, Field(pattern=_DECIMAL_TEXT, examples=["2"])]
 
 
 def _decimal_input(integer_digits: int, minimum: int) -> tuple[Any, ...]:
@@ -75,7 +85,7 @@ class OrderLineOut(BaseModel):
     sku: str
     product_name: str
     category: str | None
-    quantity: MoneyOut
+    quantity: QuantityOut
     unit_price: MoneyOut
 
 
@@ -108,7 +118,7 @@ class OrderBatch(BaseModel):
 
 class CategoryShare(BaseModel):
     category: str
-    spend: str
+    spend: MoneyOut
     orders: int
 
 

@@ -33,7 +33,7 @@ async def customer_value(customer_id: uuid.UUID, ctx: CustomersRead, session: Re
 async def get_tiers(ctx: CustomersRead, session: Session) -> Response:
     """Defaults to A (≥ 10,000 net spend in the window), B (≥ 2,000) and C (the rest)."""
     tiers, window = await value_tiers.list_tiers(session, ctx)
-    return json_response({"items": [value_tiers.present(t) for t in tiers], "window_days": window})
+    return json_response({"items": tiers, "window_days": window})
 
 
 @router.put("/value-tiers", response_model=ValueTierList, responses=errors(), summary="Replace the tier rules")
@@ -41,7 +41,7 @@ async def put_tiers(settings: TierSettings, ctx: ValueAdmin, session: Session) -
     """A customer gets the best-ranked tier whose every rule holds; the new rules apply at the
     recompute this requests (run by the worker)."""
     tiers, window = await value_tiers.replace(session, ctx, settings)
-    return json_response({"items": [value_tiers.present(t) for t in tiers], "window_days": window})
+    return json_response({"items": tiers, "window_days": window})
 
 
 @router.post(

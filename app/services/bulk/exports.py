@@ -17,6 +17,7 @@ from app.core.access import Caller, Scope
 from app.core.errors import Conflict, NotFound
 from app.core.ids import new_id
 from app.core.settings import get_settings
+from app.core.wire import utc_text
 from app.models import Customer, ExportJob
 from app.services.bulk import imports
 from app.services.bulk.csv_export import join_list, safe_cell
@@ -223,7 +224,9 @@ def _text(value: object) -> str:
         return join_list(str(item) for item in value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, date | datetime):
+    if isinstance(value, datetime):
+        return utc_text(value)
+    if isinstance(value, date):
         return value.isoformat()
     return str(value)
 

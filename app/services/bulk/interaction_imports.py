@@ -18,11 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import clock
 from app.core.access import Caller
 from app.core.errors import ValidationFailed
+from app.core.wire import utc_text_sql
 from app.models import ImportJob, User, Workspace
 from app.schemas.interaction import InteractionIn
 from app.services.bulk import record_imports
 from app.services.bulk.imports import Progress
-from app.services.bulk.record_imports import Loc, Problem, as_is, changes_sql, utc
+from app.services.bulk.record_imports import Loc, Problem, as_is, changes_sql
 from app.services.engagement import interactions
 
 BATCH = 5000
@@ -54,7 +55,7 @@ _NEW_VALUES = {
 _SET = ", ".join(f"{name} = {value}" for name, value in _NEW_VALUES.items())
 _DIFFERS = f"({', '.join(f'i.{name}' for name in _NEW_VALUES)}) IS DISTINCT FROM ({', '.join(_NEW_VALUES.values())})"
 _CHANGES = changes_sql(
-    (name, f"i.{name}", value, utc if name == "occurred_at" else as_is) for name, value in _NEW_VALUES.items()
+    (name, f"i.{name}", value, utc_text_sql if name == "occurred_at" else as_is) for name, value in _NEW_VALUES.items()
 )
 
 MERGE_SQL = text(
@@ -79,10 +80,12 @@ events AS (
     INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
     SELECT :ws, guanxi_uuid7(), 'interaction.created', :now, CAST(:actor AS jsonb), jsonb_build_object(
         'id', c.id, 'customer_id', c.customer_id, 'user_id', c.user_id, 'channel', c.channel,
-        'direction', c.direction, 'occurred_at', {utc("c.occurred_at")}, 'duration_seconds', c.duration_seconds,
+        'direction', c.direction, 'occurred_at', {utc_text_sql("c.occurred_at")},
+        'duration_seconds', c.duration_seconds,
         'participants', c.participants, 'subject', c.subject, 'content', c.content, 'outcome', c.outcome,
         'next_step', c.next_step, 'attachments', c.attachments -> 'items', 'source', c.source,
-        'external_id', c.external_id, 'created_at', {utc("c.created_at")}, 'updated_at', {utc("c.updated_at")},
+        'external_id', c.external_id, 'created_at', {utc_text_sql("c.created_at")},
+        'updated_at', {utc_text_sql("c.updated_at")},
         'version', c.version)
     FROM created c
 ),

@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import orjson
-from babel.numbers import get_currency_precision
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,11 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import clock
 from app.core.access import Caller
 from app.core.errors import ValidationFailed
+from app.core.wire import currency_places, money_text_sql, utc_text_sql
 from app.models import ImportJob, Workspace
 from app.schemas.order import OrderIn, OrderLineIn
 from app.services.bulk import record_imports
 from app.services.bulk.imports import Progress
-from app.services.bulk.record_imports import CUSTOMER_KEYS, Loc, Problem, as_is, as_text, changes_sql, utc
+from app.services.bulk.record_imports import CUSTOMER_KEYS, Loc, Problem, as_is, as_text, changes_sql
 from app.services.segments import lifecycle
 from app.services.value import customer_values, orders
 
@@ -98,7 +98,7 @@ STAGE_LINE_COLUMNS = (
 
 _ORDER_FIELDS = (
     ("customer_id", as_is),
-    ("ordered_at", utc),
+    ("ordered_at", utc_text_sql),
     ("status", as_is),
     ("currency", as_is),
     ("total_amount", as_text),
@@ -179,15 +179,17 @@ WHERE s.created OR s.changes -> 'lines' IS NOT NULL
 # The order as `orders.present` shows it in its events.
 _ORDER_JSON = f"""jsonb_build_object(
     'id', o.id, 'source', o.source, 'external_id', o.external_id, 'customer_id', o.customer_id,
-    'ordered_at', {utc("o.ordered_at")}, 'status', o.status, 'currency', o.currency,
-    'total_amount', trim_scale(o.total_amount)::text, 'refunded_amount', trim_scale(o.refunded_amount)::text,
+    'ordered_at', {utc_text_sql("o.ordered_at")}, 'status', o.status, 'currency', o.currency,
+    'total_amount', {money_text_sql("o.total_amount", "CAST(:money_places AS integer)")},
+    'refunded_amount', {money_text_sql("o.refunded_amount", "CAST(:money_places AS integer)")},
     'channel', o.channel, 'store', o.store,
     'lines', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                   'sku', l.sku, 'product_name', l.product_name, 'category', l.category,
-                  'quantity', trim_scale(l.quantity)::text, 'unit_price', trim_scale(l.unit_price)::text)
+                  'quantity', trim_scale(l.quantity)::text,
+                  'unit_price', {money_text_sql("l.unit_price", "CAST(:money_places AS integer)")})
                   ORDER BY l.line_no), '[]'::jsonb)
               FROM order_lines l WHERE l.workspace_id = :ws AND l.order_id = o.id),
-    'created_at', {utc("o.created_at")}, 'updated_at', {utc("o.updated_at")}, 'version', o.version)"""
+    'created_at', {utc_text_sql("o.created_at")}, 'updated_at', {utc_text_sql("o.updated_at")}, 'version', o.version)"""
 RECORD_SQL = text(
     f"""
 WITH written AS (
@@ -354,7 +356,7 @@ class _Pages:
 
     def __init__(self, ctx: Caller, job: ImportJob, currency: str, zone: ZoneInfo) -> None:
         self.ctx, self.job, self.currency, self.zone = ctx, job, currency, zone
-        self.places = get_currency_precision(currency)
+        self.places = currency_places(currency)
         self.columns = record_imports.columns_of(job.mapping)
 
     async def merge(self, session: AsyncSession, rows: Sequence[asyncpg.Record]) -> None:
@@ -468,6 +470,7 @@ class _Pages:
             {
                 **params,
                 "actor": orjson.dumps(self.ctx.actor).decode(),
+                "money_places": self.places,
                 "actor_type": self.ctx.actor_type,
                 "actor_id": self.ctx.actor_id,
             },

@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.access import Caller, Role, system_caller, user_caller
 from app.core.errors import ValidationFailed
 from app.core.ids import new_id
-from app.core.jsonable import timestamp_sql
 from app.models import Customer, CustomerIdentity, ImportJob, ImportRowError, User
 from app.schemas.customer import normalise_email, normalise_phone
 from app.services.bulk import imports
@@ -272,11 +271,6 @@ async def stage(
     connection = await session.connection()
     driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
     await driver.copy_records_to_table(table, records=records, columns=[name for name, _ in columns])
-
-
-def utc(expression: str) -> str:
-    """SQL for a timestamptz as RFC 3339 in UTC, the form the API writes into events and audit entries."""
-    return timestamp_sql(expression)
 
 
 def as_text(expression: str) -> str:

@@ -17,6 +17,7 @@ from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.prepared import PreparedStatement
 from app.core.versions import check_version
+from app.core.wire import utc_text
 from app.models import Customer, CustomerIdentity, CustomFieldDefinition, User, Workspace
 from app.schemas.customer import CustomerCreate, CustomerFields, CustomerPatch
 from app.services.customers import custom_fields, customer_codes, customer_insert
@@ -237,7 +238,7 @@ async def soft_delete(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID
         entity_type="customer",
         entity_id=customer.id,
         action="deleted",
-        changes={"deleted_at": {"before": None, "after": now.isoformat()}},
+        changes={"deleted_at": {"before": None, "after": utc_text(now)}},
     )
     outbox.emit(session, ctx, "customer.deleted", {"id": str(customer.id), "code": customer.code})
     return customer
@@ -258,7 +259,7 @@ async def restore(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) ->
         entity_type="customer",
         entity_id=customer.id,
         action="restored",
-        changes={"deleted_at": {"before": before.isoformat(), "after": None}},
+        changes={"deleted_at": {"before": utc_text(before), "after": None}},
     )
     outbox.emit(session, ctx, "customer.restored", event_data(customer))
     return customer

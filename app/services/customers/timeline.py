@@ -3,6 +3,7 @@ and a profile summary of how and when the customer is reached."""
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, text
@@ -12,6 +13,7 @@ from app.core import clock
 from app.core.access import Caller
 from app.core.errors import NotFound
 from app.core.pagination import decode_cursor, next_page
+from app.core.wire import money_text, utc_text_sql
 from app.models import Customer
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.identity import workspaces
@@ -119,22 +121,31 @@ async def timeline(
         + ") stream ORDER BY at DESC, id DESC LIMIT :limit"
     )
     rows = (await session.execute(text(sql), params)).all()
-    items = [{"occurred_at": at, "id": id_, "type": type_, "data": data} for at, id_, type_, data in rows]
+    items = [
+        {"occurred_at": at, "id": id_, "type": type_, "data": _with_money(type_, data)} for at, id_, type_, data in rows
+    ]
     return next_page(items, limit, list_name, lambda item: (item["occurred_at"], item["id"]))
 
 
+def _with_money(type_: str, data: dict[str, Any]) -> dict[str, Any]:
+    if type_ != "order":
+        return data
+    return {**data, "total_amount": money_text(Decimal(data["total_amount"]), data["currency"])}
+
+
 SUMMARY_SQL = text(
-    """
+    f"""
 SELECT
-    (SELECT jsonb_build_object('at', i.occurred_at, 'channel', i.channel, 'user_id', i.user_id)
+    (SELECT jsonb_build_object('at', {utc_text_sql("i.occurred_at")}, 'channel', i.channel, 'user_id', i.user_id)
        FROM interactions i WHERE i.workspace_id = :ws AND i.customer_id = :customer_id AND i.deleted_at IS NULL
        ORDER BY i.occurred_at DESC, i.id DESC LIMIT 1) AS last_contact,
     (SELECT count(*) FROM tasks t WHERE t.workspace_id = :ws AND t.customer_id = :customer_id AND t.status = 'open')
         AS open_tasks,
-    (SELECT jsonb_build_object('task_id', t.id, 'title', t.title, 'due_at', t.due_at) FROM tasks t
+    (SELECT jsonb_build_object('task_id', t.id, 'title', t.title, 'due_at', {utc_text_sql("t.due_at")})
+       FROM tasks t
        WHERE t.workspace_id = :ws AND t.customer_id = :customer_id AND t.status = 'open'
        ORDER BY t.due_at, t.id LIMIT 1) AS next_follow_up,
-    (SELECT coalesce(jsonb_object_agg(channel, counts), '{}'::jsonb) FROM (
+    (SELECT coalesce(jsonb_object_agg(channel, counts), '{{}}'::jsonb) FROM (
         SELECT channel, jsonb_build_object(
                    'days_30', count(*) FILTER (WHERE occurred_at >= CAST(:now AS timestamptz) - interval '30 days'),
                    'days_90', count(*) FILTER (WHERE occurred_at >= CAST(:now AS timestamptz) - interval '90 days'),
@@ -147,7 +158,7 @@ SELECT
        WHERE workspace_id = :ws AND customer_id = :customer_id AND deleted_at IS NULL
          AND outcome IS DISTINCT FROM 'no_answer'
        GROUP BY channel ORDER BY count(*) DESC, channel LIMIT 1) AS preferred_channel,
-    (SELECT coalesce(array_agg(hour ORDER BY n DESC, hour), '{}') FROM (
+    (SELECT coalesce(array_agg(hour ORDER BY n DESC, hour), '{{}}') FROM (
         SELECT extract(hour FROM occurred_at AT TIME ZONE :tz)::int AS hour, count(*) AS n
         FROM interactions
         WHERE workspace_id = :ws AND customer_id = :customer_id AND deleted_at IS NULL

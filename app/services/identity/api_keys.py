@@ -19,6 +19,7 @@ from app.core import clock
 from app.core.access import Caller, Scope
 from app.core.errors import Forbidden, NotFound, Unauthorized
 from app.core.settings import get_settings
+from app.core.wire import utc_text
 from app.models import ApiKey
 from app.schemas.auth import ApiKeyCreate
 from app.services.events import audit
@@ -183,7 +184,7 @@ async def revoke(session: AsyncSession, ctx: Caller, key_id: uuid.UUID) -> ApiKe
             entity_type="api_key",
             entity_id=api_key.id,
             action="revoked",
-            changes={"revoked_at": {"before": None, "after": api_key.revoked_at.isoformat()}},
+            changes={"revoked_at": {"before": None, "after": utc_text(api_key.revoked_at)}},
         )
     _cache.pop(api_key.prefix, None)
     return api_key

@@ -59,5 +59,14 @@ async def timezone(session: AsyncSession, workspace_id: uuid.UUID) -> str:
     return await session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id)) or "UTC"
 
 
+async def currency(session: AsyncSession, workspace_id: uuid.UUID) -> str:
+    """The workspace's ISO 4217 currency: its orders are recorded in it, so its money figures are
+    written in that currency's decimals."""
+    code = await session.scalar(select(Workspace.currency).where(Workspace.id == workspace_id))
+    if code is None:
+        raise NotFound("No such workspace.")
+    return code
+
+
 async def find_by_slug(session: AsyncSession, slug: str) -> Workspace | None:
     return await session.scalar(select(Workspace).where(Workspace.slug == slug))

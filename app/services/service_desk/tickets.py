@@ -28,11 +28,11 @@ from app.models import (
     TicketComment,
     TicketEvent,
     User,
-    Workspace,
 )
 from app.schemas.ticket import CategoryIn, CommentIn, SlaSettings, TicketIn, TicketPatch
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events import outbox
+from app.services.identity import workspaces
 from app.services.service_desk.sla_clock import Calendar, add_business_minutes, business_minutes_between
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -53,8 +53,7 @@ async def calendar(session: AsyncSession, workspace_id: uuid.UUID) -> Calendar:
     hours = await session.get(BusinessHours, workspace_id)
     if hours is not None:
         return Calendar(timezone=hours.timezone, weekly=hours.weekly, holidays=frozenset(hours.holidays))
-    tz = await session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id))
-    return Calendar(timezone=tz or "Asia/Shanghai")
+    return Calendar(timezone=await workspaces.timezone(session, workspace_id))
 
 
 async def _policy(session: AsyncSession, workspace_id: uuid.UUID, priority: str, tier: str | None) -> tuple[int, int]:

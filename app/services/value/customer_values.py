@@ -25,8 +25,10 @@ from app.core.access import Caller
 from app.core.errors import NotFound
 from app.core.ids import new_id
 from app.core.prepared import PreparedStatement
+from app.core.wire import money_text
 from app.models import Customer, CustomerValue, ValueModel, ValueTier
 from app.services.customers.visibility import visible_customer_clauses
+from app.services.identity import workspaces
 from app.services.value import lifetime_value
 
 DEFAULT_TIERS = (
@@ -588,38 +590,45 @@ async def get_value(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) 
     if visible is None:
         raise NotFound("No customer with that id.")
     value = await session.get(CustomerValue, (ctx.workspace_id, customer_id))
+    currency = await workspaces.currency(session, ctx.workspace_id)
     if value is None:
-        return _empty(customer_id)
+        return _empty(customer_id, currency)
+
+    def money(amount: Decimal | None) -> str | None:
+        return None if amount is None else money_text(amount, currency)
+
     return {
         "customer_id": customer_id,
         "first_purchase_at": value.first_purchase_at,
         "last_purchase_at": value.last_purchase_at,
         "order_count": value.order_count,
-        "total_spend": value.total_spend,
-        "avg_order_value": value.avg_order_value,
-        "favourite_categories": value.favourite_categories,
+        "total_spend": money(value.total_spend),
+        "avg_order_value": money(value.avg_order_value),
+        "favourite_categories": [
+            {**share, "spend": money(Decimal(share["spend"]))} for share in value.favourite_categories
+        ],
         "avg_interval_days": value.avg_interval_days,
         "predicted_next_purchase_at": value.predicted_next_purchase_at,
         "recency_score": value.recency_score,
         "frequency_score": value.frequency_score,
         "monetary_score": value.monetary_score,
         "rfm_segment": value.rfm_segment,
-        "ltv_historical": value.total_spend,
+        "ltv_historical": money(value.total_spend),
         "expected_purchases_365": value.expected_purchases_365,
-        "ltv_predicted": value.ltv_predicted,
+        "ltv_predicted": money(value.ltv_predicted),
         "tier": value.tier,
         "tier_since": value.tier_since,
         "updated_at": value.updated_at,
     }
 
 
-def _empty(customer_id: uuid.UUID) -> dict[str, Any]:
+def _empty(customer_id: uuid.UUID, currency: str) -> dict[str, Any]:
     return {
         "customer_id": customer_id,
         "first_purchase_at": None,
         "last_purchase_at": None,
         "order_count": 0,
-        "total_spend": Decimal(0),
+        "total_spend": money_text(Decimal(0), currency),
         "avg_order_value": None,
         "favourite_categories": [],
         "avg_interval_days": None,
@@ -628,7 +637,7 @@ def _empty(customer_id: uuid.UUID) -> dict[str, Any]:
         "frequency_score": None,
         "monetary_score": None,
         "rfm_segment": None,
-        "ltv_historical": Decimal(0),
+        "ltv_historical": money_text(Decimal(0), currency),
         "expected_purchases_365": None,
         "ltv_predicted": None,
         "tier": None,

@@ -17,6 +17,7 @@ from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import SortKey, keyset_page
 from app.core.problems import domain_problem, validation_problem
+from app.core.wire import money_text
 from app.models import Customer, Order, OrderLine, Workspace
 from app.schemas.order import OrderIn
 from app.services.customers.visibility import visible_customer_clauses
@@ -173,8 +174,8 @@ def present(order: Order, lines: list[OrderLine]) -> dict[str, Any]:
         "ordered_at": order.ordered_at,
         "status": order.status,
         "currency": order.currency,
-        "total_amount": _money(order.total_amount),
-        "refunded_amount": _money(order.refunded_amount),
+        "total_amount": money_text(order.total_amount, order.currency),
+        "refunded_amount": money_text(order.refunded_amount, order.currency),
         "channel": order.channel,
         "store": order.store,
         "lines": [
@@ -182,8 +183,8 @@ def present(order: Order, lines: list[OrderLine]) -> dict[str, Any]:
                 "sku": line.sku,
                 "product_name": line.product_name,
                 "category": line.category,
-                "quantity": _money(line.quantity),
-                "unit_price": _money(line.unit_price),
+                "quantity": _quantity(line.quantity),
+                "unit_price": money_text(line.unit_price, order.currency),
             }
             for line in lines
         ],
@@ -201,7 +202,8 @@ def _line_loc(index: int) -> list[str | int]:
     return ["body", "lines", index, "unit_price"]
 
 
-def _money(value: Decimal) -> str:
+def _quantity(value: Decimal) -> str:
+    # A count, not money: as many decimals as it has.
     return format(value.normalize(), "f")
 
 

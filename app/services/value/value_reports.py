@@ -1,7 +1,6 @@
 """The value report: customers and revenue by tier and RFM segment, tier migration, top customers."""
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import desc, func, select
@@ -9,14 +8,17 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller
+from app.core.wire import money_text
 from app.models import Customer, CustomerValue, TierChange
 from app.services.customers.visibility import visible_customer_clauses
+from app.services.identity import workspaces
 
 
 async def value_report(
     session: AsyncSession, ctx: Caller, *, since: datetime, until: datetime, top: int
 ) -> dict[str, Any]:
     """Aggregated in SQL over the customers the caller may see."""
+    currency = await workspaces.currency(session, ctx.workspace_id)
     visible = select(Customer.id).where(*visible_customer_clauses(ctx)).cte("visible")
     base = (
         select(CustomerValue)
@@ -30,7 +32,7 @@ async def value_report(
             .group_by(column)
             .order_by(column)
         )
-        return [{"key": key, "customers": n, "revenue": _money(revenue)} for key, n, revenue in rows]
+        return [{"key": key, "customers": n, "revenue": money_text(revenue, currency)} for key, n, revenue in rows]
 
     by_tier = await grouped(base.c.tier)
     by_segment = await grouped(base.c.rfm_segment)
@@ -62,14 +64,10 @@ async def value_report(
             "moves": [{"from_tier": f, "to_tier": t, "customers": n} for f, t, n in migration],
         },
         "top_customers": [
-            {"id": cid, "code": code, "name": name, "total_spend": _money(spend), "tier": tier}
+            {"id": cid, "code": code, "name": name, "total_spend": money_text(spend, currency), "tier": tier}
             for cid, code, name, spend, tier in top_rows
         ],
     }
-
-
-def _money(value: Decimal) -> str:
-    return format(Decimal(value).normalize(), "f")
 
 
 def _tier_at(ctx: Caller, moment: datetime, name: str) -> Any:

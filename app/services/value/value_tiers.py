@@ -9,21 +9,38 @@ from app.core import clock
 from app.core.access import Caller
 from app.core.errors import ValidationFailed
 from app.core.ids import new_id
+from app.core.wire import money_text
 from app.models import ValueTier
-from app.schemas.order import TierSettings, ValueTierOut
+from app.schemas.order import TierSettings
 from app.services.events import audit
+from app.services.identity import workspaces
 from app.services.value import customer_values
 
 
-async def list_tiers(session: AsyncSession, ctx: Caller) -> tuple[list[ValueTier], int]:
+async def list_tiers(session: AsyncSession, ctx: Caller) -> tuple[list[dict[str, Any]], int]:
+    """The tiers as the API shows them, best first, and the window their spend is measured over."""
     model = await customer_values.model_for(session, ctx.workspace_id)
     tiers = await session.scalars(
         select(ValueTier).where(ValueTier.workspace_id == ctx.workspace_id).order_by(ValueTier.rank)
     )
-    return list(tiers.all()), model.tier_window_days
+    currency = await workspaces.currency(session, ctx.workspace_id)
+    return [present(t, currency) for t in tiers.all()], model.tier_window_days
 
 
-async def replace(session: AsyncSession, ctx: Caller, settings: TierSettings) -> tuple[list[ValueTier], int]:
+def present(tier: ValueTier, currency: str) -> dict[str, Any]:
+    return {
+        "id": tier.id,
+        "code": tier.code,
+        "name": tier.name,
+        "rank": tier.rank,
+        "min_spend": None if tier.min_spend is None else money_text(tier.min_spend, currency),
+        "min_orders": tier.min_orders,
+        "max_recency_days": tier.max_recency_days,
+        "version": tier.version,
+    }
+
+
+async def replace(session: AsyncSession, ctx: Caller, settings: TierSettings) -> tuple[list[dict[str, Any]], int]:
     """New rules apply at the next recompute (requested by this call)."""
     codes = [t.code for t in settings.tiers]
     ranks = [t.rank for t in settings.tiers]
@@ -62,12 +79,9 @@ async def replace(session: AsyncSession, ctx: Caller, settings: TierSettings) ->
         entity_id=ctx.workspace_id,
         action="replaced",
         changes={
-            "tiers": {"before": [t.code for t in before], "after": codes},
+            "tiers": {"before": [t["code"] for t in before], "after": codes},
             "window_days": {"before": None, "after": settings.window_days},
         },
     )
-    return tiers, settings.window_days
-
-
-def present(tier: ValueTier) -> dict[str, Any]:
-    return ValueTierOut.model_validate(tier).model_dump(mode="json")
+    currency = await workspaces.currency(session, ctx.workspace_id)
+    return [present(t, currency) for t in tiers], settings.window_days
