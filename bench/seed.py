@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from app.core import embedded_db, migrations
 from app.core.access import Scope
-from app.core.db import create_engine, create_sessionmaker
+from app.core.db import asyncpg_dsn, create_engine, create_sessionmaker
 from app.core.ids import new_id
 from app.core.settings import get_settings
 from app.models.workspace import DEFAULT_CUSTOMER_CODE_PATTERN
@@ -273,10 +273,6 @@ class BenchDatabase:
     url: str
     dsn: str
     server: str
-
-
-def asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def prepare_database(*, recreate: bool, database: str = BENCH_DATABASE) -> BenchDatabase:

@@ -17,6 +17,8 @@ from typing import Literal
 
 import asyncpg
 
+from app.core.db import asyncpg_dsn
+
 StopMode = Literal["smart", "fast", "immediate"]
 
 # The wheel refuses to run PostgreSQL as root and runs it as this system user instead.
@@ -53,7 +55,7 @@ class Cluster:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{port or self.port}/{database}"
 
     def dsn(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return asyncpg_dsn(self.url(database))
 
     def init(self) -> None:
         self.pgdata.mkdir()

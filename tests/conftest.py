@@ -12,12 +12,11 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import migrations
-from app.core.db import create_asyncpg_pool
+from app.core.db import asyncpg_dsn, create_asyncpg_pool
 from app.core.settings import get_settings
 from app.http.rate_limits import RateLimiter
 from app.main import create_app
 from app.routers.deps import reader, unit_of_work
-from app.workers.worker import asyncpg_dsn
 from tests.database import TEST_DATABASE, fresh_database
 from tests.factories import Tenant, make_tenant
 from tests.receiver import Receiver, running_receiver

@@ -8,13 +8,10 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from app.core import embedded_db
+from app.core.db import asyncpg_dsn
 from app.core.settings import get_settings
 
 TEST_DATABASE = os.environ.get("GUANXI_TEST_DATABASE", "guanxi_test")
-
-
-def asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def recreate(server_url: str, database: str) -> str:

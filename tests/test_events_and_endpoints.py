@@ -18,6 +18,7 @@ from sqlalchemy import delete, select, update
 from standardwebhooks.webhooks import Webhook
 
 from app.core import clock
+from app.core.db import asyncpg_dsn
 from app.core.settings import get_settings
 from app.models import WebhookDelivery, Workspace
 from app.services.events import webhook_dispatch, webhook_targets
@@ -285,7 +286,7 @@ async def test_the_worker_runs_a_job_of_one_attempt_queued_before_batching(
             update(WebhookDelivery).where(WebhookDelivery.id == due.delivery_id).values(job_key=old_key)
         )
         await session.commit()
-    conn = await asyncpg.connect(worker_module.asyncpg_dsn(database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
     payload = {"w": str(due.workspace_id), "d": str(due.delivery_id), "a": 1}
     await Queries(AsyncpgDriver(conn)).enqueue(
         [worker_module.DELIVER_ONE], [orjson.dumps(payload)], [0], dedupe_key=[old_key]

@@ -7,8 +7,8 @@ import asyncpg
 import httpx
 import openpyxl
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
+from app.core.db import asyncpg_dsn
 from app.services.bulk import exports
 from tests.factories import Tenant, customer_body
 
@@ -75,7 +75,7 @@ async def test_a_running_export_whose_worker_is_gone_is_queued_again(
         "UPDATE export_jobs SET status = 'running', started_at = now() - interval '2 minutes' WHERE id = $1", job_id
     )
     # A live worker's export transaction holds the job's lock: the job is left alone.
-    worker = await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))
+    worker = await asyncpg.connect(asyncpg_dsn(database_url))
     running = worker.transaction()
     await running.start()
     await worker.execute("SELECT pg_advisory_xact_lock(hashtextextended('export-job:' || $1, 0))", str(job_id))

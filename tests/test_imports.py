@@ -11,9 +11,8 @@ import openpyxl
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
-from app.core.db import create_asyncpg_pool
+from app.core.db import asyncpg_dsn, create_asyncpg_pool
 from app.core.settings import get_settings
 from app.models import Customer, ImportJob
 from app.services.bulk import import_jobs, imports
@@ -196,7 +195,7 @@ async def test_a_running_import_whose_worker_is_gone_is_failed_not_left_running(
             job_id,
         )
     # A live worker holds the job's lock: the job is left alone.
-    worker = await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))
+    worker = await asyncpg.connect(asyncpg_dsn(database_url))
     await worker.execute(f"SELECT pg_advisory_lock({import_jobs.JOB_KEY})", str(job_id))
     assert (live_tenant.id, job_id) not in await import_jobs.fail_orphans(pool)
     # The worker's session ends (killed, or its connection lost): the next sweep fails the job.

@@ -18,6 +18,12 @@ from app.core.settings import Settings
 DbSession: TypeAlias = AsyncSession
 
 
+def asyncpg_dsn(database_url: str) -> str:
+    """The DSN asyncpg takes for a SQLAlchemy URL (`postgresql+asyncpg://...`): the same server,
+    database, credentials and query options under the plain `postgresql` scheme."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def resolve_database_url(settings: Settings, *, stop_embedded_at_exit: bool = True) -> str:
     """DATABASE_URL when set; otherwise start the embedded server and use its `guanxi` database."""
     if settings.database_url:
@@ -144,9 +150,8 @@ async def create_asyncpg_pool(
                 name, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
             )
 
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     pool = await asyncpg.create_pool(
-        dsn,
+        asyncpg_dsn(url),
         min_size=1,
         max_size=size,
         init=init,

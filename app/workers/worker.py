@@ -17,12 +17,11 @@ import orjson
 from pgqueuer import AsyncpgDriver, Job, PgQueuer, Queries
 from pgqueuer.models import Schedule
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core import clock
 from app.core.access import system_caller
-from app.core.db import connection_lost, create_asyncpg_pool, create_engine, create_sessionmaker
+from app.core.db import asyncpg_dsn, connection_lost, create_asyncpg_pool, create_engine, create_sessionmaker
 from app.core.settings import Settings
 from app.models import Workspace
 from app.services.bulk import exports, import_jobs
@@ -53,10 +52,6 @@ DISCONNECT_SECONDS = 5.0
 VALUE_SWEEP_SECONDS = 30.0
 # An import holds one connection for its lock and writes its batches on two others.
 IMPORT_CONNECTIONS = 3
-
-
-def asyncpg_dsn(database_url: str) -> str:
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class Worker:
