@@ -41,7 +41,7 @@ def _key(secret: str) -> bytes:
 
 def _mac(list_name: str, payload: bytes) -> bytes:
     key = _key(get_settings().jwt_secret)
-    return hmac.new(key, list_name.encode() + b"\x00" + payload, hashlib.sha256).digest()[:_MAC_BYTES]
+    return hmac.digest(key, list_name.encode() + b"\x00" + payload, "sha256")[:_MAC_BYTES]
 
 
 def _b64(raw: bytes) -> str:
