@@ -48,6 +48,17 @@ def _an_instant(value: datetime) -> datetime:
 Timestamp = Annotated[datetime, _rfc3339(_DATE_TIME, "2026-11-22T08:30:00Z"), AfterValidator(_an_instant)]
 Day = Annotated[date, _rfc3339(_FULL_DATE, "2026-11-22")]
 
+DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
+# Written by app.core.wire.money_text: the currency's decimals, always (CNY "12900.00", JPY "12900").
+MoneyOut = Annotated[
+    str,
+    Field(
+        pattern=DECIMAL_TEXT,
+        examples=["12900.00"],
+        description="A decimal string in the currency's decimals (ISO 4217: CNY 2, JPY 0).",
+    ),
+]
+
 
 def _bounded(max_length: int, min_length: int = 1) -> tuple[StringConstraints, AfterValidator]:
     """The lengths the document states, of the text as sent; then surrounding whitespace goes, and

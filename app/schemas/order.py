@@ -8,20 +8,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema
 
-from app.schemas.common import InputModel, Label, Name, NoNul, OutputModel, Timestamp
+from app.schemas.common import DECIMAL_TEXT, InputModel, Label, MoneyOut, Name, NoNul, OutputModel, Timestamp
 
 OrderStatus = Literal["paid", "refunded", "partially_refunded", "cancelled"]
-_DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
-# Written by app.core.wire.money_text: the currency's decimals, always (CNY "12900.00", JPY "12900").
-MoneyOut = Annotated[
-    str,
-    Field(
-        pattern=_DECIMAL_TEXT,
-        examples=["12900.00"],
-        description="A decimal string in the currency's decimals (ISO 4217: CNY 2, JPY 0).",
-    ),
-]
-QuantityOut = Annotated[str, Field(pattern=_DECIMAL_TEXT, examples=["2"])]
+QuantityOut = Annotated[str, Field(pattern=DECIMAL_TEXT, examples=["2"])]
 
 
 def _decimal_input(integer_digits: int, minimum: int) -> tuple[Any, ...]:
