@@ -172,3 +172,34 @@ async def test_the_document_describes_money_and_times_as_sent(client: httpx.Asyn
         "title": "Ordered At",
         "type": "string",
     }
+
+
+def _times_in(value: object) -> list[str]:
+    """Every string in a JSON document that reads as a date-time."""
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _times_in(item)]
+    if isinstance(value, list):
+        return [t for item in value for t in _times_in(item)]
+    if isinstance(value, str) and len(value) > 10 and value[10:11] == "T":
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            return []
+        return [value]
+    return []
+
+
+async def test_a_ticket_and_its_deadlines_are_written_in_utc(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    # Deadlines are counted in the workspace's business hours (Asia/Shanghai), never sent as such.
+    customer = await _customer(client, tenant)
+    body = {"customer_id": customer, "type": "complaint", "channel": "phone", "subject": "包装破损"}
+    created = await client.post("/api/v1/tickets", json=body, headers=tenant.headers())
+    assert created.status_code == 201, created.text
+    times = _times_in(created.json())
+    assert times and all(t.endswith("Z") for t in times), times
+    read = await client.get(f"/api/v1/tickets/{created.json()['id']}", headers=tenant.headers())
+    assert read.json() == created.json()
+    event = await _event_data(db, tenant, "ticket.created")
+    assert all(t.endswith("Z") for t in _times_in(event)), event

@@ -1,12 +1,12 @@
 """Declarative base, constraint naming and the column shapes every table shares."""
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, MetaData, Uuid, func
+from sqlalchemy import DateTime, MetaData, Uuid, event, func
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 
 from app.core.ids import new_id
 
@@ -26,6 +26,22 @@ class Base(DeclarativeBase):
         dict[str, Any]: JSONB,
         uuid.UUID: Uuid(as_uuid=True),
     }
+
+
+@event.listens_for(Base, "mapper_configured", propagate=True)
+def _hold_times_in_utc(mapper: Mapper[Any], class_: type) -> None:
+    """Every time set on a row is held in UTC, as the database hands times back: whatever is
+    presented from a row just written (a deadline counted in the workspace's business hours, say)
+    then says `Z` like a read, and the JSON encoder never meets another offset."""
+    for prop in mapper.column_attrs:
+        if isinstance(prop.columns[0].type, DateTime):
+            event.listen(getattr(class_, prop.key), "set", _in_utc, retval=True)
+
+
+def _in_utc(_target: object, value: Any, *_event: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value
 
 
 class TenantKey:
