@@ -24,6 +24,7 @@ from app.services.bulk.csv_export import join_list, safe_cell
 from app.services.customers import custom_fields
 from app.services.customers.customer_output import mask_email, mask_phone
 from app.services.customers.visibility import visible_customer_clauses
+from app.services.events import outbox
 from app.services.filters.compiler import compile_filter
 from app.services.segments import segments
 
@@ -82,7 +83,7 @@ async def create(session: AsyncSession, ctx: Caller, *, file_format: str, filter
     )
     session.add(job)
     await session.flush()
-    await session.execute(text("SELECT pg_notify('guanxi_outbox', '')"))
+    await outbox.wake_workers(session)
     return job
 
 
@@ -145,9 +146,12 @@ RETURNING workspace_id, id
 
 
 async def requeue_orphans(session: AsyncSession) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Running exports no worker holds any more, queued again; returns them."""
-    rows = await session.execute(REQUEUE_SQL, {"now": clock.now(), "grace": ORPHAN_GRACE})
-    return [(row[0], row[1]) for row in rows]
+    """Running exports no worker holds any more, queued again (an idle worker is woken for them);
+    returns them."""
+    rows = [(row[0], row[1]) for row in await session.execute(REQUEUE_SQL, {"now": clock.now(), "grace": ORPHAN_GRACE})]
+    if rows:
+        await outbox.wake_workers(session)
+    return rows
 
 
 # What the file shows, plus the id for the keyset. Arrays come back as the driver's lists: SQLAlchemy's

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import clock
@@ -20,6 +20,7 @@ from app.core.settings import get_settings
 from app.models import ImportJob, ImportRowError
 from app.services.bulk import imports, interaction_imports, order_imports
 from app.services.customers import custom_fields
+from app.services.events import outbox
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx"}
 
@@ -88,7 +89,7 @@ async def create(
     )
     session.add(job)
     await session.flush()
-    await session.execute(text("SELECT pg_notify('guanxi_outbox', '')"))
+    await outbox.wake_workers(session)
     return job
 
 

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
@@ -15,6 +16,18 @@ def emit(session: AsyncSession, ctx: Caller, event_type: str, data: dict[str, An
     )
     session.add(event)
     return event
+
+
+# The worker listens here. A trigger on the outbox notifies at the commit of every transaction that
+# wrote events; work with no event to announce it (a queued import, a requested recompute) calls
+# `wake_workers` in its own transaction.
+CHANNEL = "guanxi_outbox"
+
+
+async def wake_workers(session: AsyncSession) -> None:
+    """Delivered at commit, and dropped with a rollback: the workers take the work at once instead
+    of at their next sweep or schedule tick."""
+    await session.execute(select(func.pg_notify(CHANNEL, "")))
 
 
 def published_unless_heard(workspace_id: str, event_type: str, at: str) -> str:

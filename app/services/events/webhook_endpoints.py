@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -143,7 +143,7 @@ async def ping(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID) -> We
     delivery = _new_delivery(ctx.workspace_id, endpoint.id, event.id, now)
     session.add(delivery)
     await session.flush()
-    await _wake_dispatcher(session)
+    await outbox.wake_workers(session)
     return delivery
 
 
@@ -173,7 +173,7 @@ async def redeliver(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, 
         where=WebhookDelivery.state != "sending",
     )
     result = await session.execute(statement)
-    await _wake_dispatcher(session)
+    await outbox.wake_workers(session)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
@@ -262,11 +262,6 @@ def _row(delivery: WebhookDelivery) -> dict[str, Any]:
             "updated_at",
         )
     }
-
-
-async def _wake_dispatcher(session: AsyncSession) -> None:
-    # Delivered at commit: the worker enqueues the due deliveries at once instead of at its next sweep.
-    await session.execute(select(func.pg_notify("guanxi_outbox", "")))
 
 
 def present(endpoint: WebhookEndpoint) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from app.models import Customer, CustomerStage, CustomerValue, OutboxEvent, Segm
 from app.schemas.segment import SegmentOut
 from app.services.customers.customer_output import CUSTOMER_COLUMNS
 from app.services.customers.visibility import visible_customer_clauses
-from app.services.events import audit
+from app.services.events import audit, outbox
 from app.services.filters.catalogue import RFM_SEGMENTS
 from app.services.filters.compiler import Compiled, compile_filter
 
@@ -249,7 +249,7 @@ async def request_refresh(session: AsyncSession, ctx: Caller, segment_id: uuid.U
     if segment.kind != "dynamic":
         raise Conflict("Only dynamic segments are refreshed; static lists change by their members.")
     segment.refresh_requested_at = clock.now()
-    await session.execute(select(func.pg_notify("guanxi_outbox", "")))
+    await outbox.wake_workers(session)
     return segment
 
 

@@ -28,6 +28,7 @@ from app.core.prepared import PreparedStatement
 from app.core.wire import money_text
 from app.models import Customer, CustomerValue, ValueModel, ValueTier
 from app.services.customers.visibility import visible_customer_clauses
+from app.services.events import outbox
 from app.services.identity import workspaces
 from app.services.value import lifetime_value
 
@@ -452,8 +453,7 @@ async def refit_lifetime_value(session: AsyncSession, ctx: Caller) -> bool:
 async def request_recompute(session: AsyncSession, ctx: Caller) -> datetime:
     model = await model_for(session, ctx.workspace_id)
     model.recompute_requested_at = clock.now()
-    # Delivered at commit: the worker starts at once instead of at its next sweep.
-    await session.execute(text("SELECT pg_notify('guanxi_outbox', '')"))
+    await outbox.wake_workers(session)
     return model.recompute_requested_at
 
 
