@@ -90,7 +90,8 @@ def _empty_directory(path: Path) -> None:
 
 @cli.command("worker")
 def run_worker() -> None:
-    """Run the background worker (webhook fan-out and delivery) until SIGINT/SIGTERM."""
+    """Run the background worker (webhooks, imports and exports, value, segments, schedules) until
+    SIGINT/SIGTERM."""
     from app.core import logs
     from app.workers.worker import Worker
 

@@ -24,7 +24,7 @@ from app.models import WebhookDelivery, Workspace
 from app.services.events import webhook_dispatch, webhook_targets
 from app.services.events.event_catalogue import CATALOGUE
 from app.services.events.webhook_dispatch import DueAttempt
-from app.workers import worker as worker_module
+from app.workers import deliveries
 from app.workers.worker import Worker
 from tests.factories import Tenant, customer_body, make_tenant
 from tests.receiver import Answer, Receiver
@@ -267,9 +267,9 @@ async def test_worker_sends_a_backlog_in_batched_jobs_and_retries_when_due(
 
 def test_jobs_of_one_attempt_from_workers_before_batching_are_read() -> None:
     attempts = [DueAttempt(uuid.uuid4(), uuid.uuid4(), 3), DueAttempt(uuid.uuid4(), uuid.uuid4(), 1)]
-    assert worker_module._decode(worker_module._encode(attempts)) == attempts
+    assert deliveries.decode(deliveries.encode(attempts)) == attempts
     old = {"w": str(attempts[0].workspace_id), "d": str(attempts[0].delivery_id), "a": 3}
-    assert worker_module._decode(orjson.dumps(old)) == attempts[:1]
+    assert deliveries.decode(orjson.dumps(old)) == attempts[:1]
 
 
 async def test_the_worker_runs_a_job_of_one_attempt_queued_before_batching(
@@ -289,7 +289,7 @@ async def test_the_worker_runs_a_job_of_one_attempt_queued_before_batching(
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     payload = {"w": str(due.workspace_id), "d": str(due.delivery_id), "a": 1}
     await Queries(AsyncpgDriver(conn)).enqueue(
-        [worker_module.DELIVER_ONE], [orjson.dumps(payload)], [0], dedupe_key=[old_key]
+        [deliveries.DELIVER_ONE], [orjson.dumps(payload)], [0], dedupe_key=[old_key]
     )
     try:
         async with _running(Worker(get_settings(), database_url, sweep_seconds=3600)):

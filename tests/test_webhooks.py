@@ -16,7 +16,7 @@ from standardwebhooks.webhooks import Webhook
 from app.core import clock
 from app.models import OutboxEvent
 from app.services.events import webhook_delivery, webhook_dispatch, webhook_targets
-from app.workers.worker import DELIVER
+from app.workers.deliveries import DELIVER
 from tests.factories import Tenant, customer_body
 from tests.receiver import Answer, Receiver, running_receiver
 from tests.webhook_helpers import attempts, deliveries, due_for, fan_out, fast_settings, jobs_for, run_due

@@ -1,0 +1,98 @@
+"""What the worker gives its job families for one connected round, and how a family declares its jobs.
+
+Three kinds of job, one mechanism each:
+- an entrypoint runs the jobs queued under its name on pgqueuer's queue;
+- a schedule is pgqueuer's cron: each tick runs the job in one worker, however many run;
+- a reaction runs in every worker when a commit notifies the outbox channel (and at connect), for
+  work a request or a write is waiting on. It has no timer of its own: the work it does is also
+  scheduled, or comes due on a clock of its own (deliveries' sweep, see `deliveries.py`)."""
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+import httpx
+from pgqueuer import Job, PgQueuer, Queries
+from pgqueuer.models import Schedule
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# The failures a job meets when the database is slow, busy or gone. A schedule logs them and runs at
+# its next tick; a reaction logs them and runs again shortly, unless its connection is gone.
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, SQLAlchemyError)
+RETRY_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Resources:
+    """One connected round's connections, and the worker's settings and clock."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    now: Callable[[], datetime]
+    # Webhook attempts: autocommit statements, sized to the delivery jobs that run at once.
+    delivery_pool: asyncpg.Pool
+    # Imports: one connection for a job's lock and two for its batches.
+    import_pool: asyncpg.Pool
+    http: httpx.AsyncClient
+    # Enqueues jobs on its own connection, beside the one pgqueuer dequeues on.
+    queries: Queries
+    dispatch_sweep_seconds: float
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """`run` returns True while more work may be waiting: it is then called again at once."""
+
+    name: str
+    run: Callable[[], Awaitable[bool]]
+    # For work that comes due without a commit to announce it; None waits for a notification.
+    sweep_seconds: float | None = None
+    # After a failed run, the pause before it runs again; None leaves it to the sweep or the next
+    # notification (work that a schedule also runs).
+    retry_seconds: float | None = None
+
+
+@dataclass
+class Registry:
+    pgq: PgQueuer
+    reactions: list[Reaction] = field(default_factory=list)
+
+    def entrypoint(self, name: str, run: Callable[[bytes | None], Awaitable[object]]) -> None:
+        """Jobs queued under `name`, given their payload. Names outlive releases: during a rolling
+        upgrade old and new workers take each other's jobs."""
+
+        async def job(queued: Job) -> None:
+            await run(queued.payload)
+
+        self.pgq.entrypoint(name)(job)
+
+    def schedule(self, name: str, cron: str, run: Callable[[], Awaitable[object]]) -> None:
+        """`run` at each tick of `cron`, in one worker. `name` is the schedule's row in the
+        database, so it stays the same across releases."""
+
+        async def tick(_schedule: Schedule) -> None:
+            try:
+                await run()
+            except DATABASE_ERRORS as exc:
+                logger.warning(
+                    "scheduled job failed; it runs again at its next tick", extra={"job": name, "error": str(exc)[:300]}
+                )
+
+        self.pgq.schedule(name, cron)(tick)
+
+    def react(
+        self,
+        name: str,
+        run: Callable[[], Awaitable[bool]],
+        *,
+        sweep_seconds: float | None = None,
+        retry_seconds: float | None = None,
+    ) -> None:
+        self.reactions.append(Reaction(name, run, sweep_seconds, retry_seconds))
