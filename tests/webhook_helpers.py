@@ -11,6 +11,7 @@ from app.core.settings import Settings, get_settings
 from app.models import WebhookAttempt, WebhookDelivery
 from app.services.events import webhook_delivery, webhook_dispatch
 from app.services.events.webhook_dispatch import AttemptBatch, DueAttempt
+from app.workers import deliveries as delivery_jobs
 
 
 def fast_settings(**overrides: object) -> Settings:
@@ -41,13 +42,16 @@ async def due_for(app: FastAPI, workspace_id: uuid.UUID, now: datetime) -> list[
 async def run_due(
     app: FastAPI, pool: asyncpg.Pool, workspace_id: uuid.UUID, now: datetime, settings: Settings | None = None
 ) -> list[webhook_delivery.Scheduled | None]:
-    """One worker pass for one workspace: fan out, then send every due attempt as one job."""
+    """One worker pass for one workspace: fan out, then send every due attempt as one job, through
+    the job's own entrypoint function and payload."""
     await fan_out(app, now)
     due = await due_for(app, workspace_id, now)
     if not due:
         return []
     async with webhook_delivery.http_client(10) as client:
-        return await webhook_delivery.deliver(pool, client, due, now=now, settings=settings or fast_settings())
+        return await delivery_jobs.deliver(
+            pool, client, delivery_jobs.encode(due), now=now, settings=settings or fast_settings()
+        )
 
 
 async def deliveries(app: FastAPI, workspace_id: uuid.UUID) -> list[WebhookDelivery]:
