@@ -123,7 +123,7 @@ class Worker:
                 wake.set()
             await listen_conn.add_listener(outbox.CHANNEL, self._notified)
             reactions = [
-                asyncio.create_task(self._react(reaction, wake))
+                asyncio.create_task(react(reaction, wake))
                 for reaction, wake in zip(registry.reactions, self._wakes, strict=True)
             ]
             queue_task = asyncio.create_task(
@@ -162,27 +162,6 @@ class Worker:
         finally:
             stopping.cancel()
 
-    async def _react(self, reaction: Reaction, wake: asyncio.Event) -> None:
-        """`reaction` at each notification, and at its sweep when it has one. A failed run is logged
-        and runs again after its retry pause; a lost connection ends the round."""
-        timeout = reaction.sweep_seconds
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=timeout)
-            wake.clear()
-            timeout = reaction.sweep_seconds
-            try:
-                while await reaction.run():
-                    pass
-            except DATABASE_ERRORS as exc:
-                if _connection_gone(exc):
-                    raise
-                logger.warning("reaction failed; retrying", extra={"job": reaction.name, "error": str(exc)[:300]})
-                timeout = _after_failure(reaction)
-            except Exception:
-                logger.exception("reaction failed; retrying", extra={"job": reaction.name})
-                timeout = _after_failure(reaction)
-
     async def _disconnect(
         self,
         reactions: list[asyncio.Task[None]],
@@ -218,6 +197,28 @@ class Worker:
             await asyncio.wait_for(self.engine.dispose(), timeout=DISCONNECT_SECONDS)
         except DATABASE_ERRORS:
             logger.warning("closing the lost round's sessions timed out")
+
+
+async def react(reaction: Reaction, wake: asyncio.Event) -> None:
+    """`reaction` whenever `wake` is set, and at its sweep when it has one, until cancelled. A failed
+    run is logged and runs again after its retry pause; a lost connection ends the round."""
+    timeout = reaction.sweep_seconds
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=timeout)
+        wake.clear()
+        timeout = reaction.sweep_seconds
+        try:
+            while await reaction.run():
+                pass
+        except DATABASE_ERRORS as exc:
+            if _connection_gone(exc):
+                raise
+            logger.warning("reaction failed; retrying", extra={"job": reaction.name, "error": str(exc)[:300]})
+            timeout = _after_failure(reaction)
+        except Exception:
+            logger.exception("reaction failed; retrying", extra={"job": reaction.name})
+            timeout = _after_failure(reaction)
 
 
 def _after_failure(reaction: Reaction) -> float | None:
