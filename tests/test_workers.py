@@ -29,8 +29,8 @@ from app.services.bulk import import_jobs
 from app.services.events import outbox
 from app.services.events.webhook_dispatch import DueAttempt
 from app.workers import bulk, deliveries, schedules, segments, value
-from app.workers.registry import Registry, Resources
-from app.workers.worker import FAMILIES
+from app.workers.registry import Reaction, Registry, Resources
+from app.workers.worker import FAMILIES, react
 from tests.factories import Tenant, customer_body
 
 
@@ -328,3 +328,35 @@ async def test_the_families_register_their_jobs_under_the_names_every_worker_ver
         ("customer value", None),
         ("segment refresh", None),
     ]
+
+
+async def test_a_reaction_runs_again_after_a_failure_and_ends_its_round_when_its_connection_is_gone() -> None:
+    outcomes: list[bool | BaseException] = [
+        asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
+        True,  # more may be waiting: it runs again at once
+        False,
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+    ]
+    runs: list[bool | BaseException] = []
+
+    async def run() -> bool:
+        outcome = outcomes[len(runs)]
+        runs.append(outcome)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    wake = asyncio.Event()
+    wake.set()
+    reacting = asyncio.create_task(react(Reaction("test", run, retry_seconds=0.01), wake))
+    for _ in range(500):
+        if len(runs) == 3:
+            break
+        await asyncio.sleep(0.01)
+    # The failure was retried without a notification; after its last run it waits for one.
+    assert runs == outcomes[:3]
+    await asyncio.sleep(0.05)
+    assert len(runs) == 3 and not reacting.done()
+    wake.set()
+    done, _ = await asyncio.wait([reacting], timeout=5)
+    assert done and isinstance(reacting.exception(), asyncpg.exceptions.ConnectionDoesNotExistError)
