@@ -5,9 +5,10 @@ of up to ATTEMPTS_PER_JOB; the DELIVER entrypoint sends them. Any number of work
 side: fan-out skips locked rows, and each attempt is claimed once.
 
 Dispatch is a reaction, not a cron schedule: a commit's NOTIFY starts it so that an event leaves
-within moments, and between notifications it sweeps every few seconds, because retries come due on
-their own clock (the first one seconds after a failure) with no commit to announce them. Cron ticks
-by the minute, and a tick runs in one worker while every worker should fan out."""
+within moments, and between notifications it sweeps every SWEEP_SECONDS, because retries come due on
+their own clock (the first one soon after a failure) with no commit to announce them. Cron ticks by
+the minute, which would hold every event and retry back by up to a minute, and a tick runs in one
+worker where the fan-out is shared by all."""
 
 import uuid
 from datetime import datetime

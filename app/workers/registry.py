@@ -3,9 +3,11 @@
 Three kinds of job, one mechanism each:
 - an entrypoint runs the jobs queued under its name on pgqueuer's queue;
 - a schedule is pgqueuer's cron: each tick runs the job in one worker, however many run;
-- a reaction runs in every worker when a commit notifies the outbox channel (and at connect), for
-  work a request or a write is waiting on. It has no timer of its own: the work it does is also
-  scheduled, or comes due on a clock of its own (deliveries' sweep, see `deliveries.py`)."""
+- a reaction runs in every worker when a commit notifies the outbox channel (and once at connect),
+  for work that a request or a write is waiting on and that a cron tick would take too long to start.
+  A reaction has no timer of its own, but for webhook dispatch's sweep (see `deliveries.py`); what a
+  missed notification would leave is found by a schedule doing the same work (value, segments), or
+  by the worker that finishes a job and takes the next (imports and exports)."""
 
 import logging
 from collections.abc import Awaitable, Callable
@@ -24,7 +26,7 @@ from app.core.settings import Settings
 logger = logging.getLogger(__name__)
 
 # The failures a job meets when the database is slow, busy or gone. A schedule logs them and runs at
-# its next tick; a reaction logs them and runs again shortly, unless its connection is gone.
+# its next tick; a reaction logs them and runs again (see `Reaction`), unless its connection is gone.
 DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, SQLAlchemyError)
 RETRY_SECONDS = 2.0
 

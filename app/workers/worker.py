@@ -37,6 +37,8 @@ IMPORT_CONNECTIONS = 3
 
 
 class Worker:
+    """`now` is the clock the jobs read (tests move it); `sweep_seconds` is webhook dispatch's sweep."""
+
     def __init__(
         self,
         settings: Settings,
