@@ -3,12 +3,11 @@ breaches, and the folding of the service report's daily figures."""
 
 import logging
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.access import system_caller
-from app.models import Workspace
 from app.services.engagement import follow_ups
+from app.services.identity import workspaces
 from app.services.service_desk import service_reports, tickets
 from app.workers.registry import Registry, Resources
 
@@ -29,16 +28,14 @@ def register(registry: Registry, r: Resources) -> None:
 
 
 async def run_follow_ups(sessions: async_sessionmaker[AsyncSession]) -> int:
-    """Follow-up plans and care reminders of every workspace, each workspace in its own
-    transaction. Returns how many tasks were created."""
+    """Follow-up plans and care reminders of every workspace, as `POST /follow-up-plans/run` runs
+    them, each workspace in its own transaction. Returns how many tasks were created."""
     created = 0
     async with sessions() as session:
-        workspaces = (await session.execute(select(Workspace.id, Workspace.timezone))).all()
-    for workspace_id, timezone in workspaces:
+        every = await workspaces.all_ids(session)
+    for workspace_id in every:
         async with sessions() as session:
-            ctx = system_caller(workspace_id)
-            created += await follow_ups.run_plans(session, ctx)
-            created += await follow_ups.run_care(session, ctx, timezone=timezone)
+            created += await follow_ups.run_now(session, system_caller(workspace_id))
             await session.commit()
     logger.info("follow-ups run", extra={"tasks_created": created})
     return created

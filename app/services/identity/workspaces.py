@@ -54,6 +54,11 @@ async def get(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace:
     return workspace
 
 
+async def all_ids(session: AsyncSession) -> list[uuid.UUID]:
+    """Every workspace, for the worker's passes over all of them."""
+    return list((await session.scalars(select(Workspace.id).order_by(Workspace.id))).all())
+
+
 async def timezone(session: AsyncSession, workspace_id: uuid.UUID) -> str:
     """The workspace's IANA time zone; UTC for a workspace that is gone."""
     return await session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id)) or "UTC"
