@@ -2,10 +2,11 @@
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import httpx
+import pytest
 from fastapi import FastAPI
 from pgqueuer import AsyncpgDriver, PgQueuer, Queries
 from sqlalchemy import func, select, text, update
@@ -28,6 +29,7 @@ from app.models import (
 from app.services.bulk import import_jobs
 from app.services.events import outbox
 from app.services.events.webhook_dispatch import DueAttempt
+from app.services.segments import segments as segment_service
 from app.workers import bulk, deliveries, schedules, segments, value
 from app.workers.registry import Reaction, Registry, Resources
 from app.workers.worker import FAMILIES, react
@@ -230,6 +232,27 @@ async def test_refresh_due_fills_a_new_dynamic_segment_once(
     await segments.refresh_due(sessions, now=clock.now())
     segment = await db.get(Segment, key, populate_existing=True)
     assert segment is not None and segment.refreshed_at == refreshed_at
+
+
+async def test_refresh_due_passes_over_a_segment_deleted_after_the_list_was_read(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _customer(client, tenant, tags=["vip"])
+    created = await client.post(
+        "/api/v1/segments",
+        json={"name": "VIPs", "filter": {"field": "tags", "op": "contains", "value": "vip"}},
+        headers=tenant.headers(),
+    )
+    assert created.status_code == 201, created.text
+    listed = segment_service.due_refreshes
+
+    async def listed_then_one_deleted(session: AsyncSession, *, now: datetime) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        return [(tenant.id, uuid.uuid4()), *await listed(session, now=now)]
+
+    monkeypatch.setattr(segment_service, "due_refreshes", listed_then_one_deleted)
+    await segments.refresh_due(_job_sessions(db), now=clock.now())
+    segment = await db.get(Segment, (tenant.id, uuid.UUID(created.json()["id"])), populate_existing=True)
+    assert segment is not None and segment.member_count == 1
 
 
 async def test_apply_lifecycle_rules_stages_every_customer_of_the_workspace(

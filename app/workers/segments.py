@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.access import system_caller
+from app.core.errors import NotFound
 from app.services.segments import lifecycle, segments
 from app.workers.registry import Registry, Resources
 
@@ -31,12 +32,15 @@ def register(registry: Registry, r: Resources) -> None:
 
 async def refresh_due(sessions: async_sessionmaker[AsyncSession], *, now: datetime) -> int:
     """Every dynamic segment asked to refresh, never refreshed, or stale, each in its own
-    transaction under the segment's lock. Returns how many were refreshed."""
+    transaction under the segment's lock. Returns how many were due."""
     async with sessions() as session:
         stale = await segments.due_refreshes(session, now=now)
     for workspace_id, segment_id in stale:
         async with sessions() as session:
-            segment = await segments.get(session, system_caller(workspace_id), segment_id, lock=True)
+            try:
+                segment = await segments.get(session, system_caller(workspace_id), segment_id, lock=True)
+            except NotFound:
+                continue  # deleted since the list was read
             joined, left = await segments.refresh(session, segment)
             await session.commit()
         logger.info("segment refresh", extra={"segment_id": str(segment_id), "joined": joined, "left": left})
