@@ -14,9 +14,15 @@ from app.schemas.ticket import TicketOut
 
 
 class CustomerChanged(CustomerOut):
-    changed_fields: list[str] | None = Field(
-        default=None, description="On customer.updated: the fields that changed.", examples=[["name", "tags"]]
-    )
+    changed_fields: list[str] = Field(description="The fields that changed.", examples=[["name", "tags"]])
+
+
+class OrderChanged(OrderOut):
+    changed_fields: list[str] = Field(description="The fields that changed.", examples=[["status", "lines"]])
+
+
+class TicketMoved(TicketOut):
+    from_status: str = Field(description="The status the ticket left.", examples=["in_progress"])
 
 
 class CustomerRef(BaseModel):
@@ -52,6 +58,7 @@ class StageChanged(BaseModel):
     from_stage: str | None = Field(examples=["new_customer"])
     to_stage: str = Field(examples=["loyal"])
     by: str = Field(examples=["rules"], description="`rules` or `hand`")
+    reason: str | None = Field(examples=["回访确认续约"], description="Given with a move by hand; null for rules.")
 
 
 class SegmentMembership(BaseModel):
@@ -98,16 +105,16 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("task.created", "A task was added by hand.", TaskOut),
     EventType("task.completed", "A task was completed.", TaskOut),
     EventType("ticket.created", "A ticket was opened.", TicketOut),
-    EventType("ticket.status_changed", "A ticket moved in its workflow.", TicketOut),
-    EventType("ticket.resolved", "A ticket was resolved.", TicketOut),
-    EventType("ticket.closed", "A ticket was closed.", TicketOut),
-    EventType("ticket.reopened", "A resolved ticket was reopened.", TicketOut),
+    EventType("ticket.status_changed", "A ticket moved in its workflow.", TicketMoved),
+    EventType("ticket.resolved", "A ticket was resolved.", TicketMoved),
+    EventType("ticket.closed", "A ticket was closed.", TicketMoved),
+    EventType("ticket.reopened", "A resolved ticket was reopened.", TicketMoved),
     EventType("ticket.escalated", "A ticket was escalated.", TicketOut),
     EventType("ticket.assigned", "A ticket was assigned or reassigned.", TicketRef),
     EventType("ticket.sla_breached", "A ticket passed a first-response or resolution deadline.", SlaBreach),
     EventType("ticket.csat_received", "A customer rated a resolved ticket.", CsatReceived),
     EventType("order.created", "An order was recorded.", OrderOut),
-    EventType("order.updated", "A recorded order changed (status, refund, lines...).", OrderOut),
+    EventType("order.updated", "A recorded order changed (status, refund, lines...).", OrderChanged),
     EventType("tier.changed", "A customer moved to another value tier.", TierChanged),
     EventType("lifecycle.stage_changed", "A customer moved to another lifecycle stage.", StageChanged),
     EventType("segment.member_added", "A customer joined a dynamic segment at a refresh.", SegmentMembership),
@@ -120,6 +127,11 @@ CATALOGUE: tuple[EventType, ...] = (
 
 TYPES = frozenset(event.name for event in CATALOGUE)
 FAMILIES = frozenset(name.split(".")[0] for name in TYPES)
+
+
+def data_model(name: str) -> type[BaseModel]:
+    """The model of a type's `data`, which the type's serialiser (`payloads.Payload`) is checked against."""
+    return next(event.data for event in CATALOGUE if event.name == name)
 
 
 def is_valid_filter(pattern: str) -> bool:

@@ -1,4 +1,6 @@
-"""Domain events, written to the outbox in the transaction of the change they describe."""
+"""Domain events, written to the outbox in the transaction of the change they describe: `emit` for
+one event through the session, `emit_rows_sql` for the events of a set-based statement, as SQL it runs
+(alone or as one of its CTEs). Their `data` comes from the type's serialiser (`payloads.Payload`)."""
 
 from typing import Any
 
@@ -8,6 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import clock
 from app.core.access import Caller
 from app.models import OutboxEvent
+
+# The actor of the worker's own jobs (SLA checks, endpoint disabling, segment refreshes), as SQL.
+SYSTEM_ACTOR_SQL = """'{"type": "system", "id": null}'::jsonb"""
 
 
 def emit(session: AsyncSession, ctx: Caller, event_type: str, data: dict[str, Any]) -> OutboxEvent:
@@ -43,12 +48,16 @@ def published_unless_heard(workspace_id: str, event_type: str, at: str) -> str:
     )
 
 
-def emit_rows_sql(events: str, *, workspace_id: str, event_type: str, at: str, actor: str) -> str:
+def emit_rows_sql(
+    events: str, *, workspace_id: str, event_type: str, at: str, actor: str, returning: str | None = None
+) -> str:
     """SQL of `emit` for many events of one type in one statement: an event per row of `events` (a
-    SELECT, or a CTE's name, with the columns id and data); the other arguments are SQL expressions.
-    Written as fanned out already when no endpoint hears the type (`published_unless_heard`)."""
+    SELECT, or a CTE's name, with the columns id and data; `new_events` in the other arguments); the
+    other arguments are SQL expressions. Written as fanned out already when no endpoint hears the
+    type (`published_unless_heard`). `returning` for a statement that counts what it wrote."""
     return (
         "INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data, published_at) "
         f"SELECT {workspace_id}, new_events.id, {event_type}, {at}, {actor}, new_events.data, "
         f"{published_unless_heard(workspace_id, event_type, at)} FROM {events} AS new_events"
+        + (f" RETURNING {returning}" if returning else "")
     )
