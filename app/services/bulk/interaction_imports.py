@@ -25,6 +25,7 @@ from app.services.bulk import record_imports
 from app.services.bulk.imports import Progress
 from app.services.bulk.record_imports import Loc, Problem, as_is, changes_sql
 from app.services.engagement import interactions
+from app.services.events import audit, outbox
 
 BATCH = 5000
 ROW_FIELDS = (*interactions.FIELDS, "source", "external_id")
@@ -58,6 +59,24 @@ _CHANGES = changes_sql(
     (name, f"i.{name}", value, utc_text_sql if name == "occurred_at" else as_is) for name, value in _NEW_VALUES.items()
 )
 
+_EVENTS = outbox.emit_rows_sql(
+    f"(SELECT guanxi_uuid7() AS id, {interactions.EVENT.sql('c')} AS data FROM created c)",
+    workspace_id=":ws",
+    event_type="'interaction.created'",
+    at="CAST(:now AS timestamptz)",
+    actor="CAST(:actor AS jsonb)",
+)
+_AUDITED = audit.record_rows_sql(
+    f"""(
+    SELECT CAST(:ws AS uuid) AS workspace_id, 'interaction' AS entity_type, i.id AS entity_id, 'updated' AS action,
+           CAST(:actor_type AS text) AS actor_type, CAST(:actor_id AS uuid) AS actor_id, {_CHANGES} AS changes,
+           CAST(:now AS timestamptz) AS occurred_at
+    FROM updated u
+    JOIN interactions i ON i.workspace_id = :ws AND i.id = u.id
+    JOIN matched m ON m.existing_id = u.id
+)"""
+)
+
 MERGE_SQL = text(
     f"""
 WITH matched AS (
@@ -77,17 +96,7 @@ created AS (
     RETURNING *
 ),
 events AS (
-    INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
-    SELECT :ws, guanxi_uuid7(), 'interaction.created', :now, CAST(:actor AS jsonb), jsonb_build_object(
-        'id', c.id, 'customer_id', c.customer_id, 'user_id', c.user_id, 'channel', c.channel,
-        'direction', c.direction, 'occurred_at', {utc_text_sql("c.occurred_at")},
-        'duration_seconds', c.duration_seconds,
-        'participants', c.participants, 'subject', c.subject, 'content', c.content, 'outcome', c.outcome,
-        'next_step', c.next_step, 'attachments', c.attachments -> 'items', 'source', c.source,
-        'external_id', c.external_id, 'created_at', {utc_text_sql("c.created_at")},
-        'updated_at', {utc_text_sql("c.updated_at")},
-        'version', c.version)
-    FROM created c
+    {_EVENTS}
 ),
 updated AS (
     UPDATE interactions i SET {_SET}, version = i.version + 1, updated_at = :now
@@ -98,13 +107,7 @@ updated AS (
 ),
 audited AS (
     -- `i` is read from the statement's snapshot: the values before the update.
-    INSERT INTO audit_log (workspace_id, id, entity_type, entity_id, action, actor_type, actor_id, changes,
-                           occurred_at)
-    SELECT :ws, guanxi_uuid7(), 'interaction', i.id, 'updated', :actor_type, CAST(:actor_id AS uuid), {_CHANGES},
-           :now
-    FROM updated u
-    JOIN interactions i ON i.workspace_id = :ws AND i.id = u.id
-    JOIN matched m ON m.existing_id = u.id
+    {_AUDITED}
 )
 SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM updated),
        coalesce((SELECT array_agg(row_number ORDER BY row_number) FROM matched

@@ -24,12 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import clock
 from app.core.access import Caller
 from app.core.errors import ValidationFailed
-from app.core.wire import currency_places, money_text_sql, utc_text_sql
+from app.core.wire import currency_places, utc_text_sql
 from app.models import ImportJob, Workspace
 from app.schemas.order import OrderIn, OrderLineIn
 from app.services.bulk import record_imports
 from app.services.bulk.imports import Progress
 from app.services.bulk.record_imports import CUSTOMER_KEYS, Loc, Problem, as_is, as_text, changes_sql
+from app.services.events import audit, outbox
 from app.services.segments import lifecycle
 from app.services.value import customer_values, orders
 
@@ -176,38 +177,45 @@ JOIN order_import_stage_lines l ON l.source = s.source AND l.external_id = s.ext
 WHERE s.created OR s.changes -> 'lines' IS NOT NULL
 """
 )
-# The order as `orders.present` shows it in its events.
-_ORDER_JSON = f"""jsonb_build_object(
-    'id', o.id, 'source', o.source, 'external_id', o.external_id, 'customer_id', o.customer_id,
-    'ordered_at', {utc_text_sql("o.ordered_at")}, 'status', o.status, 'currency', o.currency,
-    'total_amount', {money_text_sql("o.total_amount", "CAST(:money_places AS integer)")},
-    'refunded_amount', {money_text_sql("o.refunded_amount", "CAST(:money_places AS integer)")},
-    'channel', o.channel, 'store', o.store,
-    'lines', (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                  'sku', l.sku, 'product_name', l.product_name, 'category', l.category,
-                  'quantity', trim_scale(l.quantity)::text,
-                  'unit_price', {money_text_sql("l.unit_price", "CAST(:money_places AS integer)")})
-                  ORDER BY l.line_no), '[]'::jsonb)
-              FROM order_lines l WHERE l.workspace_id = :ws AND l.order_id = o.id),
-    'created_at', {utc_text_sql("o.created_at")}, 'updated_at', {utc_text_sql("o.updated_at")}, 'version', o.version)"""
+# Per written order: `order.created`, or `order.updated` with the fields that changed, and the audit
+# entry the per-order path writes.
+_CHANGED_FIELDS = """(SELECT jsonb_agg(k ORDER BY k COLLATE "C") FROM jsonb_object_keys(w.changes) k)"""
+_WRITTEN = """written w JOIN orders o ON o.workspace_id = :ws AND o.id = w.order_id"""
+_EVENTS = {
+    event_type: outbox.emit_rows_sql(
+        f"(SELECT guanxi_uuid7() AS id, {payload} AS data FROM {_WRITTEN} WHERE {'' if created else 'NOT '}w.created)",
+        workspace_id=":ws",
+        event_type=f"'{event_type}'",
+        at="CAST(:now AS timestamptz)",
+        actor="CAST(:actor AS jsonb)",
+    )
+    for event_type, payload, created in (
+        ("order.created", orders.ORDER_EVENT.sql("o"), True),
+        ("order.updated", orders.ORDER_CHANGED_EVENT.sql("o", changed_fields=_CHANGED_FIELDS), False),
+    )
+}
+_AUDITED = audit.record_rows_sql(
+    """(
+    SELECT CAST(:ws AS uuid) AS workspace_id, 'order' AS entity_type, order_id AS entity_id,
+           CASE WHEN created THEN 'created' ELSE 'updated' END AS action, CAST(:actor_type AS text) AS actor_type,
+           CAST(:actor_id AS uuid) AS actor_id, CASE WHEN created THEN '{}'::jsonb ELSE changes END AS changes,
+           CAST(:now AS timestamptz) AS occurred_at
+    FROM written
+)"""
+)
 RECORD_SQL = text(
     f"""
 WITH written AS (
     SELECT order_id, created, changes FROM order_import_stage
     WHERE created OR changes <> '{{}}'::jsonb
 ),
-events AS (
-    INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
-    SELECT :ws, guanxi_uuid7(), CASE WHEN w.created THEN 'order.created' ELSE 'order.updated' END, :now,
-           CAST(:actor AS jsonb),
-           {_ORDER_JSON} || CASE WHEN w.created THEN '{{}}'::jsonb ELSE jsonb_build_object('changed_fields',
-               (SELECT jsonb_agg(k ORDER BY k COLLATE "C") FROM jsonb_object_keys(w.changes) k)) END
-    FROM written w JOIN orders o ON o.workspace_id = :ws AND o.id = w.order_id
+created_events AS (
+    {_EVENTS["order.created"]}
+),
+updated_events AS (
+    {_EVENTS["order.updated"]}
 )
-INSERT INTO audit_log (workspace_id, id, entity_type, entity_id, action, actor_type, actor_id, changes, occurred_at)
-SELECT :ws, guanxi_uuid7(), 'order', order_id, CASE WHEN created THEN 'created' ELSE 'updated' END,
-       :actor_type, CAST(:actor_id AS uuid), CASE WHEN created THEN '{{}}'::jsonb ELSE changes END, :now
-FROM written
+{_AUDITED}
 """
 )
 SUMMARY_SQL = text(

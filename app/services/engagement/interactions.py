@@ -21,6 +21,8 @@ from app.models import Customer, Interaction, User, Workspace
 from app.schemas.interaction import InteractionIn, InteractionPatch
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events import audit, outbox
+from app.services.events.event_catalogue import data_model
+from app.services.events.payloads import Field, Payload, column, timestamp
 
 FIELDS = ("channel", "direction", "occurred_at", "duration_seconds", "subject", "content", "outcome", "next_step")
 
@@ -224,8 +226,38 @@ def present(interaction: Interaction) -> dict[str, Any]:
     }
 
 
+# `interaction.created`; over an interactions row.
+EVENT: Payload[Interaction] = Payload(
+    (
+        column("id"),
+        column("customer_id"),
+        column("user_id"),
+        column("channel"),
+        column("direction"),
+        timestamp("occurred_at"),
+        column("duration_seconds"),
+        column("participants"),
+        column("subject"),
+        column("content"),
+        column("outcome"),
+        column("next_step"),
+        Field(
+            "attachments",
+            lambda interaction: interaction.attachments.get("items", []),
+            lambda alias: f"coalesce({alias}.attachments -> 'items', '[]'::jsonb)",
+        ),
+        column("source"),
+        column("external_id"),
+        timestamp("created_at"),
+        timestamp("updated_at"),
+        column("version"),
+    ),
+    model=data_model("interaction.created"),
+)
+
+
 def event_data(interaction: Interaction) -> dict[str, Any]:
-    return dict(to_jsonable(present(interaction)))
+    return EVENT.data(interaction)
 
 
 async def import_many(session: AsyncSession, ctx: Caller, items: list[dict[str, Any]]) -> list[dict[str, object]]:

@@ -24,8 +24,10 @@ from app.core import clock
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.settings import Settings
-from app.models import OutboxEvent
-from app.services.events import webhook_signing, webhook_targets
+from app.models import OutboxEvent, WebhookEndpoint
+from app.services.events import outbox, webhook_signing, webhook_targets
+from app.services.events.event_catalogue import data_model
+from app.services.events.payloads import Field, Payload, column
 from app.services.events.webhook_dispatch import DueAttempt
 
 # Delay before retry n (after attempt n failed): 10 attempts over about 3.5 days.
@@ -280,16 +282,30 @@ SELECT (SELECT count(*) FROM attempt) + (SELECT count(*) FROM delivery) AS writt
        (SELECT enabled FROM endpoint) AS enabled
 """
 
-DISABLE_SQL = """
+# `webhook_endpoint.disabled`, over the endpoint's row.
+ENDPOINT_DISABLED: Payload[WebhookEndpoint] = Payload(
+    (
+        Field("endpoint_id", lambda endpoint: endpoint.id, lambda alias: f"{alias}.id"),
+        column("url"),
+        Field("reason", lambda endpoint: endpoint.disabled_reason, lambda alias: f"{alias}.disabled_reason"),
+    ),
+    model=data_model("webhook_endpoint.disabled"),
+)
+DISABLE_SQL = f"""
 WITH disabled AS (
     UPDATE webhook_endpoints SET enabled = false, disabled_reason = $3, updated_at = $4, version = version + 1
     WHERE workspace_id = $1 AND id = $2 AND enabled
-    RETURNING id, url
+    RETURNING id, url, disabled_reason
 )
-INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
-SELECT $1, guanxi_uuid7(), 'webhook_endpoint.disabled', $4, '{"type": "system", "id": null}'::jsonb,
-       jsonb_build_object('endpoint_id', id, 'url', url, 'reason', $3::text)
-FROM disabled
+{
+    outbox.emit_rows_sql(
+        f"(SELECT guanxi_uuid7() AS id, {ENDPOINT_DISABLED.sql('d')} AS data FROM disabled d)",
+        workspace_id="$1",
+        event_type="'webhook_endpoint.disabled'",
+        at="$4",
+        actor=outbox.SYSTEM_ACTOR_SQL,
+    )
+}
 """
 
 

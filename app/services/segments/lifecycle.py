@@ -20,6 +20,8 @@ from app.core.prepared import PreparedStatement
 from app.models import Customer, CustomerStage, LifecycleStage, StageHistory
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events import outbox
+from app.services.events.event_catalogue import data_model
+from app.services.events.payloads import Field, Payload, column
 
 DEFAULT_STAGES = (
     ("lead", "Lead 潜在客户"),
@@ -101,24 +103,18 @@ async def move(
         session.add(current)
     else:
         current.stage, current.entered_at = stage, now
-    session.add(
-        StageHistory(
-            workspace_id=ctx.workspace_id,
-            id=new_id(),
-            customer_id=customer_id,
-            stage=stage,
-            from_stage=from_stage,
-            entered_at=now,
-            by_user_id=ctx.user_id,
-            reason=reason,
-        )
+    entry = StageHistory(
+        workspace_id=ctx.workspace_id,
+        id=new_id(),
+        customer_id=customer_id,
+        stage=stage,
+        from_stage=from_stage,
+        entered_at=now,
+        by_user_id=ctx.user_id,
+        reason=reason,
     )
-    outbox.emit(
-        session,
-        ctx,
-        "lifecycle.stage_changed",
-        {"customer_id": str(customer_id), "from_stage": from_stage, "to_stage": stage, "by": "hand", "reason": reason},
-    )
+    session.add(entry)
+    outbox.emit(session, ctx, "lifecycle.stage_changed", STAGE_CHANGED.data(entry))
     await session.flush()
     return current
 
@@ -166,6 +162,27 @@ async def _close_history(session: AsyncSession, workspace_id: uuid.UUID, custome
         ),
         {"now": now, "ws": workspace_id, "customer_id": customer_id},
     )
+
+
+# `lifecycle.stage_changed`, over the stage_history row of the move.
+STAGE_CHANGED: Payload[StageHistory] = Payload(
+    (
+        column("customer_id"),
+        column("from_stage"),
+        Field("to_stage", lambda entry: entry.stage, lambda alias: f"{alias}.stage"),
+        Field("by", lambda entry: entry.by_rule or "hand", lambda alias: f"coalesce({alias}.by_rule, 'hand')"),
+        column("reason"),
+    ),
+    model=data_model("lifecycle.stage_changed"),
+)
+_EVENTS = outbox.emit_rows_sql(
+    f"(SELECT guanxi_uuid7() AS id, {STAGE_CHANGED.sql('h')} AS data FROM history h)",
+    workspace_id=":ws",
+    event_type="'lifecycle.stage_changed'",
+    at="CAST(:now AS timestamptz)",
+    actor="CAST(:actor AS jsonb)",
+    returning="id",
+)
 
 
 def _rules_sql(*, customers: Literal["one", "some", "range"]) -> str:
@@ -221,14 +238,10 @@ upserted AS (
 history AS (
     INSERT INTO stage_history (workspace_id, id, customer_id, stage, from_stage, entered_at, by_rule)
     SELECT :ws, guanxi_uuid7(), customer_id, target, stage, CAST(:now AS timestamptz), 'rules' FROM moves
-    RETURNING customer_id
+    RETURNING customer_id, stage, from_stage, by_rule, reason
 ),
 events AS (
-    INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
-    SELECT :ws, guanxi_uuid7(), 'lifecycle.stage_changed', CAST(:now AS timestamptz), CAST(:actor AS jsonb),
-           jsonb_build_object('customer_id', customer_id, 'from_stage', stage, 'to_stage', target, 'by', 'rules')
-    FROM moves
-    RETURNING id
+    {_EVENTS}
 )
 SELECT (SELECT count(*) FROM moves), (SELECT count(*) FROM closed), (SELECT count(*) FROM upserted),
        (SELECT count(*) FROM history), (SELECT count(*) FROM events)

@@ -7,8 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, func, insert, literal, select
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Select, Uuid, and_, delete, exists, func, literal, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,11 +17,13 @@ from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.pagination import SortKey, keyset_page
 from app.core.versions import check_version
-from app.models import Customer, CustomerStage, CustomerValue, OutboxEvent, Segment, SegmentMember, SegmentSize
+from app.models import Customer, CustomerStage, CustomerValue, Segment, SegmentMember, SegmentSize
 from app.schemas.segment import SegmentOut
 from app.services.customers.customer_output import CUSTOMER_COLUMNS
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events import audit, outbox
+from app.services.events.event_catalogue import data_model
+from app.services.events.payloads import Payload, column
 from app.services.filters.catalogue import RFM_SEGMENTS
 from app.services.filters.compiler import Compiled, compile_filter
 
@@ -168,6 +169,12 @@ async def delete_segment(session: AsyncSession, ctx: Caller, segment_id: uuid.UU
     await session.delete(segment)
 
 
+# `segment.member_added` and `segment.member_removed`, over a segment_members row.
+MEMBERSHIP: Payload[SegmentMember] = Payload(
+    (column("segment_id"), column("customer_id")), model=data_model("segment.member_added")
+)
+
+
 async def refresh(session: AsyncSession, segment: Segment, *, now: datetime | None = None) -> tuple[int, int]:
     """Materialise a dynamic segment's members; returns (joined, left)."""
     now = now or clock.now()
@@ -182,7 +189,7 @@ async def refresh(session: AsyncSession, segment: Segment, *, now: datetime | No
             select(literal(ws), literal(seg), target.c.id, literal(now)),
         )
         .on_conflict_do_nothing()
-        .returning(SegmentMember.customer_id)
+        .returning(SegmentMember.segment_id, SegmentMember.customer_id)
         .cte("added")
     )
     removed = (
@@ -192,30 +199,24 @@ async def refresh(session: AsyncSession, segment: Segment, *, now: datetime | No
             SegmentMember.segment_id == seg,
             ~exists(select(target.c.id).where(target.c.id == SegmentMember.customer_id)),
         )
-        .returning(SegmentMember.customer_id)
+        .returning(SegmentMember.segment_id, SegmentMember.customer_id)
         .cte("removed")
     )
 
-    def events(source: Any, event_type: str, name: str) -> Any:
-        return (
-            insert(OutboxEvent)
-            .from_select(
-                ["workspace_id", "id", "type", "occurred_at", "actor", "data"],
-                select(
-                    literal(ws),
-                    func.guanxi_uuid7(),
-                    literal(event_type),
-                    literal(now),
-                    literal({"type": "system", "id": None}, JSONB),
-                    func.jsonb_build_object("segment_id", str(seg), "customer_id", source.c.customer_id),
-                ),
-            )
-            .returning(OutboxEvent.id)
-            .cte(name)
+    def events(source: str, event_type: str, name: str) -> Any:
+        statement = outbox.emit_rows_sql(
+            f"(SELECT guanxi_uuid7() AS id, {MEMBERSHIP.sql('m')} AS data FROM {source} m)",
+            workspace_id="CAST(:refresh_ws AS uuid)",
+            event_type=f"'{event_type}'",
+            at="CAST(:refresh_at AS timestamptz)",
+            actor=outbox.SYSTEM_ACTOR_SQL,
+            returning="id",
         )
+        return text(statement).bindparams(refresh_ws=ws, refresh_at=now).columns(id=Uuid()).cte(name)
 
-    added_events = events(added, "segment.member_added", "added_events")
-    removed_events = events(removed, "segment.member_removed", "removed_events")
+    # Written after `added` and `removed` in the statement's WITH list: they are its first CTEs.
+    added_events = events("added", "segment.member_added", "added_events")
+    removed_events = events("removed", "segment.member_removed", "removed_events")
     counts = select(
         select(func.count()).select_from(added).scalar_subquery(),
         select(func.count()).select_from(removed).scalar_subquery(),

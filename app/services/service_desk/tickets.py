@@ -32,6 +32,8 @@ from app.models import (
 from app.schemas.ticket import CategoryIn, CommentIn, SlaSettings, TicketIn, TicketPatch
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events import outbox
+from app.services.events.event_catalogue import data_model
+from app.services.events.payloads import Payload, column
 from app.services.identity import workspaces
 from app.services.service_desk.sla_clock import Calendar, add_business_minutes, business_minutes_between
 
@@ -346,8 +348,20 @@ async def list_tickets(
     return await keyset_page(session, stmt, keys, list_name="tickets", limit=limit, cursor=cursor)
 
 
+# `ticket.sla_breached`, over a row of the breaches found.
+SLA_BREACHED: Payload[Any] = Payload(
+    (column("ticket_id"), column("number"), column("deadline")), model=data_model("ticket.sla_breached")
+)
+_BREACH_EVENTS = outbox.emit_rows_sql(
+    f"(SELECT b.workspace_id, guanxi_uuid7() AS id, {SLA_BREACHED.sql('b')} AS data FROM breached b)",
+    workspace_id="new_events.workspace_id",
+    event_type="'ticket.sla_breached'",
+    at="CAST(:now AS timestamptz)",
+    actor=outbox.SYSTEM_ACTOR_SQL,
+    returning="1",
+)
 BREACH_SQL = text(
-    """
+    f"""
 WITH candidates AS (
     SELECT workspace_id, id, number,
            NOT first_response_breached AND first_responded_at IS NULL
@@ -370,24 +384,19 @@ flagged AS (
     RETURNING c.workspace_id, c.id, c.number, c.response, c.resolution
 ),
 breached AS (
-    SELECT workspace_id, id, number, 'first_response' AS kind FROM flagged WHERE response
+    SELECT workspace_id, id AS ticket_id, number, 'first_response' AS deadline FROM flagged WHERE response
     UNION ALL
-    SELECT workspace_id, id, number, 'resolution' AS kind FROM flagged WHERE resolution
+    SELECT workspace_id, id AS ticket_id, number, 'resolution' AS deadline FROM flagged WHERE resolution
 ),
 history AS (
     INSERT INTO ticket_events (workspace_id, id, ticket_id, action, to_value, actor, at)
-    SELECT workspace_id, guanxi_uuid7(), id, 'sla_breached', kind, '{"type": "system", "id": null}'::jsonb,
+    SELECT workspace_id, guanxi_uuid7(), ticket_id, 'sla_breached', deadline, {outbox.SYSTEM_ACTOR_SQL},
            CAST(:now AS timestamptz)
     FROM breached
     RETURNING 1
 ),
 events AS (
-    INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
-    SELECT workspace_id, guanxi_uuid7(), 'ticket.sla_breached', CAST(:now AS timestamptz),
-           '{"type": "system", "id": null}'::jsonb,
-           jsonb_build_object('ticket_id', id, 'number', number, 'deadline', kind)
-    FROM breached
-    RETURNING 1
+    {_BREACH_EVENTS}
 )
 SELECT (SELECT count(*) FROM breached), (SELECT count(*) FROM history), (SELECT count(*) FROM events)
 """

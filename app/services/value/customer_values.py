@@ -26,9 +26,11 @@ from app.core.errors import NotFound
 from app.core.ids import new_id
 from app.core.prepared import PreparedStatement
 from app.core.wire import money_text
-from app.models import Customer, CustomerValue, ValueModel, ValueTier
+from app.models import Customer, CustomerValue, TierChange, ValueModel, ValueTier
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events import outbox
+from app.services.events.event_catalogue import data_model
+from app.services.events.payloads import Payload, column
 from app.services.identity import workspaces
 from app.services.value import lifetime_value
 
@@ -69,6 +71,19 @@ SUMMARY_COLUMNS = """order_count - 1,
 def _edges_below(edges: str, figure: str) -> str:
     """How many of the four quintile edges lie below the figure."""
     return "(" + " + ".join(f"({edges}[{i}] < {figure})::int" for i in range(1, 5)) + ")"
+
+
+# `tier.changed`, over the tier_changes row of the change.
+TIER_CHANGED: Payload[TierChange] = Payload(
+    (column("customer_id"), column("from_tier"), column("to_tier"), column("reason")), model=data_model("tier.changed")
+)
+_TIER_EVENTS = outbox.emit_rows_sql(
+    f"(SELECT guanxi_uuid7() AS id, {TIER_CHANGED.sql('c')} AS data FROM changes c)",
+    workspace_id=":ws",
+    event_type="'tier.changed'",
+    at="CAST(:now AS timestamptz)",
+    actor="CAST(:actor AS jsonb)",
+)
 
 
 def _figures_sql(*, customers: str | None) -> str:
@@ -227,14 +242,9 @@ changes AS (
     SELECT :ws, guanxi_uuid7(), u.customer_id, old.tier, u.tier, CAST(:now AS timestamptz), CAST(:reason AS text)
     FROM upserted u LEFT JOIN old ON old.customer_id = u.customer_id
     WHERE old.tier IS DISTINCT FROM u.tier
-    RETURNING customer_id, from_tier, to_tier
+    RETURNING customer_id, from_tier, to_tier, reason
 )
-INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
-SELECT :ws, guanxi_uuid7(), 'tier.changed', CAST(:now AS timestamptz), CAST(:actor AS jsonb),
-       jsonb_build_object(
-           'customer_id', customer_id, 'from_tier', from_tier, 'to_tier', to_tier, 'reason', CAST(:reason AS text)
-       )
-FROM changes
+{_TIER_EVENTS}
 """
 
 

@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from babel.numbers import get_currency_precision, list_currencies
 from pydantic import ValidationError
@@ -19,9 +19,11 @@ from app.core.pagination import SortKey, keyset_page
 from app.core.problems import domain_problem, validation_problem
 from app.core.wire import money_text
 from app.models import Customer, Order, OrderLine, Workspace
-from app.schemas.order import OrderIn
+from app.schemas.order import OrderIn, OrderLineOut
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events import audit, outbox
+from app.services.events.event_catalogue import data_model
+from app.services.events.payloads import Field, Payload, column, given, money, timestamp
 from app.services.segments import lifecycle
 from app.services.value import customer_values
 
@@ -87,7 +89,7 @@ async def upsert(session: AsyncSession, ctx: Caller, data: OrderIn) -> tuple[Ord
     lines = await _replace_lines(session, ctx, existing, data) if lines_changed else current_lines[existing.id]
     if lines_changed:
         changes["lines"] = {"before": None, "after": len(lines)}
-    outbox.emit(session, ctx, "order.updated", {**event_data(existing, lines), "changed_fields": sorted(changes)})
+    outbox.emit(session, ctx, "order.updated", event_data(existing, lines, changed_fields=sorted(changes)))
     audit.record(session, ctx, entity_type="order", entity_id=existing.id, action="updated", changes=changes)
     await session.flush()
     await _refresh_figures(session, ctx, existing.customer_id)
@@ -194,8 +196,64 @@ def present(order: Order, lines: list[OrderLine]) -> dict[str, Any]:
     }
 
 
-def event_data(order: Order, lines: list[OrderLine]) -> dict[str, Any]:
-    return dict(to_jsonable(present(order, lines)))
+class PricedLine(NamedTuple):
+    """An order line with its order's currency, the one its price is in."""
+
+    line: OrderLine
+    currency: str
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.line, name)
+
+
+# SQL for the workspace currency's decimals: set-based statements set `money_places` from `currency_places`.
+MONEY_PLACES = "CAST(:money_places AS integer)"
+LINE_EVENT: Payload[PricedLine] = Payload(
+    (
+        column("sku"),
+        column("product_name"),
+        column("category"),
+        Field("quantity", lambda line: _quantity(line.quantity), lambda alias: f"trim_scale({alias}.quantity)::text"),
+        money("unit_price", places=MONEY_PLACES),
+    ),
+    model=OrderLineOut,
+)
+# `o` an orders row; its lines are read from order_lines.
+ORDER_EVENT: Payload[Order] = Payload(
+    (
+        column("id"),
+        column("source"),
+        column("external_id"),
+        column("customer_id"),
+        timestamp("ordered_at"),
+        column("status"),
+        column("currency"),
+        money("total_amount", places=MONEY_PLACES),
+        money("refunded_amount", places=MONEY_PLACES),
+        column("channel"),
+        column("store"),
+        given(
+            "lines",
+            sql=lambda o: (
+                f"""(SELECT coalesce(jsonb_agg({LINE_EVENT.sql("l")} ORDER BY l.line_no), '[]'::jsonb)
+              FROM order_lines l WHERE l.workspace_id = {o}.workspace_id AND l.order_id = {o}.id)"""
+            ),
+        ),
+        timestamp("created_at"),
+        timestamp("updated_at"),
+        column("version"),
+    ),
+    model=data_model("order.created"),
+)
+ORDER_CHANGED_EVENT = ORDER_EVENT.extended(given("changed_fields"), model=data_model("order.updated"))
+
+
+def event_data(order: Order, lines: list[OrderLine], *, changed_fields: list[str] | None = None) -> dict[str, Any]:
+    """`order.created`, or with the fields that changed `order.updated`."""
+    line_data = [LINE_EVENT.data(PricedLine(line, order.currency)) for line in lines]
+    if changed_fields is None:
+        return ORDER_EVENT.data(order, lines=line_data)
+    return ORDER_CHANGED_EVENT.data(order, lines=line_data, changed_fields=changed_fields)
 
 
 def _line_loc(index: int) -> list[str | int]:
