@@ -1,0 +1,506 @@
+"""Every path that emits an event writes the `data` its catalogue entry promises.
+
+One workspace goes through every path that emits: the API's single and batch requests, the file
+imports, and the worker's jobs (value recompute, lifecycle rules by order and the nightly pass,
+segment refresh, SLA breaches, endpoint disabling). Each event it leaves in the outbox is checked,
+as delivered, against its type's schema in the OpenAPI document's `webhooks` section, with objects
+closed: a key the schema does not declare fails as a missing or mistyped one does."""
+
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import jsonschema_rs
+import orjson
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock
+from app.core.access import system_caller
+from app.core.wire import currency_places
+from app.models import (
+    Customer,
+    Interaction,
+    Order,
+    OrderLine,
+    OutboxEvent,
+    Segment,
+    StageHistory,
+    Ticket,
+    TierChange,
+)
+from app.services.customers import customer_output
+from app.services.engagement import interactions
+from app.services.events.event_catalogue import CATALOGUE, data_model
+from app.services.events.payloads import Payload
+from app.services.events.webhook_delivery import envelope
+from app.services.segments import lifecycle, segments
+from app.services.service_desk import tickets
+from app.services.value import customer_values, orders
+from tests.factories import Tenant, customer_body
+from tests.import_helpers import queue_and_run
+from tests.receiver import Answer, Receiver
+from tests.webhook_helpers import run_due
+
+Validators = dict[str, jsonschema_rs.Draft202012Validator]
+
+ORDER_FILE = {"订单号": "external_id", "客户编号": "customer_code", "下单时间": "ordered_at", "状态": "status"}
+ORDER_FILE |= {"商品编码": "sku", "商品": "product_name", "数量": "quantity", "单价": "unit_price"}
+CONTACT_FILE = {"客户编号": "customer_code", "渠道": "channel", "方向": "direction", "时间": "occurred_at"}
+CONTACT_FILE |= {"编号": "external_id"}
+CUSTOMER_FILE = {"姓名": "name", "手机": "phone", "城市": "city"}
+
+
+def _closed(schema: Any) -> Any:
+    """The schema with every object that lists its properties closed to others."""
+    if isinstance(schema, dict):
+        closed = {key: _closed(value) for key, value in schema.items()}
+        if "properties" in closed and "additionalProperties" not in closed:
+            closed["additionalProperties"] = False
+        return closed
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    return schema
+
+
+async def _validators(client: httpx.AsyncClient) -> Validators:
+    """The request body schema of each webhook in the published OpenAPI document."""
+    spec = (await client.get("/openapi.json")).json()
+    components = _closed(spec["components"])
+    validators = {}
+    for name, operation in spec["webhooks"].items():
+        body = operation["post"]["requestBody"]["content"]["application/json"]["schema"]
+        validators[name] = jsonschema_rs.Draft202012Validator(
+            {**_closed(body), "components": components}, validate_formats=True
+        )
+    return validators
+
+
+def _problems(validators: Validators, events: list[OutboxEvent]) -> list[str]:
+    return [
+        f"{event.type} {list(error.instance_path)}: {error.message}"
+        for event in events
+        for error in validators[event.type].iter_errors(envelope(event))
+    ]
+
+
+class Paths:
+    """Runs each path in turn and keeps the events each one wrote."""
+
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient, tenant: Tenant) -> None:
+        self.app, self.client, self.tenant = app, client, tenant
+        self.seen: set[uuid.UUID] = set()
+        self.by_path: dict[str, list[OutboxEvent]] = {}
+
+    async def run(self, path: str, emits: set[str], step: Callable[[], Awaitable[object]]) -> None:
+        """Run `step`, then check that it emitted every type of `emits` (and keep what it emitted)."""
+        await step()
+        async with self.app.state.sessions() as session:
+            rows = (await session.scalars(select(OutboxEvent).where(OutboxEvent.workspace_id == self.tenant.id))).all()
+        new = [row for row in rows if row.id not in self.seen]
+        self.seen |= {row.id for row in new}
+        self.by_path[path] = new
+        missing = emits - {row.type for row in new}
+        assert not missing, f"{path} emitted no {sorted(missing)}"
+
+    async def call(self, method: str, url: str, expect: int, **kwargs: Any) -> dict[str, Any]:
+        headers = {**self.tenant.headers(), **kwargs.pop("headers", {})}
+        response = await self.client.request(method, f"/api/v1{url}", headers=headers, **kwargs)
+        assert response.status_code == expect, response.text
+        body = dict(response.json()) if response.content else {}
+        # Every item of a batch must have gone in.
+        assert all(item["status"] < 300 for item in body.get("results", [])), response.text
+        return body
+
+    async def customer(self, **fields: Any) -> dict[str, Any]:
+        return await self.call("POST", "/customers", 201, json=customer_body(**fields))
+
+    async def patch_customer(self, customer_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+        version = (await self.call("GET", f"/customers/{customer_id}", 200))["version"]
+        return await self.call(
+            "PATCH", f"/customers/{customer_id}", 200, json=patch, headers={"If-Match": f'"{version}"'}
+        )
+
+
+def _file(mapping: dict[str, str], rows: list[dict[str, str]]) -> bytes:
+    lines = [",".join(mapping), *(",".join(row.get(field, "") for field in mapping.values()) for row in rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def _drive_every_path(
+    app: FastAPI, pool: asyncpg.Pool, client: httpx.AsyncClient, tenant: Tenant, receiver: Receiver
+) -> Paths:
+    paths = Paths(app, client, tenant)
+    ctx = system_caller(tenant.id)
+    if_match = {"If-Match": '"1"'}
+    made: dict[str, dict[str, Any]] = {}
+
+    async def create() -> None:
+        made["a"] = await paths.customer(tags=["vip"])
+        made["b"] = await paths.customer()
+
+    await paths.run("customer API", {"customer.created"}, create)
+
+    async def batch_create() -> None:
+        body = {"items": [customer_body(), customer_body()]}
+        results = (await paths.call("POST", "/customers/batch", 207, json=body))["results"]
+        made["c"], made["d"] = ({"id": r["id"]} for r in results)
+
+    await paths.run("customer batch", {"customer.created"}, batch_create)
+    a, b, c, d = (made[key]["id"] for key in "abcd")
+    await paths.run(
+        "customer PATCH",
+        {"customer.updated"},
+        lambda: paths.patch_customer(a, {"title": "总监"}),
+    )
+    await paths.run(
+        "customer batch update",
+        {"customer.updated"},
+        lambda: paths.call(
+            "PATCH", "/customers/batch", 207, json={"items": [{"id": c, "version": 1, "patch": {"title": "经理"}}]}
+        ),
+    )
+
+    async def delete_and_restore() -> None:
+        await paths.call("DELETE", f"/customers/{d}", 204, headers=if_match)
+        await paths.call("POST", f"/customers/{d}/restore", 200)
+
+    await paths.run("customer delete and restore", {"customer.deleted", "customer.restored"}, delete_and_restore)
+
+    async def merge_and_undo() -> None:
+        merged = await paths.call("POST", f"/customers/{a}/merge", 200, json={"absorb": [d]})
+        await paths.call("POST", f"/customers/merges/{merged['merge_id']}/undo", 200)
+
+    await paths.run("customer merge and undo", {"customer.merged", "customer.merge_undone"}, merge_and_undo)
+
+    now = clock.now()
+    contact = {"customer_id": a, "channel": "phone", "direction": "outbound", "occurred_at": now.isoformat()}
+    await paths.run(
+        "interaction API", {"interaction.created"}, lambda: paths.call("POST", "/interactions", 201, json=contact)
+    )
+    await paths.run(
+        "interaction batch import",
+        {"interaction.created"},
+        lambda: paths.call("POST", "/interactions/import", 207, json={"items": [{**contact, "external_id": "C-1"}]}),
+    )
+
+    async def tasks() -> None:
+        task = await paths.call(
+            "POST", "/tasks", 201, json={"customer_id": a, "title": "回电", "due_at": now.isoformat()}
+        )
+        await paths.call("POST", f"/tasks/{task['id']}/complete", 200, json={})
+
+    await paths.run("task API", {"task.created", "task.completed"}, tasks)
+
+    async def ticket_workflow() -> None:
+        body = {"customer_id": a, "type": "complaint", "channel": "phone", "subject": "包装破损"}
+        ticket = (await paths.call("POST", "/tickets", 201, json=body))["id"]
+        admin = str(tenant.users["admin"].id)
+        await paths.call("PATCH", f"/tickets/{ticket}", 200, json={"assignee_id": admin}, headers=if_match)
+        for status in ("in_progress", "resolved", "in_progress", "resolved", "closed"):
+            await paths.call("POST", f"/tickets/{ticket}/transition", 200, json={"status": status})
+        other = (await paths.call("POST", "/tickets", 201, json=body))["id"]
+        await paths.call("POST", f"/tickets/{other}/escalate", 200)
+        await paths.call("POST", f"/tickets/{other}/transition", 200, json={"status": "resolved"})
+        token = (await paths.call("POST", f"/tickets/{other}/csat-request", 201))["token"]
+        await paths.call("POST", f"/csat/{token}", 200, json={"score": 4})
+
+    ticket_types = {"ticket.created", "ticket.assigned", "ticket.status_changed", "ticket.resolved"}
+    ticket_types |= {"ticket.reopened", "ticket.closed", "ticket.escalated", "ticket.csat_received"}
+    await paths.run("ticket API", ticket_types, ticket_workflow)
+
+    async def breach() -> None:
+        body = {"customer_id": b, "type": "inquiry", "channel": "email", "subject": "发票"}
+        ticket = (await paths.call("POST", "/tickets", 201, json=body))["id"]
+        async with app.state.sessions() as session:
+            past = clock.now() - timedelta(minutes=1)
+            await session.execute(
+                update(Ticket)
+                .where(Ticket.workspace_id == tenant.id, Ticket.id == ticket)
+                .values(first_response_due_at=past, resolution_due_at=past)
+            )
+            assert await tickets.mark_breaches(session) == 2
+            await session.commit()
+
+    await paths.run("SLA breach job", {"ticket.sla_breached"}, breach)
+
+    order = {
+        "external_id": "SO-1",
+        "customer_id": a,
+        "ordered_at": now.isoformat(),
+        "currency": "CNY",
+        "total_amount": "20000.00",
+        "lines": [{"sku": "TEA", "product_name": "龙井", "quantity": "1", "unit_price": "20000.00"}],
+    }
+    # A first order: the customer's tier and stage follow in its transaction.
+    await paths.run(
+        "order API",
+        {"order.created", "tier.changed", "lifecycle.stage_changed"},
+        lambda: paths.call("POST", "/orders", 201, json=order),
+    )
+    await paths.run(
+        "order API update",
+        {"order.updated"},
+        lambda: paths.call("POST", "/orders", 200, json={**order, "status": "cancelled"}),
+    )
+    await paths.run(
+        "order batch",
+        {"order.created"},
+        lambda: paths.call("POST", "/orders/batch", 207, json={"items": [{**order, "external_id": "SO-2"}]}),
+    )
+
+    b_code = (await paths.call("GET", f"/customers/{b}", 200))["code"]
+    line = {"customer_code": b_code, "ordered_at": "2026-03-01 10:00", "sku": "CUP", "product_name": "杯"}
+    order_rows = [{**line, "external_id": "F-1", "quantity": "2", "unit_price": "9000"}]
+
+    async def order_file(rows: list[dict[str, str]], mode: str) -> None:
+        upload = ("订单.csv", _file(ORDER_FILE, rows))
+        _, job = await queue_and_run(
+            app, pool, client, tenant, upload, kind="orders", mapping=ORDER_FILE, who="admin", form={"mode": mode}
+        )
+        assert job.status == "done", job.error
+
+    await paths.run(
+        "order import",
+        {"order.created", "tier.changed", "lifecycle.stage_changed"},
+        lambda: order_file(order_rows, "create_only"),
+    )
+    await paths.run(
+        "order import upsert",
+        {"order.updated"},
+        lambda: order_file([{**order_rows[0], "status": "cancelled"}], "upsert"),
+    )
+
+    async def contact_file() -> None:
+        row = {"customer_code": b_code, "channel": "phone", "direction": "inbound", "occurred_at": "2026-03-01 10:00"}
+        upload = ("联系.csv", _file(CONTACT_FILE, [{**row, "external_id": "F-C-1"}]))
+        _, job = await queue_and_run(
+            app, pool, client, tenant, upload, kind="interactions", mapping=CONTACT_FILE, who="admin", form={}
+        )
+        assert job.status == "done", job.error
+
+    await paths.run("interaction import", {"interaction.created"}, contact_file)
+
+    async def customer_file(mode: str) -> None:
+        upload = ("客户.csv", _file(CUSTOMER_FILE, [{"name": "王芳", "phone": "13900139000", "city": f"{mode}市"}]))
+        form = {"mode": mode, "match_on": "phone"} if mode == "upsert" else {}
+        _, job = await queue_and_run(
+            app, pool, client, tenant, upload, kind="customers", mapping=CUSTOMER_FILE, who="admin", form=form
+        )
+        assert job.status == "done", job.error
+
+    await paths.run("customer import", {"customer.created"}, lambda: customer_file("create_only"))
+    await paths.run("customer import upsert", {"customer.updated"}, lambda: customer_file("upsert"))
+
+    async def recompute() -> None:
+        async with app.state.sessions() as session:
+            # A tier the figures no longer give: the full pass moves it back, with an event.
+            await session.execute(
+                text("UPDATE customer_values SET tier = NULL WHERE workspace_id = :ws"), {"ws": tenant.id}
+            )
+            await customer_values.recompute_workspace(session, ctx)
+            await session.commit()
+
+    await paths.run("value recompute job", {"tier.changed"}, recompute)
+    await paths.run(
+        "lifecycle move by hand",
+        {"lifecycle.stage_changed"},
+        lambda: paths.call("POST", f"/customers/{c}/stage", 200, json={"stage": "prospect", "reason": "展会"}),
+    )
+    # Customers without a stage yet are leads to the rules.
+    await paths.run(
+        "lifecycle nightly pass",
+        {"lifecycle.stage_changed"},
+        lambda: lifecycle.apply_rules_in_chunks(app.state.sessions, ctx, chunk=2, parallel=2),
+    )
+
+    segment_id = (
+        await paths.call(
+            "POST",
+            "/segments",
+            201,
+            json={"name": "VIP", "filter": {"field": "tags", "op": "contains", "value": "vip"}},
+        )
+    )["id"]
+
+    async def refresh() -> None:
+        async with app.state.sessions() as session:
+            segment = await session.get(Segment, (tenant.id, uuid.UUID(segment_id)))
+            assert segment is not None
+            await segments.refresh(session, segment)
+            await session.commit()
+
+    await paths.run("segment refresh", {"segment.member_added"}, refresh)
+    await paths.patch_customer(a, {"tags": []})
+    await paths.run("segment refresh after a change", {"segment.member_removed"}, refresh)
+
+    receiver.script = [Answer(410)]
+    endpoint = await paths.call(
+        "POST", "/webhook-endpoints", 201, json={"url": receiver.url, "event_types": ["webhook.ping"]}
+    )
+    receiver.secrets = [str(endpoint["secret"])]
+    await paths.run(
+        "webhook ping", {"webhook.ping"}, lambda: paths.call("POST", f"/webhook-endpoints/{endpoint['id']}/ping", 202)
+    )
+    await paths.run(
+        "webhook delivery job", {"webhook_endpoint.disabled"}, lambda: run_due(app, pool, tenant.id, clock.now())
+    )
+    return paths
+
+
+@pytest.fixture
+async def every_path(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+) -> Paths:
+    return await _drive_every_path(app, pool, live_client, live_tenant, receiver)
+
+
+async def test_every_event_of_every_path_matches_its_catalogue_schema(
+    every_path: Paths, live_client: httpx.AsyncClient
+) -> None:
+    validators = await _validators(live_client)
+    assert set(validators) == {event.name for event in CATALOGUE}
+    problems = {path: found for path, events in every_path.by_path.items() if (found := _problems(validators, events))}
+    assert not problems, problems
+    emitted: dict[str, set[str]] = defaultdict(set)
+    for path, events in every_path.by_path.items():
+        for event in events:
+            emitted[event.type].add(path)
+    # A new event type needs a path here.
+    assert set(emitted) == {event.name for event in CATALOGUE}, sorted({e.name for e in CATALOGUE} - set(emitted))
+
+
+def _canonical(value: Any) -> Any:
+    """The value with its timestamps as datetimes: PostgreSQL and Python write fractions of a
+    second with different trailing zeros. Everything else must match character for character."""
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+async def _both(
+    db: AsyncSession,
+    event_type: str,
+    row: Any,
+    from_python: dict[str, Any],
+    sql: Callable[[str], str],
+    given: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The payload of one stored row as the per-row path builds it (`from_python`) and as a
+    set-based statement writes it (`sql` over a row alias, with `given` values as `:given_<name>`
+    jsonb parameters). The per-row one is checked against the type's catalogue model."""
+    table = type(row).__table__
+    keys = [column.name for column in table.primary_key.columns]
+    where = " AND ".join(f"x.{name} = :{name}" for name in keys)
+    params = {
+        # The workspace's currency (CNY), in which set-based statements write amounts.
+        "money_places": currency_places("CNY"),
+        **{name: getattr(row, name) for name in keys},
+        **{f"given_{name}": orjson.dumps(value).decode() for name, value in (given or {}).items()},
+    }
+    from_sql = (await db.execute(text(f"SELECT {sql('x')} FROM {table.name} x WHERE {where}"), params)).scalar_one()
+    data_model(event_type).model_validate(from_python)
+    return _canonical(from_sql), _canonical(from_python)
+
+
+def _payload(payload: Payload[Any], **given: str) -> Callable[[str], str]:
+    return lambda alias: payload.sql(alias, **given)
+
+
+async def test_the_python_and_sql_sides_of_each_serialiser_write_the_same_data(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    headers = tenant.headers()
+    address = {"country": "CN", "province": "广东省", "city": "深圳市", "street": "科技园 1 号"}
+    body = customer_body(phones=["+8613800138000"], birthday="1988-04-12", address=address, tags=["vip"])
+    customer_id = (await client.post("/api/v1/customers", json={**body, "custom_fields": {}}, headers=headers)).json()[
+        "id"
+    ]
+    order = {
+        "external_id": "SO-1",
+        "customer_id": customer_id,
+        "ordered_at": "2026-03-01T02:00:00.5Z",
+        "currency": "CNY",
+        "total_amount": "20000.50",
+        "lines": [
+            {"sku": "TEA", "product_name": "龙井", "category": "tea", "quantity": "1.50", "unit_price": "13333.67"}
+        ],
+    }
+    assert (await client.post("/api/v1/orders", json=order, headers=headers)).status_code == 201
+    contact = {
+        "customer_id": customer_id,
+        "channel": "phone",
+        "direction": "outbound",
+        "occurred_at": "2026-03-01T02:00:00Z",
+        "attachments": [{"url": "https://files.example.com/q.pdf", "name": "报价单"}],
+    }
+    assert (await client.post("/api/v1/interactions", json=contact, headers=headers)).status_code == 201
+    moved = await client.post(
+        f"/api/v1/customers/{customer_id}/stage", json={"stage": "lead", "reason": "展会"}, headers=headers
+    )
+    assert moved.status_code == 200
+    db.expunge_all()
+    ws = tenant.id
+    customer = await db.get(Customer, (ws, uuid.UUID(customer_id)))
+    stored_order = await db.scalar(select(Order).where(Order.workspace_id == ws))
+    lines = list((await db.scalars(select(OrderLine).where(OrderLine.workspace_id == ws))).all())
+    interaction = await db.scalar(select(Interaction).where(Interaction.workspace_id == ws))
+    stays = (await db.scalars(select(StageHistory).where(StageHistory.workspace_id == ws))).all()
+    tier_change = await db.scalar(select(TierChange).where(TierChange.workspace_id == ws))
+    assert customer and stored_order and lines and interaction and tier_change and stays
+    changed = {"changed_fields": ["status"]}
+    pairs = [
+        await _both(
+            db, "customer.created", customer, customer_output.event_data(customer), customer_output.customer_json_sql
+        ),
+        await _both(
+            db,
+            "order.created",
+            stored_order,
+            orders.event_data(stored_order, lines),
+            _payload(orders.ORDER_EVENT),
+        ),
+        await _both(
+            db,
+            "order.updated",
+            stored_order,
+            orders.event_data(stored_order, lines, changed_fields=["status"]),
+            _payload(orders.ORDER_CHANGED_EVENT, changed_fields="CAST(:given_changed_fields AS jsonb)"),
+            changed,
+        ),
+        await _both(
+            db, "interaction.created", interaction, interactions.event_data(interaction), _payload(interactions.EVENT)
+        ),
+        await _both(
+            db,
+            "tier.changed",
+            tier_change,
+            customer_values.TIER_CHANGED.data(tier_change),
+            _payload(customer_values.TIER_CHANGED),
+        ),
+        *[
+            await _both(
+                db,
+                "lifecycle.stage_changed",
+                stay,
+                lifecycle.STAGE_CHANGED.data(stay),
+                _payload(lifecycle.STAGE_CHANGED),
+            )
+            for stay in stays
+        ],
+    ]
+    for from_sql, from_python in pairs:
+        assert from_sql == from_python
