@@ -30,8 +30,8 @@ console = Console(soft_wrap=True)
 
 DEMO_SLUG = "demo"
 # For the processes that run imports (worker, `guanxi import`): the import's reading thread holds
-# the GIL nearly all the time, and at Python's default of 5 ms the event loop waited up to that long
-# for it at every step of a batch (bench/bench_bulk.py, 300,000 rows: 33.0 s at 5 ms, 28.1 s at 0.5).
+# the GIL nearly all the time, and at Python's default switch interval the event loop waited that
+# long for it at every step of a batch (docs/performance.md, bulk data).
 SWITCH_INTERVAL_SECONDS = 0.0005
 DEMO_EMAIL = "admin@demo.guanxi.dev"
 

@@ -101,7 +101,8 @@ class ReadPool:
         pool = self._pool or await self._open()
         # Waiters take their turn here, first come first served: asyncpg's pool hands a released
         # connection to whoever asks next, so under load a request woken for it could lose it to a
-        # newcomer again and again (list bench, 64 clients: p99 1.3-1.7 s against a p50 of 39-46 ms).
+        # newcomer again and again, and the slowest requests waited many times the median
+        # (docs/decisions.md, the read lane).
         await self._take_turn()
         try:
             try:
