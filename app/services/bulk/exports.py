@@ -12,9 +12,9 @@ from sqlalchemy import ARRAY, Row, bindparam, select, text, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.types import NullType
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller, Scope
-from app.core.errors import Conflict, NotFound
+from app.core.errors import Conflict
 from app.core.ids import new_id
 from app.core.settings import get_settings
 from app.core.wire import utc_text
@@ -88,12 +88,7 @@ async def create(session: AsyncSession, ctx: Caller, *, file_format: str, filter
 
 
 async def get(session: AsyncSession, ctx: Caller, job_id: uuid.UUID) -> ExportJob:
-    job = await session.scalar(
-        select(ExportJob).where(ExportJob.workspace_id == ctx.workspace_id, ExportJob.id == job_id)
-    )
-    if job is None:
-        raise NotFound("No export with that id.")
-    return job
+    return await scoped.get(session, ctx, ExportJob, job_id, missing="No export with that id.")
 
 
 def download_path(job: ExportJob) -> Path:

@@ -12,9 +12,9 @@ import asyncpg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller, Scope, system_caller
-from app.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.core.errors import Conflict, Forbidden, ValidationFailed
 from app.core.ids import new_id
 from app.core.settings import get_settings
 from app.models import ImportJob, ImportRowError
@@ -107,12 +107,7 @@ def _inspect(upload: Path, file_format: str) -> str | None:
 
 
 async def get(session: AsyncSession, ctx: Caller, job_id: uuid.UUID) -> ImportJob:
-    job = await session.scalar(
-        select(ImportJob).where(ImportJob.workspace_id == ctx.workspace_id, ImportJob.id == job_id)
-    )
-    if job is None:
-        raise NotFound("No import with that id.")
-    return job
+    return await scoped.get(session, ctx, ImportJob, job_id, missing="No import with that id.")
 
 
 async def cancel(session: AsyncSession, ctx: Caller, job_id: uuid.UUID) -> ImportJob:

@@ -10,9 +10,9 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller
-from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.errors import Conflict, ValidationFailed
 from app.core.versions import check_version
 from app.models import Customer, CustomFieldDefinition
 from app.schemas.custom_field import CustomFieldCreate, CustomFieldPatch, CustomFieldRules, check_rules
@@ -35,14 +35,7 @@ async def definitions(session: AsyncSession, ctx: Caller) -> Definitions:
 
 
 async def get(session: AsyncSession, ctx: Caller, field_id: uuid.UUID) -> CustomFieldDefinition:
-    definition = await session.scalar(
-        select(CustomFieldDefinition).where(
-            CustomFieldDefinition.workspace_id == ctx.workspace_id, CustomFieldDefinition.id == field_id
-        )
-    )
-    if definition is None:
-        raise NotFound("No custom field with that id.")
-    return definition
+    return await scoped.get(session, ctx, CustomFieldDefinition, field_id, missing="No custom field with that id.")
 
 
 async def create(session: AsyncSession, ctx: Caller, data: CustomFieldCreate) -> CustomFieldDefinition:

@@ -6,16 +6,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
-from app.core.errors import NotFound
 from app.core.pagination import decode_cursor, next_page
 from app.core.wire import money_text, utc_text_sql
-from app.models import Customer
-from app.services.customers.visibility import visible_customer_clauses
+from app.services.customers.visibility import require_visible
 from app.services.identity import workspaces
 
 # Each source: one indexed, limited branch of a single UNION ALL.
@@ -88,11 +86,7 @@ TYPES = tuple(SOURCES)
 
 
 async def _check_visible(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> None:
-    if (
-        await session.scalar(select(Customer.id).where(Customer.id == customer_id, *visible_customer_clauses(ctx)))
-        is None
-    ):
-        raise NotFound("No customer with that id.")
+    await require_visible(session, ctx, customer_id)
 
 
 async def timeline(

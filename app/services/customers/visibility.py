@@ -1,11 +1,15 @@
 """Record visibility in one place: every customer query starts from the caller's visible set."""
 
+import uuid
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, bindparam, false, select
+from sqlalchemy import BindParameter, ColumnElement, Select, bindparam, false, select
 from sqlalchemy.dialects.postgresql import psycopg2
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller, Visibility
+from app.core.errors import NotFound
+from app.core.scoped import Row
 from app.models import Customer, User
 
 
@@ -62,3 +66,20 @@ def visible_customer_ids_sql(ctx: Caller) -> tuple[str, dict[str, Any]]:
     statement = select(Customer.id).where(*visible_customer_template(effective_visibility(ctx), include_deleted=False))
     sql = str(statement.compile(dialect=_NAMED)).replace("::UUID", "")
     return sql, scope_params(ctx)
+
+
+def through_customer(model: type[Row], ctx: Caller) -> Select[Row]:
+    """Rows that belong to a customer (tasks, interactions, tickets): visible as their customer is."""
+    customer_of: Any = model
+    return (
+        select(model)
+        .join(Customer, (Customer.workspace_id == customer_of.workspace_id) & (Customer.id == customer_of.customer_id))
+        .where(customer_of.workspace_id == ctx.workspace_id, *visible_customer_clauses(ctx))
+    )
+
+
+async def require_visible(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> None:
+    """404 for a customer the caller may not see, as for one that does not exist."""
+    found = await session.scalar(select(Customer.id).where(Customer.id == customer_id, *visible_customer_clauses(ctx)))
+    if found is None:
+        raise NotFound("No customer with that id.")

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller
-from app.core.errors import NotFound, ValidationFailed
+from app.core.errors import ValidationFailed
 from app.core.ids import new_id
 from app.core.versions import check_version
 from app.models import CareRule, CustomFieldDefinition, FollowUpPlan, LifecycleStage, Segment
@@ -66,12 +66,7 @@ async def create_plan(session: AsyncSession, ctx: Caller, data: PlanIn) -> Follo
 
 
 async def get_plan(session: AsyncSession, ctx: Caller, plan_id: uuid.UUID) -> FollowUpPlan:
-    plan = await session.scalar(
-        select(FollowUpPlan).where(FollowUpPlan.workspace_id == ctx.workspace_id, FollowUpPlan.id == plan_id)
-    )
-    if plan is None:
-        raise NotFound("No follow-up plan with that id.")
-    return plan
+    return await scoped.get(session, ctx, FollowUpPlan, plan_id, missing="No follow-up plan with that id.")
 
 
 async def list_plans(session: AsyncSession, ctx: Caller) -> list[FollowUpPlan]:

@@ -9,17 +9,17 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller
-from app.core.errors import DomainError, NotFound, ValidationFailed
+from app.core.errors import DomainError, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import SortKey, keyset_page
 from app.core.problems import domain_problem, validation_problem
 from app.core.versions import check_version
-from app.models import Customer, Interaction, User, Workspace
+from app.models import Interaction, User, Workspace
 from app.schemas.interaction import InteractionIn, InteractionPatch
-from app.services.customers.visibility import visible_customer_clauses
+from app.services.customers.visibility import require_visible, through_customer
 from app.services.events import audit, outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Field, Payload, column, timestamp
@@ -28,9 +28,7 @@ FIELDS = ("channel", "direction", "occurred_at", "duration_seconds", "subject", 
 
 
 async def _visible_customer(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> None:
-    found = await session.scalar(select(Customer.id).where(Customer.id == customer_id, *visible_customer_clauses(ctx)))
-    if found is None:
-        raise NotFound("No customer with that id.")
+    await require_visible(session, ctx, customer_id)
 
 
 async def _check_outcome(session: AsyncSession, ctx: Caller, outcome: str | None, loc: list[str | int]) -> None:
@@ -102,20 +100,10 @@ async def log(session: AsyncSession, ctx: Caller, data: InteractionIn) -> tuple[
 
 
 async def get(session: AsyncSession, ctx: Caller, interaction_id: uuid.UUID, *, lock: bool = False) -> Interaction:
-    stmt = (
-        select(Interaction)
-        .join(Customer, (Customer.workspace_id == Interaction.workspace_id) & (Customer.id == Interaction.customer_id))
-        .where(
-            Interaction.workspace_id == ctx.workspace_id,
-            Interaction.id == interaction_id,
-            Interaction.deleted_at.is_(None),
-            *visible_customer_clauses(ctx),
-        )
+    statement = through_customer(Interaction, ctx).where(
+        Interaction.id == interaction_id, Interaction.deleted_at.is_(None)
     )
-    interaction = await session.scalar(stmt.with_for_update(of=Interaction) if lock else stmt)
-    if interaction is None:
-        raise NotFound("No interaction with that id.")
-    return interaction
+    return await scoped.one(session, statement, missing="No interaction with that id.", lock=lock)
 
 
 async def update(
@@ -168,15 +156,7 @@ async def list_interactions(
     """Newest first, over the customers the caller may see."""
     if customer_id is not None:
         await _visible_customer(session, ctx, customer_id)
-    stmt = (
-        select(Interaction)
-        .join(Customer, (Customer.workspace_id == Interaction.workspace_id) & (Customer.id == Interaction.customer_id))
-        .where(
-            Interaction.workspace_id == ctx.workspace_id,
-            Interaction.deleted_at.is_(None),
-            *visible_customer_clauses(ctx),
-        )
-    )
+    stmt = through_customer(Interaction, ctx).where(Interaction.deleted_at.is_(None))
     filters: list[Any] = [
         Interaction.customer_id == customer_id if customer_id else None,
         Interaction.user_id == user_id if user_id else None,

@@ -6,10 +6,10 @@ from datetime import timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller
 from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.ids import new_id
@@ -18,15 +18,11 @@ from app.core.pagination import SortKey, keyset_page
 from app.core.versions import check_version
 from app.models import Customer, Interaction, Task, User
 from app.schemas.interaction import TaskIn, TaskPatch
-from app.services.customers.visibility import visible_customer_clauses
+from app.services.customers.visibility import through_customer, visible_customer_clauses
 from app.services.events import audit, outbox
 from app.services.identity import workspaces
 
 View = Literal["overdue", "today", "upcoming", "all"]
-
-
-def _visible_tasks() -> Select[Any]:
-    return select(Task).join(Customer, (Customer.workspace_id == Task.workspace_id) & (Customer.id == Task.customer_id))
 
 
 async def _check_assignee(session: AsyncSession, ctx: Caller, assignee_id: uuid.UUID) -> None:
@@ -70,13 +66,9 @@ async def create(session: AsyncSession, ctx: Caller, data: TaskIn) -> Task:
 
 
 async def get(session: AsyncSession, ctx: Caller, task_id: uuid.UUID, *, lock: bool = False) -> Task:
-    stmt = _visible_tasks().where(
-        Task.workspace_id == ctx.workspace_id, Task.id == task_id, *visible_customer_clauses(ctx)
+    return await scoped.one(
+        session, through_customer(Task, ctx).where(Task.id == task_id), missing="No task with that id.", lock=lock
     )
-    task: Task | None = await session.scalar(stmt.with_for_update(of=Task) if lock else stmt)
-    if task is None:
-        raise NotFound("No task with that id.")
-    return task
 
 
 async def update(
@@ -154,7 +146,7 @@ async def list_tasks(
     tz = ZoneInfo(await workspaces.timezone(session, ctx.workspace_id))
     local_midnight = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
     end_of_today = local_midnight + timedelta(days=1)
-    stmt = _visible_tasks().where(Task.workspace_id == ctx.workspace_id, *visible_customer_clauses(ctx))
+    stmt = through_customer(Task, ctx)
     if assignee_id:
         stmt = stmt.where(Task.assignee_id == assignee_id)
     if customer_id:

@@ -8,7 +8,7 @@ from sqlalchemy import or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller
 from app.core.errors import NotFound, ValidationFailed
 from app.core.ids import new_id
@@ -50,13 +50,9 @@ async def create(session: AsyncSession, ctx: Caller, data: EndpointCreate) -> We
 
 
 async def get(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, *, lock: bool = False) -> WebhookEndpoint:
-    stmt = select(WebhookEndpoint).where(
-        WebhookEndpoint.workspace_id == ctx.workspace_id, WebhookEndpoint.id == endpoint_id
+    return await scoped.get(
+        session, ctx, WebhookEndpoint, endpoint_id, missing="No webhook endpoint with that id.", lock=lock
     )
-    endpoint = await session.scalar(stmt.with_for_update() if lock else stmt)
-    if endpoint is None:
-        raise NotFound("No webhook endpoint with that id.")
-    return endpoint
 
 
 async def list_all(session: AsyncSession, ctx: Caller) -> list[WebhookEndpoint]:

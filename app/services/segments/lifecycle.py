@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import clock
 from app.core.access import Caller
-from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.errors import Conflict, ValidationFailed
 from app.core.ids import new_id
 from app.core.prepared import PreparedStatement
-from app.models import Customer, CustomerStage, LifecycleStage, StageHistory
-from app.services.customers.visibility import visible_customer_clauses
+from app.models import CustomerStage, LifecycleStage, StageHistory
+from app.services.customers.visibility import require_visible
 from app.services.events import outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Field, Payload, column
@@ -78,11 +78,7 @@ async def move(
     known = {row.key for row in await stages(session, ctx)}
     if stage not in known:
         raise ValidationFailed(f"Unknown stage '{stage}'.", loc=["body", "stage"])
-    visible = await session.scalar(
-        select(Customer.id).where(Customer.id == customer_id, *visible_customer_clauses(ctx))
-    )
-    if visible is None:
-        raise NotFound("No customer with that id.")
+    await require_visible(session, ctx, customer_id)
     current = await session.scalar(
         select(CustomerStage)
         .where(CustomerStage.workspace_id == ctx.workspace_id, CustomerStage.customer_id == customer_id)
@@ -333,11 +329,7 @@ async def apply_rules_in_chunks(
 async def history(
     session: AsyncSession, ctx: Caller, customer_id: uuid.UUID
 ) -> tuple[CustomerStage | None, list[StageHistory]]:
-    visible = await session.scalar(
-        select(Customer.id).where(Customer.id == customer_id, *visible_customer_clauses(ctx))
-    )
-    if visible is None:
-        raise NotFound("No customer with that id.")
+    await require_visible(session, ctx, customer_id)
     current = await session.get(CustomerStage, (ctx.workspace_id, customer_id))
     rows = await session.scalars(
         select(StageHistory)

@@ -11,9 +11,9 @@ from sqlalchemy import Select, Uuid, and_, delete, exists, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller, system_caller
-from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.errors import Conflict, ValidationFailed
 from app.core.ids import new_id
 from app.core.pagination import SortKey, keyset_page
 from app.core.versions import check_version
@@ -117,11 +117,7 @@ async def create(
 
 
 async def get(session: AsyncSession, ctx: Caller, segment_id: uuid.UUID, *, lock: bool = False) -> Segment:
-    stmt = select(Segment).where(Segment.workspace_id == ctx.workspace_id, Segment.id == segment_id)
-    segment = await session.scalar(stmt.with_for_update() if lock else stmt)
-    if segment is None:
-        raise NotFound("No segment with that id.")
-    return segment
+    return await scoped.get(session, ctx, Segment, segment_id, missing="No segment with that id.", lock=lock)
 
 
 async def list_all(session: AsyncSession, ctx: Caller) -> list[Segment]:

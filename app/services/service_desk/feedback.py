@@ -10,13 +10,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller, system_caller
 from app.core.errors import Conflict, DomainError, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.models import (
     CsatRequest,
-    Customer,
     CustomerIdentity,
     IntakeForm,
     SegmentMember,
@@ -27,7 +26,7 @@ from app.models import (
 from app.schemas.customer import CustomerCreate, normalise_email, normalise_phone
 from app.schemas.ticket import CsatAnswer, IntakeFormIn, IntakeSubmission, SurveyAnswer, SurveyIn, TicketIn
 from app.services.customers import customers
-from app.services.customers.visibility import visible_customer_clauses
+from app.services.customers.visibility import require_visible
 from app.services.events import outbox
 from app.services.service_desk import tickets
 
@@ -103,10 +102,7 @@ async def create_survey(session: AsyncSession, ctx: Caller, data: SurveyIn) -> S
 
 
 async def get_survey(session: AsyncSession, ctx: Caller, survey_id: uuid.UUID) -> Survey:
-    survey = await session.scalar(select(Survey).where(Survey.workspace_id == ctx.workspace_id, Survey.id == survey_id))
-    if survey is None:
-        raise NotFound("No survey with that id.")
-    return survey
+    return await scoped.get(session, ctx, Survey, survey_id, missing="No survey with that id.")
 
 
 async def answer_survey(
@@ -117,11 +113,7 @@ async def answer_survey(
     now = clock.now()
     if now < survey.opens_at or (survey.closes_at and now >= survey.closes_at):
         raise Conflict("The survey is not open.")
-    visible = await session.scalar(
-        select(Customer.id).where(Customer.id == answer.customer_id, *visible_customer_clauses(ctx))
-    )
-    if visible is None:
-        raise NotFound("No customer with that id.")
+    await require_visible(session, ctx, answer.customer_id)
     if survey.segment_id is not None:
         member = await session.scalar(
             select(SegmentMember.customer_id).where(

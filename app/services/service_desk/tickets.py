@@ -9,16 +9,15 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller
-from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.errors import Conflict, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import SortKey, keyset_page
 from app.core.versions import check_version
 from app.models import (
     BusinessHours,
-    Customer,
     CustomerCodeCounter,
     CustomerValue,
     SlaPolicy,
@@ -30,7 +29,7 @@ from app.models import (
     User,
 )
 from app.schemas.ticket import CategoryIn, CommentIn, SlaSettings, TicketIn, TicketPatch
-from app.services.customers.visibility import visible_customer_clauses
+from app.services.customers.visibility import require_visible, through_customer
 from app.services.events import outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Payload, column
@@ -112,11 +111,7 @@ async def _check_refs(session: AsyncSession, ctx: Caller, data: TicketIn | Ticke
 
 
 async def open_ticket(session: AsyncSession, ctx: Caller, data: TicketIn) -> Ticket:
-    found = await session.scalar(
-        select(Customer.id).where(Customer.id == data.customer_id, *visible_customer_clauses(ctx))
-    )
-    if found is None:
-        raise NotFound("No customer with that id.")
+    await require_visible(session, ctx, data.customer_id)
     await _check_refs(session, ctx, data)
     tier = await session.scalar(
         select(CustomerValue.tier).where(
@@ -161,15 +156,8 @@ async def open_ticket(session: AsyncSession, ctx: Caller, data: TicketIn) -> Tic
 
 async def get(session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID, *, lock: bool = False) -> Ticket:
     """Tickets follow their customer's visibility."""
-    stmt = (
-        select(Ticket)
-        .join(Customer, (Customer.workspace_id == Ticket.workspace_id) & (Customer.id == Ticket.customer_id))
-        .where(Ticket.workspace_id == ctx.workspace_id, Ticket.id == ticket_id, *visible_customer_clauses(ctx))
-    )
-    ticket = await session.scalar(stmt.with_for_update(of=Ticket) if lock else stmt)
-    if ticket is None:
-        raise NotFound("No ticket with that id.")
-    return ticket
+    statement = through_customer(Ticket, ctx).where(Ticket.id == ticket_id)
+    return await scoped.one(session, statement, missing="No ticket with that id.", lock=lock)
 
 
 async def update(
@@ -329,11 +317,7 @@ async def list_tickets(
     cursor: str | None,
 ) -> tuple[list[Ticket], str | None]:
     """Newest first; `at_risk_minutes` lists open tickets whose next deadline falls within that many minutes."""
-    stmt = (
-        select(Ticket)
-        .join(Customer, (Customer.workspace_id == Ticket.workspace_id) & (Customer.id == Ticket.customer_id))
-        .where(Ticket.workspace_id == ctx.workspace_id, *visible_customer_clauses(ctx))
-    )
+    stmt = through_customer(Ticket, ctx)
     for name, value in filters.items():
         if value is not None:
             stmt = stmt.where(getattr(Ticket, name) == value)

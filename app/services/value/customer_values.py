@@ -22,12 +22,11 @@ from sqlalchemy.orm.util import identity_key
 
 from app.core import clock
 from app.core.access import Caller
-from app.core.errors import NotFound
 from app.core.ids import new_id
 from app.core.prepared import PreparedStatement
 from app.core.wire import money_text
-from app.models import Customer, CustomerValue, TierChange, ValueModel, ValueTier
-from app.services.customers.visibility import visible_customer_clauses
+from app.models import CustomerValue, TierChange, ValueModel, ValueTier
+from app.services.customers.visibility import require_visible
 from app.services.events import outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Payload, column
@@ -594,11 +593,7 @@ async def _write_predictions(
 
 
 async def get_value(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> dict[str, Any]:
-    visible = await session.scalar(
-        select(Customer.id).where(Customer.id == customer_id, *visible_customer_clauses(ctx))
-    )
-    if visible is None:
-        raise NotFound("No customer with that id.")
+    await require_visible(session, ctx, customer_id)
     value = await session.get(CustomerValue, (ctx.workspace_id, customer_id))
     currency = await workspaces.currency(session, ctx.workspace_id)
     if value is None:

@@ -10,17 +10,17 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller
-from app.core.errors import DomainError, NotFound, ValidationFailed
+from app.core.errors import DomainError, ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import SortKey, keyset_page
 from app.core.problems import domain_problem, validation_problem
 from app.core.wire import money_text
-from app.models import Customer, Order, OrderLine, Workspace
+from app.models import Order, OrderLine, Workspace
 from app.schemas.order import OrderIn, OrderLineOut
-from app.services.customers.visibility import visible_customer_clauses
+from app.services.customers.visibility import require_visible, through_customer
 from app.services.events import audit, outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Field, Payload, column, given, money, timestamp
@@ -105,13 +105,9 @@ async def _refresh_figures(session: AsyncSession, ctx: Caller, customer_id: uuid
 
 
 async def get(session: AsyncSession, ctx: Caller, order_id: uuid.UUID) -> tuple[Order, list[OrderLine]]:
-    order = await session.scalar(
-        select(Order)
-        .join(Customer, (Customer.workspace_id == Order.workspace_id) & (Customer.id == Order.customer_id))
-        .where(Order.workspace_id == ctx.workspace_id, Order.id == order_id, *visible_customer_clauses(ctx))
+    order = await scoped.one(
+        session, through_customer(Order, ctx).where(Order.id == order_id), missing="No order with that id."
     )
-    if order is None:
-        raise NotFound("No order with that id.")
     return order, (await lines_of(session, ctx, [order.id]))[order.id]
 
 
@@ -128,11 +124,7 @@ async def list_for_customer(
     category: str | None,
 ) -> tuple[list[tuple[Order, list[OrderLine]]], str | None]:
     """Newest first; two statements whatever the page size (orders, then their lines)."""
-    visible = await session.scalar(
-        select(Customer.id).where(Customer.id == customer_id, *visible_customer_clauses(ctx))
-    )
-    if visible is None:
-        raise NotFound("No customer with that id.")
+    await require_visible(session, ctx, customer_id)
     stmt = select(Order).where(Order.workspace_id == ctx.workspace_id, Order.customer_id == customer_id)
     if ordered_from:
         stmt = stmt.where(Order.ordered_at >= ordered_from)
@@ -297,11 +289,7 @@ async def _check(session: AsyncSession, ctx: Caller, data: OrderIn) -> None:
     workspace_currency = await session.scalar(select(Workspace.currency).where(Workspace.id == ctx.workspace_id))
     assert workspace_currency is not None
     check_amounts(data, workspace_currency)
-    visible = await session.scalar(
-        select(Customer.id).where(Customer.id == data.customer_id, *visible_customer_clauses(ctx))
-    )
-    if visible is None:
-        raise NotFound("No customer with that id.")
+    await require_visible(session, ctx, data.customer_id)
 
 
 def check_amounts(data: OrderIn, workspace_currency: str) -> None:
