@@ -9,6 +9,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from app.core import logs
 from app.core.db import create_engine, create_sessionmaker, resolve_database_url
@@ -24,6 +25,7 @@ from app.routers import health, v1
 from app.routers.v1 import customers
 from app.workers.worker import Worker
 
+DOCS_ASSETS = "/docs-assets"
 DESCRIPTION = """
 Guanxi keeps the customer file and the work around it.
 
@@ -67,7 +69,10 @@ def create_app(
         if read_pool:
             await read_pool.close()
 
-    app = FastAPI(
+    # The docs pages load Swagger UI and ReDoc from the app itself, not from a public CDN that company
+    # networks and mainland China often cannot reach.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="Guanxi",
         version="1.0.0",
         description=DESCRIPTION,
