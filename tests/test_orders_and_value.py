@@ -509,3 +509,13 @@ async def test_the_running_worker_takes_the_prediction_an_order_marked_due(
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, timeout=20)
+
+
+async def test_value_of_a_customer_without_orders_is_empty_not_an_error(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    customer_id = await _customer(client, tenant)
+    response = await client.get(f"/api/v1/customers/{customer_id}/value", headers=tenant.headers())
+    assert response.status_code == 200
+    body = response.json()
+    assert body["order_count"] == 0 and body["updated_at"] is None and body["tier"] is None

@@ -131,7 +131,7 @@ class CustomerValueOut(BaseModel):
     ltv_predicted: MoneyOut | None = Field(description="BG/NBD × Gamma-Gamma, next 365 days")
     tier: str | None
     tier_since: datetime | None
-    updated_at: datetime
+    updated_at: datetime | None = Field(description="When the figures were computed; null before the first order.")
 
 
 class ValueTierIn(InputModel):
