@@ -34,6 +34,8 @@ DEMO_SLUG = "demo"
 # long for it at every step of a batch (docs/performance.md, bulk data).
 SWITCH_INTERVAL_SECONDS = 0.0005
 DEMO_EMAIL = "admin@demo.guanxi.dev"
+# Enough that every list, search, report and segment example returns something.
+DEMO_CUSTOMERS = 300
 
 
 @cli.command()
@@ -176,8 +178,8 @@ def create_api_key(
 def seed_demo(
     customers: Annotated[int, typer.Option(help="How many demo customers to add.")] = 200,
 ) -> None:
-    """Create the demo workspace if missing and add demo customers to it."""
-    from app.services.identity.demo import seed_customers
+    """Create the demo workspace if missing and add demo customers (with orders, contacts, tickets)."""
+    from app.services.identity import demo
 
     url = resolve_database_url(get_settings(), stop_embedded_at_exit=False)
     migrations.upgrade(url)
@@ -185,7 +187,7 @@ def seed_demo(
 
     async def run() -> int:
         async with _session(url) as session:
-            added = await seed_customers(session, DEMO_SLUG, customers)
+            added = await demo.seed(session, DEMO_SLUG, customers)
             await session.commit()
             return added
 
@@ -313,7 +315,7 @@ async def _ensure_demo(url: str) -> dict[str, str]:
     """First start: a demo workspace, its admin and an admin API key, kept in the data folder so later
     starts can print them again. Nothing is created when the workspace exists."""
     from app.models import Workspace
-    from app.services.identity import api_keys, workspaces
+    from app.services.identity import api_keys, demo, workspaces
 
     path = _credentials_file()
     async with _session(url) as session:
@@ -327,6 +329,7 @@ async def _ensure_demo(url: str) -> dict[str, str]:
         _, key = await api_keys.issue(
             session, workspace.id, name="demo admin key", scopes=list(Scope), created_by=admin.id
         )
+        await demo.seed(session, DEMO_SLUG, DEMO_CUSTOMERS)
         await session.commit()
     credentials = {"workspace": DEMO_SLUG, "email": DEMO_EMAIL, "password": password, "api_key": key}
     path.parent.mkdir(parents=True, exist_ok=True)
