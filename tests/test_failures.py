@@ -3,6 +3,7 @@ never a lost write."""
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -18,6 +19,7 @@ from app.http.problems import is_database_unavailable
 from app.main import create_app
 from app.models import Customer
 from tests.factories import Tenant, customer_body
+from tests.receiver import free_port
 
 UNREACHABLE = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
 
@@ -188,3 +190,15 @@ async def test_a_transaction_the_server_ended_for_silence_is_unavailable_not_an_
         await engine.dispose()
     assert caught.value.connection_invalidated
     assert is_database_unavailable(caught.value)
+
+
+async def test_a_refused_database_connection_is_unavailable_but_a_file_error_is_not(tmp_path: Path) -> None:
+    # localhost: one refusal per address, which asyncio folds into a plain OSError.
+    for host in ("127.0.0.1", "localhost"):
+        with pytest.raises(OSError) as refused:
+            await asyncpg.connect(host=host, port=free_port(), user="nobody", timeout=2)
+        assert is_database_unavailable(refused.value)
+    with pytest.raises(OSError) as file_error:
+        (tmp_path / "missing-upload.csv").read_bytes()
+    assert not is_database_unavailable(file_error.value)
+    assert not is_database_unavailable(PermissionError(13, "Permission denied", "/srv/guanxi/.data"))

@@ -117,9 +117,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def is_database_unavailable(exc: BaseException) -> bool:
-    """Connection-level failures: refused, dropped, pool exhausted, timed out, server shutting down."""
-    if isinstance(exc, sa_exc.TimeoutError | ConnectionError | TimeoutError | OSError):
+    """Connection-level failures: refused, dropped, pool exhausted, timed out, server shutting down.
+    An OSError about a file (it names one) is the process's own fault, not the database's."""
+    if isinstance(exc, sa_exc.TimeoutError | ConnectionError | TimeoutError):
         return True
+    if isinstance(exc, OSError):
+        return exc.filename is None
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return True
