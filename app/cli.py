@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import signal
@@ -14,6 +15,7 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +47,9 @@ def serve(
     demo: Annotated[bool, typer.Option(help="Create the demo workspace on first start.")] = True,
     worker: Annotated[bool, typer.Option(help="Run the background worker in this process.")] = True,
     workers: Annotated[int, typer.Option(min=1, max=64, help="API processes; more than 1 needs --no-worker.")] = 1,
+    migrate: Annotated[
+        bool, typer.Option(help="Upgrade the schema first; production runs `guanxi migrate` once per release.")
+    ] = True,
 ) -> None:
     """Migrate, create the demo workspace on first start, and serve the API (with the worker)."""
     if workers > 1 and worker:
@@ -54,9 +59,12 @@ def serve(
         )
     settings = get_settings()
     url = resolve_database_url(settings)
-    migrations.upgrade(url)
+    if migrate:
+        migrations.upgrade(url)
     if demo:
         _print_demo(asyncio.run(_ensure_demo(url)), host, port)
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        _empty_directory(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
     if workers == 1:
         from app.main import create_app
 
@@ -351,4 +359,25 @@ def _print_demo(credentials: dict[str, str], host: str, port: int) -> None:
 
 
 def main() -> None:
+    """Bad configuration ends the command at once with one log line and exit status 2, before any
+    server, worker or database starts."""
+    try:
+        get_settings()
+    except ValidationError as exc:
+        from app.core import logs
+
+        logs.configure("INFO")
+        problems = "; ".join(
+            f"{_variable(error['loc'])}{error['msg'].removeprefix('Value error, ')}" for error in exc.errors()
+        )
+        logging.getLogger("guanxi.config").error("invalid configuration: %s", problems)
+        sys.exit(2)
     cli()
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a settings error is about, as the operator set it."""
+    if not loc:
+        return ""
+    name = str(loc[0])
+    return "DATABASE_URL: " if name == "DATABASE_URL" else f"GUANXI_{name.upper()}: "

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,12 +17,12 @@ from tests.receiver import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def two_processes(database_url: str, tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def _serving(database_url: str, tmp_path: Path, *extra: str) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
     guanxi = str(Path(sys.executable).parent / "guanxi")
-    argv = [guanxi, "serve", "--workers", "2", "--no-worker", "--no-demo", "--port", str(port)]
+    argv = [guanxi, "serve", "--no-worker", "--no-demo", "--port", str(port), *extra]
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -42,6 +43,21 @@ def two_processes(database_url: str, tmp_path: Path) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture
+def two_processes(database_url: str, tmp_path: Path) -> Iterator[str]:
+    with _serving(database_url, tmp_path, "--workers", "2") as base:
+        yield base
+
+
+def test_one_process_makes_the_metrics_directory_it_is_given(database_url: str, tmp_path: Path) -> None:
+    """The image names a metrics directory that only exists once a process made it."""
+    with _serving(database_url, tmp_path, "--no-migrate") as base:
+        assert httpx.get(base + "/healthz", timeout=5).status_code == 200
+        metrics = httpx.get(base + "/metrics", timeout=5)
+    assert metrics.status_code == 200 and "guanxi_request_seconds" in metrics.text
+    assert (tmp_path / "metrics").is_dir()
 
 
 def _healthz_count(metrics: str) -> float:

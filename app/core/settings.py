@@ -81,11 +81,15 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     @model_validator(mode="after")
-    def _refuse_default_secret_in_production(self) -> "Settings":
-        if self.environment == "production" and (
-            self.jwt_secret == DEVELOPMENT_JWT_SECRET or len(self.jwt_secret) < 32
-        ):
+    def _refuse_development_defaults_in_production(self) -> "Settings":
+        if self.environment != "production":
+            return self
+        if self.jwt_secret == DEVELOPMENT_JWT_SECRET or len(self.jwt_secret) < 32:
             raise ValueError("GUANXI_JWT_SECRET must be set to 32+ random characters in production")
+        # The embedded server lives in the process's own folder: in a container its data would go with
+        # the container, and every process of a deployment would start its own.
+        if not self.database_url:
+            raise ValueError("DATABASE_URL must name the PostgreSQL server in production")
         return self
 
 

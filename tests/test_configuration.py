@@ -1,0 +1,46 @@
+"""Bad configuration stops every command at once with one JSON log line and exit status 2, before
+any server, worker or embedded database starts."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GUANXI = str(Path(sys.executable).parent / "guanxi")
+SECRET = "s" * 40
+
+
+def _run(command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GUANXI_") and k != "DATABASE_URL"}
+    return subprocess.run(
+        [GUANXI, command], env={**base, **env}, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "migrate"])
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"GUANXI_ENVIRONMENT": "production", "DATABASE_URL": "postgresql+asyncpg://h/db"}, "GUANXI_JWT_SECRET"),
+        (
+            {"GUANXI_ENVIRONMENT": "production", "GUANXI_JWT_SECRET": "short", "DATABASE_URL": "postgresql://h/db"},
+            "GUANXI_JWT_SECRET",
+        ),
+        ({"GUANXI_ENVIRONMENT": "production", "GUANXI_JWT_SECRET": SECRET}, "DATABASE_URL"),
+        ({"GUANXI_DB_POOL_SIZE": "many"}, "GUANXI_DB_POOL_SIZE"),
+    ],
+)
+def test_bad_configuration_is_one_log_line_and_exit_2(
+    command: str, env: dict[str, str], says: str, tmp_path: Path
+) -> None:
+    result = _run(command, GUANXI_DATA_DIR=str(tmp_path), **env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    entry = json.loads(lines[0])
+    assert entry["level"] == "error" and says in entry["message"]
+    # Nothing was started: no embedded database folder was made.
+    assert not any(tmp_path.iterdir())
