@@ -13,6 +13,7 @@ from app.models.lifecycle import CustomerStage, LifecycleStage, StageHistory
 from app.models.order import Order, OrderLine
 from app.models.outbox import OutboxEvent
 from app.models.segment import Segment, SegmentMember, SegmentSize
+from app.models.stored_file import StoredFile, StoredFileChunk
 from app.models.ticket import (
     BusinessHours,
     CsatRequest,
@@ -59,6 +60,8 @@ __all__ = [
     "SegmentSize",
     "SlaPolicy",
     "StageHistory",
+    "StoredFile",
+    "StoredFileChunk",
     "Survey",
     "SurveyResponse",
     "Task",

@@ -1,0 +1,1 @@
+"""Files kept in PostgreSQL for every process: import uploads and export results."""
