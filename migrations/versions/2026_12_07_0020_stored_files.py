@@ -1,7 +1,7 @@
 """stored files: import uploads and export results as chunked rows every process reaches
 
 Revision ID: ea548bfad438
-Revises: 3f8a1c6e2d47
+Revises: 7c2e5a9d4f61
 Create Date: 2026-12-07 19:18:17.447452
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "ea548bfad438"
-down_revision: str | None = "3f8a1c6e2d47"
+down_revision: str | None = "7c2e5a9d4f61"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
