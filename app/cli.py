@@ -236,13 +236,11 @@ def import_file(
                 found = await workspaces.find_by_slug(session, workspace)
                 if found is None:
                     raise typer.BadParameter(f"no workspace '{workspace}'")
-                copy = import_jobs.import_dir() / f"cli-{file.name}"
-                copy.write_bytes(file.read_bytes())
                 job = await import_jobs.create(
                     session,
                     system_caller(found.id),
                     filename=file.name,
-                    upload=copy,
+                    upload=file,
                     mapping=mapping,
                     mode=mode,
                     match_on=match_on,

@@ -42,6 +42,10 @@ class IdempotencyInProgress(Conflict):
     title, slug = "Request in progress", "idempotency-in-progress"
 
 
+class Gone(DomainError):
+    status, title, slug = 410, "Gone", "gone"
+
+
 class PreconditionFailed(DomainError):
     status, title, slug = 412, "Precondition failed", "precondition-failed"
 

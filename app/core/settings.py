@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS; empty: none.")
 
     import_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # Import uploads and export files are kept this long in the database, then purged.
+    file_retention_days: int = Field(default=7, ge=1)
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     default_phone_region: str = "CN"

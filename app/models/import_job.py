@@ -14,6 +14,10 @@ class ImportJob(TenantKey, Base):
     __tablename__ = "import_jobs"
     __table_args__ = (
         ForeignKeyConstraint(["workspace_id"], ["workspaces.id"], ondelete="CASCADE"),
+        # The upload outlives its job only until its retention; the job's record stays.
+        ForeignKeyConstraint(
+            ["workspace_id", "file_id"], ["stored_files.workspace_id", "stored_files.id"], ondelete="SET NULL (file_id)"
+        ),
         Index("ix_import_jobs_queued", "created_at", postgresql_where=text("status = 'queued'")),
     )
 
@@ -24,7 +28,7 @@ class ImportJob(TenantKey, Base):
     mapping: Mapped[dict[str, Any]]
     filename: Mapped[str] = mapped_column(String(255))
     file_format: Mapped[str] = mapped_column(String(8))
-    path: Mapped[str] = mapped_column(String(500))
+    file_id: Mapped[uuid.UUID | None]
     encoding: Mapped[str | None] = mapped_column(String(16))
     rows_read: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     created: Mapped[int] = mapped_column(Integer, server_default=text("0"))
@@ -60,6 +64,9 @@ class ExportJob(TenantKey, Base):
     __tablename__ = "export_jobs"
     __table_args__ = (
         ForeignKeyConstraint(["workspace_id"], ["workspaces.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["workspace_id", "file_id"], ["stored_files.workspace_id", "stored_files.id"], ondelete="SET NULL (file_id)"
+        ),
         Index("ix_export_jobs_queued", "created_at", postgresql_where=text("status = 'queued'")),
     )
 
@@ -70,7 +77,7 @@ class ExportJob(TenantKey, Base):
     caller: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(12))
     rows: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    path: Mapped[str | None] = mapped_column(String(500))
+    file_id: Mapped[uuid.UUID | None]
     error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]

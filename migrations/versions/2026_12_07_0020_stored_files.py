@@ -1,4 +1,5 @@
-"""stored files: import uploads and export results as chunked rows every process reaches
+"""stored files: import uploads and export results as chunked rows every process reaches, in place of
+paths on one process's disk (jobs queued before the upgrade lose their file and must be sent again)
 
 Revision ID: ea548bfad438
 Revises: 7c2e5a9d4f61
@@ -52,8 +53,27 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("workspace_id", "file_id", "seq", name=op.f("pk_stored_file_chunks")),
     )
 
+    for table in ("import_jobs", "export_jobs"):
+        op.add_column(table, sa.Column("file_id", sa.Uuid(), nullable=True))
+        op.create_foreign_key(
+            op.f(f"fk_{table}_workspace_id_file_id_stored_files"),
+            table,
+            "stored_files",
+            ["workspace_id", "file_id"],
+            ["workspace_id", "id"],
+            ondelete="SET NULL (file_id)",
+        )
+        op.drop_column(table, "path")
+
 
 def downgrade() -> None:
+    # The stored files go with their tables: a downgraded job has an empty path and no file.
+    op.add_column("import_jobs", sa.Column("path", sa.String(length=500), nullable=False, server_default=""))
+    op.alter_column("import_jobs", "path", server_default=None)
+    op.add_column("export_jobs", sa.Column("path", sa.String(length=500), nullable=True))
+    for table in ("import_jobs", "export_jobs"):
+        op.drop_constraint(op.f(f"fk_{table}_workspace_id_file_id_stored_files"), table, type_="foreignkey")
+        op.drop_column(table, "file_id")
     op.drop_table("stored_file_chunks")
     op.drop_index("ix_stored_files_expires_at", table_name="stored_files")
     op.drop_table("stored_files")

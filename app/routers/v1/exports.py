@@ -5,7 +5,8 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import Field
-from starlette.responses import FileResponse, Response
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 
 from app.http.json_response import json_response
 from app.routers.deps import CustomersRead, Reader, Session
@@ -35,11 +36,12 @@ async def get_export(job_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> 
     return json_response(exports.present(await exports.get(session, ctx, job_id)))
 
 
-@router.get("/{job_id}/download", responses=errors(404, 409), summary="Download an export")
-async def download(job_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
-    job = await exports.get(session, ctx, job_id)
-    path = exports.download_path(job)
-    media = (
-        "text/csv" if job.file_format == "csv" else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+@router.get("/{job_id}/download", responses=errors(404, 409, 410), summary="Download an export")
+async def download(job_id: uuid.UUID, ctx: CustomersRead, session: Reader, request: Request) -> Response:
+    """The file, streamed from the database; 409 until the export is done, 410 past its retention."""
+    file = await exports.download(session, request.app.state.readers, ctx, job_id)
+    return StreamingResponse(
+        file.content,
+        media_type=file.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{file.filename}"'},
     )
-    return FileResponse(path, media_type=media, filename=f"customers-{job.id}.{job.file_format}")

@@ -59,24 +59,25 @@ async def create_import(
     if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
         raise ValidationFailed("mapping must map column names to field names.", loc=["body", "mapping"])
     limit = get_settings().import_max_bytes
-    with tempfile.NamedTemporaryFile(dir=import_jobs.import_dir(), delete=False, suffix=".upload") as spool:
+    # The upload is checked from a scratch copy of this process's own, then kept in the database.
+    with tempfile.NamedTemporaryFile(suffix=".upload") as spool:
         size = 0
         while chunk := await file.read(CHUNK):
             size += len(chunk)
             if size > limit:
-                await asyncio.to_thread(Path(spool.name).unlink, missing_ok=True)
                 raise PayloadTooLarge(f"Imports take files up to {limit} bytes.")
             await asyncio.to_thread(spool.write, chunk)
-    job = await import_jobs.create(
-        session,
-        ctx,
-        filename=file.filename or "upload",
-        upload=Path(spool.name),
-        mapping=parsed,
-        mode=mode,
-        match_on=match_on,
-        kind=type_,
-    )
+        await asyncio.to_thread(spool.flush)
+        job = await import_jobs.create(
+            session,
+            ctx,
+            filename=file.filename or "upload",
+            upload=Path(spool.name),
+            mapping=parsed,
+            mode=mode,
+            match_on=match_on,
+            kind=type_,
+        )
     return json_response(import_jobs.present(job), status_code=202, headers={"Location": f"/api/v1/imports/{job.id}"})
 
 

@@ -3,6 +3,8 @@
 import asyncio
 import csv
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,17 +16,19 @@ from sqlalchemy.types import NullType
 
 from app.core import clock, scoped
 from app.core.access import Caller, Scope
-from app.core.errors import Conflict
+from app.core.errors import Conflict, Gone
 from app.core.ids import new_id
 from app.core.settings import get_settings
 from app.core.wire import utc_text
 from app.models import Customer, ExportJob
 from app.services.bulk import imports
 from app.services.bulk.csv_export import join_list, safe_cell
+from app.services.bulk.scratch import scratch_dir
 from app.services.customers import custom_fields
 from app.services.customers.customer_output import mask_email, mask_phone
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events import outbox
+from app.services.files import stored_files
 from app.services.filters.compiler import compile_filter
 from app.services.segments import segments
 
@@ -32,12 +36,6 @@ from app.services.segments import segments
 # is named after), then the custom fields as `custom.<key>`, then when the customer was created.
 FIELDS = imports.FIELDS
 BATCH = 10_000
-
-
-def export_dir() -> Path:
-    path = get_settings().data_dir / "exports"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _caller_record(ctx: Caller) -> dict[str, Any]:
@@ -91,10 +89,30 @@ async def get(session: AsyncSession, ctx: Caller, job_id: uuid.UUID) -> ExportJo
     return await scoped.get(session, ctx, ExportJob, job_id, missing="No export with that id.")
 
 
-def download_path(job: ExportJob) -> Path:
-    if job.status != "done" or not job.path:
+MEDIA_TYPES = {"csv": "text/csv", "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+
+
+@dataclass(frozen=True)
+class Download:
+    media_type: str
+    filename: str
+    content: AsyncIterator[bytes]
+
+
+async def download(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], ctx: Caller, job_id: uuid.UUID
+) -> Download:
+    """The finished file, read from the database a chunk at a time as the client takes it."""
+    job = await get(session, ctx, job_id)
+    if job.status != "done":
         raise Conflict(f"The export is {job.status}; download it once it is done.")
-    return Path(job.path)
+    if job.file_id is None:
+        raise Gone("The export's file is past its retention; export again.")
+    return Download(
+        media_type=MEDIA_TYPES[job.file_format],
+        filename=f"customers-{job.id}.{job.file_format}",
+        content=stored_files.content(sessions, job.workspace_id, job.file_id),
+    )
 
 
 def present(job: ExportJob) -> dict[str, Any]:
@@ -182,7 +200,7 @@ async def process(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID,
         page = stmt.where(Customer.id > bindparam("after")).order_by(Customer.id).limit(BATCH)
         masked = not ctx.can(Scope.CUSTOMERS_PII)
         keys = sorted(await custom_fields.definitions(session, ctx))
-        path = export_dir() / f"{job.id}.{job.file_format}"
+        path = scratch_dir() / f"export-{job.workspace_id}-{job.id}.{job.file_format}"
         header = [*FIELDS, *(f"custom.{key}" for key in keys), "created_at"]
         writer = await asyncio.to_thread(_Writer, path, job.file_format, header)
         written = 0
@@ -194,9 +212,20 @@ async def process(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID,
                 await asyncio.to_thread(writer.write, [_row(record, keys, masked) for record in batch])
                 written += len(batch)
                 last = batch[-1].id
+            await asyncio.to_thread(writer.close)
+            stored = await stored_files.save(
+                session,
+                job.workspace_id,
+                purpose="export",
+                name=f"customers-{job.id}.{job.file_format}",
+                content_type=MEDIA_TYPES[job.file_format],
+                content=stored_files.read_local(path),
+                keep_for=timedelta(days=get_settings().file_retention_days),
+            )
         finally:
             await asyncio.to_thread(writer.close)
-        job.rows, job.path, job.status, job.finished_at = written, str(path), "done", clock.now()
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        job.rows, job.file_id, job.status, job.finished_at = written, stored.id, "done", clock.now()
         await session.commit()
         return job
 
@@ -234,7 +263,7 @@ class _Writer:
     """Rows to a file a batch at a time, so an export of millions never sits in memory."""
 
     def __init__(self, path: Path, file_format: str, header: list[str]) -> None:
-        self.path, self.file_format = path, file_format
+        self.path, self.file_format, self.closed = path, file_format, False
         if file_format == "csv":
             self.file = path.open("w", encoding="utf-8-sig", newline="")
             self.csv = csv.writer(self.file)
@@ -252,6 +281,9 @@ class _Writer:
                 self.sheet.append(row)
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         if self.file_format == "csv":
             self.file.close()
         else:

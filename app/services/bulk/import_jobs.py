@@ -1,4 +1,4 @@
-"""Import jobs: accept an upload into the data folder, queue it, report it, cancel it."""
+"""Import jobs: accept an upload into the database, queue it, run it, report it, cancel it."""
 
 import asyncio
 import contextlib
@@ -18,17 +18,14 @@ from app.core.errors import Conflict, Forbidden, ValidationFailed
 from app.core.ids import new_id
 from app.core.settings import get_settings
 from app.models import ImportJob, ImportRowError
-from app.services.bulk import imports, interaction_imports, order_imports
+from app.services.bulk import imports, interaction_imports, order_imports, scratch
 from app.services.customers import custom_fields
 from app.services.events import outbox
+from app.services.files import stored_files
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx"}
-
-
-def import_dir() -> Path:
-    path = get_settings().data_dir / "imports"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+CONTENT_TYPES = {"csv": "text/csv", "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+UPLOAD_GONE = "The uploaded file is no longer kept (past its retention, or from before an upgrade); upload it again."
 
 
 async def create(
@@ -42,7 +39,8 @@ async def create(
     match_on: str | None,
     kind: str = "customers",
 ) -> ImportJob:
-    """Checks the file type, encoding and mapping now; the rows are the worker's."""
+    """Checks the file type, encoding and mapping now, and stores the file where every worker reads it;
+    the rows are the worker's. `upload` is the caller's to remove."""
     if kind == "orders" and not ctx.can(Scope.ORDERS_WRITE):
         raise Forbidden("Importing orders needs the orders:write scope.")
     suffix = Path(filename).suffix.lower()
@@ -63,12 +61,18 @@ async def create(
         interaction_imports.check_mapping(mapping, mode)
     else:
         order_imports.check_mapping(mapping)
-    job_id = new_id()
-    stored = import_dir() / f"{job_id}{suffix}"
-    await asyncio.to_thread(upload.replace, stored)
+    stored = await stored_files.save(
+        session,
+        ctx.workspace_id,
+        purpose="import",
+        name=filename,
+        content_type=CONTENT_TYPES[file_format],
+        content=stored_files.read_local(upload),
+        keep_for=timedelta(days=get_settings().file_retention_days),
+    )
     job = ImportJob(
         workspace_id=ctx.workspace_id,
-        id=job_id,
+        id=new_id(),
         kind=kind,
         status="queued",
         mode=mode,
@@ -76,7 +80,7 @@ async def create(
         mapping=mapping,
         filename=filename[:255],
         file_format=file_format,
-        path=str(stored),
+        file_id=stored.id,
         encoding=encoding,
         rows_read=0,
         created=0,
@@ -229,7 +233,11 @@ async def _run(
         job = await get(session, ctx, job_id)
         job.status = "running"
         job.started_at = job.started_at or clock.now()
+        source = scratch.local_copy(job)
         try:
+            if job.file_id is None:
+                raise ValueError(UPLOAD_GONE)
+            await stored_files.copy_to(sessions, workspace_id, job.file_id, source)
             if job.kind == "interactions":
                 await interaction_imports.run(session, job, on_progress)
             elif job.kind == "orders":
@@ -242,6 +250,8 @@ async def _run(
                 job.status = "done"
         except (ValueError, OSError, UnicodeDecodeError) as exc:
             job.status, job.error = "failed", str(exc)[:500]
+        finally:
+            await asyncio.to_thread(source.unlink, missing_ok=True)
         job.finished_at = clock.now()
         await session.merge(job)
         await session.commit()

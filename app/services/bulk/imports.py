@@ -36,6 +36,7 @@ from app.core.jsonable import jsonable_sql
 from app.models import Customer, CustomFieldDefinition, ImportJob, Workspace
 from app.schemas.common import LongText
 from app.schemas.customer import MAX_CONTACT_POINTS, MAX_TAGS, CustomerCreate, normalise_email, normalise_phone
+from app.services.bulk import scratch
 from app.services.bulk.csv_export import read_cell, split_list
 from app.services.customers import custom_fields, customer_codes
 from app.services.customers.customer_output import customer_json_sql
@@ -474,7 +475,7 @@ def _batches(
     rows: list[list[Any]] = []
     errors: list[tuple[Any, ...]] = []
     rows_read = failed = 0
-    for number, cells in read_rows(Path(job.path), job.file_format, job.encoding):
+    for number, cells in read_rows(scratch.local_copy(job), job.file_format, job.encoding):
         rows_read += 1
         values, problems = clean_row(cells, job.mapping, definitions)
         keys = [("email", e) for e in values["emails"]] + [("phone", p) for p in values["phones"]]

@@ -7,7 +7,6 @@ import csv
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,7 +20,7 @@ from app.core.errors import ValidationFailed
 from app.core.ids import new_id
 from app.models import Customer, CustomerIdentity, ImportJob, ImportRowError, User
 from app.schemas.customer import normalise_email, normalise_phone
-from app.services.bulk import imports
+from app.services.bulk import imports, scratch
 from app.services.bulk.csv_export import read_cell
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events.audit import changes_sql as changes_sql
@@ -65,7 +64,7 @@ def read_rows(job: ImportJob) -> Iterator[tuple[int, dict[str, str]]]:
     job with the row it stopped at, which the job engine records, rather than escaping it."""
     number = 1
     try:
-        for number, cells in imports.read_rows(Path(job.path), job.file_format, job.encoding):
+        for number, cells in imports.read_rows(scratch.local_copy(job), job.file_format, job.encoding):
             yield number, cells
     except csv.Error as exc:
         raise ValueError(f"row {number + 1}: {exc}") from exc
