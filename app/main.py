@@ -5,15 +5,12 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from app.core import logs
+from app.core import logs, migrations
 from app.core.db import create_engine, create_sessionmaker, resolve_database_url
-from app.core.paths import ALEMBIC_INI
 from app.core.settings import Settings, get_settings
 from app.http import openapi_document, openapi_webhooks, problems
 from app.http.allowed_methods import AllowedMethods
@@ -34,12 +31,6 @@ Guanxi keeps the customer file and the work around it.
 * **Lists**: `?limit=1..100&cursor=…`, answered as `{"items": [...], "next_cursor": ...}`.
 * **Writes**: `ETag` on every resource; `If-Match` on PATCH/DELETE; `Idempotency-Key` on creates.
 """
-
-
-def migration_head() -> str:
-    head = ScriptDirectory.from_config(Config(str(ALEMBIC_INI))).get_current_head()
-    assert head is not None
-    return head
 
 
 def create_app(
@@ -87,7 +78,7 @@ def create_app(
     app.state.read_engine = read_engine
     app.state.readers = create_sessionmaker(read_engine)
     app.state.read_connections = read_pool
-    app.state.migration_head = migration_head()
+    app.state.migration_head = migrations.head()
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     problems.install(app)
     app.include_router(health.router)

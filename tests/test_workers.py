@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -12,7 +13,8 @@ from pgqueuer import AsyncpgDriver, PgQueuer, Queries
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from app.core import clock
+from app import healthcheck
+from app.core import clock, migrations
 from app.core.db import asyncpg_dsn
 from app.core.settings import get_settings
 from app.models import (
@@ -32,8 +34,10 @@ from app.services.events.webhook_dispatch import DueAttempt
 from app.services.segments import segments as segment_service
 from app.workers import bulk, deliveries, schedules, segments, value
 from app.workers.registry import Reaction, Registry, Resources
-from app.workers.worker import FAMILIES, react
+from app.workers.worker import FAMILIES, Worker, react
+from tests.database import TEST_DATABASE, fresh_database
 from tests.factories import Tenant, customer_body
+from tests.receiver import free_port
 
 
 def _job_sessions(db: AsyncSession) -> async_sessionmaker[AsyncSession]:
@@ -152,6 +156,33 @@ async def test_recover_interrupted_queues_an_export_again_fails_an_import_and_wa
         imported = await session.get(ImportJob, (live_tenant.id, import_id))
     assert export is not None and export.status == "queued" and export.started_at is None
     assert imported is not None and imported.status == "failed" and imported.error == import_jobs.INTERRUPTED
+
+
+async def test_expired_files_are_purged_and_their_export_answers_410(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    export_id = await _queued_export(live_client, live_tenant)
+    assert await bulk.run_next(app.state.sessions, pool)
+    download = f"/api/v1/exports/{export_id}/download"
+    assert (await live_client.get(download, headers=live_tenant.headers())).status_code == 200
+    await pool.execute(
+        "UPDATE stored_files SET expires_at = now() - interval '1 minute' WHERE workspace_id = $1", live_tenant.id
+    )
+    assert await bulk.purge_expired_files(app.state.sessions) >= 1
+    gone = await live_client.get(download, headers=live_tenant.headers())
+    assert gone.status_code == 410 and gone.headers["content-type"] == "application/problem+json"
+    assert await pool.fetchval("SELECT count(*) FROM stored_file_chunks WHERE workspace_id = $1", live_tenant.id) == 0
+
+
+async def test_an_import_whose_upload_was_purged_fails_saying_so(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    import_id = await _queued_import(live_client, live_tenant)
+    await pool.execute("DELETE FROM stored_files WHERE workspace_id = $1", live_tenant.id)
+    assert await bulk.run_next(app.state.sessions, pool)
+    async with app.state.sessions() as session:
+        job = await session.get(ImportJob, (live_tenant.id, import_id))
+    assert job is not None and job.status == "failed" and job.error == import_jobs.UPLOAD_GONE
 
 
 # Value
@@ -344,6 +375,7 @@ async def test_the_families_register_their_jobs_under_the_names_every_worker_ver
         ("scheduler.value_recomputes", "* * * * *"),
         ("scheduler.segment_refreshes", "* * * * *"),
         ("scheduler.interrupted_bulk_jobs", "* * * * *"),
+        ("scheduler.expired_files", "17 * * * *"),
     }
     assert [(r.name, r.sweep_seconds) for r in registry.reactions] == [
         ("webhook dispatch", deliveries.SWEEP_SECONDS),
@@ -383,3 +415,33 @@ async def test_a_reaction_runs_again_after_a_failure_and_ends_its_round_when_its
     wake.set()
     done, _ = await asyncio.wait([reacting], timeout=5)
     assert done and isinstance(reacting.exception(), asyncpg.exceptions.ConnectionDoesNotExistError)
+
+
+# The worker process
+
+
+async def test_a_worker_waits_for_migrations_and_beats_while_it_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = await asyncio.to_thread(fresh_database, f"{TEST_DATABASE}_unmigrated")
+    heartbeat = tmp_path / "heartbeat"
+    settings = get_settings().model_copy(update={"worker_heartbeat_file": heartbeat})
+    monkeypatch.setenv("GUANXI_WORKER_HEARTBEAT_FILE", str(heartbeat))
+    worker = Worker(settings, url)
+    running = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(20):
+            while "waiting (run `guanxi migrate`)" not in caplog.text or not heartbeat.exists():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert not worker.ready.is_set()
+        assert healthcheck.healthy()
+        await asyncio.to_thread(migrations.upgrade, url)
+        await asyncio.wait_for(worker.ready.wait(), timeout=30)
+        assert healthcheck.healthy()
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(running, timeout=30)
+    # Stopped: no heartbeat, and nothing answers on the API's port either.
+    assert not heartbeat.exists()
+    monkeypatch.setenv("GUANXI_PORT", str(free_port()))
+    assert not healthcheck.healthy()

@@ -2,6 +2,7 @@
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from app.core.paths import ALEMBIC_INI
 
@@ -11,6 +12,13 @@ def alembic_config(database_url: str) -> Config:
     config.attributes["url"] = database_url
     config.attributes["configure_logger"] = False
     return config
+
+
+def head() -> str:
+    """The revision this release's schema is at: what `/readyz` and the worker wait for."""
+    revision = ScriptDirectory.from_config(Config(str(ALEMBIC_INI))).get_current_head()
+    assert revision is not None, "the migrations have a head"
+    return revision
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     webhook_max_consecutive_failures: int = Field(default=20, ge=1)
     webhook_secret_overlap_hours: float = Field(default=24.0, ge=0)
     worker_concurrency: int = Field(default=20, ge=1, le=500)
+    # Touched by a running worker every few seconds; the image's healthcheck reads its age.
+    worker_heartbeat_file: Path | None = None
 
     rate_limit_per_minute: int = Field(default=6000, ge=1)
     cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS; empty: none.")

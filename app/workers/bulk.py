@@ -2,7 +2,8 @@
 
 Taking the next job is a reaction: an upload or an export request notifies at its commit, and the
 person who sent it is waiting. A worker that finishes a job takes the next at once, so a queue
-drains without a timer. Jobs whose worker is gone are found by a schedule."""
+drains without a timer. Jobs whose worker is gone are found by a schedule, and so are the stored
+files past their retention."""
 
 import logging
 
@@ -10,18 +11,22 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.services.bulk import exports, import_jobs
+from app.services.files import stored_files
 from app.workers.registry import RETRY_SECONDS, Registry, Resources
 
 logger = logging.getLogger(__name__)
 
 INTERRUPTED_JOBS = "scheduler.interrupted_bulk_jobs"
 INTERRUPTED_JOBS_CRON = "* * * * *"
+EXPIRED_FILES = "scheduler.expired_files"
+EXPIRED_FILES_CRON = "17 * * * *"
 
 
 def register(registry: Registry, r: Resources) -> None:
     # Retried on its own after a failure: no schedule takes queued jobs.
     registry.react("imports and exports", lambda: run_next(r.sessions, r.import_pool), retry_seconds=RETRY_SECONDS)
     registry.schedule(INTERRUPTED_JOBS, INTERRUPTED_JOBS_CRON, lambda: recover_interrupted(r.sessions, r.import_pool))
+    registry.schedule(EXPIRED_FILES, EXPIRED_FILES_CRON, lambda: purge_expired_files(r.sessions))
 
 
 async def run_next(sessions: async_sessionmaker[AsyncSession], import_pool: asyncpg.Pool) -> bool:
@@ -58,3 +63,14 @@ async def recover_interrupted(sessions: async_sessionmaker[AsyncSession], import
     for workspace_id, job_id in failed:
         logger.warning("import interrupted", extra={"job_id": str(job_id), "workspace_id": str(workspace_id)})
     return len(requeued) + len(failed)
+
+
+async def purge_expired_files(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """Uploads and exports past their retention (GUANXI_FILE_RETENTION_DAYS) removed; their jobs stay
+    and say the file is gone."""
+    async with sessions() as session:
+        purged = await stored_files.purge_expired(session)
+        await session.commit()
+    if purged:
+        logger.info("expired files removed", extra={"files": purged})
+    return purged

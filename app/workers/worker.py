@@ -17,10 +17,11 @@ import httpx
 from pgqueuer import AsyncpgDriver, PgQueuer, Queries
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.core import clock
+from app.core import clock, migrations
 from app.core.db import asyncpg_dsn, connection_lost, create_asyncpg_pool, create_engine, create_sessionmaker
 from app.core.settings import Settings
 from app.services.events import outbox
+from app.services.operations import probes
 from app.workers import bulk, deliveries, schedules, segments, value
 from app.workers.registry import DATABASE_ERRORS, Reaction, Registry, Resources
 
@@ -32,6 +33,8 @@ RECONNECT_SECONDS = 1.0
 DISCONNECT_SECONDS = 5.0
 # How often the worker looks at its own connections and job queue, which end without an error to tell it.
 CHECK_SECONDS = 2.0
+# While the schema is behind this release, how often the worker says that it waits.
+SCHEMA_WAIT_LOG_SECONDS = 30.0
 # An import holds one connection for its lock and writes its batches on two others.
 IMPORT_CONNECTIONS = 3
 
@@ -72,7 +75,9 @@ class Worker:
         """Until stopped. A lost database (a restart, a crash, a network cut) ends the connected round:
         its connections, pools and job queue are dropped and a new round starts once the database
         answers again. Nothing is lost meanwhile: events wait in the outbox, attempts in their table."""
+        heartbeat = asyncio.create_task(self._beat()) if self.settings.worker_heartbeat_file else None
         try:
+            await self._wait_for_schema()
             while not self.stop.is_set():
                 try:
                     await self._run_connected()
@@ -81,8 +86,48 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stop.wait(), timeout=RECONNECT_SECONDS)
         finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
             await self.http.aclose()
             await self.engine.dispose()
+
+    async def _wait_for_schema(self) -> None:
+        """A worker of a new release may start before `guanxi migrate` has run: it waits, saying so
+        in one line now and then, rather than failing on tables that are not there yet."""
+        expected = migrations.head()
+        last_said = -SCHEMA_WAIT_LOG_SECONDS
+        loop = asyncio.get_running_loop()
+        while not self.stop.is_set():
+            try:
+                async with self.sessions() as session:
+                    found = await probes.schema_revision(session)
+            except DATABASE_ERRORS as exc:
+                found, problem = None, f"the database does not answer ({type(exc).__name__})"
+            else:
+                if found == expected:
+                    return
+                problem = f"the database schema is at {found or 'nothing'}"
+            if loop.time() - last_said >= SCHEMA_WAIT_LOG_SECONDS:
+                logger.warning(f"{problem}; this release needs {expected}: waiting (run `guanxi migrate`)")
+                last_said = loop.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=RECONNECT_SECONDS)
+
+    async def _beat(self) -> None:
+        """Touches the heartbeat file while the worker's event loop turns, through database outages
+        too: a worker that is reconnecting is alive, and restarting it would not bring the database
+        back. What it proves is that the process is not stuck."""
+        path = self.settings.worker_heartbeat_file
+        assert path is not None
+        try:
+            while True:
+                await asyncio.to_thread(path.touch)
+                await asyncio.sleep(CHECK_SECONDS)
+        finally:
+            # A stopped worker is not a live one, whatever the file's age.
+            path.unlink(missing_ok=True)
 
     async def _run_connected(self) -> None:
         dsn = asyncpg_dsn(self.database_url)
