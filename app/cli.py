@@ -108,11 +108,6 @@ def run_worker() -> None:
     settings = get_settings()
     logs.configure(settings.log_level)
     url = resolve_database_url(settings)
-    # prometheus_client writes a process's figures under this directory whenever it is named, even
-    # where nothing serves them (the image names it for every role).
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
-
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
     async def main() -> None:
@@ -374,6 +369,10 @@ def main() -> None:
         )
         logging.getLogger("guanxi.config").error("invalid configuration: %s", problems)
         sys.exit(2)
+    # prometheus_client writes a process's figures under this directory from the first metric it
+    # defines, whatever the command (the image names it for every role).
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     cli()
 
 

@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -78,3 +79,32 @@ def test_metrics_add_up_every_process(two_processes: str, tmp_path: Path) -> Non
         with httpx.Client(base_url=two_processes, timeout=5) as client:
             readings.add(_healthz_count(client.get("/metrics").text))
     assert readings == {40.0}
+
+
+def test_the_worker_process_beats_and_stops_cleanly_on_sigterm(database_url: str, tmp_path: Path) -> None:
+    """As the image runs it: a metrics directory named but not made, and a heartbeat file."""
+    heartbeat = tmp_path / "heartbeat"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        "GUANXI_WORKER_HEARTBEAT_FILE": str(heartbeat),
+    }
+    guanxi = str(Path(sys.executable).parent / "guanxi")
+    with (tmp_path / "worker.log").open("wb") as log:
+        process = subprocess.Popen([guanxi, "worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while not heartbeat.exists() and time.monotonic() < deadline:
+                assert process.poll() is None, (tmp_path / "worker.log").read_text()
+                time.sleep(0.2)
+            assert heartbeat.exists(), (tmp_path / "worker.log").read_text()
+            time.sleep(3)  # a round connects and the heartbeat keeps beating
+            assert process.poll() is None, (tmp_path / "worker.log").read_text()
+            assert time.time() - heartbeat.stat().st_mtime < 5
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=30)
+    assert code == 0, (tmp_path / "worker.log").read_text()
+    assert not heartbeat.exists()
+    assert "Traceback" not in (tmp_path / "worker.log").read_text()
