@@ -93,17 +93,7 @@ async def update(
         if name in patch.model_fields_set and value is not None and value != getattr(definition, name):
             changes[name] = {"before": getattr(definition, name), "after": value}
             setattr(definition, name, value)
-    if changes:
-        definition.version += 1
-        definition.updated_at = clock.now()
-        audit.record(
-            session,
-            ctx,
-            entity_type="custom_field",
-            entity_id=definition.id,
-            action="updated",
-            changes=changes,
-        )
+    audit.record_update(session, ctx, definition, entity_type="custom_field", changes=changes)
     return definition
 
 

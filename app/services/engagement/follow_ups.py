@@ -70,10 +70,7 @@ async def get_plan(session: AsyncSession, ctx: Caller, plan_id: uuid.UUID) -> Fo
 
 
 async def list_plans(session: AsyncSession, ctx: Caller) -> list[FollowUpPlan]:
-    rows = await session.scalars(
-        select(FollowUpPlan).where(FollowUpPlan.workspace_id == ctx.workspace_id).order_by(FollowUpPlan.created_at)
-    )
-    return list(rows.all())
+    return await scoped.all_of(session, ctx, FollowUpPlan, order_by=FollowUpPlan.created_at)
 
 
 async def update_plan(
@@ -223,10 +220,7 @@ async def create_care_rule(session: AsyncSession, ctx: Caller, data: CareRuleIn)
 
 
 async def list_care_rules(session: AsyncSession, ctx: Caller) -> list[CareRule]:
-    rows = await session.scalars(
-        select(CareRule).where(CareRule.workspace_id == ctx.workspace_id).order_by(CareRule.created_at)
-    )
-    return list(rows.all())
+    return await scoped.all_of(session, ctx, CareRule, order_by=CareRule.created_at)
 
 
 def _care_sql(rule: CareRule) -> str:

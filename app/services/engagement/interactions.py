@@ -123,12 +123,7 @@ async def update(
                 "after": to_jsonable(getattr(patch, name)),
             }
             setattr(interaction, name, getattr(patch, name))
-    if changes:
-        interaction.version += 1
-        interaction.updated_at = clock.now()
-        audit.record(
-            session, ctx, entity_type="interaction", entity_id=interaction.id, action="updated", changes=changes
-        )
+    audit.record_update(session, ctx, interaction, entity_type="interaction", changes=changes)
     return interaction
 
 

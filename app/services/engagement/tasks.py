@@ -88,10 +88,7 @@ async def update(
                 raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
             changes[name] = {"before": to_jsonable(getattr(task, name)), "after": to_jsonable(value)}
             setattr(task, name, value)
-    if changes:
-        task.version += 1
-        task.updated_at = clock.now()
-        audit.record(session, ctx, entity_type="task", entity_id=task.id, action="updated", changes=changes)
+    audit.record_update(session, ctx, task, entity_type="task", changes=changes)
     return task
 
 

@@ -2,7 +2,8 @@
 
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +37,22 @@ def record(
             occurred_at=clock.now(),
         )
     )
+
+
+class Versioned(Protocol):
+    id: uuid.UUID
+    version: int
+    updated_at: datetime
+
+
+def record_update(session: AsyncSession, ctx: Caller, row: Versioned, *, entity_type: str, changes: Changes) -> None:
+    """A versioned row changed: its next version (the next ETag), when, and the audit entry. Nothing
+    when nothing changed, so a PATCH that repeats the stored values keeps the ETag."""
+    if not changes:
+        return
+    row.version += 1
+    row.updated_at = clock.now()
+    record(session, ctx, entity_type=entity_type, entity_id=row.id, action="updated", changes=changes)
 
 
 def record_rows_sql(entries: str) -> str:

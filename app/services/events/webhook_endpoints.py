@@ -56,12 +56,7 @@ async def get(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, *, loc
 
 
 async def list_all(session: AsyncSession, ctx: Caller) -> list[WebhookEndpoint]:
-    stmt = (
-        select(WebhookEndpoint)
-        .where(WebhookEndpoint.workspace_id == ctx.workspace_id)
-        .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
-    )
-    return list((await session.scalars(stmt)).all())
+    return await scoped.all_of(session, ctx, WebhookEndpoint, order_by=WebhookEndpoint.created_at)
 
 
 async def update(
@@ -90,12 +85,7 @@ async def update(
             endpoint.consecutive_failures = 0
         else:
             endpoint.disabled_reason = "disabled by its owner"
-    if changes:
-        endpoint.version += 1
-        endpoint.updated_at = clock.now()
-        audit.record(
-            session, ctx, entity_type="webhook_endpoint", entity_id=endpoint.id, action="updated", changes=changes
-        )
+    audit.record_update(session, ctx, endpoint, entity_type="webhook_endpoint", changes=changes)
     return endpoint
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller, Scope
 from app.core.errors import Forbidden, NotFound, Unauthorized
 from app.core.settings import get_settings
@@ -166,8 +166,7 @@ def _ttl() -> float:
 
 
 async def list_keys(session: AsyncSession, ctx: Caller) -> list[ApiKey]:
-    stmt = select(ApiKey).where(ApiKey.workspace_id == ctx.workspace_id).order_by(ApiKey.created_at, ApiKey.id)
-    return list((await session.scalars(stmt)).all())
+    return await scoped.all_of(session, ctx, ApiKey, order_by=ApiKey.created_at)
 
 
 async def revoke(session: AsyncSession, ctx: Caller, key_id: uuid.UUID) -> ApiKey:

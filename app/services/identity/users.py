@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller, Role
 from app.core.errors import Conflict, Unauthorized, ValidationFailed
 from app.models import Team, User, Workspace
@@ -104,8 +104,7 @@ async def get_active(session: AsyncSession, workspace_id: uuid.UUID, user_id: uu
 
 
 async def list_users(session: AsyncSession, ctx: Caller) -> list[User]:
-    stmt = select(User).where(User.workspace_id == ctx.workspace_id).order_by(User.created_at, User.id)
-    return list((await session.scalars(stmt)).all())
+    return await scoped.all_of(session, ctx, User, order_by=User.created_at)
 
 
 async def create_team(session: AsyncSession, ctx: Caller, data: TeamCreate) -> Team:
@@ -116,5 +115,4 @@ async def create_team(session: AsyncSession, ctx: Caller, data: TeamCreate) -> T
 
 
 async def list_teams(session: AsyncSession, ctx: Caller) -> list[Team]:
-    stmt = select(Team).where(Team.workspace_id == ctx.workspace_id).order_by(Team.created_at, Team.id)
-    return list((await session.scalars(stmt)).all())
+    return await scoped.all_of(session, ctx, Team, order_by=Team.created_at)

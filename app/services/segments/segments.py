@@ -122,10 +122,7 @@ async def get(session: AsyncSession, ctx: Caller, segment_id: uuid.UUID, *, lock
 
 async def list_all(session: AsyncSession, ctx: Caller) -> list[Segment]:
     await ensure_builtins(session, ctx)
-    rows = await session.scalars(
-        select(Segment).where(Segment.workspace_id == ctx.workspace_id).order_by(Segment.created_at, Segment.id)
-    )
-    return list(rows.all())
+    return await scoped.all_of(session, ctx, Segment, order_by=Segment.created_at)
 
 
 async def update(

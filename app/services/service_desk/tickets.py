@@ -410,10 +410,7 @@ async def add_category(session: AsyncSession, ctx: Caller, data: CategoryIn) -> 
 
 
 async def categories(session: AsyncSession, ctx: Caller) -> list[TicketCategory]:
-    rows = await session.scalars(
-        select(TicketCategory).where(TicketCategory.workspace_id == ctx.workspace_id).order_by(TicketCategory.name)
-    )
-    return list(rows.all())
+    return await scoped.all_of(session, ctx, TicketCategory, order_by=TicketCategory.name)
 
 
 async def set_sla(session: AsyncSession, ctx: Caller, settings: SlaSettings) -> None:
