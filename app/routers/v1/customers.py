@@ -29,7 +29,6 @@ from app.schemas.customer import (
     AuditPage,
     BatchCreate,
     BatchResponse,
-    BatchResult,
     BatchUpdate,
     CustomerCreate,
     CustomerOut,
@@ -141,8 +140,7 @@ async def create_customers(
     """Each item succeeds or fails alone; `results[i].status` is 201 or the item's problem status."""
 
     async def create() -> StoredResponse:
-        results = await customer_batches.create_many(session, ctx, batch.items)
-        return stored(207, _batch_body(results))
+        return stored(207, await customer_batches.create_many(session, ctx, batch.items))
 
     return await idempotent(request, session, ctx, key, create)
 
@@ -152,8 +150,7 @@ async def create_customers(
 )
 async def update_customers(batch: BatchUpdate, ctx: CustomersWrite, session: Session) -> Response:
     """Each item carries the `version` it read; a stale one is a 412 for that item alone."""
-    results = await customer_batches.update_many(session, ctx, batch.items)
-    return json_response(_batch_body(results), status_code=207)
+    return json_response(await customer_batches.update_many(session, ctx, batch.items), status_code=207)
 
 
 @router.get("", response_model=CustomerPage, responses=errors(), summary="List and search customers")
@@ -252,15 +249,6 @@ async def customer_audit(
         for e in entries
     ]
     return json_response({"items": items, "next_cursor": next_cursor})
-
-
-def _batch_body(results: list[BatchResult]) -> dict[str, object]:
-    succeeded = sum(1 for r in results if r.status < 300)
-    return {
-        "results": [r.model_dump(mode="json", exclude_none=True) for r in results],
-        "succeeded": succeeded,
-        "failed": len(results) - succeeded,
-    }
 
 
 @router.post("/{customer_id}/merge", responses=errors(404, 409), summary="Merge customers into this one")

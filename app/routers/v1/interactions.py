@@ -53,11 +53,7 @@ async def log_interaction(data: InteractionIn, ctx: CustomersWrite, session: Ses
 async def import_interactions(batch: InteractionImport, ctx: CustomersWrite, session: Session) -> Response:
     """For call centres and other partners: each item idempotent by (`source`, `external_id`);
     `results[i].status` is 201 (new), 200 (already there) or the item's problem."""
-    results = await interactions.import_many(session, ctx, batch.items)
-    succeeded = sum(1 for r in results if int(str(r["status"])) < 300)
-    return json_response(
-        {"results": results, "succeeded": succeeded, "failed": len(results) - succeeded}, status_code=207
-    )
+    return json_response(await interactions.import_many(session, ctx, batch.items), status_code=207)
 
 
 @router.get("/interactions", response_model=InteractionPage, responses=errors(404), summary="List contacts")

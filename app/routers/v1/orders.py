@@ -40,11 +40,7 @@ async def upsert_order(
 )
 async def upsert_orders(batch: OrderBatch, ctx: OrdersWrite, session: Session) -> Response:
     """Each order in its own savepoint; `results[i].status` is 201, 200 or the item's problem."""
-    results = await orders.upsert_many(session, ctx, batch.items)
-    succeeded = sum(1 for r in results if int(str(r["status"])) < 300)
-    return json_response(
-        {"results": results, "succeeded": succeeded, "failed": len(results) - succeeded}, status_code=207
-    )
+    return json_response(await orders.upsert_many(session, ctx, batch.items), status_code=207)
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut, responses=errors(404), summary="Get an order")

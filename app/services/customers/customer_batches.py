@@ -1,6 +1,4 @@
-"""Batch create and update of up to 100 customers, with a result per item.
-
-Each item runs in its own savepoint: a bad item fails alone and leaves nothing behind."""
+"""Batch create and update of up to 100 customers, with a result per item (app/core/batches)."""
 
 from typing import Any
 
@@ -8,55 +6,31 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller
-from app.core.errors import DomainError
-from app.core.problems import domain_problem, validation_problem
-from app.schemas.customer import BatchResult, BatchUpdateItem, CustomerCreate, CustomerPatch
+from app.core.batches import Done, InvalidPart, apply_each
+from app.schemas.customer import BatchUpdateItem, CustomerCreate, CustomerPatch
 from app.services.customers import customers
 
 
-def _invalid(index: int, exc: ValidationError, prefix: list[str | int]) -> BatchResult:
-    errors = [{**e, "loc": [*prefix, *e["loc"]]} for e in exc.errors()]
-    return BatchResult(index=index, status=422, problem=validation_problem(errors))
+async def create_many(session: AsyncSession, ctx: Caller, items: list[dict[str, Any]]) -> dict[str, Any]:
+    async def create(data: CustomerCreate) -> Done:
+        customer = await customers.create(session, ctx, data)
+        return Done(201, customer.id, customer.version)
+
+    return await apply_each(session, items, lambda _, raw: CustomerCreate.model_validate(raw), create)
 
 
-async def create_many(session: AsyncSession, ctx: Caller, items: list[dict[str, Any]]) -> list[BatchResult]:
-    results = []
-    for index, raw in enumerate(items):
-        try:
-            data = CustomerCreate.model_validate(raw)
-        except ValidationError as exc:
-            results.append(_invalid(index, exc, ["items", index]))
-            continue
-        try:
-            async with session.begin_nested():
-                customer = await customers.create(session, ctx, data)
-                await session.flush()
-        except DomainError as exc:
-            results.append(BatchResult(index=index, status=exc.status, problem=domain_problem(exc)))
-            continue
-        results.append(BatchResult(index=index, status=201, id=customer.id, version=customer.version))
-    return results
+def _update_item(_index: int, raw: Any) -> tuple[BatchUpdateItem, CustomerPatch]:
+    item = BatchUpdateItem.model_validate(raw)
+    try:
+        return item, CustomerPatch.model_validate(item.patch)
+    except ValidationError as exc:
+        raise InvalidPart("patch", exc) from exc
 
 
-async def update_many(session: AsyncSession, ctx: Caller, items: list[dict[str, Any]]) -> list[BatchResult]:
-    results = []
-    for index, raw in enumerate(items):
-        try:
-            item = BatchUpdateItem.model_validate(raw)
-        except ValidationError as exc:
-            results.append(_invalid(index, exc, ["items", index]))
-            continue
-        try:
-            patch = CustomerPatch.model_validate(item.patch)
-        except ValidationError as exc:
-            results.append(_invalid(index, exc, ["items", index, "patch"]))
-            continue
-        try:
-            async with session.begin_nested():
-                customer = await customers.update(session, ctx, item.id, patch, expected_version=item.version)
-                await session.flush()
-        except DomainError as exc:
-            results.append(BatchResult(index=index, status=exc.status, problem=domain_problem(exc)))
-            continue
-        results.append(BatchResult(index=index, status=200, id=customer.id, version=customer.version))
-    return results
+async def update_many(session: AsyncSession, ctx: Caller, items: list[dict[str, Any]]) -> dict[str, Any]:
+    async def update(item: tuple[BatchUpdateItem, CustomerPatch]) -> Done:
+        target, patch = item
+        customer = await customers.update(session, ctx, target.id, patch, expected_version=target.version)
+        return Done(200, customer.id, customer.version)
+
+    return await apply_each(session, items, _update_item, update)

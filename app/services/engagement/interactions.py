@@ -4,18 +4,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock, scoped
 from app.core.access import Caller
-from app.core.errors import DomainError, ValidationFailed
+from app.core.batches import Done, apply_each
+from app.core.errors import ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import SortKey, keyset_page
-from app.core.problems import domain_problem, validation_problem
 from app.core.versions import check_version
 from app.models import Interaction, User, Workspace
 from app.schemas.interaction import InteractionIn, InteractionPatch
@@ -235,32 +234,19 @@ def event_data(interaction: Interaction) -> dict[str, Any]:
     return EVENT.data(interaction)
 
 
-async def import_many(session: AsyncSession, ctx: Caller, items: list[dict[str, Any]]) -> list[dict[str, object]]:
+def _imported(index: int, raw: Any) -> InteractionIn:
+    data = InteractionIn.model_validate(raw)
+    if data.external_id is None:
+        raise ValidationFailed("Imported interactions need an external_id.", loc=["items", index, "external_id"])
+    return data
+
+
+async def import_many(session: AsyncSession, ctx: Caller, items: list[dict[str, Any]]) -> dict[str, Any]:
     """Up to 100 contacts, each idempotent by (`source`, `external_id`) and in its own savepoint.
     A result per item: 201 (new), 200 (already there) or the item's problem."""
-    results: list[dict[str, object]] = []
-    for index, raw in enumerate(items):
-        try:
-            data = InteractionIn.model_validate(raw)
-            if data.external_id is None:
-                raise ValidationFailed(
-                    "Imported interactions need an external_id.", loc=["items", index, "external_id"]
-                )
-            async with session.begin_nested():
-                interaction, created = await log(session, ctx, data)
-        except ValidationError as exc:
-            errs = [{**e, "loc": ["items", index, *e["loc"]]} for e in exc.errors()]
-            results.append({"index": index, "status": 422, "problem": validation_problem(errs)})
-            continue
-        except DomainError as exc:
-            results.append({"index": index, "status": exc.status, "problem": domain_problem(exc)})
-            continue
-        results.append(
-            {
-                "index": index,
-                "status": 201 if created else 200,
-                "id": str(interaction.id),
-                "version": interaction.version,
-            }
-        )
-    return results
+
+    async def write(data: InteractionIn) -> Done:
+        interaction, created = await log(session, ctx, data)
+        return Done(201 if created else 200, interaction.id, interaction.version)
+
+    return await apply_each(session, items, _imported, write)

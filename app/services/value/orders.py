@@ -6,17 +6,16 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from babel.numbers import get_currency_precision, list_currencies
-from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock, scoped
 from app.core.access import Caller
-from app.core.errors import DomainError, ValidationFailed
+from app.core.batches import Done, apply_each
+from app.core.errors import ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import SortKey, keyset_page
-from app.core.problems import domain_problem, validation_problem
 from app.core.wire import money_text
 from app.models import Order, OrderLine, Workspace
 from app.schemas.order import OrderIn, OrderLineOut
@@ -327,25 +326,12 @@ def check_amounts(data: OrderIn, workspace_currency: str) -> None:
         raise ValidationFailed(f"refunded_amount does not fit status {data.status}.", loc=["body", "status"])
 
 
-async def upsert_many(session: AsyncSession, ctx: Caller, items: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Up to 100 orders, each in its own savepoint: a bad one fails alone and leaves nothing
-    behind. A result per item: 201 (new), 200 (updated) or the item's problem."""
-    results: list[dict[str, object]] = []
-    for index, raw in enumerate(items):
-        try:
-            data = OrderIn.model_validate(raw)
-        except ValidationError as exc:
-            errors_ = [{**e, "loc": ["items", index, *e["loc"]]} for e in exc.errors()]
-            results.append({"index": index, "status": 422, "problem": validation_problem(errors_)})
-            continue
-        try:
-            async with session.begin_nested():
-                order, _, created = await upsert(session, ctx, data)
-                await session.flush()
-        except DomainError as exc:
-            results.append({"index": index, "status": exc.status, "problem": domain_problem(exc)})
-            continue
-        results.append(
-            {"index": index, "status": 201 if created else 200, "id": str(order.id), "version": order.version}
-        )
-    return results
+async def upsert_many(session: AsyncSession, ctx: Caller, items: list[dict[str, object]]) -> dict[str, Any]:
+    """Up to 100 orders, each in its own savepoint: a result per item, 201 (new), 200 (updated) or the
+    item's problem."""
+
+    async def write(data: OrderIn) -> Done:
+        order, _, created = await upsert(session, ctx, data)
+        return Done(201 if created else 200, order.id, order.version)
+
+    return await apply_each(session, items, lambda _, raw: OrderIn.model_validate(raw), write)
