@@ -127,12 +127,18 @@ def migrate(
 ) -> None:
     """Upgrade the database schema to a revision (default: the latest), or downgrade with --down.
     Upgrading to a revision older than the current one changes nothing."""
-    url = resolve_database_url(get_settings(), stop_embedded_at_exit=False)
+    from app.core import logs
+
+    settings = get_settings()
+    # A one-shot of a release (a container, a Kubernetes Job): its output is a log line like the
+    # service's.
+    logs.configure(settings.log_level)
+    url = resolve_database_url(settings, stop_embedded_at_exit=False)
     if down:
         migrations.downgrade(url, revision)
     else:
         migrations.upgrade(url, revision)
-    console.print(f"[green]migrated to {revision}")
+    logging.getLogger("guanxi.migrate").info("schema migrated", extra={"revision": revision, "down": down})
 
 
 @cli.command("create-workspace")

@@ -44,3 +44,12 @@ def test_bad_configuration_is_one_log_line_and_exit_2(
     assert entry["level"] == "error" and says in entry["message"]
     # Nothing was started: no embedded database folder was made.
     assert not any(tmp_path.iterdir())
+
+
+def test_migrate_speaks_in_json_log_lines(database_url: str, tmp_path: Path) -> None:
+    result = _run("migrate", DATABASE_URL=database_url, GUANXI_DATA_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.strip().splitlines()]
+    assert lines and all(entry["time"].endswith("Z") for entry in lines)
+    assert lines[-1]["message"] == "schema migrated" and lines[-1]["revision"] == "head"
+    assert result.stdout == ""
