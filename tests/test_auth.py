@@ -144,6 +144,20 @@ async def test_a_key_with_an_authorization_header_beside_it_is_401(
     assert (await client.get("/api/v1/customers", headers={"X-API-Key": key})).status_code == 200
 
 
+@pytest.mark.parametrize("header", ["X-API-Key", "Authorization"])
+async def test_a_credential_header_sent_twice_is_401(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, header: str
+) -> None:
+    """The same rule as for two kinds: the second copy, valid or not, is never silently ignored."""
+    key = await make_api_key(db, tenant)
+    value = key if header == "X-API-Key" else tenant.headers()["Authorization"]
+    for second in (value, "garbage"):
+        response = await client.get("/api/v1/customers", headers=[(header, value), (header, second)])
+        assert response.status_code == 401
+        assert "not both" in response.json()["detail"]
+    assert (await client.get("/api/v1/customers", headers={header: value})).status_code == 200
+
+
 @pytest.mark.parametrize("key", ["gx_nope", "gx_abcdefghij_" + "x" * 40, "Bearer x", "gx_" + "a" * 200])
 async def test_garbled_or_unknown_api_keys_are_401(client: httpx.AsyncClient, key: str) -> None:
     assert (await client.get("/api/v1/customers", headers={"X-API-Key": key})).status_code == 401

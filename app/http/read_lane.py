@@ -41,14 +41,14 @@ from app.core.errors import Unauthorized, ValidationFailed
 from app.core.metrics import READ_LANE_REQUESTS
 from app.core.settings import Settings
 from app.http import problems
+from app.http.credentials import caller_in_process
 from app.http.rate_limits import TooManyRequests
-from app.routers.deps import RATE_COUNTED, bearer_caller
+from app.routers.deps import RATE_COUNTED
 from app.routers.responses import resource_response
 from app.routers.v1.customers import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT, page_response
 from app.services.customers import customers
 from app.services.customers.customer_output import present
 from app.services.customers.customer_search import CustomerQuery, keyset_page_on
-from app.services.identity import api_keys
 
 LIST_PATH = "/api/v1/customers"
 ITEM_PREFIX = LIST_PATH + "/"
@@ -219,8 +219,12 @@ class CustomerReadLane:
 
     async def _answer(self, scope: Scope, read: Read) -> Response | None:
         state = scope["app"].state
-        caller = _caller(scope["headers"])
-        if caller is None or Permission.CUSTOMERS_READ not in caller.scopes:
+        try:
+            caller = caller_in_process(scope["headers"])
+        except Unauthorized:
+            return None
+        # An API key this process has not verified lately is the route's to check in the database.
+        if isinstance(caller, str) or Permission.CUSTOMERS_READ not in caller.scopes:
             return None
         # Counted here, and marked so that the route does not count a request passed to it again;
         # one over the limit is the route's to refuse (and counted twice, refused either way).
@@ -283,31 +287,3 @@ def _page_query(query_string: bytes) -> CustomerQuery | None:
         else:
             return None
     return CustomerQuery(limit=limit, cursor=cursor)
-
-
-def _caller(headers: list[tuple[bytes, bytes]]) -> Caller | None:
-    """The caller when the credential is one the lane can check without the database: an API key
-    in this process's cache or an access token. A request carrying both, or either twice, is the
-    route's to refuse."""
-    api_key: bytes | None = None
-    authorization: bytes | None = None
-    for name, value in headers:
-        if name == b"x-api-key":
-            if api_key is not None:
-                return None
-            api_key = value
-        elif name == b"authorization":
-            if authorization is not None:
-                return None
-            authorization = value
-    if api_key is not None:
-        return None if authorization is not None else api_keys.cached_caller(api_key.decode("latin-1"))
-    if authorization is None:
-        return None
-    scheme, _, token = authorization.decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return None
-    try:
-        return bearer_caller(token)
-    except (Unauthorized, ValueError):
-        return None

@@ -43,14 +43,13 @@ def hash_secret(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _split(key: str) -> str | None:
-    """The lookup prefix of a well-formed key, or None."""
-    if not key.startswith(KEY_PREFIX) or len(key) > 128:
-        return None
-    prefix, sep, secret = key[len(KEY_PREFIX) :].partition("_")
-    if not sep or len(prefix) != 10 or len(secret) < 32:
-        return None
-    return prefix
+def _prefix(key: str) -> str:
+    """The lookup prefix of a well-formed key; Unauthorized for any other."""
+    if key.startswith(KEY_PREFIX) and len(key) <= 128:
+        prefix, sep, secret = key[len(KEY_PREFIX) :].partition("_")
+        if sep and len(prefix) == 10 and len(secret) >= 32:
+            return prefix
+    raise Unauthorized("The API key is not valid.")
 
 
 async def create(session: AsyncSession, ctx: Caller, data: ApiKeyCreate) -> tuple[ApiKey, str]:
@@ -103,32 +102,27 @@ async def issue(
     return api_key, key
 
 
-async def authenticate(session: AsyncSession, key: str) -> Caller:
-    prefix = _split(key)
-    if prefix is None:
-        raise Unauthorized("The API key is not valid.")
-    now = time.time()
-    cached = _cache.get(prefix)
-    if cached is None or now - cached.fetched_at > _ttl():
-        cached = await _load(session, prefix, now)
+def cached_caller(key: str) -> Caller | None:
+    """The caller of a key this process verified within the cache period, without a database
+    round trip; None when only the database can tell (`load_caller`). Unauthorized for a key that
+    is not valid."""
+    cached = _cache.get(_prefix(key))
+    if cached is None or time.time() - cached.fetched_at > _ttl():
+        return None
+    return _checked(cached, key)
+
+
+async def load_caller(session: AsyncSession, key: str) -> Caller:
+    """The caller of a key as the database has it now, cached for the next requests; Unauthorized
+    for a key that is not valid (unknown, revoked, expired)."""
+    return _checked(await _load(session, _prefix(key), time.time()), key)
+
+
+def _checked(cached: _Cached, key: str) -> Caller:
     if not hmac.compare_digest(cached.secret_hash, hash_secret(key)):
         raise Unauthorized("The API key is not valid.")
     if cached.expires_at is not None and cached.expires_at <= clock.now().timestamp():
         raise Unauthorized("The API key has expired.")
-    return cached.caller
-
-
-def cached_caller(key: str) -> Caller | None:
-    """The caller of a key this process verified within the cache period and that is still valid,
-    without a database round trip; None when only `authenticate` can tell."""
-    prefix = _split(key)
-    cached = _cache.get(prefix) if prefix is not None else None
-    if cached is None or time.time() - cached.fetched_at > _ttl():
-        return None
-    if not hmac.compare_digest(cached.secret_hash, hash_secret(key)):
-        return None
-    if cached.expires_at is not None and cached.expires_at <= clock.now().timestamp():
-        return None
     return cached.caller
 
 

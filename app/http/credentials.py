@@ -1,0 +1,73 @@
+"""The caller a request's credential speaks for, read one way for the routes' authentication
+dependency (app/routers/deps.py) and the read lane (app/http/read_lane.py).
+
+A request carries one credential: an API key (`X-API-Key: gx_…`) or an access token
+(`Authorization: Bearer <JWT>`), each header at most once. Which of two would win is a guess the
+caller should not have to make, and an invalid one of the two must not pass unnoticed (RFC 6750:
+one method per request). An empty header is no header, as FastAPI's security schemes read them.
+
+The headers are the ASGI scope's own list (names in lower case), so the lane reads them without
+building a Request."""
+
+import uuid
+from collections.abc import Iterable
+
+from app.core.access import Caller, Role, user_caller
+from app.core.db import DbSession
+from app.core.errors import Unauthorized
+from app.core.settings import get_settings
+from app.services.identity import api_keys, tokens
+
+API_KEY_HEADER = b"x-api-key"
+AUTHORIZATION_HEADER = b"authorization"
+BEARER = "bearer"
+
+ONE_CREDENTIAL = "Send one credential, an Authorization header or an X-API-Key header, not both."
+
+
+async def caller_from_headers(headers: Iterable[tuple[bytes, bytes]], session: DbSession) -> Caller:
+    """The caller, checked against the database when this process cannot tell alone; Unauthorized
+    for no credential or an invalid one."""
+    known = caller_in_process(headers)
+    if isinstance(known, str):
+        return await api_keys.load_caller(session, known)
+    return known
+
+
+def caller_in_process(headers: Iterable[tuple[bytes, bytes]]) -> Caller | str:
+    """`caller_from_headers` without the database: the caller of an access token, or of an API key
+    this process verified within the cache period; else the API key, which only the database can
+    check. Unauthorized for no credential or an invalid one."""
+    api_key: bytes | None = None
+    authorization: bytes | None = None
+    for name, value in headers:
+        if name == API_KEY_HEADER:
+            if api_key is not None:
+                raise Unauthorized(ONE_CREDENTIAL)
+            api_key = value
+        elif name == AUTHORIZATION_HEADER:
+            if authorization is not None:
+                raise Unauthorized(ONE_CREDENTIAL)
+            authorization = value
+    if api_key:
+        if authorization:
+            raise Unauthorized(ONE_CREDENTIAL)
+        key = api_key.decode("latin-1")
+        return api_keys.cached_caller(key) or key
+    if authorization:
+        scheme, _, token = authorization.decode("latin-1").partition(" ")
+        token = token.strip()
+        if token and scheme.lower() == BEARER:
+            return _token_caller(token)
+    raise Unauthorized("Send a bearer token or an X-API-Key header.")
+
+
+def _token_caller(token: str) -> Caller:
+    """The user an access token speaks for; Unauthorized if it is not a valid one."""
+    claims = tokens.verify(get_settings(), token, expected_type="access")
+    return user_caller(
+        workspace_id=uuid.UUID(claims["ws"]),
+        user_id=uuid.UUID(claims["sub"]),
+        role=Role(claims["role"]),
+        team_id=uuid.UUID(claims["team"]) if claims.get("team") else None,
+    )
