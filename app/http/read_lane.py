@@ -42,12 +42,13 @@ from app.core.metrics import READ_LANE_REQUESTS
 from app.core.settings import Settings
 from app.http import problems
 from app.http.credentials import caller_in_process
+from app.http.json_response import json_response
 from app.http.rate_limits import TooManyRequests
 from app.routers.deps import RATE_COUNTED
 from app.routers.responses import resource_response
-from app.routers.v1.customers import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT, page_response
+from app.routers.v1.customers import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT
 from app.services.customers import customers
-from app.services.customers.customer_output import present
+from app.services.customers.customer_output import present, present_page
 from app.services.customers.customer_search import CustomerQuery, keyset_page_on
 
 LIST_PATH = "/api/v1/customers"
@@ -256,7 +257,7 @@ async def _list_page(query: CustomerQuery, conn: asyncpg.Connection, caller: Cal
         rows, next_cursor = await keyset_page_on(conn, caller, query)
     except ValidationFailed:
         return None
-    return page_response(rows, next_cursor, caller)
+    return json_response(present_page(rows, next_cursor, caller))
 
 
 def _failed_read(scope: Scope, exc: BaseException) -> Response | None:

@@ -1,14 +1,13 @@
 """Customer routes: /api/v1/customers."""
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from app.core.access import Caller
 from app.core.errors import ValidationFailed
 from app.core.idempotency import Claim, StoredResponse
 from app.http.json_response import json_response
@@ -37,7 +36,7 @@ from app.schemas.customer import (
     MergeIn,
 )
 from app.services.customers import customer_batches, customer_merges, customers
-from app.services.customers.customer_output import present
+from app.services.customers.customer_output import present, present_page
 from app.services.customers.customer_search import CustomerQuery, SortKey, list_customers
 from app.services.events import audit
 
@@ -161,12 +160,7 @@ async def list_(
     phone digits or email first, then fuzzy (trigram) matches. `custom.<key>=<value>` filters a
     custom field."""
     rows, next_cursor = await list_customers(session, ctx, query)
-    return page_response(rows, next_cursor, ctx)
-
-
-def page_response(rows: Sequence[Mapping[str, Any]], next_cursor: str | None, ctx: Caller) -> Response:
-    """A page of customers as the list answers it (the read lane answers with it too)."""
-    return json_response({"items": [present(row, ctx) for row in rows], "next_cursor": next_cursor})
+    return json_response(present_page(rows, next_cursor, ctx))
 
 
 @router.get("/duplicates", responses=errors(), summary="Candidate duplicates")

@@ -4,7 +4,7 @@ The shape is the table's columns, the address ones nested under `address` (the c
 AddressOut): `present` builds it in Python, `customer_json_sql` in SQL for the set-based writers,
 both from the same column list, so the API's events and an import's carry the same payload."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from app.core.access import Caller, Scope, system_caller
@@ -52,6 +52,11 @@ def present(record: Mapping[Any, Any] | Customer, ctx: Caller) -> dict[str, Any]
             shown["address"]["street"] = "***"
     shown["pii_masked"] = masked
     return shown
+
+
+def present_page(rows: Iterable[Mapping[str, Any]], next_cursor: str | None, ctx: Caller) -> dict[str, Any]:
+    """A page of customers as the list answers it, from the route or the read lane."""
+    return {"items": [present(row, ctx) for row in rows], "next_cursor": next_cursor}
 
 
 def event_data(customer: Customer) -> dict[str, Any]:
