@@ -202,8 +202,8 @@ async def test_what_the_lane_does_not_answer_the_route_does(
     with_lane, without, counts = await both_ways(app, client, f"/api/v1/customers/{path_id}", headers)
     assert with_lane.status_code == expected
     assert comparable(with_lane) == comparable(without)
-    # Upper case is the one other spelling the lane takes; the rest went to the route.
-    assert counts["answered"] == (1 if case == "upper case" else 0)
+    # The lane takes the id in every spelling the route takes; the rest went to the route.
+    assert counts["answered"] == (1 if case in ("no hyphens", "upper case") else 0)
 
 
 async def test_over_the_rate_limit_the_route_answers_429(
@@ -292,10 +292,10 @@ async def test_plain_list_pages_come_from_the_lane_as_the_route_sends_them(
         ("?cursor=not-a-cursor", 422, "passed"),
         ("?limit=0", 422, "skipped"),
         ("?limit=101", 422, "skipped"),
-        ("?limit=020", 200, "skipped"),
-        ("?limit=5%0A", 200, "skipped"),
+        ("?limit=020", 200, "answered"),
+        ("?limit=5%0A", 200, "answered"),
         ("?limit=abc", 422, "skipped"),
-        ("?limit=5&limit=6", 200, "skipped"),
+        ("?limit=5&limit=6", 200, "answered"),
         ("?cursor=" + "x" * 513, 422, "skipped"),
         ("?q=%E5%BC%A0", 200, "skipped"),
         ("?sort=name", 200, "skipped"),

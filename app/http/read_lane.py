@@ -5,10 +5,18 @@ The API's hottest reads cost more in FastAPI's request handling (dependency solv
 parsing, the Request object, the SQLAlchemy session around the connection) than in the reads
 themselves. The lane is an ASGI layer just inside the request-context and load-shedding middleware
 that answers the common cases itself: a credential this process verified within the API-key cache
-period (or a valid access token) with the scope to read customers, and either a canonical id of a
+period (or a valid access token) with the scope to read customers, and either the id of a
 customer the caller may see or a list page asked for with nothing but `limit` and `cursor`. It
 reads with the routes' own statements on a bare asyncpg pool and answers with the routes' own
 functions, so the 200 is the same bytes the route sends.
+
+It decides with the routes' own rules, not copies of them: the credential is read by the
+dependency's own function (app/http/credentials.py), the query by Starlette's parser, and the
+id, limit and cursor by the routes' own parameter types, so every spelling the route takes the
+lane takes too. It stays narrower where the route's rule lives in FastAPI's request handling:
+only the two parameters a plain page has (the route alone knows which other names are filters),
+and only the paths as the server gave them (an app mounted under a root path is the routes' to
+answer, which Starlette strips with a helper it does not export).
 
 Every other request goes on to the FastAPI routes, which answer it as they always have: no
 credential or one not cached, a malformed id or cursor, a filter, search or sort, a missing scope,
@@ -20,7 +28,6 @@ route would answer it, rather than waiting for the same database a second time i
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +37,7 @@ from typing import Protocol
 from urllib.parse import parse_qsl
 
 import asyncpg
+from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -44,18 +52,23 @@ from app.http import problems
 from app.http.credentials import caller_in_process
 from app.http.json_response import json_response
 from app.http.rate_limits import TooManyRequests
+from app.routers import v1
 from app.routers.deps import RATE_COUNTED
 from app.routers.responses import resource_response
-from app.routers.v1.customers import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT
+from app.routers.v1 import customers as customer_routes
 from app.services.customers import customers
 from app.services.customers.customer_output import present, present_page
 from app.services.customers.customer_search import CustomerQuery, keyset_page_on
 
-LIST_PATH = "/api/v1/customers"
+LIST_PATH = v1.router.prefix + customer_routes.router.prefix
 ITEM_PREFIX = LIST_PATH + "/"
-_PLAIN_LIMIT = re.compile(r"[1-9][0-9]{0,2}")
-# The form FastAPI's UUID parameter takes and answers alike; any other spelling goes to the route.
-_CANONICAL_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# The routes' own parameter types, validated as FastAPI validates them: the lane takes exactly the
+# ids, limits and cursors the routes take, in every spelling they take, and reads the same values.
+_CUSTOMER_ID: TypeAdapter[uuid.UUID] = TypeAdapter(customer_routes.CustomerId)
+_LIMIT: TypeAdapter[int] = TypeAdapter(customer_routes.Limit)
+_CURSOR: TypeAdapter[str | None] = TypeAdapter(customer_routes.Cursor)
+# A list query the lane runs names nothing else: filters, search and sorting are the route's.
+_PAGE_PARAMETERS = frozenset({"limit", "cursor"})
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 # The server's statement_timeout cut the read.
@@ -213,10 +226,17 @@ class CustomerReadLane:
         if path == LIST_PATH:
             query = _page_query(scope["query_string"])
             return None if query is None else (self.list_route, partial(_list_page, query))
-        raw_id = path[len(ITEM_PREFIX) :] if path.startswith(ITEM_PREFIX) else ""
-        if _CANONICAL_ID.fullmatch(raw_id):
-            return self.get_route, partial(_customer, uuid.UUID(raw_id))
-        return None
+        if not path.startswith(ITEM_PREFIX):
+            return None
+        # The route's `{customer_id}` is one path segment; a sub-resource is another route's.
+        raw_id = path[len(ITEM_PREFIX) :]
+        if "/" in raw_id:
+            return None
+        try:
+            customer_id = _CUSTOMER_ID.validate_python(raw_id)
+        except ValidationError:
+            return None
+        return self.get_route, partial(_customer, customer_id)
 
     async def _answer(self, scope: Scope, read: Read) -> Response | None:
         state = scope["app"].state
@@ -273,18 +293,20 @@ def _failed_read(scope: Scope, exc: BaseException) -> Response | None:
 
 
 def _page_query(query_string: bytes) -> CustomerQuery | None:
-    """A list query the lane can run: nothing but a plain `limit` and a `cursor`, each at most
-    once. Filters, search, sorting and every other spelling are the route's."""
-    limit, cursor = DEFAULT_LIMIT, None
-    seen: set[str] = set()
-    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
-        if name in seen:
-            return None
-        seen.add(name)
-        if name == "limit" and _PLAIN_LIMIT.fullmatch(value) and int(value) <= MAX_LIMIT:
-            limit = int(value)
-        elif name == "cursor" and len(value) <= MAX_CURSOR:
-            cursor = value
-        else:
-            return None
-    return CustomerQuery(limit=limit, cursor=cursor)
+    """A list query the lane can run: nothing but `limit` and `cursor`, read as the route reads
+    them, with the routes' own validators."""
+    if not query_string:
+        return CustomerQuery(limit=customer_routes.DEFAULT_LIMIT)
+    # What Starlette's QueryParams holds, without the cost of building one: the same parser, and
+    # of a repeated name the last value, the one FastAPI validates.
+    params = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+    if not params.keys() <= _PAGE_PARAMETERS:
+        return None
+    limit = params.get("limit")
+    try:
+        return CustomerQuery(
+            limit=customer_routes.DEFAULT_LIMIT if limit is None else _LIMIT.validate_python(limit),
+            cursor=_CURSOR.validate_python(params.get("cursor")),
+        )
+    except ValidationError:
+        return None
