@@ -2,8 +2,7 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -12,52 +11,13 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Scope
-from app.core.metrics import REGISTRY
 from app.core.pagination import encode_cursor
 from app.core.settings import get_settings
 from app.http.read_lane import ReadPool
 from tests.factories import Tenant, customer_body, make_api_key
+from tests.read_lane_helpers import both_ways, comparable, counting, lane_off
 
 CALLERS = ["admin", "manager", "sales", "sales2", "sales_west", "support", "readonly"]
-
-
-def lane_count(outcome: str) -> float:
-    return REGISTRY.get_sample_value("guanxi_read_lane_requests_total", {"outcome": outcome}) or 0.0
-
-
-@contextmanager
-def counting() -> Iterator[dict[str, float]]:
-    """What the lane answered and passed inside the block."""
-    before = {outcome: lane_count(outcome) for outcome in ("answered", "unavailable", "passed")}
-    counts: dict[str, float] = {}
-    yield counts
-    counts.update({outcome: lane_count(outcome) - value for outcome, value in before.items()})
-
-
-@contextmanager
-def lane_off(app: FastAPI) -> Iterator[None]:
-    saved = app.state.read_connections
-    app.state.read_connections = None
-    try:
-        yield
-    finally:
-        app.state.read_connections = saved
-
-
-def comparable(response: httpx.Response) -> tuple[int, dict[str, str], bytes]:
-    headers = {name: value for name, value in response.headers.items() if name != "x-request-id"}
-    return response.status_code, headers, response.content
-
-
-async def both_ways(
-    app: FastAPI, client: httpx.AsyncClient, path: str, headers: dict[str, str]
-) -> tuple[httpx.Response, httpx.Response, dict[str, float]]:
-    """The same request with the lane and without it, and what the lane did with the first."""
-    with counting() as counts:
-        with_lane = await client.get(path, headers=headers)
-    with lane_off(app):
-        without = await client.get(path, headers=headers)
-    return with_lane, without, counts
 
 
 @pytest.fixture
