@@ -129,7 +129,7 @@ async def test_api_key_authenticates_and_revocation_takes_effect(
     assert (await client.get("/api/v1/customers", headers={"X-API-Key": key})).status_code == 401
 
 
-@pytest.mark.parametrize("authorization", ["Bearer not.a.token", "Basic YTpi", "valid"])
+@pytest.mark.parametrize("authorization", ["Bearer not.a.token", "Basic YTpi", "", "valid"])
 async def test_a_key_with_an_authorization_header_beside_it_is_401(
     client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, authorization: str
 ) -> None:
@@ -142,6 +142,12 @@ async def test_a_key_with_an_authorization_header_beside_it_is_401(
     assert response.status_code == 401
     assert "not both" in response.json()["detail"]
     assert (await client.get("/api/v1/customers", headers={"X-API-Key": key})).status_code == 200
+
+
+async def test_an_empty_api_key_beside_a_bearer_token_is_401(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    response = await client.get("/api/v1/customers", headers={"X-API-Key": "", **tenant.headers()})
+    assert response.status_code == 401
+    assert "not both" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("header", ["X-API-Key", "Authorization"])

@@ -4,7 +4,7 @@ dependency (app/routers/deps.py) and the read lane (app/http/read_lane.py).
 A request carries one credential: an API key (`X-API-Key: gx_…`) or an access token
 (`Authorization: Bearer <JWT>`), each header at most once. Which of two would win is a guess the
 caller should not have to make, and an invalid one of the two must not pass unnoticed (RFC 6750:
-one method per request). An empty header is no header, as FastAPI's security schemes read them.
+one method per request), an empty one included.
 
 The headers are the ASGI scope's own list (names in lower case), so the lane reads them without
 building a Request."""
@@ -49,12 +49,12 @@ def caller_in_process(headers: Iterable[tuple[bytes, bytes]]) -> Caller | str:
             if authorization is not None:
                 raise Unauthorized(ONE_CREDENTIAL)
             authorization = value
-    if api_key:
-        if authorization:
+    if api_key is not None:
+        if authorization is not None:
             raise Unauthorized(ONE_CREDENTIAL)
         key = api_key.decode("latin-1")
         return api_keys.cached_caller(key) or key
-    if authorization:
+    if authorization is not None:
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         token = token.strip()
         if token and scheme.lower() == BEARER:
