@@ -98,6 +98,8 @@ async def test_no_credentials_is_401_with_www_authenticate(client: httpx.AsyncCl
         lambda t: jwt.encode(_claims(t), None, algorithm="none"),
         lambda t: jwt.encode({k: v for k, v in _claims(t).items() if k != "exp"}, get_settings().jwt_secret),
         lambda t: jwt.encode(_claims(t, role="superuser"), get_settings().jwt_secret, algorithm="HS256"),
+        lambda t: jwt.encode(_claims(t, team="not-a-uuid"), get_settings().jwt_secret, algorithm="HS256"),
+        lambda t: jwt.encode(_claims(t, ws=12345), get_settings().jwt_secret, algorithm="HS256"),
     ],
     ids=[
         "garbled",
@@ -109,6 +111,8 @@ async def test_no_credentials_is_401_with_www_authenticate(client: httpx.AsyncCl
         "alg-none",
         "no-exp",
         "bad-role",
+        "bad-team",
+        "numeric-workspace",
     ],
 )
 async def test_bad_tokens_are_401(client: httpx.AsyncClient, tenant: Tenant, make_token: object) -> None:

@@ -92,6 +92,8 @@ def verify(settings: Settings, token: str, *, expected_type: TokenType) -> dict[
         uuid.UUID(claims["sub"])
         uuid.UUID(claims["ws"])
         Role(claims["role"])
-    except (KeyError, ValueError, TypeError) as exc:
+        if claims.get("team"):
+            uuid.UUID(claims["team"])
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise Unauthorized("The token is not valid.") from exc
     return claims
