@@ -4,7 +4,7 @@ The shape is the table's columns, the address ones nested under `address` (the c
 AddressOut): `present` builds it in Python, `customer_json_sql` in SQL for the set-based writers,
 both from the same column list, so the API's events and an import's carry the same payload."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from app.core.access import Caller, Scope, system_caller
@@ -38,13 +38,25 @@ def columns_of(customer: Customer) -> dict[str, Any]:
     return {name: getattr(customer, name) for name in COLUMN_NAMES}
 
 
+def _shape_from_columns() -> Callable[[Mapping[Any, Any]], dict[str, Any]]:
+    """The API shape written out once from the column list, as one dict display: it runs for every
+    customer of every page, and a display is several times cheaper than building the dict field by
+    field, while the columns stay named in one place."""
+    before = "".join(f"{name!r}: row[{name!r}], " for name in _BEFORE_ADDRESS)
+    address = "".join(f"{name!r}: row[{name!r}], " for name in ADDRESS_FIELDS)
+    after = "".join(f"{name!r}: row[{name!r}], " for name in _AFTER_ADDRESS)
+    source = f"lambda row: {{{before}'address': {{{address}}}, {after}}}"
+    shape: Callable[[Mapping[Any, Any]], dict[str, Any]] = eval(source, {})
+    return shape
+
+
+_shape = _shape_from_columns()
+
+
 def present(record: Mapping[Any, Any] | Customer, ctx: Caller) -> dict[str, Any]:
     """The API shape of a customer: from a row of CUSTOMER_COLUMNS (any mapping) or a Customer."""
-    row = columns_of(record) if isinstance(record, Customer) else record
+    shown = _shape(columns_of(record) if isinstance(record, Customer) else record)
     masked = not ctx.can(Scope.CUSTOMERS_PII)
-    shown = {name: row[name] for name in _BEFORE_ADDRESS}
-    shown["address"] = {name: row[name] for name in ADDRESS_FIELDS}
-    shown.update((name, row[name]) for name in _AFTER_ADDRESS)
     if masked:
         shown["emails"] = [mask_email(e) for e in shown["emails"]]
         shown["phones"] = [mask_phone(p) for p in shown["phones"]]
