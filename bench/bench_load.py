@@ -398,9 +398,8 @@ async def prepare(db: BenchDatabase, rows: int) -> tuple[uuid.UUID, list[str], s
         workspace = await ensure_workspace(conn, WorkspacePlan(SLUG, "Bench (load)", rows, phone_salt=83_000_000))
         print(f"  workspace {SLUG}: {rows:,} customers {'reused' if workspace.reused else 'seeded'}")
         # Hint bits, visibility map and statistics now, for seeded rows and for the rows earlier runs
-        # created, rather than inside the measured minutes. (The first run after seeding on a new
-        # machine, without this: p95 2.5 s, the service at 0.8 of a core and the rest of the machine
-        # busy in PostgreSQL.)
+        # created, rather than inside the measured minutes, where PostgreSQL would otherwise spend
+        # the machine on them and the service's latency would measure that.
         await vacuum_analyze(conn)
         ids = [
             str(r[0])

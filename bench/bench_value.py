@@ -448,8 +448,8 @@ async def run_incremental(
     # Different customers for each side: a second update of the same customer finds warm pages.
     service_ids, floor_ids = ids[:count], ids[count : 2 * count] if len(ids) >= 2 * count else ids[:count]
     # As before the timed recomputes: what earlier steps wrote is vacuumed and flushed first, so
-    # neither autovacuum nor a checkpoint's writes run inside the samples (runs right after a full
-    # pass, without this, gave p95 up to 8.7 ms, the floor 6.5 ms).
+    # neither autovacuum nor a checkpoint's writes run inside the samples (right after a full pass
+    # they would land in them and be counted as the update's).
     await vacuum_analyze(conn, INCREMENTAL_TABLES)
     await conn.execute("CHECKPOINT")
     blocks = await prewarm(conn, INCREMENTAL_TABLES)
