@@ -53,7 +53,7 @@ from app.http.credentials import caller_in_process
 from app.http.json_response import json_response
 from app.http.rate_limits import TooManyRequests
 from app.routers import v1
-from app.routers.deps import RATE_COUNTED
+from app.routers.deps import DEFAULT_LIMIT, RATE_COUNTED, Cursor, Limit
 from app.routers.responses import resource_response
 from app.routers.v1 import customers as customer_routes
 from app.services.customers import customers
@@ -65,8 +65,8 @@ ITEM_PREFIX = LIST_PATH + "/"
 # The routes' own parameter types, validated as FastAPI validates them: the lane takes exactly the
 # ids, limits and cursors the routes take, in every spelling they take, and reads the same values.
 _CUSTOMER_ID: TypeAdapter[uuid.UUID] = TypeAdapter(customer_routes.CustomerId)
-_LIMIT: TypeAdapter[int] = TypeAdapter(customer_routes.Limit)
-_CURSOR: TypeAdapter[str | None] = TypeAdapter(customer_routes.Cursor)
+_LIMIT: TypeAdapter[int] = TypeAdapter(Limit)
+_CURSOR: TypeAdapter[str | None] = TypeAdapter(Cursor)
 # A list query the lane runs names nothing else: filters, search and sorting are the route's.
 _PAGE_PARAMETERS = frozenset({"limit", "cursor"})
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
@@ -296,7 +296,7 @@ def _page_query(query_string: bytes) -> CustomerQuery | None:
     """A list query the lane can run: nothing but `limit` and `cursor`, read as the route reads
     them, with the routes' own validators."""
     if not query_string:
-        return CustomerQuery(limit=customer_routes.DEFAULT_LIMIT)
+        return CustomerQuery(limit=DEFAULT_LIMIT)
     # What Starlette's QueryParams holds, without the cost of building one: the same parser, and
     # of a repeated name the last value, the one FastAPI validates.
     params = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
@@ -305,7 +305,7 @@ def _page_query(query_string: bytes) -> CustomerQuery | None:
     limit = params.get("limit")
     try:
         return CustomerQuery(
-            limit=customer_routes.DEFAULT_LIMIT if limit is None else _LIMIT.validate_python(limit),
+            limit=DEFAULT_LIMIT if limit is None else _LIMIT.validate_python(limit),
             cursor=_CURSOR.validate_python(params.get("cursor")),
         )
     except ValidationError:

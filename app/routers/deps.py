@@ -4,13 +4,14 @@ import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request, Security
+from fastapi import Depends, Header, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer, SecurityScopes
 from starlette.requests import HTTPConnection
 
 from app.core.access import Caller, Scope
 from app.core.db import DbSession
 from app.core.errors import Forbidden, PreconditionRequired
+from app.core.pagination import MAX_CURSOR_LENGTH
 from app.core.versions import ANY_VERSION
 from app.http.credentials import caller_from_headers
 
@@ -33,6 +34,10 @@ Session = Annotated[DbSession, Depends(unit_of_work, scope="function")]
 Reader = Annotated[DbSession, Depends(reader, scope="function")]
 # The same autocommit session, for a write that is one statement and so its own transaction.
 Autocommit = Reader
+
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1-100.")]
+Cursor = Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page.")]
 
 # Set in the request's state by whatever already counted the request against the caller's rate.
 RATE_COUNTED = "rate_limit_counted"

@@ -10,16 +10,18 @@ from starlette.responses import Response
 
 from app.core.errors import ValidationFailed
 from app.core.idempotency import Claim, StoredResponse
-from app.core.pagination import MAX_CURSOR_LENGTH
 from app.http.json_response import json_response
 from app.routers.deps import (
+    DEFAULT_LIMIT,
     AuditRead,
     Autocommit,
+    Cursor,
     CustomersDelete,
     CustomersRead,
     CustomersWrite,
     IdempotencyKey,
     IfMatch,
+    Limit,
     Reader,
     Session,
 )
@@ -44,9 +46,6 @@ from app.services.events import audit
 router = APIRouter(prefix="/customers", tags=["customers"])
 
 CustomerId = Annotated[uuid.UUID, "customer id"]
-DEFAULT_LIMIT, MAX_LIMIT = 20, 100
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1-100.")]
-Cursor = Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page.")]
 CUSTOM_FILTER_PREFIX = "custom."
 
 
