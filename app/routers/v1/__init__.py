@@ -28,4 +28,5 @@ for module in (
     api_keys, events, webhooks, imports, exports,
 ):  # fmt: skip
     router.include_router(module.router)
+router.include_router(events.changes)
 router.include_router(tickets.public)

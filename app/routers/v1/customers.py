@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from app.core.errors import ValidationFailed
 from app.core.idempotency import Claim, StoredResponse
+from app.core.masking import mask_for
 from app.http.json_response import json_response
 from app.routers.deps import (
     DEFAULT_LIMIT,
@@ -237,7 +238,7 @@ async def customer_audit(
             "id": e.id,
             "action": e.action,
             "actor": {"type": e.actor_type, "id": str(e.actor_id) if e.actor_id else None},
-            "changes": e.changes,
+            "changes": mask_for(ctx, e.changes),
             "occurred_at": e.occurred_at,
         }
         for e in entries

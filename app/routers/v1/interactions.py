@@ -40,7 +40,7 @@ Cursor = Annotated[str | None, Query(max_length=512)]
 async def log_interaction(data: InteractionIn, ctx: CustomersWrite, session: Session) -> Response:
     """With `external_id`, the same contact pushed again answers 200 with the stored one."""
     interaction, created = await interactions.log(session, ctx, data)
-    return resource_response(interactions.present(interaction), status_code=201 if created else 200)
+    return resource_response(interactions.present(interaction, ctx), status_code=201 if created else 200)
 
 
 @router.post(
@@ -82,14 +82,14 @@ async def list_interactions(
         limit=limit,
         cursor=cursor,
     )
-    return json_response({"items": [interactions.present(r) for r in rows], "next_cursor": next_cursor})
+    return json_response({"items": [interactions.present(r, ctx) for r in rows], "next_cursor": next_cursor})
 
 
 @router.get(
     "/interactions/{interaction_id}", response_model=InteractionOut, responses=errors(404), summary="Get a contact"
 )
 async def get_interaction(interaction_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
-    return resource_response(interactions.present(await interactions.get(session, ctx, interaction_id)))
+    return resource_response(interactions.present(await interactions.get(session, ctx, interaction_id), ctx))
 
 
 @router.patch(
@@ -99,7 +99,7 @@ async def update_interaction(
     interaction_id: uuid.UUID, patch: InteractionPatch, ctx: CustomersWrite, session: Session, version: IfMatch
 ) -> Response:
     interaction = await interactions.update(session, ctx, interaction_id, patch, expected_version=version)
-    return resource_response(interactions.present(interaction))
+    return resource_response(interactions.present(interaction, ctx))
 
 
 @router.delete("/interactions/{interaction_id}", status_code=204, responses=errors(404, 412, 428), summary="Delete")

@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.types import NullType
 
 from app.core import clock, scoped
-from app.core.access import Caller, Scope
+from app.core.access import Caller
 from app.core.errors import Conflict, Gone
 from app.core.ids import new_id
+from app.core.masking import is_masked, mask_personal
 from app.core.settings import get_settings
 from app.core.wire import utc_text
 from app.models import Customer, ExportJob
@@ -25,7 +26,6 @@ from app.services.bulk import imports
 from app.services.bulk.csv_export import join_list, safe_cell
 from app.services.bulk.scratch import scratch_dir
 from app.services.customers import custom_fields
-from app.services.customers.customer_output import mask_email, mask_phone
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events import outbox
 from app.services.files import stored_files
@@ -198,7 +198,7 @@ async def process(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID,
         else:
             stmt = stmt.where(*visible_customer_clauses(ctx))
         page = stmt.where(Customer.id > bindparam("after")).order_by(Customer.id).limit(BATCH)
-        masked = not ctx.can(Scope.CUSTOMERS_PII)
+        masked = is_masked(ctx)
         keys = sorted(await custom_fields.definitions(session, ctx))
         path = scratch_dir() / f"export-{job.workspace_id}-{job.id}.{job.file_format}"
         header = [*FIELDS, *(f"custom.{key}" for key in keys), "created_at"]
@@ -231,13 +231,11 @@ async def process(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID,
 
 
 def _row(record: Row[*tuple[Any, ...]], keys: list[str], masked: bool) -> list[str]:
-    """A customer's cells in the import's form (lists joined as it splits them), masked as
-    customer_output.present masks them for a caller without PII."""
+    """A customer's cells in the import's form (lists joined as it splits them), masked by the
+    rule every answer to a caller without PII follows."""
     row = dict(record._mapping)
     if masked:
-        row["emails"] = [mask_email(e) for e in row["emails"]]
-        row["phones"] = [mask_phone(p) for p in row["phones"]]
-        row["street"] = "***" if row["street"] else None
+        row = mask_personal(row)
     values = [row[column] for column in imports.FIELD_COLUMNS.values()]
     values += [row["custom_fields"].get(key) for key in keys]
     values.append(row["created_at"])

@@ -7,8 +7,9 @@ both from the same column list, so the API's events and an import's carry the sa
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from app.core.access import Caller, Scope, system_caller
+from app.core.access import Caller, system_caller
 from app.core.jsonable import jsonable_sql, to_jsonable
+from app.core.masking import is_masked, mask_personal
 from app.models import Customer
 from app.schemas.customer import AddressOut
 
@@ -23,15 +24,6 @@ COLUMN_NAMES = tuple(column.key for column in CUSTOMER_COLUMNS)
 # The fields shown before and after the nested address, in the table's order.
 _BEFORE_ADDRESS = COLUMN_NAMES[: COLUMN_NAMES.index(ADDRESS_FIELDS[0])]
 _AFTER_ADDRESS = tuple(name for name in COLUMN_NAMES[len(_BEFORE_ADDRESS) :] if name not in ADDRESS_FIELDS)
-
-
-def mask_email(email: str) -> str:
-    local, _, domain = email.partition("@")
-    return f"{local[:1]}***@{domain}"
-
-
-def mask_phone(phone: str) -> str:
-    return phone[:4] + "*" * max(len(phone) - 8, 3) + phone[-4:] if len(phone) > 8 else "***"
 
 
 def columns_of(customer: Customer) -> dict[str, Any]:
@@ -56,12 +48,9 @@ _shape = _shape_from_columns()
 def present(record: Mapping[Any, Any] | Customer, ctx: Caller) -> dict[str, Any]:
     """The API shape of a customer: from a row of CUSTOMER_COLUMNS (any mapping) or a Customer."""
     shown = _shape(columns_of(record) if isinstance(record, Customer) else record)
-    masked = not ctx.can(Scope.CUSTOMERS_PII)
+    masked = is_masked(ctx)
     if masked:
-        shown["emails"] = [mask_email(e) for e in shown["emails"]]
-        shown["phones"] = [mask_phone(p) for p in shown["phones"]]
-        if shown["address"]["street"]:
-            shown["address"]["street"] = "***"
+        shown = mask_personal(shown)
     shown["pii_masked"] = masked
     return shown
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
+from app.core.masking import mask_for
 from app.core.pagination import decode_cursor, next_page
 from app.core.wire import money_text, utc_text_sql
 from app.services.customers.visibility import require_visible
@@ -92,7 +93,8 @@ async def _check_visible(session: AsyncSession, ctx: Caller, customer_id: uuid.U
 async def timeline(
     session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, *, types: list[str], limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Newest first, one query: each source's newest `limit` rows past the cursor, merged in SQL."""
+    """Newest first, one query: each source's newest `limit` rows past the cursor, merged in SQL;
+    masked as the caller is (a field change's before and after carry emails, phones, street)."""
     await _check_visible(session, ctx, customer_id)
     wanted = types or list(TYPES)
     params: dict[str, Any] = {"ws": ctx.workspace_id, "customer_id": customer_id, "limit": limit + 1}
@@ -116,7 +118,8 @@ async def timeline(
     )
     rows = (await session.execute(text(sql), params)).all()
     items = [
-        {"occurred_at": at, "id": id_, "type": type_, "data": _with_money(type_, data)} for at, id_, type_, data in rows
+        {"occurred_at": at, "id": id_, "type": type_, "data": mask_for(ctx, _with_money(type_, data))}
+        for at, id_, type_, data in rows
     ]
     return next_page(items, limit, list_name, lambda item: (item["occurred_at"], item["id"]))
 

@@ -14,6 +14,7 @@ from app.core.batches import Done, apply_each
 from app.core.errors import ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
+from app.core.masking import mask_for
 from app.core.pagination import SortKey, keyset_page
 from app.core.versions import check_version
 from app.models import Interaction, User, Workspace
@@ -177,7 +178,8 @@ async def outcomes(session: AsyncSession, ctx: Caller) -> list[str]:
     )
 
 
-def present(interaction: Interaction) -> dict[str, Any]:
+def present(interaction: Interaction, ctx: Caller) -> dict[str, Any]:
+    """The API shape, its participants' contacts masked for a caller without the PII scope."""
     return {
         "id": interaction.id,
         "customer_id": interaction.customer_id,
@@ -186,7 +188,7 @@ def present(interaction: Interaction) -> dict[str, Any]:
         "direction": interaction.direction,
         "occurred_at": interaction.occurred_at,
         "duration_seconds": interaction.duration_seconds,
-        "participants": interaction.participants,
+        "participants": mask_for(ctx, interaction.participants),
         "subject": interaction.subject,
         "content": interaction.content,
         "outcome": interaction.outcome,

@@ -1,13 +1,17 @@
-"""The event stream as partners poll it: committed events in commit order, with a cursor."""
+"""The event stream as partners poll it, and the change feed apps sync from: committed events in
+commit order, with a cursor."""
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Text, func, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Text, case, exists, func, or_, select
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller
+from app.core.masking import mask_for
 from app.core.pagination import SortKey, keyset_page
-from app.models import OutboxEvent
+from app.models import Customer, OutboxEvent
+from app.services.customers.visibility import visible_customer_clauses
 from app.services.events.webhook_delivery import envelope
 
 
@@ -21,10 +25,51 @@ async def list_events(
     session: AsyncSession, ctx: Caller, *, limit: int, cursor: str | None, types: list[str]
 ) -> tuple[list[dict[str, Any]], str | None]:
     stmt = select(OutboxEvent).where(OutboxEvent.workspace_id == ctx.workspace_id, OutboxEvent.txid < _horizon())
+    return await _page(session, ctx, stmt, "events", limit=limit, cursor=cursor, types=types)
+
+
+def _customer_of() -> ColumnElement[Any]:
+    """The customer an event is about: a customer event's own id (a merge's survivor), any other
+    event's `customer_id`; null for events about no customer (webhooks, definitions)."""
+    data = OutboxEvent.data
+    subject = case(
+        (OutboxEvent.type == "customer.merged", data["survivor_id"].astext),
+        (OutboxEvent.type.startswith("customer."), data["id"].astext),
+        else_=data["customer_id"].astext,
+    )
+    return subject.cast(UUID(as_uuid=True))
+
+
+async def list_changes(
+    session: AsyncSession, ctx: Caller, *, limit: int, cursor: str | None, types: list[str]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The events about customers the caller may see now (soft-deleted ones too, so an app learns of
+    the deletion), masked as the caller is masked: the event stream for callers without
+    `events:read`. Visibility is decided at read time, so a customer handed to another owner leaves
+    the feed of its former owner."""
+    visible = exists(
+        select(Customer.id).where(Customer.id == _customer_of(), *visible_customer_clauses(ctx, include_deleted=True))
+    )
+    stmt = select(OutboxEvent).where(
+        OutboxEvent.workspace_id == ctx.workspace_id, OutboxEvent.txid < _horizon(), visible
+    )
+    return await _page(session, ctx, stmt, "changes", limit=limit, cursor=cursor, types=types)
+
+
+async def _page(
+    session: AsyncSession,
+    ctx: Caller,
+    stmt: Any,
+    list_name: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    types: list[str],
+) -> tuple[list[dict[str, Any]], str | None]:
     if types and "*" not in types:
         exact = [t for t in types if not t.endswith(".*")]
         families = [t[:-1] for t in types if t.endswith(".*")]
         stmt = stmt.where(or_(OutboxEvent.type.in_(exact), *(OutboxEvent.type.startswith(f) for f in families)))
     keys = [SortKey(OutboxEvent.txid), SortKey(OutboxEvent.id)]
-    rows, next_cursor = await keyset_page(session, stmt, keys, list_name="events", limit=limit, cursor=cursor)
-    return [envelope(row) for row in rows], next_cursor
+    rows, next_cursor = await keyset_page(session, stmt, keys, list_name=list_name, limit=limit, cursor=cursor)
+    return [mask_for(ctx, envelope(row)) for row in rows], next_cursor
