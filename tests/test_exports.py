@@ -91,3 +91,44 @@ async def test_a_running_export_whose_worker_is_gone_is_queued_again(
     await exports.process(app.state.sessions, job_id, live_tenant.id)
     done = (await live_client.get(f"/api/v1/exports/{job_id}", headers=live_tenant.headers())).json()
     assert done["status"] == "done"
+
+
+async def test_an_export_belongs_to_its_creator_and_admins(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    """Another user of the workspace gets 404 for an export, its status and its file: it holds what
+    its creator may see, unmasked for an admin's."""
+    by_admin = (await client.post("/api/v1/exports", json={}, headers=tenant.headers())).json()
+    by_sales = (await client.post("/api/v1/exports", json={}, headers=tenant.headers("sales"))).json()
+    for who in ("sales2", "manager", "readonly", "support"):
+        for url in (f"/api/v1/exports/{by_admin['id']}", f"/api/v1/exports/{by_admin['id']}/download"):
+            assert (await client.get(url, headers=tenant.headers(who))).status_code == 404, (who, url)
+    assert (await client.get(f"/api/v1/exports/{by_sales['id']}", headers=tenant.headers("sales2"))).status_code == 404
+    # Its creator and the admins read it; the file is not written yet.
+    for who in ("sales", "admin"):
+        assert (await client.get(f"/api/v1/exports/{by_sales['id']}", headers=tenant.headers(who))).status_code == 200
+        download = await client.get(f"/api/v1/exports/{by_sales['id']}/download", headers=tenant.headers(who))
+        assert download.status_code == 409
+    own = (await client.get("/api/v1/exports", headers=tenant.headers("sales"))).json()
+    assert [job["id"] for job in own["items"]] == [by_sales["id"]] and own["next_cursor"] is None
+    assert (await client.get("/api/v1/exports", headers=tenant.headers("sales2"))).json()["items"] == []
+    everyone = (await client.get("/api/v1/exports", headers=tenant.headers())).json()
+    assert [job["id"] for job in everyone["items"]] == [by_sales["id"], by_admin["id"]]
+
+
+async def test_the_export_list_pages_and_never_shows_another_workspace(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    made = [(await client.post("/api/v1/exports", json={}, headers=tenant.headers())).json()["id"] for _ in range(3)]
+    await client.post("/api/v1/exports", json={}, headers=other_tenant.headers())
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/api/v1/exports", params=params, headers=tenant.headers())).json()
+        seen += [job["id"] for job in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == made[::-1]
+    for query in ("limit=0", "limit=101", "cursor=garbage", "cursor=WzEsIm5vdC1hLXV1aWQiXQ"):
+        refused = await client.get(f"/api/v1/exports?{query}", headers=tenant.headers())
+        assert refused.status_code == 422, query

@@ -298,3 +298,21 @@ async def test_a_cancel_while_batches_are_written_keeps_the_counts_true(
     stored = (await live_client.get(f"/api/v1/imports/{job.id}", headers=live_tenant.headers())).json()
     assert stored["status"] == "cancelled"
     assert stored["progress"]["created"] == job.created == customers
+
+
+async def test_an_import_and_its_rejected_rows_belong_to_its_uploader_and_admins(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """The error report can echo the file's personal data: another user of the workspace gets 404."""
+    data = {"mapping": json.dumps(MAPPING)}
+    upload = {"file": ("a.csv", _csv(ROWS, "utf-8"))}
+    queued = await client.post("/api/v1/imports", files=upload, data=data, headers=tenant.headers("sales"))
+    assert queued.status_code == 202, queued.text
+    url = f"/api/v1/imports/{queued.json()['id']}"
+    for who in ("sales2", "manager", "support", "readonly"):
+        for path in (url, f"{url}/errors"):
+            assert (await client.get(path, headers=tenant.headers(who))).status_code == 404, (who, path)
+    assert (await client.post(f"{url}/cancel", headers=tenant.headers("sales2"))).status_code == 404
+    for who in ("sales", "admin"):
+        assert (await client.get(url, headers=tenant.headers(who))).status_code == 200
+        assert (await client.get(f"{url}/errors", headers=tenant.headers(who))).status_code == 200

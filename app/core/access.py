@@ -94,6 +94,12 @@ class Caller:
         return scope in self.scopes
 
     @property
+    def sees_all_jobs(self) -> bool:
+        """An admin (or a key holding every scope): reads every caller's exports and imports, which
+        otherwise belong to whoever created them."""
+        return self.scopes >= ALL_SCOPES
+
+    @property
     def actor(self) -> dict[str, str | None]:
         return {"type": self.actor_type, "id": str(self.actor_id) if self.actor_id else None}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
-from sqlalchemy import ARRAY, Row, bindparam, select, text, type_coerce
+from sqlalchemy import ARRAY, ColumnElement, Row, bindparam, select, text, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.types import NullType
 
@@ -19,6 +19,7 @@ from app.core.access import Caller
 from app.core.errors import Conflict, Gone
 from app.core.ids import new_id
 from app.core.masking import is_masked, mask_personal
+from app.core.pagination import SortKey, keyset_page
 from app.core.settings import get_settings
 from app.core.wire import utc_text
 from app.models import Customer, ExportJob
@@ -85,8 +86,29 @@ async def create(session: AsyncSession, ctx: Caller, *, file_format: str, filter
     return job
 
 
+def _own(ctx: Caller) -> list[ColumnElement[bool]]:
+    """An export belongs to its creator (the actor recorded with it) and to admins: it holds what its
+    creator may see, so nobody else reads it, and another caller's export is the same 404 as none."""
+    if ctx.sees_all_jobs:
+        return []
+    return [
+        ExportJob.caller["actor_type"].astext == ctx.actor_type,
+        ExportJob.caller["actor_id"].astext == (str(ctx.actor_id) if ctx.actor_id else None),
+    ]
+
+
 async def get(session: AsyncSession, ctx: Caller, job_id: uuid.UUID) -> ExportJob:
-    return await scoped.get(session, ctx, ExportJob, job_id, missing="No export with that id.")
+    statement = scoped.in_workspace(ExportJob, ctx).where(ExportJob.id == job_id, *_own(ctx))
+    return await scoped.one(session, statement, missing="No export with that id.")
+
+
+async def list_exports(
+    session: AsyncSession, ctx: Caller, *, limit: int, cursor: str | None
+) -> tuple[list[ExportJob], str | None]:
+    """The caller's own exports (an admin's: everyone's), newest first."""
+    statement = scoped.in_workspace(ExportJob, ctx).where(*_own(ctx))
+    keys = [SortKey(ExportJob.id, descending=True)]
+    return await keyset_page(session, statement, keys, list_name="exports", limit=limit, cursor=cursor)
 
 
 MEDIA_TYPES = {"csv": "text/csv", "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}

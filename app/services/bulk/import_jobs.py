@@ -111,7 +111,14 @@ def _inspect(upload: Path, file_format: str) -> str | None:
 
 
 async def get(session: AsyncSession, ctx: Caller, job_id: uuid.UUID) -> ImportJob:
-    return await scoped.get(session, ctx, ImportJob, job_id, missing="No import with that id.")
+    """An import is its uploader's (a user; the workspace's keys for one an API key queued) and the
+    admins': its rejected rows can echo the file's personal data. Anyone else gets the same 404."""
+    statement = scoped.in_workspace(ImportJob, ctx).where(ImportJob.id == job_id)
+    if not ctx.sees_all_jobs:
+        statement = statement.where(
+            ImportJob.created_by == ctx.user_id if ctx.user_id else ImportJob.created_by.is_(None)
+        )
+    return await scoped.one(session, statement, missing="No import with that id.")
 
 
 async def cancel(session: AsyncSession, ctx: Caller, job_id: uuid.UUID) -> ImportJob:
