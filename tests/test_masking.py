@@ -126,7 +126,7 @@ async def test_a_masked_caller_never_reads_raw_personal_data_on_any_get_route(
                 assert not leaked, f"{who} GET {url} ({accept}) shows {leaked}"
                 if response.status_code == 200:
                     answered.add((who, path))
-        found = await live_client.get("/api/v1/customers", params={"q": "zhang"}, headers=headers)
+        found = await live_client.get("/api/v1/customers", params={"q": "张伟"}, headers=headers)
         assert found.status_code == 200 and found.json()["items"] and not _leaks(found.text)
         search = {"filter": {"field": "city", "op": "eq", "value": "深圳市"}}
         for route in ("/api/v1/customers/search", "/api/v1/segments/preview"):
@@ -182,3 +182,17 @@ def test_masking_finds_personal_fields_wherever_they_sit(value: object, masked: 
 
 def test_a_free_form_contact_keeps_its_name_and_masks_its_numbers() -> None:
     assert mask_contact("王经理 138 0013 8000 / li@example.com") == "王经理 1380***8000 / l***@example.com"
+
+
+async def test_a_masked_caller_cannot_search_out_a_masked_value(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    """Search matches emails and phones only for callers who see them: otherwise `q` would spell
+    out a masked phone a digit at a time."""
+    body = customer_body(name="王秀英", emails=[AFTER["email"]], phones=[AFTER["phone"]])
+    assert (await client.post("/api/v1/customers", json=body, headers=tenant.headers())).status_code == 201
+    for q in (AFTER["phone"][2:9], "zhang.wei.after", "zhang.wei.afte"):
+        unmasked = await client.get("/api/v1/customers", params={"q": q}, headers=tenant.headers())
+        assert [c["name"] for c in unmasked.json()["items"]] == ["王秀英"], q
+        masked = await client.get("/api/v1/customers", params={"q": q}, headers=tenant.headers("readonly"))
+        assert masked.status_code == 200 and masked.json()["items"] == [], q
+    by_name = await client.get("/api/v1/customers", params={"q": "王秀英"}, headers=tenant.headers("readonly"))
+    assert [c["name"] for c in by_name.json()["items"]] == ["王秀英"]

@@ -1,4 +1,5 @@
-"""Customer lists: filters, keyset pagination, and search by name, code, phone or email."""
+"""Customer lists: filters, keyset pagination, and search by name, code, phone or email (name, code
+and company only for a caller who sees emails and phones masked)."""
 
 import uuid
 from collections.abc import Mapping
@@ -8,12 +9,13 @@ from typing import Any, Literal
 
 import asyncpg
 import orjson
-from sqlalchemy import ARRAY, ColumnElement, DateTime, Select, Text, bindparam, func, select, tuple_
+from sqlalchemy import ARRAY, ColumnElement, DateTime, Select, Text, bindparam, cast, func, null, select, tuple_
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller, Visibility
 from app.core.errors import ValidationFailed
+from app.core.masking import is_masked
 from app.core.pagination import decode_cursor, encode_cursor, next_page
 from app.core.prepared import PreparedStatement
 from app.models import Customer, CustomerValue
@@ -70,8 +72,20 @@ async def list_customers(
             *_deleted_filter(query),
             *await _filters(session, ctx, query),
         )
-        return await _search_page(session, stmt, query)
+        return await _search_page(session, stmt, query, _searched_text(ctx))
     return await _keyset_page(session, ctx, query)
+
+
+def _searched_text(ctx: Caller) -> ColumnElement[str]:
+    """What `q` matches: the stored search text, or for a caller who sees emails and phones masked,
+    the same definition without them, so a search cannot spell out a masked value a digit at a time.
+    (That one has no index: such callers search by a scan of the customers they may see.)"""
+    if not is_masked(ctx):
+        return Customer.search_text.expression
+    nothing = cast(null(), ARRAY(Text))
+    return func.guanxi_customer_search_text(
+        Customer.name, Customer.code, nothing, nothing, Customer.company, type_=Text
+    )
 
 
 def _deleted_filter(query: CustomerQuery) -> list[ColumnElement[bool]]:
@@ -220,7 +234,7 @@ def _keyset_result(rows: list[Mapping[str, Any]], query: CustomerQuery) -> tuple
 
 
 async def _search_page(
-    session: AsyncSession, stmt: Select[Any], query: CustomerQuery
+    session: AsyncSession, stmt: Select[Any], query: CustomerQuery, searched: ColumnElement[str]
 ) -> tuple[list[Mapping[str, Any]], str | None]:
     """Substring matches (in id order), or when there are none, fuzzy matches (by word similarity);
     one or two characters match name prefixes in name order. The cursor names the phase and offset."""
@@ -237,7 +251,7 @@ async def _search_page(
         )
         return prefixed[:limit], encode_cursor(_SEARCH, ["prefix", offset + limit]) if len(prefixed) > limit else None
     if phase == "substring":
-        contains = Customer.search_text.like(f"%{pattern}%")
+        contains = searched.like(f"%{pattern}%")
         rows = await _rows(session, stmt.where(contains).order_by(Customer.id).offset(offset).limit(limit + 1))
         if len(rows) > limit:
             return rows[:limit], encode_cursor(_SEARCH, ["substring", offset + limit])
@@ -248,8 +262,8 @@ async def _search_page(
     # matches it adds only noise.
     fuzzy = await _rows(
         session,
-        stmt.where(Customer.search_text.op("%>")(text))
-        .order_by(func.word_similarity(text, Customer.search_text).desc(), Customer.id)
+        stmt.where(searched.op("%>")(text))
+        .order_by(func.word_similarity(text, searched).desc(), Customer.id)
         .offset(offset)
         .limit(limit + 1),
     )
