@@ -158,8 +158,8 @@ async def list_(
     ctx: CustomersRead, session: Reader, query: Annotated[CustomerQuery, Depends(customer_query)]
 ) -> Response:
     """Cursor-paginated. With `q`, results are in relevance order: substring matches of name, code,
-    phone digits or email first, then fuzzy (trigram) matches. `custom.<key>=<value>` filters a
-    custom field."""
+    phone digits or email (emails and phones only with `customers:pii`) first, then fuzzy (trigram)
+    matches. `custom.<key>=<value>` filters a custom field."""
     rows, next_cursor = await list_customers(session, ctx, query)
     return json_response(present_page(rows, next_cursor, ctx))
 
