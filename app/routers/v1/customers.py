@@ -10,7 +10,6 @@ from starlette.responses import Response
 
 from app.core.errors import ValidationFailed
 from app.core.idempotency import Claim, StoredResponse
-from app.core.masking import mask_for
 from app.http.json_response import json_response
 from app.routers.deps import (
     DEFAULT_LIMIT,
@@ -233,17 +232,7 @@ async def customer_audit(
     entries, next_cursor = await audit.list_for(
         session, ctx, entity_type="customer", entity_id=customer_id, limit=limit, cursor=cursor
     )
-    items = [
-        {
-            "id": e.id,
-            "action": e.action,
-            "actor": {"type": e.actor_type, "id": str(e.actor_id) if e.actor_id else None},
-            "changes": mask_for(ctx, e.changes),
-            "occurred_at": e.occurred_at,
-        }
-        for e in entries
-    ]
-    return json_response({"items": items, "next_cursor": next_cursor})
+    return json_response({"items": [audit.present(e, ctx) for e in entries], "next_cursor": next_cursor})
 
 
 @router.post("/{customer_id}/merge", responses=errors(404, 409), summary="Merge customers into this one")

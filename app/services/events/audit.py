@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.access import Caller
+from app.core.masking import mask_for
 from app.core.pagination import SortKey, keyset_page
 from app.models import AuditEntry
 
@@ -94,3 +95,14 @@ async def list_for(
     keys = [SortKey(AuditEntry.id, descending=True)]
     list_name = f"audit:{entity_type}:{entity_id}"
     return await keyset_page(session, stmt, keys, list_name=list_name, limit=limit, cursor=cursor)
+
+
+def present(entry: AuditEntry, ctx: Caller) -> dict[str, Any]:
+    """An entry as the API shows it: its before and after values masked as the caller is masked."""
+    return {
+        "id": entry.id,
+        "action": entry.action,
+        "actor": {"type": entry.actor_type, "id": str(entry.actor_id) if entry.actor_id else None},
+        "changes": mask_for(ctx, entry.changes),
+        "occurred_at": entry.occurred_at,
+    }
