@@ -34,8 +34,12 @@ async def definitions(session: AsyncSession, ctx: Caller) -> Definitions:
     return {d.key: d for d in await list_all(session, ctx)}
 
 
-async def get(session: AsyncSession, ctx: Caller, field_id: uuid.UUID) -> CustomFieldDefinition:
-    return await scoped.get(session, ctx, CustomFieldDefinition, field_id, missing="No custom field with that id.")
+async def get(
+    session: AsyncSession, ctx: Caller, field_id: uuid.UUID, *, lock: bool = False
+) -> CustomFieldDefinition:
+    return await scoped.get(
+        session, ctx, CustomFieldDefinition, field_id, missing="No custom field with that id.", lock=lock
+    )
 
 
 async def create(session: AsyncSession, ctx: Caller, data: CustomFieldCreate) -> CustomFieldDefinition:
@@ -77,7 +81,7 @@ async def create(session: AsyncSession, ctx: Caller, data: CustomFieldCreate) ->
 async def update(
     session: AsyncSession, ctx: Caller, field_id: uuid.UUID, patch: CustomFieldPatch, *, expected_version: int
 ) -> CustomFieldDefinition:
-    definition = await get(session, ctx, field_id)
+    definition = await get(session, ctx, field_id, lock=True)
     check_version(definition.version, expected_version, what="custom field")
     changes: dict[str, dict[str, Any]] = {}
     if patch.rules is not None:
@@ -99,7 +103,7 @@ async def update(
 
 async def delete(session: AsyncSession, ctx: Caller, field_id: uuid.UUID, *, expected_version: int) -> None:
     """Removes the definition and its values from every customer, set-based."""
-    definition = await get(session, ctx, field_id)
+    definition = await get(session, ctx, field_id, lock=True)
     check_version(definition.version, expected_version, what="custom field")
     await session.execute(
         sql_update(Customer)

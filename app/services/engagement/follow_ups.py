@@ -65,8 +65,8 @@ async def create_plan(session: AsyncSession, ctx: Caller, data: PlanIn) -> Follo
     return plan
 
 
-async def get_plan(session: AsyncSession, ctx: Caller, plan_id: uuid.UUID) -> FollowUpPlan:
-    return await scoped.get(session, ctx, FollowUpPlan, plan_id, missing="No follow-up plan with that id.")
+async def get_plan(session: AsyncSession, ctx: Caller, plan_id: uuid.UUID, *, lock: bool = False) -> FollowUpPlan:
+    return await scoped.get(session, ctx, FollowUpPlan, plan_id, missing="No follow-up plan with that id.", lock=lock)
 
 
 async def list_plans(session: AsyncSession, ctx: Caller) -> list[FollowUpPlan]:
@@ -77,7 +77,7 @@ async def update_plan(
     session: AsyncSession, ctx: Caller, plan_id: uuid.UUID, patch: PlanPatch, *, expected_version: int
 ) -> FollowUpPlan:
     """Open tasks stay as they are: a changed plan never adds a second open task for a customer."""
-    plan = await get_plan(session, ctx, plan_id)
+    plan = await get_plan(session, ctx, plan_id, lock=True)
     check_version(plan.version, expected_version, what="plan")
     if patch.audience is not None:
         audience = patch.audience.model_dump(mode="json", exclude_none=True)

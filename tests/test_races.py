@@ -1,0 +1,117 @@
+"""Races a client can start: every If-Match write has one winner, every unique key one creator."""
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from app.core import clock
+from tests.factories import Tenant, customer_body
+
+Maker = Callable[[httpx.AsyncClient, Tenant], Awaitable[str]]
+
+
+async def _created(client: httpx.AsyncClient, tenant: Tenant, path: str, body: dict[str, Any]) -> str:
+    response = await client.post(f"/api/v1{path}", json=body, headers=tenant.headers())
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _customer(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    return await _created(client, tenant, "/customers", customer_body())
+
+
+async def _interaction(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = {
+        "customer_id": await _customer(client, tenant),
+        "channel": "phone",
+        "direction": "outbound",
+        "occurred_at": clock.now().isoformat(),
+        "subject": "回访",
+    }
+    return await _created(client, tenant, "/interactions", body)
+
+
+async def _task(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = {"customer_id": await _customer(client, tenant), "title": "回电", "due_at": clock.now().isoformat()}
+    return await _created(client, tenant, "/tasks", body)
+
+
+async def _ticket(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = {"customer_id": await _customer(client, tenant), "type": "complaint", "channel": "phone", "subject": "破损"}
+    return await _created(client, tenant, "/tickets", body)
+
+
+async def _custom_field(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = {"key": f"k_{uuid.uuid4().hex[:8]}", "label": "Level", "type": "text"}
+    return await _created(client, tenant, "/custom-fields", body)
+
+
+async def _plan(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = {"name": "回访", "rule": "days_after_ticket_resolved", "days": 2, "task_title": "回访"}
+    return await _created(client, tenant, "/follow-up-plans", body)
+
+
+async def _segment(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    return await _created(client, tenant, "/segments", {"name": f"s-{uuid.uuid4().hex[:8]}", "kind": "static"})
+
+
+async def _endpoint(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    return await _created(
+        client, tenant, "/webhook-endpoints", {"url": "https://hooks.example.com/in", "event_types": ["customer.*"]}
+    )
+
+
+# Per path of the OpenAPI document: how to make the resource and a PATCH body that changes it.
+# Each of the 20 PATCHes sends a different value so that none is a no-op that keeps the ETag.
+MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
+    "/api/v1/customers/{customer_id}": (_customer, lambda i: {"title": f"t{i}"}),
+    "/api/v1/interactions/{interaction_id}": (_interaction, lambda i: {"subject": f"s{i}"}),
+    "/api/v1/tasks/{task_id}": (_task, lambda i: {"title": f"t{i}"}),
+    "/api/v1/tickets/{ticket_id}": (_ticket, lambda i: {"subject": f"s{i}"}),
+    "/api/v1/custom-fields/{field_id}": (_custom_field, lambda i: {"label": f"l{i}"}),
+    "/api/v1/follow-up-plans/{plan_id}": (_plan, lambda i: {"name": f"n{i}"}),
+    "/api/v1/segments/{segment_id}": (_segment, lambda i: {"name": f"n{i}"}),
+    "/api/v1/webhook-endpoints/{endpoint_id}": (_endpoint, lambda i: {"description": f"d{i}"}),
+}
+
+
+def _if_match_operations(app: FastAPI) -> list[tuple[str, str]]:
+    found = []
+    for path, item in app.openapi()["paths"].items():
+        for method, operation in item.items():
+            names = {(p.get("in"), p.get("name", "").lower()) for p in operation.get("parameters", [])}
+            if ("header", "if-match") in names:
+                found.append((path, method))
+    return sorted(found)
+
+
+def test_every_if_match_route_is_raced_below(app: FastAPI) -> None:
+    """A new resource with an ETag joins the race test: this fails until it has a maker above."""
+    operations = _if_match_operations(app)
+    assert operations, "the OpenAPI document declares If-Match"
+    assert {path for path, _ in operations} <= set(MAKERS)
+
+
+async def test_concurrent_writes_with_one_if_match_have_exactly_one_winner(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    failures = []
+    for path, method in _if_match_operations(app):
+        make, body = MAKERS[path]
+        row_id = await make(live_client, live_tenant)
+        url = path.replace(path[path.rindex("{") :], row_id)
+        headers = {**live_tenant.headers(), "If-Match": '"1"'}
+        if method == "patch":
+            sent = [live_client.patch(url, json=body(i), headers=headers) for i in range(20)]
+        else:
+            sent = [live_client.delete(url, headers=headers) for _ in range(20)]
+        statuses = sorted(r.status_code for r in await asyncio.gather(*sent))
+        winners = [s for s in statuses if 200 <= s < 300]
+        losers = [s for s in statuses if s in (404, 412)]
+        if len(winners) != 1 or len(losers) != 19:
+            failures.append((method.upper(), path, statuses))
+    assert failures == []
