@@ -115,3 +115,48 @@ async def test_concurrent_writes_with_one_if_match_have_exactly_one_winner(
         if len(winners) != 1 or len(losers) != 19:
             failures.append((method.upper(), path, statuses))
     assert failures == []
+
+
+async def _race(client: httpx.AsyncClient, tenant: Tenant, path: str, body: dict[str, Any]) -> list[int]:
+    sent = [client.post(f"/api/v1{path}", json=body, headers=tenant.headers()) for _ in range(20)]
+    return sorted(r.status_code for r in await asyncio.gather(*sent))
+
+
+async def test_concurrent_creates_of_one_order_make_it_once_and_replay_it(
+    live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    body = {
+        "source": "shop",
+        "external_id": "SO-RACE",
+        "customer_id": await _customer(live_client, live_tenant),
+        "ordered_at": "2026-11-01T10:00:00Z",
+        "currency": "CNY",
+        "total_amount": "168.00",
+        "lines": [{"sku": "T-1", "product_name": "茶", "category": "tea", "quantity": "1", "unit_price": "168.00"}],
+    }
+    assert await _race(live_client, live_tenant, "/orders", body) == [200] * 19 + [201]
+    listed = await live_client.get(f"/api/v1/customers/{body['customer_id']}/orders", headers=live_tenant.headers())
+    assert [o["external_id"] for o in listed.json()["items"]] == ["SO-RACE"]
+
+
+async def test_concurrent_creates_of_one_interaction_make_it_once(
+    live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    body = {
+        "customer_id": await _customer(live_client, live_tenant),
+        "channel": "phone",
+        "direction": "inbound",
+        "occurred_at": clock.now().isoformat(),
+        "source": "pbx",
+        "external_id": "call-1",
+    }
+    assert await _race(live_client, live_tenant, "/interactions", body) == [200] * 19 + [201]
+
+
+async def test_concurrent_creates_of_one_unique_name_make_one_and_409_the_rest(
+    live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    field = {"key": "race_key", "label": "Level", "type": "text"}
+    assert await _race(live_client, live_tenant, "/custom-fields", field) == [201] + [409] * 19
+    user = {"email": "race@x.test", "name": "n", "password": "long-enough-pass", "role": "sales"}
+    assert await _race(live_client, live_tenant, "/users", user) == [201] + [409] * 19

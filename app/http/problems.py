@@ -155,6 +155,16 @@ async def _database_error(request: Request, exc: Exception) -> Response:
         # Serialization failure and deadlock: the transaction was rolled back whole; a retry is safe.
         if sqlstate in ("40001", "40P01"):
             return _unavailable(request, "The write collided with a concurrent one and was not applied; retry.")
+        # A unique key taken by a concurrent write that committed between the service's check and
+        # its insert: nothing was written, and the client's retry finds the other's row.
+        if sqlstate == "23505":
+            return problem_response(
+                request,
+                status=409,
+                title="Conflict",
+                slug="conflict",
+                detail="A concurrent write took the same unique value; nothing was written. Read and retry.",
+            )
     return await _unexpected_error(request, exc)
 
 

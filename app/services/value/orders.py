@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from babel.numbers import get_currency_precision, list_currencies
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock, scoped
@@ -33,13 +34,7 @@ async def upsert(session: AsyncSession, ctx: Caller, data: OrderIn) -> tuple[Ord
     """Create the order, or bring the stored one with the same (source, external_id) in line.
     Returns (order, lines, created). Sending the same order again changes nothing."""
     await _check(session, ctx, data)
-    existing = await session.scalar(
-        select(Order)
-        .where(
-            Order.workspace_id == ctx.workspace_id, Order.source == data.source, Order.external_id == data.external_id
-        )
-        .with_for_update()
-    )
+    existing = await _stored(session, ctx, data)
     now = clock.now()
     fields = {
         "customer_id": data.customer_id,
@@ -62,8 +57,18 @@ async def upsert(session: AsyncSession, ctx: Caller, data: OrderIn) -> tuple[Ord
             version=1,
             **fields,
         )
-        session.add(order)
-        await session.flush()
+        try:
+            # A concurrent create of the same (source, external_id) waits on the unique index and
+            # fails here once the other commits: the savepoint drops this one, and it becomes an
+            # update of the row the other wrote (no change when both sent the same order).
+            async with session.begin_nested():
+                session.add(order)
+                await session.flush()
+        except IntegrityError:
+            existing = await _stored(session, ctx, data)
+            if existing is None:
+                raise
+    if existing is None:
         lines = await _replace_lines(session, ctx, order, data)
         outbox.emit(session, ctx, "order.created", event_data(order, lines))
         audit.record(session, ctx, entity_type="order", entity_id=order.id, action="created", changes={})
@@ -95,6 +100,16 @@ async def upsert(session: AsyncSession, ctx: Caller, data: OrderIn) -> tuple[Ord
     if previous_customer != existing.customer_id:
         await _refresh_figures(session, ctx, previous_customer)
     return existing, lines, False
+
+
+async def _stored(session: AsyncSession, ctx: Caller, data: OrderIn) -> Order | None:
+    return await session.scalar(
+        select(Order)
+        .where(
+            Order.workspace_id == ctx.workspace_id, Order.source == data.source, Order.external_id == data.external_id
+        )
+        .with_for_update()
+    )
 
 
 async def _refresh_figures(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> None:
