@@ -1,5 +1,5 @@
-"""ASGI middleware: request id, access log, the request body limit, load shedding, and the 405 of
-a path that a route spells out.
+"""ASGI middleware: request id, access log, the request body limit, load shedding, the 405 of
+a path that a route spells out, and the 422 of a NUL character in the URL.
 
 Plain ASGI rather than BaseHTTPMiddleware: it adds no task or stream copy to every request."""
 
@@ -8,14 +8,19 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl, unquote_to_bytes
+
+import orjson
 
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logs import request_id
 from app.core.metrics import IN_FLIGHT, REQUEST_SECONDS, REQUESTS_SHED
 from app.http.allowed_methods import AllowedMethods
-from app.http.problems import problem_response
+from app.core.problems import validation_problem
+from app.http.problems import PROBLEM_MEDIA_TYPE, problem_response
 
 logger = logging.getLogger("guanxi.access")
 
@@ -58,6 +63,10 @@ class RequestContextMiddleware:
             spelled_out = self.allowed_methods.spelled_out(scope["path"])
             if spelled_out is not None and scope["method"] not in spelled_out:
                 await self._not_allowed(scope, send_with_id, spelled_out)
+                return
+            nul_at = _nul_in_url(scope)
+            if nul_at is not None:
+                await self._nul(scope, send_with_id, nul_at)
                 return
             declared = headers.get(b"content-length")
             if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -112,6 +121,12 @@ class RequestContextMiddleware:
         )
         await response(scope, _no_receive, send)
 
+    async def _nul(self, scope: Scope, send: Send, loc: list[str]) -> None:
+        body = validation_problem([{"loc": loc, "msg": "NUL characters are not allowed.", "type": "string_nul"}])
+        body["instance"] = scope["path"]
+        response = Response(orjson.dumps(body), status_code=422, media_type=PROBLEM_MEDIA_TYPE)
+        await response(scope, _no_receive, send)
+
     async def _not_allowed(self, scope: Scope, send: Send, allowed: frozenset[str]) -> None:
         response = problem_response(
             None,
@@ -161,6 +176,20 @@ class InFlightLimit:
         finally:
             self.in_flight -= 1
             IN_FLIGHT.dec()
+
+
+def _nul_in_url(scope: Scope) -> list[str] | None:
+    """Where the URL carries a NUL, if it does. PostgreSQL text cannot hold one, so a NUL in any path or
+    query parameter is refused here, for every route at once, before it can reach a statement."""
+    if "\x00" in scope["path"]:
+        return ["path"]
+    query: bytes = scope.get("query_string", b"")
+    if b"\x00" not in unquote_to_bytes(query):
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in value or "\x00" in name:
+            return ["query", name.replace("\x00", "")]
+    return ["query"]
 
 
 async def _no_receive() -> Message:
