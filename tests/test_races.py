@@ -160,3 +160,32 @@ async def test_concurrent_creates_of_one_unique_name_make_one_and_409_the_rest(
     assert await _race(live_client, live_tenant, "/custom-fields", field) == [201] + [409] * 19
     user = {"email": "race@x.test", "name": "n", "password": "long-enough-pass", "role": "sales"}
     assert await _race(live_client, live_tenant, "/users", user) == [201] + [409] * 19
+
+
+async def test_one_idempotency_key_of_two_callers_makes_two_creates(
+    live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    body = customer_body(emails=[])
+    made = []
+    for who in ("admin", "manager"):
+        headers = {**live_tenant.headers(who), "Idempotency-Key": "shared-key"}
+        response = await live_client.post("/api/v1/customers", json=body, headers=headers)
+        assert response.status_code == 201 and "idempotent-replayed" not in response.headers
+        made.append(response.json()["id"])
+    customer = await _customer(live_client, live_tenant)
+    order = {
+        "source": "shop",
+        "external_id": "SO-KEY",
+        "customer_id": customer,
+        "ordered_at": "2026-11-01T10:00:00Z",
+        "currency": "CNY",
+        "total_amount": "1.00",
+        "lines": [],
+    }
+    replays = []
+    for who in ("admin", "manager"):
+        headers = {**live_tenant.headers(who), "Idempotency-Key": "order-key"}
+        response = await live_client.post("/api/v1/orders", json=order, headers=headers)
+        replays.append(response.headers.get("idempotent-replayed"))
+    assert replays == [None, None]
+    assert len(set(made)) == 2

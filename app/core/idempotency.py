@@ -39,6 +39,14 @@ class AlreadyStored(Exception):
         self.response = response
 
 
+def caller_key(ctx: Caller, key: str) -> str:
+    """The key as stored: the client's key within its caller (user or API key), never the workspace
+    alone, so one caller's key can neither replay nor block another's create. A digest, so that the
+    client's 255 characters and the caller's id fit the column."""
+    caller = f"{ctx.actor_type}:{ctx.actor_id}".encode()
+    return hashlib.sha256(caller + b"\x00" + key.encode()).hexdigest()
+
+
 def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()
 

@@ -88,6 +88,7 @@ async def idempotent(
     """Run `create` once per Idempotency-Key; a repeat gets the stored response."""
     if key is None:
         return _render(await create(), replayed=False)
+    key = idempotency.caller_key(ctx, key)
     fingerprint = idempotency.fingerprint(request.method, request.url.path, await request.body())
     stored = await idempotency.claim(session, ctx, key, fingerprint)
     if stored is not None:
@@ -109,6 +110,7 @@ async def idempotent_statement(
     stored first, even one still in flight then, replays that response."""
     claim = None
     if key is not None:
+        key = idempotency.caller_key(ctx, key)
         fingerprint = idempotency.fingerprint(request.method, request.url.path, await request.body())
         if (stored := await idempotency.stored_response(session, ctx, key, fingerprint)) is not None:
             return _render(stored, replayed=True)
