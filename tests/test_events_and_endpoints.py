@@ -182,6 +182,15 @@ async def test_bad_endpoints_are_422(client: httpx.AsyncClient, tenant: Tenant, 
         "http://2130706433/hook",
         "http://0x7f000001/hook",
         "http://0/hook",
+        "http://[::127.0.0.1]/hook",
+        "http://[64:ff9b::7f00:1]/hook",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "http://[::ffff:0:7f00:1]/hook",
+        "http://[2002:7f00:1::1]/hook",
+        "http://[2002:a00:1::1]/hook",
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook",
+        "http://[64:ff9b:1::a00:1]/hook",
+        "http://[::10.0.0.1]/hook",
     ],
 )
 async def test_private_and_metadata_targets_are_refused(
@@ -195,6 +204,28 @@ async def test_private_and_metadata_targets_are_refused(
     assert response.json()["errors"][0]["type"] == "blocked_target"
     with pytest.raises(webhook_targets.TargetBlocked):
         await webhook_targets.check_target(url, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("::127.0.0.1", False),
+        ("64:ff9b::7f00:1", False),
+        ("64:ff9b::808:808", True),
+        ("::ffff:169.254.169.254", False),
+        ("::ffff:0:a00:1", False),
+        ("2002:c0a8:101::1", False),
+        ("2002:808:808::1", True),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", False),
+        ("64:ff9b:1::808:808", False),
+        ("::", False),
+        ("::1", False),
+        ("2606:4700::1111", True),
+        ("8.8.8.8", True),
+    ],
+)
+def test_targets_are_judged_by_the_ipv4_address_they_embed(address: str, public: bool) -> None:
+    assert webhook_targets.is_public(address) is public
 
 
 async def _listening(client: httpx.AsyncClient, tenant: Tenant, receiver: Receiver) -> dict[str, Any]:

@@ -531,3 +531,19 @@ async def test_a_retry_is_queued_when_due_while_its_first_job_still_runs(
             assert {a.attempt for a in again} == {2}
         finally:
             await conn.execute("DELETE FROM pgqueuer WHERE dedupe_key = $1", job.key)
+
+
+async def test_delivery_checks_the_target_again_when_it_sends(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+) -> None:
+    """Registered while private targets were allowed (or before its name resolved elsewhere): the
+    send refuses the loopback address, whichever IPv6 spelling reaches it."""
+    port = receiver.url.split(":")[-1].split("/")[0]
+    await _endpoint(live_client, live_tenant, f"http://[64:ff9b::7f00:1]:{port}/")
+    await _endpoint(live_client, live_tenant, f"http://[::ffff:127.0.0.1]:{port}/")
+    await _customer(live_client, live_tenant)
+    strict = fast_settings(webhook_allow_private_targets=False)
+    await run_due(app, pool, live_tenant.id, clock.now(), settings=strict)
+    assert receiver.received == []
+    errors = {d.last_error for d in await deliveries(app, live_tenant.id)}
+    assert errors == {"the host resolves to a loopback, private, link-local or metadata address"}

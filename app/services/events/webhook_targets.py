@@ -13,11 +13,44 @@ class TargetBlocked(Exception):
     """The URL resolves to an address webhooks may not reach."""
 
 
-def _is_public(address: str) -> bool:
+# NAT64's well-known prefix (RFC 6052) puts an IPv4 address in the last 32 bits; it is a global
+# prefix, so without this a gateway would carry a request for 64:ff9b::7f00:1 to 127.0.0.1.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# SIIT's IPv4-translated form (RFC 2765), ::ffff:0:a.b.c.d, which ipaddress does not unwrap.
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+# IPv4-compatible (RFC 4291, deprecated), ::a.b.c.d: stacks that still honour it reach the IPv4 host.
+_COMPATIBLE = ipaddress.IPv6Network("::/96")
+# Local-use NAT64 (RFC 8215) places the IPv4 address where its operator chose: never a public target.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address an IPv6 spelling carries and a stack or gateway may deliver to."""
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if ip in _NAT64 or ip in _TRANSLATED or (ip in _COMPATIBLE and int(ip) > 1):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def is_public(address: str) -> bool:
+    """A public unicast address, and so is every IPv4 address it embeds: the decision is taken on
+    what the connection would reach, not on how the address is spelled."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return False
+        embedded = embedded_ipv4(ip)
+        # An embedded address stands for the target itself: the wrapper prefix (NAT64's is global) says
+        # nothing about where the packet ends up.
+        candidates = [*embedded] if embedded else [ip]
+    return all(c.is_global and not c.is_multicast for c in candidates)
 
 
 async def check_target(url: str, *, allow_private: bool) -> None:
@@ -35,7 +68,7 @@ async def check_target(url: str, *, allow_private: bool) -> None:
     except socket.gaierror as exc:
         raise TargetBlocked(f"the host {parts.hostname} does not resolve") from exc
     addresses = {info[4][0] for info in infos}
-    if not addresses or not all(_is_public(str(address)) for address in addresses):
+    if not addresses or not all(is_public(str(address)) for address in addresses):
         raise TargetBlocked("the host resolves to a loopback, private, link-local or metadata address")
 
 
