@@ -180,7 +180,7 @@ async def test_one_idempotency_key_of_two_callers_makes_two_creates(
         "ordered_at": "2026-11-01T10:00:00Z",
         "currency": "CNY",
         "total_amount": "1.00",
-        "lines": [],
+        "lines": [{"sku": "T-1", "product_name": "茶", "category": "tea", "quantity": "1", "unit_price": "1.00"}],
     }
     replays = []
     for who in ("admin", "manager"):

@@ -311,7 +311,7 @@ async def undo(session: AsyncSession, ctx: Caller, merge_id: uuid.UUID) -> Custo
         raise Conflict("Merges can be undone for 24 hours only.")
     survivor = await session.scalar(
         select(Customer)
-        .where(Customer.workspace_id == ctx.workspace_id, Customer.id == record.survivor_id)
+        .where(Customer.id == record.survivor_id, *visible_customer_clauses(ctx, include_deleted=True))
         .with_for_update()
     )
     if survivor is None:

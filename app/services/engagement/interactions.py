@@ -93,6 +93,9 @@ async def log(session: AsyncSession, ctx: Caller, data: InteractionIn) -> tuple[
             )
         )
         assert existing is not None, "the conflict was on the external id"
+        # Another customer's contact under the same external id: a caller that cannot see that
+        # customer learns nothing of it.
+        await _visible_customer(session, ctx, existing.customer_id)
         return existing, False
     interaction = await get(session, ctx, inserted)
     outbox.emit(session, ctx, "interaction.created", event_data(interaction))

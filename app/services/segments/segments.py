@@ -272,15 +272,20 @@ async def change_members(
         raise Conflict("Only static lists take members by hand.")
     if len(add) + len(remove) > MAX_LIST_CHANGE:
         raise ValidationFailed(f"At most {MAX_LIST_CHANGE} changes per call.", loc=["body"])
+    # Removing names a customer as much as adding does: one the caller cannot see is unknown to it.
+    for field, ids in (("add", add), ("remove", remove)):
+        if ids:
+            found = set(
+                (
+                    await session.scalars(
+                        select(Customer.id).where(Customer.id.in_(ids), *visible_customer_clauses(ctx))
+                    )
+                ).all()
+            )
+            missing = [str(i) for i in ids if i not in found]
+            if missing:
+                raise ValidationFailed(f"Unknown customers: {', '.join(missing[:10])}", loc=["body", field])
     if add:
-        found = set(
-            (
-                await session.scalars(select(Customer.id).where(Customer.id.in_(add), *visible_customer_clauses(ctx)))
-            ).all()
-        )
-        missing = [str(i) for i in add if i not in found]
-        if missing:
-            raise ValidationFailed(f"Unknown customers: {', '.join(missing[:10])}", loc=["body", "add"])
         now = clock.now()
         await session.execute(
             pg_insert(SegmentMember)

@@ -75,6 +75,8 @@ async def upsert(session: AsyncSession, ctx: Caller, data: OrderIn) -> tuple[Ord
         await _refresh_figures(session, ctx, order.customer_id)
         return order, lines, True
     previous_customer = existing.customer_id
+    # The stored order may be a customer's the caller cannot see: it is not the caller's to move or change.
+    await require_visible(session, ctx, previous_customer)
     changes = {
         name: {"before": to_jsonable(getattr(existing, name)), "after": to_jsonable(value)}
         for name, value in fields.items()
