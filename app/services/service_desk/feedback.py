@@ -18,6 +18,7 @@ from app.models import (
     CsatRequest,
     CustomerIdentity,
     IntakeForm,
+    Segment,
     SegmentMember,
     Survey,
     SurveyResponse,
@@ -85,6 +86,12 @@ async def answer_csat(session: AsyncSession, token: str, answer: CsatAnswer) -> 
 async def create_survey(session: AsyncSession, ctx: Caller, data: SurveyIn) -> Survey:
     if data.closes_at is not None and data.closes_at <= data.opens_at:
         raise ValidationFailed("closes_at must be after opens_at.", loc=["body", "closes_at"])
+    if data.segment_id is not None:
+        found = await session.scalar(
+            select(Segment.id).where(Segment.workspace_id == ctx.workspace_id, Segment.id == data.segment_id)
+        )
+        if found is None:
+            raise ValidationFailed("Unknown segment.", loc=["body", "segment_id"])
     survey = Survey(
         workspace_id=ctx.workspace_id,
         id=new_id(),

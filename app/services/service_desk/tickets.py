@@ -20,6 +20,8 @@ from app.models import (
     BusinessHours,
     CustomerCodeCounter,
     CustomerValue,
+    Interaction,
+    Order,
     SlaPolicy,
     Team,
     Ticket,
@@ -110,9 +112,32 @@ async def _check_refs(session: AsyncSession, ctx: Caller, data: TicketIn | Ticke
                 raise ValidationFailed(f"Unknown {field.removesuffix('_id')}.", loc=["body", field])
 
 
+async def _check_customer_records(session: AsyncSession, ctx: Caller, data: TicketIn) -> None:
+    """The order and the contact a ticket is about are records of its own customer (so of the
+    workspace, and visible when the customer is): another customer's, or an unknown id, is a 422."""
+    checks: list[tuple[str, Any, uuid.UUID | None, list[Any]]] = [
+        ("order_id", Order, data.order_id, []),
+        ("interaction_id", Interaction, data.interaction_id, [Interaction.deleted_at.is_(None)]),
+    ]
+    for field, model, value, live in checks:
+        if value is not None:
+            found = await session.scalar(
+                select(model.id).where(
+                    model.workspace_id == ctx.workspace_id,
+                    model.id == value,
+                    model.customer_id == data.customer_id,
+                    *live,
+                )
+            )
+            if found is None:
+                what = field.removesuffix("_id")
+                raise ValidationFailed(f"No {what} with that id for this customer.", loc=["body", field])
+
+
 async def open_ticket(session: AsyncSession, ctx: Caller, data: TicketIn) -> Ticket:
     await require_visible(session, ctx, data.customer_id)
     await _check_refs(session, ctx, data)
+    await _check_customer_records(session, ctx, data)
     tier = await session.scalar(
         select(CustomerValue.tier).where(
             CustomerValue.workspace_id == ctx.workspace_id, CustomerValue.customer_id == data.customer_id

@@ -1,0 +1,178 @@
+"""Every id an input names is checked: an unknown one, or another workspace's, is a 4xx naming the field."""
+
+import importlib
+import pkgutil
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import app.schemas
+from app.core import clock
+from app.models import Survey, Ticket
+from tests.factories import Tenant, customer_body
+
+Ids = dict[str, str]
+# (method, url template, body) for a reference field; the body's "{}" value is the id under test.
+Probe = Callable[[Ids, str], tuple[str, str, dict[str, Any]]]
+
+
+def _reference_fields() -> set[str]:
+    """`Model.field` for every `*_id` UUID field of every input schema (the ones that forbid extras)."""
+    found = set()
+    for info in pkgutil.iter_modules(app.schemas.__path__):
+        module = importlib.import_module(f"app.schemas.{info.name}")
+        for name, model in vars(module).items():
+            if isinstance(model, type) and issubclass(model, BaseModel) and model.model_config.get("extra") == "forbid":
+                found |= {
+                    f"{name}.{field}"
+                    for field, info in model.model_fields.items()
+                    if field.endswith("_id") and "UUID" in str(info.annotation)
+                }
+    return found
+
+
+def _ticket(ids: Ids, **fields: str) -> dict[str, Any]:
+    return {"customer_id": ids["customer"], "type": "complaint", "channel": "phone", "subject": "x", **fields}
+
+
+def _contact(ids: Ids, **fields: str) -> dict[str, Any]:
+    return {
+        "customer_id": ids["customer"],
+        "channel": "phone",
+        "direction": "inbound",
+        "occurred_at": clock.now().isoformat(),
+        **fields,
+    }
+
+
+def _task(ids: Ids, **fields: str) -> dict[str, Any]:
+    return {"customer_id": ids["customer"], "title": "回电", "due_at": clock.now().isoformat(), **fields}
+
+
+def _order(ids: Ids, customer_id: str) -> dict[str, Any]:
+    return {
+        "source": "shop",
+        "external_id": f"SO-{uuid.uuid4().hex[:6]}",
+        "customer_id": customer_id,
+        "ordered_at": "2026-11-01T10:00:00Z",
+        "currency": "CNY",
+        "total_amount": "1.00",
+        "lines": [{"sku": "T", "product_name": "茶", "category": "tea", "quantity": "1", "unit_price": "1.00"}],
+    }
+
+
+USER = {"email": "ref@x.test", "name": "n", "password": "long-enough-pass", "role": "sales"}
+SURVEY = {"name": "NPS", "question": "?", "opens_at": "2026-01-01T00:00:00Z"}
+
+PROBES: dict[str, Probe] = {
+    "UserCreate.team_id": lambda ids, v: ("POST", "/users", USER | {"team_id": v}),
+    "CustomerFields.owner_id": lambda ids, v: ("POST", "/customers", customer_body(owner_id=v)),
+    "CustomerCreate.owner_id": lambda ids, v: ("POST", "/customers", customer_body(owner_id=v)),
+    "CustomerPatch.owner_id": lambda ids, v: ("PATCH", f"/customers/{ids['customer']}", {"owner_id": v}),
+    "Redeliver.event_id": lambda ids, v: ("POST", f"/webhook-endpoints/{ids['endpoint']}/redeliver", {"event_id": v}),
+    "InteractionIn.customer_id": lambda ids, v: ("POST", "/interactions", _contact(ids, customer_id=v)),
+    "InteractionIn.user_id": lambda ids, v: ("POST", "/interactions", _contact(ids, user_id=v)),
+    "TaskIn.customer_id": lambda ids, v: ("POST", "/tasks", _task(ids, customer_id=v)),
+    "TaskIn.assignee_id": lambda ids, v: ("POST", "/tasks", _task(ids, assignee_id=v)),
+    "TaskPatch.assignee_id": lambda ids, v: ("PATCH", f"/tasks/{ids['task']}", {"assignee_id": v}),
+    "TaskComplete.interaction_id": lambda ids, v: ("POST", f"/tasks/{ids['task']}/complete", {"interaction_id": v}),
+    "Audience.segment_id": lambda ids, v: (
+        "POST",
+        "/follow-up-plans",
+        {"name": "p", "rule": "every_n_days", "days": 3, "task_title": "t", "audience": {"segment_id": v}},
+    ),
+    "OrderIn.customer_id": lambda ids, v: ("POST", "/orders", _order(ids, v)),
+    "TicketIn.customer_id": lambda ids, v: ("POST", "/tickets", _ticket(ids, customer_id=v)),
+    "TicketIn.category_id": lambda ids, v: ("POST", "/tickets", _ticket(ids, category_id=v)),
+    "TicketIn.assignee_id": lambda ids, v: ("POST", "/tickets", _ticket(ids, assignee_id=v)),
+    "TicketIn.team_id": lambda ids, v: ("POST", "/tickets", _ticket(ids, team_id=v)),
+    "TicketIn.order_id": lambda ids, v: ("POST", "/tickets", _ticket(ids, order_id=v)),
+    "TicketIn.interaction_id": lambda ids, v: ("POST", "/tickets", _ticket(ids, interaction_id=v)),
+    "TicketPatch.category_id": lambda ids, v: ("PATCH", f"/tickets/{ids['ticket']}", {"category_id": v}),
+    "TicketPatch.assignee_id": lambda ids, v: ("PATCH", f"/tickets/{ids['ticket']}", {"assignee_id": v}),
+    "TicketPatch.team_id": lambda ids, v: ("PATCH", f"/tickets/{ids['ticket']}", {"team_id": v}),
+    "CategoryIn.parent_id": lambda ids, v: ("POST", "/ticket-categories", {"name": "c", "parent_id": v}),
+    "SurveyIn.segment_id": lambda ids, v: ("POST", "/surveys", SURVEY | {"segment_id": v}),
+    "SurveyAnswer.customer_id": lambda ids, v: (
+        "POST",
+        f"/surveys/{ids['survey']}/responses",
+        {"customer_id": v, "score": 9},
+    ),
+}
+
+
+def test_every_reference_field_of_the_input_schemas_is_probed() -> None:
+    """A new `*_id` input field joins the probes below: this fails until it has one."""
+    assert _reference_fields() == set(PROBES)
+
+
+async def _made(client: httpx.AsyncClient, tenant: Tenant, path: str, body: dict[str, Any]) -> str:
+    response = await client.post(f"/api/v1{path}", json=body, headers=tenant.headers())
+    assert response.status_code == 201, (path, response.text)
+    return str(response.json()["id"])
+
+
+async def _records(client: httpx.AsyncClient, tenant: Tenant) -> Ids:
+    ids: Ids = {"customer": await _made(client, tenant, "/customers", customer_body())}
+    ids["task"] = await _made(client, tenant, "/tasks", _task(ids))
+    ids["ticket"] = await _made(client, tenant, "/tickets", _ticket(ids))
+    ids["interaction"] = await _made(client, tenant, "/interactions", _contact(ids))
+    ids["order"] = await _made(client, tenant, "/orders", _order(ids, ids["customer"]))
+    ids["segment"] = await _made(client, tenant, "/segments", {"name": f"s{uuid.uuid4().hex[:6]}", "kind": "static"})
+    ids["survey"] = await _made(client, tenant, "/surveys", SURVEY)
+    endpoint = {"url": "https://hooks.example.com/in", "event_types": ["customer.*"]}
+    ids["endpoint"] = await _made(client, tenant, "/webhook-endpoints", endpoint)
+    return ids
+
+
+async def test_an_unknown_or_foreign_id_in_any_reference_field_is_refused_naming_it(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, db: AsyncSession
+) -> None:
+    ids = await _records(client, tenant)
+    foreign = await _records(client, other_tenant)
+    foreign_of = {
+        "customer_id": foreign["customer"],
+        "order_id": foreign["order"],
+        "interaction_id": foreign["interaction"],
+        "segment_id": foreign["segment"],
+        "team_id": str(other_tenant.team.id),
+        "owner_id": str(other_tenant.users["sales"].id),
+        "assignee_id": str(other_tenant.users["sales"].id),
+        "user_id": str(other_tenant.users["sales"].id),
+    }
+    failures = []
+    for name, probe in PROBES.items():
+        field = name.split(".")[1]
+        for value in (str(uuid.uuid4()), foreign_of.get(field)):
+            if value is None:
+                continue
+            method, path, body = probe(ids, value)
+            headers = {**tenant.headers(), "If-Match": "*"}
+            response = await client.request(method, f"/api/v1{path}", json=body, headers=headers)
+            problem = response.json() if response.status_code in (404, 422) else {}
+            named = response.status_code == 404 or field in str(problem.get("errors", [{}])[0].get("loc"))
+            if not named:
+                failures.append((name, value == foreign_of.get(field), response.status_code, response.text[:200]))
+    assert failures == []
+    for model in (Ticket, Survey):
+        # Only the records made above: nothing a refused probe named was stored.
+        assert await db.scalar(select(func.count()).select_from(model).where(model.workspace_id == tenant.id)) == 1
+
+
+async def test_a_ticket_names_only_its_own_customers_order_and_contact(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    ids = await _records(client, tenant)
+    other = {"customer": await _made(client, tenant, "/customers", customer_body())}
+    for field, value in (("order_id", ids["order"]), ("interaction_id", ids["interaction"])):
+        response = await client.post("/api/v1/tickets", json=_ticket(other, **{field: value}), headers=tenant.headers())
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["loc"] == ["body", field]
+        accepted = await _made(client, tenant, "/tickets", _ticket(ids, **{field: value}))
+        stored = await db.scalar(select(getattr(Ticket, field)).where(Ticket.id == uuid.UUID(accepted)))
+        assert str(stored) == value
