@@ -247,21 +247,18 @@ async def test_nps_survey(client: httpx.AsyncClient, tenant: Tenant) -> None:
     assert results == {"responses": 4, "promoters": 2, "passives": 1, "detractors": 1, "nps": 25.0}
 
 
-async def test_public_intake_links_or_creates_a_customer(
+async def test_public_intake_opens_tickets_for_new_unverified_leads(
     client: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     form = (await client.post("/api/v1/intake-forms", json={"name": "官网表单"}, headers=tenant.headers())).json()
-    known = await _customer(client, tenant, phones=["13800138000"])
-    linked = await client.post(
-        f"/api/v1/intake/{form['token']}", json={"name": "张伟", "phone": "138 0013 8000", "subject": "咨询"}
-    )
-    assert linked.status_code == 201
     lead = await client.post(
         f"/api/v1/intake/{form['token']}", json={"name": "新客户", "email": "new@example.com", "subject": "报价"}
     )
     assert lead.status_code == 201
     listed = (await client.get("/api/v1/tickets", headers=tenant.headers())).json()["items"]
-    assert {t["channel"] for t in listed} == {"web_form"} and known in {t["customer_id"] for t in listed}
+    assert [t["channel"] for t in listed] == ["web_form"]
+    made = (await client.get(f"/api/v1/customers/{listed[0]['customer_id']}", headers=tenant.headers())).json()
+    assert made["emails"] == ["new@example.com"] and set(made["tags"]) == {"lead", "unverified"}
     assert (
         await client.post("/api/v1/intake/gxf_wrong", json={"name": "x", "email": "a@b.cn", "subject": "s"})
     ).status_code == 404
@@ -273,6 +270,34 @@ async def test_public_intake_links_or_creates_a_customer(
         f"/api/v1/intake/{form['token']}", json={"name": "x", "email": "e@f.cn", "subject": "s"}
     )
     assert limited.status_code == 429 and limited.headers["retry-after"] == "60"
+
+
+async def test_intake_with_a_customers_contact_neither_touches_nor_reveals_that_customer(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    form = (await client.post("/api/v1/intake-forms", json={"name": "官网表单"}, headers=tenant.headers())).json()
+    known = await _customer(client, tenant, phones=["13800138000"], emails=["known@example.com"])
+    before = (await client.get(f"/api/v1/customers/{known}", headers=tenant.headers())).json()
+    timeline_before = (await client.get(f"/api/v1/customers/{known}/timeline", headers=tenant.headers())).json()
+    stranger = {"name": "冒名", "phone": "138 0013 8000", "email": "Known@Example.com", "subject": "改地址"}
+    fresh = {"name": "冒名", "phone": "139 0013 9000", "email": "other@example.com", "subject": "改地址"}
+    answers = [await client.post(f"/api/v1/intake/{form['token']}", json=body) for body in (stranger, fresh)]
+    assert [a.status_code for a in answers] == [201, 201]
+    # The same shape whether or not the contact was known: nothing tells the submitter who holds it.
+    assert answers[0].json().keys() == answers[1].json().keys() == {"ticket_number", "status"}
+    assert known not in answers[0].text
+    assert (await client.get(f"/api/v1/customers/{known}", headers=tenant.headers())).json() == before
+    assert (await client.get(f"/api/v1/customers/{known}/timeline", headers=tenant.headers())).json() == timeline_before
+    tickets = (await client.get("/api/v1/tickets", headers=tenant.headers())).json()["items"]
+    assert known not in {t["customer_id"] for t in tickets} and len(tickets) == 2
+    lead_id = next(
+        t["customer_id"]
+        for t in tickets
+        if t["subject"] == "改地址" and t["number"] == answers[0].json()["ticket_number"]
+    )
+    lead = (await client.get(f"/api/v1/customers/{lead_id}", headers=tenant.headers())).json()
+    assert lead["emails"] == [] and lead["phones"] == [] and "unverified" in lead["tags"]
+    assert known in lead["notes"] and "138" not in lead["notes"]
 
 
 async def test_ticket_resolved_plan_calls_back(client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession) -> None:

@@ -237,7 +237,8 @@ async def answer_csat(token: Annotated[str, "path"], body: CsatAnswer, session: 
 
 @public.post("/intake/{token}", status_code=201, responses=public_errors(404), summary="Submit a form (no account)")
 async def submit_intake(token: Annotated[str, "path"], body: IntakeSubmission, session: Session) -> Response:
-    """Opens a ticket for the customer with that email or phone, or for a new lead. Rate-limited per form."""
+    """Opens a ticket for a new lead tagged `unverified`, never for the customer who holds the email or
+    phone typed (nothing proves the submitter is that customer). Rate-limited per form."""
     form = await feedback.intake_form(session, token[:100])
     if not await _intake_limits.hit(INTAKE_PER_MINUTE, str(form.id)):
         raise TooManyRequests("Too many submissions to this form; retry later.", retry_after=60)

@@ -194,39 +194,51 @@ async def intake_form(session: AsyncSession, token: str) -> IntakeForm:
 
 
 async def submit(session: AsyncSession, form: IntakeForm, data: IntakeSubmission) -> Ticket:
-    """Links to the customer with that email or phone, or creates a lead, then opens the ticket."""
+    """Opens the ticket for a new lead, never for the customer who holds the email or phone typed:
+    nothing in a public form proves the submitter is that customer, so the submission neither writes
+    to nor reveals an existing record. The lead (tagged `unverified`) claims the contact points no one
+    holds; for a taken one its notes name the holder's id, a match for the staff to confirm (and
+    merge). The taken value itself is copied nowhere, so masking keeps covering it."""
     if data.email is None and data.phone is None:
         raise ValidationFailed("Give an email or a phone to be answered on.", loc=["body", "email"])
     ctx = system_caller(form.workspace_id)
-    customer_id = None
+    free: dict[str, str] = {}
+    matches: list[str] = []
     for kind, value, normalise in (("email", data.email, normalise_email), ("phone", data.phone, normalise_phone)):
-        if value and customer_id is None:
+        if value:
             try:
                 key = normalise(value)
             except ValueError as exc:
                 raise ValidationFailed(str(exc), loc=["body", kind]) from exc
-            customer_id = await session.scalar(
+            held = await session.scalar(
                 select(CustomerIdentity.customer_id).where(
                     CustomerIdentity.workspace_id == form.workspace_id,
                     CustomerIdentity.kind == kind,
                     CustomerIdentity.value == key,
                 )
             )
-    if customer_id is None:
-        lead = await customers.create(
-            session,
-            ctx,
-            CustomerCreate(
-                name=data.name,
-                emails=[data.email] if data.email else None,
-                phones=[data.phone] if data.phone else None,
-                source=f"form:{form.name}"[:64],
-                tags=["lead"],
-            ),
-        )
-        customer_id = lead.id
+            if held is None:
+                free[kind] = value
+            else:
+                matches.append(f"The {kind} given is held by customer {held}.")
+    notes = " ".join([*matches, "Confirm with that customer before merging."]) if matches else None
+    lead = CustomerCreate(
+        name=data.name,
+        emails=[free["email"]] if "email" in free else None,
+        phones=[free["phone"]] if "phone" in free else None,
+        source=f"form:{form.name}"[:64],
+        tags=["lead", "unverified"],
+        notes=notes,
+    )
+    try:
+        async with session.begin_nested():
+            customer = await customers.create(session, ctx, lead)
+    except Conflict:
+        # A customer took a free contact point meanwhile: the lead is made without contact points
+        # rather than answer a 409 that would tell the submitter someone holds it.
+        customer = await customers.create(session, ctx, lead.model_copy(update={"emails": None, "phones": None}))
     ticket_in = TicketIn(
-        customer_id=customer_id,
+        customer_id=customer.id,
         type=data.type,
         channel=form.channel,
         subject=data.subject,
