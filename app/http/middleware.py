@@ -11,15 +11,14 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
-
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logs import request_id
 from app.core.metrics import IN_FLIGHT, REQUEST_SECONDS, REQUESTS_SHED
-from app.http.allowed_methods import AllowedMethods
 from app.core.problems import validation_problem
+from app.http.allowed_methods import AllowedMethods
 from app.http.problems import PROBLEM_MEDIA_TYPE, problem_response
 
 logger = logging.getLogger("guanxi.access")

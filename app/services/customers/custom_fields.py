@@ -34,9 +34,7 @@ async def definitions(session: AsyncSession, ctx: Caller) -> Definitions:
     return {d.key: d for d in await list_all(session, ctx)}
 
 
-async def get(
-    session: AsyncSession, ctx: Caller, field_id: uuid.UUID, *, lock: bool = False
-) -> CustomFieldDefinition:
+async def get(session: AsyncSession, ctx: Caller, field_id: uuid.UUID, *, lock: bool = False) -> CustomFieldDefinition:
     return await scoped.get(
         session, ctx, CustomFieldDefinition, field_id, missing="No custom field with that id.", lock=lock
     )
