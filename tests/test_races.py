@@ -189,3 +189,36 @@ async def test_one_idempotency_key_of_two_callers_makes_two_creates(
         replays.append(response.headers.get("idempotent-replayed"))
     assert replays == [None, None]
     assert len(set(made)) == 2
+
+
+async def test_concurrent_identical_settings_replacements_all_succeed(
+    live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    """A PUT replaces a set keyed by unique codes: twenty at once with one body all answer 200."""
+    always_open = {str(d): [["00:00", "24:00"]] for d in range(7)}
+    listed = await live_client.get("/api/v1/lifecycle/stages", headers=live_tenant.headers())
+    stages = [{"key": s["key"], "name": s["name"]} for s in listed.json()["items"]]
+    stages.insert(1, {"key": "vip_prospect", "name": "VIP 潜在客户"})
+    puts: list[tuple[str, dict[str, Any]]] = [
+        (
+            "/value-tiers",
+            {"window_days": 365, "tiers": [{"code": "A", "name": "High", "rank": 1, "min_spend": "500"}]},
+        ),
+        (
+            "/sla",
+            {
+                "policies": [{"priority": "normal", "first_response_minutes": 60, "resolution_minutes": 600}],
+                "timezone": "UTC",
+                "weekly": always_open,
+            },
+        ),
+        ("/settings/interaction-outcomes", {"outcomes": ["reached", "voicemail"]}),
+        ("/lifecycle/stages", {"stages": stages}),
+    ]
+    failures = []
+    for path, body in puts:
+        sent = [live_client.put(f"/api/v1{path}", json=body, headers=live_tenant.headers()) for _ in range(20)]
+        statuses = sorted(r.status_code for r in await asyncio.gather(*sent))
+        if statuses != [200] * 20:
+            failures.append((path, statuses))
+    assert failures == []

@@ -4,7 +4,7 @@ row that is not there, or is another workspace's, is the same 404."""
 import uuid
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -40,3 +40,10 @@ async def all_of(
 ) -> list[Row]:
     """Every row of the caller's workspace, for the short configuration lists (plans, rules, categories)."""
     return list((await session.scalars(in_workspace(model, ctx).order_by(order_by, model.id))).all())
+
+
+async def one_at_a_time(session: AsyncSession, ctx: Caller, what: str) -> None:
+    """Serialise, until this transaction ends, the writes of the caller's workspace that replace the
+    whole set `what` (delete, then insert): two at once would both delete nothing the other inserted
+    and then collide on the set's unique keys. The second waits and replaces the first's set."""
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"{what}:{ctx.workspace_id}", 0))))

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller
 from app.core.errors import Conflict, ValidationFailed
 from app.core.ids import new_id
@@ -132,6 +132,7 @@ async def set_stages(session: AsyncSession, ctx: Caller, wanted: list[tuple[str,
         raise ValidationFailed(f"The default stages stay: {', '.join(sorted(missing))}.", loc=["body", "stages"])
     if len(set(keys)) != len(keys):
         raise ValidationFailed("Stage keys must be unique.", loc=["body", "stages"])
+    await scoped.one_at_a_time(session, ctx, "lifecycle_stages")
     in_use = set(
         (
             await session.scalars(

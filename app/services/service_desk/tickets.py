@@ -447,6 +447,7 @@ async def set_sla(session: AsyncSession, ctx: Caller, settings: SlaSettings) -> 
     keys = [(p.priority, p.tier) for p in settings.policies]
     if len(set(keys)) != len(keys):
         raise ValidationFailed("One policy per priority and tier.", loc=["body", "policies"])
+    await scoped.one_at_a_time(session, ctx, "sla_policies")
     await session.execute(text("DELETE FROM sla_policies WHERE workspace_id = :ws"), {"ws": ctx.workspace_id})
     session.add_all(
         SlaPolicy(

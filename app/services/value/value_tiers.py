@@ -5,7 +5,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller
 from app.core.errors import ValidationFailed
 from app.core.ids import new_id
@@ -48,6 +48,7 @@ async def replace(session: AsyncSession, ctx: Caller, settings: TierSettings) ->
         raise ValidationFailed("Tier codes must be unique.", loc=["body", "tiers"])
     if len(set(ranks)) != len(ranks):
         raise ValidationFailed("Tier ranks must be unique.", loc=["body", "tiers"])
+    await scoped.one_at_a_time(session, ctx, "value_tiers")
     model = await customer_values.model_for(session, ctx.workspace_id)
     before, _ = await list_tiers(session, ctx)
     await session.execute(delete(ValueTier).where(ValueTier.workspace_id == ctx.workspace_id))
