@@ -312,7 +312,8 @@ async def serve_floor_worker(dsn: str, concurrency: int, client_kind: str) -> No
     signers: dict[str, Any] = {}
     from app.services.events.webhook_delivery import http_client
 
-    http = http_client(concurrency * 2)
+    # The bench receivers listen on this machine.
+    http = http_client(concurrency * 2, allow_private=True)
 
     async def one_task() -> None:
         raw = RawHttpConnection()

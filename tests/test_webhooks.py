@@ -242,7 +242,7 @@ async def test_concurrent_workers_never_send_one_attempt_twice(
     now = clock.now()
     await fan_out(app, now)
     [due] = await due_for(app, live_tenant.id, now)
-    async with webhook_delivery.http_client(10) as client:
+    async with webhook_delivery.http_client(10, allow_private=True) as client:
         await asyncio.gather(
             *(webhook_delivery.deliver(pool, client, [due], now=now, settings=fast_settings()) for _ in range(10))
         )
@@ -372,7 +372,7 @@ async def test_overlapping_jobs_send_each_attempt_once(
     await fan_out(app, now)
     due = await due_for(app, live_tenant.id, now)
     assert len(due) == 5
-    async with webhook_delivery.http_client(10) as client:
+    async with webhook_delivery.http_client(10, allow_private=True) as client:
         await asyncio.gather(
             *(
                 webhook_delivery.deliver(pool, client, batch, now=now, settings=fast_settings())
@@ -462,7 +462,7 @@ async def test_a_slow_receiver_does_not_hold_back_the_records_of_its_job(
         await fan_out(app, now)
         due = await due_for(app, live_tenant.id, now)
         assert len(due) == 2
-        async with webhook_delivery.http_client(10) as client:
+        async with webhook_delivery.http_client(10, allow_private=True) as client:
             job = asyncio.create_task(webhook_delivery.deliver(pool, client, due, now=now, settings=fast_settings()))
             await receiver.wait_for(1)
             # The fast receiver's attempt is recorded while the slow one is still out.
@@ -521,7 +521,7 @@ async def test_a_retry_is_queued_when_due_while_its_first_job_still_runs(
         await Queries(AsyncpgDriver(conn)).enqueue([DELIVER], [b"[]"], [0], dedupe_key=[job.key])
         await conn.execute("UPDATE pgqueuer SET status = 'picked' WHERE dedupe_key = $1", job.key)
         try:
-            async with webhook_delivery.http_client(10) as client:
+            async with webhook_delivery.http_client(10, allow_private=True) as client:
                 results = await webhook_delivery.deliver(pool, client, job.attempts, now=now, settings=fast_settings())
             retries = [r for r in results if r is not None]
             assert len(retries) == 2
@@ -547,3 +547,26 @@ async def test_delivery_checks_the_target_again_when_it_sends(
     assert receiver.received == []
     errors = {d.last_error for d in await deliveries(app, live_tenant.id)}
     assert errors == {"the host resolves to a loopback, private, link-local or metadata address"}
+
+
+async def test_a_name_that_resolves_to_a_private_address_at_connect_time_is_not_reached(
+    app: FastAPI,
+    pool: asyncpg.Pool,
+    live_client: httpx.AsyncClient,
+    live_tenant: Tenant,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: the name passed the check, then resolves to loopback when the connection opens."""
+    port = receiver.url.split(":")[-1].split("/")[0]
+    await _endpoint(live_client, live_tenant, f"http://localhost:{port}/")
+    await _customer(live_client, live_tenant)
+
+    async def passed(url: str, *, allow_private: bool) -> None:
+        return None
+
+    monkeypatch.setattr(webhook_targets, "check_target", passed)
+    await run_due(app, pool, live_tenant.id, clock.now(), settings=fast_settings(webhook_allow_private_targets=False))
+    assert receiver.received == []
+    [delivery] = await deliveries(app, live_tenant.id)
+    assert delivery.last_error is not None and webhook_targets.BLOCKED in delivery.last_error

@@ -48,10 +48,9 @@ async def run_due(
     due = await due_for(app, workspace_id, now)
     if not due:
         return []
-    async with webhook_delivery.http_client(10) as client:
-        return await delivery_jobs.deliver(
-            pool, client, delivery_jobs.encode(due), now=now, settings=settings or fast_settings()
-        )
+    settings = settings or fast_settings()
+    async with webhook_delivery.http_client(10, allow_private=settings.webhook_allow_private_targets) as client:
+        return await delivery_jobs.deliver(pool, client, delivery_jobs.encode(due), now=now, settings=settings)
 
 
 async def deliveries(app: FastAPI, workspace_id: uuid.UUID) -> list[WebhookDelivery]:

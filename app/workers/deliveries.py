@@ -40,7 +40,9 @@ def job_slots(settings: Settings) -> int:
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
     """One connection for each attempt the worker sends at once."""
-    return webhook_delivery.http_client(job_slots(settings) * webhook_dispatch.ATTEMPTS_PER_JOB)
+    return webhook_delivery.http_client(
+        job_slots(settings) * webhook_dispatch.ATTEMPTS_PER_JOB, allow_private=settings.webhook_allow_private_targets
+    )
 
 
 def register(registry: Registry, r: Resources) -> None:

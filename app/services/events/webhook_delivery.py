@@ -151,13 +151,27 @@ def envelope(event: OutboxEvent) -> dict[str, Any]:
     }
 
 
-def http_client(max_connections: int) -> httpx.AsyncClient:
+def http_client(max_connections: int, *, allow_private: bool) -> httpx.AsyncClient:
     """The client deliveries go out on: httpx over aiohttp's transport. httpx's own transport parses
     HTTP in Python (h11); through aiohttp's C parser a delivery costs the worker less CPU
-    (docs/decisions.md). Proxies from the environment are not used."""
+    (docs/decisions.md). Proxies from the environment are not used. Unless private targets are
+    allowed, its connections resolve names through `PublicOnlyResolver`."""
+    limits = httpx.Limits(max_connections=max_connections)
+    if allow_private:
+        return httpx.AsyncClient(trust_env=False, transport=AiohttpTransport(limits=limits, trust_env=False))
+    ssl_context = httpx.create_ssl_context(trust_env=False)
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=max_connections,
+            keepalive_timeout=limits.keepalive_expiry,
+            ssl=ssl_context,
+            resolver=webhook_targets.PublicOnlyResolver(),
+        )
+        return aiohttp.ClientSession(connector=connector)
+
     return httpx.AsyncClient(
-        trust_env=False,
-        transport=AiohttpTransport(limits=httpx.Limits(max_connections=max_connections), trust_env=False),
+        trust_env=False, transport=AiohttpTransport(limits=limits, trust_env=False, client=session)
     )
 
 

@@ -2,9 +2,14 @@
 unless the operator allows it (GUANXI_WEBHOOK_ALLOW_PRIVATE_TARGETS, for tests and on-premise use)."""
 
 import asyncio
+import errno
 import ipaddress
 import socket
+from typing import Any
 from urllib.parse import urlsplit
+
+from aiohttp.abc import ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from app.core.errors import ValidationFailed
 
@@ -53,6 +58,21 @@ def is_public(address: str) -> bool:
     return all(c.is_global and not c.is_multicast for c in candidates)
 
 
+BLOCKED = "the host resolves to a loopback, private, link-local or metadata address"
+
+
+class PublicOnlyResolver(ThreadedResolver):
+    """The resolver the delivery connections use when private targets are not allowed: the addresses a
+    connection is opened to are the ones judged here, at connect time, so a name that resolved to a
+    public address when it was checked and to a private one a moment later (DNS rebinding) is refused."""
+
+    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
+        results = await super().resolve(host, port, family)
+        if not results or not all(is_public(str(r["host"])) for r in results):
+            raise OSError(errno.EACCES, BLOCKED)
+        return results
+
+
 async def check_target(url: str, *, allow_private: bool) -> None:
     """Raise TargetBlocked unless every address the host resolves to is public."""
     parts = urlsplit(url)
@@ -69,7 +89,7 @@ async def check_target(url: str, *, allow_private: bool) -> None:
         raise TargetBlocked(f"the host {parts.hostname} does not resolve") from exc
     addresses = {info[4][0] for info in infos}
     if not addresses or not all(is_public(str(address)) for address in addresses):
-        raise TargetBlocked("the host resolves to a loopback, private, link-local or metadata address")
+        raise TargetBlocked(BLOCKED)
 
 
 async def validate_for_api(url: str, *, allow_private: bool) -> None:
