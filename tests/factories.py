@@ -11,7 +11,7 @@ from app.core import clock
 from app.core.access import Role, Scope
 from app.core.settings import get_settings
 from app.models import Team, User, Workspace
-from app.services.identity import api_keys, tokens
+from app.services.identity import api_keys, tokens, users
 
 PASSWORD = "correct horse battery"
 # Hashed once: Argon2 is slow by design, and tests create many users.
@@ -48,12 +48,14 @@ async def make_user(
     user = User(
         workspace_id=workspace_id,
         email=email,
+        email_key=users.email_key(email),
         name=email.split("@")[0],
         password_hash=PASSWORD_HASH,
         role=role.value,
         team_id=team_id,
         is_active=True,
         created_at=clock.now(),
+        updated_at=clock.now(),
         version=1,
     )
     session.add(user)
@@ -65,8 +67,8 @@ async def make_tenant(session: AsyncSession, slug: str | None = None) -> Tenant:
     workspace = Workspace(slug=slug, name=slug, customer_code_pattern="KH-{yyyy}-{seq:06}", created_at=clock.now())
     session.add(workspace)
     await session.flush()
-    team = Team(workspace_id=workspace.id, name="East", created_at=clock.now())
-    other_team = Team(workspace_id=workspace.id, name="West", created_at=clock.now())
+    team = Team(workspace_id=workspace.id, name="East", created_at=clock.now(), updated_at=clock.now(), version=1)
+    other_team = Team(workspace_id=workspace.id, name="West", created_at=clock.now(), updated_at=clock.now(), version=1)
     session.add_all([team, other_team])
     await session.flush()
     tenant = Tenant(workspace=workspace, team=team)

@@ -244,8 +244,8 @@ class CustomerReadLane:
             caller = caller_in_process(scope["headers"])
         except Unauthorized:
             return None
-        # An API key this process has not verified lately is the route's to check in the database.
-        if isinstance(caller, str) or Permission.CUSTOMERS_READ not in caller.scopes:
+        # A credential this process has not checked lately is the route's to check in the database.
+        if not isinstance(caller, Caller) or Permission.CUSTOMERS_READ not in caller.scopes:
             return None
         # Counted here, and marked so that the route does not count a request passed to it again;
         # one over the limit is the route's to refuse (and counted twice, refused either way).

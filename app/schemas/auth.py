@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from app.core.access import Role, Scope
 from app.schemas.common import EmailText, InputModel, Name, OutputModel, Password, ShortText, Timestamp
@@ -40,6 +40,31 @@ class UserCreate(InputModel):
     team_id: uuid.UUID | None = None
 
 
+class UserPatch(InputModel):
+    """Only the fields sent change; `team_id: null` takes the user out of its team."""
+
+    name: Name | None = Field(default=None, examples=["李娜"])
+    role: Role | None = Field(default=None, examples=["manager"])
+    team_id: uuid.UUID | None = None
+    is_active: bool | None = Field(default=None, description="false deactivates: the user's credentials stop working.")
+
+    @model_validator(mode="after")
+    def _no_null_but_team(self) -> "UserPatch":
+        for name in ("name", "role", "is_active"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class PasswordChange(InputModel):
+    current_password: Annotated[str, Field(min_length=1, max_length=128)]
+    new_password: Password
+
+
+class PasswordReset(InputModel):
+    new_password: Password
+
+
 class UserOut(OutputModel):
     id: uuid.UUID
     email: str
@@ -48,6 +73,7 @@ class UserOut(OutputModel):
     team_id: uuid.UUID | None
     is_active: bool
     created_at: datetime
+    updated_at: datetime
     version: int
 
 
@@ -59,10 +85,16 @@ class TeamCreate(InputModel):
     name: ShortText = Field(examples=["华南销售部"])
 
 
+class TeamPatch(InputModel):
+    name: ShortText = Field(examples=["华东销售部"])
+
+
 class TeamOut(OutputModel):
     id: uuid.UUID
     name: str
     created_at: datetime
+    updated_at: datetime
+    version: int
 
 
 class TeamList(OutputModel):

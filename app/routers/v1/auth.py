@@ -28,7 +28,9 @@ async def issue_token(request: Annotated[TokenRequest, Body()], session: Session
         )
     else:
         claims = tokens.verify(settings, request.refresh_token, expected_type="refresh")
-        user = await users.get_active(session, uuid.UUID(claims["ws"]), uuid.UUID(claims["sub"]))
+        user = await users.get_active(
+            session, uuid.UUID(claims["ws"]), uuid.UUID(claims["sub"]), issued_at=int(claims["iat"])
+        )
     pair = tokens.issue_pair(settings, user)
     return json_response(
         {

@@ -1,15 +1,39 @@
 """Users, teams and the current workspace: /api/v1/users, /api/v1/teams, /api/v1/workspace."""
 
+import uuid
+
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from app.core.settings import get_settings
 from app.http.json_response import json_response
-from app.routers.deps import AnyCaller, Reader, Session, UsersRead, UsersWrite
-from app.routers.responses import errors
-from app.schemas.auth import TeamCreate, TeamList, TeamOut, UserCreate, UserList, UserOut, WorkspaceOut
-from app.services.identity import users, workspaces
+from app.routers.deps import AnyCaller, IfMatch, Reader, Session, UsersRead, UsersWrite
+from app.routers.responses import errors, resource_response
+from app.schemas.auth import (
+    PasswordChange,
+    PasswordReset,
+    TeamCreate,
+    TeamList,
+    TeamOut,
+    TeamPatch,
+    TokenOut,
+    UserCreate,
+    UserList,
+    UserOut,
+    UserPatch,
+    WorkspaceOut,
+)
+from app.services.identity import tokens, users, workspaces
 
 router = APIRouter(tags=["users and teams"])
+
+
+def _user(user: object) -> Response:
+    return resource_response(UserOut.model_validate(user).model_dump(mode="json"))
+
+
+def _team(team: object) -> Response:
+    return resource_response(TeamOut.model_validate(team).model_dump(mode="json"))
 
 
 @router.get("/users", response_model=UserList, responses=errors(), summary="List users")
@@ -20,9 +44,50 @@ async def list_users(ctx: UsersRead, session: Reader) -> Response:
 
 @router.post("/users", status_code=201, response_model=UserOut, responses=errors(409), summary="Add a user")
 async def create_user(data: UserCreate, ctx: UsersWrite, session: Session) -> Response:
-    """The password is stored as an Argon2 hash; the role sets scopes and visibility."""
+    """The password is stored as an Argon2 hash; the role sets scopes and visibility. The caller
+    must hold every scope of the role it grants (403 otherwise)."""
     user = await users.create_user(session, ctx, data)
-    return json_response(UserOut.model_validate(user).model_dump(mode="json"), status_code=201)
+    body = UserOut.model_validate(user).model_dump(mode="json")
+    return resource_response(body, status_code=201, location=f"/api/v1/users/{user.id}")
+
+
+@router.post("/users/me/password", response_model=TokenOut, responses=errors(404), summary="Change your own password")
+async def change_own_password(data: PasswordChange, ctx: AnyCaller, session: Session) -> Response:
+    """Needs the current password (403 when wrong, or for an API key). Every token issued before
+    is refused from now on; the response holds a fresh pair."""
+    user = await users.change_own_password(session, ctx, data)
+    pair = tokens.issue_pair(get_settings(), user)
+    return json_response(
+        {
+            "access_token": pair.access,
+            "refresh_token": pair.refresh,
+            "token_type": "bearer",
+            "expires_in": pair.expires_in,
+        }
+    )
+
+
+@router.get("/users/{user_id}", response_model=UserOut, responses=errors(404), summary="Get a user")
+async def get_user(user_id: uuid.UUID, ctx: UsersRead, session: Reader) -> Response:
+    return _user(await users.get_user(session, ctx, user_id))
+
+
+@router.patch("/users/{user_id}", response_model=UserOut, responses=errors(404, 409, 412, 428), summary="Change a user")
+async def update_user(
+    user_id: uuid.UUID, patch: UserPatch, ctx: UsersWrite, session: Session, if_match: IfMatch
+) -> Response:
+    """Name, role, team and `is_active`. Deactivating refuses the user's refresh tokens at once and
+    its access tokens and API keys within `GUANXI_API_KEY_CACHE_SECONDS`. The last active admin
+    cannot be demoted or deactivated (409)."""
+    return _user(await users.update_user(session, ctx, user_id, patch, expected_version=if_match))
+
+
+@router.post(
+    "/users/{user_id}/password", response_model=UserOut, responses=errors(404), summary="Reset a user's password"
+)
+async def reset_password(user_id: uuid.UUID, data: PasswordReset, ctx: UsersWrite, session: Session) -> Response:
+    """Sets a new password; the user's tokens issued before are refused. Needs every scope of the user's role."""
+    return _user(await users.reset_password(session, ctx, user_id, data.new_password))
 
 
 @router.get("/teams", response_model=TeamList, responses=errors(), summary="List teams")
@@ -35,7 +100,29 @@ async def list_teams(ctx: UsersRead, session: Reader) -> Response:
 async def create_team(data: TeamCreate, ctx: UsersWrite, session: Session) -> Response:
     """A manager sees the customers owned by members of its team."""
     team = await users.create_team(session, ctx, data)
-    return json_response(TeamOut.model_validate(team).model_dump(mode="json"), status_code=201)
+    body = TeamOut.model_validate(team).model_dump(mode="json")
+    return resource_response(body, status_code=201, location=f"/api/v1/teams/{team.id}")
+
+
+@router.get("/teams/{team_id}", response_model=TeamOut, responses=errors(404), summary="Get a team")
+async def get_team(team_id: uuid.UUID, ctx: UsersRead, session: Reader) -> Response:
+    return _team(await users.get_team(session, ctx, team_id))
+
+
+@router.patch("/teams/{team_id}", response_model=TeamOut, responses=errors(404, 412, 428), summary="Rename a team")
+async def update_team(
+    team_id: uuid.UUID, patch: TeamPatch, ctx: UsersWrite, session: Session, if_match: IfMatch
+) -> Response:
+    return _team(await users.update_team(session, ctx, team_id, patch, expected_version=if_match))
+
+
+@router.delete(
+    "/teams/{team_id}", status_code=204, responses=errors(404, 409, 412, 428), summary="Delete an empty team"
+)
+async def delete_team(team_id: uuid.UUID, ctx: UsersWrite, session: Session, if_match: IfMatch) -> Response:
+    """A team that still has users or tickets is a 409: move them first."""
+    await users.delete_team(session, ctx, team_id, expected_version=if_match)
+    return Response(status_code=204)
 
 
 @router.get("/workspace", response_model=WorkspaceOut, responses=errors(), summary="The caller's workspace")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
+from app.schemas.auth import TeamOut, UserOut
 from app.schemas.customer import CustomerOut
 from app.schemas.interaction import InteractionOut, TaskOut
 from app.schemas.order import OrderOut
@@ -83,6 +84,23 @@ class CsatReceived(BaseModel):
     score: int = Field(ge=1, le=5)
 
 
+class UserChanged(UserOut):
+    changed_fields: list[str] = Field(description="The fields that changed.", examples=[["is_active"]])
+
+
+class PasswordChanged(BaseModel):
+    user_id: str
+    by: str = Field(examples=["admin"], description="`self` (the user, with the old password) or `admin` (a reset)")
+
+
+class TeamChanged(TeamOut):
+    changed_fields: list[str] = Field(description="The fields that changed.", examples=[["name"]])
+
+
+class TeamRef(BaseModel):
+    id: str
+
+
 class Ping(BaseModel):
     message: str = Field(examples=["ping"])
 
@@ -122,6 +140,12 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType(
         "webhook_endpoint.disabled", "An endpoint was disabled after failures or a 410 answer.", EndpointDisabled
     ),
+    EventType("user.created", "A user was added.", UserOut),
+    EventType("user.updated", "A user's name, role, team or active state changed.", UserChanged),
+    EventType("user.password_changed", "A user's password was changed or reset.", PasswordChanged),
+    EventType("team.created", "A team was added.", TeamOut),
+    EventType("team.updated", "A team was renamed.", TeamChanged),
+    EventType("team.deleted", "An empty team was deleted.", TeamRef),
     EventType("webhook.ping", "A test delivery asked for by the endpoint's owner.", Ping),
 )
 

@@ -2,7 +2,10 @@
 
 Keys carry 256 bits of randomness, so a fast hash is safe (unlike passwords). Verified keys are
 cached in-process for `GUANXI_API_KEY_CACHE_SECONDS`: a revocation takes effect at once in the
-process that revoked it and within that many seconds in the others."""
+process that revoked it and within that many seconds in the others.
+
+A key a user created holds at most that user's present scopes: it stops working when the user is
+deactivated and narrows when the user's role does (within the same bound)."""
 
 import hashlib
 import hmac
@@ -16,11 +19,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock, scoped
-from app.core.access import Caller, Scope
+from app.core.access import ROLE_SCOPES, Caller, Role, Scope
 from app.core.errors import Forbidden, NotFound, Unauthorized
 from app.core.settings import get_settings
 from app.core.wire import utc_text
-from app.models import ApiKey
+from app.models import ApiKey, User
 from app.schemas.auth import ApiKeyCreate
 from app.services.events import audit
 
@@ -31,6 +34,7 @@ _PREFIX_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 @dataclass(frozen=True, slots=True)
 class _Cached:
     caller: Caller
+    created_by: uuid.UUID | None
     secret_hash: str
     expires_at: float | None
     fetched_at: float
@@ -127,32 +131,55 @@ def _checked(cached: _Cached, key: str) -> Caller:
 
 
 async def _load(session: AsyncSession, prefix: str, now: float) -> _Cached:
-    # One statement finds the key and records its use.
+    # One statement finds the key, its creator's present role (null when deactivated) and records its use.
+    creator_role = (
+        select(User.role)
+        .where(User.workspace_id == ApiKey.workspace_id, User.id == ApiKey.created_by, User.is_active)
+        .scalar_subquery()
+    )
     row = (
         await session.execute(
             update(ApiKey)
             .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
             .values(last_used_at=clock.now())
-            .returning(ApiKey.id, ApiKey.workspace_id, ApiKey.scopes, ApiKey.secret_hash, ApiKey.expires_at)
+            .returning(
+                ApiKey.id,
+                ApiKey.workspace_id,
+                ApiKey.scopes,
+                ApiKey.secret_hash,
+                ApiKey.expires_at,
+                ApiKey.created_by,
+                creator_role.label("creator_role"),
+            )
         )
     ).first()
-    if row is None:
+    if row is None or (row.created_by is not None and row.creator_role is None):
         _cache.pop(prefix, None)
         raise Unauthorized("The API key is not valid.")
+    scopes = frozenset(row.scopes)
+    if row.created_by is not None:
+        scopes &= ROLE_SCOPES[Role(row.creator_role)]
     cached = _Cached(
         caller=Caller(
             workspace_id=row.workspace_id,
             actor_type="api_key",
             actor_id=row.id,
-            scopes=frozenset(row.scopes),
+            scopes=scopes,
             visibility="all",
         ),
+        created_by=row.created_by,
         secret_hash=row.secret_hash,
         expires_at=row.expires_at.timestamp() if row.expires_at else None,
         fetched_at=now,
     )
     _cache[prefix] = cached
     return cached
+
+
+def forget_created_by(user_id: uuid.UUID) -> None:
+    """The user's standing changed: this process checks the user's keys in the database again."""
+    for prefix in [prefix for prefix, cached in _cache.items() if cached.created_by == user_id]:
+        _cache.pop(prefix, None)
 
 
 def _ttl() -> float:
