@@ -16,7 +16,7 @@ from app.http import openapi_document, openapi_webhooks, problems
 from app.http.allowed_methods import AllowedMethods
 from app.http.json_response import JSONResponse
 from app.http.middleware import InFlightLimit, RequestContextMiddleware
-from app.http.rate_limits import RateLimiter
+from app.http.rate_limits import RateLimiter, SignInThrottle
 from app.http.read_lane import CustomerReadLane, ReadPool
 from app.routers import health, v1
 from app.routers.v1 import customers
@@ -80,6 +80,7 @@ def create_app(
     app.state.read_connections = read_pool
     app.state.migration_head = migrations.head()
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.sign_in_throttle = SignInThrottle()
     problems.install(app)
     app.include_router(health.router)
     app.include_router(v1.router)
