@@ -340,6 +340,36 @@ async def _drive_every_path(
     await paths.patch_customer(a, {"tags": []})
     await paths.run("segment refresh after a change", {"segment.member_removed"}, refresh)
 
+    team = await paths.call("POST", "/teams", 201, json={"name": "North"})
+    await paths.run("team added", {"team.created"}, lambda: paths.call("POST", "/teams", 201, json={"name": "South"}))
+    await paths.run(
+        "team renamed",
+        {"team.updated"},
+        lambda: paths.call("PATCH", f"/teams/{team['id']}", 200, json={"name": "Nord"}, headers={"If-Match": "*"}),
+    )
+    await paths.run(
+        "team deleted",
+        {"team.deleted"},
+        lambda: paths.call("DELETE", f"/teams/{team['id']}", 204, headers={"If-Match": "*"}),
+    )
+    user = {"email": "new.hire@example.com", "name": "王芳", "password": "a-long-password", "role": "sales"}
+    user_id = (await paths.call("POST", "/users", 201, json=user))["id"]
+    await paths.run(
+        "user added",
+        {"user.created"},
+        lambda: paths.call("POST", "/users", 201, json={**user, "email": "second.hire@example.com"}),
+    )
+    await paths.run(
+        "user offboarded",
+        {"user.updated"},
+        lambda: paths.call("PATCH", f"/users/{user_id}", 200, json={"is_active": False}, headers={"If-Match": "*"}),
+    )
+    await paths.run(
+        "password reset",
+        {"user.password_changed"},
+        lambda: paths.call("POST", f"/users/{user_id}/password", 200, json={"new_password": "another-password"}),
+    )
+
     receiver.script = [Answer(410)]
     endpoint = await paths.call(
         "POST", "/webhook-endpoints", 201, json={"url": receiver.url, "event_types": ["webhook.ping"]}

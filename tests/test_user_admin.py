@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Role, Scope
+from app.http.rate_limits import SignInThrottle
 from app.models import AuditEntry, OutboxEvent, User
 from app.services.identity import user_state
 from tests.factories import PASSWORD, Tenant, make_api_key, make_user
@@ -315,3 +317,81 @@ async def test_teams_are_renamed_with_if_match_and_deleted_only_when_empty(
     assert (await client.get(full, headers=headers)).status_code == 200
     assert (await client.delete(url, headers={**headers, "If-Match": '"2"'})).status_code == 204
     assert (await client.get(url, headers=headers)).status_code == 404
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def throttle_clock(app: FastAPI) -> Iterator[_Clock]:
+    """A fresh sign-in throttle on a clock the test moves."""
+    clock = _Clock()
+    saved = app.state.sign_in_throttle
+    # A low source limit keeps the test short: each refused guess costs an Argon2 verification.
+    app.state.sign_in_throttle = SignInThrottle(per_source=12, clock=clock)
+    try:
+        yield clock
+    finally:
+        app.state.sign_in_throttle = saved
+
+
+async def test_password_guessing_is_throttled_with_a_growing_retry_after(
+    client: httpx.AsyncClient, tenant: Tenant, throttle_clock: _Clock
+) -> None:
+    for _ in range(5):
+        assert (await _sign_in(client, tenant, "sales", "wrong-guess")).status_code == 401
+    refused = await _sign_in(client, tenant, "sales", "wrong-guess")
+    assert refused.status_code == 429
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["retry-after"] == "60"
+    # Locked means locked: the right password is not even checked, so a guess learns nothing.
+    assert (await _sign_in(client, tenant, "sales")).status_code == 429
+    # Another account is not locked by this one's guesses.
+    assert (await _sign_in(client, tenant, "support")).status_code == 200
+
+    throttle_clock.now += 61
+    assert (await _sign_in(client, tenant, "sales", "wrong-guess")).status_code == 401
+    assert (await _sign_in(client, tenant, "sales")).headers["retry-after"] == "120"
+    throttle_clock.now += 121
+    assert (await _sign_in(client, tenant, "sales")).status_code == 200
+    # A success starts the count again.
+    for _ in range(4):
+        assert (await _sign_in(client, tenant, "sales", "wrong-guess")).status_code == 401
+    assert (await _sign_in(client, tenant, "sales")).status_code == 200
+
+
+async def test_the_account_lock_is_capped(client: httpx.AsyncClient, tenant: Tenant, throttle_clock: _Clock) -> None:
+    for _ in range(5):
+        await _sign_in(client, tenant, "sales", "wrong-guess")
+    # One guess each time the lock ends: the lock doubles up to its cap, and no further.
+    for _ in range(8):
+        throttle_clock.now += 901
+        assert (await _sign_in(client, tenant, "sales", "wrong-guess")).status_code == 401
+    refused = await _sign_in(client, tenant, "sales")
+    assert int(refused.headers["retry-after"]) == 900
+    throttle_clock.now += 900
+    assert (await _sign_in(client, tenant, "sales")).status_code == 200
+
+
+async def test_one_source_guessing_at_many_accounts_is_throttled(
+    client: httpx.AsyncClient, tenant: Tenant, throttle_clock: _Clock
+) -> None:
+    for n in range(12):
+        guess = await client.post(
+            "/api/v1/auth/token",
+            json={
+                "grant_type": "password",
+                "workspace": tenant.workspace.slug,
+                "email": f"guess{n}@example.com",
+                "password": "wrong-guess",
+            },
+        )
+        assert guess.status_code == 401
+    refused = await _sign_in(client, tenant, "admin")
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "60"
