@@ -158,7 +158,8 @@ async def test_another_process_sees_a_deactivation_within_the_cache_bound(
 
 async def test_the_last_admin_cannot_be_demoted_or_deactivated(client: httpx.AsyncClient, tenant: Tenant) -> None:
     admin = tenant.users["admin"].id
-    for patch in ({"role": "manager"}, {"is_active": False}):
+    patches: list[dict[str, object]] = [{"role": "manager"}, {"is_active": False}]
+    for patch in patches:
         response = await _patch_user(client, tenant, admin, patch)
         assert response.status_code == 409, response.text
         assert response.headers["content-type"] == "application/problem+json"
@@ -196,7 +197,12 @@ async def test_a_caller_cannot_change_or_reset_a_user_above_its_scopes(
 ) -> None:
     key = {"X-API-Key": await make_api_key(db, tenant, scopes=[Scope.USERS_WRITE, Scope.USERS_READ])}
     admin, sales = tenant.users["admin"].id, tenant.users["sales"].id
-    for user_id, patch in ((sales, {"role": "admin"}), (admin, {"is_active": False}), (admin, {"name": "x"})):
+    patches: list[tuple[uuid.UUID, dict[str, object]]] = [
+        (sales, {"role": "admin"}),
+        (admin, {"is_active": False}),
+        (admin, {"name": "x"}),
+    ]
+    for user_id, patch in patches:
         response = await client.patch(f"/api/v1/users/{user_id}", json=patch, headers={**key, "If-Match": "*"})
         assert response.status_code == 403, response.text
     reset = await client.post(f"/api/v1/users/{admin}/password", json={"new_password": "taken-over-now"}, headers=key)
@@ -395,3 +401,35 @@ async def test_one_source_guessing_at_many_accounts_is_throttled(
     refused = await _sign_in(client, tenant, "admin")
     assert refused.status_code == 429
     assert refused.headers["retry-after"] == "60"
+
+
+async def test_a_key_without_events_read_cannot_subscribe_to_the_event_stream(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    """A webhook endpoint receives every event of its types, customers' personal data included: it
+    is a way to read the event stream, so it needs the scope that reads it."""
+    key = await make_api_key(db, tenant, scopes=[Scope.WEBHOOKS_WRITE])
+    body = {"url": "https://hooks.example.com/guanxi", "event_types": ["customer.*"]}
+    response = await client.post("/api/v1/webhook-endpoints", json=body, headers={"X-API-Key": key})
+    assert response.status_code == 403, response.text
+    assert response.json()["missing_scopes"] == ["events:read"]
+
+
+async def test_bad_password_changes_are_refused(client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession) -> None:
+    headers = tenant.headers("sales")
+    short = await client.post(
+        "/api/v1/users/me/password", json={"current_password": PASSWORD, "new_password": "short"}, headers=headers
+    )
+    assert short.status_code == 422
+    key = {"X-API-Key": await make_api_key(db, tenant)}
+    keyed = await client.post(
+        "/api/v1/users/me/password", json={"current_password": PASSWORD, "new_password": "a-new-password"}, headers=key
+    )
+    assert keyed.status_code == 403
+    reset = await client.post(
+        f"/api/v1/users/{tenant.users['sales'].id}/password",
+        json={"password": "a-new-password"},
+        headers=tenant.headers(),
+    )
+    assert reset.status_code == 422
+    assert (await _sign_in(client, tenant, "sales")).status_code == 200
