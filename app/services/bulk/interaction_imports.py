@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
@@ -26,6 +26,7 @@ from app.services.bulk.imports import Progress
 from app.services.bulk.record_imports import Loc, Problem, as_is, changes_sql
 from app.services.engagement import interactions
 from app.services.events import audit, outbox
+from app.services.identity.users import email_key
 
 BATCH = 5000
 ROW_FIELDS = (*interactions.FIELDS, "source", "external_id")
@@ -163,7 +164,8 @@ class _Batch:
             refs, ref_problems = record_imports.customer_refs(values, self.columns, number)
             parsed.append((number, values, refs, problems + ref_problems))
         found = await record_imports.find_customers(session, self.ctx, (refs for _, _, refs, _ in parsed))
-        users = await _users(session, self.ctx, {v["user_email"].lower() for _, v, _, _ in parsed if "user_email" in v})
+        emails = {email_key(v["user_email"]) for _, v, _, _ in parsed if "user_email" in v}
+        users = await _users(session, self.ctx, emails)
         staged: list[tuple[Any, ...]] = []
         rejected: list[Problem] = []
         for number, values, refs, problems in parsed:
@@ -214,7 +216,7 @@ class _Batch:
         if "occurred_at" in data:
             data["occurred_at"] = record_imports.wall_clock(data["occurred_at"], self.zone)
         if "user_email" in values:
-            data["user_id"] = users.get(values["user_email"].lower())
+            data["user_id"] = users.get(email_key(values["user_email"]))
             if data["user_id"] is None:
                 problems.append((number, self.columns["user_email"], "no user with this email in the workspace"))
 
@@ -258,12 +260,10 @@ class _Batch:
 
 
 async def _users(session: AsyncSession, ctx: Caller, emails: set[str]) -> dict[str, uuid.UUID]:
-    """Lower-cased email → user of the workspace."""
+    """Email key (`users.email_key`) → user of the workspace."""
     if not emails:
         return {}
     rows = await session.execute(
-        select(func.lower(User.email), User.id).where(
-            User.workspace_id == ctx.workspace_id, func.lower(User.email).in_(emails)
-        )
+        select(User.email_key, User.id).where(User.workspace_id == ctx.workspace_id, User.email_key.in_(emails))
     )
     return dict(rows.all())
