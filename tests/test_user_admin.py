@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from app.http.rate_limits import SignInThrottle
 from app.models import AuditEntry, OutboxEvent, User
 from app.services.identity import user_state
 from tests.factories import PASSWORD, Tenant, make_api_key, make_user
+from tests.test_serve_processes import _serving
 
 
 def _user(role: str, email: str | None = None) -> dict[str, str]:
@@ -433,3 +435,40 @@ async def test_bad_password_changes_are_refused(client: httpx.AsyncClient, tenan
     )
     assert reset.status_code == 422
     assert (await _sign_in(client, tenant, "sales")).status_code == 200
+
+
+async def test_two_api_processes_refuse_a_deactivated_user_within_the_cache_bound(
+    live_tenant: Tenant, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bound = 2.0
+    monkeypatch.setenv("GUANXI_API_KEY_CACHE_SECONDS", str(bound))
+    with _serving(database_url, tmp_path, "--workers", "2", "--no-migrate") as base:
+
+        async def spread(headers: dict[str, str]) -> set[int]:
+            # A new connection per request: the kernel spreads them over both processes.
+            statuses = set()
+            for _ in range(16):
+                async with httpx.AsyncClient(base_url=base, timeout=10) as fresh:
+                    statuses.add((await fresh.get("/api/v1/customers", headers=headers)).status_code)
+            return statuses
+
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            sign_in = {
+                "grant_type": "password",
+                "workspace": live_tenant.workspace.slug,
+                "email": live_tenant.users["sales"].email,
+                "password": PASSWORD,
+            }
+            signed_in = (await http.post("/api/v1/auth/token", json=sign_in)).json()
+            bearer = {"Authorization": f"Bearer {signed_in['access_token']}"}
+            assert await spread(bearer) == {200}
+            deactivated = await http.patch(
+                f"/api/v1/users/{live_tenant.users['sales'].id}",
+                json={"is_active": False},
+                headers={**live_tenant.headers(), "If-Match": "*"},
+            )
+            assert deactivated.status_code == 200, deactivated.text
+            refresh = {"grant_type": "refresh_token", "refresh_token": signed_in["refresh_token"]}
+            assert (await http.post("/api/v1/auth/token", json=refresh)).status_code == 401
+            await asyncio.sleep(bound + 0.5)
+            assert await spread(bearer) == {401}
