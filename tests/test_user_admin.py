@@ -472,3 +472,21 @@ async def test_two_api_processes_refuse_a_deactivated_user_within_the_cache_boun
             assert (await http.post("/api/v1/auth/token", json=refresh)).status_code == 401
             await asyncio.sleep(bound + 0.5)
             assert await spread(bearer) == {401}
+
+
+async def test_a_key_made_with_a_users_key_stops_with_that_user(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    tenant.users["second"] = await make_user(db, tenant.id, Role.ADMIN, team_id=None, email="a2@example.com")
+    await db.commit()
+    body = {"name": "parent", "scopes": ["api_keys:write", "customers:read"]}
+    parent = (await client.post("/api/v1/api-keys", json=body, headers=tenant.headers())).json()["key"]
+    child = await client.post(
+        "/api/v1/api-keys", json={"name": "child", "scopes": ["customers:read"]}, headers={"X-API-Key": parent}
+    )
+    assert child.status_code == 201, child.text
+    headers = {"X-API-Key": child.json()["key"]}
+    assert (await client.get("/api/v1/customers", headers=headers)).status_code == 200
+    response = await _patch_user(client, tenant, tenant.users["admin"].id, {"is_active": False}, who="second")
+    assert response.status_code == 200
+    assert (await client.get("/api/v1/customers", headers=headers)).status_code == 401

@@ -59,12 +59,18 @@ def _prefix(key: str) -> str:
 async def create(session: AsyncSession, ctx: Caller, data: ApiKeyCreate) -> tuple[ApiKey, str]:
     if not set(data.scopes) <= ctx.scopes:
         raise Forbidden("An API key cannot have scopes its creator does not have.")
+    created_by = ctx.user_id
+    if ctx.actor_type == "api_key":
+        # A key made with a user's key answers to that user too: offboarding the user stops both.
+        created_by = await session.scalar(
+            select(ApiKey.created_by).where(ApiKey.workspace_id == ctx.workspace_id, ApiKey.id == ctx.actor_id)
+        )
     return await issue(
         session,
         ctx.workspace_id,
         name=data.name,
         scopes=list(data.scopes),
-        created_by=ctx.user_id,
+        created_by=created_by,
         expires_at=data.expires_at,
         actor=ctx,
     )
