@@ -65,6 +65,15 @@ async def _endpoint(client: httpx.AsyncClient, tenant: Tenant) -> str:
     )
 
 
+async def _user(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = {"email": f"u-{uuid.uuid4().hex[:8]}@x.test", "name": "n", "password": "long-enough-pass", "role": "sales"}
+    return await _created(client, tenant, "/users", body)
+
+
+async def _team(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    return await _created(client, tenant, "/teams", {"name": f"team-{uuid.uuid4().hex[:8]}"})
+
+
 # Per path of the OpenAPI document: how to make the resource and a PATCH body that changes it.
 # Each of the 20 PATCHes sends a different value so that none is a no-op that keeps the ETag.
 MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
@@ -76,6 +85,8 @@ MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/follow-up-plans/{plan_id}": (_plan, lambda i: {"name": f"n{i}"}),
     "/api/v1/segments/{segment_id}": (_segment, lambda i: {"name": f"n{i}"}),
     "/api/v1/webhook-endpoints/{endpoint_id}": (_endpoint, lambda i: {"description": f"d{i}"}),
+    "/api/v1/users/{user_id}": (_user, lambda i: {"name": f"n{i}"}),
+    "/api/v1/teams/{team_id}": (_team, lambda i: {"name": f"n{i}"}),
 }
 
 
