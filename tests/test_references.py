@@ -71,6 +71,7 @@ SURVEY = {"name": "NPS", "question": "?", "opens_at": "2026-01-01T00:00:00Z"}
 
 PROBES: dict[str, Probe] = {
     "UserCreate.team_id": lambda ids, v: ("POST", "/users", USER | {"team_id": v}),
+    "UserPatch.team_id": lambda ids, v: ("PATCH", f"/users/{ids['user']}", {"team_id": v}),
     "CustomerFields.owner_id": lambda ids, v: ("POST", "/customers", customer_body(owner_id=v)),
     "CustomerCreate.owner_id": lambda ids, v: ("POST", "/customers", customer_body(owner_id=v)),
     "CustomerPatch.owner_id": lambda ids, v: ("PATCH", f"/customers/{ids['customer']}", {"owner_id": v}),
@@ -127,6 +128,7 @@ async def _records(client: httpx.AsyncClient, tenant: Tenant) -> Ids:
     ids["survey"] = await _made(client, tenant, "/surveys", SURVEY)
     endpoint = {"url": "https://hooks.example.com/in", "event_types": ["customer.*"]}
     ids["endpoint"] = await _made(client, tenant, "/webhook-endpoints", endpoint)
+    ids["user"] = str(tenant.users["sales"].id)
     return ids
 
 
