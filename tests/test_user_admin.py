@@ -490,3 +490,33 @@ async def test_a_key_made_with_a_users_key_stops_with_that_user(
     response = await _patch_user(client, tenant, tenant.users["admin"].id, {"is_active": False}, who="second")
     assert response.status_code == 200
     assert (await client.get("/api/v1/customers", headers=headers)).status_code == 401
+
+
+async def test_two_api_processes_refuse_a_revoked_key_within_the_cache_bound(
+    app: FastAPI, live_tenant: Tenant, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bound = 2.0
+    monkeypatch.setenv("GUANXI_API_KEY_CACHE_SECONDS", str(bound))
+    async with app.state.sessions() as session:
+        key = await make_api_key(session, live_tenant, scopes=[Scope.CUSTOMERS_READ])
+        await session.commit()
+    headers = {"X-API-Key": key}
+    with _serving(database_url, tmp_path, "--workers", "2", "--no-migrate") as base:
+
+        async def spread() -> set[int]:
+            # A new connection per request: the kernel spreads them over both processes, and each
+            # caches the key it verified.
+            statuses = set()
+            for _ in range(16):
+                async with httpx.AsyncClient(base_url=base, timeout=10) as fresh:
+                    statuses.add((await fresh.get("/api/v1/customers", headers=headers)).status_code)
+            return statuses
+
+        assert await spread() == {200}
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            listed = (await http.get("/api/v1/api-keys", headers=live_tenant.headers())).json()
+            key_id = next(item["id"] for item in listed["items"] if key.startswith(f"gx_{item['prefix']}_"))
+            revoked = await http.delete(f"/api/v1/api-keys/{key_id}", headers=live_tenant.headers())
+            assert revoked.status_code == 200 and revoked.json()["revoked_at"], revoked.text
+        await asyncio.sleep(bound + 0.5)
+        assert await spread() == {401}
