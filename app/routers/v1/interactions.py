@@ -8,7 +8,17 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from app.http.json_response import json_response
-from app.routers.deps import CustomersRead, CustomersWrite, IfMatch, Reader, Session, UsersWrite
+from app.routers.deps import (
+    DEFAULT_LIMIT,
+    Cursor,
+    CustomersRead,
+    CustomersWrite,
+    IfMatch,
+    Limit,
+    Reader,
+    Session,
+    UsersWrite,
+)
 from app.routers.responses import errors, resource_response
 from app.schemas.common import Timestamp
 from app.schemas.customer import BatchResponse
@@ -30,8 +40,6 @@ from app.services.customers import timeline
 from app.services.engagement import interactions, tasks
 
 router = APIRouter(tags=["interactions and tasks"])
-Limit = Annotated[int, Query(ge=1, le=100)]
-Cursor = Annotated[str | None, Query(max_length=512)]
 
 
 @router.post(
@@ -66,7 +74,7 @@ async def list_interactions(
     outcome: Annotated[str | None, Query(max_length=32)] = None,
     occurred_from: Timestamp | None = None,
     occurred_to: Timestamp | None = None,
-    limit: Limit = 20,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Response:
     """Newest first, per customer or per user, over the customers the caller may see."""
@@ -143,7 +151,7 @@ async def list_tasks(
     ] = "me",
     customer_id: uuid.UUID | None = None,
     status: Literal["open", "done", "cancelled"] | None = None,
-    limit: Limit = 20,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Response:
     """By due time. `today` uses the workspace's time zone."""
@@ -190,7 +198,7 @@ async def customer_timeline(
     ctx: CustomersRead,
     session: Reader,
     type: Annotated[list[Literal[timeline.TYPES]] | None, Query(description="Only these item types.")] = None,  # type: ignore[valid-type]
-    limit: Limit = 20,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Response:
     """Interactions, completed tasks, field changes, orders, stage and tier changes and segment joins,

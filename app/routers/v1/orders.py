@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from app.core.idempotency import StoredResponse
 from app.http.json_response import json_response
-from app.routers.deps import CustomersRead, IdempotencyKey, OrdersWrite, Reader, Session
+from app.routers.deps import DEFAULT_LIMIT, Cursor, CustomersRead, IdempotencyKey, Limit, OrdersWrite, Reader, Session
 from app.routers.responses import errors, idempotent, resource_response, stored
 from app.schemas.common import Timestamp
 from app.schemas.customer import BatchResponse
@@ -56,8 +56,8 @@ async def customer_orders(
     customer_id: uuid.UUID,
     ctx: CustomersRead,
     session: Reader,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
     ordered_from: Timestamp | None = None,
     ordered_to: Timestamp | None = None,
     status: OrderStatus | None = None,

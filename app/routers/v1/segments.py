@@ -3,11 +3,11 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header
 from starlette.responses import Response
 
 from app.http.json_response import json_response
-from app.routers.deps import CustomersRead, CustomersWrite, IfMatch, Reader, Session
+from app.routers.deps import DEFAULT_LIMIT, Cursor, CustomersRead, CustomersWrite, IfMatch, Limit, Reader, Session
 from app.routers.responses import errors, resource_response
 from app.schemas.customer import CustomerPage
 from app.schemas.segment import (
@@ -132,8 +132,8 @@ async def members(
     segment_id: uuid.UUID,
     ctx: CustomersRead,
     session: Reader,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Cursor-paginated; `Accept: text/csv` exports every member the caller may see (masked like the API)."""

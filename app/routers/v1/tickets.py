@@ -17,10 +17,13 @@ from app.core.idempotency import StoredResponse
 from app.http.json_response import json_response
 from app.http.rate_limits import TooManyRequests
 from app.routers.deps import (
+    DEFAULT_LIMIT,
+    Cursor,
     CustomersRead,
     CustomersWrite,
     IdempotencyKey,
     IfMatch,
+    Limit,
     Reader,
     ReportsRead,
     ServiceAdmin,
@@ -81,8 +84,8 @@ async def list_tickets(
     at_risk_within_minutes: Annotated[
         int | None, Query(ge=1, le=10_080, description="Open, due within N minutes")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> Response:
     """Newest first; tickets of the customers the caller may see."""
     filters = {

@@ -1,13 +1,13 @@
 """Webhook endpoints and their delivery log: /api/v1/webhook-endpoints."""
 
 import uuid
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from starlette.responses import Response
 
 from app.http.json_response import json_response
-from app.routers.deps import IfMatch, Reader, Session, WebhooksWrite
+from app.routers.deps import DEFAULT_LIMIT, Cursor, IfMatch, Limit, Reader, Session, WebhooksWrite
 from app.routers.responses import errors, resource_response
 from app.schemas.event import (
     AttemptList,
@@ -109,8 +109,8 @@ async def deliveries(
     endpoint_id: uuid.UUID,
     ctx: WebhooksWrite,
     session: Reader,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
     state: Literal["pending", "sending", "succeeded", "failed"] | None = None,
 ) -> Response:
     """Newest first."""
