@@ -202,6 +202,8 @@ async def test_private_and_metadata_targets_are_refused(
     )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["type"] == "blocked_target"
+    # The refusal names the setting that lets a private network's receiver in.
+    assert "GUANXI_WEBHOOK_ALLOW_PRIVATE_TARGETS=true" in response.json()["errors"][0]["msg"]
     with pytest.raises(webhook_targets.TargetBlocked):
         await webhook_targets.check_target(url, allow_private=False)
 

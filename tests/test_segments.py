@@ -151,9 +151,13 @@ async def test_dynamic_segment_refresh_records_joins_leaves_and_events(
         headers=tenant.headers(),
     )
     assert created.status_code == 201
+    # Created before its first refresh: it says its members are being computed.
+    assert (created.json()["members_status"], created.json()["member_count"]) == ("computing", 0)
     segment = await db.get(Segment, (tenant.id, created.json()["id"]))
     assert segment is not None
     assert await segments.refresh(db, segment) == (2, 0)
+    read = (await client.get(f"/api/v1/segments/{segment.id}", headers=tenant.headers())).json()
+    assert (read["members_status"], read["member_count"]) == ("ready", 2)
     await client.patch(f"/api/v1/customers/{b}", json={"tags": []}, headers={**tenant.headers(), "If-Match": '"1"'})
     c = await _customer(client, tenant, tags=["vip"])
     assert await segments.refresh(db, segment) == (1, 1)

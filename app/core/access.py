@@ -15,6 +15,8 @@ class Scope(StrEnum):
     CUSTOMERS_PII = "customers:pii"
     CUSTOM_FIELDS_WRITE = "custom_fields:write"
     AUDIT_READ = "audit:read"
+    # The whole workspace's log, records the caller may not see included: admins only by default.
+    AUDIT_WORKSPACE = "audit:workspace"
     USERS_READ = "users:read"
     USERS_WRITE = "users:write"
     API_KEYS_WRITE = "api_keys:write"

@@ -24,6 +24,7 @@ AUTHORIZATION_HEADER = b"authorization"
 BEARER = "bearer"
 
 ONE_CREDENTIAL = "Send one credential, an Authorization header or an X-API-Key header, not both."
+API_KEY_AS_BEARER = "This is an API key: send it in the X-API-Key header, not as a bearer token."
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,8 @@ def caller_in_process(headers: Iterable[tuple[bytes, bytes]]) -> Caller | Unveri
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         token = token.strip()
         if token and scheme.lower() == BEARER:
+            if token.startswith(api_keys.KEY_PREFIX):
+                raise Unauthorized(API_KEY_AS_BEARER)
             return _token_caller(token)
     raise Unauthorized("Send a bearer token or an X-API-Key header.")
 

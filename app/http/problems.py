@@ -88,9 +88,23 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     )
 
 
+# Bodies are JSON objects: a form or plain-text body reaches validation as a string or bytes.
+SEND_JSON = "The body must be a JSON object sent with Content-Type: application/json."
+
+
+def _not_json(request: Request, error: dict[str, Any]) -> bool:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    is_json = media_type == "application/json" or media_type.endswith("+json")
+    return tuple(error["loc"]) == ("body",) and bool(media_type) and not is_json
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    body = validation_problem(list(exc.errors()))
+    errors = [
+        {**error, "msg": SEND_JSON, "type": "json_required"} if _not_json(request, error) else error
+        for error in exc.errors()
+    ]
+    body = validation_problem(errors)
     body["instance"] = request.url.path
     return Response(orjson.dumps(body), status_code=422, media_type=PROBLEM_MEDIA_TYPE)
 

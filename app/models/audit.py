@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKeyConstraint, Index, String, func
+from sqlalchemy import ForeignKeyConstraint, Index, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, TenantKey
@@ -15,6 +15,14 @@ class AuditEntry(TenantKey, Base):
     __table_args__ = (
         ForeignKeyConstraint(["workspace_id"], ["workspaces.id"], ondelete="CASCADE"),
         Index("ix_audit_log_workspace_id_entity", "workspace_id", "entity_type", "entity_id", "id"),
+        # The workspace-wide search by who acted.
+        Index(
+            "ix_audit_log_workspace_id_actor",
+            "workspace_id",
+            "actor_id",
+            "id",
+            postgresql_where=text("actor_id IS NOT NULL"),
+        ),
     )
 
     entity_type: Mapped[str] = mapped_column(String(40))

@@ -254,6 +254,8 @@ class BatchResponse(BaseModel):
 
 class AuditEntryOut(BaseModel):
     id: uuid.UUID
+    entity_type: str = Field(examples=["customer"], description="The kind of record the entry is about.")
+    entity_id: uuid.UUID
     action: str = Field(examples=["updated"])
     actor: dict[str, str | None]
     changes: dict[str, Any] = Field(examples=[{"name": {"before": "张伟", "after": "张伟明"}}])

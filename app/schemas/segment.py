@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from app.schemas.common import Description, InputModel, Name, Reason
 from app.schemas.customer import CustomerOut
@@ -40,12 +40,21 @@ class SegmentOut(BaseModel):
     kind: Literal["dynamic", "static", "snapshot"]
     filter: FilterNode | None
     builtin: str | None
-    member_count: int
+    member_count: int = Field(description="Members as of `refreshed_at` (0 before a dynamic segment's first refresh).")
     refreshed_at: datetime | None
     refresh_requested_at: datetime | None
     created_at: datetime
     updated_at: datetime
     version: int
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="`computing` while a refresh is queued (after a create, a filter change or a refresh "
+        "request): `member_count` and the members are then those of the last refresh, none before the first. "
+        "The worker refreshes it promptly; read the segment again until `ready`."
+    )
+    @property
+    def members_status(self) -> Literal["computing", "ready"]:
+        return "computing" if self.refresh_requested_at is not None else "ready"
 
 
 class SegmentList(BaseModel):

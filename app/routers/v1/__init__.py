@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from app.routers.v1 import (
     api_keys,
+    audit,
     auth,
     custom_fields,
     customers,
@@ -25,7 +26,7 @@ router = APIRouter(prefix="/api/v1")
 # Routes are matched in this order, one pattern after another: the busiest resource comes first.
 for module in (
     customers, auth, segments, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
-    api_keys, events, webhooks, imports, exports,
+    api_keys, events, webhooks, imports, exports, audit,
 ):  # fmt: skip
     router.include_router(module.router)
 router.include_router(events.changes)

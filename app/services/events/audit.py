@@ -1,7 +1,8 @@
-"""Audit log: record field-level changes, and read them back per record."""
+"""Audit log: record field-level changes, and read them back per record or across the workspace."""
 
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -97,10 +98,49 @@ async def list_for(
     return await keyset_page(session, stmt, keys, list_name=list_name, limit=limit, cursor=cursor)
 
 
+@dataclass(frozen=True)
+class AuditQuery:
+    """What a workspace-wide search narrows by; every part is optional."""
+
+    actor_type: str | None = None
+    actor_id: uuid.UUID | None = None
+    entity_type: str | None = None
+    entity_id: uuid.UUID | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def search(
+    session: AsyncSession, ctx: Caller, query: AuditQuery, *, limit: int, cursor: str | None
+) -> tuple[list[AuditEntry], str | None]:
+    """Every entry of the workspace, newest first: for callers who may read the whole log, whatever
+    record it is about (the route requires the scope)."""
+    stmt = select(AuditEntry).where(AuditEntry.workspace_id == ctx.workspace_id)
+    exact = {
+        AuditEntry.actor_type: query.actor_type,
+        AuditEntry.actor_id: query.actor_id,
+        AuditEntry.entity_type: query.entity_type,
+        AuditEntry.entity_id: query.entity_id,
+        AuditEntry.action: query.action,
+    }
+    for column, value in exact.items():
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if query.since is not None:
+        stmt = stmt.where(AuditEntry.occurred_at >= query.since)
+    if query.until is not None:
+        stmt = stmt.where(AuditEntry.occurred_at < query.until)
+    keys = [SortKey(AuditEntry.id, descending=True)]
+    return await keyset_page(session, stmt, keys, list_name="audit", limit=limit, cursor=cursor)
+
+
 def present(entry: AuditEntry, ctx: Caller) -> dict[str, Any]:
     """An entry as the API shows it: its before and after values masked as the caller is masked."""
     return {
         "id": entry.id,
+        "entity_type": entry.entity_type,
+        "entity_id": entry.entity_id,
         "action": entry.action,
         "actor": {"type": entry.actor_type, "id": str(entry.actor_id) if entry.actor_id else None},
         "changes": mask_for(ctx, entry.changes),

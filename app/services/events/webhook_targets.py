@@ -59,6 +59,7 @@ def is_public(address: str) -> bool:
 
 
 BLOCKED = "the host resolves to a loopback, private, link-local or metadata address"
+PRIVATE_TARGETS_HINT = "a receiver on a private network is allowed with GUANXI_WEBHOOK_ALLOW_PRIVATE_TARGETS=true"
 
 
 class PublicOnlyResolver(ThreadedResolver):
@@ -89,7 +90,7 @@ async def check_target(url: str, *, allow_private: bool) -> None:
         raise TargetBlocked(f"the host {parts.hostname} does not resolve") from exc
     addresses = {info[4][0] for info in infos}
     if not addresses or not all(is_public(str(address)) for address in addresses):
-        raise TargetBlocked(BLOCKED)
+        raise TargetBlocked(f"{BLOCKED}; {PRIVATE_TARGETS_HINT}")
 
 
 async def validate_for_api(url: str, *, allow_private: bool) -> None:
