@@ -546,7 +546,7 @@ async def test_delivery_checks_the_target_again_when_it_sends(
     await run_due(app, pool, live_tenant.id, clock.now(), settings=strict)
     assert receiver.received == []
     errors = {d.last_error for d in await deliveries(app, live_tenant.id)}
-    assert errors == {"the host resolves to a loopback, private, link-local or metadata address"}
+    assert errors == {f"{webhook_targets.BLOCKED}; {webhook_targets.PRIVATE_TARGETS_HINT}"}
 
 
 async def test_a_name_that_resolves_to_a_private_address_at_connect_time_is_not_reached(
