@@ -9,17 +9,23 @@ from app.core.settings import get_settings
 from app.http.json_response import json_response
 from app.http.problems import is_database_unavailable, problem_response
 from app.routers.responses import problem_responses
+from app.schemas.operations import Alive, Ready
 from app.services.operations import probes
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="The process is up")
+@router.get("/healthz", response_model=Alive, summary="The process is up")
 async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz", responses=problem_responses(503), summary="The database answers and migrations are at head")
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    responses=problem_responses(503),
+    summary="The database answers and migrations are at head",
+)
 async def readyz(request: Request) -> Response:
     expected: str = request.app.state.migration_head
     try:

@@ -2,13 +2,16 @@
 
 import re
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Generic, Self, TypeVar
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 T = TypeVar("T")
 
 MAX_INT64 = 2**63 - 1
+
+# Who did something: app.core.access.Caller's actor types.
+ActorType = Literal["user", "api_key", "system"]
 
 
 def reject_nul(value: str) -> str:

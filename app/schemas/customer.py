@@ -22,6 +22,7 @@ from app.schemas.common import (
     MediumText,
     Name,
     OutputModel,
+    Page,
     PhoneText,
     PlaceName,
     Postcode,
@@ -272,3 +273,27 @@ class MergeIn(InputModel):
     fields: dict[str, uuid.UUID] = Field(
         default_factory=dict, description='Field → the customer whose value to keep, e.g. {"title": "…"}'
     )
+
+
+DuplicateReason = Literal["similar name", "same company", "same city"]
+
+
+class DuplicateGroup(BaseModel):
+    customer_ids: list[uuid.UUID] = Field(min_length=2)
+    score: float = Field(ge=0, le=1, description="The best name similarity in the group (trigrams), 0-1.")
+    reasons: list[DuplicateReason]
+
+
+class DuplicatePage(Page[DuplicateGroup]):
+    """Best score first; one page (`next_cursor` is null)."""
+
+
+class MergeOut(BaseModel):
+    merge_id: uuid.UUID = Field(description="Undo with POST /customers/merges/{merge_id}/undo within 24 hours.")
+    survivor_id: uuid.UUID
+    absorbed_ids: list[uuid.UUID]
+
+
+class MergeUndone(BaseModel):
+    merge_id: uuid.UUID
+    undone_at: datetime

@@ -2,16 +2,18 @@
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
-from app.schemas.common import InputModel, NoNul, Timestamp
+from app.schemas.common import ActorType, InputModel, NoNul, Timestamp
 from app.services.events.event_catalogue import is_valid_filter
+
+DeliveryState = Literal["pending", "sending", "succeeded", "failed"]
 
 
 class Actor(BaseModel):
-    type: str = Field(examples=["user"])
+    type: ActorType = Field(examples=["user"])
     id: str | None
 
 
@@ -92,7 +94,7 @@ class DeliveryOut(BaseModel):
     id: uuid.UUID
     event_id: uuid.UUID
     event_type: str
-    state: str = Field(examples=["succeeded"], description="pending, sending, succeeded or failed")
+    state: DeliveryState = Field(examples=["succeeded"])
     attempts: int
     next_attempt_at: datetime | None
     last_status: int | None

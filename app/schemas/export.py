@@ -11,7 +11,7 @@ class ExportOut(BaseModel):
     id: uuid.UUID
     resource: Literal["customers"]
     format: Literal["csv", "xlsx"]
-    status: str = Field(examples=["done"], description="queued, running, done or failed.")
+    status: Literal["queued", "running", "done", "failed"] = Field(examples=["done"])
     rows: int
     created_at: datetime
     finished_at: datetime | None

@@ -6,12 +6,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field
 
-from app.schemas.common import InputModel, Label, LongText, MediumText, Name, NoNul, ShortText, Timestamp
+from app.schemas.common import InputModel, Label, LongText, MediumText, Name, NoNul, Page, ShortText, Timestamp
 
 Channel = Literal["phone", "email", "sms", "wechat", "meeting", "visit", "chat", "other"]
 Direction = Literal["inbound", "outbound"]
 TaskKind = Literal["call_back", "visit", "send_quote", "follow_up", "care", "other"]
 Priority = Literal["low", "normal", "high", "urgent"]
+PlanRule = Literal["every_n_days", "days_after_first_purchase", "days_after_ticket_resolved"]
+CareKind = Literal["birthday", "fixed_date", "custom_date"]
 ExternalId = Annotated[str, Field(min_length=1, max_length=128), NoNul]
 
 
@@ -140,7 +142,7 @@ class Audience(InputModel):
 
 class PlanIn(InputModel):
     name: Name = Field(examples=["A 类客户每月回访"])
-    rule: Literal["every_n_days", "days_after_first_purchase", "days_after_ticket_resolved"]
+    rule: PlanRule
     days: int = Field(ge=1, le=3650, description="N; zero is not a plan.")
     audience: Audience = Field(default_factory=Audience)
     task_title: Name = Field(examples=["月度回访"])
@@ -161,12 +163,12 @@ class PlanPatch(InputModel):
 class PlanOut(BaseModel):
     id: uuid.UUID
     name: str
-    rule: str
+    rule: PlanRule
     days: int
     audience: dict[str, Any]
     task_title: str
-    task_kind: str
-    task_priority: str
+    task_kind: TaskKind
+    task_priority: Priority
     active: bool
     last_run_at: datetime | None
     created_at: datetime
@@ -176,7 +178,7 @@ class PlanOut(BaseModel):
 
 class CareRuleIn(InputModel):
     name: Name = Field(examples=["生日关怀"])
-    kind: Literal["birthday", "fixed_date", "custom_date"]
+    kind: CareKind
     month: int | None = Field(default=None, ge=1, le=12, description="fixed_date: the month")
     day: int | None = Field(default=None, ge=1, le=31, description="fixed_date: the day")
     field_key: Label | None = Field(default=None, description="custom_date: a date custom field")
@@ -188,7 +190,7 @@ class CareRuleIn(InputModel):
 class CareRuleOut(BaseModel):
     id: uuid.UUID
     name: str
-    kind: str
+    kind: CareKind
     month: int | None
     day: int | None
     field_key: str | None
@@ -204,3 +206,15 @@ class RunOut(BaseModel):
 
 class Outcomes(InputModel):
     outcomes: list[Label] = Field(min_length=1, max_length=50)
+
+
+class OutcomesOut(BaseModel):
+    outcomes: list[str] = Field(examples=[["reached", "no_answer", "callback_requested"]])
+
+
+class PlanList(Page[PlanOut]):
+    """Every plan; one page (`next_cursor` is null)."""
+
+
+class CareRuleList(Page[CareRuleOut]):
+    """Every care rule; one page (`next_cursor` is null)."""

@@ -11,6 +11,20 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJson
 from app.schemas.common import DECIMAL_TEXT, InputModel, Label, MoneyOut, Name, NoNul, OutputModel, Timestamp
 
 OrderStatus = Literal["paid", "refunded", "partially_refunded", "cancelled"]
+# The RFM map's segments (app.services.value.customer_values), in its order.
+RfmSegment = Literal[
+    "Champions",
+    "Loyal",
+    "Potential loyalist",
+    "New",
+    "Promising",
+    "Need attention",
+    "About to sleep",
+    "Can't lose them",
+    "At risk",
+    "Hibernating",
+    "Lost",
+]
 QuantityOut = Annotated[str, Field(pattern=DECIMAL_TEXT, examples=["2"])]
 
 
@@ -125,7 +139,7 @@ class CustomerValueOut(BaseModel):
     recency_score: int | None = Field(description="1-5, quintiles within the workspace")
     frequency_score: int | None
     monetary_score: int | None
-    rfm_segment: str | None = Field(examples=["Champions"])
+    rfm_segment: RfmSegment | None = Field(examples=["Champions"])
     ltv_historical: MoneyOut
     expected_purchases_365: float | None
     ltv_predicted: MoneyOut | None = Field(description="BG/NBD × Gamma-Gamma, next 365 days")
@@ -167,3 +181,42 @@ class TierSettings(InputModel):
 class RecomputeOut(BaseModel):
     status: Literal["queued"]
     requested_at: datetime
+
+
+class TierGroup(BaseModel):
+    key: str | None = Field(description="The tier's code; null for customers without one.")
+    customers: int
+    revenue: MoneyOut = Field(description="Their net spend.")
+
+
+class RfmGroup(BaseModel):
+    key: RfmSegment | None = Field(description="null for customers without orders.")
+    customers: int
+    revenue: MoneyOut = Field(description="Their net spend.")
+
+
+class TierMove(BaseModel):
+    from_tier: str | None
+    to_tier: str | None
+    customers: int
+
+
+class TierMigration(BaseModel):
+    since: datetime
+    until: datetime
+    moves: list[TierMove] = Field(description="Customers whose tier at `until` differs from theirs at `since`.")
+
+
+class TopCustomer(BaseModel):
+    id: uuid.UUID
+    code: str
+    name: str
+    total_spend: MoneyOut
+    tier: str | None
+
+
+class ValueReportOut(BaseModel):
+    by_tier: list[TierGroup]
+    by_rfm_segment: list[RfmGroup]
+    tier_migration: TierMigration
+    top_customers: list[TopCustomer] = Field(description="By net spend, best first.")

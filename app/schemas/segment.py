@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
-from app.schemas.common import Description, InputModel, Name, Reason
+from app.schemas.common import Description, InputModel, Name, Page, Reason
 from app.schemas.customer import CustomerOut
 
 FILTER_EXAMPLE = {
@@ -129,3 +129,61 @@ class StageIn(InputModel):
 
 class StagesIn(InputModel):
     stages: list[StageIn] = Field(min_length=1, max_length=30)
+
+
+class StageDefinition(BaseModel):
+    key: str = Field(examples=["prospect"], description="A default stage's or the workspace's own.")
+    name: str
+    position: int
+
+
+class StageList(Page[StageDefinition]):
+    """In order; one page (`next_cursor` is null)."""
+
+
+class LifecycleRules(BaseModel):
+    loyal_orders: int = Field(description="Loyal at this many orders...")
+    loyal_spend: int = Field(description="...or this net spend in the tier window.")
+    at_risk_days: int = Field(description="At risk after this many days without a purchase.")
+    churned_days: int = Field(description="Churned after this many.")
+
+
+class LifecycleStages(StageList):
+    transitions: dict[str, list[str]] = Field(
+        description="From each default stage (`none`: no stage yet), the default stages it may move to."
+    )
+    rules: LifecycleRules
+
+
+class StageCount(BaseModel):
+    stage: str
+    now: int
+    at: int = Field(description="Customers in the stage at the report's `at`.")
+    median_days_in_stage: float | None = Field(description="Of stays that ended.")
+
+
+class StageMoveCount(BaseModel):
+    from_stage: str | None
+    to_stage: str
+    customers: int
+
+
+class Funnel(BaseModel):
+    since: datetime
+    until: datetime
+    moves: list[StageMoveCount] = Field(description="Most frequent first.")
+
+
+class Cohort(BaseModel):
+    cohort: str = Field(examples=["2026-03"], description="The month of the first purchase, YYYY-MM.")
+    customers: int
+    retention: list[float] = Field(
+        min_length=12, max_length=12, description="Share of the cohort buying in each of months 1-12 after."
+    )
+
+
+class LifecycleReport(BaseModel):
+    stages: list[StageCount]
+    at: datetime
+    funnel: Funnel
+    cohorts: list[Cohort]

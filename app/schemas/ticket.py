@@ -2,11 +2,22 @@
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas.common import EmailText, InputModel, Label, LongText, MediumText, Name, PhoneText, Timestamp
+from app.schemas.common import (
+    ActorType,
+    EmailText,
+    InputModel,
+    Label,
+    LongText,
+    MediumText,
+    Name,
+    Page,
+    PhoneText,
+    Timestamp,
+)
 
 TicketType = Literal["complaint", "inquiry", "suggestion", "praise", "fault_report"]
 TicketChannel = Literal["phone", "email", "web_form", "chat", "wechat", "in_person", "partner_api"]
@@ -115,12 +126,12 @@ class TicketOut(BaseModel):
     id: uuid.UUID
     number: int
     customer_id: uuid.UUID
-    type: str
-    channel: str
+    type: TicketType
+    channel: TicketChannel
     subject: str
     description: str | None
     category_id: uuid.UUID | None
-    priority: str
+    priority: TicketPriority
     status: TicketStatus
     assignee_id: uuid.UUID | None
     team_id: uuid.UUID | None
@@ -146,14 +157,10 @@ class TicketPage(BaseModel):
     next_cursor: str | None
 
 
-class HistoryOut(BaseModel):
-    items: list[dict[str, Any]]
-
-
 class VolumeRow(BaseModel):
     day: date
-    type: str
-    channel: str
+    type: TicketType
+    channel: TicketChannel
     category_id: uuid.UUID | None
     tickets: int
 
@@ -203,3 +210,104 @@ class ServiceReportOut(BaseModel):
     nps_by_month: list[NpsMonth]
     by_tier: list[TierSatisfaction]
     by_segment: list[SegmentSatisfaction] = Field(description="Segments whose members rated or answered")
+
+
+class Author(BaseModel):
+    type: ActorType
+    id: str | None = Field(description="The user's or API key's id; null for the system.")
+
+
+TicketAction = Literal[
+    "opened",
+    "assigned",
+    "reassigned",
+    "subject_changed",
+    "description_changed",
+    "category_id_changed",
+    "priority_changed",
+    "status_changed",
+    "reopened",
+    "escalated",
+    "public_reply",
+    "internal_note",
+    "sla_breached",
+]
+
+
+class CommentOut(BaseModel):
+    id: uuid.UUID
+    public: bool
+    body: str
+    author: Author
+    created_at: datetime
+
+
+class TicketEventOut(BaseModel):
+    action: TicketAction
+    from_: str | None = Field(alias="from", description="The value before, as text.")
+    to: str | None = Field(description="The value after, as text (`sla_breached`: the deadline missed).")
+    actor: Author
+    at: datetime
+
+
+class TicketHistoryOut(BaseModel):
+    events: list[TicketEventOut] = Field(description="Oldest first.")
+    comments: list[CommentOut] = Field(description="Oldest first.")
+
+
+class CsatRequestOut(BaseModel):
+    token: str = Field(description="Single use; answer at POST /api/v1/csat/{token}.")
+    expires_at: datetime
+    ticket_number: int
+    subject: str
+    scale: list[int] = Field(examples=[[1, 2, 3, 4, 5]])
+
+
+class CategoryOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    parent_id: uuid.UUID | None
+
+
+class CategoryList(Page[CategoryOut]):
+    """Every category; one page (`next_cursor` is null)."""
+
+
+class SlaSaved(BaseModel):
+    status: Literal["saved"]
+
+
+class SurveyOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    opens_at: datetime
+    closes_at: datetime | None
+
+
+class SurveyAnswerOut(BaseModel):
+    customer_id: uuid.UUID
+    score: int = Field(ge=0, le=10)
+
+
+class SurveyResults(BaseModel):
+    responses: int
+    promoters: int = Field(description="Scores 9-10.")
+    passives: int = Field(description="Scores 7-8.")
+    detractors: int = Field(description="Scores 0-6.")
+    nps: float | None = Field(description="% promoters − % detractors, one decimal; null without answers.")
+
+
+class IntakeFormCreated(BaseModel):
+    id: uuid.UUID
+    name: str
+    token: str = Field(description="Shown once: submissions go to POST /api/v1/intake/{token}.")
+
+
+class CsatAnswered(BaseModel):
+    ticket_number: int
+    score: int = Field(ge=1, le=5)
+
+
+class IntakeSubmitted(BaseModel):
+    ticket_number: int
+    status: TicketStatus

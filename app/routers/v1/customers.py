@@ -36,7 +36,10 @@ from app.schemas.customer import (
     CustomerOut,
     CustomerPage,
     CustomerPatch,
+    DuplicatePage,
     MergeIn,
+    MergeOut,
+    MergeUndone,
 )
 from app.services.customers import customer_batches, customer_merges, customers
 from app.services.customers.customer_output import present, present_page
@@ -163,7 +166,7 @@ async def list_(
     return json_response(present_page(rows, next_cursor, ctx))
 
 
-@router.get("/duplicates", responses=errors(), summary="Candidate duplicates")
+@router.get("/duplicates", response_model=DuplicatePage, responses=errors(), summary="Candidate duplicates")
 async def duplicates(
     ctx: CustomersRead,
     # Not the autocommit reader: the scan sets its own statement timeout and memory for one transaction.
@@ -174,7 +177,7 @@ async def duplicates(
     """Groups of customers with similar names in the same company or city (emails and phones are
     unique already), with a score and the reasons."""
     groups = await customer_merges.find_duplicates(session, ctx, threshold=threshold, limit=limit)
-    return json_response({"items": groups})
+    return json_response({"items": groups, "next_cursor": None})
 
 
 @router.get("/{customer_id}", response_model=CustomerOut, responses=errors(404), summary="Get a customer")
@@ -235,7 +238,9 @@ async def customer_audit(
     return json_response({"items": [audit.present(e, ctx) for e in entries], "next_cursor": next_cursor})
 
 
-@router.post("/{customer_id}/merge", responses=errors(404, 409), summary="Merge customers into this one")
+@router.post(
+    "/{customer_id}/merge", response_model=MergeOut, responses=errors(404, 409), summary="Merge customers into this one"
+)
 async def merge_customers(customer_id: CustomerId, body: MergeIn, ctx: CustomersDelete, session: Session) -> Response:
     """Absorbs up to 10 customers: their interactions, tasks, tickets, orders, stage and tier history,
     segment memberships, audit entries, emails, phones and tags move here; `fields` picks values from
@@ -246,7 +251,9 @@ async def merge_customers(customer_id: CustomerId, body: MergeIn, ctx: Customers
     )
 
 
-@router.post("/merges/{merge_id}/undo", responses=errors(404, 409), summary="Undo a merge (24 hours)")
+@router.post(
+    "/merges/{merge_id}/undo", response_model=MergeUndone, responses=errors(404, 409), summary="Undo a merge (24 hours)"
+)
 async def undo_merge(merge_id: uuid.UUID, ctx: CustomersDelete, session: Session) -> Response:
     record = await customer_merges.undo(session, ctx, merge_id)
     return json_response({"merge_id": record.id, "undone_at": record.undone_at})

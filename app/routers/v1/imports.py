@@ -15,6 +15,7 @@ from app.core.settings import get_settings
 from app.http.json_response import json_response
 from app.routers.deps import CustomersRead, CustomersWrite, Session
 from app.routers.responses import errors
+from app.schemas.import_job import ImportJobOut
 from app.services.bulk import csv_export, import_jobs
 
 router = APIRouter(prefix="/imports", tags=["imports"])
@@ -22,7 +23,11 @@ CHUNK = 1 << 20
 
 
 @router.post(
-    "", status_code=202, responses=errors(413), summary="Import customers, interactions or orders from CSV or XLSX"
+    "",
+    status_code=202,
+    response_model=ImportJobOut,
+    responses=errors(413),
+    summary="Import customers, interactions or orders from CSV or XLSX",
 )
 async def create_import(
     ctx: CustomersWrite,
@@ -81,12 +86,12 @@ async def create_import(
     return json_response(import_jobs.present(job), status_code=202, headers={"Location": f"/api/v1/imports/{job.id}"})
 
 
-@router.get("/{job_id}", responses=errors(404), summary="Import status and progress")
+@router.get("/{job_id}", response_model=ImportJobOut, responses=errors(404), summary="Import status and progress")
 async def get_import(job_id: uuid.UUID, ctx: CustomersRead, session: Session) -> Response:
     return json_response(import_jobs.present(await import_jobs.get(session, ctx, job_id)))
 
 
-@router.post("/{job_id}/cancel", responses=errors(404, 409), summary="Cancel an import")
+@router.post("/{job_id}/cancel", response_model=ImportJobOut, responses=errors(404, 409), summary="Cancel an import")
 async def cancel_import(job_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
     """A running import stops after its current batch; what was committed stays."""
     return json_response(import_jobs.present(await import_jobs.cancel(session, ctx, job_id)))

@@ -30,12 +30,14 @@ from app.schemas.interaction import (
     InteractionPage,
     InteractionPatch,
     Outcomes,
+    OutcomesOut,
     TaskComplete,
     TaskIn,
     TaskOut,
     TaskPage,
     TaskPatch,
 )
+from app.schemas.timeline import ContactSummary, TimelinePage
 from app.services.customers import timeline
 from app.services.engagement import interactions, tasks
 
@@ -119,12 +121,16 @@ async def delete_interaction(
     return Response(status_code=204)
 
 
-@router.get("/settings/interaction-outcomes", responses=errors(), summary="Interaction outcomes")
+@router.get(
+    "/settings/interaction-outcomes", response_model=OutcomesOut, responses=errors(), summary="Interaction outcomes"
+)
 async def get_outcomes(ctx: CustomersRead, session: Reader) -> Response:
     return json_response({"outcomes": await interactions.outcomes(session, ctx)})
 
 
-@router.put("/settings/interaction-outcomes", responses=errors(), summary="Set interaction outcomes")
+@router.put(
+    "/settings/interaction-outcomes", response_model=OutcomesOut, responses=errors(), summary="Set interaction outcomes"
+)
 async def put_outcomes(body: Outcomes, ctx: UsersWrite, session: Session) -> Response:
     """The outcomes a contact can have in this workspace (`no_answer` is what summaries read as unanswered)."""
     return json_response({"outcomes": await interactions.set_outcomes(session, ctx, body.outcomes)})
@@ -192,7 +198,12 @@ async def cancel_task(task_id: uuid.UUID, ctx: CustomersWrite, session: Session)
     return resource_response(tasks.present(await tasks.cancel(session, ctx, task_id)))
 
 
-@router.get("/customers/{customer_id}/timeline", responses=errors(404), summary="Everything that happened")
+@router.get(
+    "/customers/{customer_id}/timeline",
+    response_model=TimelinePage,
+    responses=errors(404),
+    summary="Everything that happened",
+)
 async def customer_timeline(
     customer_id: uuid.UUID,
     ctx: CustomersRead,
@@ -209,7 +220,9 @@ async def customer_timeline(
     return json_response({"items": items, "next_cursor": next_cursor})
 
 
-@router.get("/customers/{customer_id}/summary", responses=errors(404), summary="Contact summary")
+@router.get(
+    "/customers/{customer_id}/summary", response_model=ContactSummary, responses=errors(404), summary="Contact summary"
+)
 async def customer_summary(customer_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
     """Last contact, days since, open tasks, next follow-up, contacts by channel over 30/90/365 days,
     and the preferred channel and hours, from answered contacts."""

@@ -12,30 +12,35 @@ from app.http.json_response import json_response
 from app.routers.deps import CustomersRead, CustomersWrite, PlansWrite, Reader, ReportsRead, Session
 from app.routers.responses import errors
 from app.schemas.common import Timestamp
-from app.schemas.segment import StageMove, StageOut, StagesIn
+from app.schemas.segment import LifecycleReport, LifecycleStages, StageList, StageMove, StageOut, StagesIn
 from app.services.segments import lifecycle
 
 router = APIRouter(tags=["lifecycle"])
 
 
-@router.get("/lifecycle/stages", responses=errors(), summary="The workspace's stages, in order")
+@router.get(
+    "/lifecycle/stages", response_model=LifecycleStages, responses=errors(), summary="The workspace's stages, in order"
+)
 async def stages(ctx: CustomersRead, session: Session) -> Response:
     rows = await lifecycle.stages(session, ctx)
     return json_response(
         {
             "items": [{"key": r.key, "name": r.name, "position": r.position} for r in rows],
+            "next_cursor": None,
             "transitions": {k or "none": sorted(v) for k, v in lifecycle.TRANSITIONS.items()},
             "rules": lifecycle.RULES,
         }
     )
 
 
-@router.put("/lifecycle/stages", responses=errors(409), summary="Name, order and add stages")
+@router.put("/lifecycle/stages", response_model=StageList, responses=errors(409), summary="Name, order and add stages")
 async def set_stages(body: StagesIn, ctx: PlansWrite, session: Session) -> Response:
     """Every default stage stays (the rules use them); rename them, reorder them, add your own
     (entered and left by hand). Removing a stage customers are in is a 409."""
     rows = await lifecycle.set_stages(session, ctx, [(s.key, s.name) for s in body.stages])
-    return json_response({"items": [{"key": r.key, "name": r.name, "position": r.position} for r in rows]})
+    return json_response(
+        {"items": [{"key": r.key, "name": r.name, "position": r.position} for r in rows], "next_cursor": None}
+    )
 
 
 @router.get("/customers/{customer_id}/stage", response_model=StageOut, responses=errors(404), summary="Stage")
@@ -55,7 +60,7 @@ async def move(customer_id: uuid.UUID, body: StageMove, ctx: CustomersWrite, ses
     return json_response(lifecycle.present(customer_id, current, history))
 
 
-@router.get("/reports/lifecycle", responses=errors(), summary="Lifecycle report")
+@router.get("/reports/lifecycle", response_model=LifecycleReport, responses=errors(), summary="Lifecycle report")
 async def report(
     ctx: ReportsRead,
     session: Reader,

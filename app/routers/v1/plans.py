@@ -8,15 +8,16 @@ from starlette.responses import Response
 from app.http.json_response import json_response
 from app.routers.deps import CustomersRead, IfMatch, PlansWrite, Reader, Session
 from app.routers.responses import errors, resource_response
-from app.schemas.interaction import CareRuleIn, CareRuleOut, PlanIn, PlanOut, PlanPatch, RunOut
+from app.schemas.interaction import CareRuleIn, CareRuleList, CareRuleOut, PlanIn, PlanList, PlanOut, PlanPatch, RunOut
 from app.services.engagement import follow_ups
 
 router = APIRouter(tags=["follow-up plans and care"])
 
 
-@router.get("/follow-up-plans", responses=errors(), summary="List plans")
+@router.get("/follow-up-plans", response_model=PlanList, responses=errors(), summary="List plans")
 async def list_plans(ctx: CustomersRead, session: Reader) -> Response:
-    return json_response({"items": [follow_ups.present_plan(p) for p in await follow_ups.list_plans(session, ctx)]})
+    plans = await follow_ups.list_plans(session, ctx)
+    return json_response({"items": [follow_ups.present_plan(p) for p in plans], "next_cursor": None})
 
 
 @router.post("/follow-up-plans", status_code=201, response_model=PlanOut, responses=errors(), summary="Add a plan")
@@ -47,11 +48,10 @@ async def run_now(ctx: PlansWrite, session: Session) -> Response:
     return json_response({"created": await follow_ups.run_now(session, ctx)})
 
 
-@router.get("/care-rules", responses=errors(), summary="List care rules")
+@router.get("/care-rules", response_model=CareRuleList, responses=errors(), summary="List care rules")
 async def list_care(ctx: CustomersRead, session: Reader) -> Response:
-    return json_response(
-        {"items": [follow_ups.present_care_rule(r) for r in await follow_ups.list_care_rules(session, ctx)]}
-    )
+    rules = await follow_ups.list_care_rules(session, ctx)
+    return json_response({"items": [follow_ups.present_care_rule(r) for r in rules], "next_cursor": None})
 
 
 @router.post("/care-rules", status_code=201, response_model=CareRuleOut, responses=errors(), summary="Add a care rule")

@@ -33,14 +33,26 @@ from app.routers.responses import errors, idempotent, public_errors, resource_re
 from app.schemas.common import Timestamp
 from app.schemas.ticket import (
     CategoryIn,
+    CategoryList,
+    CategoryOut,
     CommentIn,
+    CommentOut,
     CsatAnswer,
+    CsatAnswered,
+    CsatRequestOut,
+    IntakeFormCreated,
     IntakeFormIn,
     IntakeSubmission,
+    IntakeSubmitted,
     ServiceReportOut,
+    SlaSaved,
     SlaSettings,
     SurveyAnswer,
+    SurveyAnswerOut,
     SurveyIn,
+    SurveyOut,
+    SurveyResults,
+    TicketHistoryOut,
     TicketIn,
     TicketOut,
     TicketPage,
@@ -129,7 +141,13 @@ async def escalate(ticket_id: uuid.UUID, ctx: CustomersWrite, session: Session) 
     return resource_response(tickets.present(await tickets.escalate(session, ctx, ticket_id)))
 
 
-@router.post("/tickets/{ticket_id}/comments", status_code=201, responses=errors(404, 409), summary="Comment")
+@router.post(
+    "/tickets/{ticket_id}/comments",
+    status_code=201,
+    response_model=CommentOut,
+    responses=errors(404, 409),
+    summary="Comment",
+)
 async def add_comment(ticket_id: uuid.UUID, body: CommentIn, ctx: CustomersWrite, session: Session) -> Response:
     """Public replies reach the customer (the first one is the first response); internal notes do not."""
     note = await tickets.comment(session, ctx, ticket_id, body)
@@ -139,7 +157,12 @@ async def add_comment(ticket_id: uuid.UUID, body: CommentIn, ctx: CustomersWrite
     )
 
 
-@router.get("/tickets/{ticket_id}/history", responses=errors(404), summary="History and comments")
+@router.get(
+    "/tickets/{ticket_id}/history",
+    response_model=TicketHistoryOut,
+    responses=errors(404),
+    summary="History and comments",
+)
 async def ticket_history(ticket_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
     events, comments = await tickets.history(session, ctx, ticket_id)
     return json_response(
@@ -156,26 +179,36 @@ async def ticket_history(ticket_id: uuid.UUID, ctx: CustomersRead, session: Read
     )
 
 
-@router.post("/tickets/{ticket_id}/csat-request", status_code=201, responses=errors(404, 409), summary="Ask for CSAT")
+@router.post(
+    "/tickets/{ticket_id}/csat-request",
+    status_code=201,
+    response_model=CsatRequestOut,
+    responses=errors(404, 409),
+    summary="Ask for CSAT",
+)
 async def csat_request(ticket_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
     """A single-use token (7 days) for the front-end to render a 1-5 survey; answered at
     POST /api/v1/csat/{token} without credentials."""
     return json_response(await feedback.request_csat(session, ctx, ticket_id), status_code=201)
 
 
-@router.get("/ticket-categories", responses=errors(), summary="Ticket categories")
+@router.get("/ticket-categories", response_model=CategoryList, responses=errors(), summary="Ticket categories")
 async def list_categories(ctx: CustomersRead, session: Reader) -> Response:
     rows = await tickets.categories(session, ctx)
-    return json_response({"items": [{"id": c.id, "name": c.name, "parent_id": c.parent_id} for c in rows]})
+    return json_response(
+        {"items": [{"id": c.id, "name": c.name, "parent_id": c.parent_id} for c in rows], "next_cursor": None}
+    )
 
 
-@router.post("/ticket-categories", status_code=201, responses=errors(), summary="Add a category")
+@router.post(
+    "/ticket-categories", status_code=201, response_model=CategoryOut, responses=errors(), summary="Add a category"
+)
 async def add_category(body: CategoryIn, ctx: ServiceAdmin, session: Session) -> Response:
     category = await tickets.add_category(session, ctx, body)
     return json_response({"id": category.id, "name": category.name, "parent_id": category.parent_id}, status_code=201)
 
 
-@router.put("/sla", responses=errors(), summary="Set SLA policies and business hours")
+@router.put("/sla", response_model=SlaSaved, responses=errors(), summary="Set SLA policies and business hours")
 async def set_sla(body: SlaSettings, ctx: ServiceAdmin, session: Session) -> Response:
     """Policies by priority and tier (null tier: any), with business hours and holidays. New
     tickets use them; open tickets keep their deadlines."""
@@ -183,7 +216,7 @@ async def set_sla(body: SlaSettings, ctx: ServiceAdmin, session: Session) -> Res
     return json_response({"status": "saved"})
 
 
-@router.post("/surveys", status_code=201, responses=errors(), summary="Create an NPS survey")
+@router.post("/surveys", status_code=201, response_model=SurveyOut, responses=errors(), summary="Create an NPS survey")
 async def create_survey(body: SurveyIn, ctx: ServiceAdmin, session: Session) -> Response:
     survey = await feedback.create_survey(session, ctx, body)
     return json_response(
@@ -192,20 +225,32 @@ async def create_survey(body: SurveyIn, ctx: ServiceAdmin, session: Session) -> 
     )
 
 
-@router.post("/surveys/{survey_id}/responses", status_code=201, responses=errors(404, 409), summary="Record an answer")
+@router.post(
+    "/surveys/{survey_id}/responses",
+    status_code=201,
+    response_model=SurveyAnswerOut,
+    responses=errors(404, 409),
+    summary="Record an answer",
+)
 async def answer_survey(survey_id: uuid.UUID, body: SurveyAnswer, ctx: CustomersWrite, session: Session) -> Response:
     """One 0-10 answer per customer; 409 for a second one or a closed survey."""
     response = await feedback.answer_survey(session, ctx, survey_id, body)
     return json_response({"customer_id": response.customer_id, "score": response.score}, status_code=201)
 
 
-@router.get("/surveys/{survey_id}/results", responses=errors(404), summary="NPS")
+@router.get("/surveys/{survey_id}/results", response_model=SurveyResults, responses=errors(404), summary="NPS")
 async def survey_results(survey_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
     """NPS = % promoters (9-10) − % detractors (0-6)."""
     return json_response(await feedback.survey_results(session, ctx, survey_id))
 
 
-@router.post("/intake-forms", status_code=201, responses=errors(), summary="Create a public intake form")
+@router.post(
+    "/intake-forms",
+    status_code=201,
+    response_model=IntakeFormCreated,
+    responses=errors(),
+    summary="Create a public intake form",
+)
 async def create_intake_form(body: IntakeFormIn, ctx: ServiceAdmin, session: Session) -> Response:
     """The token (shown once) authenticates submissions to POST /api/v1/intake/{token}."""
     form, token = await feedback.create_intake_form(session, ctx, body)
@@ -231,14 +276,25 @@ async def report(
     return json_response(await service_reports.workspace_report(session, ctx, since=since, until=until))
 
 
-@public.post("/csat/{token}", responses=public_errors(404, 409, 410), summary="Answer a CSAT survey (no account)")
+@public.post(
+    "/csat/{token}",
+    response_model=CsatAnswered,
+    responses=public_errors(404, 409, 410),
+    summary="Answer a CSAT survey (no account)",
+)
 async def answer_csat(token: Annotated[str, "path"], body: CsatAnswer, session: Session) -> Response:
     """The token is the credential; answering twice is 409, an expired link 410."""
     ticket = await feedback.answer_csat(session, token[:100], body)
     return json_response({"ticket_number": ticket.number, "score": ticket.csat_score})
 
 
-@public.post("/intake/{token}", status_code=201, responses=public_errors(404), summary="Submit a form (no account)")
+@public.post(
+    "/intake/{token}",
+    status_code=201,
+    response_model=IntakeSubmitted,
+    responses=public_errors(404),
+    summary="Submit a form (no account)",
+)
 async def submit_intake(token: Annotated[str, "path"], body: IntakeSubmission, session: Session) -> Response:
     """Opens a ticket for a new lead tagged `unverified`, never for the customer who holds the email or
     phone typed (nothing proves the submitter is that customer). Rate-limited per form."""

@@ -13,7 +13,7 @@ from app.http.json_response import json_response
 from app.routers.deps import CustomersRead, Reader, ReportsRead, Session, ValueAdmin
 from app.routers.responses import errors
 from app.schemas.common import Timestamp
-from app.schemas.order import CustomerValueOut, RecomputeOut, TierSettings, ValueTierList
+from app.schemas.order import CustomerValueOut, RecomputeOut, TierSettings, ValueReportOut, ValueTierList
 from app.services.bulk import csv_export
 from app.services.value import customer_values, value_reports, value_tiers
 
@@ -54,7 +54,7 @@ async def request_recompute(ctx: ValueAdmin, session: Session) -> Response:
     return json_response({"status": "queued", "requested_at": requested_at}, status_code=202)
 
 
-@router.get("/reports/value", responses=errors(), summary="Value report (JSON or CSV)")
+@router.get("/reports/value", response_model=ValueReportOut, responses=errors(), summary="Value report (JSON or CSV)")
 async def report(
     ctx: ReportsRead,
     session: Reader,

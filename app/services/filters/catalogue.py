@@ -3,13 +3,14 @@
 Served at GET /api/v1/segments/fields so front-ends can build a rule editor."""
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from sqlalchemy import ColumnElement, extract, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller
 from app.models import Customer, CustomerStage, CustomerValue, Interaction, SurveyResponse, Ticket
+from app.schemas.order import RfmSegment
 from app.services.customers import custom_fields
 
 FieldType = Literal["string", "enum", "integer", "number", "date", "datetime", "boolean", "tags", "id"]
@@ -74,19 +75,7 @@ class Field:
         }
 
 
-RFM_SEGMENTS = (
-    "Champions",
-    "Loyal",
-    "Potential loyalist",
-    "New",
-    "Promising",
-    "Need attention",
-    "About to sleep",
-    "Can't lose them",
-    "At risk",
-    "Hibernating",
-    "Lost",
-)
+RFM_SEGMENTS: tuple[str, ...] = get_args(RfmSegment)
 
 STAGE_AGE_DAYS: ColumnElement[Any] = extract("epoch", func.now() - CustomerStage.entered_at) / 86400
 CHANNELS = ("phone", "email", "sms", "wechat", "meeting", "visit", "chat", "other")
