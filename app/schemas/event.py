@@ -4,11 +4,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, Field, WithJsonSchema, field_validator
 
 from app.schemas.common import ActorType, InputModel, NoNul, Timestamp
-from app.services.events.event_catalogue import is_valid_filter
+from app.services.events.event_catalogue import TYPES, is_valid_filter
 
+# A type of the event catalogue: an enum in the document, built from the catalogue.
+EventTypeName = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(TYPES)})]
 DeliveryState = Literal["pending", "sending", "succeeded", "failed"]
 
 
@@ -19,7 +21,7 @@ class Actor(BaseModel):
 
 class EventOut(BaseModel):
     id: uuid.UUID = Field(description="Stable: also the `webhook-id` of every delivery of this event.")
-    type: str = Field(examples=["customer.created"])
+    type: EventTypeName = Field(examples=["customer.created"])
     occurred_at: datetime
     workspace_id: uuid.UUID
     actor: Actor
@@ -32,7 +34,7 @@ class EventPage(BaseModel):
 
 
 class EventTypeOut(BaseModel):
-    name: str
+    name: EventTypeName
     description: str
     schema_: dict[str, Any] = Field(alias="schema")
 
@@ -93,7 +95,7 @@ class EndpointList(BaseModel):
 class DeliveryOut(BaseModel):
     id: uuid.UUID
     event_id: uuid.UUID
-    event_type: str
+    event_type: EventTypeName
     state: DeliveryState = Field(examples=["succeeded"])
     attempts: int
     next_attempt_at: datetime | None

@@ -97,9 +97,13 @@ class SizeList(BaseModel):
     items: list[SizeOut]
 
 
+# The filter language's value types (app.services.filters.catalogue).
+FilterFieldType = Literal["string", "enum", "integer", "number", "date", "datetime", "boolean", "tags", "id"]
+
+
 class FieldOut(BaseModel):
     field: str
-    type: str
+    type: FilterFieldType
     label: str
     group: str
     operators: list[str]
@@ -115,11 +119,21 @@ class StageMove(InputModel):
     reason: Reason | None = Field(default=None, examples=["Asked for a quote at the trade show"])
 
 
+class StageStay(BaseModel):
+    stage: str
+    from_stage: str | None
+    entered_at: datetime
+    left_at: datetime | None
+    by_user_id: uuid.UUID | None
+    by_rule: str | None = Field(description="The rule that moved the customer; null when a person did.")
+    reason: str | None
+
+
 class StageOut(BaseModel):
     customer_id: uuid.UUID
     stage: str | None
     entered_at: datetime | None
-    history: list[dict[str, Any]]
+    history: list[StageStay]
 
 
 class StageIn(InputModel):

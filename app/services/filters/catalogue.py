@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.access import Caller
 from app.models import Customer, CustomerStage, CustomerValue, Interaction, SurveyResponse, Ticket
 from app.schemas.order import RfmSegment
+from app.schemas.segment import FilterFieldType
 from app.services.customers import custom_fields
 
-FieldType = Literal["string", "enum", "integer", "number", "date", "datetime", "boolean", "tags", "id"]
+FieldType = FilterFieldType
 
 OPERATORS: dict[FieldType, tuple[str, ...]] = {
     "string": ("eq", "neq", "in", "not_in", "contains", "starts_with", "is_null", "is_not_null"),
