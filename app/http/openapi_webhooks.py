@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, Field, create_model
 
-from app.schemas.event import Actor
+from app.schemas.common import Actor
 from app.services.events.event_catalogue import CATALOGUE, EventType
 
 DELIVERY_NOTES = """

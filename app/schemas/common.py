@@ -14,6 +14,13 @@ MAX_INT64 = 2**63 - 1
 ActorType = Literal["user", "api_key", "system"]
 
 
+class Actor(BaseModel):
+    """Who did something, as app.core.access.Caller.actor writes it."""
+
+    type: ActorType = Field(examples=["user"])
+    id: str | None = Field(description="The user's or API key's id; null for the system.")
+
+
 def reject_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("NUL characters are not allowed")

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from app.core.settings import get_settings
 from app.schemas.common import (
+    Actor,
     Day,
     EmailText,
     InputModel,
@@ -258,7 +259,7 @@ class AuditEntryOut(BaseModel):
     entity_type: str = Field(examples=["customer"], description="The kind of record the entry is about.")
     entity_id: uuid.UUID
     action: str = Field(examples=["updated"])
-    actor: dict[str, str | None]
+    actor: Actor
     changes: dict[str, Any] = Field(examples=[{"name": {"before": "张伟", "after": "张伟明"}}])
     occurred_at: datetime
 

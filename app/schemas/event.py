@@ -6,17 +6,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field, WithJsonSchema, field_validator
 
-from app.schemas.common import ActorType, InputModel, NoNul, Timestamp
+from app.schemas.common import Actor, InputModel, NoNul, Timestamp
 from app.services.events.event_catalogue import TYPES, is_valid_filter
 
 # A type of the event catalogue: an enum in the document, built from the catalogue.
 EventTypeName = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(TYPES)})]
 DeliveryState = Literal["pending", "sending", "succeeded", "failed"]
-
-
-class Actor(BaseModel):
-    type: ActorType = Field(examples=["user"])
-    id: str | None
 
 
 class EventOut(BaseModel):

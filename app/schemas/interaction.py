@@ -55,6 +55,16 @@ class InteractionPatch(InputModel):
     next_step: Name | None = None
 
 
+class ParticipantsOut(BaseModel):
+    users: list[uuid.UUID] = Field(default_factory=list)
+    contacts: list[str] = Field(default_factory=list, description="Masked without the PII scope.")
+
+
+class AttachmentOut(BaseModel):
+    url: str
+    name: str
+
+
 class InteractionOut(BaseModel):
     id: uuid.UUID
     customer_id: uuid.UUID
@@ -63,12 +73,12 @@ class InteractionOut(BaseModel):
     direction: Direction
     occurred_at: datetime
     duration_seconds: int | None
-    participants: dict[str, Any]
+    participants: ParticipantsOut
     subject: str | None
     content: str | None
     outcome: str | None
     next_step: str | None
-    attachments: list[dict[str, Any]]
+    attachments: list[AttachmentOut]
     source: str
     external_id: str | None
     created_at: datetime

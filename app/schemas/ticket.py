@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from app.schemas.common import (
-    ActorType,
+    Actor,
     EmailText,
     InputModel,
     Label,
@@ -212,11 +212,6 @@ class ServiceReportOut(BaseModel):
     by_segment: list[SegmentSatisfaction] = Field(description="Segments whose members rated or answered")
 
 
-class Author(BaseModel):
-    type: ActorType
-    id: str | None = Field(description="The user's or API key's id; null for the system.")
-
-
 TicketAction = Literal[
     "opened",
     "assigned",
@@ -238,7 +233,7 @@ class CommentOut(BaseModel):
     id: uuid.UUID
     public: bool
     body: str
-    author: Author
+    author: Actor
     created_at: datetime
 
 
@@ -246,7 +241,7 @@ class TicketEventOut(BaseModel):
     action: TicketAction
     from_: str | None = Field(alias="from", description="The value before, as text.")
     to: str | None = Field(description="The value after, as text (`sla_breached`: the deadline missed).")
-    actor: Author
+    actor: Actor
     at: datetime
 
 
