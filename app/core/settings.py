@@ -67,7 +67,10 @@ class Settings(BaseSettings):
     webhook_allow_private_targets: bool = False
     webhook_connect_timeout_seconds: float = Field(default=3.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
-    webhook_max_consecutive_failures: int = Field(default=20, ge=1)
+    # An endpoint whose every attempt has failed for this long is disabled (its deliveries held).
+    # Shorter than the retry schedule's last attempt, so a receiver that stays down has its
+    # deliveries held before any runs out of attempts.
+    webhook_disable_after_hours: float = Field(default=48.0, gt=0)
     webhook_secret_overlap_hours: float = Field(default=24.0, ge=0)
     worker_concurrency: int = Field(default=20, ge=1, le=500)
     # Touched by a running worker every few seconds; the image's healthcheck reads its age.

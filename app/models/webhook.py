@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Boolean, ForeignKeyConstraint, Index, Integer, SmallInteger, String, Text, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, TenantKey
@@ -21,18 +21,26 @@ class WebhookEndpoint(TenantKey, Base):
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    # Workers have deliveries of this endpoint to move, a batch at a time: pending ones to `held`
+    # after it was disabled, held ones back to pending once it is enabled again.
+    settling: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     # The signing key must be readable to sign with; it is shown to the owner once, never listed.
     secret: Mapped[str] = mapped_column(String(100))
-    previous_secret: Mapped[str | None] = mapped_column(String(100))
-    previous_secret_expires_at: Mapped[datetime | None]
+    # Secrets replaced by rotations, each signing beside the current one until its own overlap ends:
+    # [{"secret": "whsec_…", "expires_at": "<RFC 3339>"}].
+    previous_secrets: Mapped[list[dict[str, str]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The first failed attempt since the last success (or since the endpoint was enabled): every
+    # attempt has failed since then. Null while the latest attempt succeeded.
+    failing_since: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     version: Mapped[int] = mapped_column(server_default=text("1"))
 
 
 class WebhookDelivery(TenantKey, Base):
-    """One event to one endpoint. `state` moves pending → sending → succeeded | pending | failed."""
+    """One event to one endpoint. `state` moves pending → sending → succeeded | pending | failed; a
+    disabled endpoint's waiting deliveries are `held` (never sent) until it is enabled again."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
@@ -51,12 +59,16 @@ class WebhookDelivery(TenantKey, Base):
             "next_attempt_at",
             postgresql_where=text("state IN ('pending', 'sending')"),
         ),
+        Index("ix_webhook_deliveries_held", "workspace_id", "endpoint_id", postgresql_where=text("state = 'held'")),
     )
 
     endpoint_id: Mapped[uuid.UUID]
     event_id: Mapped[uuid.UUID]
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
+    # Attempts made before the current retry schedule began: a redelivery or the release of a held
+    # delivery starts the schedule afresh.
+    schedule_offset: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
     next_attempt_at: Mapped[datetime]
     # While `sending`, the claim is valid until this time; a worker that died leaves it to expire.
     locked_until: Mapped[datetime | None]

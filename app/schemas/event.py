@@ -11,7 +11,7 @@ from app.services.events.event_catalogue import TYPES, is_valid_filter
 
 # A type of the event catalogue: an enum in the document, built from the catalogue.
 EventTypeName = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(TYPES)})]
-DeliveryState = Literal["pending", "sending", "succeeded", "failed"]
+DeliveryState = Literal["pending", "held", "sending", "succeeded", "failed"]
 
 
 class EventOut(BaseModel):
@@ -62,7 +62,11 @@ class EndpointPatch(_EventTypes):
     url: AnyHttpUrl | None = None
     event_types: list[EventFilter] | None = Field(default=None, min_length=1, max_length=50)
     description: Annotated[str, Field(max_length=500), NoNul] | None = None
-    enabled: bool | None = Field(default=None, description="Re-enabling also clears the failure count.")
+    enabled: bool | None = Field(
+        default=None,
+        description="Re-enabling clears the failing streak and sends the deliveries held while the endpoint was "
+        "disabled, each with a fresh retry schedule.",
+    )
 
 
 class EndpointOut(BaseModel):
@@ -70,10 +74,17 @@ class EndpointOut(BaseModel):
     url: str
     event_types: list[str]
     description: str | None
-    enabled: bool
-    disabled_reason: str | None
-    consecutive_failures: int
-    secret_rotating_until: datetime | None = Field(description="Until then both secrets sign each delivery.")
+    enabled: bool = Field(description="A disabled endpoint's deliveries are recorded and held, not sent.")
+    disabled_reason: str | None = Field(examples=["every attempt failed for 48 hours"])
+    consecutive_failures: int = Field(description="Failed attempts since the last success.")
+    failing_since: datetime | None = Field(
+        description="The first failed attempt since the last success: every attempt has failed since. An endpoint "
+        "failing for `GUANXI_WEBHOOK_DISABLE_AFTER_HOURS` is disabled. Null while the latest attempt succeeded."
+    )
+    secret_rotating_until: datetime | None = Field(
+        description="Until then secrets replaced by rotations sign each delivery beside the current one (each for "
+        "its own overlap)."
+    )
     created_at: datetime
     updated_at: datetime
     version: int
@@ -91,7 +102,11 @@ class DeliveryOut(BaseModel):
     id: uuid.UUID
     event_id: uuid.UUID
     event_type: EventTypeName
-    state: DeliveryState = Field(examples=["succeeded"])
+    state: DeliveryState = Field(
+        examples=["succeeded"],
+        description="`held`: recorded while the endpoint is disabled, sent once it is enabled again. `failed`: "
+        "its retry schedule ran out (or the endpoint answered 410); `redeliver` sends it again.",
+    )
     attempts: int
     next_attempt_at: datetime | None
     last_status: int | None

@@ -61,7 +61,8 @@ def register(registry: Registry, r: Resources) -> None:
 
 async def dispatch(sessions: async_sessionmaker[AsyncSession], queries: Queries, *, now: datetime) -> int:
     """Fan out new events (batch after batch while a backlog lasts), revive abandoned attempts,
-    and queue everything due that no job carries. Returns how many attempts were queued."""
+    hold or release the deliveries of endpoints disabled or enabled again, and queue everything due
+    that no job carries. Returns how many attempts were queued."""
     queued = 0
     while True:
         async with sessions() as session:
@@ -73,6 +74,12 @@ async def dispatch(sessions: async_sessionmaker[AsyncSession], queries: Queries,
     async with sessions() as session:
         await webhook_dispatch.recover_abandoned(session, now=now)
         await session.commit()
+    for _ in range(webhook_dispatch.SETTLE_ROUNDS):
+        async with sessions() as session:
+            moved = await webhook_dispatch.settle(session, now=now)
+            await session.commit()
+        if moved < webhook_dispatch.SETTLE_BATCH:
+            break
     async with sessions() as session:
         jobs = await webhook_dispatch.queue_due(session, now=now)
         await session.commit()

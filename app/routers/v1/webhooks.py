@@ -1,7 +1,6 @@
 """Webhook endpoints and their delivery log: /api/v1/webhook-endpoints."""
 
 import uuid
-from typing import Literal
 
 from fastapi import APIRouter
 from starlette.responses import Response
@@ -13,6 +12,7 @@ from app.schemas.event import (
     AttemptList,
     DeliveryOut,
     DeliveryPage,
+    DeliveryState,
     EndpointCreate,
     EndpointList,
     EndpointOut,
@@ -56,8 +56,9 @@ async def get_endpoint(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: Read
 async def update_endpoint(
     endpoint_id: uuid.UUID, patch: EndpointPatch, ctx: WebhooksWrite, session: Session, version: IfMatch
 ) -> Response:
-    """`enabled: true` re-enables a disabled endpoint and clears its failure count; its pending
-    deliveries then go out."""
+    """`enabled: true` re-enables a disabled endpoint and clears its failing streak; the deliveries
+    held while it was disabled then go out, each with a fresh retry schedule. `enabled: false`
+    holds its deliveries until then."""
     endpoint = await webhook_endpoints.update(session, ctx, endpoint_id, patch, expected_version=version)
     return resource_response(webhook_endpoints.present(endpoint))
 
@@ -71,12 +72,14 @@ async def delete_endpoint(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: S
 @router.post(
     "/{endpoint_id}/rotate-secret",
     response_model=EndpointWithSecret,
-    responses=errors(404),
+    responses=errors(404, 409),
     summary="Rotate the signing secret",
 )
 async def rotate_secret(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: Session) -> Response:
-    """Returns the new secret once. For `GUANXI_WEBHOOK_SECRET_OVERLAP_HOURS` every delivery carries
-    signatures by both the new and the old secret, so receivers can switch without a gap."""
+    """Returns the new secret once. For `GUANXI_WEBHOOK_SECRET_OVERLAP_HOURS` the replaced secret
+    keeps signing beside the new one, so receivers can switch without a gap; a second rotation
+    within that time keeps both earlier secrets signing, each for its own overlap. 409 while five
+    replaced secrets still sign."""
     endpoint = await webhook_endpoints.rotate_secret(session, ctx, endpoint_id)
     return resource_response({**webhook_endpoints.present(endpoint), "secret": endpoint.secret})
 
@@ -99,7 +102,8 @@ async def ping(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: Session) -> 
 )
 async def redeliver(endpoint_id: uuid.UUID, body: Redeliver, ctx: WebhooksWrite, session: Session) -> Response:
     """One event (`event_id`) or every subscribed event in `[since, until)`, sent again with the same
-    `webhook-id` (receivers deduplicate on it)."""
+    `webhook-id` (receivers deduplicate on it) and a fresh retry schedule: a `failed` delivery of
+    the log is sent again by its `event_id`. Held while the endpoint is disabled."""
     scheduled = await webhook_endpoints.redeliver(session, ctx, endpoint_id, body)
     return json_response({"scheduled": scheduled}, status_code=202)
 
@@ -111,7 +115,7 @@ async def deliveries(
     session: Reader,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-    state: Literal["pending", "sending", "succeeded", "failed"] | None = None,
+    state: DeliveryState | None = None,
 ) -> Response:
     """Newest first."""
     rows, next_cursor = await webhook_endpoints.list_deliveries(

@@ -4,6 +4,7 @@ The catalogue is published in the OpenAPI document (its `webhooks` section) and 
 `GET /api/v1/events/types`; a resource that adds events adds them here."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import BaseModel, Field
 
@@ -44,7 +45,10 @@ class MergeUndone(BaseModel):
 class EndpointDisabled(BaseModel):
     endpoint_id: str
     url: str
-    reason: str = Field(examples=["20 consecutive failed attempts"])
+    reason: str = Field(examples=["every attempt failed for 48 hours"])
+    failing_since: datetime | None = Field(
+        description="The first of the failed attempts in a row that led to the disabling."
+    )
 
 
 class TierChanged(BaseModel):

@@ -27,7 +27,7 @@ from app.core.settings import Settings
 from app.models import OutboxEvent, WebhookEndpoint
 from app.services.events import outbox, webhook_signing, webhook_targets
 from app.services.events.event_catalogue import data_model
-from app.services.events.payloads import Field, Payload, column
+from app.services.events.payloads import Field, Payload, column, timestamp
 from app.services.events.webhook_dispatch import DueAttempt
 
 # Delay before retry n (after attempt n failed): 10 attempts over about 3.5 days.
@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Claimed:
     due: DueAttempt
+    # Attempts before the delivery's current retry schedule began.
+    schedule_offset: int
     endpoint_id: uuid.UUID
     url: str
     secrets: list[str]
@@ -100,10 +102,11 @@ claimed AS (
     SET state = 'sending', attempts = taken.attempt, locked_until = $5, updated_at = $4
     FROM taken
     WHERE d.workspace_id = taken.workspace_id AND d.id = taken.id
-    RETURNING d.workspace_id, d.id, d.attempts, d.endpoint_id, d.event_id
+    RETURNING d.workspace_id, d.id, d.attempts, d.schedule_offset, d.endpoint_id, d.event_id
 )
-SELECT c.workspace_id, c.id, c.attempts, c.endpoint_id, e.url, e.secret,
-       CASE WHEN e.previous_secret_expires_at > $4 THEN e.previous_secret END AS previous_secret,
+SELECT c.workspace_id, c.id, c.attempts, c.schedule_offset, c.endpoint_id, e.url, e.secret,
+       ARRAY(SELECT s->>'secret' FROM jsonb_array_elements(e.previous_secrets) AS s
+             WHERE (s->>'expires_at')::timestamptz > $4) AS previous_secrets,
        ev.id AS event_id, ev.type, ev.occurred_at, ev.actor, ev.data
 FROM claimed c
 JOIN webhook_endpoints e ON e.workspace_id = c.workspace_id AND e.id = c.endpoint_id
@@ -125,7 +128,7 @@ async def claim(
     )
     claimed = []
     for row in rows:
-        secrets = [row["secret"], *([row["previous_secret"]] if row["previous_secret"] else [])]
+        secrets = [row["secret"], *row["previous_secrets"]]
         event = {
             "id": str(row["event_id"]),
             "type": row["type"],
@@ -135,7 +138,16 @@ async def claim(
             "data": row["data"],
         }
         due = DueAttempt(row["workspace_id"], row["id"], row["attempts"])
-        claimed.append(Claimed(due=due, endpoint_id=row["endpoint_id"], url=row["url"], secrets=secrets, event=event))
+        claimed.append(
+            Claimed(
+                due=due,
+                schedule_offset=row["schedule_offset"],
+                endpoint_id=row["endpoint_id"],
+                url=row["url"],
+                secrets=secrets,
+                event=event,
+            )
+        )
     return claimed
 
 
@@ -244,7 +256,7 @@ delivery AS (
       AND d.attempts = done.attempt
 )
 -- Touched only when the count changes: a healthy endpoint's row is never locked by deliveries.
-UPDATE webhook_endpoints e SET consecutive_failures = 0
+UPDATE webhook_endpoints e SET consecutive_failures = 0, failing_since = NULL
 WHERE (e.workspace_id, e.id) IN (SELECT DISTINCT workspace_id, endpoint_id FROM done) AND e.consecutive_failures <> 0
 """
 
@@ -274,25 +286,29 @@ WITH attempt AS (
     ON CONFLICT DO NOTHING
     RETURNING 1
 ),
+endpoint AS (
+    -- Touched only when the count changes: a healthy endpoint's row is never locked by deliveries.
+    UPDATE webhook_endpoints
+    SET consecutive_failures = CASE WHEN $11::text = 'succeeded' THEN 0 ELSE consecutive_failures + 1 END,
+        failing_since = CASE WHEN $11::text = 'succeeded' THEN NULL ELSE coalesce(failing_since, $5) END
+    WHERE workspace_id = $1 AND id = $13 AND ($11::text <> 'succeeded' OR consecutive_failures <> 0)
+    RETURNING failing_since, enabled
+),
 delivery AS (
     UPDATE webhook_deliveries
-    SET state = $11::text, next_attempt_at = coalesce($12, next_attempt_at), last_status = $7, last_error = $8,
+    -- A retry whose endpoint was disabled meanwhile (the endpoint's row, updated above, is read as
+    -- committed) is held with the endpoint's other deliveries.
+    SET state = CASE WHEN $11::text = 'pending' AND (SELECT NOT enabled FROM endpoint) THEN 'held' ELSE $11::text END,
+        next_attempt_at = coalesce($12, next_attempt_at), last_status = $7, last_error = $8,
         locked_until = NULL, updated_at = $5, succeeded_at = CASE WHEN $11::text = 'succeeded' THEN $5 END,
         -- Its job has done its claim: the retry is the sweep's to queue, even while that job still
         -- runs the other attempts it carries.
         job_key = NULL
     WHERE workspace_id = $1 AND id = $2 AND state = 'sending' AND attempts = $4
     RETURNING 1
-),
-endpoint AS (
-    -- Touched only when the count changes: a healthy endpoint's row is never locked by deliveries.
-    UPDATE webhook_endpoints
-    SET consecutive_failures = CASE WHEN $11::text = 'succeeded' THEN 0 ELSE consecutive_failures + 1 END
-    WHERE workspace_id = $1 AND id = $13 AND ($11::text <> 'succeeded' OR consecutive_failures <> 0)
-    RETURNING consecutive_failures, enabled
 )
 SELECT (SELECT count(*) FROM attempt) + (SELECT count(*) FROM delivery) AS written,
-       (SELECT consecutive_failures FROM endpoint) AS failures,
+       (SELECT failing_since FROM endpoint) AS failing_since,
        (SELECT enabled FROM endpoint) AS enabled
 """
 
@@ -302,14 +318,25 @@ ENDPOINT_DISABLED: Payload[WebhookEndpoint] = Payload(
         Field("endpoint_id", lambda endpoint: endpoint.id, lambda alias: f"{alias}.id"),
         column("url"),
         Field("reason", lambda endpoint: endpoint.disabled_reason, lambda alias: f"{alias}.disabled_reason"),
+        timestamp("failing_since"),
     ),
     model=data_model("webhook_endpoint.disabled"),
 )
 DISABLE_SQL = f"""
 WITH disabled AS (
-    UPDATE webhook_endpoints SET enabled = false, disabled_reason = $3, updated_at = $4, version = version + 1
+    -- Its pending deliveries are held by the workers (`webhook_dispatch.settle`): nothing waiting is
+    -- lost, it goes out when the endpoint is enabled again.
+    UPDATE webhook_endpoints
+    SET enabled = false, disabled_reason = $3, settling = true, updated_at = $4, version = version + 1
     WHERE workspace_id = $1 AND id = $2 AND enabled
-    RETURNING id, url, disabled_reason
+    RETURNING id, url, disabled_reason, failing_since
+),
+held AS (
+    -- The delivery ($5) whose failed attempt disabled the endpoint is held at once, even when that
+    -- was its last attempt.
+    UPDATE webhook_deliveries d SET state = 'held', job_key = NULL, updated_at = $4
+    FROM disabled
+    WHERE d.workspace_id = $1 AND d.id = $5 AND d.state IN ('pending', 'failed')
 )
 {
     outbox.emit_rows_sql(
@@ -326,15 +353,17 @@ WITH disabled AS (
 async def record(
     conn: asyncpg.Connection, claimed: Claimed, outcome: Outcome, *, now: datetime, settings: Settings
 ) -> Scheduled | None:
-    """Log the attempt and move the delivery on, in one statement; returns the next attempt, if any."""
+    """Log the attempt and move the delivery on, in one statement; returns the next attempt, if any.
+    A failure that ends a failing streak of `webhook_disable_after_hours` disables the endpoint."""
     due = claimed.due
+    in_schedule = due.attempt - claimed.schedule_offset
     next_attempt: Scheduled | None = None
     if outcome.succeeded:
         state, next_at = "succeeded", None
-    elif outcome.status_code == 410 or due.attempt >= MAX_ATTEMPTS:
+    elif outcome.status_code == 410 or in_schedule >= MAX_ATTEMPTS:
         state, next_at = "failed", None
     else:
-        delay = retry_delay(due.attempt, outcome.retry_after)
+        delay = retry_delay(in_schedule, outcome.retry_after)
         state, next_at = "pending", now + delay
         next_attempt = Scheduled(DueAttempt(due.workspace_id, due.delivery_id, due.attempt + 1), delay)
     async with conn.transaction():
@@ -354,17 +383,19 @@ async def record(
             next_at,
             claimed.endpoint_id,
         )
-        reason = None
+        if row is not None and row["enabled"] is False:
+            next_attempt = None
+        reason, holds = None, None
+        failing_since = row["failing_since"] if row is not None else None
         if outcome.status_code == 410:
             reason = "the endpoint answered 410 Gone"
-        elif (
-            row is not None
-            and row["failures"] is not None
-            and row["failures"] >= settings.webhook_max_consecutive_failures
-        ):
-            reason = f"{row['failures']} consecutive failed attempts"
+        elif failing_since is not None and now - failing_since >= timedelta(hours=settings.webhook_disable_after_hours):
+            reason = f"every attempt failed for {settings.webhook_disable_after_hours:g} hours"
+            holds = due.delivery_id
         if reason and row is not None and row["enabled"] is not False:
-            await conn.execute(DISABLE_SQL, due.workspace_id, claimed.endpoint_id, reason, now)
+            await conn.execute(DISABLE_SQL, due.workspace_id, claimed.endpoint_id, reason, now, holds)
+            # Its delivery is held with the endpoint's others: no retry is scheduled.
+            next_attempt = None
     return next_attempt
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, literal, or_, select, text, update
+from sqlalchemy import ColumnElement, func, literal, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,10 +58,10 @@ FAN_OUT_BATCH = 500
 async def fan_out(
     session: AsyncSession, *, now: datetime, batch: int = FAN_OUT_BATCH
 ) -> tuple[int, list[AttemptBatch]]:
-    """Turn unpublished events into deliveries for every enabled, subscribed endpoint (one
-    transaction; the caller commits, then queues the returned jobs). Events are taken in commit
-    order. Returns how many events were taken, and the jobs carrying the new deliveries' first
-    attempts."""
+    """Turn unpublished events into deliveries for every subscribed endpoint (one transaction; the
+    caller commits, then queues the returned jobs): pending for an enabled endpoint, held for a
+    disabled one until it is enabled again. Events are taken in commit order. Returns how many
+    events were taken, and the jobs carrying the new pending deliveries' first attempts."""
     event_ids = list(
         (
             await session.scalars(
@@ -77,11 +77,8 @@ async def fan_out(
         return 0, []
     pairs = (
         await session.execute(
-            select(OutboxEvent.workspace_id, OutboxEvent.id, WebhookEndpoint.id)
-            .join(
-                WebhookEndpoint,
-                and_(WebhookEndpoint.workspace_id == OutboxEvent.workspace_id, WebhookEndpoint.enabled.is_(True)),
-            )
+            select(OutboxEvent.workspace_id, OutboxEvent.id, WebhookEndpoint.id, WebhookEndpoint.enabled)
+            .join(WebhookEndpoint, WebhookEndpoint.workspace_id == OutboxEvent.workspace_id)
             .where(OutboxEvent.id.in_(event_ids), _subscribed())
             .order_by(OutboxEvent.txid, OutboxEvent.id)
         )
@@ -89,11 +86,13 @@ async def fan_out(
     await session.execute(update(OutboxEvent).where(OutboxEvent.id.in_(event_ids)).values(published_at=now))
     if not pairs:
         return len(event_ids), []
-    firsts = [DueAttempt(workspace_id, new_id(), 1) for workspace_id, _, _ in pairs]
+    held_for = await _still_disabled(session, {(w, e) for w, _, e, enabled in pairs if not enabled})
+    firsts = [DueAttempt(workspace_id, new_id(), 1) for workspace_id, _, _, _ in pairs]
     # A job carries attempts to one endpoint: a slow receiver does not delay other partners' records.
     by_endpoint: dict[uuid.UUID, list[DueAttempt]] = {}
-    for (_, _, endpoint_id), first in zip(pairs, firsts, strict=True):
-        by_endpoint.setdefault(endpoint_id, []).append(first)
+    for (_, _, endpoint_id, _), first in zip(pairs, firsts, strict=True):
+        if endpoint_id not in held_for:
+            by_endpoint.setdefault(endpoint_id, []).append(first)
     jobs = [job for attempts in by_endpoint.values() for job in batches(attempts)]
     job_key = {a.delivery_id: job.key for job in jobs for a in job.attempts}
     rows = [
@@ -102,14 +101,14 @@ async def fan_out(
             "id": first.delivery_id,
             "endpoint_id": endpoint_id,
             "event_id": event_id,
-            "state": "pending",
+            "state": "held" if endpoint_id in held_for else "pending",
             "attempts": 0,
             "next_attempt_at": now,
-            "job_key": job_key[first.delivery_id],
+            "job_key": job_key.get(first.delivery_id),
             "created_at": now,
             "updated_at": now,
         }
-        for (workspace_id, event_id, endpoint_id), first in zip(pairs, firsts, strict=True)
+        for (workspace_id, event_id, endpoint_id, _), first in zip(pairs, firsts, strict=True)
     ]
     inserted = set(
         (
@@ -120,6 +119,22 @@ async def fan_out(
     )
     kept = [AttemptBatch(job.key, [a for a in job.attempts if a.delivery_id in inserted]) for job in jobs]
     return len(event_ids), [job for job in kept if job.attempts]
+
+
+async def _still_disabled(session: AsyncSession, endpoints: set[tuple[uuid.UUID, uuid.UUID]]) -> set[uuid.UUID]:
+    """Of these endpoints, read as disabled, those still disabled, locked (FOR KEY SHARE, which a
+    delivery's record does not wait for) until the fan-out commits: a re-enable waits for it and
+    then releases the deliveries held here, and one that committed first leaves the endpoint out."""
+    if not endpoints:
+        return set()
+    locked = (
+        select(WebhookEndpoint.id)
+        .where(
+            tuple_(WebhookEndpoint.workspace_id, WebhookEndpoint.id).in_(endpoints), WebhookEndpoint.enabled.is_(False)
+        )
+        .with_for_update(read=True, key_share=True)
+    )
+    return set((await session.scalars(locked)).all())
 
 
 async def recover_abandoned(session: AsyncSession, *, now: datetime) -> int:
@@ -210,3 +225,53 @@ async def queue_due(session: AsyncSession, *, now: datetime, limit: int = 1000) 
     for workspace_id, delivery_id, attempts, key in rows:
         grouped.setdefault(key, []).append(DueAttempt(workspace_id, delivery_id, attempts + 1))
     return [AttemptBatch(key, attempts) for key, attempts in grouped.items()]
+
+
+SETTLE_BATCH = 2000
+# Batches a dispatch pass settles at most before it goes on to fan-out's and the sweep's work; the
+# next pass goes on with the rest.
+SETTLE_ROUNDS = 25
+
+
+async def settle(session: AsyncSession, *, now: datetime, batch: int = SETTLE_BATCH) -> int:
+    """One batch for each endpoint whose deliveries are to move (`settling`): a disabled endpoint's
+    pending deliveries become held; an enabled one's held deliveries become due now, each starting
+    its retry schedule afresh. An endpoint whose batch comes up short is settled. The endpoint's row
+    is locked, so an owner's enable or disable waits for the batch (and a settle in another worker
+    passes it over). Batches keep each statement short whatever an outage left behind. Returns how
+    many deliveries moved; the caller commits, and calls again while that is a batch or more."""
+    endpoints = (
+        await session.execute(
+            select(WebhookEndpoint.workspace_id, WebhookEndpoint.id, WebhookEndpoint.enabled)
+            .where(WebhookEndpoint.settling.is_(True))
+            .limit(100)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    moved = 0
+    for workspace_id, endpoint_id, enabled in endpoints:
+        picked = (
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.workspace_id == workspace_id,
+                WebhookDelivery.endpoint_id == endpoint_id,
+                WebhookDelivery.state == ("held" if enabled else "pending"),
+            )
+            .limit(batch)
+            .with_for_update()
+        )
+        released = {"state": "pending", "next_attempt_at": now, "schedule_offset": WebhookDelivery.attempts}
+        result = await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.workspace_id == workspace_id, WebhookDelivery.id.in_(picked.scalar_subquery()))
+            .values(job_key=None, updated_at=now, **(released if enabled else {"state": "held"}))
+        )
+        count = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        if count < batch:
+            await session.execute(
+                update(WebhookEndpoint)
+                .where(WebhookEndpoint.workspace_id == workspace_id, WebhookEndpoint.id == endpoint_id)
+                .values(settling=False)
+            )
+        moved += count
+    return moved

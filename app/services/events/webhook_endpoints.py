@@ -10,14 +10,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock, scoped
 from app.core.access import Caller
-from app.core.errors import NotFound, ValidationFailed
+from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.pagination import SortKey, keyset_page
 from app.core.settings import get_settings
 from app.core.versions import check_version
+from app.core.wire import utc_text
 from app.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.schemas.event import EndpointCreate, EndpointPatch, Redeliver
 from app.services.events import audit, outbox, webhook_signing, webhook_targets
+
+# Replaced secrets that may sign beside the current one at once: each adds a signature (an HMAC)
+# to every delivery.
+MAX_PREVIOUS_SECRETS = 5
 
 
 async def create(session: AsyncSession, ctx: Caller, data: EndpointCreate) -> WebhookEndpoint:
@@ -31,7 +36,10 @@ async def create(session: AsyncSession, ctx: Caller, data: EndpointCreate) -> We
         event_types=data.event_types,
         enabled=data.enabled,
         secret=webhook_signing.new_secret(),
+        previous_secrets=[],
         consecutive_failures=0,
+        failing_since=None,
+        settling=False,
         created_at=now,
         updated_at=now,
         version=1,
@@ -80,11 +88,15 @@ async def update(
     if "enabled" in sent and patch.enabled is not None and patch.enabled != endpoint.enabled:
         changes["enabled"] = {"before": endpoint.enabled, "after": patch.enabled}
         endpoint.enabled = patch.enabled
+        # The workers hold its waiting deliveries, or release the held ones with a fresh schedule.
+        endpoint.settling = True
         if patch.enabled:
             endpoint.disabled_reason = None
             endpoint.consecutive_failures = 0
+            endpoint.failing_since = None
         else:
             endpoint.disabled_reason = "disabled by its owner"
+        await outbox.wake_workers(session)
     audit.record_update(session, ctx, endpoint, entity_type="webhook_endpoint", changes=changes)
     return endpoint
 
@@ -104,11 +116,19 @@ async def delete(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, *, 
 
 
 async def rotate_secret(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID) -> WebhookEndpoint:
-    """A new secret; the old one keeps signing (beside the new) for the overlap period."""
+    """A new secret; the one it replaces keeps signing (beside the new) for the overlap period, and
+    so does every secret replaced before whose overlap has not ended: a receiver that took any of
+    them verifies each delivery until that secret's own overlap ends."""
     endpoint = await get(session, ctx, endpoint_id, lock=True)
     now = clock.now()
-    endpoint.previous_secret = endpoint.secret
-    endpoint.previous_secret_expires_at = now + timedelta(hours=get_settings().webhook_secret_overlap_hours)
+    signing = _signing_previous_secrets(endpoint, now)
+    if len(signing) >= MAX_PREVIOUS_SECRETS:
+        raise Conflict(
+            f"{len(signing)} replaced secrets still sign each delivery; rotate again once the first "
+            f"stops, at {utc_text(min(datetime.fromisoformat(s['expires_at']) for s in signing))}."
+        )
+    expires_at = now + timedelta(hours=get_settings().webhook_secret_overlap_hours)
+    endpoint.previous_secrets = [*signing, {"secret": endpoint.secret, "expires_at": utc_text(expires_at)}]
     endpoint.secret = webhook_signing.new_secret()
     endpoint.version += 1
     endpoint.updated_at = now
@@ -119,14 +139,16 @@ async def rotate_secret(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UU
 
 
 async def ping(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID) -> WebhookDelivery:
-    """A `webhook.ping` event delivered to this endpoint only, through the normal delivery path."""
-    endpoint = await get(session, ctx, endpoint_id)
+    """A `webhook.ping` event delivered to this endpoint only, through the normal delivery path
+    (held while the endpoint is disabled)."""
+    # Locked: a re-enable in flight waits, then releases the delivery if it is held.
+    endpoint = await get(session, ctx, endpoint_id, lock=True)
     now = clock.now()
     event = outbox.emit(session, ctx, "webhook.ping", {"message": "ping"})
     # Already published: the fan-out must not send it to the workspace's other endpoints.
     event.published_at = now
     await session.flush()
-    delivery = _new_delivery(ctx.workspace_id, endpoint.id, event.id, now)
+    delivery = _new_delivery(ctx.workspace_id, endpoint, event.id, now)
     session.add(delivery)
     await session.flush()
     await outbox.wake_workers(session)
@@ -134,8 +156,10 @@ async def ping(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID) -> We
 
 
 async def redeliver(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, request: Redeliver) -> int:
-    """Schedule again one event, or every event of the range that the endpoint subscribes to."""
-    endpoint = await get(session, ctx, endpoint_id)
+    """Schedule again one event, or every event of the range that the endpoint subscribes to, each
+    with a fresh retry schedule (held while the endpoint is disabled)."""
+    # Locked: a re-enable in flight waits, then releases the deliveries held here.
+    endpoint = await get(session, ctx, endpoint_id, lock=True)
     if request.event_id is None and request.since is None:
         raise ValidationFailed("Give event_id, or since (and optionally until).", loc=["body"])
     events = select(OutboxEvent.id).where(OutboxEvent.workspace_id == ctx.workspace_id)
@@ -151,11 +175,18 @@ async def redeliver(session: AsyncSession, ctx: Caller, endpoint_id: uuid.UUID, 
     if not event_ids:
         return 0
     now = clock.now()
-    rows = [_row(_new_delivery(ctx.workspace_id, endpoint.id, event_id, now)) for event_id in event_ids]
+    rows = [_row(_new_delivery(ctx.workspace_id, endpoint, event_id, now)) for event_id in event_ids]
     statement = insert(WebhookDelivery).values(rows)
     statement = statement.on_conflict_do_update(
         index_elements=[WebhookDelivery.workspace_id, WebhookDelivery.endpoint_id, WebhookDelivery.event_id],
-        set_={"state": "pending", "next_attempt_at": now, "updated_at": now, "locked_until": None, "job_key": None},
+        set_={
+            "state": statement.excluded.state,
+            "next_attempt_at": now,
+            "schedule_offset": WebhookDelivery.attempts,
+            "updated_at": now,
+            "locked_until": None,
+            "job_key": None,
+        },
         where=WebhookDelivery.state != "sending",
     )
     result = await session.execute(statement)
@@ -204,8 +235,13 @@ async def list_attempts(
 
 
 def secret_rotating_until(endpoint: WebhookEndpoint, now: datetime) -> datetime | None:
-    expires = endpoint.previous_secret_expires_at
-    return expires if endpoint.previous_secret and expires and expires > now else None
+    """When the last replaced secret stops signing; None when only the current one signs."""
+    ends = [datetime.fromisoformat(s["expires_at"]) for s in _signing_previous_secrets(endpoint, now)]
+    return max(ends, default=None)
+
+
+def _signing_previous_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[dict[str, str]]:
+    return [s for s in endpoint.previous_secrets if datetime.fromisoformat(s["expires_at"]) > now]
 
 
 def _matches(patterns: list[str]) -> Any:
@@ -218,15 +254,16 @@ def _matches(patterns: list[str]) -> Any:
 
 
 def _new_delivery(
-    workspace_id: uuid.UUID, endpoint_id: uuid.UUID, event_id: uuid.UUID, now: datetime
+    workspace_id: uuid.UUID, endpoint: WebhookEndpoint, event_id: uuid.UUID, now: datetime
 ) -> WebhookDelivery:
     return WebhookDelivery(
         workspace_id=workspace_id,
         id=new_id(),
-        endpoint_id=endpoint_id,
+        endpoint_id=endpoint.id,
         event_id=event_id,
-        state="pending",
+        state="pending" if endpoint.enabled else "held",
         attempts=0,
+        schedule_offset=0,
         next_attempt_at=now,
         created_at=now,
         updated_at=now,
@@ -243,6 +280,7 @@ def _row(delivery: WebhookDelivery) -> dict[str, Any]:
             "event_id",
             "state",
             "attempts",
+            "schedule_offset",
             "next_attempt_at",
             "created_at",
             "updated_at",
@@ -259,6 +297,7 @@ def present(endpoint: WebhookEndpoint) -> dict[str, Any]:
         "enabled": endpoint.enabled,
         "disabled_reason": endpoint.disabled_reason,
         "consecutive_failures": endpoint.consecutive_failures,
+        "failing_since": endpoint.failing_since,
         "secret_rotating_until": secret_rotating_until(endpoint, clock.now()),
         "created_at": endpoint.created_at,
         "updated_at": endpoint.updated_at,

@@ -23,7 +23,8 @@ async def record_queue_depths(session: AsyncSession) -> None:
         QUEUE_JOBS.labels(entrypoint, status).set(count)
     for state, count in await session.execute(
         text(
-            "SELECT state, count(*) FROM webhook_deliveries WHERE state IN ('pending', 'sending', 'failed') GROUP BY 1"
+            "SELECT state, count(*) FROM webhook_deliveries"
+            " WHERE state IN ('pending', 'held', 'sending', 'failed') GROUP BY 1"
         )
     ):
         WEBHOOK_DELIVERIES.labels(state).set(count)
