@@ -73,8 +73,9 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_receiver() -> AsyncIterator[Receiver]:
-    receiver = Receiver(port=free_port())
+async def running_receiver(receiver: Receiver | None = None) -> AsyncIterator[Receiver]:
+    """A receiver on a free port; or `receiver` up again on its port (down while no server runs)."""
+    receiver = receiver or Receiver(port=free_port())
     config = uvicorn.Config(
         receiver.app, host="127.0.0.1", port=receiver.port, log_config=None, access_log=False, interface="asgi3"
     )

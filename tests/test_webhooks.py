@@ -2,7 +2,8 @@
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import asyncpg
 import httpx
@@ -11,14 +12,16 @@ import pytest
 from fastapi import FastAPI
 from pgqueuer import AsyncpgDriver, Queries
 from sqlalchemy import func, select
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.core import clock
-from app.models import OutboxEvent
-from app.services.events import webhook_delivery, webhook_dispatch, webhook_targets
+from app.core.settings import Settings
+from app.core.wire import utc_text
+from app.models import OutboxEvent, WebhookDelivery
+from app.services.events import webhook_delivery, webhook_dispatch, webhook_endpoints, webhook_targets
 from app.workers.deliveries import DELIVER
 from tests.factories import Tenant, customer_body
-from tests.receiver import Answer, Receiver, running_receiver
+from tests.receiver import Answer, Receiver, free_port, running_receiver
 from tests.webhook_helpers import attempts, deliveries, due_for, fan_out, fast_settings, jobs_for, run_due
 
 
@@ -128,8 +131,6 @@ async def test_receiver_failing_three_times_then_succeeding_follows_the_schedule
 async def test_receiver_down_schedules_a_retry(
     app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
 ) -> None:
-    from tests.receiver import free_port
-
     await _endpoint(live_client, live_tenant, f"http://127.0.0.1:{free_port()}/down")
     await _customer(live_client, live_tenant)
     [scheduled] = await run_due(app, pool, live_tenant.id, clock.now())
@@ -172,26 +173,43 @@ async def test_410_disables_the_endpoint_and_emits_an_event(
     assert "webhook_endpoint.disabled" in types
 
 
-async def test_consecutive_failures_disable_the_endpoint(
+async def test_an_endpoint_failing_for_the_threshold_is_disabled_and_its_deliveries_held(
     app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script = [Answer(500)]
     endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
+    base = f"/api/v1/webhook-endpoints/{endpoint['id']}"
     for _ in range(3):
         await _customer(live_client, live_tenant)
-    await run_due(app, pool, live_tenant.id, clock.now(), fast_settings(webhook_max_consecutive_failures=3))
-    seen = (await live_client.get(f"/api/v1/webhook-endpoints/{endpoint['id']}", headers=live_tenant.headers())).json()
+    start = clock.now()
+    settings = fast_settings(webhook_disable_after_hours=1)
+    await run_due(app, pool, live_tenant.id, start, settings)
+    seen = (await live_client.get(base, headers=live_tenant.headers())).json()
+    # Failing, but not for an hour yet: still enabled, however many attempts failed.
+    assert seen["enabled"] is True and seen["consecutive_failures"] == 3
+    assert seen["failing_since"] == utc_text(start)
+    # The retries fail an hour later: the streak disables the endpoint and holds its deliveries.
+    assert await run_due(app, pool, live_tenant.id, start + timedelta(hours=1), settings) == [None, None, None]
+    seen = (await live_client.get(base, headers=live_tenant.headers())).json()
     assert seen["enabled"] is False
-    assert seen["disabled_reason"] == "3 consecutive failed attempts"
-    # Re-enabling clears the count and lets the pending deliveries go out.
+    assert seen["disabled_reason"] == "every attempt failed for 1 hours"
+    assert {d.state for d in await deliveries(app, live_tenant.id)} == {"held"}
+    async with app.state.sessions() as session:
+        [disabled] = (
+            await session.scalars(
+                select(OutboxEvent.data).where(
+                    OutboxEvent.workspace_id == live_tenant.id, OutboxEvent.type == "webhook_endpoint.disabled"
+                )
+            )
+        ).all()
+    assert disabled["failing_since"] == utc_text(start) and disabled["endpoint_id"] == endpoint["id"]
+    # Re-enabling clears the streak and sends the held deliveries.
     receiver.script = [Answer(200)]
     patched = await live_client.patch(
-        f"/api/v1/webhook-endpoints/{endpoint['id']}",
-        json={"enabled": True},
-        headers={**live_tenant.headers(), "If-Match": f'"{seen["version"]}"'},
+        base, json={"enabled": True}, headers={**live_tenant.headers(), "If-Match": f'"{seen["version"]}"'}
     )
-    assert patched.json()["consecutive_failures"] == 0
-    await run_due(app, pool, live_tenant.id, clock.now() + timedelta(minutes=1))
+    assert patched.json()["consecutive_failures"] == 0 and patched.json()["failing_since"] is None
+    await run_due(app, pool, live_tenant.id, start + timedelta(hours=1, minutes=1))
     assert all(d.state == "succeeded" for d in await deliveries(app, live_tenant.id))
 
 
@@ -570,3 +588,190 @@ async def test_a_name_that_resolves_to_a_private_address_at_connect_time_is_not_
     assert receiver.received == []
     [delivery] = await deliveries(app, live_tenant.id)
     assert delivery.last_error is not None and webhook_targets.BLOCKED in delivery.last_error
+
+
+async def _customer_events(app: FastAPI, workspace_id: uuid.UUID) -> set[str]:
+    async with app.state.sessions() as session:
+        ids = await session.scalars(
+            select(OutboxEvent.id).where(
+                OutboxEvent.workspace_id == workspace_id, OutboxEvent.type == "customer.created"
+            )
+        )
+        return {str(event_id) for event_id in ids}
+
+
+async def _run_until(
+    app: FastAPI, pool: asyncpg.Pool, workspace_id: uuid.UUID, now: datetime, until: datetime, settings: Settings
+) -> datetime:
+    """Every worker pass from `now` to `until`, each at the time the next pending attempt is due
+    (the clock jumps over the quiet stretches between). Returns the time of the last pass."""
+    while True:
+        await run_due(app, pool, workspace_id, now, settings)
+        async with app.state.sessions() as session:
+            next_due = await session.scalar(
+                select(func.min(WebhookDelivery.next_attempt_at)).where(
+                    WebhookDelivery.workspace_id == workspace_id, WebhookDelivery.state == "pending"
+                )
+            )
+        if next_due is None or next_due > until:
+            return now
+        now = max(now, next_due)
+
+
+async def test_an_outage_longer_than_twenty_failures_loses_no_event(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    """The receiver is down for two hours while events keep coming: far more than the 20 failed
+    attempts that used to disable an endpoint, far less than the failing streak that does now.
+    Once it is back, each event arrives, verified, without anyone acting."""
+    receiver = Receiver(port=free_port())
+    endpoint = await _endpoint(live_client, live_tenant, receiver.url)
+    receiver.secrets = [str(endpoint["secret"])]
+    start = clock.now()
+    now = start
+    for minute in range(0, 120, 10):
+        for _ in range(3):
+            await _customer(live_client, live_tenant)
+        now = await _run_until(app, pool, live_tenant.id, now, start + timedelta(minutes=minute + 10), fast_settings())
+    seen = (await live_client.get(f"/api/v1/webhook-endpoints/{endpoint['id']}", headers=live_tenant.headers())).json()
+    assert seen["enabled"] is True and seen["consecutive_failures"] > 20
+    assert seen["failing_since"] == utc_text(start)
+    async with running_receiver(receiver):
+        await _run_until(app, pool, live_tenant.id, now, now + timedelta(days=1), fast_settings())
+    events = await _customer_events(app, live_tenant.id)
+    assert len(events) == 36
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted(events)
+    assert not receiver.unverified
+    assert {d.state for d in await deliveries(app, live_tenant.id)} == {"succeeded"}
+
+
+async def test_an_outage_past_the_disable_threshold_holds_every_event_and_re_enabling_sends_them(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    """Down for 60 hours with events arriving all along: the endpoint is disabled after 48 hours of
+    failing, the deliveries waiting then and those of every later event are held, not sent, not
+    failed; re-enabling sends each once, with a fresh retry schedule."""
+    receiver = Receiver(port=free_port())
+    endpoint = await _endpoint(live_client, live_tenant, receiver.url)
+    receiver.secrets = [str(endpoint["secret"])]
+    base = f"/api/v1/webhook-endpoints/{endpoint['id']}"
+    settings = fast_settings()
+    assert settings.webhook_disable_after_hours == 48
+    start = clock.now()
+    now = start
+    for hour in range(0, 60, 6):
+        for _ in range(2):
+            await _customer(live_client, live_tenant)
+        now = await _run_until(app, pool, live_tenant.id, now, start + timedelta(hours=hour + 6), settings)
+    seen = (await live_client.get(base, headers=live_tenant.headers())).json()
+    assert seen["enabled"] is False and seen["disabled_reason"] == "every attempt failed for 48 hours"
+    assert seen["failing_since"] == utc_text(start) and seen["consecutive_failures"] > 20
+    held = (await live_client.get(f"{base}/deliveries?state=held&limit=100", headers=live_tenant.headers())).json()
+    events = await _customer_events(app, live_tenant.id)
+    assert len(events) == 20 and {item["event_id"] for item in held["items"]} == events
+    async with running_receiver(receiver):
+        # Back up, but still disabled: nothing goes out.
+        await run_due(app, pool, live_tenant.id, now, settings)
+        assert receiver.received == []
+        # The first attempt after re-enabling fails once more: it starts the schedule afresh.
+        receiver.script = [Answer(503), Answer(200)]
+        enabled = await live_client.patch(
+            base, json={"enabled": True}, headers={**live_tenant.headers(), "If-Match": f'"{seen["version"]}"'}
+        )
+        assert enabled.status_code == 200 and enabled.json()["failing_since"] is None
+        retries = [r for r in await run_due(app, pool, live_tenant.id, now, settings) if r is not None]
+        [retry] = retries
+        assert timedelta(seconds=4.5) <= retry.delay <= timedelta(seconds=5.5)
+        assert await run_due(app, pool, live_tenant.id, now + retry.delay, settings) == [None]
+    assert {d.state for d in await deliveries(app, live_tenant.id)} == {"succeeded"}
+    received = [r.headers["webhook-id"] for r in receiver.received]
+    # Every event once, and the one retried twice: the same webhook-id and body both times.
+    assert set(received) == events and len(received) == len(events) + 1
+    [repeated] = {i for i in received if received.count(i) == 2}
+    assert len({r.body for r in receiver.received if r.headers["webhook-id"] == repeated}) == 1
+    for delivered in receiver.received:
+        Webhook(str(endpoint["secret"])).verify(delivered.body, delivered.headers)
+    assert not receiver.unverified
+
+
+async def test_a_delivery_whose_schedule_ran_out_is_failed_and_redelivered_with_a_fresh_schedule(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+) -> None:
+    receiver.script = [Answer(500)]
+    endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
+    base = f"/api/v1/webhook-endpoints/{endpoint['id']}"
+    await _customer(live_client, live_tenant)
+    # An endpoint that never fails long enough to be disabled.
+    settings = fast_settings(webhook_disable_after_hours=1000)
+    now = await _run_until(app, pool, live_tenant.id, clock.now(), clock.now() + timedelta(days=10), settings)
+    [failed] = (await live_client.get(f"{base}/deliveries?state=failed", headers=live_tenant.headers())).json()["items"]
+    assert failed["attempts"] == webhook_delivery.MAX_ATTEMPTS and failed["last_status"] == 500
+    again = await live_client.post(
+        f"{base}/redeliver", json={"event_id": failed["event_id"]}, headers=live_tenant.headers()
+    )
+    assert again.status_code == 202 and again.json() == {"scheduled": 1}
+    receiver.script = [Answer(500), Answer(200)]
+    [retry] = await run_due(app, pool, live_tenant.id, now, settings)
+    assert retry is not None and timedelta(seconds=4.5) <= retry.delay <= timedelta(seconds=5.5)
+    assert await run_due(app, pool, live_tenant.id, now + retry.delay, settings) == [None]
+    [delivery] = await deliveries(app, live_tenant.id)
+    assert delivery.state == "succeeded" and delivery.attempts == webhook_delivery.MAX_ATTEMPTS + 2
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
+
+
+async def test_two_rotations_inside_the_overlap_keep_all_three_secrets_signing(
+    app: FastAPI,
+    pool: asyncpg.Pool,
+    live_client: httpx.AsyncClient,
+    live_tenant: Tenant,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = await _verified_endpoint(live_client, live_tenant, receiver)
+    base = f"/api/v1/webhook-endpoints/{first['id']}"
+    start = clock.now()
+    # The second rotation an hour after the first, as the endpoints' service sees the time (the
+    # callers' tokens keep the real clock).
+    monkeypatch.setattr(webhook_endpoints, "clock", SimpleNamespace(now=lambda: start))
+    second = (await live_client.post(f"{base}/rotate-secret", headers=live_tenant.headers())).json()
+    monkeypatch.setattr(webhook_endpoints, "clock", SimpleNamespace(now=lambda: start + timedelta(hours=1)))
+    third = (await live_client.post(f"{base}/rotate-secret", headers=live_tenant.headers())).json()
+    assert third["secret_rotating_until"] == utc_text(start + timedelta(hours=25))
+    secrets = [str(first["secret"]), str(second["secret"]), str(third["secret"])]
+    assert len(set(secrets)) == 3
+    # A receiver holding any of the three secrets verifies the delivery.
+    receiver.secrets = secrets
+    await _customer(live_client, live_tenant)
+    await run_due(app, pool, live_tenant.id, start + timedelta(hours=2))
+    [delivered] = receiver.received
+    assert len(delivered.headers["webhook-signature"].split(" ")) == 3
+    for secret in secrets:
+        Webhook(secret).verify(delivered.body, delivered.headers)
+    # Past the first secret's overlap, the second still signs for the rest of its own.
+    receiver.secrets = secrets[1:]
+    monkeypatch.setattr(
+        webhook_endpoints, "clock", SimpleNamespace(now=lambda: start + timedelta(hours=24, minutes=30))
+    )
+    await _customer(live_client, live_tenant)
+    await run_due(app, pool, live_tenant.id, start + timedelta(hours=24, minutes=30))
+    later = receiver.received[1]
+    assert len(later.headers["webhook-signature"].split(" ")) == 2
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secrets[0]).verify(later.body, later.headers)
+    seen = (await live_client.get(base, headers=live_tenant.headers())).json()
+    assert seen["secret_rotating_until"] == utc_text(start + timedelta(hours=25))
+
+
+async def test_rotating_while_five_replaced_secrets_still_sign_is_409_and_changes_nothing(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    endpoint = await _endpoint(live_client, live_tenant, "http://127.0.0.1:9/unused")
+    base = f"/api/v1/webhook-endpoints/{endpoint['id']}"
+    for _ in range(webhook_endpoints.MAX_PREVIOUS_SECRETS):
+        assert (await live_client.post(f"{base}/rotate-secret", headers=live_tenant.headers())).status_code == 200
+    before = (await live_client.get(base, headers=live_tenant.headers())).json()
+    refused = await live_client.post(f"{base}/rotate-secret", headers=live_tenant.headers())
+    assert refused.status_code == 409
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "rotate again once the first stops" in refused.json()["detail"]
+    assert (await live_client.get(base, headers=live_tenant.headers())).json() == before

@@ -26,6 +26,14 @@ async def fan_out(app: FastAPI, now: datetime) -> list[AttemptBatch]:
     return jobs
 
 
+async def settle(app: FastAPI, now: datetime) -> None:
+    """Hold or release the deliveries of endpoints disabled or enabled again, as the worker does."""
+    async with app.state.sessions() as session:
+        while await webhook_dispatch.settle(session, now=now) >= webhook_dispatch.SETTLE_BATCH:
+            await session.commit()
+        await session.commit()
+
+
 async def jobs_for(app: FastAPI, workspace_id: uuid.UUID, now: datetime) -> list[AttemptBatch]:
     """The jobs a fan-out at `now` makes for one workspace."""
     return [job for job in await fan_out(app, now) if job.attempts[0].workspace_id == workspace_id]
@@ -45,6 +53,7 @@ async def run_due(
     """One worker pass for one workspace: fan out, then send every due attempt as one job, through
     the job's own entrypoint function and payload."""
     await fan_out(app, now)
+    await settle(app, now)
     due = await due_for(app, workspace_id, now)
     if not due:
         return []
