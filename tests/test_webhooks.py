@@ -775,3 +775,41 @@ async def test_rotating_while_five_replaced_secrets_still_sign_is_409_and_change
     assert refused.headers["content-type"] == "application/problem+json"
     assert "rotate again once the first stops" in refused.json()["detail"]
     assert (await live_client.get(base, headers=live_tenant.headers())).json() == before
+
+
+async def test_an_owner_disabling_holds_deliveries_a_batch_at_a_time_and_enabling_releases_them(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+) -> None:
+    endpoint = await _verified_endpoint(live_client, live_tenant, receiver)
+    base = f"/api/v1/webhook-endpoints/{endpoint['id']}"
+    for _ in range(5):
+        await _customer(live_client, live_tenant)
+    now = clock.now()
+    await fan_out(app, now)
+    disabled = await live_client.patch(
+        base, json={"enabled": False}, headers={**live_tenant.headers(), "If-Match": f'"{endpoint["version"]}"'}
+    )
+    assert disabled.status_code == 200 and disabled.json()["disabled_reason"] == "disabled by its owner"
+    # A ping and the events that come while it is disabled are held from the start.
+    ping = await live_client.post(f"{base}/ping", headers=live_tenant.headers())
+    assert ping.json()["state"] == "held"
+    await _customer(live_client, live_tenant)
+    await fan_out(app, now)
+
+    async def settle_batch() -> int:
+        async with app.state.sessions() as session:
+            moved = await webhook_dispatch.settle(session, now=now, batch=2)
+            await session.commit()
+            return moved
+
+    # Five pending deliveries, two a batch: settled once a batch comes up short.
+    assert [await settle_batch() for _ in range(4)] == [2, 2, 1, 0]
+    assert sorted(d.state for d in await deliveries(app, live_tenant.id)) == ["held"] * 7
+    assert await run_due(app, pool, live_tenant.id, now) == [] and receiver.received == []
+    enabled = await live_client.patch(
+        base, json={"enabled": True}, headers={**live_tenant.headers(), "If-Match": f'"{disabled.json()["version"]}"'}
+    )
+    assert enabled.status_code == 200
+    assert await run_due(app, pool, live_tenant.id, now) == [None] * 7
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 7 == len(receiver.received)
+    assert {d.state for d in await deliveries(app, live_tenant.id)} == {"succeeded"}

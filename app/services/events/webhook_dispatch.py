@@ -250,8 +250,10 @@ async def settle(session: AsyncSession, *, now: datetime, batch: int = SETTLE_BA
     ).all()
     moved = 0
     for workspace_id, endpoint_id, enabled in endpoints:
+        # Picked once (a materialised CTE): as a subquery of the UPDATE, the batch's LIMIT did not
+        # bound what the statement updated.
         picked = (
-            select(WebhookDelivery.id)
+            select(WebhookDelivery.workspace_id, WebhookDelivery.id)
             .where(
                 WebhookDelivery.workspace_id == workspace_id,
                 WebhookDelivery.endpoint_id == endpoint_id,
@@ -259,12 +261,15 @@ async def settle(session: AsyncSession, *, now: datetime, batch: int = SETTLE_BA
             )
             .limit(batch)
             .with_for_update()
+            .cte("picked")
+            .prefix_with("MATERIALIZED")
         )
         released = {"state": "pending", "next_attempt_at": now, "schedule_offset": WebhookDelivery.attempts}
         result = await session.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.workspace_id == workspace_id, WebhookDelivery.id.in_(picked.scalar_subquery()))
+            .where(WebhookDelivery.workspace_id == picked.c.workspace_id, WebhookDelivery.id == picked.c.id)
             .values(job_key=None, updated_at=now, **(released if enabled else {"state": "held"}))
+            .execution_options(synchronize_session=False)
         )
         count = int(result.rowcount or 0)  # type: ignore[attr-defined]
         if count < batch:
