@@ -59,7 +59,7 @@ class Customer(TenantKey, Base):
     custom_fields: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     consent: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     notes: Mapped[str | None] = mapped_column(Text)
-    # Lower-cased name, code, emails, phone digits and company: one trigram index serves search.
+    # Lower-cased name, code, emails, phone digits and company: a trigram and a bigram index serve search.
     search_text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -67,14 +67,22 @@ class Customer(TenantKey, Base):
     version: Mapped[int] = mapped_column(server_default=text("1"))
 
 
-# Short searches (one or two characters, e.g. a surname) match name prefixes, in name order: C
-# collation makes one index serve both the LIKE prefix and the ORDER BY.
+# Short searches (one character, e.g. a surname, or two without a pair of Chinese characters) match
+# name prefixes, in name order: C collation makes one index serve both the LIKE prefix and the ORDER BY.
 Index(
     "ix_customers_workspace_id_name_prefix",
     Customer.workspace_id,
     text('lower(name::text) COLLATE "C"'),
     Customer.id,
     postgresql_where=Customer.deleted_at.is_(None),
+)
+# The pairs of adjacent Chinese (non-ASCII) characters of the search text (guanxi_bigrams, migration
+# 0022): any two characters of a name or company find the customer, which trigrams cannot.
+Index(
+    "ix_customers_workspace_id_search_bigrams",
+    Customer.workspace_id,
+    func.guanxi_bigrams(Customer.search_text),
+    postgresql_using="gin",
 )
 
 

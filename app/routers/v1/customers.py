@@ -59,7 +59,20 @@ async def customer_query(
     sort: Annotated[SortKey, Query(description="Sort key; `-` for descending.")] = "-created_at",
     q: Annotated[
         str | None,
-        Query(min_length=1, max_length=100, description="Search name, code, phone or email (partial, fuzzy)."),
+        Query(
+            min_length=1,
+            max_length=100,
+            description=(
+                "Search text. Matches any part of the name, company, code, email or phone (email and phone "
+                "only with `customers:pii`), case-insensitively: any two adjacent Chinese characters "
+                "(`小明` finds 王小明, `腾达` finds 深圳腾达科技), otherwise three characters or more. A phone "
+                "number may be written as a create accepts it (`139 1234 5678`, `+86 139 1234 5678`, "
+                "`021-62345678`) or in part (`139-1234`). Order: the customer whose phone or email is "
+                "exactly the query first, then the others by id (oldest first). One character, or two "
+                "without a Chinese pair, match the start of the name, in name order. When nothing "
+                "contains the query, similarly spelled customers come by similarity."
+            ),
+        ),
     ] = None,
     tag: Annotated[list[Tag] | None, Query(max_length=20, description="Has every tag given.")] = None,
     owner_id: uuid.UUID | None = None,
@@ -159,9 +172,8 @@ async def update_customers(batch: BatchUpdate, ctx: CustomersWrite, session: Ses
 async def list_(
     ctx: CustomersRead, session: Reader, query: Annotated[CustomerQuery, Depends(customer_query)]
 ) -> Response:
-    """Cursor-paginated. With `q`, results are in relevance order: substring matches of name, code,
-    phone digits or email (emails and phones only with `customers:pii`) first, then fuzzy (trigram)
-    matches. `custom.<key>=<value>` filters a custom field."""
+    """Cursor-paginated. With `q`, the customers containing it (see `q` for what matches and the
+    order), or when none does, similar ones. `custom.<key>=<value>` filters a custom field."""
     rows, next_cursor = await list_customers(session, ctx, query)
     return json_response(present_page(rows, next_cursor, ctx))
 

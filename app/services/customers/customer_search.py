@@ -1,6 +1,8 @@
-"""Customer lists: filters, keyset pagination, and search by name, code, phone or email (name, code
-and company only for a caller who sees emails and phones masked)."""
+"""Customer lists: filters, keyset pagination, and search by name, company, code, phone or email (name,
+code and company only for a caller who sees emails and phones masked)."""
 
+import contextlib
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,7 +11,22 @@ from typing import Any, Literal
 
 import asyncpg
 import orjson
-from sqlalchemy import ARRAY, ColumnElement, DateTime, Select, Text, bindparam, cast, func, null, select, tuple_
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    DateTime,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    func,
+    null,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +36,7 @@ from app.core.masking import is_masked
 from app.core.pagination import decode_cursor, encode_cursor, next_page
 from app.core.prepared import PreparedStatement
 from app.models import Customer, CustomerValue
+from app.schemas.customer import normalise_email, normalise_phone
 from app.services.customers import custom_fields
 from app.services.customers.customer_output import CUSTOMER_COLUMNS
 from app.services.customers.visibility import (
@@ -37,7 +55,8 @@ SORT_COLUMNS: dict[str, Any] = {
     "code": Customer.code,
 }
 _SORT_TYPES: dict[str, type] = {name: column.type.python_type for name, column in SORT_COLUMNS.items()}
-# Below this many characters a query has no trigram to use: it matches name prefixes instead.
+# Below this many characters a query has no trigram to use: without a pair of Chinese characters for
+# the bigram index, it matches name prefixes instead.
 MIN_TRIGRAM_QUERY = 3
 # Relevance-ordered results page by offset; past this, refine the query instead.
 MAX_SEARCH_OFFSET = 10_000
@@ -72,7 +91,7 @@ async def list_customers(
             *_deleted_filter(query),
             *await _filters(session, ctx, query),
         )
-        return await _search_page(session, stmt, query, _searched_text(ctx))
+        return await _search_page(session, ctx, stmt, query)
     return await _keyset_page(session, ctx, query)
 
 
@@ -233,49 +252,132 @@ def _keyset_result(rows: list[Mapping[str, Any]], query: CustomerQuery) -> tuple
     return next_page(rows, query.limit, _list_name(query), lambda row: (row[sort], row["id"]))
 
 
+@dataclass(frozen=True)
+class _Terms:
+    """What a query matches. `patterns`: substrings, any of which matches (the query as typed and, when it
+    is written like a phone number, its digits as the search text holds them); `exact`: the E.164 phone
+    or normalised email the whole query is, whose holder comes first."""
+
+    text: str
+    patterns: tuple[str, ...]
+    exact_phone: str | None
+    exact_email: str | None
+    # Holds two adjacent Chinese (non-ASCII, non-space) characters: the bigram index serves it.
+    bigrams: bool
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        if self.bigrams:
+            # Fuzzy matching has no trigram to use in two characters.
+            return ("substring",) if len(self.text) == 2 else ("substring", "fuzzy")
+        return ("prefix",) if len(self.text) < MIN_TRIGRAM_QUERY else ("substring", "fuzzy")
+
+
+# A pair guanxi_bigrams() (migration 0022) takes from the search text: two adjacent characters that
+# are neither ASCII nor space.
+_BIGRAM = re.compile(r"[^\x00-\x7f\s]{2}")
+# How people write phone numbers: digits, spaces, hyphens, dots, brackets and a leading +.
+_PHONE_LIKE = re.compile(r"\+?[\d\s().-]+\Z")
+
+
+def _terms(q: str) -> _Terms:
+    text = q.strip().lower()
+    patterns = [text]
+    exact_phone = exact_email = None
+    if _PHONE_LIKE.match(text):
+        try:
+            exact_phone = normalise_phone(text)
+        except ValueError:
+            # Part of a number: its digits, and without a trunk 0 (021-6234 is part of +86 21 6234...).
+            digits = re.sub(r"\D", "", text)
+            patterns += [digits, digits.removeprefix("0")]
+        else:
+            # The search text holds a phone as its E.164 digits.
+            patterns.append(exact_phone.removeprefix("+"))
+    elif "@" in text:
+        with contextlib.suppress(ValueError):
+            exact_email = normalise_email(text)
+    # Digits too few for a trigram would make the index read every entry of the workspace.
+    usable = [p for p in patterns if p == text or len(p) >= MIN_TRIGRAM_QUERY]
+    return _Terms(
+        text=text,
+        patterns=tuple(dict.fromkeys(usable)),
+        exact_phone=exact_phone,
+        exact_email=exact_email,
+        bigrams=_BIGRAM.search(text) is not None,
+    )
+
+
 async def _search_page(
-    session: AsyncSession, stmt: Select[Any], query: CustomerQuery, searched: ColumnElement[str]
+    session: AsyncSession, ctx: Caller, stmt: Select[Any], query: CustomerQuery
 ) -> tuple[list[Mapping[str, Any]], str | None]:
-    """Substring matches (in id order), or when there are none, fuzzy matches (by word similarity);
-    one or two characters match name prefixes in name order. The cursor names the phase and offset."""
+    """Substring matches (an exact phone's or email's holder first, then in id order), or when there
+    are none, fuzzy matches (by word similarity); one character, or two without a pair of Chinese
+    characters, match name prefixes in name order. The cursor names the phase and offset."""
     assert query.q is not None
-    text = query.q.strip().lower()
-    phase, offset = _search_cursor(query.cursor, short=len(text) < MIN_TRIGRAM_QUERY)
+    terms = _terms(query.q)
+    searched = _searched_text(ctx)
+    phase, offset = _search_cursor(query.cursor, terms.phases)
     limit = query.limit
-    pattern = _escape_like(text)
     if phase == "prefix":
         name_key = func.lower(Customer.name).collate("C")
         prefixed = await _rows(
             session,
-            stmt.where(name_key.like(f"{pattern}%")).order_by(name_key, Customer.id).offset(offset).limit(limit + 1),
+            stmt.where(name_key.like(f"{_escape_like(terms.text)}%"))
+            .order_by(name_key, Customer.id)
+            .offset(offset)
+            .limit(limit + 1),
         )
         return prefixed[:limit], encode_cursor(_SEARCH, ["prefix", offset + limit]) if len(prefixed) > limit else None
     if phase == "substring":
-        contains = searched.like(f"%{pattern}%")
-        rows = await _rows(session, stmt.where(contains).order_by(Customer.id).offset(offset).limit(limit + 1))
+        contains = or_(*(searched.like(f"%{_escape_like(p)}%") for p in terms.patterns))
+        if terms.bigrams:
+            # Every pair of the query is a pair of the full search text wherever the query is found,
+            # in the masked text too (a pair never spans two fields): the index narrows, LIKE decides.
+            contains = and_(
+                func.guanxi_bigrams(Customer.search_text, type_=postgresql.ARRAY(Text)).contains(
+                    func.guanxi_bigrams(terms.text, type_=postgresql.ARRAY(Text))
+                ),
+                contains,
+            )
+        rows = await _rows(
+            session,
+            stmt.where(contains).order_by(*_exact_first(ctx, terms), Customer.id).offset(offset).limit(limit + 1),
+        )
         if len(rows) > limit:
             return rows[:limit], encode_cursor(_SEARCH, ["substring", offset + limit])
-        if rows or offset:
+        if rows or offset or "fuzzy" not in terms.phases:
             return rows, None
     # Fuzzy matching (`%>`, pg_trgm word similarity, through the same index) is the fallback for a
     # query nothing contains, such as a typo: it is the expensive half of search, and beside real
     # matches it adds only noise.
     fuzzy = await _rows(
         session,
-        stmt.where(searched.op("%>")(text))
-        .order_by(func.word_similarity(text, searched).desc(), Customer.id)
+        stmt.where(searched.op("%>")(terms.text))
+        .order_by(func.word_similarity(terms.text, searched).desc(), Customer.id)
         .offset(offset)
         .limit(limit + 1),
     )
     return fuzzy[:limit], encode_cursor(_SEARCH, ["fuzzy", offset + limit]) if len(fuzzy) > limit else None
 
 
-def _search_cursor(cursor: str | None, *, short: bool) -> tuple[str, int]:
+def _exact_first(ctx: Caller, terms: _Terms) -> list[ColumnElement[bool]]:
+    """The holder of the phone or email the query spells in full, before the other matches. Not for a
+    caller who sees them masked: the order would tell whose they are."""
+    if is_masked(ctx):
+        return []
+    if terms.exact_phone is not None:
+        return [Customer.phones.contains([terms.exact_phone]).desc()]
+    if terms.exact_email is not None:
+        return [Customer.emails.contains([terms.exact_email]).desc()]
+    return []
+
+
+def _search_cursor(cursor: str | None, phases: tuple[str, ...]) -> tuple[str, int]:
     if not cursor:
-        return ("prefix" if short else "substring"), 0
+        return phases[0], 0
     phase, offset = decode_cursor(cursor, _SEARCH, [str, int])
-    allowed = {"prefix"} if short else {"substring", "fuzzy"}
-    if phase not in allowed or not isinstance(offset, int) or not 0 <= offset <= MAX_SEARCH_OFFSET:
+    if phase not in phases or not isinstance(offset, int) or not 0 <= offset <= MAX_SEARCH_OFFSET:
         raise ValidationFailed("The cursor is not valid for this search.", loc=["query", "cursor"])
     return str(phase), offset
 
