@@ -316,49 +316,50 @@ async def _search_page(
     characters, match name prefixes in name order. The cursor names the phase and offset."""
     assert query.q is not None
     terms = _terms(query.q)
-    searched = _searched_text(ctx)
     phase, offset = _search_cursor(query.cursor, terms.phases)
     limit = query.limit
+    rows = await _rows(session, _phase_statement(ctx, stmt, terms, phase, offset, limit))
+    if phase == "substring" and not rows and not offset and "fuzzy" in terms.phases:
+        # Fuzzy matching is the fallback for a query nothing contains, such as a typo: it is the
+        # expensive half of search, and beside real matches it adds only noise.
+        phase = "fuzzy"
+        rows = await _rows(session, _phase_statement(ctx, stmt, terms, phase, offset, limit))
+    return rows[:limit], encode_cursor(_SEARCH, [phase, offset + limit]) if len(rows) > limit else None
+
+
+def search_statement(ctx: Caller, q: str, *, limit: int) -> Select[Any]:
+    """The statement that finds the first page for `q` alone (no other filter, fuzzy fallback aside),
+    as the search runs it: for a bench to time the same SQL raw beside the route."""
+    terms = _terms(q)
+    stmt = select(*CUSTOMER_COLUMNS).where(*visible_customer_clauses(ctx, include_deleted=False))
+    return _phase_statement(ctx, stmt, terms, terms.phases[0], 0, limit)
+
+
+def _phase_statement(ctx: Caller, stmt: Select[Any], terms: _Terms, phase: str, offset: int, limit: int) -> Select[Any]:
+    """`limit + 1` rows of a phase from `offset`: one more tells whether a next page exists."""
+    searched = _searched_text(ctx)
+    matches: ColumnElement[bool]
+    order: list[Any]
     if phase == "prefix":
         name_key = func.lower(Customer.name).collate("C")
-        prefixed = await _rows(
-            session,
-            stmt.where(name_key.like(f"{_escape_like(terms.text)}%"))
-            .order_by(name_key, Customer.id)
-            .offset(offset)
-            .limit(limit + 1),
-        )
-        return prefixed[:limit], encode_cursor(_SEARCH, ["prefix", offset + limit]) if len(prefixed) > limit else None
-    if phase == "substring":
-        contains = or_(*(searched.like(f"%{_escape_like(p)}%") for p in terms.patterns))
+        matches, order = name_key.like(f"{_escape_like(terms.text)}%"), [name_key, Customer.id]
+    elif phase == "substring":
+        matches = or_(*(searched.like(f"%{_escape_like(p)}%") for p in terms.patterns))
         if terms.bigrams:
             # Every pair of the query is a pair of the full search text wherever the query is found,
             # in the masked text too (a pair never spans two fields): the index narrows, LIKE decides.
-            contains = and_(
+            matches = and_(
                 func.guanxi_bigrams(Customer.search_text, type_=postgresql.ARRAY(Text)).contains(
                     func.guanxi_bigrams(terms.text, type_=postgresql.ARRAY(Text))
                 ),
-                contains,
+                matches,
             )
-        rows = await _rows(
-            session,
-            stmt.where(contains).order_by(*_exact_first(ctx, terms), Customer.id).offset(offset).limit(limit + 1),
-        )
-        if len(rows) > limit:
-            return rows[:limit], encode_cursor(_SEARCH, ["substring", offset + limit])
-        if rows or offset or "fuzzy" not in terms.phases:
-            return rows, None
-    # Fuzzy matching (`%>`, pg_trgm word similarity, through the same index) is the fallback for a
-    # query nothing contains, such as a typo: it is the expensive half of search, and beside real
-    # matches it adds only noise.
-    fuzzy = await _rows(
-        session,
-        stmt.where(searched.op("%>")(terms.text))
-        .order_by(func.word_similarity(terms.text, searched).desc(), Customer.id)
-        .offset(offset)
-        .limit(limit + 1),
-    )
-    return fuzzy[:limit], encode_cursor(_SEARCH, ["fuzzy", offset + limit]) if len(fuzzy) > limit else None
+        order = [*_exact_first(ctx, terms), Customer.id]
+    else:
+        # `%>`: pg_trgm word similarity, through the trigram index.
+        matches = searched.op("%>")(terms.text)
+        order = [func.word_similarity(terms.text, searched).desc(), Customer.id]
+    return stmt.where(matches).order_by(*order).offset(offset).limit(limit + 1)
 
 
 def _exact_first(ctx: Caller, terms: _Terms) -> list[ColumnElement[bool]]:
