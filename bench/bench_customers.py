@@ -64,7 +64,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 from app.core.access import Caller, Scope
 from app.core.settings import get_settings
-from app.services.customers.customer_search import search_statement
+from app.services.customers.customer_search import CHINESE_TRIGRAMS_SQL, search_statement
 
 RESULTS_DIR = BENCH_DIR / "results"
 BENCH_SLUG = "bench"
@@ -305,6 +305,7 @@ def run_search(server: ServerProcess, prepared: Prepared, args: argparse.Namespa
     load_before = os.getloadavg()
     with asyncio.Runner() as runner, httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as client:
         conn: asyncpg.Connection = runner.run(asyncpg.connect(prepared.db.dsn))
+        chinese_trigrams = bool(runner.run(conn.fetchval(CHINESE_TRIGRAMS_SQL)))
 
         def service(text: str) -> tuple[float, list[str] | None]:
             started = time.perf_counter()
@@ -313,7 +314,9 @@ def run_search(server: ServerProcess, prepared: Prepared, args: argparse.Namespa
             return ms, [c["id"] for c in got.json()["items"]] if got.status_code == 200 else None
 
         def raw(text: str) -> tuple[float, list[str]]:
-            compiled = search_statement(caller, text, limit=20).compile(dialect=dialect)
+            compiled = search_statement(caller, text, limit=20, chinese_trigrams=chinese_trigrams).compile(
+                dialect=dialect
+            )
             params = [compiled.params[name] for name in compiled.positiontup or []]
             started = time.perf_counter()
             rows = runner.run(conn.fetch(str(compiled), *params))

@@ -145,6 +145,14 @@ PHONE_MULTIPLIER = 48271
 PHONE_MODULUS = 99_999_989
 SECONDS_BETWEEN_CUSTOMERS = 30.0
 
+# UUIDv7 written out for PostgreSQL before 18: 48 bits of created_at's Unix milliseconds, the
+# version, 12 random bits, the variant and 62 more random bits.
+UUIDV7_BEFORE_PG18 = (
+    "(lpad(to_hex(floor(extract(epoch FROM c.created_at) * 1000)::bigint), 12, '0') || '7' "
+    "|| substr(md5(random()::text), 1, 3) || to_hex(8 + floor(random() * 4)::int) "
+    "|| substr(md5(random()::text), 1, 15))::uuid"
+)
+
 CUSTOMER_SQL = """
 INSERT INTO customers (
     id, workspace_id, code, kind, name, emails, phones, company, title, gender, birthday,
@@ -338,8 +346,9 @@ async def _seed(conn: asyncpg.Connection, plan: WorkspacePlan) -> uuid.UUID:
     code_width = len(render(pattern, now, 1)) - len(code_prefix) - len(code_suffix)
     existing = await conn.fetchval("SELECT count(*) FROM customers")
     pg_version = await conn.fetchval("SELECT current_setting('server_version_num')::int")
-    # Time-ordered ids like the service's UUIDv7, dated at created_at (PostgreSQL 18 has uuidv7(shift)).
-    id_expr = "uuidv7(c.created_at - now())" if pg_version >= 180000 else "gen_random_uuid()"
+    # Time-ordered ids like the service's UUIDv7, dated at created_at (PostgreSQL 18 has uuidv7(shift)),
+    # so the table's order by id is its physical order, as the service's inserts leave it.
+    id_expr = "uuidv7(c.created_at - now())" if pg_version >= 180000 else UUIDV7_BEFORE_PG18
     weighted = [(s, p) for s, p, w in SURNAMES for _ in range(w)]
     sql = CUSTOMER_SQL.format(
         id_expr=id_expr,

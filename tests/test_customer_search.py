@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.services.customers import customer_search
 from tests.factories import Tenant, customer_body
 from tests.import_helpers import queue_and_run
 
@@ -213,3 +214,16 @@ async def test_one_or_two_characters_without_a_chinese_pair_match_name_prefixes(
     starts = await _create(client, tenant, name=f"{q}小明", phones=["13912345678"])
     await _create(client, tenant, name=f"小{q}明", emails=[f"x{q}y@example.com"])
     assert await _found(client, tenant, q) == [starts["id"]]
+
+
+async def test_longer_chinese_queries_take_the_pairs_where_trigrams_cannot_read_chinese(
+    client: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the C locale pg_trgm takes no trigram from Chinese text: the pairs serve every query."""
+    monkeypatch.setattr(customer_search, "_chinese_trigrams", False)
+    ming = await _create(client, tenant, name="王小明", company="深圳腾达科技有限公司")
+    await _create(client, tenant, name="王小红", company="腾飞科技有限公司")
+    for who in ("admin", "readonly"):
+        assert await _found(client, tenant, "腾达科技", who=who) == [ming["id"]], who
+        assert await _found(client, tenant, "王小明", who=who) == [ming["id"]], who
+        assert await _found(client, tenant, "达腾科技", who=who) == [], who

@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, ForeignKeyConstraint, Index, String, Text, Uuid, func, text
+from sqlalchemy import BigInteger, Computed, Date, ForeignKeyConstraint, Index, String, Text, Uuid, func, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -35,6 +35,7 @@ class Customer(TenantKey, Base):
             postgresql_using="gin",
             postgresql_ops={"search_text": "gin_trgm_ops"},
         ),
+        Index("ix_customers_workspace_id_search_bigrams", "workspace_id", "search_bigrams", postgresql_using="gin"),
     )
 
     code: Mapped[str] = mapped_column(String(64))
@@ -61,6 +62,11 @@ class Customer(TenantKey, Base):
     notes: Mapped[str | None] = mapped_column(Text)
     # Lower-cased name, code, emails, phone digits and company: a trigram and a bigram index serve search.
     search_text: Mapped[str] = mapped_column(Text)
+    # Its pairs of adjacent Chinese (non-ASCII) characters, kept by PostgreSQL (guanxi_bigrams,
+    # migration 0022): any two characters of a name or company find the customer, which trigrams cannot.
+    search_bigrams: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), Computed("guanxi_bigrams(search_text)", persisted=True)
+    )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     deleted_at: Mapped[datetime | None]
@@ -75,14 +81,6 @@ Index(
     text('lower(name::text) COLLATE "C"'),
     Customer.id,
     postgresql_where=Customer.deleted_at.is_(None),
-)
-# The pairs of adjacent Chinese (non-ASCII) characters of the search text (guanxi_bigrams, migration
-# 0022): any two characters of a name or company find the customer, which trigrams cannot.
-Index(
-    "ix_customers_workspace_id_search_bigrams",
-    Customer.workspace_id,
-    func.guanxi_bigrams(Customer.search_text),
-    postgresql_using="gin",
 )
 
 

@@ -52,6 +52,7 @@ _NOT_IMPORTED = (
     "preferences",
     "consent",
     "search_text",
+    "search_bigrams",
     "created_at",
     "updated_at",
     "deleted_at",

@@ -20,7 +20,9 @@ from app.core.prepared import PreparedStatement, autocommits
 from app.models import Customer
 
 _COLUMNS = tuple(
-    column.key for column in Customer.__table__.columns if column.key not in ("code", "search_text", "deleted_at")
+    column.key
+    for column in Customer.__table__.columns
+    if column.key not in ("code", "search_text", "search_bigrams", "deleted_at")
 )
 _JSON_COLUMNS = ("preferences", "custom_fields", "consent")
 _INSERT = PreparedStatement(

@@ -14,11 +14,11 @@ from app.models import Customer
 from app.schemas.customer import AddressOut
 
 ADDRESS_FIELDS = tuple(AddressOut.model_fields)
-# Every column a reader needs, the id first; `search_text` and `workspace_id` stay inside the service.
+# Every column a reader needs, the id first; the search columns and `workspace_id` stay inside the service.
 CUSTOMER_COLUMNS = tuple(
     getattr(Customer, column.key)
     for column in sorted(Customer.__table__.columns, key=lambda column: not column.primary_key)
-    if column.key not in ("workspace_id", "search_text")
+    if column.key not in ("workspace_id", "search_text", "search_bigrams")
 )
 COLUMN_NAMES = tuple(column.key for column in CUSTOMER_COLUMNS)
 # The fields shown before and after the nested address, in the table's order.

@@ -26,7 +26,6 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -254,22 +253,22 @@ def _keyset_result(rows: list[Mapping[str, Any]], query: CustomerQuery) -> tuple
 
 @dataclass(frozen=True)
 class _Terms:
-    """What a query matches. `patterns`: substrings, any of which matches (the query as typed and, when it
-    is written like a phone number, its digits as the search text holds them); `exact`: the E.164 phone
-    or normalised email the whole query is, whose holder comes first."""
+    """What a query matches. `patterns`: substrings, any of which matches (the query as typed, or for
+    a phone number its digits as the search text holds them); `exact_*`: the E.164 phone or normalised
+    email the whole query is, whose holder comes first."""
 
     text: str
     patterns: tuple[str, ...]
     exact_phone: str | None
     exact_email: str | None
-    # Holds two adjacent Chinese (non-ASCII, non-space) characters: the bigram index serves it.
+    # Holds two adjacent Chinese (non-ASCII, non-space) characters: the bigram index can serve it.
     bigrams: bool
 
     @property
     def phases(self) -> tuple[str, ...]:
-        if self.bigrams:
+        if self.bigrams and len(self.text) == 2:
             # Fuzzy matching has no trigram to use in two characters.
-            return ("substring",) if len(self.text) == 2 else ("substring", "fuzzy")
+            return ("substring",)
         return ("prefix",) if len(self.text) < MIN_TRIGRAM_QUERY else ("substring", "fuzzy")
 
 
@@ -288,12 +287,12 @@ def _terms(q: str) -> _Terms:
         try:
             exact_phone = normalise_phone(text)
         except ValueError:
-            # Part of a number: its digits, and without a trunk 0 (021-6234 is part of +86 21 6234...).
-            digits = re.sub(r"\D", "", text)
-            patterns += [digits, digits.removeprefix("0")]
+            # Part of a number: its digits, without a trunk 0 (021-6234 is part of +86 21 6234...).
+            # The text as typed stays, for a code such as 2026-000123.
+            patterns.append(re.sub(r"\D", "", text).removeprefix("0"))
         else:
             # The search text holds a phone as its E.164 digits.
-            patterns.append(exact_phone.removeprefix("+"))
+            patterns = [exact_phone.removeprefix("+")]
     elif "@" in text:
         with contextlib.suppress(ValueError):
             exact_email = normalise_email(text)
@@ -308,6 +307,20 @@ def _terms(q: str) -> _Terms:
     )
 
 
+# Whether pg_trgm takes trigrams from Chinese text in this database: not under the C locale, where
+# it sees no letters in it. Asked once per process; the locale is the database's, set when it is made.
+CHINESE_TRIGRAMS_SQL = "SELECT cardinality(show_trgm('王小明')) > 0"
+_chinese_trigrams: bool | None = None
+
+
+async def _trigrams_read_chinese(session: AsyncSession) -> bool:
+    global _chinese_trigrams
+    if _chinese_trigrams is None:
+        connection = await session.connection()
+        _chinese_trigrams = bool((await connection.exec_driver_sql(CHINESE_TRIGRAMS_SQL)).scalar())
+    return _chinese_trigrams
+
+
 async def _search_page(
     session: AsyncSession, ctx: Caller, stmt: Select[Any], query: CustomerQuery
 ) -> tuple[list[Mapping[str, Any]], str | None]:
@@ -318,24 +331,28 @@ async def _search_page(
     terms = _terms(query.q)
     phase, offset = _search_cursor(query.cursor, terms.phases)
     limit = query.limit
-    rows = await _rows(session, _phase_statement(ctx, stmt, terms, phase, offset, limit))
+    chinese_trigrams = await _trigrams_read_chinese(session)
+    rows = await _rows(session, _phase_statement(ctx, stmt, terms, phase, offset, limit, chinese_trigrams))
     if phase == "substring" and not rows and not offset and "fuzzy" in terms.phases:
         # Fuzzy matching is the fallback for a query nothing contains, such as a typo: it is the
         # expensive half of search, and beside real matches it adds only noise.
         phase = "fuzzy"
-        rows = await _rows(session, _phase_statement(ctx, stmt, terms, phase, offset, limit))
+        rows = await _rows(session, _phase_statement(ctx, stmt, terms, phase, offset, limit, chinese_trigrams))
     return rows[:limit], encode_cursor(_SEARCH, [phase, offset + limit]) if len(rows) > limit else None
 
 
-def search_statement(ctx: Caller, q: str, *, limit: int) -> Select[Any]:
+def search_statement(ctx: Caller, q: str, *, limit: int, chinese_trigrams: bool) -> Select[Any]:
     """The statement that finds the first page for `q` alone (no other filter, fuzzy fallback aside),
-    as the search runs it: for a bench to time the same SQL raw beside the route."""
+    as the search runs it: for a bench to time the same SQL raw beside the route. `chinese_trigrams`:
+    what CHINESE_TRIGRAMS_SQL answers in the database."""
     terms = _terms(q)
     stmt = select(*CUSTOMER_COLUMNS).where(*visible_customer_clauses(ctx, include_deleted=False))
-    return _phase_statement(ctx, stmt, terms, terms.phases[0], 0, limit)
+    return _phase_statement(ctx, stmt, terms, terms.phases[0], 0, limit, chinese_trigrams)
 
 
-def _phase_statement(ctx: Caller, stmt: Select[Any], terms: _Terms, phase: str, offset: int, limit: int) -> Select[Any]:
+def _phase_statement(
+    ctx: Caller, stmt: Select[Any], terms: _Terms, phase: str, offset: int, limit: int, chinese_trigrams: bool
+) -> Select[Any]:
     """`limit + 1` rows of a phase from `offset`: one more tells whether a next page exists."""
     searched = _searched_text(ctx)
     matches: ColumnElement[bool]
@@ -345,15 +362,17 @@ def _phase_statement(ctx: Caller, stmt: Select[Any], terms: _Terms, phase: str, 
         matches, order = name_key.like(f"{_escape_like(terms.text)}%"), [name_key, Customer.id]
     elif phase == "substring":
         matches = or_(*(searched.like(f"%{_escape_like(p)}%") for p in terms.patterns))
-        if terms.bigrams:
+        if terms.bigrams and (len(terms.text) == 2 or not chinese_trigrams):
             # Every pair of the query is a pair of the full search text wherever the query is found,
             # in the masked text too (a pair never spans two fields): the index narrows, LIKE decides.
-            matches = and_(
-                func.guanxi_bigrams(Customer.search_text, type_=postgresql.ARRAY(Text)).contains(
-                    func.guanxi_bigrams(terms.text, type_=postgresql.ARRAY(Text))
-                ),
-                matches,
-            )
+            # Two characters are one pair, so for the full text the pair alone decides; the planner
+            # then counts on the pair's own frequency, not on that and the LIKE's as if independent.
+            # Longer queries take trigrams where pg_trgm reads Chinese: the planner estimates a LIKE
+            # from the text's statistics, but a set of pairs as if they were independent, which they
+            # are not (星河, 河贸), and would read tens of thousands of rows expecting a few.
+            pairs = Customer.search_bigrams.contains(func.guanxi_bigrams(terms.text, type_=ARRAY(Text)))
+            exact = len(terms.text) == 2 and not is_masked(ctx)
+            matches = pairs if exact else and_(pairs, matches)
         order = [*_exact_first(ctx, terms), Customer.id]
     else:
         # `%>`: pg_trgm word similarity, through the trigram index.
