@@ -137,14 +137,18 @@ async def test_phone_queries_in_every_written_form_find_the_holder(client: httpx
         assert await _found(client, tenant, q) == [], q
 
 
-async def test_an_exact_phone_puts_its_holder_first(client: httpx.AsyncClient, tenant: Tenant) -> None:
-    # Created first (a lower id), and its email holds the digits: without the rule it would lead.
+async def test_a_whole_phone_number_finds_only_its_holder(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    # Created first (a lower id), and its email holds the digits: a part of the number finds it first.
     lookalike = await _create(client, tenant, name="刘洋", emails=["8613912345678@qq.com"])
     holder = await _create(client, tenant, name="张伟", phones=["+86 139 1234 5678"])
     for q in ("139 1234 5678", "13912345678", "+86 139-1234-5678"):
-        assert await _found(client, tenant, q) == [holder["id"], lookalike["id"]], q
-    # A part of the number is no phone of anyone: plain id order.
+        assert await _found(client, tenant, q) == [holder["id"]], q
     assert await _found(client, tenant, "1391234") == [lookalike["id"], holder["id"]]
+    # Among the deleted, who hold no number in the identities, the digits find it.
+    deleted = await client.delete(f"/api/v1/customers/{holder['id']}", headers={**tenant.headers(), "If-Match": '"1"'})
+    assert deleted.status_code == 204, deleted.text
+    assert await _found(client, tenant, "139 1234 5678") == []
+    assert await _found(client, tenant, "139 1234 5678", deleted="only") == [holder["id"]]
 
 
 async def test_an_exact_email_puts_its_holder_first(client: httpx.AsyncClient, tenant: Tenant) -> None:

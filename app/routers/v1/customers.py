@@ -67,8 +67,9 @@ async def customer_query(
                 "only with `customers:pii`), case-insensitively: any two adjacent Chinese characters "
                 "(`小明` finds 王小明, `腾达` finds 深圳腾达科技), otherwise three characters or more. A phone "
                 "number may be written as a create accepts it (`139 1234 5678`, `+86 139 1234 5678`, "
-                "`021-62345678`) or in part (`139-1234`). Order: the customer whose phone or email is "
-                "exactly the query first, then the others by id (oldest first). One character, or two "
+                "`021-62345678`) or in part (`139-1234`): a whole number finds its holder, a part the "
+                "customers whose digits contain it. Order: the customer whose email is exactly the query "
+                "first, then the others by id (oldest first). One character, or two "
                 "without a Chinese pair, match the start of the name, in name order. When nothing "
                 "contains the query, similarly spelled customers come by similarity."
             ),

@@ -34,7 +34,7 @@ from app.core.errors import ValidationFailed
 from app.core.masking import is_masked
 from app.core.pagination import decode_cursor, encode_cursor, next_page
 from app.core.prepared import PreparedStatement
-from app.models import Customer, CustomerValue
+from app.models import Customer, CustomerIdentity, CustomerValue
 from app.schemas.customer import normalise_email, normalise_phone
 from app.services.customers import custom_fields
 from app.services.customers.customer_output import CUSTOMER_COLUMNS
@@ -331,13 +331,13 @@ async def _search_page(
     terms = _terms(query.q)
     phase, offset = _search_cursor(query.cursor, terms.phases)
     limit = query.limit
-    chinese_trigrams = await _trigrams_read_chinese(session)
-    rows = await _rows(session, _phase_statement(ctx, stmt, terms, phase, offset, limit, chinese_trigrams))
+    search = _Search(ctx, terms, await _trigrams_read_chinese(session), deleted=query.deleted == "only")
+    rows = await _rows(session, search.statement(stmt, phase, offset, limit))
     if phase == "substring" and not rows and not offset and "fuzzy" in terms.phases:
         # Fuzzy matching is the fallback for a query nothing contains, such as a typo: it is the
         # expensive half of search, and beside real matches it adds only noise.
         phase = "fuzzy"
-        rows = await _rows(session, _phase_statement(ctx, stmt, terms, phase, offset, limit, chinese_trigrams))
+        rows = await _rows(session, search.statement(stmt, phase, offset, limit))
     return rows[:limit], encode_cursor(_SEARCH, [phase, offset + limit]) if len(rows) > limit else None
 
 
@@ -347,50 +347,68 @@ def search_statement(ctx: Caller, q: str, *, limit: int, chinese_trigrams: bool)
     what CHINESE_TRIGRAMS_SQL answers in the database."""
     terms = _terms(q)
     stmt = select(*CUSTOMER_COLUMNS).where(*visible_customer_clauses(ctx, include_deleted=False))
-    return _phase_statement(ctx, stmt, terms, terms.phases[0], 0, limit, chinese_trigrams)
+    return _Search(ctx, terms, chinese_trigrams, deleted=False).statement(stmt, terms.phases[0], 0, limit)
 
 
-def _phase_statement(
-    ctx: Caller, stmt: Select[Any], terms: _Terms, phase: str, offset: int, limit: int, chinese_trigrams: bool
-) -> Select[Any]:
-    """`limit + 1` rows of a phase from `offset`: one more tells whether a next page exists."""
-    searched = _searched_text(ctx)
-    matches: ColumnElement[bool]
-    order: list[Any]
-    if phase == "prefix":
-        name_key = func.lower(Customer.name).collate("C")
-        matches, order = name_key.like(f"{_escape_like(terms.text)}%"), [name_key, Customer.id]
-    elif phase == "substring":
-        matches = or_(*(searched.like(f"%{_escape_like(p)}%") for p in terms.patterns))
-        if terms.bigrams and (len(terms.text) == 2 or not chinese_trigrams):
-            # Every pair of the query is a pair of the full search text wherever the query is found,
-            # in the masked text too (a pair never spans two fields): the index narrows, LIKE decides.
-            # Two characters are one pair, so for the full text the pair alone decides; the planner
-            # then counts on the pair's own frequency, not on that and the LIKE's as if independent.
+@dataclass(frozen=True)
+class _Search:
+    """A query as the caller searches: which text it matches (masked or not), and which index serves it."""
+
+    ctx: Caller
+    terms: _Terms
+    chinese_trigrams: bool
+    # Among the soft-deleted customers, who hold no contact points in customer_identities.
+    deleted: bool
+
+    def statement(self, stmt: Select[Any], phase: str, offset: int, limit: int) -> Select[Any]:
+        """`limit + 1` rows of a phase from `offset`: one more tells whether a next page exists."""
+        terms, searched = self.terms, _searched_text(self.ctx)
+        matches: ColumnElement[bool]
+        order: list[Any]
+        if phase == "prefix":
+            name_key = func.lower(Customer.name).collate("C")
+            matches, order = name_key.like(f"{_escape_like(terms.text)}%"), [name_key, Customer.id]
+        elif phase == "substring":
+            matches, order = self._substring(searched), [*_exact_first(self.ctx, terms), Customer.id]
+        else:
+            # `%>`: pg_trgm word similarity, through the trigram index.
+            matches = searched.op("%>")(terms.text)
+            order = [func.word_similarity(terms.text, searched).desc(), Customer.id]
+        return stmt.where(matches).order_by(*order).offset(offset).limit(limit + 1)
+
+    def _substring(self, searched: ColumnElement[str]) -> ColumnElement[bool]:
+        terms, masked = self.terms, is_masked(self.ctx)
+        if terms.exact_phone is not None and not masked and not self.deleted:
+            # A whole number is its holder's, found by its key. Its digits as a substring would ask
+            # the trigram index for a dozen digit trigrams, each in a large share of the customers.
+            return Customer.id.in_(
+                select(CustomerIdentity.customer_id).where(
+                    CustomerIdentity.workspace_id == self.ctx.workspace_id,
+                    CustomerIdentity.kind == "phone",
+                    CustomerIdentity.value == terms.exact_phone,
+                )
+            )
+        contains = or_(*(searched.like(f"%{_escape_like(p)}%") for p in terms.patterns))
+        if not terms.bigrams or (len(terms.text) > 2 and self.chinese_trigrams):
             # Longer queries take trigrams where pg_trgm reads Chinese: the planner estimates a LIKE
             # from the text's statistics, but a set of pairs as if they were independent, which they
             # are not (星河, 河贸), and would read tens of thousands of rows expecting a few.
-            pairs = Customer.search_bigrams.contains(func.guanxi_bigrams(terms.text, type_=ARRAY(Text)))
-            exact = len(terms.text) == 2 and not is_masked(ctx)
-            matches = pairs if exact else and_(pairs, matches)
-        order = [*_exact_first(ctx, terms), Customer.id]
-    else:
-        # `%>`: pg_trgm word similarity, through the trigram index.
-        matches = searched.op("%>")(terms.text)
-        order = [func.word_similarity(terms.text, searched).desc(), Customer.id]
-    return stmt.where(matches).order_by(*order).offset(offset).limit(limit + 1)
+            return contains
+        # Every pair of the query is a pair of the full search text wherever the query is found, in
+        # the masked text too (a pair never spans two fields): the index narrows, LIKE decides. Two
+        # characters are one pair, so for the full text the pair alone decides; the planner then
+        # counts on the pair's own frequency, not on that and the LIKE's as if independent.
+        pairs = Customer.search_bigrams.contains(func.guanxi_bigrams(terms.text, type_=ARRAY(Text)))
+        return pairs if len(terms.text) == 2 and not masked else and_(pairs, contains)
 
 
 def _exact_first(ctx: Caller, terms: _Terms) -> list[ColumnElement[bool]]:
-    """The holder of the phone or email the query spells in full, before the other matches. Not for a
-    caller who sees them masked: the order would tell whose they are."""
-    if is_masked(ctx):
+    """The holder of the email the query spells in full, before the other matches (a whole phone
+    number finds only its holder). Not for a caller who sees emails masked: the order would tell whose
+    it is."""
+    if is_masked(ctx) or terms.exact_email is None:
         return []
-    if terms.exact_phone is not None:
-        return [Customer.phones.contains([terms.exact_phone]).desc()]
-    if terms.exact_email is not None:
-        return [Customer.emails.contains([terms.exact_email]).desc()]
-    return []
+    return [Customer.emails.contains([terms.exact_email]).desc()]
 
 
 def _search_cursor(cursor: str | None, phases: tuple[str, ...]) -> tuple[str, int]:
