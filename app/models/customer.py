@@ -63,7 +63,7 @@ class Customer(TenantKey, Base):
     # Lower-cased name, code, emails, phone digits and company: a trigram and a bigram index serve search.
     search_text: Mapped[str] = mapped_column(Text)
     # Its pairs of adjacent Chinese (non-ASCII) characters, kept by PostgreSQL (guanxi_bigrams,
-    # migration 0023): any two characters of a name or company find the customer, which trigrams cannot.
+    # migration 0024): any two characters of a name or company find the customer, which trigrams cannot.
     search_bigrams: Mapped[list[str]] = mapped_column(
         ARRAY(Text), Computed("guanxi_bigrams(search_text)", persisted=True)
     )

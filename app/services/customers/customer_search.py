@@ -272,7 +272,7 @@ class _Terms:
         return ("prefix",) if len(self.text) < MIN_TRIGRAM_QUERY else ("substring", "fuzzy")
 
 
-# A pair guanxi_bigrams() (migration 0023) takes from the search text: two adjacent characters that
+# A pair guanxi_bigrams() (migration 0024) takes from the search text: two adjacent characters that
 # are neither ASCII nor space.
 _BIGRAM = re.compile(r"[^\x00-\x7f\s]{2}")
 # How people write phone numbers: digits, spaces, hyphens, dots, brackets and a leading +.

@@ -3,7 +3,7 @@ PostgreSQL and indexed, so any two characters of a name or company find the cust
 of the search text for the planner
 
 Revision ID: 5d1b7e3a9c24
-Revises: 5c3e8a1f0b62
+Revises: 1731bfcdaa4d
 Create Date: 2026-12-07 21:45:00.000000
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "5d1b7e3a9c24"
-down_revision: str | None = "5c3e8a1f0b62"
+down_revision: str | None = "1731bfcdaa4d"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
