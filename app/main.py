@@ -68,6 +68,7 @@ def create_app(
         version="1.0.0",
         description=DESCRIPTION,
         default_response_class=JSONResponse,
+        generate_unique_id_function=openapi_document.operation_id,
         lifespan=lifespan,
         # The service reports through Prometheus and JSON logs; FastAPI's native OpenTelemetry would
         # look for a configured provider on every request, for nothing.
@@ -90,7 +91,7 @@ def create_app(
     app.add_middleware(
         CustomerReadLane,
         get_route=customers.route_of(customers.get_customer),
-        list_route=customers.route_of(customers.list_),
+        list_route=customers.route_of(customers.list_customers),
     )
     # Inside the request context, so a shed request still gets its request id, access line and metric.
     app.add_middleware(

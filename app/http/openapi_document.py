@@ -4,6 +4,7 @@ body that does not parse, If-Match as the required header it is, and form fields
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from app.http.problems import PROBLEM_MEDIA_TYPE
 
@@ -12,6 +13,13 @@ _UNPARSEABLE_BODY = {
     "description": "Malformed request (a body that is not JSON in UTF-8)",
     "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}},
 }
+
+
+def operation_id(route: APIRoute) -> str:
+    """The route function's name in camelCase (`list_customers` -> `listCustomers`): what a generated
+    client names its method, stable while the function keeps its name."""
+    first, *rest = route.name.split("_")
+    return first + "".join(part.capitalize() for part in rest)
 
 
 def install(app: FastAPI) -> None:

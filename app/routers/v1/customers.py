@@ -170,7 +170,7 @@ async def update_customers(batch: BatchUpdate, ctx: CustomersWrite, session: Ses
 
 
 @router.get("", response_model=CustomerPage, responses=errors(), summary="List and search customers")
-async def list_(
+async def list_customers(
     ctx: CustomersRead, session: Reader, query: Annotated[CustomerQuery, Depends(customer_query)]
 ) -> Response:
     """Cursor-paginated. With `q`, the customers containing it (see `q` for what matches and the
@@ -180,7 +180,7 @@ async def list_(
 
 
 @router.get("/duplicates", response_model=DuplicatePage, responses=errors(), summary="Candidate duplicates")
-async def duplicates(
+async def find_duplicates(
     ctx: CustomersRead,
     # Not the autocommit reader: the scan sets its own statement timeout and memory for one transaction.
     session: Session,

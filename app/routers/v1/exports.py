@@ -50,7 +50,7 @@ async def get_export(job_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> 
 
 
 @router.get("/{job_id}/download", responses=errors(404, 409, 410), summary="Download an export")
-async def download(job_id: uuid.UUID, ctx: CustomersRead, session: Reader, request: Request) -> Response:
+async def download_export(job_id: uuid.UUID, ctx: CustomersRead, session: Reader, request: Request) -> Response:
     """The file, streamed from the database; 409 until the export is done, 410 past its retention.
     Only its creator (and admins) may download it: it holds what its creator sees, masked as they are."""
     file = await exports.download(session, request.app.state.readers, ctx, job_id)

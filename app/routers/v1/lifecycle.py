@@ -21,7 +21,7 @@ router = APIRouter(tags=["lifecycle"])
 @router.get(
     "/lifecycle/stages", response_model=LifecycleStages, responses=errors(), summary="The workspace's stages, in order"
 )
-async def stages(ctx: CustomersRead, session: Session) -> Response:
+async def get_stages(ctx: CustomersRead, session: Session) -> Response:
     rows = await lifecycle.stages(session, ctx)
     return json_response(
         {
@@ -53,7 +53,7 @@ async def customer_stage(customer_id: uuid.UUID, ctx: CustomersRead, session: Re
 @router.post(
     "/customers/{customer_id}/stage", response_model=StageOut, responses=errors(404, 409), summary="Move by hand"
 )
-async def move(customer_id: uuid.UUID, body: StageMove, ctx: CustomersWrite, session: Session) -> Response:
+async def move_stage(customer_id: uuid.UUID, body: StageMove, ctx: CustomersWrite, session: Session) -> Response:
     """409 lists the stages the customer may move to from where it is."""
     await lifecycle.move(session, ctx, customer_id, body.stage, body.reason)
     current, history = await lifecycle.history(session, ctx, customer_id)
@@ -61,7 +61,7 @@ async def move(customer_id: uuid.UUID, body: StageMove, ctx: CustomersWrite, ses
 
 
 @router.get("/reports/lifecycle", response_model=LifecycleReport, responses=errors(), summary="Lifecycle report")
-async def report(
+async def lifecycle_report(
     ctx: ReportsRead,
     session: Reader,
     at: Annotated[Timestamp | None, Query(description="Counts per stage at this moment; default 30 days ago")] = None,

@@ -43,19 +43,19 @@ async def update_plan(
 
 
 @router.post("/follow-up-plans/run", response_model=RunOut, responses=errors(), summary="Run plans and care now")
-async def run_now(ctx: PlansWrite, session: Session) -> Response:
+async def run_plans_now(ctx: PlansWrite, session: Session) -> Response:
     """What the scheduler does, on demand; running twice creates nothing twice."""
     return json_response({"created": await follow_ups.run_now(session, ctx)})
 
 
 @router.get("/care-rules", response_model=CareRuleList, responses=errors(), summary="List care rules")
-async def list_care(ctx: CustomersRead, session: Reader) -> Response:
+async def list_care_rules(ctx: CustomersRead, session: Reader) -> Response:
     rules = await follow_ups.list_care_rules(session, ctx)
     return json_response({"items": [follow_ups.present_care_rule(r) for r in rules], "next_cursor": None})
 
 
 @router.post("/care-rules", status_code=201, response_model=CareRuleOut, responses=errors(), summary="Add a care rule")
-async def create_care(data: CareRuleIn, ctx: PlansWrite, session: Session) -> Response:
+async def create_care_rule(data: CareRuleIn, ctx: PlansWrite, session: Session) -> Response:
     """Birthdays, a fixed date (a holiday) or a date custom field (an anniversary): a reminder task
     for the owner `lead_days` ahead, skipping customers who declined every channel."""
     return resource_response(

@@ -32,14 +32,14 @@ router = APIRouter(tags=["segments"])
 
 
 @router.get("/segments/fields", response_model=FieldList, responses=errors(), summary="The filter field catalogue")
-async def fields(ctx: CustomersRead, session: Reader) -> Response:
+async def list_segment_fields(ctx: CustomersRead, session: Reader) -> Response:
     """Every field a filter can test, its type and operators (custom fields included), for rule editors.
     `segment` (ops `in`, `not_in`, value: segment ids) tests membership of other segments."""
     return json_response({"items": await catalogue.describe_fields(session, ctx)})
 
 
 @router.post("/customers/search", response_model=CustomerPage, responses=errors(), summary="Search with a filter")
-async def search(body: CustomerSearch, ctx: CustomersRead, session: Reader) -> Response:
+async def search_customers(body: CustomerSearch, ctx: CustomersRead, session: Reader) -> Response:
     """The filter language over the customers the caller may see, newest first, cursor-paginated.
     An invalid filter is a 422 whose `loc` is the path to the bad node."""
     rows, next_cursor = await segments.search(session, ctx, body.filter, limit=body.limit, cursor=body.cursor)
@@ -47,7 +47,7 @@ async def search(body: CustomerSearch, ctx: CustomersRead, session: Reader) -> R
 
 
 @router.post("/segments/preview", response_model=PreviewOut, responses=errors(), summary="Preview a filter")
-async def preview(body: Preview, ctx: CustomersRead, session: Reader) -> Response:
+async def preview_segment(body: Preview, ctx: CustomersRead, session: Reader) -> Response:
     """Count and first page of the customers an unsaved filter selects."""
     count, rows = await segments.preview(session, ctx, body.filter, limit=body.limit)
     return json_response({"count": count, "items": [present(r, ctx) for r in rows]})
@@ -101,7 +101,7 @@ async def delete_segment(segment_id: uuid.UUID, ctx: CustomersWrite, session: Se
     responses=errors(404, 409),
     summary="Refresh now",
 )
-async def refresh(segment_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
+async def refresh_segment(segment_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
     """Asks the worker to rematerialise a dynamic segment now."""
     return json_response(segments.present(await segments.request_refresh(session, ctx, segment_id)), status_code=202)
 
@@ -109,7 +109,7 @@ async def refresh(segment_id: uuid.UUID, ctx: CustomersWrite, session: Session) 
 @router.post(
     "/segments/{segment_id}/members", response_model=SegmentOut, responses=errors(404, 409), summary="Edit a list"
 )
-async def change_members(segment_id: uuid.UUID, body: MemberChange, ctx: CustomersWrite, session: Session) -> Response:
+async def change_segment_members(segment_id: uuid.UUID, body: MemberChange, ctx: CustomersWrite, session: Session) -> Response:
     """Add and remove up to 1,000 customers of a static list per call."""
     segment = await segments.change_members(session, ctx, segment_id, add=body.add, remove=body.remove)
     return resource_response(segments.present(segment))
@@ -122,13 +122,13 @@ async def change_members(segment_id: uuid.UUID, body: MemberChange, ctx: Custome
     responses=errors(404),
     summary="Freeze the current members",
 )
-async def snapshot(segment_id: uuid.UUID, body: SnapshotIn, ctx: CustomersWrite, session: Session) -> Response:
+async def snapshot_segment(segment_id: uuid.UUID, body: SnapshotIn, ctx: CustomersWrite, session: Session) -> Response:
     frozen = await segments.snapshot(session, ctx, segment_id, name=body.name)
     return resource_response(segments.present(frozen), status_code=201, location=f"/api/v1/segments/{frozen.id}")
 
 
 @router.get("/segments/{segment_id}/members", response_model=CustomerPage, responses=errors(404), summary="Members")
-async def members(
+async def list_segment_members(
     segment_id: uuid.UUID,
     ctx: CustomersRead,
     session: Reader,
@@ -158,7 +158,7 @@ async def members(
 
 
 @router.get("/segments/{segment_id}/sizes", response_model=SizeList, responses=errors(404), summary="Size over time")
-async def sizes(segment_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+async def segment_sizes(segment_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
     rows = await segments.sizes(session, ctx, segment_id)
     return json_response(
         {

@@ -70,7 +70,7 @@ INTAKE_PER_MINUTE = RateLimitItemPerMinute(30)
 
 
 @router.post("/tickets", status_code=201, response_model=TicketOut, responses=errors(404), summary="Open a ticket")
-async def open_ticket(
+async def create_ticket(
     request: Request, data: TicketIn, ctx: CustomersWrite, session: Session, key: IdempotencyKey
 ) -> Response:
     """Due times come from the SLA policy for the priority and the customer's tier, in business time."""
@@ -129,14 +129,14 @@ async def update_ticket(
 
 
 @router.post("/tickets/{ticket_id}/transition", response_model=TicketOut, responses=errors(404, 409), summary="Move")
-async def transition(ticket_id: uuid.UUID, body: Transition, ctx: CustomersWrite, session: Session) -> Response:
+async def transition_ticket(ticket_id: uuid.UUID, body: Transition, ctx: CustomersWrite, session: Session) -> Response:
     """new → assigned → in_progress → waiting_on_customer → resolved → closed; a resolved ticket
     reopens (in_progress) within 7 days. 409 lists the allowed moves."""
     return resource_response(tickets.present(await tickets.transition(session, ctx, ticket_id, body.status)))
 
 
 @router.post("/tickets/{ticket_id}/escalate", response_model=TicketOut, responses=errors(404, 409), summary="Escalate")
-async def escalate(ticket_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
+async def escalate_ticket(ticket_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
     """Raises the priority one step and marks the ticket escalated."""
     return resource_response(tickets.present(await tickets.escalate(session, ctx, ticket_id)))
 
@@ -258,7 +258,7 @@ async def create_intake_form(body: IntakeFormIn, ctx: ServiceAdmin, session: Ses
 
 
 @router.get("/reports/service", response_model=ServiceReportOut, responses=errors(), summary="Service report")
-async def report(
+async def service_report(
     ctx: ReportsRead,
     # A transaction, for the statement's planner setting (service_reports.service_report).
     session: Session,

@@ -55,7 +55,7 @@ async def request_recompute(ctx: ValueAdmin, session: Session) -> Response:
 
 
 @router.get("/reports/value", response_model=ValueReportOut, responses=errors(), summary="Value report (JSON or CSV)")
-async def report(
+async def value_report(
     ctx: ReportsRead,
     session: Reader,
     since: Annotated[Timestamp | None, Query(description="Tier migration from; default 30 days ago")] = None,

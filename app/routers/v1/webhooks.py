@@ -87,7 +87,7 @@ async def rotate_secret(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: Ses
 @router.post(
     "/{endpoint_id}/ping", status_code=202, response_model=DeliveryOut, responses=errors(404), summary="Send a test"
 )
-async def ping(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: Session) -> Response:
+async def ping_endpoint(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: Session) -> Response:
     """Queues a `webhook.ping` event to this endpoint only; follow it in the delivery log."""
     delivery = await webhook_endpoints.ping(session, ctx, endpoint_id)
     return json_response(webhook_endpoints.present_delivery(delivery, "webhook.ping"), status_code=202)
@@ -100,7 +100,7 @@ async def ping(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: Session) -> 
     responses=errors(404),
     summary="Deliver events again",
 )
-async def redeliver(endpoint_id: uuid.UUID, body: Redeliver, ctx: WebhooksWrite, session: Session) -> Response:
+async def redeliver_deliveries(endpoint_id: uuid.UUID, body: Redeliver, ctx: WebhooksWrite, session: Session) -> Response:
     """One event (`event_id`) or every subscribed event in `[since, until)`, sent again with the same
     `webhook-id` (receivers deduplicate on it) and a fresh retry schedule: a `failed` delivery of
     the log is sent again by its `event_id`. Held while the endpoint is disabled."""
@@ -109,7 +109,7 @@ async def redeliver(endpoint_id: uuid.UUID, body: Redeliver, ctx: WebhooksWrite,
 
 
 @router.get("/{endpoint_id}/deliveries", response_model=DeliveryPage, responses=errors(404), summary="The delivery log")
-async def deliveries(
+async def list_deliveries(
     endpoint_id: uuid.UUID,
     ctx: WebhooksWrite,
     session: Reader,
@@ -132,7 +132,7 @@ async def deliveries(
     responses=errors(404),
     summary="Attempts of one delivery",
 )
-async def attempts(endpoint_id: uuid.UUID, delivery_id: uuid.UUID, ctx: WebhooksWrite, session: Reader) -> Response:
+async def list_delivery_attempts(endpoint_id: uuid.UUID, delivery_id: uuid.UUID, ctx: WebhooksWrite, session: Reader) -> Response:
     """Status, latency and the start of the response body of every attempt."""
     rows = await webhook_endpoints.list_attempts(session, ctx, endpoint_id, delivery_id)
     return json_response({"items": [webhook_endpoints.present_attempt(a) for a in rows]})
