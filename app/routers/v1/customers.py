@@ -43,7 +43,8 @@ from app.schemas.customer import (
 )
 from app.services.customers import customer_batches, customer_merges, customers
 from app.services.customers.customer_output import present, present_page
-from app.services.customers.customer_search import CustomerQuery, SortKey, list_customers
+from app.services.customers import customer_search
+from app.services.customers.customer_search import CustomerQuery, SortKey
 from app.services.events import audit
 
 router = APIRouter(prefix="/customers", tags=["customers"])
@@ -175,7 +176,7 @@ async def list_customers(
 ) -> Response:
     """Cursor-paginated. With `q`, the customers containing it (see `q` for what matches and the
     order), or when none does, similar ones. `custom.<key>=<value>` filters a custom field."""
-    rows, next_cursor = await list_customers(session, ctx, query)
+    rows, next_cursor = await customer_search.list_customers(session, ctx, query)
     return json_response(present_page(rows, next_cursor, ctx))
 
 

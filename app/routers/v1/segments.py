@@ -109,7 +109,9 @@ async def refresh_segment(segment_id: uuid.UUID, ctx: CustomersWrite, session: S
 @router.post(
     "/segments/{segment_id}/members", response_model=SegmentOut, responses=errors(404, 409), summary="Edit a list"
 )
-async def change_segment_members(segment_id: uuid.UUID, body: MemberChange, ctx: CustomersWrite, session: Session) -> Response:
+async def change_segment_members(
+    segment_id: uuid.UUID, body: MemberChange, ctx: CustomersWrite, session: Session
+) -> Response:
     """Add and remove up to 1,000 customers of a static list per call."""
     segment = await segments.change_members(session, ctx, segment_id, add=body.add, remove=body.remove)
     return resource_response(segments.present(segment))

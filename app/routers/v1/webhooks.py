@@ -100,7 +100,9 @@ async def ping_endpoint(endpoint_id: uuid.UUID, ctx: WebhooksWrite, session: Ses
     responses=errors(404),
     summary="Deliver events again",
 )
-async def redeliver_deliveries(endpoint_id: uuid.UUID, body: Redeliver, ctx: WebhooksWrite, session: Session) -> Response:
+async def redeliver_deliveries(
+    endpoint_id: uuid.UUID, body: Redeliver, ctx: WebhooksWrite, session: Session
+) -> Response:
     """One event (`event_id`) or every subscribed event in `[since, until)`, sent again with the same
     `webhook-id` (receivers deduplicate on it) and a fresh retry schedule: a `failed` delivery of
     the log is sent again by its `event_id`. Held while the endpoint is disabled."""
@@ -132,7 +134,9 @@ async def list_deliveries(
     responses=errors(404),
     summary="Attempts of one delivery",
 )
-async def list_delivery_attempts(endpoint_id: uuid.UUID, delivery_id: uuid.UUID, ctx: WebhooksWrite, session: Reader) -> Response:
+async def list_delivery_attempts(
+    endpoint_id: uuid.UUID, delivery_id: uuid.UUID, ctx: WebhooksWrite, session: Reader
+) -> Response:
     """Status, latency and the start of the response body of every attempt."""
     rows = await webhook_endpoints.list_attempts(session, ctx, endpoint_id, delivery_id)
     return json_response({"items": [webhook_endpoints.present_attempt(a) for a in rows]})
