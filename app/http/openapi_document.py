@@ -1,6 +1,9 @@
 """What FastAPI does not infer for the OpenAPI document: errors sent as problem+json, the 400 of a
-body that does not parse, If-Match as the required header it is, and form fields that cannot be null."""
+body that does not parse, If-Match as the required header it is, form fields and optional parameters
+that cannot be null, and the response headers a client reads (each stated by the rule the code
+follows when it sends it: tests/test_openapi_document.py and the contract run hold the two together)."""
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -33,14 +36,88 @@ def install(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+_ETAG = {
+    "description": "The version of the resource, for `If-Match` on its next write.",
+    "required": True,
+    "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+}
+_LOCATION = {
+    "description": "The path of the resource created.",
+    "required": True,
+    "schema": {"type": "string", "format": "uri-reference"},
+}
+_REPLAYED = {
+    "description": "`true` when this is the stored response of an earlier request with the same `Idempotency-Key`.",
+    "required": False,
+    "schema": {"type": "string", "enum": ["true"]},
+}
+_ITEM_PATH = re.compile(r"^(?P<collection>.+)/\{[^/}]+\}$")
+
+
 def complete(document: dict[str, Any]) -> dict[str, Any]:
-    for path_item in document.get("paths", {}).values():
-        for operation in path_item.values():
+    paths: dict[str, Any] = document.get("paths", {})
+    items = _item_schemas(document)
+    for path, path_item in paths.items():
+        for method, operation in path_item.items():
             _complete(operation)
+            _headers(document, path, method, operation, items)
             form = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data")
             if form is not None:
                 _text_only(_resolve(document, form["schema"]))
     return document
+
+
+def _item_schemas(document: dict[str, Any]) -> dict[str, str]:
+    """The collection path of each resource read at `{collection}/{id}`, by its body's schema."""
+    items: dict[str, str] = {}
+    for path, path_item in document.get("paths", {}).items():
+        found = _ITEM_PATH.match(path)
+        if found is None or "get" not in path_item:
+            continue
+        ref = _json_schema(path_item["get"]["responses"].get("200", {})).get("$ref")
+        if ref is not None:
+            items.setdefault(ref, found["collection"])
+    return items
+
+
+def _json_schema(response: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return schema
+
+
+def _headers(
+    document: dict[str, Any], path: str, method: str, operation: dict[str, Any], items: dict[str, str]
+) -> None:
+    """ETag on every resource (a body with a `version`: `resource_response` sends it); Location on a
+    create whose resource is read at `{collection}/{id}`; Idempotent-Replayed where an
+    Idempotency-Key is taken."""
+    idempotent = any(
+        parameter["in"] == "header" and parameter["name"].lower() == "idempotency-key"
+        for parameter in operation.get("parameters", [])
+    )
+    for status, response in operation["responses"].items():
+        if not status.startswith("2"):
+            continue
+        schema = _json_schema(response)
+        headers: dict[str, Any] = {}
+        if "version" in _resolve(document, schema).get("properties", {}):
+            headers["ETag"] = _ETAG
+        created = method == "post" and status in ("201", "202")
+        if created and _creates_item(document, path):
+            headers["Location"] = _LOCATION
+        elif created and status == "201" and schema.get("$ref") in items:
+            headers["Location"] = _LOCATION
+        if idempotent:
+            headers["Idempotent-Replayed"] = _REPLAYED
+        if headers:
+            response["headers"] = {**response.get("headers", {}), **headers}
+
+
+def _creates_item(document: dict[str, Any], collection: str) -> bool:
+    return any(
+        "get" in path_item and (found := _ITEM_PATH.match(path)) is not None and found["collection"] == collection
+        for path, path_item in document["paths"].items()
+    )
 
 
 def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -55,10 +132,14 @@ def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]
 def _text_only(form: dict[str, Any]) -> None:
     """A form field is text: an optional one is left out, it cannot be sent as null."""
     for field in form.get("properties", {}).values():
-        branches = [branch for branch in field.get("anyOf", []) if branch != {"type": "null"}]
-        if "anyOf" in field and len(branches) == 1:
-            del field["anyOf"]
-            field.update(branches[0])
+        _not_null(field)
+
+
+def _not_null(schema: dict[str, Any]) -> None:
+    branches = [branch for branch in schema.get("anyOf", []) if branch != {"type": "null"}]
+    if "anyOf" in schema and len(branches) == 1:
+        del schema["anyOf"]
+        schema.update(branches[0])
 
 
 def _complete(operation: dict[str, Any]) -> None:
@@ -76,3 +157,5 @@ def _complete(operation: dict[str, Any]) -> None:
         if parameter["in"] == "header" and parameter["name"].lower() == "if-match":
             parameter["required"] = True
             parameter["schema"] = {"type": "string", "maxLength": 64}
+        # An optional header or query parameter is left out; it cannot be sent as null.
+        _not_null(parameter["schema"])

@@ -72,6 +72,23 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+CSV = "text/csv"
+_TEXT = {"schema": {"type": "string"}}
+_BYTES = {"schema": {"type": "string", "format": "binary"}}
+
+
+def files(*media_types: str, headers: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    """A 200 sent as a file of one of `media_types` (CSV as text, any other as bytes); with
+    `response_class=Response`, so that FastAPI does not also declare it JSON."""
+    content = {media_type: _TEXT if media_type == CSV else _BYTES for media_type in media_types}
+    return {200: {"description": "The file", "content": content, **({"headers": headers} if headers else {})}}
+
+
+def csv_alternative() -> dict[int | str, dict[str, Any]]:
+    """The CSV a JSON route answers with instead for `Accept: text/csv`."""
+    return {200: {"content": {CSV: _TEXT}}}
+
+
 def resource_response(content: dict[str, Any], *, status_code: int = 200, location: str | None = None) -> Response:
     """A single resource with its version as the ETag."""
     headers = {"Location": location} if location else None

@@ -147,5 +147,16 @@ class Problem(BaseModel):
     status: int = Field(examples=[404])
     detail: str = Field(examples=["No customer with that id."])
     instance: str | None = Field(default=None, examples=["/api/v1/customers/0190..."])
-    errors: list[FieldError] | None = None
+    errors: list[FieldError] | None = Field(default=None, description="On 422: each bad field.")
     existing_id: str | None = Field(default=None, description="On 409 duplicates: the record that exists.")
+    field: str | None = Field(default=None, description="On a 409 duplicate customer: the field that matched.")
+    current_version: int | None = Field(default=None, description="On 412: the version now current.")
+    allowed: list[str] | None = Field(
+        default=None, description="On a 409 refused move: the ticket statuses or lifecycle stages allowed next."
+    )
+    current_status: str | None = Field(default=None, description="On a 409 refused ticket transition.")
+    current_stage: str | None = Field(default=None, description="On a 409 refused stage move; null: no stage.")
+    members: int | None = Field(default=None, description="On a 409 team delete: its users.")
+    tickets: int | None = Field(default=None, description="On a 409 team delete: its tickets.")
+    missing_scopes: list[str] | None = Field(default=None, description="On 403: the scopes the caller lacks.")
+    retry_after: int | None = Field(default=None, description="On 429: seconds to wait, as in `Retry-After`.")

@@ -41,9 +41,8 @@ from app.schemas.customer import (
     MergeOut,
     MergeUndone,
 )
-from app.services.customers import customer_batches, customer_merges, customers
+from app.services.customers import customer_batches, customer_merges, customer_search, customers
 from app.services.customers.customer_output import present, present_page
-from app.services.customers import customer_search
 from app.services.customers.customer_search import CustomerQuery, SortKey
 from app.services.events import audit
 

@@ -10,12 +10,20 @@ from starlette.responses import Response, StreamingResponse
 
 from app.http.json_response import json_response
 from app.routers.deps import DEFAULT_LIMIT, Cursor, CustomersRead, Limit, Reader, Session
-from app.routers.responses import errors
+from app.routers.responses import errors, files
 from app.schemas.common import InputModel
 from app.schemas.export import ExportOut, ExportPage
 from app.services.bulk import exports
 
 router = APIRouter(prefix="/exports", tags=["exports"])
+
+_ATTACHMENT = {
+    "Content-Disposition": {
+        "description": "`attachment` with the file's name.",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
 
 
 class ExportIn(InputModel):
@@ -49,7 +57,12 @@ async def get_export(job_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> 
     return json_response(exports.present(await exports.get(session, ctx, job_id)))
 
 
-@router.get("/{job_id}/download", responses=errors(404, 409, 410), summary="Download an export")
+@router.get(
+    "/{job_id}/download",
+    response_class=Response,
+    responses=errors(404, 409, 410) | files(*exports.MEDIA_TYPES.values(), headers=_ATTACHMENT),
+    summary="Download an export",
+)
 async def download_export(job_id: uuid.UUID, ctx: CustomersRead, session: Reader, request: Request) -> Response:
     """The file, streamed from the database; 409 until the export is done, 410 past its retention.
     Only its creator (and admins) may download it: it holds what its creator sees, masked as they are."""

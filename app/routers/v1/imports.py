@@ -14,7 +14,7 @@ from app.core.errors import PayloadTooLarge, ValidationFailed
 from app.core.settings import get_settings
 from app.http.json_response import json_response
 from app.routers.deps import CustomersRead, CustomersWrite, Session
-from app.routers.responses import errors
+from app.routers.responses import CSV, errors, files
 from app.schemas.import_job import ImportJobOut
 from app.services.bulk import csv_export, import_jobs
 
@@ -97,7 +97,9 @@ async def cancel_import(job_id: uuid.UUID, ctx: CustomersWrite, session: Session
     return json_response(import_jobs.present(await import_jobs.cancel(session, ctx, job_id)))
 
 
-@router.get("/{job_id}/errors", responses=errors(404), summary="Rejected rows (CSV)")
+@router.get(
+    "/{job_id}/errors", response_class=Response, responses=errors(404) | files(CSV), summary="Rejected rows (CSV)"
+)
 async def import_errors(job_id: uuid.UUID, ctx: CustomersRead, session: Session) -> Response:
     """Row number, column and reason of every rejected row."""
     rows = await import_jobs.errors(session, ctx, job_id)

@@ -50,7 +50,10 @@ router = APIRouter(tags=["interactions and tasks"])
 async def log_interaction(data: InteractionIn, ctx: CustomersWrite, session: Session) -> Response:
     """With `external_id`, the same contact pushed again answers 200 with the stored one."""
     interaction, created = await interactions.log(session, ctx, data)
-    return resource_response(interactions.present(interaction, ctx), status_code=201 if created else 200)
+    if not created:
+        return resource_response(interactions.present(interaction, ctx))
+    location = f"/api/v1/interactions/{interaction.id}"
+    return resource_response(interactions.present(interaction, ctx), status_code=201, location=location)
 
 
 @router.post(
@@ -139,7 +142,8 @@ async def put_outcomes(body: Outcomes, ctx: UsersWrite, session: Session) -> Res
 @router.post("/tasks", status_code=201, response_model=TaskOut, responses=errors(404), summary="Add a task")
 async def create_task(data: TaskIn, ctx: CustomersWrite, session: Session) -> Response:
     """A due time in the past is accepted: the task is then `overdue`."""
-    return resource_response(tasks.present(await tasks.create(session, ctx, data)), status_code=201)
+    task = await tasks.create(session, ctx, data)
+    return resource_response(tasks.present(task), status_code=201, location=f"/api/v1/tasks/{task.id}")
 
 
 @router.get("/tasks", response_model=TaskPage, responses=errors(), summary="Tasks (my tasks by default)")

@@ -30,7 +30,10 @@ async def upsert_order(
 
     async def create() -> StoredResponse:
         order, lines, created = await orders.upsert(session, ctx, data)
-        return stored(201 if created else 200, orders.present(order, lines), {"ETag": f'"{order.version}"'})
+        headers = {"ETag": f'"{order.version}"'}
+        if created:
+            headers["Location"] = f"/api/v1/orders/{order.id}"
+        return stored(201 if created else 200, orders.present(order, lines), headers)
 
     return await idempotent(request, session, ctx, key, create)
 

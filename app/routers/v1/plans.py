@@ -24,7 +24,10 @@ async def list_plans(ctx: CustomersRead, session: Reader) -> Response:
 async def create_plan(data: PlanIn, ctx: PlansWrite, session: Session) -> Response:
     """`every_n_days` for the audience (tier, segment, stage), or `days_after_first_purchase`.
     The scheduler runs plans every 10 minutes; tasks go to each customer's owner."""
-    return resource_response(follow_ups.present_plan(await follow_ups.create_plan(session, ctx, data)), status_code=201)
+    plan = await follow_ups.create_plan(session, ctx, data)
+    return resource_response(
+        follow_ups.present_plan(plan), status_code=201, location=f"/api/v1/follow-up-plans/{plan.id}"
+    )
 
 
 @router.get("/follow-up-plans/{plan_id}", response_model=PlanOut, responses=errors(404), summary="Get a plan")

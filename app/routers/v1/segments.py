@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from app.http.json_response import json_response
 from app.routers.deps import DEFAULT_LIMIT, Cursor, CustomersRead, CustomersWrite, IfMatch, Limit, Reader, Session
-from app.routers.responses import errors, resource_response
+from app.routers.responses import csv_alternative, errors, resource_response
 from app.schemas.customer import CustomerPage
 from app.schemas.segment import (
     CustomerSearch,
@@ -103,7 +103,9 @@ async def delete_segment(segment_id: uuid.UUID, ctx: CustomersWrite, session: Se
 )
 async def refresh_segment(segment_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
     """Asks the worker to rematerialise a dynamic segment now."""
-    return json_response(segments.present(await segments.request_refresh(session, ctx, segment_id)), status_code=202)
+    return resource_response(
+        segments.present(await segments.request_refresh(session, ctx, segment_id)), status_code=202
+    )
 
 
 @router.post(
@@ -129,7 +131,12 @@ async def snapshot_segment(segment_id: uuid.UUID, body: SnapshotIn, ctx: Custome
     return resource_response(segments.present(frozen), status_code=201, location=f"/api/v1/segments/{frozen.id}")
 
 
-@router.get("/segments/{segment_id}/members", response_model=CustomerPage, responses=errors(404), summary="Members")
+@router.get(
+    "/segments/{segment_id}/members",
+    response_model=CustomerPage,
+    responses=errors(404) | csv_alternative(),
+    summary="Members",
+)
 async def list_segment_members(
     segment_id: uuid.UUID,
     ctx: CustomersRead,

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from app.core import clock
 from app.http.json_response import json_response
 from app.routers.deps import CustomersRead, Reader, ReportsRead, Session, ValueAdmin
-from app.routers.responses import errors
+from app.routers.responses import csv_alternative, errors
 from app.schemas.common import Timestamp
 from app.schemas.order import CustomerValueOut, RecomputeOut, TierSettings, ValueReportOut, ValueTierList
 from app.services.bulk import csv_export
@@ -54,7 +54,12 @@ async def request_recompute(ctx: ValueAdmin, session: Session) -> Response:
     return json_response({"status": "queued", "requested_at": requested_at}, status_code=202)
 
 
-@router.get("/reports/value", response_model=ValueReportOut, responses=errors(), summary="Value report (JSON or CSV)")
+@router.get(
+    "/reports/value",
+    response_model=ValueReportOut,
+    responses=errors() | csv_alternative(),
+    summary="Value report (JSON or CSV)",
+)
 async def value_report(
     ctx: ReportsRead,
     session: Reader,
