@@ -25,6 +25,7 @@ from app.main import create_app
 from app.models import Workspace
 from app.services.identity import tokens
 from tests.factories import make_api_key, make_tenant
+from tests.response_headers import undeclared
 
 EXAMPLES = int(os.environ.get("GUANXI_CONTRACT_EXAMPLES", "5"))
 FUZZ = os.environ.get("GUANXI_CONTRACT_FUZZ") == "1"
@@ -79,6 +80,19 @@ def rules_beyond_the_document_only(
     body: dict[str, Any] = response.json()
     disagreements = [error for error in body.get("errors") or [] if error["type"] in PYDANTIC_ERROR_TYPES]
     assert not disagreements, f"schema-valid input refused by the validator: {disagreements}"
+
+
+@schemathesis.check
+def headers_are_declared(
+    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case[Any]
+) -> None:
+    """Every header a response sends is declared on it (`response_headers_conformance` checks the
+    declared ones, not the others): a generated client reads only what the document names."""
+    definition = case.operation.responses.find_by_status_code(response.status_code)
+    if definition is None:
+        return
+    extra = undeclared(response.headers, (name for name, _ in definition.headers.items()))
+    assert not extra, f"{response.status_code} sends headers its response does not declare: {extra}"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Every route of the published document × every kind of caller × the caller's own, another
 workspace's and an invisible customer's ids: never a 5xx, never a success on a record the caller may
-not reach, and never raw personal data for a masked caller. Routes are read from the document, so a
+not reach, never raw personal data for a masked caller, and never a header the document does not
+declare on the response (nor one it declares required missing). Routes are read from the document, so a
 new route joins the day it is added."""
 
 import re
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 
 from app.core.access import Scope
 from tests.factories import Tenant, customer_body, make_api_key
+from tests.response_headers import mismatches
 from tests.test_masking import RAW, _seed
 
 # Authenticated by what they carry, not by a caller: tests/test_route_security.py covers them.
@@ -95,6 +97,7 @@ async def test_every_route_for_every_caller_on_own_foreign_and_invisible_ids(
     # Reads first on every kind of id; a write is tried only on ids the caller must not reach, so
     # the walk changes nothing it should not, and deletes come last.
     operations = sorted(_operations(app), key=lambda operation: operation[0] == "delete")
+    document = app.openapi()
     for method, path in operations:
         for who, headers in callers.items():
             variants = {"foreign": foreign, "invisible": invisible} | ({"own": own} if method == "get" else {})
@@ -112,6 +115,8 @@ async def test_every_route_for_every_caller_on_own_foreign_and_invisible_ids(
                     failures.append(("foreign id answered", who, method, path, status))
                 elif variant == "invisible" and who in NARROW and status < 300 and not path.startswith(PEOPLE):
                     failures.append(("invisible customer answered", who, method, path, status))
+                if wrong := mismatches(document, method, path, status, response.headers):
+                    failures.append(("headers", who, method, path, status, wrong))
                 if who in MASKED and any(value in text for value in RAW):
                     failures.append(("raw personal data", who, method, path, variant))
                 if variant == "own" and status == 200:
