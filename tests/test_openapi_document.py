@@ -1,0 +1,176 @@
+"""The OpenAPI document as a generated client reads it: readable unique operation ids, every 2xx body
+typed under the media types the routes send, optional parameters that are never null, and a problem
+schema that names every extension a problem is raised with. What the responses really send is the
+contract run's (tests/test_contract.py) and the route matrix's (tests/test_route_matrix.py)."""
+
+import ast
+import inspect
+import pathlib
+import re
+from collections import Counter
+from typing import Any
+
+import pytest
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+
+import app
+from app.core.errors import DomainError
+from app.core.settings import get_settings
+from app.main import create_app
+from app.routers import health, v1
+from app.routers.v1 import (
+    api_keys,
+    auth,
+    custom_fields,
+    customers,
+    events,
+    exports,
+    imports,
+    interactions,
+    lifecycle,
+    orders,
+    plans,
+    segments,
+    tickets,
+    users,
+    value,
+    webhooks,
+)
+
+# The document needs no database.
+DOCUMENT = create_app(get_settings(), database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none").openapi()
+OPERATIONS = [
+    (method, path, operation) for path, item in DOCUMENT["paths"].items() for method, operation in item.items()
+]
+ROUTERS: list[tuple[str, APIRouter]] = [("", health.router)] + [
+    (v1.router.prefix, module.router)
+    for module in (
+        api_keys, auth, custom_fields, customers, events, exports, imports, interactions, lifecycle, orders, plans,
+        segments, tickets, users, value, webhooks,
+    )
+] + [(v1.router.prefix, events.changes), (v1.router.prefix, tickets.public)]  # fmt: skip
+ROUTES = [
+    (prefix, route)
+    for prefix, router in ROUTERS
+    for route in router.routes
+    if isinstance(route, APIRoute) and route.include_in_schema
+]
+JSON = "application/json"
+# The media types the routes send: JSON, CSV and XLSX files, Prometheus' text.
+SENT = {JSON, "text/csv", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "text/plain"}
+
+
+def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        resolved: dict[str, Any] = DOCUMENT["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+        return resolved
+    return schema
+
+
+def test_every_route_is_in_the_document_once() -> None:
+    documented = {(method, path) for method, path, _ in OPERATIONS}
+    routed = [(method.lower(), prefix + route.path) for prefix, route in ROUTES for method in route.methods]
+    assert sorted(routed) == sorted(documented)
+
+
+@pytest.mark.parametrize(("prefix", "route"), ROUTES, ids=[route.name for _, route in ROUTES])
+def test_an_operation_id_is_the_route_function_in_camel_case(prefix: str, route: APIRoute) -> None:
+    (method,) = route.methods
+    operation_id = DOCUMENT["paths"][prefix + route.path][method.lower()]["operationId"]
+    first, *rest = route.endpoint.__name__.split("_")
+    assert operation_id == first + "".join(part.title() for part in rest)
+    assert re.fullmatch(r"[a-z]+(?:[A-Z0-9][a-z0-9]*)*", operation_id), operation_id
+
+
+def test_operation_ids_are_unique() -> None:
+    counts = Counter(operation["operationId"] for _, _, operation in OPERATIONS)
+    assert [operation_id for operation_id, count in counts.items() if count > 1] == []
+    assert {"listCustomers", "getCustomer", "updateCustomer", "createTicket", "issueToken"} <= set(counts)
+
+
+def test_every_2xx_body_is_typed_under_a_media_type_the_routes_send() -> None:
+    untyped = []
+    for method, path, operation in OPERATIONS:
+        for status, response in operation["responses"].items():
+            if not status.startswith("2"):
+                continue
+            for media_type, content in response.get("content", {}).items():
+                schema = content.get("schema", {})
+                typed = media_type in SENT and bool(schema) and ("$ref" in schema or "type" in _resolve(schema))
+                if media_type == JSON and typed:
+                    typed = "type" in _resolve(schema) or any(key in schema for key in ("anyOf", "oneOf"))
+                if not typed:
+                    untyped.append((method, path, status, media_type, schema))
+    assert untyped == []
+
+
+@pytest.mark.parametrize(("prefix", "route"), ROUTES, ids=[route.name for _, route in ROUTES])
+def test_a_route_that_answers_other_than_json_declares_it(prefix: str, route: APIRoute) -> None:
+    """A route that builds its own non-JSON response (a file, or CSV for `Accept: text/csv`) declares a
+    media type beside JSON, and only such a route does."""
+    source = inspect.getsource(route.endpoint)
+    builds = re.search(r"\b(?:Streaming)?Response\(", source) is not None and "media_type=" in source
+    (method,) = route.methods
+    responses = DOCUMENT["paths"][prefix + route.path][method.lower()]["responses"]
+    declared = {
+        media_type
+        for status, response in responses.items()
+        if status.startswith("2")
+        for media_type in response.get("content", {})
+    }
+    assert builds == bool(declared - {JSON}), declared
+
+
+def test_an_optional_parameter_is_never_null() -> None:
+    """Left out when it has no value: neither a header nor a query string can carry a null."""
+    nullable = [
+        (method, path, parameter["name"])
+        for method, path, operation in OPERATIONS
+        for parameter in operation.get("parameters", [])
+        if {"type": "null"} in parameter["schema"].get("anyOf", [])
+    ]
+    assert nullable == []
+    (key,) = [
+        parameter
+        for parameter in DOCUMENT["paths"]["/api/v1/customers"]["post"]["parameters"]
+        if parameter["name"] == "Idempotency-Key"
+    ]
+    assert key["schema"]["type"] == "string"
+
+
+def _domain_errors() -> dict[str, type[DomainError]]:
+    found: dict[str, type[DomainError]] = {}
+    pending: list[type[DomainError]] = [DomainError]
+    while pending:
+        error = pending.pop()
+        found[error.__name__] = error
+        pending.extend(error.__subclasses__())
+    return found
+
+
+def _extensions() -> dict[str, str]:
+    """Each member a problem is raised with beyond RFC 9457's, and where: the keywords given to a
+    domain error that passes them through, and those its own constructor passes on."""
+    errors = _domain_errors()
+    passes_through = {name for name, error in errors.items() if error.__init__ is DomainError.__init__}
+    members: dict[str, str] = {}
+    for source in pathlib.Path(app.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            callee = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+            # `super().__init__(detail, ...)` inside a domain error's own constructor.
+            passes_on = callee == "__init__" and source.name == "errors.py"
+            if callee in passes_through or passes_on:
+                for keyword in node.keywords:
+                    if keyword.arg is not None:
+                        members.setdefault(keyword.arg, f"{source}:{node.lineno}")
+    return members
+
+
+def test_the_problem_schema_declares_every_extension() -> None:
+    declared = set(DOCUMENT["components"]["schemas"]["Problem"]["properties"])
+    extensions = _extensions()
+    assert {"errors", "existing_id", "field", "current_version", "allowed"} <= set(extensions)
+    assert {member: where for member, where in extensions.items() if member not in declared} == {}
