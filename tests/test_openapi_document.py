@@ -8,54 +8,39 @@ import inspect
 import pathlib
 import re
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 import app
 from app.core.errors import DomainError
 from app.core.settings import get_settings
 from app.main import create_app
-from app.routers import health, v1
-from app.routers.v1 import (
-    api_keys,
-    auth,
-    custom_fields,
-    customers,
-    events,
-    exports,
-    imports,
-    interactions,
-    lifecycle,
-    orders,
-    plans,
-    segments,
-    tickets,
-    users,
-    value,
-    webhooks,
-)
 
 # The document needs no database.
-DOCUMENT = create_app(get_settings(), database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none").openapi()
+APP = create_app(get_settings(), database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none")
+DOCUMENT = APP.openapi()
 OPERATIONS = [
     (method, path, operation) for path, item in DOCUMENT["paths"].items() for method, operation in item.items()
 ]
-ROUTERS: list[tuple[str, APIRouter]] = [("", health.router)] + [
-    (v1.router.prefix, module.router)
-    for module in (
-        api_keys, auth, custom_fields, customers, events, exports, imports, interactions, lifecycle, orders, plans,
-        segments, tickets, users, value, webhooks,
-    )
-] + [(v1.router.prefix, events.changes), (v1.router.prefix, tickets.public)]  # fmt: skip
-ROUTES = [
-    (prefix, route)
-    for prefix, router in ROUTERS
-    for route in router.routes
-    if isinstance(route, APIRoute) and route.include_in_schema
-]
+WEBHOOKS = [operation for item in DOCUMENT["webhooks"].values() for operation in item.values()]
+
+
+def _routes(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, APIRoute]]:
+    """Each route with the prefix it is mounted under: FastAPI keeps an included router whole, with
+    the prefix it was included at."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            if route.include_in_schema:
+                yield prefix, route
+        elif (included := getattr(route, "original_router", None)) is not None:
+            yield from _routes(included.routes, prefix + route.include_context.prefix)  # type: ignore[attr-defined]
+
+
+ROUTES = list(_routes(APP.routes))
 
 
 def _method(route: APIRoute) -> str:
@@ -90,8 +75,11 @@ def test_an_operation_id_is_the_route_function_in_camel_case(prefix: str, route:
 
 
 def test_operation_ids_are_unique() -> None:
-    counts = Counter(operation["operationId"] for _, _, operation in OPERATIONS)
+    counts = Counter(operation["operationId"] for operation in [*(op for _, _, op in OPERATIONS), *WEBHOOKS])
     assert [operation_id for operation_id, count in counts.items() if count > 1] == []
+    assert [
+        operation_id for operation_id in counts if not re.fullmatch(r"[a-z]+(?:[A-Z0-9][a-z0-9]*)*", operation_id)
+    ] == []
     assert {"listCustomers", "getCustomer", "updateCustomer", "createTicket", "issueToken"} <= set(counts)
 
 

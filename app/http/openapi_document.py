@@ -3,6 +3,7 @@ body that does not parse, If-Match as the required header it is, form fields and
 that cannot be null, and the response headers a client reads (each stated by the rule the code
 follows when it sends it: tests/test_openapi_document.py and the contract run hold the two together)."""
 
+import json
 import re
 from typing import Any
 
@@ -64,6 +65,14 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             form = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data")
             if form is not None:
                 _text_only(_resolve(document, form["schema"]))
+    for path_item in document.get("webhooks", {}).values():
+        for operation in path_item.values():
+            # A receiver's answer is a 2xx or a failure to retry; FastAPI's 422 is its own validation's.
+            operation["responses"] = {status: r for status, r in operation["responses"].items() if status[0] == "2"}
+    schemas = document.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f'"#/components/schemas/{unused}"' not in json.dumps(document):
+            schemas.pop(unused, None)
     return document
 
 

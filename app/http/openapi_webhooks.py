@@ -1,11 +1,13 @@
 """The event catalogue as the `webhooks` section of the OpenAPI 3.1 document."""
 
+import re
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import FastAPI
 from pydantic import BaseModel, Field, create_model
+from starlette.responses import Response
 
 from app.schemas.common import Actor
 from app.services.events.event_catalogue import CATALOGUE, EventType
@@ -50,6 +52,10 @@ def document(app: FastAPI) -> None:
             event.name,
             _receiver(_model(event)),
             methods=["POST"],
+            operation_id="receive" + "".join(part.capitalize() for part in re.split(r"[._]", event.name)),
+            # Any 2xx is a delivery, whatever its body; anything else is retried.
+            response_class=Response,
+            responses={200: {"description": "Delivered (any 2xx; the body is ignored)."}},
             summary=event.description,
             description=DELIVERY_NOTES,
             tags=["webhook events"],
