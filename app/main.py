@@ -30,6 +30,7 @@ Guanxi keeps the customer file and the work around it.
 * **Errors**: RFC 9457 `application/problem+json`.
 * **Lists**: `?limit=1..100&cursor=…`, answered as `{"items": [...], "next_cursor": ...}`.
 * **Writes**: `ETag` on every resource; `If-Match` on PATCH/DELETE; `Idempotency-Key` on creates.
+* **Tracing**: every response carries `X-Request-ID` (the caller's, when well-formed).
 """
 
 
