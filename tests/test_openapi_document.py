@@ -1,16 +1,19 @@
 """The OpenAPI document as a generated client reads it: readable unique operation ids, every 2xx body
 typed under the media types the routes send, optional parameters that are never null, and a problem
 schema that names every extension a problem is raised with. What the responses really send is the
-contract run's (tests/test_contract.py) and the route matrix's (tests/test_route_matrix.py)."""
+contract run's (tests/test_contract.py) and the route matrix's (tests/test_route_matrix.py); the last
+test here sends the answers those rarely reach."""
 
 import ast
 import inspect
 import pathlib
 import re
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
@@ -19,6 +22,8 @@ import app
 from app.core.errors import DomainError
 from app.core.settings import get_settings
 from app.main import create_app
+from tests.factories import Tenant, customer_body
+from tests.response_headers import mismatches
 
 # The document needs no database.
 APP = create_app(get_settings(), database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none")
@@ -167,3 +172,62 @@ def test_the_problem_schema_declares_every_extension() -> None:
     extensions = _extensions()
     assert {"errors", "existing_id", "field", "current_version", "allowed"} <= set(extensions)
     assert {member: where for member, where in extensions.items() if member not in declared} == {}
+
+
+def _conforms(method: str, path: str, response: httpx.Response) -> None:
+    declared = DOCUMENT["paths"][path][method]["responses"]
+    assert str(response.status_code) in declared, (method, path, response.status_code)
+    media_type = response.headers["content-type"].split(";")[0]
+    assert media_type in declared[str(response.status_code)].get("content", {}), (method, path, media_type)
+    assert mismatches(DOCUMENT, method, path, response.status_code, response.headers) == []
+
+
+async def test_creates_answer_with_the_statuses_and_headers_the_document_declares(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """The answers the contract run rarely reaches: a create's Location, a replay, and the 200 of a
+    create that found its record already there."""
+    admin = tenant.headers()
+    body = customer_body()
+    first = await client.post("/api/v1/customers", json=body, headers={**admin, "Idempotency-Key": "k-1"})
+    replay = await client.post("/api/v1/customers", json=body, headers={**admin, "Idempotency-Key": "k-1"})
+    assert (first.status_code, replay.headers["idempotent-replayed"]) == (201, "true")
+    assert first.headers["location"] == f"/api/v1/customers/{first.json()['id']}"
+    customer_id = first.json()["id"]
+    order = {
+        "external_id": "SO-1",
+        "customer_id": customer_id,
+        "ordered_at": "2026-03-01T02:00:00Z",
+        "currency": "CNY",
+        "total_amount": "20.00",
+        "lines": [{"sku": "TEA", "product_name": "龙井", "quantity": "1", "unit_price": "20.00"}],
+    }
+    contact = {
+        "customer_id": customer_id,
+        "channel": "phone",
+        "direction": "inbound",
+        "occurred_at": "2026-03-01T02:00:00Z",
+        "external_id": "CALL-1",
+    }
+    answers = [("post", "/api/v1/customers", first), ("post", "/api/v1/customers", replay)]
+    for path, body in (("/api/v1/orders", order), ("/api/v1/interactions", contact)):
+        created = await client.post(path, json=body, headers=admin)
+        again = await client.post(path, json=body, headers=admin)
+        assert (created.status_code, again.status_code) == (201, 200), (path, again.text)
+        assert created.headers["location"] == f"{path}/{created.json()['id']}"
+        answers += [("post", path, created), ("post", path, again)]
+    task = {"customer_id": customer_id, "title": "Call back", "due_at": "2026-03-02T02:00:00Z"}
+    answers.append(("post", "/api/v1/tasks", await client.post("/api/v1/tasks", json=task, headers=admin)))
+    errors_of = await client.get(f"/api/v1/imports/{uuid.uuid4()}/errors", headers=admin)
+    answers.append(("get", "/api/v1/imports/{job_id}/errors", errors_of))
+    segment = await client.post("/api/v1/segments", json={"name": "Call list", "kind": "static"}, headers=admin)
+    answers.append(("post", "/api/v1/segments", segment))
+    members_path = f"/api/v1/segments/{segment.json()['id']}/members"
+    members = await client.get(members_path, headers={**admin, "Accept": "text/csv"})
+    assert members.headers["content-type"].startswith("text/csv")
+    answers.append(("get", "/api/v1/segments/{segment_id}/members", members))
+    report = await client.get("/api/v1/reports/value", headers={**admin, "Accept": "text/csv"})
+    assert report.headers["content-type"].startswith("text/csv")
+    answers.append(("get", "/api/v1/reports/value", report))
+    for method, path, response in answers:
+        _conforms(method, path, response)

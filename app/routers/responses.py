@@ -5,6 +5,7 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from app.core import idempotency
@@ -82,6 +83,11 @@ def files(*media_types: str, headers: dict[str, Any] | None = None) -> dict[int 
     `response_class=Response`, so that FastAPI does not also declare it JSON."""
     content = {media_type: _TEXT if media_type == CSV else _BYTES for media_type in media_types}
     return {200: {"description": "The file", "content": content, **({"headers": headers} if headers else {})}}
+
+
+def existing(model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 of a create that found its record already there (by an external key)."""
+    return {200: {"model": model, "description": description}}
 
 
 def csv_alternative() -> dict[int | str, dict[str, Any]]:

@@ -19,7 +19,7 @@ from app.routers.deps import (
     Session,
     UsersWrite,
 )
-from app.routers.responses import errors, resource_response
+from app.routers.responses import errors, existing, resource_response
 from app.schemas.common import Timestamp
 from app.schemas.customer import BatchResponse
 from app.schemas.interaction import (
@@ -45,7 +45,11 @@ router = APIRouter(tags=["interactions and tasks"])
 
 
 @router.post(
-    "/interactions", status_code=201, response_model=InteractionOut, responses=errors(404), summary="Log a contact"
+    "/interactions",
+    status_code=201,
+    response_model=InteractionOut,
+    responses=errors(404) | existing(InteractionOut, "Pushed before with this `external_id`: the stored contact"),
+    summary="Log a contact",
 )
 async def log_interaction(data: InteractionIn, ctx: CustomersWrite, session: Session) -> Response:
     """With `external_id`, the same contact pushed again answers 200 with the stored one."""

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from app.core.idempotency import StoredResponse
 from app.http.json_response import json_response
 from app.routers.deps import DEFAULT_LIMIT, Cursor, CustomersRead, IdempotencyKey, Limit, OrdersWrite, Reader, Session
-from app.routers.responses import errors, idempotent, resource_response, stored
+from app.routers.responses import errors, existing, idempotent, resource_response, stored
 from app.schemas.common import Timestamp
 from app.schemas.customer import BatchResponse
 from app.schemas.order import OrderBatch, OrderIn, OrderOut, OrderPage, OrderStatus
@@ -19,7 +19,11 @@ router = APIRouter(tags=["orders"])
 
 
 @router.post(
-    "/orders", status_code=201, response_model=OrderOut, responses=errors(404), summary="Create or update an order"
+    "/orders",
+    status_code=201,
+    response_model=OrderOut,
+    responses=errors(404) | existing(OrderOut, "Known by (`source`, `external_id`): the stored order, updated"),
+    summary="Create or update an order",
 )
 async def upsert_order(
     request: Request, data: OrderIn, ctx: OrdersWrite, session: Session, key: IdempotencyKey
