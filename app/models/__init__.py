@@ -9,7 +9,7 @@ from app.models.customer_value import CustomerValue, TierChange, ValueModel, Val
 from app.models.idempotency import IdempotencyRecord
 from app.models.import_job import ExportJob, ImportJob, ImportRowError
 from app.models.interaction import CareRule, FollowUpPlan, Interaction, Task
-from app.models.lifecycle import CustomerStage, LifecycleStage, StageHistory
+from app.models.lifecycle import CustomerStage, LifecycleRules, LifecycleStage, StageHistory
 from app.models.order import Order, OrderLine
 from app.models.outbox import OutboxEvent
 from app.models.segment import Segment, SegmentMember, SegmentSize
@@ -51,6 +51,7 @@ __all__ = [
     "ImportRowError",
     "IntakeForm",
     "Interaction",
+    "LifecycleRules",
     "LifecycleStage",
     "Order",
     "OrderLine",

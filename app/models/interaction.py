@@ -85,7 +85,8 @@ class Task(TenantKey, Base):
     customer_id: Mapped[uuid.UUID]
     title: Mapped[str] = mapped_column(String(300))
     kind: Mapped[str] = mapped_column(String(16))
-    assignee_id: Mapped[uuid.UUID | None]
+    # Never nobody's: the customer's owner, else the workspace's default assignee or first admin.
+    assignee_id: Mapped[uuid.UUID]
     due_at: Mapped[datetime]
     priority: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(12))
@@ -129,6 +130,8 @@ class CareRule(TenantKey, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))  # birthday | fixed_date | custom_date
+    # gregorian | lunar: in a lunar rule the month and day (the rule's or the customer's date) are lunar.
+    calendar: Mapped[str] = mapped_column(String(9), server_default="gregorian")
     month: Mapped[int | None] = mapped_column(SmallInteger)
     day: Mapped[int | None] = mapped_column(SmallInteger)
     field_key: Mapped[str | None] = mapped_column(String(64))

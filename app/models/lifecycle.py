@@ -2,8 +2,9 @@
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 
-from sqlalchemy import ForeignKeyConstraint, Index, SmallInteger, String
+from sqlalchemy import ForeignKeyConstraint, Index, Integer, Numeric, SmallInteger, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, TenantKey
@@ -56,3 +57,18 @@ class StageHistory(TenantKey, Base):
     by_user_id: Mapped[uuid.UUID | None]
     by_rule: Mapped[str | None] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class LifecycleRules(Base):
+    """A workspace's thresholds for the stage rules; a workspace without a row uses the defaults."""
+
+    __tablename__ = "lifecycle_rules"
+    __table_args__ = (ForeignKeyConstraint(["workspace_id"], ["workspaces.id"], ondelete="CASCADE"),)
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    loyal_orders: Mapped[int] = mapped_column(Integer)
+    loyal_spend: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    at_risk_days: Mapped[int] = mapped_column(Integer)
+    churned_days: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    version: Mapped[int] = mapped_column(server_default=text("1"))

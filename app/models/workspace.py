@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String, func, text
+from sqlalchemy import ForeignKeyConstraint, String, func, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -15,6 +15,16 @@ DEFAULT_CUSTOMER_CODE_PATTERN = "KH-{yyyy}-{seq:06}"
 
 class Workspace(Base):
     __tablename__ = "workspaces"
+    __table_args__ = (
+        # The default assignee is a user of this workspace; added after both tables exist (they refer
+        # to each other).
+        ForeignKeyConstraint(
+            ["id", "default_assignee_id"],
+            ["users.workspace_id", "users.id"],
+            use_alter=True,
+            name="fk_workspaces_default_assignee_id_users",
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     slug: Mapped[str] = mapped_column(String(63), unique=True)
@@ -30,4 +40,8 @@ class Workspace(Base):
             "ARRAY['reached', 'no_answer', 'interested', 'not_interested', 'issue_raised', 'order_placed']"
         ),
     )
+    # Tasks for a customer without an owner go to this user (app/services/engagement/assignees.py).
+    default_assignee_id: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    version: Mapped[int] = mapped_column(server_default=text("1"))

@@ -99,7 +99,11 @@ class TaskIn(InputModel):
     customer_id: uuid.UUID
     title: Name = Field(examples=["回电确认报价"])
     kind: TaskKind = "follow_up"
-    assignee_id: uuid.UUID | None = Field(default=None, description="Default: the caller.")
+    assignee_id: uuid.UUID | None = Field(
+        default=None,
+        description="Default: the caller; for an API key, the customer's owner, else the workspace's default "
+        "assignee, else its first admin.",
+    )
     due_at: Timestamp = Field(description="A past time is allowed; the task is then overdue.")
     priority: Priority = "normal"
     notes: LongText | None = None
@@ -122,7 +126,7 @@ class TaskOut(BaseModel):
     customer_id: uuid.UUID
     title: str
     kind: TaskKind
-    assignee_id: uuid.UUID | None
+    assignee_id: uuid.UUID
     due_at: datetime
     priority: Priority
     status: Literal["open", "done", "cancelled"]
@@ -186,21 +190,45 @@ class PlanOut(BaseModel):
     version: int
 
 
+Calendar = Literal["gregorian", "lunar"]
+_CALENDAR = (
+    "lunar: the month and day (the rule's, or the customer's birthday or date field) are a lunar month and day, "
+    "e.g. 春节 1/1, 中秋 8/15. A day the month lacks that year is the month's last day; a leap month is not an "
+    "occurrence (the ordinary month is)."
+)
+
+
 class CareRuleIn(InputModel):
     name: Name = Field(examples=["生日关怀"])
     kind: CareKind
+    calendar: Calendar = Field(default="gregorian", description=_CALENDAR)
     month: int | None = Field(default=None, ge=1, le=12, description="fixed_date: the month")
-    day: int | None = Field(default=None, ge=1, le=31, description="fixed_date: the day")
+    day: int | None = Field(default=None, ge=1, le=31, description="fixed_date: the day (lunar: 1-30)")
     field_key: Label | None = Field(default=None, description="custom_date: a date custom field")
     lead_days: int = Field(default=3, ge=0, le=60)
     task_title: Name = Field(examples=["生日祝福"])
     active: bool = True
 
 
+class CareRulePatch(InputModel):
+    """The fields to change; the rule as changed is checked as a whole, as a new one is."""
+
+    name: Name | None = None
+    kind: CareKind | None = None
+    calendar: Calendar | None = Field(default=None, description=_CALENDAR)
+    month: int | None = Field(default=None, ge=1, le=12)
+    day: int | None = Field(default=None, ge=1, le=31)
+    field_key: Label | None = None
+    lead_days: int | None = Field(default=None, ge=0, le=60)
+    task_title: Name | None = None
+    active: bool | None = Field(default=None, description="false pauses the rule; its open tasks stay.")
+
+
 class CareRuleOut(BaseModel):
     id: uuid.UUID
     name: str
     kind: CareKind
+    calendar: Calendar
     month: int | None
     day: int | None
     field_key: str | None

@@ -196,9 +196,12 @@ async def update_task(
 
 
 @router.post("/tasks/{task_id}/complete", response_model=TaskOut, responses=errors(404, 409), summary="Complete a task")
-async def complete_task(task_id: uuid.UUID, body: TaskComplete, ctx: CustomersWrite, session: Session) -> Response:
-    """Optionally linked to the interaction that completed it (same customer)."""
-    return resource_response(tasks.present(await tasks.complete(session, ctx, task_id, body.interaction_id)))
+async def complete_task(
+    task_id: uuid.UUID, ctx: CustomersWrite, session: Session, body: TaskComplete | None = None
+) -> Response:
+    """Optionally linked to the interaction that completed it (same customer); no body, no link."""
+    interaction_id = body.interaction_id if body is not None else None
+    return resource_response(tasks.present(await tasks.complete(session, ctx, task_id, interaction_id)))
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=TaskOut, responses=errors(404, 409), summary="Cancel a task")

@@ -8,7 +8,17 @@ from starlette.responses import Response
 from app.http.json_response import json_response
 from app.routers.deps import CustomersRead, IfMatch, PlansWrite, Reader, Session
 from app.routers.responses import errors, resource_response
-from app.schemas.interaction import CareRuleIn, CareRuleList, CareRuleOut, PlanIn, PlanList, PlanOut, PlanPatch, RunOut
+from app.schemas.interaction import (
+    CareRuleIn,
+    CareRuleList,
+    CareRuleOut,
+    CareRulePatch,
+    PlanIn,
+    PlanList,
+    PlanOut,
+    PlanPatch,
+    RunOut,
+)
 from app.services.engagement import follow_ups
 
 router = APIRouter(tags=["follow-up plans and care"])
@@ -64,3 +74,35 @@ async def create_care_rule(data: CareRuleIn, ctx: PlansWrite, session: Session) 
     return resource_response(
         follow_ups.present_care_rule(await follow_ups.create_care_rule(session, ctx, data)), status_code=201
     )
+
+
+@router.delete("/follow-up-plans/{plan_id}", status_code=204, responses=errors(404, 412, 428), summary="Delete a plan")
+async def delete_follow_up_plan(plan_id: uuid.UUID, ctx: PlansWrite, session: Session, version: IfMatch) -> Response:
+    """The plan creates no more tasks. The tasks it created stay, open ones included, with
+    `plan_id` null; cancel them through `/tasks` if they should go too."""
+    await follow_ups.delete_plan(session, ctx, plan_id, expected_version=version)
+    return Response(status_code=204)
+
+
+@router.get("/care-rules/{rule_id}", response_model=CareRuleOut, responses=errors(404), summary="Get a care rule")
+async def get_care_rule(rule_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    return resource_response(follow_ups.present_care_rule(await follow_ups.get_care_rule(session, ctx, rule_id)))
+
+
+@router.patch(
+    "/care-rules/{rule_id}", response_model=CareRuleOut, responses=errors(404, 412, 428), summary="Change a care rule"
+)
+async def update_care_rule(
+    rule_id: uuid.UUID, patch: CareRulePatch, ctx: PlansWrite, session: Session, version: IfMatch
+) -> Response:
+    """The rule as changed is checked as a new one is; `active: false` pauses it. Reminders it
+    already created stay as they are."""
+    rule = await follow_ups.update_care_rule(session, ctx, rule_id, patch, expected_version=version)
+    return resource_response(follow_ups.present_care_rule(rule))
+
+
+@router.delete("/care-rules/{rule_id}", status_code=204, responses=errors(404, 412, 428), summary="Delete a care rule")
+async def delete_care_rule(rule_id: uuid.UUID, ctx: PlansWrite, session: Session, version: IfMatch) -> Response:
+    """The rule creates no more reminders. The reminder tasks it created stay, open ones included."""
+    await follow_ups.delete_care_rule(session, ctx, rule_id, expected_version=version)
+    return Response(status_code=204)

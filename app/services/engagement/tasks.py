@@ -19,6 +19,7 @@ from app.core.versions import check_version
 from app.models import Customer, Interaction, Task, User
 from app.schemas.interaction import TaskIn, TaskPatch
 from app.services.customers.visibility import through_customer, visible_customer_clauses
+from app.services.engagement import assignees
 from app.services.events import audit, outbox
 from app.services.identity import workspaces
 
@@ -34,14 +35,19 @@ async def _check_assignee(session: AsyncSession, ctx: Caller, assignee_id: uuid.
 
 
 async def create(session: AsyncSession, ctx: Caller, data: TaskIn) -> Task:
-    found = await session.scalar(
-        select(Customer.id).where(Customer.id == data.customer_id, *visible_customer_clauses(ctx))
-    )
+    found = (
+        await session.execute(
+            select(Customer.id, Customer.owner_id).where(
+                Customer.id == data.customer_id, *visible_customer_clauses(ctx)
+            )
+        )
+    ).first()
     if found is None:
         raise NotFound("No customer with that id.")
-    assignee = data.assignee_id or ctx.user_id
     if data.assignee_id is not None:
         await _check_assignee(session, ctx, data.assignee_id)
+    # An API key is nobody: its tasks go to the customer's owner, else the workspace's fallback.
+    assignee = data.assignee_id or ctx.user_id or found.owner_id or await assignees.fallback(session, ctx.workspace_id)
     now = clock.now()
     task = Task(
         workspace_id=ctx.workspace_id,
@@ -84,7 +90,7 @@ async def update(
     for name in ("title", "assignee_id", "due_at", "priority", "notes"):
         value = getattr(patch, name)
         if name in patch.model_fields_set and value != getattr(task, name):
-            if value is None and name in ("title", "due_at", "priority"):
+            if value is None and name in ("title", "assignee_id", "due_at", "priority"):
                 raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
             changes[name] = {"before": to_jsonable(getattr(task, name)), "after": to_jsonable(value)}
             setattr(task, name, value)
