@@ -27,6 +27,8 @@ class Scope(StrEnum):
     VALUE_ADMIN = "value:admin"
     PLANS_WRITE = "plans:write"
     SERVICE_ADMIN = "service:admin"
+    # The workspace's own settings (name, time zone, codes, currency, default assignee): admins only.
+    WORKSPACE_ADMIN = "workspace:admin"
 
 
 class Role(StrEnum):

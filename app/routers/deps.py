@@ -104,6 +104,7 @@ ReportsRead = Annotated[Caller, _caller(Scope.REPORTS_READ)]
 ValueAdmin = Annotated[Caller, _caller(Scope.VALUE_ADMIN)]
 PlansWrite = Annotated[Caller, _caller(Scope.PLANS_WRITE)]
 ServiceAdmin = Annotated[Caller, _caller(Scope.SERVICE_ADMIN)]
+WorkspaceAdmin = Annotated[Caller, _caller(Scope.WORKSPACE_ADMIN)]
 
 # Versions start at 1.
 NO_VERSION = 0

@@ -131,4 +131,32 @@ class WorkspaceOut(OutputModel):
     slug: str
     name: str
     customer_code_pattern: str
+    currency: str = Field(examples=["CNY"])
+    timezone: str = Field(examples=["Asia/Shanghai"])
+    default_assignee_id: uuid.UUID | None = Field(
+        description="Who gets tasks for customers without an owner; null: the earliest-created active admin."
+    )
     created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class WorkspacePatch(InputModel):
+    """The settings to change; send the ETag of `GET /workspace` as If-Match."""
+
+    name: Name | None = Field(default=None, examples=["深圳腾达科技"])
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, examples=["Asia/Shanghai"], description="An IANA time zone."
+    )
+    customer_code_pattern: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None,
+        examples=["KH-{yyyy}-{seq:06}"],
+        description="For codes issued from now on: one `{seq}` or `{seq:0N}`, and `{yyyy}` `{yy}` `{mm}`, "
+        "letters, digits, `-_/.`. Existing codes stay.",
+    )
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = Field(
+        default=None, examples=["CNY"], description="ISO 4217; only while the workspace has no orders (409 after)."
+    )
+    default_assignee_id: uuid.UUID | None = Field(
+        default=None, description="An active user; null clears it (tasks then go to the earliest-created active admin)."
+    )

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from app.core.settings import get_settings
 from app.http.json_response import json_response
-from app.routers.deps import AnyCaller, IfMatch, Reader, Session, UsersRead, UsersWrite
+from app.routers.deps import AnyCaller, IfMatch, Reader, Session, UsersRead, UsersWrite, WorkspaceAdmin
 from app.routers.responses import errors, resource_response
 from app.schemas.auth import (
     PasswordChange,
@@ -22,6 +22,7 @@ from app.schemas.auth import (
     UserOut,
     UserPatch,
     WorkspaceOut,
+    WorkspacePatch,
 )
 from app.services.identity import tokens, users, workspaces
 
@@ -128,4 +129,17 @@ async def delete_team(team_id: uuid.UUID, ctx: UsersWrite, session: Session, if_
 @router.get("/workspace", response_model=WorkspaceOut, responses=errors(), summary="The caller's workspace")
 async def current_workspace(ctx: AnyCaller, session: Reader) -> Response:
     workspace = await workspaces.get(session, ctx.workspace_id)
-    return json_response(WorkspaceOut.model_validate(workspace).model_dump(mode="json"))
+    return resource_response(WorkspaceOut.model_validate(workspace).model_dump(mode="json"))
+
+
+@router.patch(
+    "/workspace",
+    response_model=WorkspaceOut,
+    responses=errors(409, 412, 428),
+    summary="Change the workspace's settings",
+)
+async def update_workspace(patch: WorkspacePatch, ctx: WorkspaceAdmin, session: Session, if_match: IfMatch) -> Response:
+    """Admins only. The currency changes only while the workspace has no orders (409 after); a new
+    code pattern applies to codes issued from now on."""
+    workspace = await workspaces.update(session, ctx, patch, expected_version=if_match)
+    return resource_response(WorkspaceOut.model_validate(workspace).model_dump(mode="json"))
