@@ -6,8 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
-from app.schemas.common import Description, InputModel, Name, Page, Reason
+from app.schemas.common import Description, InputModel, MoneyOut, Name, Page, Reason
 from app.schemas.customer import CustomerOut
+from app.schemas.order import Amount
 
 FILTER_EXAMPLE = {
     "and": [
@@ -145,6 +146,29 @@ class StagesIn(InputModel):
     stages: list[StageIn] = Field(min_length=1, max_length=30)
 
 
+class LifecycleRulesIn(InputModel):
+    """The thresholds the stage rules apply; every one is sent (the whole set is replaced)."""
+
+    loyal_orders: int = Field(ge=1, le=1_000_000, examples=[5], description="Orders in the tier window for loyal.")
+    loyal_spend: Amount = Field(
+        examples=["5000.00"], description="Or this net spend in the tier window, in the workspace's currency; > 0."
+    )
+    at_risk_days: int = Field(ge=1, le=36_500, examples=[90], description="Days without a purchase for at risk.")
+    churned_days: int = Field(
+        ge=1, le=36_500, examples=[180], description="Days without a purchase for churned; more than at_risk_days."
+    )
+
+
+class LifecycleRulesOut(BaseModel):
+    loyal_orders: int = Field(examples=[5])
+    loyal_spend: MoneyOut
+    at_risk_days: int = Field(examples=[90])
+    churned_days: int = Field(examples=[180])
+    defaults: bool = Field(description="true while the workspace has not set its own.")
+    updated_at: datetime | None
+    version: int
+
+
 class StageDefinition(BaseModel):
     key: str = Field(examples=["prospect"], description="A default stage's or the workspace's own.")
     name: str
@@ -155,18 +179,11 @@ class StageList(Page[StageDefinition]):
     """In order; one page (`next_cursor` is null)."""
 
 
-class LifecycleRules(BaseModel):
-    loyal_orders: int = Field(description="Loyal at this many orders...")
-    loyal_spend: int = Field(description="...or this net spend in the tier window.")
-    at_risk_days: int = Field(description="At risk after this many days without a purchase.")
-    churned_days: int = Field(description="Churned after this many.")
-
-
 class LifecycleStages(StageList):
     transitions: dict[str, list[str]] = Field(
         description="From each default stage (`none`: no stage yet), the default stages it may move to."
     )
-    rules: LifecycleRules
+    rules: LifecycleRulesOut
 
 
 class StageCount(BaseModel):

@@ -9,10 +9,19 @@ from starlette.responses import Response
 
 from app.core import clock
 from app.http.json_response import json_response
-from app.routers.deps import CustomersRead, CustomersWrite, PlansWrite, Reader, ReportsRead, Session
-from app.routers.responses import errors
+from app.routers.deps import CustomersRead, CustomersWrite, PlansWrite, Reader, ReportsRead, Session, ValueAdmin
+from app.routers.responses import errors, resource_response
 from app.schemas.common import Timestamp
-from app.schemas.segment import LifecycleReport, LifecycleStages, StageList, StageMove, StageOut, StagesIn
+from app.schemas.segment import (
+    LifecycleReport,
+    LifecycleRulesIn,
+    LifecycleRulesOut,
+    LifecycleStages,
+    StageList,
+    StageMove,
+    StageOut,
+    StagesIn,
+)
 from app.services.segments import lifecycle
 
 router = APIRouter(tags=["lifecycle"])
@@ -28,7 +37,7 @@ async def get_stages(ctx: CustomersRead, session: Session) -> Response:
             "items": [{"key": r.key, "name": r.name, "position": r.position} for r in rows],
             "next_cursor": None,
             "transitions": {k or "none": sorted(v) for k, v in lifecycle.TRANSITIONS.items()},
-            "rules": lifecycle.RULES,
+            "rules": await lifecycle.thresholds(session, ctx),
         }
     )
 
@@ -75,3 +84,21 @@ async def lifecycle_report(
         session, ctx, at=at or now - timedelta(days=30), since=since or now - timedelta(days=90), until=until or now
     )
     return json_response(data)
+
+
+@router.get(
+    "/lifecycle/rules", response_model=LifecycleRulesOut, responses=errors(), summary="The stage rules' thresholds"
+)
+async def get_lifecycle_rules(ctx: CustomersRead, session: Reader) -> Response:
+    """Loyal at `loyal_orders` orders or `loyal_spend` net spend in the tier window; at risk after
+    `at_risk_days` without a purchase, churned after `churned_days`."""
+    return resource_response(await lifecycle.thresholds(session, ctx))
+
+
+@router.put(
+    "/lifecycle/rules", response_model=LifecycleRulesOut, responses=errors(), summary="Set the stage rules' thresholds"
+)
+async def set_lifecycle_rules(body: LifecycleRulesIn, ctx: ValueAdmin, session: Session) -> Response:
+    """Admins only. The next pass applies them: the nightly one over every customer, and the one
+    after each order for its customer. `at_risk_days` must be fewer than `churned_days`."""
+    return resource_response(await lifecycle.set_thresholds(session, ctx, body.model_dump()))

@@ -5,6 +5,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
@@ -16,12 +17,15 @@ from app.core import clock, scoped
 from app.core.access import Caller
 from app.core.errors import Conflict, ValidationFailed
 from app.core.ids import new_id
+from app.core.jsonable import to_jsonable
 from app.core.prepared import PreparedStatement
-from app.models import CustomerStage, LifecycleStage, StageHistory
+from app.core.wire import money_text
+from app.models import CustomerStage, LifecycleRules, LifecycleStage, StageHistory
 from app.services.customers.visibility import require_visible
-from app.services.events import outbox
+from app.services.events import audit, outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Field, Payload, column
+from app.services.identity import workspaces
 
 DEFAULT_STAGES = (
     ("lead", "Lead 潜在客户"),
@@ -46,8 +50,9 @@ TRANSITIONS: dict[str | None, frozenset[str]] = {
     "won_back": frozenset({"active", "loyal", "at_risk", "churned"}),
 }
 # The default rules: loyal at 5 orders or 5,000 net spend in the tier window; at risk after 90
-# days without a purchase, churned after 180; a purchase after churning is a win back.
-RULES = {"loyal_orders": 5, "loyal_spend": 5000, "at_risk_days": 90, "churned_days": 180}
+# days without a purchase, churned after 180; a purchase after churning is a win back. A workspace
+# sets its own (`PUT /lifecycle/rules`, the `lifecycle_rules` row), read by the rules' statement.
+RULES = {"loyal_orders": 5, "loyal_spend": Decimal(5000), "at_risk_days": 90, "churned_days": 180}
 
 
 async def ensure_stages(session: AsyncSession, workspace_id: uuid.UUID) -> None:
@@ -151,6 +156,60 @@ async def set_stages(session: AsyncSession, ctx: Caller, wanted: list[tuple[str,
     return await stages(session, ctx)
 
 
+async def thresholds(session: AsyncSession, ctx: Caller) -> dict[str, Any]:
+    """The workspace's thresholds as the API shows them (spend in the workspace's currency). A
+    workspace that never set its own has the defaults, as version 1."""
+    row = await session.get(LifecycleRules, ctx.workspace_id)
+    values = {name: getattr(row, name) for name in RULES} if row is not None else dict(RULES)
+    currency = await workspaces.currency(session, ctx.workspace_id)
+    return {
+        **values,
+        "loyal_spend": money_text(Decimal(values["loyal_spend"]), currency),
+        "defaults": row is None,
+        "updated_at": row.updated_at if row is not None else None,
+        "version": row.version if row is not None else 1,
+    }
+
+
+async def set_thresholds(session: AsyncSession, ctx: Caller, wanted: dict[str, Any]) -> dict[str, Any]:
+    """Replace the workspace's thresholds; the next pass (nightly, or after an order) applies them."""
+    if wanted["loyal_spend"] <= 0:
+        raise ValidationFailed("loyal_spend must be more than 0.", loc=["body", "loyal_spend"])
+    if wanted["at_risk_days"] >= wanted["churned_days"]:
+        raise ValidationFailed(
+            "at_risk_days must be fewer than churned_days: a customer is at risk before churning.",
+            loc=["body", "at_risk_days"],
+        )
+    # Two first PUTs at once would both insert the row.
+    await scoped.one_at_a_time(session, ctx, "lifecycle_rules")
+    row = await session.get(LifecycleRules, ctx.workspace_id, with_for_update=True)
+    before = {name: getattr(row, name) for name in RULES} if row is not None else dict(RULES)
+    changed = {name for name in RULES if wanted[name] != before[name]}
+    if row is None:
+        # The defaults were version 1.
+        row = LifecycleRules(workspace_id=ctx.workspace_id, **wanted, updated_at=clock.now(), version=2)
+        session.add(row)
+    elif changed:
+        for name in changed:
+            setattr(row, name, wanted[name])
+        row.version += 1
+        row.updated_at = clock.now()
+    if changed:
+        audit.record(
+            session,
+            ctx,
+            entity_type="lifecycle_rules",
+            entity_id=ctx.workspace_id,
+            action="updated",
+            changes={
+                name: {"before": to_jsonable(before[name]), "after": to_jsonable(wanted[name])}
+                for name in sorted(changed)
+            },
+        )
+    await session.flush()
+    return await thresholds(session, ctx)
+
+
 async def _close_history(session: AsyncSession, workspace_id: uuid.UUID, customer_id: uuid.UUID, now: datetime) -> None:
     await session.execute(
         text(
@@ -193,8 +252,14 @@ def _rules_sql(*, customers: Literal["one", "some", "range"]) -> str:
         # [lo, hi), a null bound open: with both open, the whole workspace in one statement.
         return f"AND (CAST(:lo AS uuid) IS NULL OR {column} >= :lo) AND (CAST(:hi AS uuid) IS NULL OR {column} < :hi)"
 
+    thresholds = ",\n           ".join(f"coalesce(r.{name}, {value}) AS {name}" for name, value in RULES.items())
     return f"""
-WITH params AS (SELECT CAST(:now AS timestamptz) AS now),
+WITH params AS (
+    -- The workspace's thresholds, read here so the per-order path stays one statement.
+    SELECT CAST(:now AS timestamptz) AS now,
+           {thresholds}
+    FROM (VALUES (1)) one(x) LEFT JOIN lifecycle_rules r ON r.workspace_id = :ws
+),
 current AS (
     SELECT c.id AS customer_id, s.stage, s.entered_at, v.order_count, v.window_orders, v.window_spend,
            v.last_purchase_at
@@ -208,9 +273,9 @@ targets AS (
            CASE
                WHEN coalesce(cur.order_count, 0) = 0 THEN coalesce(cur.stage, 'lead')
                WHEN cur.stage = 'churned' AND cur.last_purchase_at > cur.entered_at THEN 'won_back'
-               WHEN p.now - cur.last_purchase_at >= make_interval(days => :churned_days) THEN 'churned'
-               WHEN p.now - cur.last_purchase_at >= make_interval(days => :at_risk_days) THEN 'at_risk'
-               WHEN cur.window_orders >= :loyal_orders OR cur.window_spend >= :loyal_spend THEN 'loyal'
+               WHEN p.now - cur.last_purchase_at >= make_interval(days => p.churned_days) THEN 'churned'
+               WHEN p.now - cur.last_purchase_at >= make_interval(days => p.at_risk_days) THEN 'at_risk'
+               WHEN cur.window_orders >= p.loyal_orders OR cur.window_spend >= p.loyal_spend THEN 'loyal'
                WHEN cur.stage = 'won_back' THEN 'won_back'
                WHEN cur.order_count >= 2 THEN 'active'
                ELSE 'new_customer'
@@ -282,7 +347,6 @@ async def apply_rules(
         "ws": ctx.workspace_id,
         "now": clock.now(),
         "actor": orjson.dumps(ctx.actor).decode(),
-        **RULES,
     }
     statement = _RULES_RANGE
     if customer_id is not None:
