@@ -52,7 +52,7 @@ TRANSITIONS: dict[str | None, frozenset[str]] = {
 # The default rules: loyal at 5 orders or 5,000 net spend in the tier window; at risk after 90
 # days without a purchase, churned after 180; a purchase after churning is a win back. A workspace
 # sets its own (`PUT /lifecycle/rules`, the `lifecycle_rules` row), read by the rules' statement.
-RULES = {"loyal_orders": 5, "loyal_spend": Decimal(5000), "at_risk_days": 90, "churned_days": 180}
+RULES: dict[str, Any] = {"loyal_orders": 5, "loyal_spend": Decimal(5000), "at_risk_days": 90, "churned_days": 180}
 
 
 async def ensure_stages(session: AsyncSession, workspace_id: uuid.UUID) -> None:
@@ -164,7 +164,7 @@ async def thresholds(session: AsyncSession, ctx: Caller) -> dict[str, Any]:
     currency = await workspaces.currency(session, ctx.workspace_id)
     return {
         **values,
-        "loyal_spend": money_text(Decimal(values["loyal_spend"]), currency),
+        "loyal_spend": money_text(values["loyal_spend"], currency),
         "defaults": row is None,
         "updated_at": row.updated_at if row is not None else None,
         "version": row.version if row is not None else 1,
