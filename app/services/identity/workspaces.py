@@ -82,6 +82,8 @@ async def find_by_slug(session: AsyncSession, slug: str) -> Workspace | None:
     return await session.scalar(select(Workspace).where(Workspace.slug == slug))
 
 
+# Files of a system's zoneinfo folder that name no IANA zone (`localtime` is the machine's own).
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 _SETTINGS = ("name", "timezone", "customer_code_pattern", "currency", "default_assignee_id")
 
 
@@ -95,7 +97,9 @@ async def update(session: AsyncSession, ctx: Caller, patch: WorkspacePatch, *, e
     for name in sent - {"default_assignee_id"}:
         if getattr(patch, name) is None:
             raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
-    if patch.timezone is not None and patch.timezone not in zoneinfo.available_timezones():
+    if patch.timezone is not None and (
+        patch.timezone in _NOT_ZONES or patch.timezone not in zoneinfo.available_timezones()
+    ):
         raise ValidationFailed(f"'{patch.timezone}' is not an IANA time zone.", loc=["body", "timezone"])
     if patch.customer_code_pattern is not None:
         try:
