@@ -151,6 +151,22 @@ async def test_the_currency_stays_once_there_are_orders(client: httpx.AsyncClien
     assert same.status_code == 200 and same.json()["name"] == "腾达"
 
 
+async def test_a_code_pattern_that_would_repeat_codes_is_409(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    first = (await _customer(client, tenant))["code"]
+    assert first.endswith("-000001")
+    repeats = await client.patch(
+        "/api/v1/workspace", json={"customer_code_pattern": "KH-{yyyy}-0{seq:05}"}, headers=_if_match(tenant, 1)
+    )
+    assert repeats.status_code == 409, repeats.text
+    assert first in repeats.json()["detail"]
+    # The same scope with another width continues its numbering: no code repeats.
+    wider = await client.patch(
+        "/api/v1/workspace", json={"customer_code_pattern": "KH-{yyyy}-{seq:08}"}, headers=_if_match(tenant, 1)
+    )
+    assert wider.status_code == 200, wider.text
+    assert (await _customer(client, tenant))["code"].endswith("-00000002")
+
+
 async def test_a_workspace_reads_and_changes_only_itself(
     client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
 ) -> None:

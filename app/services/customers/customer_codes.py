@@ -22,6 +22,22 @@ def check_pattern(pattern: str) -> None:
         raise ValueError("only letters, digits, - _ / . and the tokens {yyyy} {yy} {mm} {seq:0N} are allowed")
 
 
+def shape(pattern: str) -> str:
+    """A POSIX regular expression matching every code the pattern can issue, at any date."""
+    parts = re.split(r"(\{yyyy\}|\{yy\}|\{mm\}|\{seq(?::0\d{1,2})?\})", pattern)
+    tokens = {"{yyyy}": "[0-9]{4}", "{yy}": "[0-9]{2}", "{mm}": "[0-9]{2}"}
+    out = []
+    for part in parts:
+        seq = _SEQ.fullmatch(part)
+        if part in tokens:
+            out.append(tokens[part])
+        elif seq:
+            out.append(f"[0-9]{{{seq.group(1) or 1},}}")
+        else:
+            out.append(re.escape(part))
+    return "^" + "".join(out) + "$"
+
+
 def render(pattern: str, at: datetime, sequence: int | None = None) -> str:
     text = pattern
     for token, fmt in _DATE_TOKENS.items():

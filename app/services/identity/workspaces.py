@@ -12,7 +12,7 @@ from app.core import clock
 from app.core.access import Caller, Role
 from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.versions import check_version
-from app.models import Order, User, Workspace
+from app.models import Customer, CustomerCodeCounter, Order, User, Workspace
 from app.models.workspace import DEFAULT_CUSTOMER_CODE_PATTERN
 from app.schemas.auth import WorkspacePatch
 from app.services.customers import customer_codes
@@ -118,6 +118,8 @@ async def update(session: AsyncSession, ctx: Caller, patch: WorkspacePatch, *, e
             raise ValidationFailed(
                 "default_assignee_id is not an active user of this workspace.", loc=["body", "default_assignee_id"]
             )
+    if patch.customer_code_pattern is not None and patch.customer_code_pattern != workspace.customer_code_pattern:
+        await _check_codes_stay_unique(session, ctx.workspace_id, patch.customer_code_pattern)
     if patch.currency is not None and patch.currency != workspace.currency:
         # Orders are recorded in the workspace's currency: it changes only before the first one. The
         # table lock holds back a concurrent first order until this commits; a currency changes in a
@@ -137,3 +139,23 @@ async def update(session: AsyncSession, ctx: Caller, patch: WorkspacePatch, *, e
     audit.record_update(session, ctx, workspace, entity_type="workspace", changes=changes)
     await session.flush()
     return workspace
+
+
+async def _check_codes_stay_unique(session: AsyncSession, workspace_id: uuid.UUID, pattern: str) -> None:
+    """A pattern whose numbering would start afresh (no counter for its scope yet) over codes of its
+    shape that exist would issue them again: 409 rather than a failing create later."""
+    scope = customer_codes.render(pattern, clock.now())
+    counted = await session.scalar(
+        select(CustomerCodeCounter.last_value).where(
+            CustomerCodeCounter.workspace_id == workspace_id, CustomerCodeCounter.scope == scope
+        )
+    )
+    if counted is not None:
+        return
+    taken = await session.scalar(
+        select(Customer.code)
+        .where(Customer.workspace_id == workspace_id, Customer.code.regexp_match(customer_codes.shape(pattern)))
+        .limit(1)
+    )
+    if taken is not None:
+        raise Conflict(f"Codes of this pattern's shape exist (e.g. {taken}); its numbering would repeat them.")
