@@ -2,7 +2,7 @@
 days; and every path that makes a task gives it somebody."""
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -399,3 +399,39 @@ async def test_a_task_cannot_be_unassigned(client: httpx.AsyncClient, tenant: Te
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["body", "assignee_id"]
+
+
+async def test_purchase_and_ticket_plans_give_a_customer_without_owner_the_fallback(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nobodys = await _customer(client, tenant, owner_id=None)
+    for rule in ("days_after_first_purchase", "days_after_ticket_resolved"):
+        plan = await client.post(
+            "/api/v1/follow-up-plans",
+            json={"name": rule, "rule": rule, "days": 1, "task_title": rule},
+            headers=tenant.headers(),
+        )
+        assert plan.status_code == 201, plan.text
+    order = {
+        "external_id": "SO-1",
+        "customer_id": nobodys,
+        "ordered_at": clock.now().isoformat(),
+        "currency": "CNY",
+        "total_amount": "10.00",
+        "lines": [{"sku": "s", "product_name": "p", "quantity": "1", "unit_price": "10.00"}],
+    }
+    assert (await client.post("/api/v1/orders", json=order, headers=tenant.headers())).status_code == 201
+    ticket = await client.post(
+        "/api/v1/tickets",
+        json={"customer_id": nobodys, "type": "complaint", "channel": "phone", "subject": "包装破损"},
+        headers=tenant.headers(),
+    )
+    resolved = await client.post(
+        f"/api/v1/tickets/{ticket.json()['id']}/transition", json={"status": "resolved"}, headers=tenant.headers()
+    )
+    assert resolved.status_code == 200, resolved.text
+    _at(monkeypatch, clock.now() + timedelta(days=3))
+    assert await _run(client, tenant) == 2
+    tasks = await _tasks(db, tenant, origin="plan")
+    assert sorted(t.title for t in tasks) == ["days_after_first_purchase", "days_after_ticket_resolved"]
+    assert {t.assignee_id for t in tasks} == {tenant.users["admin"].id}

@@ -104,6 +104,7 @@ PROBES: dict[str, Probe] = {
         f"/surveys/{ids['survey']}/responses",
         {"customer_id": v, "score": 9},
     ),
+    "WorkspacePatch.default_assignee_id": lambda ids, v: ("PATCH", "/workspace", {"default_assignee_id": v}),
 }
 
 
@@ -146,6 +147,7 @@ async def test_an_unknown_or_foreign_id_in_any_reference_field_is_refused_naming
         "owner_id": str(other_tenant.users["sales"].id),
         "assignee_id": str(other_tenant.users["sales"].id),
         "user_id": str(other_tenant.users["sales"].id),
+        "default_assignee_id": str(other_tenant.users["sales"].id),
     }
     failures = []
     for name, probe in PROBES.items():
