@@ -34,9 +34,7 @@ def upgrade() -> None:
         ["id", "default_assignee_id"],
         ["workspace_id", "id"],
     )
-    op.add_column(
-        "care_rules", sa.Column("calendar", sa.String(length=9), server_default="gregorian", nullable=False)
-    )
+    op.add_column("care_rules", sa.Column("calendar", sa.String(length=9), server_default="gregorian", nullable=False))
     op.create_table(
         "lifecycle_rules",
         sa.Column("workspace_id", sa.Uuid(), nullable=False),
