@@ -55,6 +55,15 @@ async def _plan(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/follow-up-plans", body)
 
 
+async def _care_rule(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    return await _created(client, tenant, "/care-rules", {"name": "生日", "kind": "birthday", "task_title": "祝福"})
+
+
+async def _workspace(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    """The caller's own: nothing to make, and its path names no id."""
+    return str(tenant.id)
+
+
 async def _segment(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/segments", {"name": f"s-{uuid.uuid4().hex[:8]}", "kind": "static"})
 
@@ -83,6 +92,8 @@ MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/tickets/{ticket_id}": (_ticket, lambda i: {"subject": f"s{i}"}),
     "/api/v1/custom-fields/{field_id}": (_custom_field, lambda i: {"label": f"l{i}"}),
     "/api/v1/follow-up-plans/{plan_id}": (_plan, lambda i: {"name": f"n{i}"}),
+    "/api/v1/care-rules/{rule_id}": (_care_rule, lambda i: {"name": f"n{i}"}),
+    "/api/v1/workspace": (_workspace, lambda i: {"name": f"w{i}"}),
     "/api/v1/segments/{segment_id}": (_segment, lambda i: {"name": f"n{i}"}),
     "/api/v1/webhook-endpoints/{endpoint_id}": (_endpoint, lambda i: {"description": f"d{i}"}),
     "/api/v1/users/{user_id}": (_user, lambda i: {"name": f"n{i}"}),
@@ -114,7 +125,7 @@ async def test_concurrent_writes_with_one_if_match_have_exactly_one_winner(
     for path, method in _if_match_operations(app):
         make, body = MAKERS[path]
         row_id = await make(live_client, live_tenant)
-        url = path.replace(path[path.rindex("{") :], row_id)
+        url = path.replace(path[path.rindex("{") :], row_id) if "{" in path else path
         headers = {**live_tenant.headers(), "If-Match": '"1"'}
         if method == "patch":
             sent = [live_client.patch(url, json=body(i), headers=headers) for i in range(20)]
