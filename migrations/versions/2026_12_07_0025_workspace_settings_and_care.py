@@ -6,7 +6,7 @@ customer's owner, else the workspace's earliest-created active admin, the fallba
 (app/services/engagement/assignees.py).
 
 Revision ID: 9d2f6b7c4e13
-Revises: 5c3e8a1f0b62
+Revises: 5d1b7e3a9c24
 Create Date: 2026-12-07 22:00:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "9d2f6b7c4e13"
-down_revision: str | None = "5c3e8a1f0b62"
+down_revision: str | None = "5d1b7e3a9c24"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
