@@ -28,6 +28,7 @@ async def _rule(client: httpx.AsyncClient, tenant: Tenant, **fields: object) -> 
     body: dict[str, object] = {"name": "关怀", "kind": "birthday", "task_title": "问候"} | fields
     response = await client.post("/api/v1/care-rules", json=body, headers=tenant.headers())
     assert response.status_code == 201, response.text
+    assert response.headers["location"] == f"/api/v1/care-rules/{response.json()['id']}"
     return dict(response.json())
 
 

@@ -71,8 +71,9 @@ async def list_care_rules(ctx: CustomersRead, session: Reader) -> Response:
 async def create_care_rule(data: CareRuleIn, ctx: PlansWrite, session: Session) -> Response:
     """Birthdays, a fixed date (a holiday) or a date custom field (an anniversary): a reminder task
     for the owner `lead_days` ahead, skipping customers who declined every channel."""
+    rule = await follow_ups.create_care_rule(session, ctx, data)
     return resource_response(
-        follow_ups.present_care_rule(await follow_ups.create_care_rule(session, ctx, data)), status_code=201
+        follow_ups.present_care_rule(rule), status_code=201, location=f"/api/v1/care-rules/{rule.id}"
     )
 
 
