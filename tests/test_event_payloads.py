@@ -52,6 +52,7 @@ Validators = dict[str, jsonschema_rs.Draft202012Validator]
 
 ORDER_FILE = {"订单号": "external_id", "客户编号": "customer_code", "下单时间": "ordered_at", "状态": "status"}
 ORDER_FILE |= {"商品编码": "sku", "商品": "product_name", "数量": "quantity", "单价": "unit_price"}
+ORDER_FILE |= {"发货状态": "fulfilment_status", "运单号": "tracking_reference"}
 CONTACT_FILE = {"客户编号": "customer_code", "渠道": "channel", "方向": "direction", "时间": "occurred_at"}
 CONTACT_FILE |= {"编号": "external_id"}
 CUSTOMER_FILE = {"姓名": "name", "手机": "phone", "城市": "city"}
@@ -249,10 +250,33 @@ async def _drive_every_path(
         {"order.updated"},
         lambda: paths.call("POST", "/orders", 200, json={**order, "status": "cancelled"}),
     )
+
+    async def fulfilment_moves() -> None:
+        stored = await paths.call("POST", "/orders", 200, json=order)
+        moved = {"status": "shipped", "tracking_reference": "SF100", "note": "顺丰"}
+        version = {"If-Match": f'"{stored["version"]}"'}
+        await paths.call("POST", f"/orders/{stored['id']}/fulfilment", 200, json=moved, headers=version)
+
+    await paths.run("order fulfilment API", {"order.fulfilment_changed"}, fulfilment_moves)
+    await paths.run(
+        "order API fulfilment",
+        {"order.fulfilment_changed"},
+        lambda: paths.call("POST", "/orders", 200, json={**order, "fulfilment_status": "delivered"}),
+    )
     await paths.run(
         "order batch",
         {"order.created"},
         lambda: paths.call("POST", "/orders/batch", 207, json={"items": [{**order, "external_id": "SO-2"}]}),
+    )
+    await paths.run(
+        "order batch fulfilment",
+        {"order.fulfilment_changed"},
+        lambda: paths.call(
+            "POST",
+            "/orders/batch",
+            207,
+            json={"items": [{**order, "external_id": "SO-2", "fulfilment_status": "shipped"}]},
+        ),
     )
 
     b_code = (await paths.call("GET", f"/customers/{b}", 200))["code"]
@@ -273,8 +297,11 @@ async def _drive_every_path(
     )
     await paths.run(
         "order import upsert",
-        {"order.updated"},
-        lambda: order_file([{**order_rows[0], "status": "cancelled"}], "upsert"),
+        {"order.updated", "order.fulfilment_changed"},
+        lambda: order_file(
+            [{**order_rows[0], "status": "cancelled", "fulfilment_status": "shipped", "tracking_reference": "SF9"}],
+            "upsert",
+        ),
     )
 
     async def contact_file() -> None:

@@ -10,7 +10,7 @@ from app.models.idempotency import IdempotencyRecord
 from app.models.import_job import ExportJob, ImportJob, ImportRowError
 from app.models.interaction import CareRule, FollowUpPlan, Interaction, Task
 from app.models.lifecycle import CustomerStage, LifecycleRules, LifecycleStage, StageHistory
-from app.models.order import Order, OrderLine
+from app.models.order import Order, OrderFulfilmentChange, OrderLine
 from app.models.outbox import OutboxEvent
 from app.models.segment import Segment, SegmentMember, SegmentSize
 from app.models.stored_file import StoredFile, StoredFileChunk
@@ -54,6 +54,7 @@ __all__ = [
     "LifecycleRules",
     "LifecycleStage",
     "Order",
+    "OrderFulfilmentChange",
     "OrderLine",
     "OutboxEvent",
     "Segment",

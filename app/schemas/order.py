@@ -6,9 +6,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from app.schemas.common import DECIMAL_TEXT, InputModel, Label, MoneyOut, Name, NoNul, OutputModel, Timestamp
+from app.schemas.common import DECIMAL_TEXT, Actor, InputModel, Label, MoneyOut, Name, NoNul, OutputModel, Timestamp
 
 OrderStatus = Literal["paid", "refunded", "partially_refunded", "cancelled"]
 # The RFM map's segments (app.services.value.customer_values), in its order.
@@ -25,6 +25,9 @@ RfmSegment = Literal[
     "Hibernating",
     "Lost",
 ]
+FulfilmentStatus = Literal["pending", "paid", "shipped", "delivered", "cancelled", "returned"]
+TrackingReference = Annotated[str, Field(min_length=1, max_length=128, examples=["SF1234567890"]), NoNul]
+OrderSort = Literal["-ordered_at", "ordered_at"]
 QuantityOut = Annotated[str, Field(pattern=DECIMAL_TEXT, examples=["2"])]
 
 
@@ -83,6 +86,17 @@ class OrderIn(InputModel):
     channel: Label | None = Field(default=None, examples=["online"])
     store: Name | None = Field(default=None, examples=["Tmall flagship"])
     lines: list[OrderLineIn] = Field(min_length=1, max_length=500)
+    fulfilment_status: FulfilmentStatus | None = Field(
+        default=None,
+        examples=["shipped"],
+        description="Where the goods are. A new order without one starts where its `status` puts it "
+        "(paid, partially refunded: `paid`; refunded: `returned`; cancelled: `cancelled`); a stored "
+        "order without one keeps its own. A change follows the allowed moves of "
+        "POST /orders/{order_id}/fulfilment (409 otherwise).",
+    )
+    tracking_reference: TrackingReference | None = Field(
+        default=None, description="The carrier's reference; without one the stored reference stays."
+    )
 
 
 class OrderLineOut(BaseModel):
@@ -106,6 +120,9 @@ class OrderOut(OutputModel):
     channel: str | None
     store: str | None
     lines: list[OrderLineOut]
+    fulfilment_status: FulfilmentStatus
+    tracking_reference: str | None = Field(examples=["SF1234567890"])
+    fulfilment_updated_at: datetime
     created_at: datetime
     updated_at: datetime
     version: int
@@ -114,6 +131,60 @@ class OrderOut(OutputModel):
 class OrderPage(BaseModel):
     items: list[OrderOut]
     next_cursor: str | None
+
+
+class FulfilmentIn(InputModel):
+    status: FulfilmentStatus = Field(examples=["shipped"])
+    tracking_reference: TrackingReference | None = Field(
+        default=None, description="The carrier's reference; without one the stored reference stays."
+    )
+    note: Annotated[str, Field(min_length=1, max_length=500), NoNul] | None = Field(
+        default=None, examples=["顺丰 next-day"]
+    )
+
+
+class FulfilmentChangeOut(BaseModel):
+    from_status: FulfilmentStatus | None = Field(description="Null on the order's first status.")
+    to_status: FulfilmentStatus
+    tracking_reference: str | None
+    note: str | None
+    actor: Actor
+    at: datetime
+
+
+class FulfilmentHistoryPage(BaseModel):
+    items: list[FulfilmentChangeOut]
+    next_cursor: str | None
+
+
+# Each filter narrows the list; a list-valued one matches any of its values.
+
+
+class OrderFilters(InputModel):
+    customer_id: list[uuid.UUID] = Field(default=[], max_length=100)
+    status: list[OrderStatus] = Field(default=[], max_length=100, description="The financial status.")
+    fulfilment_status: list[FulfilmentStatus] = Field(default=[], max_length=100)
+    ordered_from: Timestamp | None = Field(default=None, description="Ordered at or after this instant.")
+    ordered_to: Timestamp | None = Field(default=None, description="Ordered before this instant.")
+    source: list[Label] = Field(default=[], max_length=100)
+    channel: list[Label] = Field(default=[], max_length=100)
+    store: list[Name] = Field(default=[], max_length=100)
+    min_total_amount: Amount | None = Field(default=None, description="Total at least this.")
+    max_total_amount: Amount | None = Field(default=None, description="Total at most this.")
+    category: list[Label] = Field(default=[], max_length=100, description="Orders with a line in one of them.")
+
+
+class OrderQuery(OrderFilters):
+    """The filters as query parameters (a list filter repeats: `?status=paid&status=refunded`); the
+    page and sort parameters are declared beside them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class OrderSearch(OrderFilters):
+    sort: OrderSort = "-ordered_at"
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=512)
 
 
 class OrderBatch(BaseModel):

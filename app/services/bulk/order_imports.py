@@ -32,11 +32,21 @@ from app.services.bulk.imports import Progress
 from app.services.bulk.record_imports import CUSTOMER_KEYS, Loc, Problem, as_is, as_text, changes_sql
 from app.services.events import audit, outbox
 from app.services.segments import lifecycle
-from app.services.value import customer_values, orders
+from app.services.value import customer_values, fulfilment, orders
 
 BATCH = 5000
 ORDERS_PER_PAGE = 1000
-HEADER_FIELDS = ("ordered_at", "status", "currency", "total_amount", "refunded_amount", "channel", "store")
+HEADER_FIELDS = (
+    "ordered_at",
+    "status",
+    "currency",
+    "total_amount",
+    "refunded_amount",
+    "channel",
+    "store",
+    "fulfilment_status",
+    "tracking_reference",
+)
 LINE_FIELDS = tuple(OrderLineIn.model_fields)
 FIELDS = (*CUSTOMER_KEYS, "source", "external_id", *HEADER_FIELDS, *LINE_FIELDS)
 # A file has an order's lines one per row; without a currency it is the workspace's, without a
@@ -78,6 +88,8 @@ STAGE_COLUMNS = (
     ("refunded_amount", "numeric"),
     ("channel", "text"),
     ("store", "text"),
+    ("fulfilment_status", "text"),
+    ("tracking_reference", "text"),
     ("row_numbers", "int[]"),
 )
 STAGE_EXTRA = (
@@ -218,10 +230,18 @@ updated_events AS (
 {_AUDITED}
 """
 )
+# The orders whose fulfilment the page sets: every new one (its first status), and stored ones the file moves.
+FULFILMENT_SQL = text(
+    """
+SELECT order_id, created, status, fulfilment_status, tracking_reference FROM order_import_stage
+WHERE created OR (order_id IS NOT NULL AND (fulfilment_status IS NOT NULL OR tracking_reference IS NOT NULL))
+"""
+)
 SUMMARY_SQL = text(
     """
 SELECT coalesce(sum(cardinality(row_numbers)) FILTER (WHERE created), 0),
-       coalesce(sum(cardinality(row_numbers)) FILTER (WHERE NOT created AND changes <> '{}'::jsonb), 0),
+       coalesce(sum(cardinality(row_numbers)) FILTER (
+           WHERE NOT created AND (changes <> '{}'::jsonb OR order_id = ANY (CAST(:moved AS uuid[])))), 0),
        ARRAY(SELECT customer_id FROM order_import_stage WHERE created OR changes <> '{}'::jsonb
              UNION
              SELECT previous_customer_id FROM order_import_stage WHERE NOT created AND changes <> '{}'::jsonb)
@@ -383,10 +403,33 @@ class _Pages:
                 self.job.failed += len(order.rows) - len(order.rejected_rows)
             else:
                 valid.append((order, data))
+        if valid and self.job.mode == "upsert":
+            valid = await self._allowed_moves(session, valid, rejected)
         if valid:
             await self._write(session, valid)
         await record_imports.record_problems(session, self.job, rejected)
         await session.commit()
+
+    async def _allowed_moves(
+        self, session: AsyncSession, valid: list[tuple[_Order, OrderIn]], rejected: list[Problem]
+    ) -> list[tuple[_Order, OrderIn]]:
+        """The orders whose fulfilment move is allowed from their stored status; the others are
+        rejected whole, as the API refuses them."""
+        moving = [(order.source, order.external_id) for order, data in valid if data.fulfilment_status]
+        current = await fulfilment.current_by_key(session, self.ctx, moving)
+        allowed = []
+        for order, data in valid:
+            stored = current.get((order.source, order.external_id))
+            problem = fulfilment.refusal(stored, data.fulfilment_status) if stored and data.fulfilment_status else None
+            if problem is None:
+                allowed.append((order, data))
+                continue
+            moves = ", ".join(problem.extra["allowed"]) or "none"
+            where = order.field_rows["fulfilment_status"], self.columns["fulfilment_status"]
+            order.problems.append((*where, f"{problem.detail} Allowed: {moves}."))
+            rejected += order.rejection()
+            self.job.failed += len(order.rows) - len(order.rejected_rows)
+        return allowed
 
     def _check(self, order: _Order, found: dict[tuple[str, str], Any]) -> OrderIn | None:
         """The order as the API's OrderIn and amount rules take it, or None with its problems noted."""
@@ -441,6 +484,8 @@ class _Pages:
                     data.refunded_amount,
                     data.channel,
                     data.store,
+                    data.fulfilment_status,
+                    data.tracking_reference,
                     [row["row_number"] for row in order.rows],
                 )
                 for order, data in valid
@@ -473,6 +518,19 @@ class _Pages:
             await session.execute(DELETE_LINES_SQL, params)
         await session.execute(INSERT_SQL, params)
         await session.execute(LINES_SQL, params)
+        moved = await fulfilment.write(
+            session,
+            self.ctx,
+            [
+                fulfilment.Change(
+                    row.order_id,
+                    row.fulfilment_status or (fulfilment.first_status(row.status) if row.created else None),
+                    row.tracking_reference,
+                    created=row.created,
+                )
+                for row in await session.execute(FULFILMENT_SQL)
+            ],
+        )
         await session.execute(
             RECORD_SQL,
             {
@@ -483,7 +541,7 @@ class _Pages:
                 "actor_id": self.ctx.actor_id,
             },
         )
-        created, updated, customers = (await session.execute(SUMMARY_SQL)).one()
+        created, updated, customers = (await session.execute(SUMMARY_SQL, {"moved": list(moved)})).one()
         staged = sum(len(order.rows) for order, _ in valid)
         self.job.created += created
         self.job.updated += updated

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from app.schemas.auth import TeamOut, UserOut
 from app.schemas.customer import CustomerOut
 from app.schemas.interaction import InteractionOut, TaskOut
-from app.schemas.order import OrderOut
+from app.schemas.order import FulfilmentStatus, OrderOut
 from app.schemas.ticket import TicketOut
 
 
@@ -21,6 +21,18 @@ class CustomerChanged(CustomerOut):
 
 class OrderChanged(OrderOut):
     changed_fields: list[str] = Field(description="The fields that changed.", examples=[["status", "lines"]])
+
+
+class FulfilmentChanged(BaseModel):
+    order_id: str
+    customer_id: str
+    source: str = Field(examples=["shopify"])
+    external_id: str = Field(examples=["SO-2026-0042"])
+    from_status: FulfilmentStatus
+    to_status: FulfilmentStatus = Field(description="Equal to `from_status` when only the tracking reference changed.")
+    tracking_reference: str | None = Field(examples=["SF1234567890"])
+    note: str | None
+    at: datetime
 
 
 class TicketMoved(TicketOut):
@@ -137,6 +149,11 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("ticket.csat_received", "A customer rated a resolved ticket.", CsatReceived),
     EventType("order.created", "An order was recorded.", OrderOut),
     EventType("order.updated", "A recorded order changed (status, refund, lines...).", OrderChanged),
+    EventType(
+        "order.fulfilment_changed",
+        "An order's fulfilment status or tracking reference changed.",
+        FulfilmentChanged,
+    ),
     EventType("tier.changed", "A customer moved to another value tier.", TierChanged),
     EventType("lifecycle.stage_changed", "A customer moved to another lifecycle stage.", StageChanged),
     EventType("segment.member_added", "A customer joined a dynamic segment at a refresh.", SegmentMembership),

@@ -1,6 +1,7 @@
 """Orders: idempotent upsert per (source, external id), listing, and the customer figures they drive."""
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -17,15 +18,16 @@ from app.core.errors import ValidationFailed
 from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import SortKey, keyset_page
+from app.core.versions import check_version
 from app.core.wire import money_text
-from app.models import Order, OrderLine, Workspace
-from app.schemas.order import OrderIn, OrderLineOut
+from app.models import Order, OrderFulfilmentChange, OrderLine, Workspace
+from app.schemas.order import FulfilmentIn, OrderFilters, OrderIn, OrderLineOut
 from app.services.customers.visibility import require_visible, through_customer
 from app.services.events import audit, outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Field, Payload, column, given, money, timestamp
 from app.services.segments import lifecycle
-from app.services.value import customer_values
+from app.services.value import customer_values, fulfilment
 
 _CURRENCIES = frozenset(list_currencies()) - {"XXX", "XTS"}
 
@@ -70,6 +72,10 @@ async def upsert(session: AsyncSession, ctx: Caller, data: OrderIn) -> tuple[Ord
                 raise
     if existing is None:
         lines = await _replace_lines(session, ctx, order, data)
+        first = data.fulfilment_status or fulfilment.first_status(data.status)
+        await fulfilment.write(
+            session, ctx, [fulfilment.Change(order.id, first, data.tracking_reference, created=True)]
+        )
         outbox.emit(session, ctx, "order.created", event_data(order, lines))
         audit.record(session, ctx, entity_type="order", entity_id=order.id, action="created", changes={})
         await _refresh_figures(session, ctx, order.customer_id)
@@ -77,6 +83,10 @@ async def upsert(session: AsyncSession, ctx: Caller, data: OrderIn) -> tuple[Ord
     previous_customer = existing.customer_id
     # The stored order may be a customer's the caller cannot see: it is not the caller's to move or change.
     await require_visible(session, ctx, previous_customer)
+    if data.fulfilment_status is not None or data.tracking_reference is not None:
+        await fulfilment.write(
+            session, ctx, [fulfilment.Change(existing.id, data.fulfilment_status, data.tracking_reference)]
+        )
     changes = {
         name: {"before": to_jsonable(getattr(existing, name)), "after": to_jsonable(value)}
         for name, value in fields.items()
@@ -162,6 +172,101 @@ async def list_for_customer(
     return [(o, lines[o.id]) for o in page], next_cursor
 
 
+async def list_orders(
+    session: AsyncSession,
+    ctx: Caller,
+    filters: OrderFilters,
+    *,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+    loc: str,
+) -> tuple[list[tuple[Order, list[OrderLine]]], str | None]:
+    """The orders of the customers the caller may see, by `sort` (`-ordered_at`: newest first),
+    narrowed by every filter given; two statements whatever the page size. `loc` ("query" or
+    "body") is where a bad filter or cursor is reported."""
+    if filters.ordered_from and filters.ordered_to and filters.ordered_from >= filters.ordered_to:
+        raise ValidationFailed("ordered_to must be after ordered_from.", loc=[loc, "ordered_to"])
+    if (
+        filters.min_total_amount is not None
+        and filters.max_total_amount is not None
+        and filters.min_total_amount > filters.max_total_amount
+    ):
+        raise ValidationFailed("max_total_amount is less than min_total_amount.", loc=[loc, "max_total_amount"])
+    stmt = through_customer(Order, ctx)
+    any_of: dict[Any, Sequence[Any]] = {
+        Order.customer_id: filters.customer_id,
+        Order.status: filters.status,
+        Order.fulfilment_status: filters.fulfilment_status,
+        Order.source: filters.source,
+        Order.channel: filters.channel,
+        Order.store: filters.store,
+    }
+    for column_, values in any_of.items():
+        if values:
+            stmt = stmt.where(column_.in_(values))
+    if filters.ordered_from:
+        stmt = stmt.where(Order.ordered_at >= filters.ordered_from)
+    if filters.ordered_to:
+        stmt = stmt.where(Order.ordered_at < filters.ordered_to)
+    if filters.min_total_amount is not None:
+        stmt = stmt.where(Order.total_amount >= filters.min_total_amount)
+    if filters.max_total_amount is not None:
+        stmt = stmt.where(Order.total_amount <= filters.max_total_amount)
+    if filters.category:
+        stmt = stmt.where(
+            Order.id.in_(
+                select(OrderLine.order_id).where(
+                    OrderLine.workspace_id == ctx.workspace_id, OrderLine.category.in_(filters.category)
+                )
+            )
+        )
+    descending = sort.startswith("-")
+    keys = [SortKey(Order.ordered_at, descending=descending), SortKey(Order.id, descending=descending)]
+    page, next_cursor = await keyset_page(
+        session, stmt, keys, list_name=f"orders:{sort}", limit=limit, cursor=cursor, cursor_loc=loc
+    )
+    lines = await lines_of(session, ctx, [o.id for o in page])
+    return [(o, lines[o.id]) for o in page], next_cursor
+
+
+async def change_fulfilment(
+    session: AsyncSession, ctx: Caller, order_id: uuid.UUID, data: FulfilmentIn, *, expected_version: int
+) -> tuple[Order, list[OrderLine]]:
+    """Move the order's fulfilment (409 with the allowed moves otherwise) or set its tracking reference."""
+    order = await scoped.one(
+        session, through_customer(Order, ctx).where(Order.id == order_id), missing="No order with that id.", lock=True
+    )
+    check_version(order.version, expected_version, what="order")
+    await fulfilment.write(session, ctx, [fulfilment.Change(order.id, data.status, data.tracking_reference, data.note)])
+    return order, (await lines_of(session, ctx, [order.id]))[order.id]
+
+
+async def fulfilment_history(
+    session: AsyncSession, ctx: Caller, order_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[OrderFulfilmentChange], str | None]:
+    """Oldest first: the order's first status, then every change."""
+    await scoped.one(
+        session, through_customer(Order, ctx).where(Order.id == order_id), missing="No order with that id."
+    )
+    stmt = select(OrderFulfilmentChange).where(
+        OrderFulfilmentChange.workspace_id == ctx.workspace_id, OrderFulfilmentChange.order_id == order_id
+    )
+    keys = [SortKey(OrderFulfilmentChange.at), SortKey(OrderFulfilmentChange.id)]
+    return await keyset_page(session, stmt, keys, list_name=f"order-fulfilment:{order_id}", limit=limit, cursor=cursor)
+
+
+def present_change(change: OrderFulfilmentChange) -> dict[str, Any]:
+    return {
+        "from_status": change.from_status,
+        "to_status": change.to_status,
+        "tracking_reference": change.tracking_reference,
+        "note": change.note,
+        "actor": change.actor,
+        "at": change.at,
+    }
+
+
 async def lines_of(session: AsyncSession, ctx: Caller, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[OrderLine]]:
     result: dict[uuid.UUID, list[OrderLine]] = {order_id: [] for order_id in order_ids}
     if order_ids:
@@ -198,6 +303,9 @@ def present(order: Order, lines: list[OrderLine]) -> dict[str, Any]:
             }
             for line in lines
         ],
+        "fulfilment_status": order.fulfilment_status,
+        "tracking_reference": order.tracking_reference,
+        "fulfilment_updated_at": order.fulfilment_updated_at,
         "created_at": order.created_at,
         "updated_at": order.updated_at,
         "version": order.version,
@@ -247,6 +355,9 @@ ORDER_EVENT: Payload[Order] = Payload(
               FROM order_lines l WHERE l.workspace_id = {o}.workspace_id AND l.order_id = {o}.id)"""
             ),
         ),
+        column("fulfilment_status"),
+        column("tracking_reference"),
+        timestamp("fulfilment_updated_at"),
         timestamp("created_at"),
         timestamp("updated_at"),
         column("version"),
