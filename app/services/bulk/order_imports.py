@@ -6,7 +6,8 @@ staging table, then takes the orders a page at a time. Each order is checked wit
 schema and amount rules (its rows must agree on the order's fields; one bad row rejects the whole
 order), and the page is merged set-based in one transaction: orders created, or in upsert mode
 updated where a field or a line differs, with their lines, `order.created` / `order.updated`
-events and audit entries; then the value figures, tier and lifecycle stage of every customer the
+events and audit entries, and their fulfilment through the API's one writer (a move it refuses
+rejects the order); then the value figures, tier and lifecycle stage of every customer the
 page touched, in one pass over them all, as the per-order path keeps them."""
 
 from collections.abc import Sequence
