@@ -1,6 +1,7 @@
 """Races a client can start: every If-Match write has one winner, every unique key one creator."""
 
 import asyncio
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -45,6 +46,18 @@ async def _ticket(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/tickets", body)
 
 
+async def _order(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = {
+        "external_id": f"SO-{uuid.uuid4().hex[:8]}",
+        "customer_id": await _customer(client, tenant),
+        "ordered_at": clock.now().isoformat(),
+        "currency": "CNY",
+        "total_amount": "20.00",
+        "lines": [{"sku": "TEA", "product_name": "龙井", "quantity": "1", "unit_price": "20.00"}],
+    }
+    return await _created(client, tenant, "/orders", body)
+
+
 async def _custom_field(client: httpx.AsyncClient, tenant: Tenant) -> str:
     body = {"key": f"k_{uuid.uuid4().hex[:8]}", "label": "Level", "type": "text"}
     return await _created(client, tenant, "/custom-fields", body)
@@ -83,8 +96,8 @@ async def _team(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/teams", {"name": f"team-{uuid.uuid4().hex[:8]}"})
 
 
-# Per path of the OpenAPI document: how to make the resource and a PATCH body that changes it.
-# Each of the 20 PATCHes sends a different value so that none is a no-op that keeps the ETag.
+# Per path of the OpenAPI document: how to make the resource and a PATCH (or POST) body that changes
+# it. Each of the 20 requests sends a different value so that none is a no-op that keeps the ETag.
 MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/customers/{customer_id}": (_customer, lambda i: {"title": f"t{i}"}),
     "/api/v1/interactions/{interaction_id}": (_interaction, lambda i: {"subject": f"s{i}"}),
@@ -98,6 +111,7 @@ MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/webhook-endpoints/{endpoint_id}": (_endpoint, lambda i: {"description": f"d{i}"}),
     "/api/v1/users/{user_id}": (_user, lambda i: {"name": f"n{i}"}),
     "/api/v1/teams/{team_id}": (_team, lambda i: {"name": f"n{i}"}),
+    "/api/v1/orders/{order_id}/fulfilment": (_order, lambda i: {"status": "paid", "tracking_reference": f"SF{i}"}),
 }
 
 
@@ -125,10 +139,10 @@ async def test_concurrent_writes_with_one_if_match_have_exactly_one_winner(
     for path, method in _if_match_operations(app):
         make, body = MAKERS[path]
         row_id = await make(live_client, live_tenant)
-        url = path.replace(path[path.rindex("{") :], row_id) if "{" in path else path
+        url = re.sub(r"\{\w+\}", row_id, path)
         headers = {**live_tenant.headers(), "If-Match": '"1"'}
-        if method == "patch":
-            sent = [live_client.patch(url, json=body(i), headers=headers) for i in range(20)]
+        if method in ("patch", "post"):
+            sent = [live_client.request(method.upper(), url, json=body(i), headers=headers) for i in range(20)]
         else:
             sent = [live_client.delete(url, headers=headers) for _ in range(20)]
         statuses = sorted(r.status_code for r in await asyncio.gather(*sent))

@@ -1,4 +1,4 @@
-"""Orders: idempotent upsert per (source, external id), listing, and the customer figures they drive."""
+"""Orders: idempotent upsert per (source, external id), lists, fulfilment moves, and the customer figures they drive."""
 
 import uuid
 from collections.abc import Sequence
