@@ -1,6 +1,7 @@
 """Orders' fulfilment: first status, allowed moves and refusals, history, tracking reference, events
 and audit entries, and the one writer behind the API, the upsert, the batch and the file import."""
 
+import asyncio
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -8,13 +9,16 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 from fastapi import FastAPI
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from app.core import migrations
 from app.core.access import Caller
 from app.models import AuditEntry, Order, OrderFulfilmentChange, OutboxEvent
 from app.services.value import fulfilment
+from tests.database import TEST_DATABASE, fresh_database
 from tests.factories import Tenant, customer_body
 from tests.import_helpers import create_customer, queue_and_run
 from tests.test_orders_and_value import _customer, _order
@@ -433,3 +437,70 @@ async def test_the_import_moves_through_the_one_writer_and_rejects_a_refused_mov
         ("F-2", "shipped", "SF2"),
     ]
     assert audited == 2
+
+
+FULFILMENT_REVISION = "7d41c9e2a5b3"
+WS, CUSTOMER = "01900000-0000-7000-8000-0000000000a1", "01900000-0000-7000-8000-0000000000a2"
+
+
+@pytest.fixture(scope="module")
+def backfill_database_url() -> str:
+    return fresh_database(f"{TEST_DATABASE}_fulfilment")
+
+
+async def test_the_migration_backfills_stored_orders_by_their_status_and_downgrades(backfill_database_url: str) -> None:
+    url = backfill_database_url
+    before = ScriptDirectory.from_config(migrations.alembic_config(url)).get_revision(FULFILMENT_REVISION).down_revision
+    assert isinstance(before, str)
+    await asyncio.to_thread(migrations.upgrade, url, before)
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"INSERT INTO workspaces (id, slug, name) VALUES ('{WS}', 'f', 'F')"))
+        await conn.execute(
+            text(
+                "INSERT INTO customers (workspace_id, id, code, kind, name, search_text) "
+                f"VALUES ('{WS}', '{CUSTOMER}', 'KH-1', 'individual', '张伟', '张伟 kh-1')"
+            )
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO orders (workspace_id, id, customer_id, source, external_id, ordered_at, status, currency, "
+                "total_amount, refunded_amount, created_at, updated_at, version) "
+                f"SELECT '{WS}', guanxi_uuid7(), '{CUSTOMER}', 'shop', s, '2026-01-01Z', s, 'CNY', 10, "
+                "CASE s WHEN 'refunded' THEN 10 WHEN 'partially_refunded' THEN 1 ELSE 0 END, "
+                "'2026-01-01Z', '2026-02-01Z', 1 "
+                "FROM unnest(ARRAY['paid', 'partially_refunded', 'refunded', 'cancelled']) s"
+            )
+        )
+    await asyncio.to_thread(migrations.upgrade, url, FULFILMENT_REVISION)
+    async with engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                text(
+                    "SELECT o.external_id, o.fulfilment_status, o.fulfilment_updated_at = o.updated_at, "
+                    "h.from_status, h.to_status, h.actor FROM orders o "
+                    "JOIN order_fulfilment_history h ON h.workspace_id = o.workspace_id AND h.order_id = o.id "
+                    "ORDER BY o.external_id"
+                )
+            )
+        ).all()
+    assert [tuple(row) for row in stored] == [
+        (status, fulfilled, True, None, fulfilled, {"type": "system", "id": None})
+        for status, fulfilled in (
+            ("cancelled", "cancelled"),
+            ("paid", "paid"),
+            ("partially_refunded", "paid"),
+            ("refunded", "returned"),
+        )
+    ]
+    await asyncio.to_thread(migrations.downgrade, url, before)
+    async with engine.connect() as conn:
+        orders_left = await conn.scalar(text("SELECT count(*) FROM orders"))
+        columns = await conn.scalar(
+            text(
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'orders' "
+                "AND column_name IN ('fulfilment_status', 'tracking_reference', 'fulfilment_updated_at')"
+            )
+        )
+    await engine.dispose()
+    assert (orders_left, columns) == (4, 0)
