@@ -157,10 +157,9 @@ class FulfilmentHistoryPage(BaseModel):
     next_cursor: str | None
 
 
-# Each filter narrows the list; a list-valued one matches any of its values.
-
-
 class OrderFilters(InputModel):
+    """Each filter given narrows the list; a list-valued one matches any of its values."""
+
     customer_id: list[uuid.UUID] = Field(default=[], max_length=100)
     status: list[OrderStatus] = Field(default=[], max_length=100, description="The financial status.")
     fulfilment_status: list[FulfilmentStatus] = Field(default=[], max_length=100)
@@ -182,6 +181,8 @@ class OrderQuery(OrderFilters):
 
 
 class OrderSearch(OrderFilters):
+    """The filters, sort and page of GET /orders in a body."""
+
     sort: OrderSort = "-ordered_at"
     limit: int = Field(default=20, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=512)
