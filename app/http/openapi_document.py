@@ -149,6 +149,8 @@ def _not_null(schema: dict[str, Any]) -> None:
     if "anyOf" in schema and len(branches) == 1:
         del schema["anyOf"]
         schema.update(branches[0])
+    elif "anyOf" in schema:
+        schema["anyOf"] = branches
 
 
 def _complete(operation: dict[str, Any]) -> None:
