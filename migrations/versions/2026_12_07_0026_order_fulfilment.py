@@ -1,7 +1,7 @@
 """orders' fulfilment status, tracking reference and history; the workspace's order list index
 
 Revision ID: 7d41c9e2a5b3
-Revises: 5d1b7e3a9c24
+Revises: 9d2f6b7c4e13
 Create Date: 2026-12-07 22:00:00
 
 Existing orders get the fulfilment status their financial status implies (paid and partially
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "7d41c9e2a5b3"
-down_revision: str | None = "5d1b7e3a9c24"
+down_revision: str | None = "9d2f6b7c4e13"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
