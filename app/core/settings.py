@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     # deliveries held before any runs out of attempts.
     webhook_disable_after_hours: float = Field(default=48.0, gt=0)
     webhook_secret_overlap_hours: float = Field(default=24.0, ge=0)
+    # Webhook attempts in flight per worker, and of those, to one endpoint (None: half).
     worker_concurrency: int = Field(default=20, ge=1, le=500)
+    webhook_endpoint_concurrency: int | None = Field(default=None, ge=1, le=500)
     # Touched by a running worker every few seconds; the image's healthcheck reads its age.
     worker_heartbeat_file: Path | None = None
 

@@ -1,7 +1,8 @@
 """Webhook fan-out and delivery.
 
 The dispatch reaction turns committed events into deliveries and queues due attempts as pgqueuer jobs
-of up to ATTEMPTS_PER_JOB; the DELIVER entrypoint sends them. Any number of workers can run side by
+of up to ATTEMPTS_PER_JOB; the DELIVER entrypoint sends them, as many attempts at once as the
+worker's slots allow, whatever the jobs' sizes. Any number of workers can run side by
 side: fan-out skips locked rows, and each attempt is claimed once.
 
 Dispatch is a reaction, not a cron schedule: a commit's NOTIFY starts it so that an event leaves
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.settings import Settings
 from app.services.events import webhook_delivery, webhook_dispatch
 from app.services.events.webhook_dispatch import AttemptBatch, DueAttempt
+from app.services.events.webhook_slots import Slots
 from app.workers.registry import Registry, Resources
 
 # Jobs of several attempts. Workers from before batching take jobs of one attempt under the old
@@ -33,22 +35,38 @@ SWEEP_SECONDS = 2.0
 
 
 def job_slots(settings: Settings) -> int:
-    """Delivery jobs a worker runs at once: its concurrency in attempts, in jobs of up to
-    ATTEMPTS_PER_JOB; the job queue needs room for two at least."""
+    """Delivery jobs a worker holds at once. Attempts in flight are counted by its `Slots`, not by
+    jobs: as many jobs as attempts let jobs of one attempt (events committed one at a time) reach
+    the concurrency, and as many again keep a place on the queue for other endpoints' jobs while
+    some wait for a slot of an endpoint that holds its whole share."""
+    return 2 * settings.worker_concurrency
+
+
+def slots(settings: Settings) -> Slots:
+    """Attempts one worker has in flight: `worker_concurrency`, of which one endpoint holds at most
+    `webhook_endpoint_concurrency` (half, unless set)."""
+    per_endpoint = settings.webhook_endpoint_concurrency or -(-settings.worker_concurrency // 2)
+    return Slots(settings.worker_concurrency, per_endpoint)
+
+
+def pool_size(settings: Settings) -> int:
+    """Connections for claims and records, which hold one for a statement and never while sending."""
     return max(2, -(-settings.worker_concurrency // webhook_dispatch.ATTEMPTS_PER_JOB))
 
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
     """One connection for each attempt the worker sends at once."""
     return webhook_delivery.http_client(
-        job_slots(settings) * webhook_dispatch.ATTEMPTS_PER_JOB, allow_private=settings.webhook_allow_private_targets
+        settings.worker_concurrency, allow_private=settings.webhook_allow_private_targets
     )
 
 
 def register(registry: Registry, r: Resources) -> None:
+    in_flight = slots(r.settings)
+
     async def deliver_job(payload: bytes | None) -> None:
         # Retries are not queued here: the sweep queues them in batches once they are due.
-        await deliver(r.delivery_pool, r.http, payload, now=r.now(), settings=r.settings)
+        await deliver(r.delivery_pool, r.http, payload, now=r.now(), settings=r.settings, slots=in_flight)
 
     async def dispatch_pass() -> bool:
         await dispatch(r.sessions, r.queries, now=r.now())
@@ -101,10 +119,16 @@ async def enqueue(queries: Queries, jobs: list[AttemptBatch]) -> int:
 
 
 async def deliver(
-    pool: asyncpg.Pool, http: httpx.AsyncClient, payload: bytes | None, *, now: datetime, settings: Settings
+    pool: asyncpg.Pool,
+    http: httpx.AsyncClient,
+    payload: bytes | None,
+    *,
+    now: datetime,
+    settings: Settings,
+    slots: Slots | None = None,
 ) -> list[webhook_delivery.Scheduled | None]:
-    """A job's attempts, sent; for each, its retry when one is scheduled."""
-    return await webhook_delivery.deliver(pool, http, decode(payload), now=now, settings=settings)
+    """A job's attempts, sent within the worker's slots; for each, its retry when one is scheduled."""
+    return await webhook_delivery.deliver(pool, http, decode(payload), now=now, settings=settings, slots=slots)
 
 
 def encode(attempts: list[DueAttempt]) -> bytes:

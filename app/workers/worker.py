@@ -146,7 +146,11 @@ class Worker:
             # timeout, which the reset on release undoes.
             pools.append(
                 await create_asyncpg_pool(
-                    self.database_url, self.settings, size=self.delivery_jobs, reset=False, custom_plans=True
+                    self.database_url,
+                    self.settings,
+                    size=deliveries.pool_size(self.settings),
+                    reset=False,
+                    custom_plans=True,
                 )
             )
             pools.append(await create_asyncpg_pool(self.database_url, self.settings, size=IMPORT_CONNECTIONS))

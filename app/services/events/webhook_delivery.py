@@ -29,6 +29,7 @@ from app.services.events import outbox, webhook_signing, webhook_targets
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Field, Payload, column, timestamp
 from app.services.events.webhook_dispatch import DueAttempt
+from app.services.events.webhook_slots import Slots
 
 # Delay before retry n (after attempt n failed): 10 attempts over about 3.5 days.
 RETRY_SCHEDULE = (
@@ -47,6 +48,10 @@ RESPONSE_EXCERPT_BYTES = 2048
 # A send may take its connect and read timeouts and this much more in all (a receiver that answers a
 # byte at a time passes every read timeout); the claim's lease is 30 s longer than both timeouts.
 SEND_MARGIN_SECONDS = 5.0
+# How long a job waits for a slot of an endpoint that holds its whole share before it leaves the
+# attempts to the sweep: long enough for a fast receiver's slots to turn over, short enough that
+# jobs for a slow one do not sit on the job queue's places that other endpoints' jobs need.
+ENDPOINT_PATIENCE_SECONDS = 1.0
 USER_AGENT = "Guanxi-Webhooks/1"
 
 logger = logging.getLogger(__name__)
@@ -406,6 +411,13 @@ def retry_delay(failed_attempt: int, retry_after: timedelta | None) -> timedelta
     return max(jittered, retry_after) if retry_after else jittered
 
 
+ENDPOINTS_SQL = """
+SELECT d.id, d.endpoint_id
+FROM webhook_deliveries d
+JOIN unnest($1::uuid[], $2::uuid[]) AS t(workspace_id, id) ON d.workspace_id = t.workspace_id AND d.id = t.id
+"""
+
+
 async def deliver(
     pool: asyncpg.Pool,
     client: httpx.AsyncClient,
@@ -413,32 +425,104 @@ async def deliver(
     *,
     now: datetime,
     settings: Settings,
+    slots: Slots | None = None,
 ) -> list[Scheduled | None]:
-    """Claim a job's attempts, send them side by side and record each outcome as soon as it is in:
-    for each attempt claimed, the retry it scheduled (None when its delivery is done). Successes
-    that finish together are recorded in one statement, failures one by one (each may disable its
-    endpoint); no statement is held open while requests are in flight."""
-    lease = timedelta(seconds=settings.webhook_timeout_seconds + settings.webhook_connect_timeout_seconds + 30)
+    """Send a job's attempts within the worker's `slots` (without them, all at once), each
+    endpoint's side by side with the others': for each attempt claimed, the retry it scheduled
+    (None when its delivery is done). Attempts an endpoint had no slot for within
+    ENDPOINT_PATIENCE_SECONDS are left to the sweep, which queues them again."""
     async with pool.acquire() as conn:
-        claimed = await claim(conn, attempts, now=now, lease=lease)
-    sends = {asyncio.ensure_future(_send_bounded(client, c, now=now, settings=settings)): c for c in claimed}
+        rows = await conn.fetch(ENDPOINTS_SQL, [a.workspace_id for a in attempts], [a.delivery_id for a in attempts])
+    endpoint_of = {row["id"]: row["endpoint_id"] for row in rows}
+    by_endpoint: dict[uuid.UUID, list[DueAttempt]] = {}
+    for attempt in attempts:
+        if attempt.delivery_id in endpoint_of:
+            by_endpoint.setdefault(endpoint_of[attempt.delivery_id], []).append(attempt)
+    slots = slots or Slots(max(len(attempts), 1), max(len(attempts), 1))
+    done = await asyncio.gather(
+        *(
+            _deliver_to(pool, client, endpoint, due, slots=slots, now=now, settings=settings)
+            for endpoint, due in by_endpoint.items()
+        )
+    )
+    return [scheduled for results in done for scheduled in results]
+
+
+async def _deliver_to(
+    pool: asyncpg.Pool,
+    client: httpx.AsyncClient,
+    endpoint: uuid.UUID,
+    attempts: list[DueAttempt],
+    *,
+    slots: Slots,
+    now: datetime,
+    settings: Settings,
+) -> list[Scheduled | None]:
+    """One endpoint's attempts of a job: claimed as slots free up, a few at a time, each sent at
+    once and recorded as soon as its outcome is in. Successes that finish together are recorded in
+    one statement, failures one by one (each may disable its endpoint); no statement is held open
+    while requests are in flight."""
+    lease = timedelta(seconds=settings.webhook_timeout_seconds + settings.webhook_connect_timeout_seconds + 30)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    remaining = list(attempts)
+    sends: dict[asyncio.Future[Outcome], tuple[Claimed, datetime]] = {}
     scheduled: dict[DueAttempt, Scheduled | None] = {}
-    pending = set(sends)
+    claimed_in_order: list[Claimed] = []
+    taking: asyncio.Task[int] | None = None
+    blocked = False
     try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            finished = [(sends[task], task.result()) for task in done]
-            succeeded = [(c, o) for c, o in finished if o.succeeded]
-            async with pool.acquire() as conn:
-                if succeeded:
-                    await record_succeeded(conn, succeeded, now=now)
-                for c, o in finished:
-                    scheduled[c.due] = None if o.succeeded else await record(conn, c, o, now=now, settings=settings)
+        while remaining or sends:
+            if remaining and taking is None:
+                blocked = slots.free(endpoint) <= 0
+                taking = asyncio.create_task(slots.take(endpoint, len(remaining), patience=ENDPOINT_PATIENCE_SECONDS))
+            waits: list[asyncio.Future[Any]] = [*sends, *([taking] if taking is not None else [])]
+            finished, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            outcomes = [(*sends.pop(task), task.result()) for task in finished if task in sends]
+            if outcomes:
+                slots.release(endpoint, len(outcomes))
+                async with pool.acquire() as conn:
+                    for at in sorted({at for _, at, _ in outcomes}):
+                        succeeded = [(c, o) for c, t, o in outcomes if t == at and o.succeeded]
+                        if succeeded:
+                            await record_succeeded(conn, succeeded, now=at)
+                    for c, at, o in outcomes:
+                        scheduled[c.due] = None if o.succeeded else await record(conn, c, o, now=at, settings=settings)
+            if taking is None or taking not in finished:
+                continue
+            count = taking.result()
+            taking = None
+            if count == 0:
+                # The endpoint held its whole share all along; with nothing of this job in flight to
+                # free one, the rest is the sweep's to queue again.
+                if not sends:
+                    remaining = []
+                continue
+            # A job that waited for slots claims at the time it sends: its lease runs from then.
+            at = now + timedelta(seconds=loop.time() - started) if blocked else now
+            batch, remaining = remaining[:count], remaining[count:]
+            try:
+                async with pool.acquire() as conn:
+                    claimed = await claim(conn, batch, now=at, lease=lease)
+            except BaseException:
+                slots.release(endpoint, count)
+                raise
+            slots.release(endpoint, count - len(claimed))
+            claimed_in_order.extend(claimed)
+            for c in claimed:
+                sends[asyncio.ensure_future(_send_bounded(client, c, now=at, settings=settings))] = (c, at)
     finally:
-        # Only when recording failed: the sends still out are left to their lease.
-        for task in pending:
+        if taking is not None:
+            # Waited for, not only cancelled: a take that got its slots as it was cancelled gives them back.
+            taking.cancel()
+            await asyncio.wait([taking])
+            if not taking.cancelled() and taking.exception() is None:
+                slots.release(endpoint, taking.result())
+        # Only when recording failed or the job was stopped: the sends still out are left to their lease.
+        for task in sends:
             task.cancel()
-    return [scheduled[c.due] for c in claimed]
+        slots.release(endpoint, len(sends))
+    return [scheduled[c.due] for c in claimed_in_order]
 
 
 async def _send_bounded(client: httpx.AsyncClient, claimed: Claimed, *, now: datetime, settings: Settings) -> Outcome:

@@ -1,0 +1,54 @@
+"""The attempts one worker has in flight, counted per attempt rather than per job.
+
+Jobs carry one attempt (events committed one at a time) or several (a burst); counting jobs would
+leave a worker of trickle traffic far below its concurrency, or a worker of bursts far above it. A
+job takes slots as they free up, one per attempt it claims, and gives each back when its send ends,
+so its other attempts never wait for its slowest. One endpoint holds at most `per_endpoint` of
+them: a slow receiver keeps the rest of the worker's slots free for everyone else."""
+
+import asyncio
+import uuid
+from collections import Counter
+
+
+class Slots:
+    def __init__(self, total: int, per_endpoint: int) -> None:
+        self.total = total
+        self.per_endpoint = min(per_endpoint, total)
+        self.in_flight = 0
+        self.by_endpoint: Counter[uuid.UUID] = Counter()
+        # Replaced at each release: whoever waits wakes and looks again.
+        self._released = asyncio.Event()
+
+    def free(self, endpoint: uuid.UUID) -> int:
+        return min(self.total - self.in_flight, self.per_endpoint - self.by_endpoint[endpoint])
+
+    async def take(self, endpoint: uuid.UUID, wanted: int, *, patience: float | None = None) -> int:
+        """Up to `wanted` slots for `endpoint`, as soon as at least one is free: while the worker is
+        full this waits as long as it takes; while only the endpoint is at its share, `patience`
+        seconds at most, after which it takes none (0)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if patience is None else loop.time() + patience
+        while (free := self.free(endpoint)) <= 0:
+            endpoint_full = self.by_endpoint[endpoint] >= self.per_endpoint
+            if endpoint_full and deadline is not None and loop.time() >= deadline:
+                return 0
+            wait = None if deadline is None or not endpoint_full else deadline - loop.time()
+            try:
+                await asyncio.wait_for(self._released.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+        taken = min(wanted, free)
+        self.in_flight += taken
+        self.by_endpoint[endpoint] += taken
+        return taken
+
+    def release(self, endpoint: uuid.UUID, count: int) -> None:
+        if count <= 0:
+            return
+        self.in_flight -= count
+        self.by_endpoint[endpoint] -= count
+        if self.by_endpoint[endpoint] <= 0:
+            del self.by_endpoint[endpoint]
+        self._released.set()
+        self._released = asyncio.Event()
