@@ -24,6 +24,8 @@ class Answer:
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b"ok"
+    # When given, the request is answered only once it is set.
+    hold: asyncio.Event | None = None
 
 
 @dataclass
@@ -36,6 +38,9 @@ class Receiver:
     # The endpoint's secrets: every request is checked with the reference `standardwebhooks` library.
     secrets: list[str] = field(default_factory=list)
     unverified: list[str] = field(default_factory=list)
+    # Requests being answered now, and the most there ever were at once.
+    in_flight: int = 0
+    most_in_flight: int = 0
 
     @property
     def url(self) -> str:
@@ -54,8 +59,15 @@ class Receiver:
         self.received.append(received)
         self.arrived.set()
         answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
-        if answer.delay:
-            await asyncio.sleep(answer.delay)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if answer.hold is not None:
+                await answer.hold.wait()
+            if answer.delay:
+                await asyncio.sleep(answer.delay)
+        finally:
+            self.in_flight -= 1
         await Response(answer.body, status_code=answer.status, headers=answer.headers)(scope, receive, send)  # type: ignore[arg-type]
 
     async def wait_for(self, count: int, limit: float = 10.0) -> None:

@@ -24,16 +24,17 @@ class Slots:
         return min(self.total - self.in_flight, self.per_endpoint - self.by_endpoint[endpoint])
 
     async def take(self, endpoint: uuid.UUID, wanted: int, *, patience: float | None = None) -> int:
-        """Up to `wanted` slots for `endpoint`, as soon as at least one is free: while the worker is
-        full this waits as long as it takes; while only the endpoint is at its share, `patience`
-        seconds at most, after which it takes none (0)."""
+        """Up to `wanted` slots for `endpoint`, as soon as at least one is free. While the worker is
+        full this waits as long as it takes; once the endpoint's share is all that stands in the way
+        and `patience` seconds have passed, it takes none (0)."""
         loop = asyncio.get_running_loop()
         deadline = None if patience is None else loop.time() + patience
         while (free := self.free(endpoint)) <= 0:
-            endpoint_full = self.by_endpoint[endpoint] >= self.per_endpoint
-            if endpoint_full and deadline is not None and loop.time() >= deadline:
+            # Only the endpoint's share stands in the way: other endpoints' jobs could use the slots.
+            held_back = self.in_flight < self.total
+            if held_back and deadline is not None and loop.time() >= deadline:
                 return 0
-            wait = None if deadline is None or not endpoint_full else deadline - loop.time()
+            wait = None if deadline is None or not held_back else deadline - loop.time()
             try:
                 await asyncio.wait_for(self._released.wait(), timeout=wait)
             except TimeoutError:
