@@ -20,7 +20,13 @@ answering 200 at once and recording each request's `webhook-id` and arrival time
   4. latency: with the queue idle, --latency-events single-event transactions at --latency-rate per
      second; latency = receiver arrival − the moment COMMIT returned, both by time.time().
 
-The first 50 requests of scenarios 2 to 4 are verified with the reference `standardwebhooks`
+  5. slow receiver: the endpoints answer after --receiver-delay seconds, and fresh `guanxi worker`
+     processes (one endpoint may take all of a worker's slots) deliver events committed one per
+     transaction at --slow-rate per second for --slow-seconds, then --slow-burst events in one
+     transaction. Each prints deliveries/s against the floor, workers × concurrency / delay: what
+     the attempts a worker may have in flight can deliver at most to such a receiver.
+
+The first 50 requests of scenarios 2 to 5 are verified with the reference `standardwebhooks`
 library; the bench fails if any does not verify, or if deliveries stop arriving for 30 s. CPU per
 delivery is reported for the workers, PostgreSQL (when it runs here) and the receiver. Results also
 go to bench/results/webhooks-<UTC timestamp>.json. Flags meant for other benches (bench/run_all.py
@@ -100,10 +106,15 @@ class ReceiverState:
     times: list[float] = field(default_factory=list)
     distinct: set[tuple[str, str]] = field(default_factory=set)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    # Requests to /slow paths, answered after `delay`: how many wait now, and the most that did.
+    delay: float = 0.0
+    in_flight: int = 0
+    most_in_flight: int = 0
 
     def reset(self) -> None:
         self.paths, self.ids, self.times, self.samples = [], [], [], []
         self.distinct = set()
+        self.most_in_flight = self.in_flight
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -111,6 +122,7 @@ class ReceiverState:
             "distinct": len(self.distinct),
             "first": self.times[0] if self.times else None,
             "last": self.times[-1] if self.times else None,
+            "most_in_flight": self.most_in_flight,
         }
 
     def dump(self) -> dict[str, Any]:
@@ -165,6 +177,10 @@ class ReceiverProtocol(asyncio.Protocol):
         assert self.transport is not None
         method = self.parser.get_method()
         path = self.url.split(b"?", 1)[0].decode()
+        if method == b"POST" and path.startswith("/slow"):
+            self._record(path, arrived)
+            self._answer_later(self.parser.should_keep_alive())
+            return
         if method == b"POST" and path.startswith("/hook"):
             self._record(path, arrived)
             response = OK_RESPONSE
@@ -182,6 +198,23 @@ class ReceiverProtocol(asyncio.Protocol):
         self.transport.write(response)
         if not self.parser.should_keep_alive():
             self.transport.close()
+
+    def _answer_later(self, keep_alive: bool) -> None:
+        """A receiver that takes `delay` seconds per request (clients send one at a time on a
+        connection, so the answer cannot overtake another's)."""
+        state, transport = self.state, self.transport
+        assert transport is not None
+        state.in_flight += 1
+        state.most_in_flight = max(state.most_in_flight, state.in_flight)
+
+        def answer() -> None:
+            state.in_flight -= 1
+            if not transport.is_closing():
+                transport.write(OK_RESPONSE)
+                if not keep_alive:
+                    transport.close()
+
+        asyncio.get_running_loop().call_later(state.delay, answer)
 
     def _record(self, path: str, arrived: float) -> None:
         state = self.state
@@ -210,8 +243,8 @@ def _http_json(content: Any) -> bytes:
     return head.encode() + body
 
 
-async def serve_receiver(port: int) -> None:
-    state = ReceiverState()
+async def serve_receiver(port: int, delay: float) -> None:
+    state = ReceiverState(delay=delay)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -432,6 +465,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="raw,httpx",
         help="HTTP clients of the asyncpg floors, comma-separated: raw (bare asyncio streams), httpx (the service's)",
     )
+    parser.add_argument("--receiver-delay", type=float, default=1.0, help="seconds a slow receiver takes per request")
+    parser.add_argument(
+        "--slow-rate",
+        type=float,
+        default=None,
+        help="events/s committed one by one to the slow receiver (default: 2 × floor)",
+    )
+    parser.add_argument(
+        "--slow-seconds", type=float, default=10.0, help="seconds of one-by-one commits to the slow receiver"
+    )
+    parser.add_argument(
+        "--slow-burst", type=int, default=None, help="events in one commit to the slow receiver (default: 10 × floor)"
+    )
+    parser.add_argument("--skip-slow", action="store_true", help="skip the slow receiver scenarios")
     parser.add_argument("--skip-throughput", action="store_true", help="skip the throughput scenario")
     parser.add_argument("--skip-latency", action="store_true", help="skip the latency scenario")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
@@ -445,8 +492,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         print(f"bench_webhooks: ignoring arguments for other benches: {' '.join(unknown)}")
     if args.events < 1 or args.latency_events < 1 or args.endpoints < 1 or args.workers < 1:
         parser.error("--events, --latency-events, --endpoints and --workers must be at least 1")
-    if args.latency_rate <= 0:
-        parser.error("--latency-rate must be positive")
+    if args.latency_rate <= 0 or args.receiver_delay <= 0 or args.slow_seconds <= 0:
+        parser.error("--latency-rate, --receiver-delay and --slow-seconds must be positive")
     args.floor_clients = [c.strip() for c in args.floor_clients.split(",") if c.strip()]
     if any(c not in FLOOR_CLIENTS for c in args.floor_clients):
         parser.error(f"--floor-clients takes {', '.join(FLOOR_CLIENTS)}")
@@ -1163,6 +1210,94 @@ async def _stages(
     }
 
 
+async def slow_receiver(
+    setup: Setup,
+    args: argparse.Namespace,
+    workdir: Path,
+    receiver: ReceiverClient,
+    meter_groups: dict[str, Callable[[], list[int]]],
+) -> dict[str, Any]:
+    """Events one by one, then in a burst, to endpoints that answer after --receiver-delay: how
+    near the service comes to keeping every slot it may use busy."""
+    concurrency = concurrency_of(args)
+    floor = args.workers * concurrency / args.receiver_delay
+    rate = args.slow_rate or 2 * floor
+    trickle = max(1, round(rate * args.slow_seconds))
+    burst = args.slow_burst or max(1, round(10 * floor))
+    await reset_tables(setup.dsn)
+    conn = await asyncpg.connect(setup.dsn)
+    try:
+        await conn.execute("UPDATE webhook_endpoints SET url = replace(url, '/hook/', '/slow/')")
+    finally:
+        await conn.close()
+    secrets = {path.replace("/hook/", "/slow/"): secret for path, secret in setup.secrets.items()}
+    # One endpoint may take every slot: the floor is then the same whatever the endpoint count.
+    env = {**worker_env(setup, args), "GUANXI_WEBHOOK_ENDPOINT_CONCURRENCY": str(concurrency)}
+    out: dict[str, Any] = {"delay_s": args.receiver_delay, "floor_per_s": round(floor, 1)}
+    print(
+        f"slow receiver: {args.receiver_delay:g} s per request, {args.workers} × `guanxi worker` "
+        f"(concurrency {concurrency}): floor {floor:,.1f} deliveries/s"
+    )
+    try:
+        with processes("slow-worker", args.workers, worker_argv(args.worker_command), env, workdir) as procs:
+            await wait_listening(setup.dsn, procs)
+            print(f"  one by one: {trickle:,} single-event commits at {rate:g}/s")
+            out["one_by_one"] = await _slow_run(setup, args, receiver, procs, meter_groups, secrets, trickle, rate)
+            await wait_idle(setup.dsn, procs, limit=STALL_SECONDS + args.receiver_delay * 4)
+            print(f"  burst: {burst:,} events in one commit")
+            out["burst"] = await _slow_run(setup, args, receiver, procs, meter_groups, secrets, burst, None)
+    finally:
+        conn = await asyncpg.connect(setup.dsn)
+        try:
+            await conn.execute("UPDATE webhook_endpoints SET url = replace(url, '/slow/', '/hook/')")
+        finally:
+            await conn.close()
+    for name in ("one_by_one", "burst"):
+        r = out[name]
+        # From the first arrival to the last answer: the last request counts its delay too.
+        r["per_s"] = round(r["deliveries"] / (r["span_s"] + args.receiver_delay), 1)
+        r["ratio_to_floor"] = round(r["per_s"] / floor, 3)
+    return out
+
+
+async def _slow_run(
+    setup: Setup,
+    args: argparse.Namespace,
+    receiver: ReceiverClient,
+    procs: list[ServerProcess],
+    meter_groups: dict[str, Callable[[], list[int]]],
+    secrets: dict[str, str],
+    events: int,
+    rate: float | None,
+) -> dict[str, Any]:
+    """`events` committed one per transaction at `rate` per second, or all in one (None)."""
+    expected = events * len(setup.secrets)
+    await receiver.reset()
+    conn = await asyncpg.connect(setup.dsn)
+    meter = CpuMeter({"workers": lambda: [p.process.pid for p in procs], **meter_groups})
+    try:
+        meter.start()
+        started = time.time()
+        if rate is None:
+            ids, data = new_events(events)
+            async with conn.transaction():
+                await conn.execute(INSERT_EVENTS_SQL, setup.workspace_id, EVENT_TYPE, ACTOR, ids, data)
+        else:
+            await _commit_singles(conn, setup, events, 1.0 / rate, {})
+    finally:
+        await conn.close()
+    stats = await receiver.wait_for(
+        expected, args.timeout, procs, "slow receiver", stall=STALL_SECONDS + args.receiver_delay
+    )
+    cpu = meter.stop()
+    arrivals = await receiver.dump()
+    label = "one by one" if rate is not None else "burst"
+    result = summarise_throughput(label, arrivals, expected, started, cpu, log_problems(procs))
+    result["most_in_flight"] = stats["most_in_flight"]
+    result["verified_signatures"] = verify_samples(arrivals.samples, secrets, f"slow receiver, {label}")
+    return result
+
+
 # ---- the run -------------------------------------------------------------------------------------
 
 
@@ -1185,6 +1320,8 @@ async def run_scenarios(
             for kind in args.floor_clients:
                 print(f"floor: {args.workers} asyncpg + {kind} HTTP processes × {concurrency} tasks")
                 out["db_floor"][kind] = await db_floor(setup, args, workdir, receiver, groups, kind)
+        if not args.skip_slow:
+            out["slow"] = await slow_receiver(setup, args, workdir, receiver, groups)
         if args.skip_throughput and args.skip_latency:
             return out
         await reset_tables(setup.dsn)
@@ -1245,6 +1382,21 @@ def print_table(out: dict[str, Any], args: argparse.Namespace) -> list[str]:
             f"  sustained {rate:,.0f}/s   target ≥ {THROUGHPUT_TARGET:,.0f}/s with {args.workers} workers   {verdict}"
         )
         verdicts.append(verdict)
+    slow = out.get("slow")
+    if slow:
+        print()
+        print(
+            f"Slow receiver ({slow['delay_s']:g} s per request; floor = {args.workers} workers × concurrency "
+            f"{concurrency_of(args)} / delay = {slow['floor_per_s']:,.1f}/s; service/s: deliveries over first "
+            "arrival → last answer)"
+        )
+        print(f"  {'':<12} {'deliveries':>10} {'service/s':>10} {'floor/s':>8} {'ratio':>6} {'most in flight':>15}")
+        for name, label in (("one_by_one", "one by one"), ("burst", "burst")):
+            r = slow[name]
+            print(
+                f"  {label:<12} {r['deliveries']:>10,} {r['per_s']:>10,.1f} {slow['floor_per_s']:>8,.1f} "
+                f"{r['ratio_to_floor']:>6.3f} {r['most_in_flight']:>15}"
+            )
     lat = out.get("latency")
     if lat:
         print()
@@ -1284,7 +1436,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     receiver_port = free_port()
     setup = prepare(receiver_port, args.endpoints)
     print(f"database {setup.server}: {DATABASE}; {len(setup.secrets)} endpoint(s) at 127.0.0.1:{receiver_port}")
-    receiver_argv = script_argv("--serve-receiver", str(receiver_port))
+    receiver_argv = script_argv("--serve-receiver", str(receiver_port), "--receiver-delay", str(args.receiver_delay))
     with running("receiver", receiver_argv, base_env(), workdir / "receiver.log", receiver_port, "/healthz") as rec:
         out = asyncio.run(run_scenarios(setup, args, workdir, rec))
     verdicts = print_table(out, args)
@@ -1308,6 +1460,10 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             "wrk_threads": args.threads,
             "worker_command": args.worker_command or "guanxi worker",
             "floor_clients": args.floor_clients,
+            "receiver_delay_s": args.receiver_delay,
+            "slow_rate_per_s": args.slow_rate,
+            "slow_seconds": args.slow_seconds,
+            "slow_burst": args.slow_burst,
         },
         **out,
         "verdicts": verdicts,
@@ -1332,7 +1488,7 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_receiver is not None:
-        _run_loop(serve_receiver(args.serve_receiver))
+        _run_loop(serve_receiver(args.serve_receiver, args.receiver_delay))
         return 0
     if args.serve_floor_worker is not None:
         asyncio.run(serve_floor_worker(args.serve_floor_worker, concurrency_of(args), args.floor_client))
