@@ -38,8 +38,14 @@ def job_slots(settings: Settings) -> int:
     """Delivery jobs a worker holds at once. Attempts in flight are counted by its `Slots`, not by
     jobs: as many jobs as attempts let jobs of one attempt (events committed one at a time) reach
     the concurrency, and as many again keep a place on the queue for other endpoints' jobs while
-    some wait for a slot of an endpoint that holds its whole share."""
+    some wait for a slot of an endpoint that holds its whole share. Jobs of many attempts are held
+    back by `Slots.taking_jobs` long before."""
     return 2 * settings.worker_concurrency
+
+
+def jobs_per_dequeue(settings: Settings) -> int:
+    """Few at a time, so that a dequeue of a burst's jobs does not overshoot `Slots.taking_jobs`."""
+    return max(1, -(-settings.worker_concurrency // webhook_dispatch.ATTEMPTS_PER_JOB))
 
 
 def slots(settings: Settings) -> Slots:
@@ -65,15 +71,22 @@ def register(registry: Registry, r: Resources) -> None:
     in_flight = slots(r.settings)
 
     async def deliver_job(payload: bytes | None) -> None:
-        # Retries are not queued here: the sweep queues them in batches once they are due.
-        await deliver(r.delivery_pool, r.http, payload, now=r.now(), settings=r.settings, slots=in_flight)
+        attempts = decode(payload)
+        in_flight.held += len(attempts)
+        try:
+            # Retries are not queued here: the sweep queues them in batches once they are due.
+            await webhook_delivery.deliver(
+                r.delivery_pool, r.http, attempts, now=r.now(), settings=r.settings, slots=in_flight
+            )
+        finally:
+            in_flight.held -= len(attempts)
 
     async def dispatch_pass() -> bool:
         await dispatch(r.sessions, r.queries, now=r.now())
         return False
 
-    registry.entrypoint(DELIVER, deliver_job)
-    registry.entrypoint(DELIVER_ONE, deliver_job)
+    registry.entrypoint(DELIVER, deliver_job, taking=in_flight.taking_jobs)
+    registry.entrypoint(DELIVER_ONE, deliver_job, taking=in_flight.taking_jobs)
     registry.react("webhook dispatch", dispatch_pass, sweep_seconds=r.dispatch_sweep_seconds)
 
 
@@ -125,10 +138,9 @@ async def deliver(
     *,
     now: datetime,
     settings: Settings,
-    slots: Slots | None = None,
 ) -> list[webhook_delivery.Scheduled | None]:
-    """A job's attempts, sent within the worker's slots; for each, its retry when one is scheduled."""
-    return await webhook_delivery.deliver(pool, http, decode(payload), now=now, settings=settings, slots=slots)
+    """A job's attempts, sent; for each, its retry when one is scheduled."""
+    return await webhook_delivery.deliver(pool, http, decode(payload), now=now, settings=settings)
 
 
 def encode(attempts: list[DueAttempt]) -> bytes:

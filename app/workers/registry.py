@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 from pgqueuer import Job, PgQueuer, Queries
 from pgqueuer.models import Schedule
+from pgqueuer.types import QueueEntrypoint
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -65,15 +66,28 @@ class Reaction:
 class Registry:
     pgq: PgQueuer
     reactions: list[Reaction] = field(default_factory=list)
+    # Entrypoints whose jobs are taken only while their function says so.
+    gates: dict[str, Callable[[], bool]] = field(default_factory=dict)
 
-    def entrypoint(self, name: str, run: Callable[[bytes | None], Awaitable[object]]) -> None:
+    def entrypoint(
+        self, name: str, run: Callable[[bytes | None], Awaitable[object]], *, taking: Callable[[], bool] | None = None
+    ) -> None:
         """Jobs queued under `name`, given their payload. Names outlive releases: during a rolling
-        upgrade old and new workers take each other's jobs."""
+        upgrade old and new workers take each other's jobs. With `taking`, this worker dequeues
+        them only while it returns True (and they wait for another worker, or for this one)."""
 
         async def job(queued: Job) -> None:
             await run(queued.payload)
 
         self.pgq.entrypoint(name)(job)
+        if taking is not None:
+            if not self.gates:
+                # pgqueuer asks this method, before each dequeue, which entrypoints to take jobs for.
+                self.pgq.qm.entrypoints_below_capacity_limits = self._entrypoints_taking  # type: ignore[method-assign]
+            self.gates[name] = taking
+
+    def _entrypoints_taking(self) -> set[QueueEntrypoint]:
+        return {e for e in self.pgq.qm.entrypoint_registry if e not in self.gates or self.gates[e]()}
 
     def schedule(self, name: str, cron: str, run: Callable[[], Awaitable[object]]) -> None:
         """`run` at each tick of `cron`, in one worker. `name` is the schedule's row in the

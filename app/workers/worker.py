@@ -181,7 +181,7 @@ class Worker:
                 pgq.run(
                     dequeue_timeout=timedelta(seconds=1),
                     # pgqueuer asks for a cap of at least twice the jobs it takes per dequeue.
-                    batch_size=self.delivery_jobs // 2,
+                    batch_size=deliveries.jobs_per_dequeue(self.settings),
                     max_concurrent_tasks=self.delivery_jobs,
                 )
             )

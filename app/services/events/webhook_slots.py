@@ -17,8 +17,17 @@ class Slots:
         self.per_endpoint = min(per_endpoint, total)
         self.in_flight = 0
         self.by_endpoint: Counter[uuid.UUID] = Counter()
+        # Attempts of the jobs this worker runs, sent or not: see `taking_jobs`.
+        self.held = 0
         # Replaced at each release: whoever waits wakes and looks again.
         self._released = asyncio.Event()
+
+    def taking_jobs(self) -> bool:
+        """Whether the worker should take more jobs: while the attempts of those it runs are fewer
+        than twice its slots. A worker counting jobs alone would take the whole of a burst (jobs of
+        many attempts each) and leave other workers idle; this way it keeps enough to refill every
+        slot as it frees, and the rest of the queue to the others."""
+        return self.held < 2 * self.total
 
     def free(self, endpoint: uuid.UUID) -> int:
         return min(self.total - self.in_flight, self.per_endpoint - self.by_endpoint[endpoint])
