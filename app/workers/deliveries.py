@@ -71,15 +71,10 @@ def register(registry: Registry, r: Resources) -> None:
     in_flight = slots(r.settings)
 
     async def deliver_job(payload: bytes | None) -> None:
-        attempts = decode(payload)
-        in_flight.held += len(attempts)
-        try:
-            # Retries are not queued here: the sweep queues them in batches once they are due.
-            await webhook_delivery.deliver(
-                r.delivery_pool, r.http, attempts, now=r.now(), settings=r.settings, slots=in_flight
-            )
-        finally:
-            in_flight.held -= len(attempts)
+        # Retries are not queued here: the sweep queues them in batches once they are due.
+        await webhook_delivery.deliver(
+            r.delivery_pool, r.http, decode(payload), now=r.now(), settings=r.settings, slots=in_flight
+        )
 
     async def dispatch_pass() -> bool:
         await dispatch(r.sessions, r.queries, now=r.now())

@@ -431,14 +431,22 @@ async def deliver(
     endpoint's side by side with the others': for each attempt claimed, the retry it scheduled
     (None when its delivery is done). Attempts an endpoint had no slot for within
     ENDPOINT_PATIENCE_SECONDS are left to the sweep, which queues them again."""
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(ENDPOINTS_SQL, [a.workspace_id for a in attempts], [a.delivery_id for a in attempts])
+    slots = slots or Slots(max(len(attempts), 1), max(len(attempts), 1))
+    # Counted from the start: the worker does not take more jobs on the strength of this one's
+    # attempts being unknown yet.
+    slots.wait(None, len(attempts))
+    try:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                ENDPOINTS_SQL, [a.workspace_id for a in attempts], [a.delivery_id for a in attempts]
+            )
+    finally:
+        slots.wait(None, -len(attempts))
     endpoint_of = {row["id"]: row["endpoint_id"] for row in rows}
     by_endpoint: dict[uuid.UUID, list[DueAttempt]] = {}
     for attempt in attempts:
         if attempt.delivery_id in endpoint_of:
             by_endpoint.setdefault(endpoint_of[attempt.delivery_id], []).append(attempt)
-    slots = slots or Slots(max(len(attempts), 1), max(len(attempts), 1))
     done = await asyncio.gather(
         *(
             _deliver_to(pool, client, endpoint, due, slots=slots, now=now, settings=settings)
@@ -471,6 +479,7 @@ async def _deliver_to(
     claimed_in_order: list[Claimed] = []
     taking: asyncio.Task[int] | None = None
     blocked = False
+    slots.wait(endpoint, len(remaining))
     try:
         while remaining or sends:
             if remaining and taking is None:
@@ -496,11 +505,12 @@ async def _deliver_to(
                 # The endpoint held its whole share all along; with nothing of this job in flight to
                 # free one, the rest is the sweep's to queue again.
                 if not sends:
-                    remaining = []
+                    break
                 continue
             # A job that waited for slots claims at the time it sends: its lease runs from then.
             at = now + timedelta(seconds=loop.time() - started) if blocked else now
             batch, remaining = remaining[:count], remaining[count:]
+            slots.wait(endpoint, -count)
             try:
                 async with pool.acquire() as conn:
                     claimed = await claim(conn, batch, now=at, lease=lease)
@@ -512,6 +522,7 @@ async def _deliver_to(
             for c in claimed:
                 sends[asyncio.ensure_future(_send_bounded(client, c, now=at, settings=settings))] = (c, at)
     finally:
+        slots.wait(endpoint, -len(remaining))
         if taking is not None:
             # Waited for, not only cancelled: a take that got its slots as it was cancelled gives them back.
             taking.cancel()

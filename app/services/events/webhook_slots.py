@@ -17,17 +17,33 @@ class Slots:
         self.per_endpoint = min(per_endpoint, total)
         self.in_flight = 0
         self.by_endpoint: Counter[uuid.UUID] = Counter()
-        # Attempts of the jobs this worker runs, sent or not: see `taking_jobs`.
-        self.held = 0
+        # Attempts of the jobs this worker runs that wait for a slot, by endpoint (None: not yet
+        # known): see `taking_jobs`.
+        self.waiting: Counter[uuid.UUID | None] = Counter()
         # Replaced at each release: whoever waits wakes and looks again.
         self._released = asyncio.Event()
 
     def taking_jobs(self) -> bool:
-        """Whether the worker should take more jobs: while the attempts of those it runs are fewer
-        than twice its slots. A worker counting jobs alone would take the whole of a burst (jobs of
-        many attempts each) and leave other workers idle; this way it keeps enough to refill every
-        slot as it frees, and the rest of the queue to the others."""
-        return self.held < 2 * self.total
+        """Whether the worker should take more jobs: while the attempts in flight and those that
+        could have the next free slots are fewer than twice its slots. A worker counting jobs alone
+        would take the whole of a burst (jobs of many attempts each) and leave other workers idle;
+        this way it keeps enough to refill every slot as it frees, and the rest of the queue to the
+        others. Attempts for an endpoint that holds its whole share while the worker has slots free
+        are not counted: they cannot have those slots, and counting them would keep out the jobs of
+        every other endpoint for as long as a slow receiver holds its requests."""
+        full = self.in_flight >= self.total
+        ready = sum(
+            count
+            for endpoint, count in self.waiting.items()
+            if full or endpoint is None or self.by_endpoint[endpoint] < self.per_endpoint
+        )
+        return self.in_flight + ready < 2 * self.total
+
+    def wait(self, endpoint: uuid.UUID | None, count: int) -> None:
+        """`count` attempts of a running job (fewer when negative) wait for slots of `endpoint`."""
+        self.waiting[endpoint] += count
+        if self.waiting[endpoint] <= 0:
+            del self.waiting[endpoint]
 
     def free(self, endpoint: uuid.UUID) -> int:
         return min(self.total - self.in_flight, self.per_endpoint - self.by_endpoint[endpoint])
