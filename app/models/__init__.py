@@ -12,6 +12,7 @@ from app.models.interaction import CareRule, FollowUpPlan, Interaction, Task
 from app.models.lifecycle import CustomerStage, LifecycleRules, LifecycleStage, StageHistory
 from app.models.order import Order, OrderFulfilmentChange, OrderLine
 from app.models.outbox import OutboxEvent
+from app.models.relation import CustomerRelation
 from app.models.segment import Segment, SegmentMember, SegmentSize
 from app.models.stored_file import StoredFile, StoredFileChunk
 from app.models.ticket import (
@@ -42,6 +43,7 @@ __all__ = [
     "CustomerCodeCounter",
     "CustomerIdentity",
     "CustomerMerge",
+    "CustomerRelation",
     "CustomerStage",
     "CustomerValue",
     "ExportJob",
