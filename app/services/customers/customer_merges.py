@@ -16,7 +16,7 @@ from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.models import Customer, CustomerIdentity, CustomerMerge
 from app.schemas.customer import MAX_CONTACT_POINTS, MAX_TAGS
-from app.services.customers import customers
+from app.services.customers import customers, relations
 from app.services.customers.customer_output import ADDRESS_FIELDS, event_data
 from app.services.customers.visibility import visible_customer_clauses, visible_customer_ids_sql
 from app.services.events import audit, outbox
@@ -253,6 +253,7 @@ async def merge(
     )
     # Memberships the survivor gained; the absorbed customers keep their own rows.
     snapshot["segments_joined"] = [str(row[0]) for row in joined]
+    snapshot["relations"] = await relations.follow_merge(session, ctx, survivor_id, absorb, now=now)
     await session.execute(
         text(
             "UPDATE audit_log SET entity_id = :survivor WHERE workspace_id = :ws AND entity_type = 'customer' "
@@ -333,6 +334,8 @@ async def undo(session: AsyncSession, ctx: Caller, merge_id: uuid.UUID) -> Custo
         ),
         {"ws": ctx.workspace_id, "survivor": survivor.id, "segments": snapshot["segments_joined"]},
     )
+    # Merges recorded before relations existed have none to give back.
+    await relations.undo_merge(session, ctx, snapshot.get("relations", {"moved": [], "removed": []}))
     before = snapshot["survivor_before"]
     added = {("email", e) for e in survivor.emails if e not in before["emails"]} | {
         ("phone", p) for p in survivor.phones if p not in before["phones"]

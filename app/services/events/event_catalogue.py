@@ -3,6 +3,7 @@
 The catalogue is published in the OpenAPI document (its `webhooks` section) and served at
 `GET /api/v1/events/types`; a resource that adds events adds them here."""
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,6 +13,7 @@ from app.schemas.auth import TeamOut, UserOut
 from app.schemas.customer import CustomerOut
 from app.schemas.interaction import InteractionOut, TaskOut
 from app.schemas.order import FulfilmentStatus, OrderOut
+from app.schemas.relation import Actor, RelationKind
 from app.schemas.ticket import TicketOut
 
 
@@ -52,6 +54,17 @@ class CustomerMerged(BaseModel):
 
 class MergeUndone(BaseModel):
     merge_id: str
+
+
+class CustomerRelation(BaseModel):
+    id: uuid.UUID
+    kind: RelationKind
+    from_customer_id: uuid.UUID = Field(description="The customer that is `kind` of the other.")
+    to_customer_id: uuid.UUID
+    note: str | None
+    created_at: datetime
+    created_by: Actor
+    removed_at: datetime | None = Field(description="Set on `customer.relation_removed`.")
 
 
 class EndpointDisabled(BaseModel):
@@ -135,6 +148,12 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("customer.restored", "A soft-deleted customer was restored.", CustomerOut),
     EventType("customer.merged", "Customers were merged into one.", CustomerMerged),
     EventType("customer.merge_undone", "A merge was undone.", MergeUndone),
+    EventType(
+        "customer.relation_added",
+        "Two customers were related (contact, subsidiary, referral, family).",
+        CustomerRelation,
+    ),
+    EventType("customer.relation_removed", "A relation between two customers was removed.", CustomerRelation),
     EventType("interaction.created", "A contact with a customer was logged.", InteractionOut),
     EventType("task.created", "A task was added by hand.", TaskOut),
     EventType("task.completed", "A task was completed.", TaskOut),

@@ -208,6 +208,40 @@ FIELDS: dict[str, Field] = {
     )
 }
 
+
+@dataclass(frozen=True)
+class RelationField:
+    """A customer's related customers of one kind, tested as a set of ids: `eq`/`in` (related to
+    one of them), `neq`/`not_in` (to none of them), `is_not_null` (to anyone), `is_null` (to nobody)."""
+
+    name: str
+    label: str
+    kind: str
+    direction: Literal["outgoing", "incoming", "mutual"]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "field": self.name,
+            "type": "id",
+            "label": self.label,
+            "group": "relations",
+            "operators": list(OPERATORS["id"]),
+        }
+
+
+RELATION_FIELDS: dict[str, RelationField] = {
+    f.name: f
+    for f in (
+        RelationField("relation.contact_of", "Contact of (company)", "contact_of", "outgoing"),
+        RelationField("relation.has_contact", "Has as contact (person)", "contact_of", "incoming"),
+        RelationField("relation.subsidiary_of", "Subsidiary of (parent company)", "subsidiary_of", "outgoing"),
+        RelationField("relation.parent_of", "Parent company of", "subsidiary_of", "incoming"),
+        RelationField("relation.referred_by", "Referred by", "referred_by", "outgoing"),
+        RelationField("relation.referrer_of", "Referred (customers)", "referred_by", "incoming"),
+        RelationField("relation.family_of", "Family of", "family_of", "mutual"),
+    )
+}
+
 # Membership of other segments: `{"field": "segment", "op": "in", "value": [segment ids]}`.
 SEGMENT_FIELD = "segment"
 CUSTOM_PREFIX = "custom."
@@ -226,7 +260,7 @@ _CUSTOM_FIELD_TYPES: dict[str, FieldType] = {
 
 async def describe_fields(session: AsyncSession, ctx: Caller) -> list[dict[str, Any]]:
     """Every field a filter can test, the workspace's custom fields included, with its operators."""
-    items = [f.describe() for f in FIELDS.values()]
+    items = [f.describe() for f in FIELDS.values()] + [f.describe() for f in RELATION_FIELDS.values()]
     for definition in await custom_fields.list_all(session, ctx):
         type_ = _CUSTOM_FIELD_TYPES[definition.type]
         items.append(

@@ -16,8 +16,18 @@ from app.core import clock
 from app.core.access import Caller
 from app.core.errors import ValidationFailed
 from app.models import Customer, CustomFieldDefinition, SegmentMember
-from app.services.customers import custom_fields
-from app.services.filters.catalogue import CUSTOM_PREFIX, FIELDS, OPERATORS, SEGMENT_FIELD, Field, FieldType, Source
+from app.services.customers import custom_fields, relations
+from app.services.filters.catalogue import (
+    CUSTOM_PREFIX,
+    FIELDS,
+    OPERATORS,
+    RELATION_FIELDS,
+    SEGMENT_FIELD,
+    Field,
+    FieldType,
+    RelationField,
+    Source,
+)
 
 MAX_DEPTH = 6
 MAX_CONDITIONS = 50
@@ -93,6 +103,8 @@ class _Compiler:
         value = node.get("value")
         if name == SEGMENT_FIELD:
             return self.segment(op, value, path)
+        if name in RELATION_FIELDS:
+            return self.relation(RELATION_FIELDS[name], op, value, path)
         spec = self.field(name, [*path, "field"])
         if op not in OPERATORS[spec.type]:
             raise self.fail([*path, "op"], f"{name} ({spec.type}) takes: {', '.join(OPERATORS[spec.type])}.")
@@ -133,6 +145,22 @@ class _Compiler:
         )
         inside = Customer.id.in_(members)
         return inside if op == "in" else not_(inside)
+
+    def relation(self, spec: RelationField, op: str, value: Any, path: list[str | int]) -> ColumnElement[bool]:
+        """EXISTS over the customer's live relations of the field's kind (see `RelationField`)."""
+        if op not in OPERATORS["id"]:
+            raise self.fail([*path, "op"], f"{spec.name} (id) takes: {', '.join(OPERATORS['id'])}.")
+        if op in ("is_null", "is_not_null"):
+            if value is not None:
+                raise self.fail([*path, "value"], f"{op} takes no value.")
+            related = relations.related(self.ctx, spec.kind, spec.direction, None)
+            return related if op == "is_not_null" else not_(related)
+        if op in ("eq", "neq"):
+            ids = [self.scalar("id", value, [*path, "value"])]
+        else:
+            ids = [self.scalar("id", item, [*path, "value", i]) for i, item in enumerate(self.items(value, path))]
+        related = relations.related(self.ctx, spec.kind, spec.direction, ids)
+        return related if op in ("eq", "in") else not_(related)
 
     def items(self, value: Any, path: list[str | int]) -> list[Any]:
         if not isinstance(value, list) or not 1 <= len(value) <= MAX_LIST:
