@@ -15,6 +15,7 @@ from app.routers.v1 import (
     lifecycle,
     orders,
     plans,
+    relations,
     segments,
     tickets,
     users,
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/api/v1")
 # Routes are matched in this order, one pattern after another: the busiest resource comes first.
 for module in (
     customers, auth, segments, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
-    api_keys, events, webhooks, imports, exports, audit,
+    api_keys, events, webhooks, imports, exports, audit, relations,
 ):  # fmt: skip
     router.include_router(module.router)
 router.include_router(events.changes)
