@@ -137,3 +137,26 @@ async def test_the_feed_needs_customers_read(client: httpx.AsyncClient, tenant: 
     assert refused.status_code == 403
     for role in ("sales", "support", "readonly", "manager"):
         assert (await client.get("/api/v1/changes", headers=tenant.headers(role))).status_code == 200
+
+
+async def test_a_relation_is_in_the_feed_of_callers_who_see_both_its_customers(
+    live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    mine = await _customer(live_client, live_tenant, "sales", "+8613512340005")
+    colleague = await _customer(live_client, live_tenant, "sales2", "+8613512340006")
+    west = await _customer(live_client, live_tenant, "sales_west", "+8613512340007")
+    for other in (colleague, west):
+        related = await live_client.post(
+            f"/api/v1/customers/{mine}/relations",
+            json={"kind": "family_of", "to_customer_id": other},
+            headers=live_tenant.headers(),
+        )
+        assert related.status_code == 201, related.text
+    await _settled(live_client, live_tenant, 8)
+
+    def relations(feed: list[dict[str, Any]]) -> set[str]:
+        return {e["data"]["to_customer_id"] for e in feed if e["type"] == "customer.relation_added"}
+
+    assert relations(await _feed(live_client, live_tenant, "admin")) == {colleague, west}
+    assert relations(await _feed(live_client, live_tenant, "manager")) == {colleague}
+    assert relations(await _feed(live_client, live_tenant, "sales")) == set()

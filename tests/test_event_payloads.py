@@ -26,6 +26,7 @@ from app.core.access import system_caller
 from app.core.wire import currency_places
 from app.models import (
     Customer,
+    CustomerRelation,
     Interaction,
     Order,
     OrderLine,
@@ -35,7 +36,7 @@ from app.models import (
     Ticket,
     TierChange,
 )
-from app.services.customers import customer_output
+from app.services.customers import customer_output, relations
 from app.services.engagement import interactions
 from app.services.events.event_catalogue import CATALOGUE, data_model
 from app.services.events.payloads import Payload
@@ -179,6 +180,14 @@ async def _drive_every_path(
         await paths.call("POST", f"/customers/merges/{merged['merge_id']}/undo", 200)
 
     await paths.run("customer merge and undo", {"customer.merged", "customer.merge_undone"}, merge_and_undo)
+
+    async def relate_and_remove() -> None:
+        relation = await paths.call(
+            "POST", f"/customers/{a}/relations", 201, json={"kind": "family_of", "to_customer_id": b}
+        )
+        await paths.call("DELETE", f"/customers/{b}/relations/{relation['id']}", 204)
+
+    await paths.run("customer relations", {"customer.relation_added", "customer.relation_removed"}, relate_and_remove)
 
     now = clock.now()
     contact = {"customer_id": a, "channel": "phone", "direction": "outbound", "occurred_at": now.isoformat()}
@@ -497,6 +506,15 @@ async def test_the_python_and_sql_sides_of_each_serialiser_write_the_same_data(
         ],
     }
     assert (await client.post("/api/v1/orders", json=order, headers=headers)).status_code == 201
+    relative = (await client.post("/api/v1/customers", json=customer_body(), headers=headers)).json()["id"]
+    related = await client.post(
+        f"/api/v1/customers/{customer_id}/relations",
+        json={"kind": "family_of", "to_customer_id": relative, "note": "表兄"},
+        headers=headers,
+    )
+    assert related.status_code == 201, related.text
+    removed = await client.delete(f"/api/v1/customers/{customer_id}/relations/{related.json()['id']}", headers=headers)
+    assert removed.status_code == 204
     contact = {
         "customer_id": customer_id,
         "channel": "phone",
@@ -517,7 +535,8 @@ async def test_the_python_and_sql_sides_of_each_serialiser_write_the_same_data(
     interaction = await db.scalar(select(Interaction).where(Interaction.workspace_id == ws))
     stays = (await db.scalars(select(StageHistory).where(StageHistory.workspace_id == ws))).all()
     tier_change = await db.scalar(select(TierChange).where(TierChange.workspace_id == ws))
-    assert customer and stored_order and lines and interaction and tier_change and stays
+    relation = await db.scalar(select(CustomerRelation).where(CustomerRelation.workspace_id == ws))
+    assert customer and stored_order and lines and interaction and tier_change and stays and relation
     changed = {"changed_fields": ["status"]}
     pairs = [
         await _both(
@@ -547,6 +566,13 @@ async def test_the_python_and_sql_sides_of_each_serialiser_write_the_same_data(
             tier_change,
             customer_values.TIER_CHANGED.data(tier_change),
             _payload(customer_values.TIER_CHANGED),
+        ),
+        await _both(
+            db,
+            "customer.relation_removed",
+            relation,
+            relations.RELATION_EVENT.data(relation),
+            _payload(relations.RELATION_EVENT),
         ),
         *[
             await _both(

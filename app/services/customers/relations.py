@@ -19,12 +19,13 @@ from app.core.access import Caller
 from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.pagination import SortKey, keyset_page
+from app.core.wire import utc_text_sql
 from app.models import Customer, CustomerRelation
 from app.schemas.relation import RelationIn
 from app.services.customers.visibility import require_visible, visible_customer_clauses
 from app.services.events import audit, outbox
 from app.services.events.event_catalogue import data_model
-from app.services.events.payloads import Payload, column, given, timestamp
+from app.services.events.payloads import Field, Payload, column, timestamp
 
 # Kinds whose relations form a hierarchy: a cycle (A subsidiary of B, B of A) is refused.
 HIERARCHICAL = ("referred_by", "subsidiary_of")
@@ -47,7 +48,7 @@ RELATION_EVENT: Payload[CustomerRelation] = Payload(
         column("note"),
         timestamp("created_at"),
         column("created_by"),
-        given("removed_at"),
+        Field("removed_at", lambda row: row.deleted_at, lambda alias: utc_text_sql(f"{alias}.deleted_at")),
     ),
     model=data_model("customer.relation_added"),
 )
@@ -186,7 +187,7 @@ async def add(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, data: 
         await _refuse_taken(session, ctx, kind, customer_id, to_id)
         raise
     _record(session, ctx, relation, "relation_added")
-    outbox.emit(session, ctx, "customer.relation_added", RELATION_EVENT.data(relation, removed_at=None))
+    outbox.emit(session, ctx, "customer.relation_added", RELATION_EVENT.data(relation))
     other = ends[to_id]
     return present(_Row(relation, other), customer_id)
 
@@ -210,9 +211,7 @@ async def remove(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, rel
         raise NotFound("No relation with that id on this customer.")
     relation.deleted_at = clock.now()
     _record(session, ctx, relation, "relation_removed")
-    outbox.emit(
-        session, ctx, "customer.relation_removed", RELATION_EVENT.data(relation, removed_at=relation.deleted_at)
-    )
+    outbox.emit(session, ctx, "customer.relation_removed", RELATION_EVENT.data(relation))
 
 
 class _Row:

@@ -3,7 +3,7 @@ commit order, with a cursor."""
 
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Text, case, exists, func, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Text, and_, case, exists, func, not_, or_, select
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,16 +28,27 @@ async def list_events(
     return await _page(session, ctx, stmt, "events", limit=limit, cursor=cursor, types=types)
 
 
+_RELATION_EVENTS = "customer.relation_"
+
+
 def _customer_of() -> ColumnElement[Any]:
-    """The customer an event is about: a customer event's own id (a merge's survivor), any other
-    event's `customer_id`; null for events about no customer (webhooks, definitions)."""
+    """The customer an event is about: a customer event's own id (a merge's survivor, a relation's
+    `from` end), any other event's `customer_id`; null for events about no customer (webhooks,
+    definitions)."""
     data = OutboxEvent.data
     subject = case(
         (OutboxEvent.type == "customer.merged", data["survivor_id"].astext),
+        (OutboxEvent.type.startswith(_RELATION_EVENTS), data["from_customer_id"].astext),
         (OutboxEvent.type.startswith("customer."), data["id"].astext),
         else_=data["customer_id"].astext,
     )
     return subject.cast(UUID(as_uuid=True))
+
+
+def _seen(ctx: Caller, customer_id: ColumnElement[Any]) -> ColumnElement[bool]:
+    return exists(
+        select(Customer.id).where(Customer.id == customer_id, *visible_customer_clauses(ctx, include_deleted=True))
+    )
 
 
 async def list_changes(
@@ -47,8 +58,11 @@ async def list_changes(
     the deletion), masked as the caller is masked: the event stream for callers without
     `events:read`. Visibility is decided at read time, so a customer handed to another owner leaves
     the feed of its former owner."""
-    visible = exists(
-        select(Customer.id).where(Customer.id == _customer_of(), *visible_customer_clauses(ctx, include_deleted=True))
+    # A relation is the caller's to see when both its customers are, as in its list.
+    other_end = OutboxEvent.data["to_customer_id"].astext.cast(UUID(as_uuid=True))
+    visible = and_(
+        _seen(ctx, _customer_of()),
+        or_(not_(OutboxEvent.type.startswith(_RELATION_EVENTS)), _seen(ctx, other_end)),
     )
     stmt = select(OutboxEvent).where(
         OutboxEvent.workspace_id == ctx.workspace_id, OutboxEvent.txid < _horizon(), visible
