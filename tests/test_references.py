@@ -104,6 +104,11 @@ PROBES: dict[str, Probe] = {
     "TicketPatch.team_id": lambda ids, v: ("PATCH", f"/tickets/{ids['ticket']}", {"team_id": v}),
     "CategoryIn.parent_id": lambda ids, v: ("POST", "/ticket-categories", {"name": "c", "parent_id": v}),
     "SurveyIn.segment_id": lambda ids, v: ("POST", "/surveys", SURVEY | {"segment_id": v}),
+    "RelationIn.to_customer_id": lambda ids, v: (
+        "POST",
+        f"/customers/{ids['customer']}/relations",
+        {"kind": "family_of", "to_customer_id": v},
+    ),
     "SurveyAnswer.customer_id": lambda ids, v: (
         "POST",
         f"/surveys/{ids['survey']}/responses",
@@ -145,6 +150,7 @@ async def test_an_unknown_or_foreign_id_in_any_reference_field_is_refused_naming
     foreign = await _records(client, other_tenant)
     foreign_of = {
         "customer_id": foreign["customer"],
+        "to_customer_id": foreign["customer"],
         "order_id": foreign["order"],
         "interaction_id": foreign["interaction"],
         "segment_id": foreign["segment"],

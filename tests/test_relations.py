@@ -241,7 +241,9 @@ async def test_each_role_sees_relations_only_between_customers_it_sees(
     assert second.status_code == 409 and second.json()["existing_id"] == with_west
     # Read-only callers read and cannot write.
     assert {r["id"] for r in await _listed(client, tenant, own, "readonly")} == {with_own, with_west}
-    assert (await _relate(client, tenant, own, "family_of", own, "readonly")).status_code == 403
+    relative = await _customer(client, tenant, owner_id=sales)
+    assert (await _relate(client, tenant, own, "family_of", relative, "readonly")).status_code == 403
+    assert (await _relate(client, tenant, own, "family_of", relative, "sales")).status_code == 201
     # The salesperson may cut its customer's link to one it cannot see, and then set its own.
     cut = await client.delete(f"/api/v1/customers/{own}/relations/{with_west}", headers=tenant.headers("sales"))
     assert cut.status_code == 204
