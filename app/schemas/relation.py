@@ -3,11 +3,10 @@
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas.common import InputModel, Reason
+from app.schemas.common import Actor, InputModel, Reason
 from app.schemas.customer import CustomerKind
 
 
@@ -44,11 +43,6 @@ class RelatedCustomer(BaseModel):
     code: str = Field(examples=["KH-2026-000042"])
     name: str = Field(examples=["深圳腾达科技有限公司"])
     kind: CustomerKind
-
-
-class Actor(BaseModel):
-    type: Literal["user", "api_key", "system"] = Field(examples=["user"])
-    id: str | None = Field(description="The user's or API key's id; null for the system.")
 
 
 class RelationOut(BaseModel):

@@ -10,10 +10,11 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.schemas.auth import TeamOut, UserOut
+from app.schemas.common import Actor
 from app.schemas.customer import CustomerOut
 from app.schemas.interaction import InteractionOut, TaskOut
 from app.schemas.order import FulfilmentStatus, OrderOut
-from app.schemas.relation import Actor, RelationKind
+from app.schemas.relation import RelationKind
 from app.schemas.ticket import TicketOut
 
 
