@@ -1,7 +1,7 @@
 """relations between customers: contact of a company, subsidiary of a parent, referred by, family
 
 Revision ID: 0d6eeeadcc54
-Revises: 5c3e8a1f0b62
+Revises: 7d41c9e2a5b3
 Create Date: 2026-12-07 21:34:38
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0d6eeeadcc54"
-down_revision: str | None = "5c3e8a1f0b62"
+down_revision: str | None = "7d41c9e2a5b3"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
