@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import migrations
-from app.core.db import asyncpg_dsn, create_asyncpg_pool
+from app.core.db import asyncpg_dsn, create_asyncpg_pool, create_engine, create_sessionmaker
 from app.core.settings import get_settings
 from app.http.rate_limits import RateLimiter
 from app.main import create_app
@@ -36,7 +36,12 @@ def database_url() -> str:
 @pytest.fixture(scope="session")
 async def app(database_url: str) -> AsyncIterator[FastAPI]:
     application = create_app(get_settings(), database_url=database_url)
+    # Jobs run as the worker runs them, on an engine without the API's idle-in-transaction limit: an
+    # import keeps its job's session open while its batches go through the pool.
+    job_engine = create_engine(database_url, get_settings())
+    application.state.job_sessions = create_sessionmaker(job_engine)
     yield application
+    await job_engine.dispose()
     await application.state.engine.dispose()
     await application.state.read_engine.dispose()
     if application.state.read_connections is not None:

@@ -43,5 +43,5 @@ async def queue_and_run(
         headers=tenant.headers(who),
     )
     assert queued.status_code == 202, queued.text
-    job = await import_jobs.process(app.state.sessions, pool, tenant.id, uuid.UUID(queued.json()["id"]))
+    job = await import_jobs.process(app.state.job_sessions, pool, tenant.id, uuid.UUID(queued.json()["id"]))
     return dict(queued.json()), job

@@ -95,7 +95,7 @@ async def _import(
         headers=tenant.headers(),
     )
     assert queued.status_code == 202, queued.text
-    job = await import_jobs.process(app.state.sessions, pool, tenant.id, uuid.UUID(queued.json()["id"]))
+    job = await import_jobs.process(app.state.job_sessions, pool, tenant.id, uuid.UUID(queued.json()["id"]))
     return dict(import_jobs.present(job))
 
 

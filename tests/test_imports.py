@@ -44,7 +44,7 @@ async def _upload(client: httpx.AsyncClient, tenant: Tenant, name: str, content:
 
 
 async def _run(app: FastAPI, pool: asyncpg.Pool, tenant: Tenant, job_id: str) -> dict[str, object]:
-    job = await import_jobs.process(app.state.sessions, pool, tenant.id, uuid.UUID(job_id))
+    job = await import_jobs.process(app.state.job_sessions, pool, tenant.id, uuid.UUID(job_id))
     return dict(import_jobs.present(job)["progress"])
 
 
@@ -287,7 +287,7 @@ async def test_a_cancel_while_batches_are_written_keeps_the_counts_true(
         return checks >= 3 or await asked(conn, job)
 
     monkeypatch.setattr(imports, "_cancelled", cancelled_at_the_third_batch)
-    job = await import_jobs.process(app.state.sessions, pool, live_tenant.id, uuid.UUID(queued.json()["id"]))
+    job = await import_jobs.process(app.state.job_sessions, pool, live_tenant.id, uuid.UUID(queued.json()["id"]))
     assert job.status == "cancelled"
     async with app.state.sessions() as session:
         customers = await session.scalar(

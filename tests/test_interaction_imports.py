@@ -344,6 +344,6 @@ async def test_cancelling_stops_after_the_current_batch_and_keeps_what_was_commi
             .values(cancel_requested=True)
         )
         await session.commit()
-    job = await import_jobs.process(app.state.sessions, pool, live_tenant.id, job_id)
+    job = await import_jobs.process(app.state.job_sessions, pool, live_tenant.id, job_id)
     assert job.status == "cancelled" and (job.rows_read, job.created) == (2, 2)
     assert [i.external_id for i in await _interactions(app, live_tenant)] == ["K-0", "K-1"]

@@ -454,7 +454,7 @@ async def test_cancelling_stops_after_the_current_page_and_keeps_what_was_commit
             .values(cancel_requested=True)
         )
         await session.commit()
-    job = await import_jobs.process(app.state.sessions, pool, live_tenant.id, job_id)
+    job = await import_jobs.process(app.state.job_sessions, pool, live_tenant.id, job_id)
     assert job.status == "cancelled" and (job.rows_read, job.created) == (5, 2)
     assert sorted(await _orders(app, live_tenant)) == ["P-0", "P-1"]
     status = await live_client.get(f"/api/v1/imports/{job_id}", headers=live_tenant.headers())

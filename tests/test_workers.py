@@ -147,7 +147,7 @@ async def test_recover_interrupted_queues_an_export_again_fails_an_import_and_wa
     woken: asyncio.Queue[str] = asyncio.Queue()
     await listener.add_listener(outbox.CHANNEL, lambda *args: woken.put_nowait(args[2]))
     try:
-        assert await bulk.recover_interrupted(app.state.sessions, pool) >= 2
+        assert await bulk.recover_interrupted(app.state.job_sessions, pool) >= 2
         await asyncio.wait_for(woken.get(), timeout=5)
     finally:
         await listener.close()
@@ -162,7 +162,7 @@ async def test_expired_files_are_purged_and_their_export_answers_410(
     app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
 ) -> None:
     export_id = await _queued_export(live_client, live_tenant)
-    assert await bulk.run_next(app.state.sessions, pool)
+    assert await bulk.run_next(app.state.job_sessions, pool)
     download = f"/api/v1/exports/{export_id}/download"
     assert (await live_client.get(download, headers=live_tenant.headers())).status_code == 200
     await pool.execute(
@@ -179,7 +179,7 @@ async def test_an_import_whose_upload_was_purged_fails_saying_so(
 ) -> None:
     import_id = await _queued_import(live_client, live_tenant)
     await pool.execute("DELETE FROM stored_files WHERE workspace_id = $1", live_tenant.id)
-    assert await bulk.run_next(app.state.sessions, pool)
+    assert await bulk.run_next(app.state.job_sessions, pool)
     async with app.state.sessions() as session:
         job = await session.get(ImportJob, (live_tenant.id, import_id))
     assert job is not None and job.status == "failed" and job.error == import_jobs.UPLOAD_GONE
