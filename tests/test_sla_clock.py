@@ -57,3 +57,31 @@ def test_a_pause_keeps_what_was_left() -> None:
     left = business_minutes_between(cst("2026-11-23T16:00"), due, SHANGHAI)
     assert left == 120 + 120
     assert add_business_minutes(cst("2026-11-25T10:00"), left, SHANGHAI) == cst("2026-11-25T14:00")
+
+
+# 2026's Spring Festival: Saturday 14 February is worked, Sunday 15 to Monday 23 are holidays.
+SPRING_2026 = Calendar(
+    timezone="Asia/Shanghai",
+    holidays=frozenset(date(2026, 2, day) for day in range(15, 24)),
+    workdays=frozenset({date(2026, 2, 14)}),
+)
+
+
+@pytest.mark.parametrize(
+    ("start", "minutes", "due"),
+    [
+        ("2026-02-13T17:00", 120, "2026-02-14T10:00"),  # Friday → the make-up Saturday is open
+        ("2026-02-14T08:00", 60, "2026-02-14T10:00"),  # opened before the Saturday's hours
+        ("2026-02-14T17:00", 120, "2026-02-24T10:00"),  # holiday weekdays count nothing
+    ],
+)
+def test_make_up_working_days(start: str, minutes: int, due: str) -> None:
+    assert add_business_minutes(cst(start), minutes, SPRING_2026) == cst(due)
+
+
+def test_a_make_up_day_has_the_first_working_days_hours() -> None:
+    late_week = Calendar(
+        weekly={"1": [["10:00", "12:00"]], "2": [["08:00", "18:00"]]}, workdays=frozenset({date(2026, 2, 14)})
+    )
+    assert late_week.hours_of(date(2026, 2, 14)) == [["10:00", "12:00"]]
+    assert business_minutes_between(cst("2026-02-14T00:00"), cst("2026-02-15T00:00"), late_week) == 120

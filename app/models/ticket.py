@@ -35,6 +35,8 @@ class TicketCategory(TenantKey, Base):
     name: Mapped[str] = mapped_column(String(100))
     parent_id: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    version: Mapped[int] = mapped_column(server_default=text("1"))
 
 
 class Ticket(TenantKey, Base):
@@ -66,6 +68,7 @@ class Ticket(TenantKey, Base):
             "resolution_due_at",
             postgresql_where=text("status NOT IN ('resolved', 'closed')"),
         ),
+        Index("ix_tickets_tags", "tags", postgresql_using="gin"),
     )
 
     number: Mapped[int] = mapped_column(Integer)
@@ -81,7 +84,9 @@ class Ticket(TenantKey, Base):
     team_id: Mapped[uuid.UUID | None]
     order_id: Mapped[uuid.UUID | None]
     interaction_id: Mapped[uuid.UUID | None]
+    # {"items": [{"url", "name", "content_type", "size_bytes"}]}: references to files kept elsewhere.
     attachments: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     escalated: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     tier: Mapped[str | None] = mapped_column(String(16))
     first_response_due_at: Mapped[datetime | None]
@@ -162,6 +167,10 @@ class BusinessHours(Base):
     # {"0": [["09:00", "18:00"]], ...}: Monday is 0; a missing day is closed.
     weekly: Mapped[dict[str, Any]]
     holidays: Mapped[list[date]] = mapped_column(ARRAY(Date), server_default="{}")
+    # Make-up working days (调休): dates open on their weekday's hours of a working day though the week
+    # has them closed.
+    workdays: Mapped[list[date]] = mapped_column(ARRAY(Date), server_default="{}")
+    version: Mapped[int] = mapped_column(server_default=text("1"))
 
 
 class CsatRequest(Base):
@@ -189,7 +198,11 @@ class Survey(TenantKey, Base):
     channel: Mapped[str] = mapped_column(String(16))
     opens_at: Mapped[datetime]
     closes_at: Mapped[datetime | None]
+    # Closed by hand (POST /surveys/{id}/close), as against a `closes_at` reached.
+    closed_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    version: Mapped[int] = mapped_column(server_default=text("1"))
 
 
 class SurveyResponse(Base):
@@ -222,7 +235,11 @@ class IntakeForm(TenantKey, Base):
     token_hash: Mapped[str] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    revoked_at: Mapped[datetime | None]
+    token_rotated_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    version: Mapped[int] = mapped_column(server_default=text("1"))
 
 
 # The service report's daily figures, written only by the triggers of migration 0017 (appended signed

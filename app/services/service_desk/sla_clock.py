@@ -1,4 +1,5 @@
-"""Business-time arithmetic for SLAs: open hours per weekday in a time zone, minus holidays.
+"""Business-time arithmetic for SLAs: open hours per weekday in a time zone, minus holidays, plus
+make-up working days (调休: a weekend day worked in exchange for a longer holiday).
 
 Pure functions of a calendar and instants, so the rules are tested table-driven with fixed times."""
 
@@ -15,14 +16,22 @@ class Calendar:
     timezone: str = "Asia/Shanghai"
     weekly: dict[str, list[list[str]]] = field(default_factory=lambda: dict(DEFAULT_WEEK))
     holidays: frozenset[date] = frozenset()
+    workdays: frozenset[date] = frozenset()
+
+    def hours_of(self, day: date) -> list[list[str]]:
+        """A holiday is closed; a make-up working day has the hours of the week's first working day
+        (Monday's in the usual week), whatever its own weekday's are."""
+        if day in self.holidays:
+            return []
+        if day in self.workdays:
+            return next((self.weekly[str(d)] for d in range(7) if self.weekly.get(str(d))), [])
+        return self.weekly.get(str(day.weekday()), [])
 
     def open_intervals(self, day: date) -> list[tuple[datetime, datetime]]:
         """The open periods of a local calendar day, as aware datetimes."""
-        if day in self.holidays:
-            return []
         tz = ZoneInfo(self.timezone)
         periods = []
-        for start, end in self.weekly.get(str(day.weekday()), []):
+        for start, end in self.hours_of(day):
             opens = datetime.combine(day, _parse(start), tz)
             closes = (
                 datetime.combine(day + timedelta(days=1), time(0), tz)
