@@ -78,7 +78,10 @@ CLOSED_SETS = {
 
 # Property names that say "one of a set": in a response schema each is an enum unless listed here.
 CLOSED_NAMES = {"type", "status", "state", "kind", "channel", "priority", "direction", "origin", "mode", "rule"}
-OPEN = {("OrderOut", "channel"): "the shop's own sales channel, free text"}
+OPEN = {
+    ("OrderOut", "channel"): "the shop's own sales channel, free text",
+    ("SurveyOut", "channel"): "how the workspace sends the survey, free text",
+}
 
 # The operations whose bodies were untyped before they had models: each is driven below.
 DRIVEN = {

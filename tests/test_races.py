@@ -96,6 +96,20 @@ async def _team(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/teams", {"name": f"team-{uuid.uuid4().hex[:8]}"})
 
 
+async def _survey(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    return await _created(
+        client, tenant, "/surveys", {"name": "NPS", "question": "?", "opens_at": clock.now().isoformat()}
+    )
+
+
+async def _intake_form(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    return await _created(client, tenant, "/intake-forms", {"name": "官网表单"})
+
+
+async def _category(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    return await _created(client, tenant, "/ticket-categories", {"name": f"c-{uuid.uuid4().hex[:8]}"})
+
+
 # Per path of the OpenAPI document: how to make the resource and a PATCH (or POST) body that changes
 # it. Each of the 20 requests sends a different value so that none is a no-op that keeps the ETag.
 MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
@@ -112,6 +126,9 @@ MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/users/{user_id}": (_user, lambda i: {"name": f"n{i}"}),
     "/api/v1/teams/{team_id}": (_team, lambda i: {"name": f"n{i}"}),
     "/api/v1/orders/{order_id}/fulfilment": (_order, lambda i: {"status": "paid", "tracking_reference": f"SF{i}"}),
+    "/api/v1/surveys/{survey_id}": (_survey, lambda i: {"name": f"n{i}"}),
+    "/api/v1/intake-forms/{form_id}": (_intake_form, lambda i: {"name": f"n{i}"}),
+    "/api/v1/ticket-categories/{category_id}": (_category, lambda i: {"name": f"n{i}"}),
 }
 
 

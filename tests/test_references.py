@@ -103,6 +103,7 @@ PROBES: dict[str, Probe] = {
     "TicketPatch.assignee_id": lambda ids, v: ("PATCH", f"/tickets/{ids['ticket']}", {"assignee_id": v}),
     "TicketPatch.team_id": lambda ids, v: ("PATCH", f"/tickets/{ids['ticket']}", {"team_id": v}),
     "CategoryIn.parent_id": lambda ids, v: ("POST", "/ticket-categories", {"name": "c", "parent_id": v}),
+    "CategoryPatch.parent_id": lambda ids, v: ("PATCH", f"/ticket-categories/{ids['category']}", {"parent_id": v}),
     "SurveyIn.segment_id": lambda ids, v: ("POST", "/surveys", SURVEY | {"segment_id": v}),
     "RelationIn.to_customer_id": lambda ids, v: (
         "POST",
@@ -137,6 +138,7 @@ async def _records(client: httpx.AsyncClient, tenant: Tenant) -> Ids:
     ids["order"] = await _made(client, tenant, "/orders", _order(ids, ids["customer"]))
     ids["segment"] = await _made(client, tenant, "/segments", {"name": f"s{uuid.uuid4().hex[:6]}", "kind": "static"})
     ids["survey"] = await _made(client, tenant, "/surveys", SURVEY)
+    ids["category"] = await _made(client, tenant, "/ticket-categories", {"name": f"c{uuid.uuid4().hex[:6]}"})
     endpoint = {"url": "https://hooks.example.com/in", "event_types": ["customer.*"]}
     ids["endpoint"] = await _made(client, tenant, "/webhook-endpoints", endpoint)
     ids["user"] = str(tenant.users["sales"].id)
@@ -154,6 +156,7 @@ async def test_an_unknown_or_foreign_id_in_any_reference_field_is_refused_naming
         "order_id": foreign["order"],
         "interaction_id": foreign["interaction"],
         "segment_id": foreign["segment"],
+        "parent_id": foreign["category"],
         "team_id": str(other_tenant.team.id),
         "owner_id": str(other_tenant.users["sales"].id),
         "assignee_id": str(other_tenant.users["sales"].id),

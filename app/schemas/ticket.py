@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
 from app.schemas.common import (
     Actor,
@@ -16,6 +16,8 @@ from app.schemas.common import (
     Name,
     Page,
     PhoneText,
+    ShortText,
+    Tag,
     Timestamp,
 )
 
@@ -23,9 +25,32 @@ TicketType = Literal["complaint", "inquiry", "suggestion", "praise", "fault_repo
 TicketChannel = Literal["phone", "email", "web_form", "chat", "wechat", "in_person", "partner_api"]
 TicketPriority = Literal["low", "normal", "high", "urgent"]
 TicketStatus = Literal["new", "assigned", "in_progress", "waiting_on_customer", "resolved", "closed"]
+MAX_TICKET_TAGS = 50
+MAX_ATTACHMENTS = 20
+# The largest file a reference may describe: what a mail or chat attachment can be.
+MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024
 
 
-class TicketIn(InputModel):
+class TicketAttachment(InputModel):
+    """A file kept elsewhere (object storage, the mail or chat system), referenced by its URL."""
+
+    url: AnyHttpUrl = Field(examples=["https://files.example.com/t/123/photo.jpg"])
+    name: ShortText = Field(examples=["破损照片.jpg"])
+    content_type: Annotated[str, Field(max_length=128, pattern=r"^[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+$")] = Field(
+        examples=["image/jpeg"], description="A lower-case media type, type/subtype."
+    )
+    size_bytes: int = Field(ge=0, le=MAX_ATTACHMENT_BYTES, examples=[482133])
+
+
+class _TagsAndAttachments(InputModel):
+    @field_validator("tags", check_fields=False)
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        # As a customer's tags: surrounding whitespace gone (the Tag type), duplicates dropped in order.
+        return list(dict.fromkeys(value)) if value is not None else None
+
+
+class TicketIn(_TagsAndAttachments):
     customer_id: uuid.UUID
     type: TicketType = Field(examples=["complaint"])
     channel: TicketChannel = Field(examples=["phone"])
@@ -37,15 +62,21 @@ class TicketIn(InputModel):
     team_id: uuid.UUID | None = Field(default=None, description="A team queue.")
     order_id: uuid.UUID | None = None
     interaction_id: uuid.UUID | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=MAX_TICKET_TAGS, examples=[["物流", "退款"]])
+    attachments: list[TicketAttachment] | None = Field(default=None, max_length=MAX_ATTACHMENTS)
 
 
-class TicketPatch(InputModel):
+class TicketPatch(_TagsAndAttachments):
     subject: MediumText | None = None
     description: LongText | None = None
     category_id: uuid.UUID | None = None
     priority: TicketPriority | None = None
     assignee_id: uuid.UUID | None = None
     team_id: uuid.UUID | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=MAX_TICKET_TAGS, description="Replaces the tags.")
+    attachments: list[TicketAttachment] | None = Field(
+        default=None, max_length=MAX_ATTACHMENTS, description="Replaces the attachments."
+    )
 
 
 class Transition(InputModel):
@@ -60,6 +91,11 @@ class CommentIn(InputModel):
 class CategoryIn(InputModel):
     name: Label
     parent_id: uuid.UUID | None = None
+
+
+class CategoryPatch(InputModel):
+    name: Label | None = None
+    parent_id: uuid.UUID | None = Field(default=None, description="null: a top-level category.")
 
 
 class SlaPolicyIn(InputModel):
@@ -85,7 +121,39 @@ class SlaSettings(InputModel):
         default_factory=_working_week,
         description="Open hours per weekday (0 is Monday), HH:MM (24:00 ends a day); a missing day is closed.",
     )
-    holidays: list[date] = Field(default_factory=list, max_length=400)
+    holidays: list[date] = Field(default_factory=list, max_length=800, description="Closed all day.")
+    workdays: list[date] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Make-up working days (调休): open the hours of the week's first working day, "
+        "whatever their weekday.",
+    )
+
+
+CalendarSource = Literal["cn_mainland"]
+
+
+class CalendarLoad(InputModel):
+    source: CalendarSource = Field(
+        default="cn_mainland", description="The State Council's holidays and make-up days, from chinesecalendar."
+    )
+    years: list[int] = Field(min_length=1, max_length=5, examples=[[2026]])
+
+
+class SlaPolicyOut(BaseModel):
+    priority: TicketPriority
+    tier: str | None
+    first_response_minutes: int
+    resolution_minutes: int
+
+
+class SlaSettingsOut(BaseModel):
+    policies: list[SlaPolicyOut]
+    timezone: str
+    weekly: dict[Weekday, list[tuple[str, str]]]
+    holidays: list[date] = Field(description="Ascending.")
+    workdays: list[date] = Field(description="Ascending.")
+    version: int = Field(description="Also sent as the ETag; 1 while the workspace runs on the defaults.")
 
 
 class CsatAnswer(InputModel):
@@ -102,6 +170,14 @@ class SurveyIn(InputModel):
     closes_at: Timestamp | None = None
 
 
+class SurveyPatch(InputModel):
+    name: Name | None = None
+    question: MediumText | None = None
+    channel: Label | None = None
+    opens_at: Timestamp | None = Field(default=None, description="Only before the first answer.")
+    closes_at: Timestamp | None = Field(default=None, description="null: open until closed by hand.")
+
+
 class SurveyAnswer(InputModel):
     customer_id: uuid.UUID
     score: int = Field(ge=0, le=10)
@@ -113,6 +189,11 @@ class IntakeFormIn(InputModel):
     channel: TicketChannel = "web_form"
 
 
+class IntakeFormPatch(InputModel):
+    name: Name | None = None
+    channel: TicketChannel | None = None
+
+
 class IntakeSubmission(InputModel):
     name: Name
     email: EmailText | None = None
@@ -120,6 +201,13 @@ class IntakeSubmission(InputModel):
     type: TicketType = "inquiry"
     subject: MediumText
     description: LongText | None = None
+
+
+class TicketAttachmentOut(BaseModel):
+    url: str
+    name: str
+    content_type: str
+    size_bytes: int
 
 
 class TicketOut(BaseModel):
@@ -147,6 +235,8 @@ class TicketOut(BaseModel):
     resolved_at: datetime | None
     closed_at: datetime | None
     csat_score: int | None
+    tags: list[str]
+    attachments: list[TicketAttachmentOut]
     created_at: datetime
     updated_at: datetime
     version: int
@@ -226,6 +316,8 @@ TicketAction = Literal[
     "public_reply",
     "internal_note",
     "sla_breached",
+    "tags_changed",
+    "attachments_changed",
 ]
 
 
@@ -262,21 +354,33 @@ class CategoryOut(BaseModel):
     id: uuid.UUID
     name: str
     parent_id: uuid.UUID | None
+    version: int = Field(description="Also sent as the ETag.")
 
 
 class CategoryList(Page[CategoryOut]):
     """Every category; one page (`next_cursor` is null)."""
 
 
-class SlaSaved(BaseModel):
-    status: Literal["saved"]
+SurveyStatus = Literal["scheduled", "open", "closed"]
 
 
 class SurveyOut(BaseModel):
     id: uuid.UUID
     name: str
+    question: str
+    segment_id: uuid.UUID | None
+    channel: str
+    status: SurveyStatus = Field(description="Before `opens_at`, between it and the close, after.")
     opens_at: datetime
     closes_at: datetime | None
+    closed_at: datetime | None = Field(description="When it was closed by hand.")
+    created_at: datetime
+    updated_at: datetime
+    version: int = Field(description="Also sent as the ETag.")
+
+
+class SurveyPage(Page[SurveyOut]):
+    """Newest first."""
 
 
 class SurveyAnswerOut(BaseModel):
@@ -292,9 +396,26 @@ class SurveyResults(BaseModel):
     nps: float | None = Field(description="% promoters − % detractors, one decimal; null without answers.")
 
 
-class IntakeFormCreated(BaseModel):
+IntakeFormStatus = Literal["active", "revoked"]
+
+
+class IntakeFormOut(BaseModel):
     id: uuid.UUID
     name: str
+    channel: TicketChannel
+    status: IntakeFormStatus
+    token_rotated_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int = Field(description="Also sent as the ETag.")
+
+
+class IntakeFormPage(Page[IntakeFormOut]):
+    """Newest first."""
+
+
+class IntakeFormCreated(IntakeFormOut):
     token: str = Field(description="Shown once: submissions go to POST /api/v1/intake/{token}.")
 
 

@@ -30,11 +30,13 @@ from app.routers.deps import (
     Session,
 )
 from app.routers.responses import errors, idempotent, public_errors, resource_response, stored
-from app.schemas.common import Timestamp
+from app.schemas.common import Tag, Timestamp
 from app.schemas.ticket import (
+    CalendarLoad,
     CategoryIn,
     CategoryList,
     CategoryOut,
+    CategoryPatch,
     CommentIn,
     CommentOut,
     CsatAnswer,
@@ -42,15 +44,20 @@ from app.schemas.ticket import (
     CsatRequestOut,
     IntakeFormCreated,
     IntakeFormIn,
+    IntakeFormOut,
+    IntakeFormPage,
+    IntakeFormPatch,
     IntakeSubmission,
     IntakeSubmitted,
     ServiceReportOut,
-    SlaSaved,
     SlaSettings,
+    SlaSettingsOut,
     SurveyAnswer,
     SurveyAnswerOut,
     SurveyIn,
     SurveyOut,
+    SurveyPage,
+    SurveyPatch,
     SurveyResults,
     TicketHistoryOut,
     TicketIn,
@@ -61,7 +68,7 @@ from app.schemas.ticket import (
     TicketStatus,
     Transition,
 )
-from app.services.service_desk import feedback, service_reports, tickets
+from app.services.service_desk import categories, feedback, service_reports, sla_settings, tickets
 
 router = APIRouter(tags=["tickets and satisfaction"])
 public = APIRouter(tags=["public"])
@@ -98,6 +105,7 @@ async def list_tickets(
     ] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
+    tag: Annotated[list[Tag] | None, Query(max_length=20, description="Has every tag given.")] = None,
 ) -> Response:
     """Newest first; tickets of the customers the caller may see."""
     filters = {
@@ -108,7 +116,7 @@ async def list_tickets(
         "customer_id": customer_id,
     }
     rows, next_cursor = await tickets.list_tickets(
-        session, ctx, filters=filters, at_risk_minutes=at_risk_within_minutes, limit=limit, cursor=cursor
+        session, ctx, filters=filters, at_risk_minutes=at_risk_within_minutes, limit=limit, cursor=cursor, tags=tag
     )
     return json_response({"items": [tickets.present(t) for t in rows], "next_cursor": next_cursor})
 
@@ -194,46 +202,44 @@ async def csat_request(ticket_id: uuid.UUID, ctx: CustomersWrite, session: Sessi
 
 @router.get("/ticket-categories", response_model=CategoryList, responses=errors(), summary="Ticket categories")
 async def list_categories(ctx: CustomersRead, session: Reader) -> Response:
-    rows = await tickets.categories(session, ctx)
-    return json_response(
-        {"items": [{"id": c.id, "name": c.name, "parent_id": c.parent_id} for c in rows], "next_cursor": None}
-    )
+    rows = await categories.categories(session, ctx)
+    return json_response({"items": [categories.present(c) for c in rows], "next_cursor": None})
 
 
 @router.post(
     "/ticket-categories", status_code=201, response_model=CategoryOut, responses=errors(), summary="Add a category"
 )
 async def add_category(body: CategoryIn, ctx: ServiceAdmin, session: Session) -> Response:
-    category = await tickets.add_category(session, ctx, body)
-    return json_response({"id": category.id, "name": category.name, "parent_id": category.parent_id}, status_code=201)
+    category = await categories.add_category(session, ctx, body)
+    return resource_response(
+        categories.present(category), status_code=201, location=f"/api/v1/ticket-categories/{category.id}"
+    )
 
 
-@router.put("/sla", response_model=SlaSaved, responses=errors(), summary="Set SLA policies and business hours")
+@router.put("/sla", response_model=SlaSettingsOut, responses=errors(), summary="Set SLA policies and business hours")
 async def set_sla(body: SlaSettings, ctx: ServiceAdmin, session: Session) -> Response:
-    """Policies by priority and tier (null tier: any), with business hours and holidays. New
-    tickets use them; open tickets keep their deadlines."""
-    await tickets.set_sla(session, ctx, body)
-    return json_response({"status": "saved"})
+    """Policies by priority and tier (null tier: any), with business hours, holidays and make-up
+    working days; answers what it stored, its version as the ETag. New tickets use them; open
+    tickets keep their deadlines. A settings document: the last PUT wins, as for the other settings."""
+    return resource_response(await sla_settings.set_sla(session, ctx, body))
 
 
 @router.post("/surveys", status_code=201, response_model=SurveyOut, responses=errors(), summary="Create an NPS survey")
 async def create_survey(body: SurveyIn, ctx: ServiceAdmin, session: Session) -> Response:
     survey = await feedback.create_survey(session, ctx, body)
-    return json_response(
-        {"id": survey.id, "name": survey.name, "opens_at": survey.opens_at, "closes_at": survey.closes_at},
-        status_code=201,
-    )
+    return resource_response(feedback.present_survey(survey), status_code=201, location=f"/api/v1/surveys/{survey.id}")
 
 
 @router.post(
     "/surveys/{survey_id}/responses",
     status_code=201,
     response_model=SurveyAnswerOut,
-    responses=errors(404, 409),
+    responses=errors(404, 409, 410),
     summary="Record an answer",
 )
 async def answer_survey(survey_id: uuid.UUID, body: SurveyAnswer, ctx: CustomersWrite, session: Session) -> Response:
-    """One 0-10 answer per customer; 409 for a second one or a closed survey."""
+    """One 0-10 answer per customer; 409 for a second one or before the survey opens, 410 once it
+    closed (by hand or at `closes_at`)."""
     response = await feedback.answer_survey(session, ctx, survey_id, body)
     return json_response({"customer_id": response.customer_id, "score": response.score}, status_code=201)
 
@@ -254,7 +260,9 @@ async def survey_results(survey_id: uuid.UUID, ctx: CustomersRead, session: Read
 async def create_intake_form(body: IntakeFormIn, ctx: ServiceAdmin, session: Session) -> Response:
     """The token (shown once) authenticates submissions to POST /api/v1/intake/{token}."""
     form, token = await feedback.create_intake_form(session, ctx, body)
-    return json_response({"id": form.id, "name": form.name, "token": token}, status_code=201)
+    return resource_response(
+        {**feedback.present_form(form), "token": token}, status_code=201, location=f"/api/v1/intake-forms/{form.id}"
+    )
 
 
 @router.get("/reports/service", response_model=ServiceReportOut, responses=errors(), summary="Service report")
@@ -303,3 +311,135 @@ async def submit_intake(token: Annotated[str, "path"], body: IntakeSubmission, s
         raise TooManyRequests("Too many submissions to this form; retry later.", retry_after=60)
     ticket = await feedback.submit(session, form, body)
     return json_response({"ticket_number": ticket.number, "status": ticket.status}, status_code=201)
+
+
+@router.get("/sla", response_model=SlaSettingsOut, responses=errors(), summary="SLA policies and business hours")
+async def get_sla(ctx: CustomersRead, session: Reader) -> Response:
+    """What new tickets are timed by; the defaults (version 1) until the workspace sets its own."""
+    return resource_response(await sla_settings.get_sla(session, ctx))
+
+
+@router.post(
+    "/sla/calendar/load", response_model=SlaSettingsOut, responses=errors(), summary="Load an official calendar"
+)
+async def load_sla_calendar(body: CalendarLoad, ctx: ServiceAdmin, session: Session) -> Response:
+    """Adds the mainland China holidays and make-up working days (调休) of the years asked for to the
+    workspace's own (the official calendar wins on a date both name). The days are then the
+    workspace's: edit them with PUT /sla. A year the installed calendar does not know is a 422."""
+    return resource_response(await sla_settings.load_calendar(session, ctx, body))
+
+
+@router.get("/surveys", response_model=SurveyPage, responses=errors(), summary="List surveys")
+async def list_surveys(
+    ctx: CustomersRead, session: Reader, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Response:
+    """Newest first."""
+    rows, next_cursor = await feedback.list_surveys(session, ctx, limit=limit, cursor=cursor)
+    return json_response({"items": [feedback.present_survey(s) for s in rows], "next_cursor": next_cursor})
+
+
+@router.get("/surveys/{survey_id}", response_model=SurveyOut, responses=errors(404), summary="Get a survey")
+async def get_survey(survey_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    return resource_response(feedback.present_survey(await feedback.get_survey(session, ctx, survey_id)))
+
+
+@router.patch(
+    "/surveys/{survey_id}", response_model=SurveyOut, responses=errors(404, 409, 412, 428), summary="Change a survey"
+)
+async def update_survey(
+    survey_id: uuid.UUID, patch: SurveyPatch, ctx: ServiceAdmin, session: Session, version: IfMatch
+) -> Response:
+    """Name, question, channel, the window (`opens_at` only before the first answer). A survey
+    closed by hand is a 409."""
+    survey = await feedback.update_survey(session, ctx, survey_id, patch, expected_version=version)
+    return resource_response(feedback.present_survey(survey))
+
+
+@router.post(
+    "/surveys/{survey_id}/close", response_model=SurveyOut, responses=errors(404, 409), summary="Close a survey"
+)
+async def close_survey(survey_id: uuid.UUID, ctx: ServiceAdmin, session: Session) -> Response:
+    """Now, for good: later answers are 410. A closed survey is a 409."""
+    return resource_response(feedback.present_survey(await feedback.close_survey(session, ctx, survey_id)))
+
+
+@router.get("/intake-forms", response_model=IntakeFormPage, responses=errors(), summary="List intake forms")
+async def list_intake_forms(
+    ctx: ServiceAdmin, session: Reader, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Response:
+    """Newest first, revoked ones included; tokens are never shown again."""
+    rows, next_cursor = await feedback.list_forms(session, ctx, limit=limit, cursor=cursor)
+    return json_response({"items": [feedback.present_form(f) for f in rows], "next_cursor": next_cursor})
+
+
+@router.get(
+    "/intake-forms/{form_id}", response_model=IntakeFormOut, responses=errors(404), summary="Get an intake form"
+)
+async def get_intake_form(form_id: uuid.UUID, ctx: ServiceAdmin, session: Reader) -> Response:
+    return resource_response(feedback.present_form(await feedback.get_form(session, ctx, form_id)))
+
+
+@router.patch(
+    "/intake-forms/{form_id}",
+    response_model=IntakeFormOut,
+    responses=errors(404, 412, 428),
+    summary="Change an intake form",
+)
+async def update_intake_form(
+    form_id: uuid.UUID, patch: IntakeFormPatch, ctx: ServiceAdmin, session: Session, version: IfMatch
+) -> Response:
+    """Name and the channel its tickets are opened on."""
+    form = await feedback.update_form(session, ctx, form_id, patch, expected_version=version)
+    return resource_response(feedback.present_form(form))
+
+
+@router.post(
+    "/intake-forms/{form_id}/rotate-token",
+    response_model=IntakeFormCreated,
+    responses=errors(404, 409),
+    summary="Rotate an intake form's token",
+)
+async def rotate_intake_form_token(form_id: uuid.UUID, ctx: ServiceAdmin, session: Session) -> Response:
+    """A new token, shown once; the old one stops working at once (no overlap). A revoked form is a 409."""
+    form, token = await feedback.rotate_token(session, ctx, form_id)
+    return resource_response({**feedback.present_form(form), "token": token})
+
+
+@router.post(
+    "/intake-forms/{form_id}/revoke",
+    response_model=IntakeFormOut,
+    responses=errors(404, 409),
+    summary="Revoke an intake form",
+)
+async def revoke_intake_form(form_id: uuid.UUID, ctx: ServiceAdmin, session: Session) -> Response:
+    """Its token stops working at once, for good (submissions get 404); the tickets it opened stay."""
+    return resource_response(feedback.present_form(await feedback.revoke_form(session, ctx, form_id)))
+
+
+@router.patch(
+    "/ticket-categories/{category_id}",
+    response_model=CategoryOut,
+    responses=errors(404, 412, 428),
+    summary="Rename or move a category",
+)
+async def update_ticket_category(
+    category_id: uuid.UUID, patch: CategoryPatch, ctx: ServiceAdmin, session: Session, version: IfMatch
+) -> Response:
+    """A move under itself or one of its subcategories is a 422."""
+    category = await categories.update(session, ctx, category_id, patch, expected_version=version)
+    return resource_response(categories.present(category))
+
+
+@router.delete(
+    "/ticket-categories/{category_id}",
+    status_code=204,
+    responses=errors(404, 409, 412, 428),
+    summary="Delete an unused category",
+)
+async def delete_ticket_category(
+    category_id: uuid.UUID, ctx: ServiceAdmin, session: Session, version: IfMatch
+) -> Response:
+    """Only a category no ticket is filed under and with no subcategories: otherwise a 409 that says
+    how many (tickets keep their category; move them with PATCH /tickets/{id} first)."""
+    await categories.delete(session, ctx, category_id, expected_version=version)
+    return Response(status_code=204)

@@ -14,6 +14,10 @@ from app.core import clock, scoped
 from app.core.access import Caller, system_caller
 from app.core.errors import Conflict, DomainError, NotFound, ValidationFailed
 from app.core.ids import new_id
+from app.core.jsonable import to_jsonable
+from app.core.pagination import SortKey, keyset_page
+from app.core.versions import check_version
+from app.core.wire import utc_text
 from app.models import (
     CsatRequest,
     CustomerIdentity,
@@ -25,10 +29,19 @@ from app.models import (
     Ticket,
 )
 from app.schemas.customer import CustomerCreate, normalise_email, normalise_phone
-from app.schemas.ticket import CsatAnswer, IntakeFormIn, IntakeSubmission, SurveyAnswer, SurveyIn, TicketIn
+from app.schemas.ticket import (
+    CsatAnswer,
+    IntakeFormIn,
+    IntakeFormPatch,
+    IntakeSubmission,
+    SurveyAnswer,
+    SurveyIn,
+    SurveyPatch,
+    TicketIn,
+)
 from app.services.customers import customers
 from app.services.customers.visibility import require_visible
-from app.services.events import outbox
+from app.services.events import audit, outbox
 from app.services.service_desk import tickets
 
 CSAT_VALID_FOR = timedelta(days=7)
@@ -36,6 +49,10 @@ CSAT_VALID_FOR = timedelta(days=7)
 
 class Gone(DomainError):
     status, title, slug = 410, "Gone", "expired"
+
+
+def _token() -> str:
+    return "gxf_" + secrets.token_urlsafe(24)
 
 
 def _hash(token: str) -> str:
@@ -102,14 +119,105 @@ async def create_survey(session: AsyncSession, ctx: Caller, data: SurveyIn) -> S
         opens_at=data.opens_at,
         closes_at=data.closes_at,
         created_at=clock.now(),
+        updated_at=clock.now(),
+        version=1,
     )
     session.add(survey)
     await session.flush()
+    audit.record(
+        session,
+        ctx,
+        entity_type="survey",
+        entity_id=survey.id,
+        action="created",
+        changes={"name": {"before": None, "after": data.name}},
+    )
     return survey
 
 
-async def get_survey(session: AsyncSession, ctx: Caller, survey_id: uuid.UUID) -> Survey:
-    return await scoped.get(session, ctx, Survey, survey_id, missing="No survey with that id.")
+def survey_status(survey: Survey) -> str:
+    now = clock.now()
+    if survey.closed_at is not None or (survey.closes_at is not None and survey.closes_at <= now):
+        return "closed"
+    return "scheduled" if now < survey.opens_at else "open"
+
+
+def present_survey(survey: Survey) -> dict[str, Any]:
+    return {
+        "id": survey.id,
+        "name": survey.name,
+        "question": survey.question,
+        "segment_id": survey.segment_id,
+        "channel": survey.channel,
+        "status": survey_status(survey),
+        "opens_at": survey.opens_at,
+        "closes_at": survey.closes_at,
+        "closed_at": survey.closed_at,
+        "created_at": survey.created_at,
+        "updated_at": survey.updated_at,
+        "version": survey.version,
+    }
+
+
+async def list_surveys(
+    session: AsyncSession, ctx: Caller, *, limit: int, cursor: str | None
+) -> tuple[list[Survey], str | None]:
+    """Newest first."""
+    keys = [SortKey(Survey.created_at, descending=True), SortKey(Survey.id, descending=True)]
+    statement = scoped.in_workspace(Survey, ctx)
+    return await keyset_page(session, statement, keys, list_name="surveys", limit=limit, cursor=cursor)
+
+
+async def update_survey(
+    session: AsyncSession, ctx: Caller, survey_id: uuid.UUID, patch: SurveyPatch, *, expected_version: int
+) -> Survey:
+    """A closed survey stays closed: its answers are final. `opens_at` moves only before the first answer."""
+    survey = await get_survey(session, ctx, survey_id, lock=True)
+    check_version(survey.version, expected_version, what="survey")
+    if survey.closed_at is not None:
+        raise Conflict("A survey closed by hand does not change.")
+    for name in ("name", "question", "channel", "opens_at"):
+        if name in patch.model_fields_set and getattr(patch, name) is None:
+            raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
+    opens_at = patch.opens_at or survey.opens_at
+    closes_at = patch.closes_at if "closes_at" in patch.model_fields_set else survey.closes_at
+    if closes_at is not None and closes_at <= opens_at:
+        raise ValidationFailed("closes_at must be after opens_at.", loc=["body", "closes_at"])
+    if patch.opens_at is not None and patch.opens_at != survey.opens_at:
+        answered = await session.scalar(
+            select(func.count()).where(
+                SurveyResponse.workspace_id == ctx.workspace_id, SurveyResponse.survey_id == survey.id
+            )
+        )
+        if answered:
+            raise Conflict("The survey has answers: opens_at no longer moves.")
+    changes: dict[str, dict[str, Any]] = {}
+    for name in ("name", "question", "channel", "opens_at", "closes_at"):
+        if name not in patch.model_fields_set:
+            continue
+        value, before = getattr(patch, name), getattr(survey, name)
+        if value != before:
+            changes[name] = {"before": to_jsonable(before), "after": to_jsonable(value)}
+            setattr(survey, name, value)
+    audit.record_update(session, ctx, survey, entity_type="survey", changes=changes)
+    return survey
+
+
+async def close_survey(session: AsyncSession, ctx: Caller, survey_id: uuid.UUID) -> Survey:
+    """Closes now: later answers are 410. Closing a closed survey is a 409."""
+    survey = await get_survey(session, ctx, survey_id, lock=True)
+    if survey_status(survey) == "closed":
+        raise Conflict("The survey is already closed.")
+    now = clock.now()
+    survey.closed_at = now
+    audit.record_update(
+        session, ctx, survey, entity_type="survey", changes={"closed_at": {"before": None, "after": to_jsonable(now)}}
+    )
+    return survey
+
+
+async def get_survey(session: AsyncSession, ctx: Caller, survey_id: uuid.UUID, *, lock: bool = False) -> Survey:
+    return await scoped.get(session, ctx, Survey, survey_id, missing="No survey with that id.", lock=lock)
 
 
 async def answer_survey(
@@ -118,8 +226,12 @@ async def answer_survey(
     """One answer per customer; outside the survey's window or audience it is refused."""
     survey = await get_survey(session, ctx, survey_id)
     now = clock.now()
-    if now < survey.opens_at or (survey.closes_at and now >= survey.closes_at):
-        raise Conflict("The survey is not open.")
+    if survey.closed_at is not None:
+        raise Gone(f"The survey was closed at {utc_text(survey.closed_at)}.", closed_at=utc_text(survey.closed_at))
+    if survey.closes_at and now >= survey.closes_at:
+        raise Gone(f"The survey closed at {utc_text(survey.closes_at)}.", closed_at=utc_text(survey.closes_at))
+    if now < survey.opens_at:
+        raise Conflict(f"The survey opens at {utc_text(survey.opens_at)}.", opens_at=utc_text(survey.opens_at))
     await require_visible(session, ctx, answer.customer_id)
     if survey.segment_id is not None:
         member = await session.scalar(
@@ -171,7 +283,8 @@ async def survey_results(session: AsyncSession, ctx: Caller, survey_id: uuid.UUI
 
 
 async def create_intake_form(session: AsyncSession, ctx: Caller, data: IntakeFormIn) -> tuple[IntakeForm, str]:
-    token = "gxf_" + secrets.token_urlsafe(24)
+    token = _token()
+    now = clock.now()
     form = IntakeForm(
         workspace_id=ctx.workspace_id,
         id=new_id(),
@@ -179,11 +292,98 @@ async def create_intake_form(session: AsyncSession, ctx: Caller, data: IntakeFor
         token_hash=_hash(token),
         channel=data.channel,
         active=True,
-        created_at=clock.now(),
+        created_at=now,
+        updated_at=now,
+        version=1,
     )
     session.add(form)
     await session.flush()
+    audit.record(
+        session,
+        ctx,
+        entity_type="intake_form",
+        entity_id=form.id,
+        action="created",
+        changes={"name": {"before": None, "after": data.name}},
+    )
     return form, token
+
+
+def present_form(form: IntakeForm) -> dict[str, Any]:
+    return {
+        "id": form.id,
+        "name": form.name,
+        "channel": form.channel,
+        "status": "active" if form.active else "revoked",
+        "token_rotated_at": form.token_rotated_at,
+        "revoked_at": form.revoked_at,
+        "created_at": form.created_at,
+        "updated_at": form.updated_at,
+        "version": form.version,
+    }
+
+
+async def get_form(session: AsyncSession, ctx: Caller, form_id: uuid.UUID, *, lock: bool = False) -> IntakeForm:
+    return await scoped.get(session, ctx, IntakeForm, form_id, missing="No intake form with that id.", lock=lock)
+
+
+async def list_forms(
+    session: AsyncSession, ctx: Caller, *, limit: int, cursor: str | None
+) -> tuple[list[IntakeForm], str | None]:
+    """Newest first."""
+    keys = [SortKey(IntakeForm.created_at, descending=True), SortKey(IntakeForm.id, descending=True)]
+    statement = scoped.in_workspace(IntakeForm, ctx)
+    return await keyset_page(session, statement, keys, list_name="intake_forms", limit=limit, cursor=cursor)
+
+
+async def update_form(
+    session: AsyncSession, ctx: Caller, form_id: uuid.UUID, patch: IntakeFormPatch, *, expected_version: int
+) -> IntakeForm:
+    form = await get_form(session, ctx, form_id, lock=True)
+    check_version(form.version, expected_version, what="intake form")
+    changes: dict[str, dict[str, Any]] = {}
+    for name in ("name", "channel"):
+        if name not in patch.model_fields_set:
+            continue
+        value = getattr(patch, name)
+        if value is None:
+            raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
+        if value != getattr(form, name):
+            changes[name] = {"before": getattr(form, name), "after": value}
+            setattr(form, name, value)
+    audit.record_update(session, ctx, form, entity_type="intake_form", changes=changes)
+    return form
+
+
+async def rotate_token(session: AsyncSession, ctx: Caller, form_id: uuid.UUID) -> tuple[IntakeForm, str]:
+    """A new token; the old one stops working when this commits (no overlap: a leaked token is why
+    one rotates). A revoked form has no token to rotate: 409."""
+    form = await get_form(session, ctx, form_id, lock=True)
+    if not form.active:
+        raise Conflict("The intake form is revoked; create a new one.")
+    token = _token()
+    now = clock.now()
+    form.token_hash = _hash(token)
+    form.token_rotated_at = now
+    audit.record_update(
+        session, ctx, form, entity_type="intake_form", changes={"token": {"before": "rotated", "after": "new"}}
+    )
+    return form, token
+
+
+async def revoke_form(session: AsyncSession, ctx: Caller, form_id: uuid.UUID) -> IntakeForm:
+    """Submissions with its token are 404 from now on, as an unknown token's; for good (a 409 the
+    second time): the form's tickets stay."""
+    form = await get_form(session, ctx, form_id, lock=True)
+    if not form.active:
+        raise Conflict("The intake form is already revoked.")
+    now = clock.now()
+    form.active = False
+    form.revoked_at = now
+    audit.record_update(
+        session, ctx, form, entity_type="intake_form", changes={"status": {"before": "active", "after": "revoked"}}
+    )
+    return form
 
 
 async def intake_form(session: AsyncSession, token: str) -> IntakeForm:

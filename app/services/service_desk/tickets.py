@@ -3,7 +3,6 @@
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -30,7 +29,7 @@ from app.models import (
     TicketEvent,
     User,
 )
-from app.schemas.ticket import CategoryIn, CommentIn, SlaSettings, TicketIn, TicketPatch
+from app.schemas.ticket import CommentIn, TicketAttachment, TicketIn, TicketPatch
 from app.services.customers.visibility import require_visible, through_customer
 from app.services.events import outbox
 from app.services.events.event_catalogue import data_model
@@ -55,7 +54,12 @@ DEFAULT_POLICIES = {"urgent": (60, 480), "high": (240, 1440), "normal": (480, 28
 async def calendar(session: AsyncSession, workspace_id: uuid.UUID) -> Calendar:
     hours = await session.get(BusinessHours, workspace_id)
     if hours is not None:
-        return Calendar(timezone=hours.timezone, weekly=hours.weekly, holidays=frozenset(hours.holidays))
+        return Calendar(
+            timezone=hours.timezone,
+            weekly=hours.weekly,
+            holidays=frozenset(hours.holidays),
+            workdays=frozenset(hours.workdays),
+        )
     return Calendar(timezone=await workspaces.timezone(session, workspace_id))
 
 
@@ -162,6 +166,8 @@ async def open_ticket(session: AsyncSession, ctx: Caller, data: TicketIn) -> Tic
         team_id=data.team_id,
         order_id=data.order_id,
         interaction_id=data.interaction_id,
+        tags=data.tags or [],
+        attachments={"items": _attachments(data.attachments or [])},
         tier=tier,
         escalated=False,
         first_response_due_at=add_business_minutes(now, response_minutes, cal),
@@ -193,6 +199,19 @@ async def update(
     if ticket.status == "closed":
         raise Conflict("A closed ticket does not change.")
     await _check_refs(session, ctx, patch)
+    for name in ("tags", "attachments"):
+        if name in patch.model_fields_set and getattr(patch, name) is None:
+            raise ValidationFailed(f"{name} cannot be null; send [] for none.", loc=["body", name])
+    if patch.tags is not None and patch.tags != ticket.tags:
+        _record(session, ctx, ticket, "tags_changed", _brief(ticket.tags), _brief(patch.tags))
+        ticket.tags = patch.tags
+    if patch.attachments is not None:
+        items = _attachments(patch.attachments)
+        before = ticket.attachments.get("items", [])
+        if items != before:
+            names = [str(a["name"]) for a in items]
+            _record(session, ctx, ticket, "attachments_changed", _brief([a["name"] for a in before]), _brief(names))
+            ticket.attachments = {"items": items}
     for name in ("subject", "description", "category_id", "priority", "assignee_id", "team_id"):
         if name not in patch.model_fields_set:
             continue
@@ -215,6 +234,16 @@ async def update(
     ticket.version += 1
     ticket.updated_at = clock.now()
     return ticket
+
+
+def _attachments(items: list[TicketAttachment]) -> list[dict[str, Any]]:
+    return [dict(to_jsonable(a.model_dump(mode="json"))) for a in items]
+
+
+def _brief(values: list[str]) -> str:
+    """A list as the history's text, cut to its column."""
+    text = ", ".join(values)
+    return text if len(text) <= 100 else text[:99] + "…"
 
 
 async def transition(session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID, status: str) -> Ticket:
@@ -340,12 +369,16 @@ async def list_tickets(
     at_risk_minutes: int | None,
     limit: int,
     cursor: str | None,
+    tags: list[str] | None = None,
 ) -> tuple[list[Ticket], str | None]:
-    """Newest first; `at_risk_minutes` lists open tickets whose next deadline falls within that many minutes."""
+    """Newest first; `at_risk_minutes` lists open tickets whose next deadline falls within that many minutes;
+    `tags`, those that have every tag given."""
     stmt = through_customer(Ticket, ctx)
     for name, value in filters.items():
         if value is not None:
             stmt = stmt.where(getattr(Ticket, name) == value)
+    if tags:
+        stmt = stmt.where(Ticket.tags.contains(list(dict.fromkeys(tags))))
     if at_risk_minutes is not None:
         horizon = clock.now() + timedelta(minutes=at_risk_minutes)
         stmt = stmt.where(
@@ -417,60 +450,6 @@ async def mark_breaches(session: AsyncSession) -> int:
     return int((await session.execute(BREACH_SQL, {"now": clock.now()})).one()[0])
 
 
-async def add_category(session: AsyncSession, ctx: Caller, data: CategoryIn) -> TicketCategory:
-    if data.parent_id is not None:
-        found = await session.scalar(
-            select(TicketCategory.id).where(
-                TicketCategory.workspace_id == ctx.workspace_id, TicketCategory.id == data.parent_id
-            )
-        )
-        if found is None:
-            raise ValidationFailed("Unknown parent category.", loc=["body", "parent_id"])
-    category = TicketCategory(
-        workspace_id=ctx.workspace_id, id=new_id(), name=data.name, parent_id=data.parent_id, created_at=clock.now()
-    )
-    session.add(category)
-    await session.flush()
-    return category
-
-
-async def categories(session: AsyncSession, ctx: Caller) -> list[TicketCategory]:
-    return await scoped.all_of(session, ctx, TicketCategory, order_by=TicketCategory.name)
-
-
-async def set_sla(session: AsyncSession, ctx: Caller, settings: SlaSettings) -> None:
-    """Replaces the policies and business hours; open tickets keep the deadlines they have."""
-    try:
-        ZoneInfo(settings.timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValidationFailed("Unknown time zone.", loc=["body", "timezone"]) from exc
-    keys = [(p.priority, p.tier) for p in settings.policies]
-    if len(set(keys)) != len(keys):
-        raise ValidationFailed("One policy per priority and tier.", loc=["body", "policies"])
-    await scoped.one_at_a_time(session, ctx, "sla_policies")
-    await session.execute(text("DELETE FROM sla_policies WHERE workspace_id = :ws"), {"ws": ctx.workspace_id})
-    session.add_all(
-        SlaPolicy(
-            workspace_id=ctx.workspace_id,
-            id=new_id(),
-            priority=p.priority,
-            tier=p.tier,
-            first_response_minutes=p.first_response_minutes,
-            resolution_minutes=p.resolution_minutes,
-        )
-        for p in settings.policies
-    )
-    weekly = {day: [list(period) for period in periods] for day, periods in settings.weekly.items()}
-    await session.execute(
-        insert(BusinessHours)
-        .values(workspace_id=ctx.workspace_id, timezone=settings.timezone, weekly=weekly, holidays=settings.holidays)
-        .on_conflict_do_update(
-            index_elements=[BusinessHours.workspace_id],
-            set_={"timezone": settings.timezone, "weekly": weekly, "holidays": settings.holidays},
-        )
-    )
-
-
 def present(ticket: Ticket) -> dict[str, Any]:
     now = clock.now()
 
@@ -504,6 +483,8 @@ def present(ticket: Ticket) -> dict[str, Any]:
         "resolved_at": ticket.resolved_at,
         "closed_at": ticket.closed_at,
         "csat_score": ticket.csat_score,
+        "tags": list(ticket.tags),
+        "attachments": ticket.attachments.get("items", []),
         "created_at": ticket.created_at,
         "updated_at": ticket.updated_at,
         "version": ticket.version,
