@@ -80,7 +80,7 @@ async def test_sla_reads_back_what_put_stored_with_its_version(
 @pytest.mark.parametrize(
     ("change", "where"),
     [
-        ({"holidays": ["2026-10-10"], "workdays": ["2026-10-10"]}, ["body"]),
+        ({"holidays": ["2026-10-10"], "workdays": ["2026-10-09", "2026-10-10"]}, ["body", "workdays", 1]),
         ({"workdays": ["2026-13-01"]}, ["body", "workdays", 0]),
         ({"timezone": "Mars/Olympus"}, ["body", "timezone"]),
     ],

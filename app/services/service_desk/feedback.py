@@ -363,11 +363,10 @@ async def rotate_token(session: AsyncSession, ctx: Caller, form_id: uuid.UUID) -
         raise Conflict("The intake form is revoked; create a new one.")
     token = _token()
     now = clock.now()
+    changes = {"token_rotated_at": {"before": to_jsonable(form.token_rotated_at), "after": to_jsonable(now)}}
     form.token_hash = _hash(token)
     form.token_rotated_at = now
-    audit.record_update(
-        session, ctx, form, entity_type="intake_form", changes={"token": {"before": "rotated", "after": "new"}}
-    )
+    audit.record_update(session, ctx, form, entity_type="intake_form", changes=changes)
     return form, token
 
 

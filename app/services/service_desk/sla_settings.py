@@ -78,7 +78,10 @@ async def set_sla(session: AsyncSession, ctx: Caller, settings: SlaSettings) -> 
         raise ValidationFailed("One policy per priority and tier.", loc=["body", "policies"])
     both = sorted(set(settings.holidays) & set(settings.workdays))
     if both:
-        raise ValidationFailed(f"{both[0].isoformat()} is both a holiday and a make-up working day.", loc=["body"])
+        raise ValidationFailed(
+            f"{both[0].isoformat()} is both a holiday and a make-up working day.",
+            loc=["body", "workdays", settings.workdays.index(both[0])],
+        )
     await scoped.one_at_a_time(session, ctx, "sla_policies")
     before = await get_sla(session, ctx)
     await session.execute(text("DELETE FROM sla_policies WHERE workspace_id = :ws"), {"ws": ctx.workspace_id})
