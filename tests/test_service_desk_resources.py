@@ -337,12 +337,16 @@ async def test_categories_change_and_only_unused_leaves_go(
             "/api/v1/ticket-categories", json={"name": name, "parent_id": parent}, headers=tenant.headers()
         )
         assert response.status_code == 201 and response.headers["ETag"] == '"1"', response.text
+        assert response.headers["Location"] == f"/api/v1/ticket-categories/{response.json()['id']}"
         return dict(response.json())
 
     logistics = await made("物流")
     damaged = await made("破损", logistics["id"])
     spare = await made("其他")
     url = f"/api/v1/ticket-categories/{logistics['id']}"
+    read = await client.get(url, headers=tenant.headers("readonly"))
+    assert read.status_code == 200 and read.headers["ETag"] == '"1"' and read.json() == logistics
+    assert (await client.get(url, headers=other_tenant.headers())).status_code == 404
 
     assert (await client.patch(url, json={"name": "运输"}, headers=tenant.headers())).status_code == 428
     assert (await client.patch(url, json={"name": "运输"}, headers=_if_match(tenant, '"9"'))).status_code == 412

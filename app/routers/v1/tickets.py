@@ -416,6 +416,13 @@ async def revoke_intake_form(form_id: uuid.UUID, ctx: ServiceAdmin, session: Ses
     return resource_response(feedback.present_form(await feedback.revoke_form(session, ctx, form_id)))
 
 
+@router.get(
+    "/ticket-categories/{category_id}", response_model=CategoryOut, responses=errors(404), summary="Get a category"
+)
+async def get_ticket_category(category_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    return resource_response(categories.present(await categories.get(session, ctx, category_id)))
+
+
 @router.patch(
     "/ticket-categories/{category_id}",
     response_model=CategoryOut,
