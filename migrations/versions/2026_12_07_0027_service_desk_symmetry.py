@@ -1,7 +1,7 @@
 """service desk settings and records read back and changed: versions, make-up working days, ticket tags
 
 Revision ID: 6b3fdf69cc7c
-Revises: 9d2f6b7c4e13
+Revises: 7d41c9e2a5b3
 Create Date: 2026-12-07 22:20:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "6b3fdf69cc7c"
-down_revision: str | None = "9d2f6b7c4e13"
+down_revision: str | None = "7d41c9e2a5b3"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
