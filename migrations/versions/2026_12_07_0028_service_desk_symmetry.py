@@ -1,7 +1,7 @@
 """service desk settings and records read back and changed: versions, make-up working days, ticket tags
 
 Revision ID: 6b3fdf69cc7c
-Revises: 7d41c9e2a5b3
+Revises: 0d6eeeadcc54
 Create Date: 2026-12-07 22:20:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "6b3fdf69cc7c"
-down_revision: str | None = "7d41c9e2a5b3"
+down_revision: str | None = "0d6eeeadcc54"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
