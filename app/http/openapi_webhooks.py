@@ -15,10 +15,12 @@ from app.services.events.event_catalogue import CATALOGUE, EventType
 DELIVERY_NOTES = """
 Delivered as a POST with the Standard Webhooks headers `webhook-id` (the event id, the same on every
 retry: deduplicate on it), `webhook-timestamp` (Unix seconds) and `webhook-signature`
-(`v1,<base64 HMAC-SHA256 of "id.timestamp.body">` with the endpoint's `whsec_` secret; two
-signatures separated by a space while a rotated secret overlaps). Answer 2xx within 10 seconds;
-anything else is retried with backoff (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h).
-410 disables the endpoint.
+(`v1,<base64 HMAC-SHA256 of "id.timestamp.body">` with the endpoint's `whsec_` secret; after a
+rotation, one signature per secret still in its overlap, separated by spaces). Answer 2xx within
+10 seconds; anything else is retried with backoff (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h,
+24 h). An endpoint whose every attempt has failed for `GUANXI_WEBHOOK_DISABLE_AFTER_HOURS` (48 by
+default), or that answers 410, is disabled: its deliveries are then held, not dropped, and sent when
+it is enabled again.
 """
 
 
