@@ -29,6 +29,12 @@ class Scope(StrEnum):
     SERVICE_ADMIN = "service:admin"
     # The workspace's own settings (name, time zone, codes, currency, default assignee): admins only.
     WORKSPACE_ADMIN = "workspace:admin"
+    # Channels (and their secrets), message templates and the suppression list.
+    OUTREACH_ADMIN = "outreach:admin"
+    # Sending a message to a customer the caller can see.
+    MESSAGES_SEND = "messages:send"
+    # Automation rules: what runs on its own for every customer, so not for sales or support.
+    AUTOMATION_WRITE = "automation:write"
 
 
 class Role(StrEnum):
@@ -55,10 +61,20 @@ ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
             Scope.REPORTS_READ,
             Scope.PLANS_WRITE,
             Scope.SERVICE_ADMIN,
+            Scope.OUTREACH_ADMIN,
+            Scope.MESSAGES_SEND,
+            Scope.AUTOMATION_WRITE,
         }
     ),
     Role.SALES: frozenset(
-        {Scope.CUSTOMERS_READ, Scope.CUSTOMERS_WRITE, Scope.CUSTOMERS_PII, Scope.USERS_READ, Scope.ORDERS_WRITE}
+        {
+            Scope.CUSTOMERS_READ,
+            Scope.CUSTOMERS_WRITE,
+            Scope.CUSTOMERS_PII,
+            Scope.USERS_READ,
+            Scope.ORDERS_WRITE,
+            Scope.MESSAGES_SEND,
+        }
     ),
     Role.SUPPORT: frozenset(
         {
@@ -68,6 +84,7 @@ ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
             Scope.AUDIT_READ,
             Scope.USERS_READ,
             Scope.REPORTS_READ,
+            Scope.MESSAGES_SEND,
         }
     ),
     Role.READONLY: frozenset({Scope.CUSTOMERS_READ, Scope.USERS_READ}),

@@ -105,6 +105,9 @@ ValueAdmin = Annotated[Caller, _caller(Scope.VALUE_ADMIN)]
 PlansWrite = Annotated[Caller, _caller(Scope.PLANS_WRITE)]
 ServiceAdmin = Annotated[Caller, _caller(Scope.SERVICE_ADMIN)]
 WorkspaceAdmin = Annotated[Caller, _caller(Scope.WORKSPACE_ADMIN)]
+OutreachAdmin = Annotated[Caller, _caller(Scope.OUTREACH_ADMIN)]
+MessagesSend = Annotated[Caller, _caller(Scope.MESSAGES_SEND)]
+AutomationWrite = Annotated[Caller, _caller(Scope.AUTOMATION_WRITE)]
 
 # Versions start at 1.
 NO_VERSION = 0

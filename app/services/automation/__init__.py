@@ -1,0 +1,1 @@
+"""Automation rules: triggers (events, schedules, dates) and the actions they run for each customer."""
