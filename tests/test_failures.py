@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from app.core.db import connection_lost, create_engine
 from app.core.prepared import PreparedStatement
 from app.core.settings import get_settings
+from app.http.problems import install as install_problems
 from app.http.problems import is_database_unavailable
 from app.main import create_app
 from app.models import Customer
@@ -202,3 +203,33 @@ async def test_a_refused_database_connection_is_unavailable_but_a_file_error_is_
         (tmp_path / "missing-upload.csv").read_bytes()
     assert not is_database_unavailable(file_error.value)
     assert not is_database_unavailable(PermissionError(13, "Permission denied", "/srv/guanxi/.data"))
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"), 503),
+        (asyncpg.exceptions.SerializationError("could not serialize access"), 503),
+        (asyncpg.exceptions.UniqueViolationError("duplicate key value"), 409),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+async def test_errors_of_statements_run_on_the_raw_connection_are_answered_like_wrapped_ones(
+    error: Exception, status: int
+) -> None:
+    """Long scans (the duplicate scan) run on the session's asyncpg connection with a timeout of their
+    own, so their errors arrive unwrapped by SQLAlchemy: a timed-out scan is a 503, never a 500."""
+    bare = FastAPI()
+    install_problems(bare)
+
+    @bare.get("/scan")
+    async def scan() -> None:
+        raise error
+
+    transport = httpx.ASGITransport(app=bare, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/scan")
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    if status == 503:
+        assert int(response.headers["retry-after"]) > 0

@@ -3,6 +3,7 @@
 import logging
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -152,8 +153,12 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return False
 
 
-def _sqlstate(exc: sa_exc.DBAPIError) -> str | None:
-    orig = exc.orig
+def _sqlstate(exc: Exception) -> str | None:
+    """The SQLSTATE of a statement's error, whether SQLAlchemy wrapped it or a service ran the
+    statement on the raw asyncpg connection (long scans with a timeout of their own)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(exc.sqlstate)
+    orig = getattr(exc, "orig", None)
     state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
     return str(state) if state else None
 
@@ -162,7 +167,7 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     if is_database_unavailable(exc):
         logger.warning("database unavailable: %s", type(exc).__name__)
         return _unavailable(request, DATABASE_UNAVAILABLE)
-    if isinstance(exc, sa_exc.DBAPIError):
+    if isinstance(exc, sa_exc.DBAPIError | asyncpg.PostgresError):
         sqlstate = _sqlstate(exc)
         if sqlstate == "57014":
             return _unavailable(request, STATEMENT_TIMED_OUT)
@@ -195,6 +200,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Database and network failures are mapped here, inside the routing layer, so they never reach
     # the server's generic 500 path.
-    for exc_class in (sa_exc.SQLAlchemyError, OSError, TimeoutError):
+    for exc_class in (sa_exc.SQLAlchemyError, asyncpg.PostgresError, OSError, TimeoutError):
         app.add_exception_handler(exc_class, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)
