@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Customer
+from app.models import Customer, OutboxEvent
 from tests.factories import Tenant, customer_body
 
 
@@ -131,12 +131,38 @@ async def test_deleting_a_definition_removes_its_values(
     client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
 ) -> None:
     field = await _define(client, tenant, key="temp", label="Temp", type="text")
+    await _define(client, tenant, key="kept", label="Kept", type="text")
     created = (
         await client.post(
-            "/api/v1/customers", json=customer_body(custom_fields={"temp": "x"}), headers=tenant.headers()
+            "/api/v1/customers",
+            json=customer_body(custom_fields={"temp": "x", "kept": "y"}),
+            headers=tenant.headers(),
         )
     ).json()
-    await client.delete(f"/api/v1/custom-fields/{field['id']}", headers={**tenant.headers(), "If-Match": '"1"'})
+    untouched = (await client.post("/api/v1/customers", json=customer_body(), headers=tenant.headers())).json()
+    deleted = await client.delete(
+        f"/api/v1/custom-fields/{field['id']}", headers={**tenant.headers(), "If-Match": '"1"'}
+    )
+    assert deleted.status_code == 204
     row = (await db.execute(select(Customer.custom_fields, Customer.version).where(Customer.id == created["id"]))).one()
-    assert row.custom_fields == {}
+    assert row.custom_fields == {"kept": "y"}
     assert row.version == 2
+    # What a PATCH removing the value writes: the audit entry and `customer.updated` with the payload.
+    history = (await client.get(f"/api/v1/customers/{created['id']}/audit", headers=tenant.headers())).json()
+    assert history["items"][0]["action"] == "updated"
+    assert history["items"][0]["changes"]["custom_fields"] == {
+        "before": {"temp": "x", "kept": "y"},
+        "after": {"kept": "y"},
+    }
+    events = (
+        await db.scalars(
+            select(OutboxEvent.data).where(
+                OutboxEvent.workspace_id == tenant.id, OutboxEvent.type == "customer.updated"
+            )
+        )
+    ).all()
+    (event,) = [data for data in events if data["id"] == created["id"]]
+    assert event["changed_fields"] == ["custom_fields"]
+    assert event["custom_fields"] == {"kept": "y"}
+    assert event["version"] == 2
+    assert all(data["id"] != untouched["id"] for data in events)

@@ -1,12 +1,12 @@
 """Custom field definitions, and validation of customer values against them."""
 
+import json
 import math
 import uuid
 from datetime import date
 from typing import Any
 
-from sqlalchemy import String, func, literal, select
-from sqlalchemy import update as sql_update
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,9 +14,10 @@ from app.core import clock, scoped
 from app.core.access import Caller
 from app.core.errors import Conflict, ValidationFailed
 from app.core.versions import check_version
-from app.models import Customer, CustomFieldDefinition
+from app.models import CustomFieldDefinition
 from app.schemas.custom_field import CustomFieldCreate, CustomFieldPatch, CustomFieldRules, check_rules
-from app.services.events import audit
+from app.services.customers.customer_output import customer_json_sql
+from app.services.events import audit, outbox
 
 Definitions = dict[str, CustomFieldDefinition]
 
@@ -99,18 +100,57 @@ async def update(
     return definition
 
 
+# A deleted definition's values leave every customer with what a PATCH removing them writes: the
+# version, the audit entry and `customer.updated` (soft-deleted customers change without an event).
+_CLEARED = """(
+    SELECT c.id, c.custom_fields AS before FROM customers c
+    WHERE c.workspace_id = :ws AND c.custom_fields ? CAST(:key AS text) FOR UPDATE
+)"""
+_AUDIT_ROWS = """(
+    SELECT u.workspace_id, 'customer' AS entity_type, u.id AS entity_id, 'updated' AS action,
+           CAST(:actor_type AS text) AS actor_type, CAST(:actor_id AS uuid) AS actor_id,
+           jsonb_build_object('custom_fields', jsonb_build_object(
+               'before', cl.before, 'after', u.custom_fields)) AS changes,
+           CAST(:at AS timestamptz) AS occurred_at
+    FROM updated u JOIN cleared cl ON cl.id = u.id
+)"""
+_EVENTS = f"""(
+    SELECT guanxi_uuid7() AS id,
+           {customer_json_sql("u")} || '{{"changed_fields": ["custom_fields"]}}'::jsonb AS data
+    FROM updated u WHERE u.deleted_at IS NULL
+)"""
+_CLEAR_SQL = f"""
+WITH cleared AS {_CLEARED},
+updated AS (
+    UPDATE customers c SET custom_fields = c.custom_fields - CAST(:key AS text), version = c.version + 1,
+        updated_at = :at
+    FROM cleared cl WHERE c.workspace_id = :ws AND c.id = cl.id
+    RETURNING c.*
+),
+audited AS ({audit.record_rows_sql(_AUDIT_ROWS)}),
+emitted AS ({
+    outbox.emit_rows_sql(
+        _EVENTS, workspace_id=":ws", event_type="'customer.updated'", at=":at", actor="CAST(:actor AS jsonb)"
+    )
+})
+SELECT count(*) FROM updated
+"""
+
+
 async def delete(session: AsyncSession, ctx: Caller, field_id: uuid.UUID, *, expected_version: int) -> None:
     """Removes the definition and its values from every customer, set-based."""
     definition = await get(session, ctx, field_id, lock=True)
     check_version(definition.version, expected_version, what="custom field")
     await session.execute(
-        sql_update(Customer)
-        .where(Customer.workspace_id == ctx.workspace_id, Customer.custom_fields.has_key(definition.key))
-        .values(
-            custom_fields=Customer.custom_fields.op("-")(literal(definition.key, String)),
-            version=Customer.version + 1,
-            updated_at=func.now(),
-        )
+        text(_CLEAR_SQL),
+        {
+            "ws": ctx.workspace_id,
+            "key": definition.key,
+            "at": clock.now(),
+            "actor_type": ctx.actor_type,
+            "actor_id": ctx.actor_id,
+            "actor": json.dumps(ctx.actor),
+        },
     )
     await session.delete(definition)
     audit.record(
