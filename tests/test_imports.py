@@ -65,6 +65,41 @@ async def test_csv_import_creates_valid_rows_and_reports_the_rest(
     assert zhang["code"].endswith("000001")
 
 
+async def test_an_imported_customer_has_the_audit_entry_a_create_through_the_api_writes(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    queued = await _upload(live_client, live_tenant, "客户.csv", _csv(ROWS[:1], "utf-8"))
+    assert (await _run(app, pool, live_tenant, queued.json()["id"]))["created"] == 1
+    [imported] = (await live_client.get("/api/v1/customers", headers=live_tenant.headers())).json()["items"]
+    made = await live_client.post(
+        "/api/v1/customers",
+        json={
+            "name": "张伟",
+            "phones": ["13800138001"],
+            "emails": ["zhang2@example.com"],
+            "address": {"city": "深圳市"},
+            "tags": ["vip", "wholesale"],
+        },
+        headers=live_tenant.headers(),
+    )
+    assert made.status_code == 201, made.text
+
+    async def created_entry(customer_id: str, actor: dict[str, str | None]) -> dict[str, object]:
+        history = await live_client.get(f"/api/v1/customers/{customer_id}/audit", headers=live_tenant.headers())
+        [entry] = history.json()["items"]
+        assert entry["action"] == "created"
+        assert entry["actor"] == actor
+        return dict(entry["changes"])
+
+    # The import's writes are the worker's, as its updates' entries and its events are.
+    from_file = await created_entry(imported["id"], {"type": "system", "id": None})
+    from_api = await created_entry(made.json()["id"], {"type": "user", "id": str(live_tenant.users["admin"].id)})
+    # A create through the API makes its caller the owner; an imported row has none.
+    assert from_api.keys() - from_file.keys() == {"owner_id"} and from_file.keys() <= from_api.keys()
+    assert from_file["name"] == {"before": None, "after": "张伟"}
+    assert from_file["tags"] == {"before": None, "after": ["vip", "wholesale"]}
+
+
 async def test_batches_are_not_held_to_the_api_statement_timeout(
     app: FastAPI, database_url: str, live_client: httpx.AsyncClient, live_tenant: Tenant
 ) -> None:

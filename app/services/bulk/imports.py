@@ -298,6 +298,16 @@ SELECT (SELECT count(*) FROM updated),
 _CREATED_EVENTS = (
     f"(SELECT f.event_id AS id, {customer_json_sql('c')} AS data FROM created c JOIN fresh f ON f.new_id = c.id)"
 )
+# The audit entry a create through the API writes: every field set, from the event's payload.
+_CREATED_AUDIT_ROWS = f"""(
+    SELECT c.workspace_id, 'customer' AS entity_type, c.id AS entity_id, 'created' AS action,
+           $7::jsonb->>'type' AS actor_type, CAST($7::jsonb->>'id' AS uuid) AS actor_id,
+           (SELECT coalesce(jsonb_object_agg(f.key, jsonb_build_object('before', NULL, 'after', f.value)), '{{}}')
+            FROM jsonb_each({customer_json_sql("c")}) f
+            WHERE f.value NOT IN ('null', '[]', '{{}}') AND f.key <> 'pii_masked') AS changes,
+           $2 AS occurred_at
+    FROM created c
+)"""
 _NEW_SEARCH_TEXT = _SEARCH_TEXT.format(
     name="f.name", code="f.new_code", emails="f.emails", phones="f.phones", company="f.company"
 )
@@ -329,6 +339,7 @@ identities AS (
     SELECT $1, 'phone', p, c.id FROM created c, unnest(c.phones) p
     ON CONFLICT DO NOTHING
 ),
+audited AS ({audit.record_rows_sql(_CREATED_AUDIT_ROWS)}),
 emitted AS (
     {
     outbox.emit_rows_sql(
