@@ -78,6 +78,11 @@ DUPLICATE_LIMIT = 100
 # (name, company, title, province, city, source) or in *_raw columns, and PostgreSQL computes the
 # rest as the service would: arrays and search_text as generated columns, ids, codes and times as
 # defaults. Every index of customers is then recreated on it (same column names, so verbatim).
+# A generated column cannot read another: the search text's expression, for it and for its bigrams.
+FLOOR_SEARCH_TEXT = """lower(
+        name::text || coalesce(' ' || email_raw, '')
+        || coalesce(' 86' || right(regexp_replace(phone_raw, '[^0-9]', '', 'g'), 11), '')
+        || coalesce(' ' || company::text, '') || ' ' || code::text)"""
 FLOOR_TABLE_SQL = """
 CREATE SEQUENCE bulk_copy_floor_code;
 CREATE FUNCTION bulk_copy_floor_code() RETURNS text LANGUAGE sql VOLATILE AS $$
@@ -114,10 +119,8 @@ CREATE TABLE bulk_copy_floor (
     custom_fields jsonb NOT NULL DEFAULT '{{}}',
     consent jsonb NOT NULL DEFAULT '{{}}',
     notes text,
-    search_text text NOT NULL GENERATED ALWAYS AS (lower(
-        name::text || coalesce(' ' || email_raw, '')
-        || coalesce(' 86' || right(regexp_replace(phone_raw, '[^0-9]', '', 'g'), 11), '')
-        || coalesce(' ' || company::text, '') || ' ' || code::text)) STORED,
+    search_text text NOT NULL GENERATED ALWAYS AS ({search_text}) STORED,
+    search_bigrams text[] NOT NULL GENERATED ALWAYS AS (guanxi_bigrams({search_text})) STORED,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     deleted_at timestamptz,
@@ -242,7 +245,7 @@ async def copy_floor(prepared: Prepared) -> dict[str, Any]:
         out["bare"] = _interval(bare, rows=prepared.file.rows)
         await conn.execute("DROP TABLE bulk_copy_bare")
 
-        await conn.execute(FLOOR_TABLE_SQL.format(workspace_id=uuid.uuid4()))
+        await conn.execute(FLOOR_TABLE_SQL.format(workspace_id=uuid.uuid4(), search_text=FLOOR_SEARCH_TEXT))
         indexes = await conn.fetch(CUSTOMER_INDEXES_SQL)
         for index in indexes:
             name, definition = index["indexname"], index["indexdef"]
