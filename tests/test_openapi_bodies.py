@@ -102,19 +102,23 @@ DRIVEN = {
     ("get", "/api/v1/care-rules", 200),
     ("post", "/api/v1/tickets/{ticket_id}/comments", 201),
     ("get", "/api/v1/tickets/{ticket_id}/history", 200),
-    ("post", "/api/v1/tickets/{ticket_id}/csat-request", 201),
+    ("get", "/api/v1/tickets/{ticket_id}/comments", 200),
+    ("get", "/api/v1/tickets/{ticket_id}/comments/{comment_id}", 200),
+    ("post", "/api/v1/tickets/{ticket_id}/csat-request", 200),
     ("get", "/api/v1/ticket-categories", 200),
     ("post", "/api/v1/ticket-categories", 201),
     ("put", "/api/v1/sla", 200),
     ("post", "/api/v1/surveys", 201),
     ("post", "/api/v1/surveys/{survey_id}/responses", 201),
     ("get", "/api/v1/surveys/{survey_id}/results", 200),
+    ("get", "/api/v1/surveys/{survey_id}/responses", 200),
+    ("get", "/api/v1/surveys/{survey_id}/responses/{customer_id}", 200),
     ("post", "/api/v1/intake-forms", 201),
     ("post", "/api/v1/imports", 202),
     ("get", "/api/v1/imports/{job_id}", 200),
     ("post", "/api/v1/imports/{job_id}/cancel", 200),
     ("post", "/api/v1/csat/{token}", 200),
-    ("post", "/api/v1/intake/{token}", 201),
+    ("post", "/api/v1/intake/{token}", 200),
 }
 
 _DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?[^0-9]*")
@@ -380,7 +384,10 @@ async def test_the_bodies_sent_match_the_document(
     assert await tickets.mark_breaches(db) == 2
     comments = "/api/v1/tickets/{ticket_id}/comments"
     await api.call("POST", comments, 201, path=ticket_path, json={"body": "内部备注", "public": False})
-    await api.call("POST", comments, 201, path=ticket_path, json={"body": "您好", "public": True})
+    reply = await api.call("POST", comments, 201, path=ticket_path, json={"body": "您好", "public": True})
+    assert len((await api.call("GET", comments, 200, path=ticket_path))["items"]) == 2
+    one_comment = "/api/v1/tickets/{ticket_id}/comments/{comment_id}"
+    await api.call("GET", one_comment, 200, path={**ticket_path, "comment_id": reply["id"]})
     for status in ("in_progress", "resolved"):
         moved = await client.post(
             f"/api/v1/tickets/{ticket['id']}/transition", json={"status": status}, headers=tenant.headers()
@@ -389,7 +396,7 @@ async def test_the_bodies_sent_match_the_document(
     history = await api.call("GET", "/api/v1/tickets/{ticket_id}/history", 200, path=ticket_path)
     assert [e["action"] for e in history["events"]][:1] == ["opened"] and len(history["comments"]) == 2
     assert {"type": "system", "id": None} in [e["actor"] for e in history["events"]]
-    asked = await api.call("POST", "/api/v1/tickets/{ticket_id}/csat-request", 201, path=ticket_path)
+    asked = await api.call("POST", "/api/v1/tickets/{ticket_id}/csat-request", 200, path=ticket_path)
     await api.call("POST", "/api/v1/csat/{token}", 200, path={"token": asked["token"]}, who=None, json={"score": 5})
 
     parent = await api.call("POST", "/api/v1/ticket-categories", 201, json={"name": "物流"})
@@ -408,9 +415,12 @@ async def test_the_bodies_sent_match_the_document(
         "POST", "/api/v1/surveys/{survey_id}/responses", 201, path=survey_path, json={"customer_id": a, "score": 9}
     )
     assert (await api.call("GET", results, 200, path=survey_path))["nps"] == 100.0
+    answers = "/api/v1/surveys/{survey_id}/responses"
+    assert len((await api.call("GET", answers, 200, path=survey_path))["items"]) == 1
+    await api.call("GET", answers + "/{customer_id}", 200, path={**survey_path, "customer_id": a})
     form = await api.call("POST", "/api/v1/intake-forms", 201, json={"name": "官网表单"})
     lead = {"name": "新客户", "email": "new@example.com", "subject": "报价"}
-    await api.call("POST", "/api/v1/intake/{token}", 201, path={"token": form["token"]}, who=None, json=lead)
+    await api.call("POST", "/api/v1/intake/{token}", 200, path={"token": form["token"]}, who=None, json=lead)
 
     mapping = {"姓名": "name", "手机": "phone"}
     upload = ("客户.csv", "姓名,手机\n王芳,13900139000\n".encode("gb18030"))

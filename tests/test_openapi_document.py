@@ -174,6 +174,39 @@ def test_the_problem_schema_declares_every_extension() -> None:
     assert {member: where for member, where in extensions.items() if member not in declared} == {}
 
 
+def _json_ref(response: dict[str, Any]) -> str | None:
+    ref: str | None = response.get("content", {}).get(JSON, {}).get("schema", {}).get("$ref")
+    return ref
+
+
+def test_every_201_declares_a_location_read_at_its_collection() -> None:
+    """A create answered 201 names what it made, read by a GET at `{its path}/{id}` (a
+    sub-collection's too: /tickets/{ticket_id}/comments/{comment_id}) or at the item route that
+    answers its body's schema (a segment's snapshot is a segment); a create with nothing for its
+    caller to read answers 200 instead (docs/decisions.md). tests/test_read_after_create.py sends
+    each of them and reads its Location."""
+    item_gets = [
+        (path, item["get"]) for path, item in DOCUMENT["paths"].items() if "get" in item and path.endswith("}")
+    ]
+    collections = {path.rsplit("/", 1)[0] for path, _ in item_gets}
+    read_schemas = {_json_ref(get["responses"].get("200", {})) for _, get in item_gets} - {None}
+    unreadable = [
+        (method, path)
+        for method, path, operation in OPERATIONS
+        if (created := operation["responses"].get("201")) is not None
+        and (
+            "Location" not in created.get("headers", {})
+            or (path not in collections and _json_ref(created) not in read_schemas)
+        )
+    ]
+    assert unreadable == []
+    created = {path for _, path, operation in OPERATIONS if "201" in operation["responses"]}
+    new_reads = {"/api/v1/tickets/{ticket_id}/comments", "/api/v1/surveys/{survey_id}/responses", "/api/v1/api-keys"}
+    assert new_reads <= created
+    for path in ("/api/v1/tickets/{ticket_id}/csat-request", "/api/v1/intake/{token}"):
+        assert set(DOCUMENT["paths"][path]["post"]["responses"]) & {"201", "202"} == set(), path
+
+
 def _conforms(method: str, path: str, response: httpx.Response) -> None:
     declared = DOCUMENT["paths"][path][method]["responses"]
     assert str(response.status_code) in declared, (method, path, response.status_code)

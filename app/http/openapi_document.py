@@ -98,7 +98,9 @@ def _headers(
     document: dict[str, Any], path: str, method: str, operation: dict[str, Any], items: dict[str, str]
 ) -> None:
     """ETag on every resource (a body with a `version`: `resource_response` sends it); Location on a
-    create whose resource is read at `{collection}/{id}`; Idempotent-Replayed where an
+    create whose resource is read at `{collection}/{id}`, a sub-collection's included
+    (`/tickets/{ticket_id}/comments/{comment_id}`), or at the item route of its body's schema; every
+    201 is such a create (tests/test_openapi_document.py); Idempotent-Replayed where an
     Idempotency-Key is taken."""
     idempotent = any(
         parameter["in"] == "header" and parameter["name"].lower() == "idempotency-key"

@@ -329,6 +329,10 @@ class CommentOut(BaseModel):
     created_at: datetime
 
 
+class CommentPage(Page[CommentOut]):
+    """Oldest first."""
+
+
 class TicketEventOut(BaseModel):
     action: TicketAction
     from_: str | None = Field(alias="from", description="The value before, as text.")
@@ -384,8 +388,17 @@ class SurveyPage(Page[SurveyOut]):
 
 
 class SurveyAnswerOut(BaseModel):
+    """A customer's answer, read at /surveys/{survey_id}/responses/{customer_id} (one per customer)."""
+
+    survey_id: uuid.UUID
     customer_id: uuid.UUID
     score: int = Field(ge=0, le=10)
+    comment: str | None
+    answered_at: datetime
+
+
+class SurveyAnswerPage(Page[SurveyAnswerOut]):
+    """Newest first; the answers of the customers the caller may see."""
 
 
 class SurveyResults(BaseModel):

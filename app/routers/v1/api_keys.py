@@ -26,7 +26,14 @@ async def create_key(data: ApiKeyCreate, ctx: ApiKeysWrite, session: Session) ->
     """The response holds the whole key once. Scopes cannot exceed the creator's own."""
     api_key, key = await api_keys.create(session, ctx, data)
     body = {**ApiKeyOut.model_validate(api_key).model_dump(mode="json"), "key": key}
-    return json_response(body, status_code=201)
+    return json_response(body, status_code=201, headers={"Location": f"/api/v1/api-keys/{api_key.id}"})
+
+
+@router.get("/{key_id}", response_model=ApiKeyOut, responses=errors(404), summary="Get an API key")
+async def get_key(key_id: uuid.UUID, ctx: ApiKeysWrite, session: Reader) -> Response:
+    """By id, revoked ones included; the secret is never shown again."""
+    api_key = await api_keys.get(session, ctx, key_id)
+    return json_response(ApiKeyOut.model_validate(api_key).model_dump(mode="json"))
 
 
 @router.delete("/{key_id}", response_model=ApiKeyOut, responses=errors(404), summary="Revoke an API key")

@@ -39,6 +39,7 @@ from app.schemas.ticket import (
     CategoryPatch,
     CommentIn,
     CommentOut,
+    CommentPage,
     CsatAnswer,
     CsatAnswered,
     CsatRequestOut,
@@ -54,6 +55,7 @@ from app.schemas.ticket import (
     SlaSettingsOut,
     SurveyAnswer,
     SurveyAnswerOut,
+    SurveyAnswerPage,
     SurveyIn,
     SurveyOut,
     SurveyPage,
@@ -159,10 +161,29 @@ async def escalate_ticket(ticket_id: uuid.UUID, ctx: CustomersWrite, session: Se
 async def add_comment(ticket_id: uuid.UUID, body: CommentIn, ctx: CustomersWrite, session: Session) -> Response:
     """Public replies reach the customer (the first one is the first response); internal notes do not."""
     note = await tickets.comment(session, ctx, ticket_id, body)
-    return json_response(
-        {"id": note.id, "public": note.public, "body": note.body, "author": note.author, "created_at": note.created_at},
-        status_code=201,
-    )
+    location = f"/api/v1/tickets/{ticket_id}/comments/{note.id}"
+    return json_response(tickets.present_comment(note), status_code=201, headers={"Location": location})
+
+
+@router.get(
+    "/tickets/{ticket_id}/comments", response_model=CommentPage, responses=errors(404), summary="A ticket's comments"
+)
+async def list_comments(
+    ticket_id: uuid.UUID, ctx: CustomersRead, session: Reader, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Response:
+    """Oldest first, public replies and internal notes, to whoever sees the ticket (as its history)."""
+    rows, next_cursor = await tickets.comments(session, ctx, ticket_id, limit=limit, cursor=cursor)
+    return json_response({"items": [tickets.present_comment(c) for c in rows], "next_cursor": next_cursor})
+
+
+@router.get(
+    "/tickets/{ticket_id}/comments/{comment_id}",
+    response_model=CommentOut,
+    responses=errors(404),
+    summary="Get a comment",
+)
+async def get_comment(ticket_id: uuid.UUID, comment_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
+    return json_response(tickets.present_comment(await tickets.get_comment(session, ctx, ticket_id, comment_id)))
 
 
 @router.get(
@@ -179,25 +200,22 @@ async def ticket_history(ticket_id: uuid.UUID, ctx: CustomersRead, session: Read
                 {"action": e.action, "from": e.from_value, "to": e.to_value, "actor": e.actor, "at": e.at}
                 for e in events
             ],
-            "comments": [
-                {"id": c.id, "public": c.public, "body": c.body, "author": c.author, "created_at": c.created_at}
-                for c in comments
-            ],
+            "comments": [tickets.present_comment(c) for c in comments],
         }
     )
 
 
 @router.post(
     "/tickets/{ticket_id}/csat-request",
-    status_code=201,
     response_model=CsatRequestOut,
     responses=errors(404, 409),
     summary="Ask for CSAT",
 )
 async def csat_request(ticket_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
     """A single-use token (7 days) for the front-end to render a 1-5 survey; answered at
-    POST /api/v1/csat/{token} without credentials."""
-    return json_response(await feedback.request_csat(session, ctx, ticket_id), status_code=201)
+    POST /api/v1/csat/{token} without credentials. A 200 without Location: the token is a credential,
+    not a record to read; the answer is the ticket's `csat_score` (docs/decisions.md)."""
+    return json_response(await feedback.request_csat(session, ctx, ticket_id))
 
 
 @router.get("/ticket-categories", response_model=CategoryList, responses=errors(), summary="Ticket categories")
@@ -241,7 +259,35 @@ async def answer_survey(survey_id: uuid.UUID, body: SurveyAnswer, ctx: Customers
     """One 0-10 answer per customer; 409 for a second one or before the survey opens, 410 once it
     closed (by hand or at `closes_at`)."""
     response = await feedback.answer_survey(session, ctx, survey_id, body)
-    return json_response({"customer_id": response.customer_id, "score": response.score}, status_code=201)
+    location = f"/api/v1/surveys/{survey_id}/responses/{response.customer_id}"
+    return json_response(feedback.present_response(response), status_code=201, headers={"Location": location})
+
+
+@router.get(
+    "/surveys/{survey_id}/responses",
+    response_model=SurveyAnswerPage,
+    responses=errors(404),
+    summary="A survey's answers",
+)
+async def list_survey_responses(
+    survey_id: uuid.UUID, ctx: CustomersRead, session: Reader, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Response:
+    """Newest first; the answers of the customers the caller may see (the NPS at /results counts all)."""
+    rows, next_cursor = await feedback.list_responses(session, ctx, survey_id, limit=limit, cursor=cursor)
+    return json_response({"items": [feedback.present_response(r) for r in rows], "next_cursor": next_cursor})
+
+
+@router.get(
+    "/surveys/{survey_id}/responses/{customer_id}",
+    response_model=SurveyAnswerOut,
+    responses=errors(404),
+    summary="A customer's answer",
+)
+async def get_survey_response(
+    survey_id: uuid.UUID, customer_id: uuid.UUID, ctx: CustomersRead, session: Reader
+) -> Response:
+    """One answer per customer, so the customer's id names it; 404 for a customer the caller may not see."""
+    return json_response(feedback.present_response(await feedback.get_response(session, ctx, survey_id, customer_id)))
 
 
 @router.get("/surveys/{survey_id}/results", response_model=SurveyResults, responses=errors(404), summary="NPS")
@@ -298,19 +344,20 @@ async def answer_csat(token: Annotated[str, "path"], body: CsatAnswer, session: 
 
 @public.post(
     "/intake/{token}",
-    status_code=201,
     response_model=IntakeSubmitted,
     responses=public_errors(404),
     summary="Submit a form (no account)",
 )
 async def submit_intake(token: Annotated[str, "path"], body: IntakeSubmission, session: Session) -> Response:
     """Opens a ticket for a new lead tagged `unverified`, never for the customer who holds the email or
-    phone typed (nothing proves the submitter is that customer). Rate-limited per form."""
+    phone typed (nothing proves the submitter is that customer). Rate-limited per form. A 200 without
+    Location: the ticket is the workspace's, and the submitter holds nothing to read it with; the
+    ticket number is its receipt (docs/decisions.md)."""
     form = await feedback.intake_form(session, token[:100])
     if not await _intake_limits.hit(INTAKE_PER_MINUTE, str(form.id)):
         raise TooManyRequests("Too many submissions to this form; retry later.", retry_after=60)
     ticket = await feedback.submit(session, form, body)
-    return json_response({"ticket_number": ticket.number, "status": ticket.status}, status_code=201)
+    return json_response({"ticket_number": ticket.number, "status": ticket.status})
 
 
 @router.get("/sla", response_model=SlaSettingsOut, responses=errors(), summary="SLA policies and business hours")

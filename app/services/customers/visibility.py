@@ -1,7 +1,7 @@
 """Record visibility in one place: every customer query starts from the caller's visible set."""
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import BindParameter, ColumnElement, Select, bindparam, false, select
 from sqlalchemy.dialects.postgresql import psycopg2
@@ -9,8 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller, Visibility
 from app.core.errors import NotFound
-from app.core.scoped import Row
 from app.models import Customer, User
+from app.models.base import Base
+
+# Any table with `workspace_id` and `customer_id`, keyed by `id` or not (a survey's answers are keyed
+# by their customer).
+Row = TypeVar("Row", bound=Base)
 
 
 def effective_visibility(ctx: Caller) -> Visibility:
@@ -69,7 +73,8 @@ def visible_customer_ids_sql(ctx: Caller) -> tuple[str, dict[str, Any]]:
 
 
 def through_customer(model: type[Row], ctx: Caller) -> Select[Row]:
-    """Rows that belong to a customer (tasks, interactions, tickets): visible as their customer is."""
+    """Rows that belong to a customer (tasks, interactions, tickets, survey answers): visible as their
+    customer is."""
     customer_of: Any = model
     return (
         select(model)

@@ -196,6 +196,10 @@ async def list_keys(session: AsyncSession, ctx: Caller) -> list[ApiKey]:
     return await scoped.all_of(session, ctx, ApiKey, order_by=ApiKey.created_at)
 
 
+async def get(session: AsyncSession, ctx: Caller, key_id: uuid.UUID) -> ApiKey:
+    return await scoped.get(session, ctx, ApiKey, key_id, missing="No API key with that id.")
+
+
 async def revoke(session: AsyncSession, ctx: Caller, key_id: uuid.UUID) -> ApiKey:
     api_key = await session.scalar(
         select(ApiKey).where(ApiKey.workspace_id == ctx.workspace_id, ApiKey.id == key_id).with_for_update()

@@ -40,7 +40,7 @@ from app.schemas.ticket import (
     TicketIn,
 )
 from app.services.customers import customers
-from app.services.customers.visibility import require_visible
+from app.services.customers.visibility import require_visible, through_customer
 from app.services.events import audit, outbox
 from app.services.service_desk import tickets
 
@@ -257,6 +257,43 @@ async def answer_survey(
             await session.flush()
     except IntegrityError as exc:
         raise Conflict("This customer already answered the survey.") from exc
+    return response
+
+
+def present_response(response: SurveyResponse) -> dict[str, Any]:
+    return {
+        "survey_id": response.survey_id,
+        "customer_id": response.customer_id,
+        "score": response.score,
+        "comment": response.comment,
+        "answered_at": response.answered_at,
+    }
+
+
+async def list_responses(
+    session: AsyncSession, ctx: Caller, survey_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[SurveyResponse], str | None]:
+    """Newest first; the answers of the customers the caller may see."""
+    await get_survey(session, ctx, survey_id)
+    statement = through_customer(SurveyResponse, ctx).where(SurveyResponse.survey_id == survey_id)
+    keys = [SortKey(SurveyResponse.answered_at, descending=True), SortKey(SurveyResponse.customer_id, descending=True)]
+    return await keyset_page(
+        session, statement, keys, list_name=f"survey-responses:{survey_id}", limit=limit, cursor=cursor
+    )
+
+
+async def get_response(
+    session: AsyncSession, ctx: Caller, survey_id: uuid.UUID, customer_id: uuid.UUID
+) -> SurveyResponse:
+    """A customer's answer (one per customer, so the customer's id names it); 404 for a customer the
+    caller may not see, as for one that did not answer."""
+    await get_survey(session, ctx, survey_id)
+    statement = through_customer(SurveyResponse, ctx).where(
+        SurveyResponse.survey_id == survey_id, SurveyResponse.customer_id == customer_id
+    )
+    response = await session.scalar(statement)
+    if response is None:
+        raise NotFound("That customer has not answered this survey.")
     return response
 
 

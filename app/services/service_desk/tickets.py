@@ -344,6 +344,38 @@ async def escalate(session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID) -> 
     return ticket
 
 
+async def comments(
+    session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[TicketComment], str | None]:
+    """Oldest first, public replies and internal notes alike: whoever sees the ticket sees both, as
+    in its history."""
+    await get(session, ctx, ticket_id)
+    statement = scoped.in_workspace(TicketComment, ctx).where(TicketComment.ticket_id == ticket_id)
+    keys = [SortKey(TicketComment.created_at), SortKey(TicketComment.id)]
+    return await keyset_page(
+        session, statement, keys, list_name=f"ticket-comments:{ticket_id}", limit=limit, cursor=cursor
+    )
+
+
+async def get_comment(session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID, comment_id: uuid.UUID) -> TicketComment:
+    """A comment of a ticket the caller sees; 404 as for the ticket otherwise."""
+    await get(session, ctx, ticket_id)
+    statement = scoped.in_workspace(TicketComment, ctx).where(
+        TicketComment.ticket_id == ticket_id, TicketComment.id == comment_id
+    )
+    return await scoped.one(session, statement, missing="No comment with that id on this ticket.")
+
+
+def present_comment(note: TicketComment) -> dict[str, Any]:
+    return {
+        "id": note.id,
+        "public": note.public,
+        "body": note.body,
+        "author": note.author,
+        "created_at": note.created_at,
+    }
+
+
 async def history(
     session: AsyncSession, ctx: Caller, ticket_id: uuid.UUID
 ) -> tuple[list[TicketEvent], list[TicketComment]]:
