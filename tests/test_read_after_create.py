@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app.core import clock
 from tests.factories import Tenant, customer_body
+from tests.response_headers import mismatches
 
 
 async def _created(client: httpx.AsyncClient, tenant: Tenant, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -37,15 +38,17 @@ async def test_every_201_in_the_document_names_a_location_that_reads_what_it_cre
     app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     """Each create the document answers 201 is driven here (a new one fails the test until it is):
-    its Location is sent, a GET of it answers 200 with the same record and the same ETag."""
+    its Location is sent, as the document declares it, and a GET of it answers 200 with the same
+    record and the same ETag."""
     now = clock.now()
+    document = app.openapi()
     answers: dict[str, httpx.Response] = {}
 
     async def create(template: str, body: dict[str, Any], **ids: str) -> dict[str, Any]:
         created = await client.post(template.format(**ids), json=body, headers=tenant.headers())
         assert created.status_code == 201, (template, created.text)
-        location = created.headers.get("location")
-        assert location is not None, template
+        assert mismatches(document, "post", template, 201, created.headers) == [], template
+        location = created.headers["location"]
         # Read at once: a later create may change the record (a comment bumps its ticket's version).
         read = await client.get(location, headers=tenant.headers())
         assert read.status_code == 200, (template, location, read.text)
@@ -100,7 +103,7 @@ async def test_every_201_in_the_document_names_a_location_that_reads_what_it_cre
 
 
 async def test_a_csat_request_and_an_intake_submission_answer_200_without_a_location(
-    client: httpx.AsyncClient, tenant: Tenant
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     """Neither creates a record its caller reads: a CSAT token is a credential for the customer, a
     submission's ticket is the workspace's (docs/decisions.md)."""
@@ -111,11 +114,13 @@ async def test_a_csat_request_and_an_intake_submission_answer_200_without_a_loca
     assert resolved.status_code == 200, resolved.text
     asked = await client.post(f"/api/v1/tickets/{ticket['id']}/csat-request", headers=tenant.headers())
     assert asked.status_code == 200 and "location" not in asked.headers
+    assert mismatches(app.openapi(), "post", "/api/v1/tickets/{ticket_id}/csat-request", 200, asked.headers) == []
     form = await _created(client, tenant, "/api/v1/intake-forms", {"name": "官网表单"})
     lead = {"name": "新客户", "email": "new@example.com", "subject": "报价"}
     submitted = await client.post(f"/api/v1/intake/{form['token']}", json=lead)
     assert submitted.status_code == 200 and "location" not in submitted.headers
     assert submitted.json().keys() == {"ticket_number", "status"}
+    assert mismatches(app.openapi(), "post", "/api/v1/intake/{token}", 200, submitted.headers) == []
 
 
 async def test_a_tickets_comments_are_read_as_its_history_shows_them(
@@ -187,6 +192,7 @@ async def test_a_surveys_answers_are_read_for_the_customers_the_caller_sees(
     second = await client.get(url, params={"cursor": first.json()["next_cursor"]}, headers=tenant.headers())
     assert first.json()["items"] + second.json()["items"] == listed["items"]
     assert (await client.get(url, params={"cursor": "forged"}, headers=tenant.headers())).status_code == 422
+    assert (await client.get(f"{url}/not-an-id", headers=tenant.headers())).status_code == 422
 
 
 async def test_an_api_key_is_read_by_id_without_its_secret(
@@ -205,6 +211,7 @@ async def test_an_api_key_is_read_by_id_without_its_secret(
     assert (await client.get(f"/api/v1/api-keys/{key['id']}", headers=other_tenant.headers())).status_code == 404
     assert (await client.get(f"/api/v1/api-keys/{key['id']}", headers=tenant.headers("manager"))).status_code == 403
     assert (await client.get(f"/api/v1/api-keys/{key['id']}", headers={"X-API-Key": key["key"]})).status_code == 403
+    assert (await client.get("/api/v1/api-keys/not-an-id", headers=tenant.headers())).status_code == 422
     revoked = await client.delete(f"/api/v1/api-keys/{key['id']}", headers=tenant.headers())
     again = await client.get(f"/api/v1/api-keys/{key['id']}", headers=tenant.headers())
     assert again.status_code == 200 and again.json() == revoked.json() and again.json()["revoked_at"] is not None
