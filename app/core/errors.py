@@ -62,6 +62,14 @@ class ValidationFailed(DomainError):
     def __init__(self, detail: str, *, loc: list[str | int], error_type: str = "value_error") -> None:
         super().__init__(detail, errors=[{"loc": loc, "msg": detail, "type": error_type}])
 
+    @classmethod
+    def listing(cls, detail: str, errors: list[dict[str, Any]]) -> "ValidationFailed":
+        """One 422 naming several bad places at once (each `{"loc", "msg", "type", ...}`), so a
+        caller fixes them in one round."""
+        failure = cls(detail, loc=errors[0]["loc"], error_type=errors[0]["type"])
+        failure.extra["errors"] = errors
+        return failure
+
 
 class IdempotencyKeyReused(DomainError):
     status, title, slug = 422, "Idempotency key reused", "idempotency-key-reused"

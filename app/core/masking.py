@@ -47,6 +47,9 @@ _MASKS: dict[str, Callable[[str], str]] = {
     "contacts": mask_contact,
 }
 
+# The names masked wherever they appear (message templates mark their variables of these names personal).
+PERSONAL_FIELDS = frozenset(_MASKS)
+
 
 def is_masked(ctx: Caller) -> bool:
     return not ctx.can(Scope.CUSTOMERS_PII)

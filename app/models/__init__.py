@@ -10,6 +10,7 @@ from app.models.idempotency import IdempotencyRecord
 from app.models.import_job import ExportJob, ImportJob, ImportRowError
 from app.models.interaction import CareRule, FollowUpPlan, Interaction, Task
 from app.models.lifecycle import CustomerStage, LifecycleRules, LifecycleStage, StageHistory
+from app.models.message_template import MessageTemplate, MessageTemplateRevision
 from app.models.order import Order, OrderFulfilmentChange, OrderLine
 from app.models.outbox import OutboxEvent
 from app.models.relation import CustomerRelation
@@ -55,6 +56,8 @@ __all__ = [
     "Interaction",
     "LifecycleRules",
     "LifecycleStage",
+    "MessageTemplate",
+    "MessageTemplateRevision",
     "Order",
     "OrderFulfilmentChange",
     "OrderLine",

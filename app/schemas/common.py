@@ -137,6 +137,8 @@ class FieldError(BaseModel):
     loc: list[str | int]
     msg: str
     type: str
+    line: int | None = Field(default=None, description="In a message template: the line of the template text.")
+    variable: str | None = Field(default=None, description="In a message template: the variable path refused.")
 
 
 class Problem(BaseModel):

@@ -13,6 +13,7 @@ from app.routers.v1 import (
     imports,
     interactions,
     lifecycle,
+    message_templates,
     orders,
     plans,
     relations,
@@ -27,7 +28,7 @@ router = APIRouter(prefix="/api/v1")
 # Routes are matched in this order, one pattern after another: the busiest resource comes first.
 for module in (
     customers, auth, segments, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
-    api_keys, events, webhooks, imports, exports, audit, relations,
+    api_keys, events, webhooks, imports, exports, audit, relations, message_templates,
 ):  # fmt: skip
     router.include_router(module.router)
 router.include_router(events.changes)
