@@ -339,14 +339,17 @@ async def update(
     if not changes:
         return present(template)
     await _check(session, ctx, content)
-    for name, change in changes.items():
-        setattr(template, name, change["after"])
-    audit.record_update(session, ctx, template, entity_type="message_template", changes=changes)
+    name, locale = content["name"], content["locale"]
     try:
+        # Changed inside the savepoint: a name and locale another live template has rolls back
+        # only this, and is the 409 a create gets.
         async with session.begin_nested():
+            for field, change in changes.items():
+                setattr(template, field, change["after"])
             await session.flush()
     except IntegrityError as exc:
-        await _refuse_taken(session, ctx, template.name, template.locale, exc)
+        await _refuse_taken(session, ctx, name, locale, exc)
+    audit.record_update(session, ctx, template, entity_type="message_template", changes=changes)
     _revise(session, ctx, template)
     return present(template)
 
