@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.access import Role, user_caller
 from app.core.errors import NotFound, ValidationFailed
 from app.models import AuditEntry, MessageTemplateRevision
-from app.services.outreach import message_templates
+from app.services.outreach import message_templates, template_sandbox
 from tests.factories import Tenant, customer_body
 
 URL = "/api/v1/message-templates"
@@ -173,7 +173,7 @@ async def test_fields_of_another_channel_or_missing_ones_are_422(client: httpx.A
     response = await client.post(URL, json=_email(subject=None, sms_sign_name="关系"), headers=tenant.headers())
     assert response.status_code == 422
     assert [(e["loc"], e["type"]) for e in response.json()["errors"]] == [
-        (["body", "subject"], "missing"),
+        (["body", "subject"], "channel_field_required"),
         (["body", "sms_sign_name"], "extra_field"),
     ]
     template = await _create(client, tenant, _email())
@@ -210,6 +210,8 @@ async def test_a_template_that_does_not_parse_is_422_with_its_line(client: httpx
         ("{{ customer.name['__class__'] }}", "unsafe"),
         ("{% macro f() %}{{ customer.name }}{% endmacro %}", "tag"),
         ("{% include 'x' %}", "tag"),
+        ("{{ " + "(" * 500 + "1" + ")" * 500 + " }}", "template_syntax"),
+        ("{% if customer.name %}" * 120 + "{% endif %}" * 120, "template_syntax"),
         (
             "{% for a in customer.tags %}{% for b in a %}{% for c in b %}{% endfor %}{% endfor %}{% endfor %}",
             "loop_depth",
@@ -431,3 +433,24 @@ async def test_values_of_every_kind_render_and_blank_when_unset(client: httpx.As
     code, birthday, year, company, tags, tier, created, looped = response.json()["text"].split("|")
     assert code.startswith("KH-") and (birthday, year, company, tags, tier) == ("1990-05-01", "1990", "", "vip,茶", "")
     assert created.isdigit() and looped == "1vip2茶"
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "segments"),
+    [
+        ("a" * 160, "gsm7", 1),
+        ("a" * 161, "gsm7", 2),
+        ("a" * 306, "gsm7", 2),
+        ("a" * 307, "gsm7", 3),
+        ("€" * 80, "gsm7", 1),
+        ("€" * 81, "gsm7", 2),
+        ("汉" * 70, "ucs2", 1),
+        ("汉" * 71, "ucs2", 2),
+        ("汉" * 134, "ucs2", 2),
+        ("汉" * 135, "ucs2", 3),
+        ("a" * 69 + "😀", "ucs2", 2),
+    ],
+)
+def test_sms_segments_follow_gsm7_and_ucs2_sizes(text: str, encoding: str, segments: int) -> None:
+    size = template_sandbox.sms_size(text)
+    assert (size.characters, size.encoding, size.segments) == (len(text), encoding, segments)

@@ -3,11 +3,12 @@
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
 from app.schemas.common import Actor, InputModel, Name, NoNul
+from app.schemas.segment import FilterFieldType
 
 # Sizes of the template texts as sent; a rendered text has its own limit (RENDERED_LIMIT in the service).
 SUBJECT_LIMIT, TEXT_LIMIT, HTML_LIMIT, PARAM_LIMIT = 1_000, 20_000, 100_000, 500
@@ -134,7 +135,7 @@ class MessageTemplateRevisionPage(BaseModel):
 
 class TemplateVariable(BaseModel):
     path: str = Field(examples=["customer.custom_fields.vip_level"])
-    type: str = Field(examples=["string"], description="The filter catalogue's type of the field.")
+    type: FilterFieldType = Field(examples=["string"], description="The filter catalogue's type of the field.")
     label: str = Field(examples=["VIP level"])
     personal: bool = Field(description="Personal data: masked in previews for callers without `customers:pii`.")
 
@@ -155,7 +156,9 @@ class SmsPreview(BaseModel):
     sign_name: str
     params: dict[str, str]
     characters: int = Field(description="Characters of the text as the phone shows it: 【sign】 and the text.")
-    encoding: str = Field(examples=["ucs2"], description="`gsm7`, or `ucs2` for any other character (Chinese).")
+    encoding: Literal["gsm7", "ucs2"] = Field(
+        examples=["ucs2"], description="`gsm7`, or `ucs2` for any other character (Chinese)."
+    )
     segments: int = Field(
         description="Messages billed: GSM-7 160 characters (153 each when split), UCS-2 70 (67 each when split)."
     )

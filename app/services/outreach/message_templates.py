@@ -166,7 +166,7 @@ async def _check(session: AsyncSession, ctx: Caller, content: Mapping[str, Any])
         if present and name not in allowed:
             errors.append(_error((name,), f"{name} does not apply to {content['channel']} templates.", "extra_field"))
         if not present and name in required:
-            errors.append(_error((name,), f"{content['channel']} templates need {name}.", "missing"))
+            errors.append(_error((name,), f"{content['channel']} templates need {name}.", "channel_field_required"))
     why_not = _judge(await variables(session, ctx), set(content["variables"]))
     for where, source, html in _texts(content):
         for problem in template_sandbox.check(source, why_not, html=html).problems:
@@ -479,7 +479,9 @@ def _check_supplied(declared: list[str], supplied: Mapping[str, Any]) -> None:
     for name in declared:
         if name not in supplied:
             raise ValidationFailed(
-                f"The template needs the variable {name}.", loc=["body", "variables", name], error_type="missing"
+                f"The template needs the variable {name}.",
+                loc=["body", "variables", name],
+                error_type="variable_required",
             )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError
@@ -215,12 +215,17 @@ def check(source: str, known: Callable[[tuple[str, ...]], str | None], *, html: 
     sandbox = HTML_SANDBOX if html else TEXT_SANDBOX
     try:
         tree = sandbox.parse(source)
+        walker = _Walker(known, _assigned_names(tree))
+        walker.visit(tree, loop_depth=0)
+        # Compiled here too: Python refuses code nested past its own limits, which only the
+        # compiled template reaches, and a saved template must render.
+        sandbox.compile(source)
     except TemplateSyntaxError as exc:
-        return Checked(
-            frozenset(), (TemplateProblem(f"Template syntax error: {exc.message}", "template_syntax", exc.lineno),)
-        )
-    walker = _Walker(known, _assigned_names(tree))
-    walker.visit(tree, loop_depth=0)
+        problem = TemplateProblem(f"Template syntax error: {exc.message}", "template_syntax", exc.lineno)
+        return Checked(frozenset(), (problem,))
+    except (RecursionError, SyntaxError, MemoryError):
+        problem = TemplateProblem("The template nests expressions or tags too deeply.", "template_syntax")
+        return Checked(frozenset(), (problem,))
     return Checked(frozenset(walker.paths), tuple(walker.problems))
 
 
@@ -363,7 +368,7 @@ _GSM_EXTENSION = frozenset("^{}\\[~]|€\f")
 @dataclass(frozen=True)
 class SmsSize:
     characters: int
-    encoding: str
+    encoding: Literal["gsm7", "ucs2"]
     segments: int
 
 
@@ -373,9 +378,6 @@ def sms_size(text: str) -> SmsSize:
     outside the BMP, an emoji, takes two)."""
     if all(c in _GSM_BASIC or c in _GSM_EXTENSION for c in text):
         units = sum(2 if c in _GSM_EXTENSION else 1 for c in text)
-        single, part, encoding = 160, 153, "gsm7"
-    else:
-        units = len(text.encode("utf-16-le")) // 2
-        single, part, encoding = 70, 67, "ucs2"
-    segments = 1 if units <= single else math.ceil(units / part)
-    return SmsSize(characters=len(text), encoding=encoding, segments=segments)
+        return SmsSize(len(text), "gsm7", 1 if units <= 160 else math.ceil(units / 153))
+    units = len(text.encode("utf-16-le")) // 2
+    return SmsSize(len(text), "ucs2", 1 if units <= 70 else math.ceil(units / 67))
