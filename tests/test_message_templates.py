@@ -4,6 +4,7 @@ at save and at render; previews for a Chinese customer (custom field, SMS segmen
 callers without the PII scope; other workspaces' and invisible customers' ids; and the render
 function the send paths call."""
 
+import uuid
 from typing import Any
 
 import httpx
@@ -340,7 +341,7 @@ async def test_render_for_customer_uses_real_values_whatever_the_caller_sees(
     readonly = tenant.users["readonly"]
     ctx = user_caller(workspace_id=tenant.id, user_id=readonly.id, role=Role.READONLY, team_id=None)
     rendered = await message_templates.render_for_customer(
-        db, ctx, template_id=template["id"], customer_id=customer, variables={"coupon": "C-1"}
+        db, ctx, template_id=uuid.UUID(template["id"]), customer_id=uuid.UUID(customer), variables={"coupon": "C-1"}
     )
     assert rendered == message_templates.Rendered(
         template_id=rendered.template_id,
@@ -356,13 +357,17 @@ async def test_render_for_customer_uses_real_values_whatever_the_caller_sees(
     assert str(rendered.template_id) == template["id"]
     with pytest.raises(ValidationFailed):
         await message_templates.render_for_customer(
-            db, ctx, template_id=template["id"], customer_id=customer, variables={}
+            db, ctx, template_id=uuid.UUID(template["id"]), customer_id=uuid.UUID(customer), variables={}
         )
     sales = tenant.users["sales_west"]
     narrow = user_caller(workspace_id=tenant.id, user_id=sales.id, role=Role.SALES, team_id=sales.team_id)
     with pytest.raises(NotFound):
         await message_templates.render_for_customer(
-            db, narrow, template_id=template["id"], customer_id=customer, variables={"coupon": "C-1"}
+            db,
+            narrow,
+            template_id=uuid.UUID(template["id"]),
+            customer_id=uuid.UUID(customer),
+            variables={"coupon": "C-1"},
         )
 
 

@@ -98,6 +98,8 @@ async def test_every_201_in_the_document_names_a_location_that_reads_what_it_cre
     await create("/api/v1/teams", {"name": "North"})
     await create("/api/v1/api-keys", {"name": "reader", "scopes": ["customers:read"]})
     await create("/api/v1/webhook-endpoints", {"url": "http://127.0.0.1:9/hook", "event_types": ["*"]})
+    template = {"name": "生日", "channel": "wecom", "body": "{{ customer.name }} 生日"}
+    await create("/api/v1/message-templates", template)
 
     assert set(answers) == _created_201s(app)
 
