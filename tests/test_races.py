@@ -106,6 +106,11 @@ async def _intake_form(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/intake-forms", {"name": "官网表单"})
 
 
+async def _message_template(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = {"name": f"m-{uuid.uuid4().hex[:8]}", "channel": "wecom", "body": "{{ customer.name }}"}
+    return await _created(client, tenant, "/message-templates", body)
+
+
 async def _category(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/ticket-categories", {"name": f"c-{uuid.uuid4().hex[:8]}"})
 
@@ -129,6 +134,7 @@ MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/surveys/{survey_id}": (_survey, lambda i: {"name": f"n{i}"}),
     "/api/v1/intake-forms/{form_id}": (_intake_form, lambda i: {"name": f"n{i}"}),
     "/api/v1/ticket-categories/{category_id}": (_category, lambda i: {"name": f"n{i}"}),
+    "/api/v1/message-templates/{template_id}": (_message_template, lambda i: {"body": f"{{{{ customer.code }}}} {i}"}),
 }
 
 
@@ -213,6 +219,8 @@ async def test_concurrent_creates_of_one_unique_name_make_one_and_409_the_rest(
     assert await _race(live_client, live_tenant, "/custom-fields", field) == [201] + [409] * 19
     user = {"email": "race@x.test", "name": "n", "password": "long-enough-pass", "role": "sales"}
     assert await _race(live_client, live_tenant, "/users", user) == [201] + [409] * 19
+    template = {"name": "生日祝福", "channel": "wecom", "body": "{{ customer.name }}"}
+    assert await _race(live_client, live_tenant, "/message-templates", template) == [201] + [409] * 19
 
 
 async def test_one_idempotency_key_of_two_callers_makes_two_creates(
