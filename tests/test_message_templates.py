@@ -214,7 +214,7 @@ async def test_a_template_that_does_not_parse_is_422_with_its_line(client: httpx
         ("{{ " + "(" * 500 + "1" + ")" * 500 + " }}", "template_syntax"),
         ("{% if customer.name %}" * 120 + "{% endif %}" * 120, "template_syntax"),
         (
-            "{% for a in customer.tags %}{% for b in a %}{% for c in b %}{% endfor %}{% endfor %}{% endfor %}",
+            "{% for a in customer.tags %}{% for b in customer.name %}{% endfor %}{% endfor %}",
             "loop_depth",
         ),
     ],
@@ -238,8 +238,7 @@ async def test_sandbox_escapes_and_unbounded_work_are_refused_at_save(
         ("ok\n{{ customer.name | replace('', customer.name * 1000) }}", "replace would make a text longer"),
         ("ok\n{{ 1 / (customer.tags | length) }}", "ZeroDivisionError"),
         (
-            "ok\n{% for t in customer.name %}{% for u in customer.name %}{{ customer.name * 1000 }}{% endfor %}"
-            "{% endfor %}",
+            "ok\n{% for t in customer.name * 1000 %}{{ customer.name * 1000 }}{% endfor %}",
             "renders longer than",
         ),
     ],

@@ -3,8 +3,9 @@ how many SMS segments a text costs.
 
 Templates are written by workspace staff and fed customer data, so two things are kept out: code
 (Jinja's `ImmutableSandboxedEnvironment`: no underscore attributes, no mutation of values) and
-unbounded work (no macros, includes or imports; loops nested two deep at most; no string padding
-or repetition beyond the output limit; every text rendered as a stream that stops at the limit).
+unbounded work (no macros, includes or imports; no loop inside a loop, so the work is linear in
+the data; no string padding or repetition beyond the output limit; every text rendered as a stream
+that stops at the limit).
 The checks at save refuse what can be refused without data (syntax, unknown variables, unsafe
 attributes, forbidden tags); the sandbox refuses the rest at render time, as a `TemplateFailure`."""
 
@@ -25,8 +26,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # Longest text one field of a template may render to.
 RENDERED_LIMIT = 200_000
-# Loops inside loops: two levels (a list of tags per order line, say) and no deeper.
-MAX_LOOP_DEPTH = 2
+# No loop inside a loop: two nested loops over a long text (a custom field, a caller's variable)
+# run for as long as the square of its length while writing nothing the output cap could stop.
+MAX_LOOP_DEPTH = 1
 ROOTS = ("customer", "workspace", "vars")
 # The names a template may give its own values ({% set %}, loop targets) and Jinja's loop helper.
 _BUILT_IN_LOCALS = frozenset({"loop"})
@@ -251,7 +253,7 @@ class _Walker:
                 return
         if isinstance(node, nodes.For):
             if loop_depth >= MAX_LOOP_DEPTH:
-                self.problems.append(TemplateProblem(f"Loops nest {MAX_LOOP_DEPTH} deep at most.", "loop_depth", line))
+                self.problems.append(TemplateProblem("A loop may not contain another loop.", "loop_depth", line))
                 return
             # The target and the iterable are outside the loop; the body and `else` inside it.
             for part in (node.target, node.iter, *([node.test] if node.test else [])):
