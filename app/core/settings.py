@@ -9,6 +9,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_JWT_SECRET = "guanxi-development-secret-change-me-0123456789"
+# A Fernet key (32 url-safe base64 bytes) that is public, so it protects nothing: development and tests only.
+DEVELOPMENT_SECRET_KEY = "Z3VhbnhpLWRldmVsb3BtZW50LWtleS1jaGFuZ2UtbWU="
 
 
 def quarter_of_memory_mb() -> int:
@@ -78,6 +80,13 @@ class Settings(BaseSettings):
     # Touched by a running worker every few seconds; the image's healthcheck reads its age.
     worker_heartbeat_file: Path | None = None
 
+    # Fernet keys (comma-separated) that encrypt stored channel secrets: the first encrypts, every one
+    # decrypts, so a new key goes first and the old stays until `guanxi rotate-secrets` has run.
+    secret_keys: str = DEVELOPMENT_SECRET_KEY
+    # Messages one worker sends at once, and how long a claim may take before its message is `unknown`.
+    outreach_concurrency: int = Field(default=100, ge=1, le=2000)
+    outreach_send_timeout_seconds: float = Field(default=15.0, gt=0)
+
     rate_limit_per_minute: int = Field(default=6000, ge=1)
     cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS; empty: none.")
 
@@ -95,6 +104,8 @@ class Settings(BaseSettings):
             return self
         if self.jwt_secret == DEVELOPMENT_JWT_SECRET or len(self.jwt_secret) < 32:
             raise ValueError("GUANXI_JWT_SECRET must be set to 32+ random characters in production")
+        if DEVELOPMENT_SECRET_KEY in self.secret_keys.split(","):
+            raise ValueError("GUANXI_SECRET_KEYS must be set to your own Fernet key(s) in production")
         # The embedded server lives in the process's own folder: in a container its data would go with
         # the container, and every process of a deployment would start its own.
         if not self.database_url:

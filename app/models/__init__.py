@@ -13,6 +13,7 @@ from app.models.lifecycle import CustomerStage, LifecycleRules, LifecycleStage, 
 from app.models.message_template import MessageTemplate, MessageTemplateRevision
 from app.models.order import Order, OrderFulfilmentChange, OrderLine
 from app.models.outbox import OutboxEvent
+from app.models.outreach import Channel, Message, Suppression
 from app.models.relation import CustomerRelation
 from app.models.segment import Segment, SegmentMember, SegmentSize
 from app.models.stored_file import StoredFile, StoredFileChunk
@@ -33,11 +34,14 @@ from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models.workspace import Workspace
 
 __all__ = [
+    "Message",
+    "Suppression",
     "ApiKey",
     "AuditEntry",
     "Base",
     "BusinessHours",
     "CareRule",
+    "Channel",
     "CsatRequest",
     "CustomFieldDefinition",
     "Customer",

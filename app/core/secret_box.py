@@ -1,0 +1,44 @@
+"""Secrets stored encrypted (channel passwords and keys): cryptography's MultiFernet over the keys of
+`GUANXI_SECRET_KEYS`. The first key encrypts; every key decrypts, so keys rotate without downtime."""
+
+from typing import Any
+
+import orjson
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from app.core.settings import Settings
+
+
+class SecretKeysInvalid(ValueError):
+    """GUANXI_SECRET_KEYS holds something that is not a Fernet key."""
+
+
+class SecretBox:
+    def __init__(self, keys: str) -> None:
+        try:
+            fernets = [Fernet(key.strip().encode()) for key in keys.split(",") if key.strip()]
+        except ValueError as exc:
+            raise SecretKeysInvalid("GUANXI_SECRET_KEYS: each key must be 32 url-safe base64-encoded bytes") from exc
+        if not fernets:
+            raise SecretKeysInvalid("GUANXI_SECRET_KEYS is empty")
+        self._fernet = MultiFernet(fernets)
+
+    def seal(self, secrets: dict[str, str]) -> str:
+        return self._fernet.encrypt(orjson.dumps(secrets)).decode()
+
+    def open(self, sealed: str) -> dict[str, Any]:
+        """The secrets; InvalidToken when no key of the list opens them (a key removed too early)."""
+        opened = orjson.loads(self._fernet.decrypt(sealed.encode()))
+        assert isinstance(opened, dict)
+        return opened
+
+    def reseal(self, sealed: str) -> str:
+        """The same secrets under the first key (MultiFernet.rotate)."""
+        return self._fernet.rotate(sealed.encode()).decode()
+
+
+def box(settings: Settings) -> SecretBox:
+    return SecretBox(settings.secret_keys)
+
+
+__all__ = ["InvalidToken", "SecretBox", "SecretKeysInvalid", "box"]
