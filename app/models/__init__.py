@@ -34,8 +34,6 @@ from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models.workspace import Workspace
 
 __all__ = [
-    "Message",
-    "Suppression",
     "ApiKey",
     "AuditEntry",
     "Base",
@@ -60,6 +58,7 @@ __all__ = [
     "Interaction",
     "LifecycleRules",
     "LifecycleStage",
+    "Message",
     "MessageTemplate",
     "MessageTemplateRevision",
     "Order",
@@ -73,6 +72,7 @@ __all__ = [
     "StageHistory",
     "StoredFile",
     "StoredFileChunk",
+    "Suppression",
     "Survey",
     "SurveyResponse",
     "Task",

@@ -6,6 +6,8 @@ from app.routers.v1 import (
     api_keys,
     audit,
     auth,
+    channel_callbacks,
+    channels,
     custom_fields,
     customers,
     events,
@@ -14,10 +16,12 @@ from app.routers.v1 import (
     interactions,
     lifecycle,
     message_templates,
+    messages,
     orders,
     plans,
     relations,
     segments,
+    suppressions,
     tickets,
     users,
     value,
@@ -28,7 +32,8 @@ router = APIRouter(prefix="/api/v1")
 # Routes are matched in this order, one pattern after another: the busiest resource comes first.
 for module in (
     customers, auth, segments, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
-    api_keys, events, webhooks, imports, exports, audit, relations, message_templates,
+    api_keys, events, webhooks, imports, exports, audit, relations, message_templates, channels, messages,
+    suppressions, channel_callbacks,
 ):  # fmt: skip
     router.include_router(module.router)
 router.include_router(events.changes)

@@ -29,6 +29,8 @@ from app.services.customers.visibility import (
     visible_customer_template,
 )
 from app.services.events import audit, outbox
+from app.services.events.event_catalogue import data_model
+from app.services.events.payloads import Field, Payload, given
 
 # The fields a create or PATCH sets as they are sent; address, consent and custom fields have rules of their own.
 PLAIN_FIELDS = tuple(
@@ -206,6 +208,33 @@ def record_change(session: AsyncSession, ctx: Caller, customer: Customer, change
     customer.search_text = search_text_of(customer)
     audit.record(session, ctx, entity_type="customer", entity_id=customer.id, action="updated", changes=changes)
     outbox.emit(session, ctx, "customer.updated", {**event_data(customer), "changed_fields": sorted(changes)})
+    if "consent" in changes:
+        before, after = changes["consent"]["before"] or {}, changes["consent"]["after"] or {}
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        outbox.emit(
+            session, ctx, "consent.changed", CONSENT_CHANGED.data(customer, before=before, after=after, changed=changed)
+        )
+
+
+# `consent.changed`: whichever path changed the consent (PATCH, batch, merge, an unsubscribe), here.
+CONSENT_CHANGED: Payload[Customer] = Payload(
+    (
+        Field("customer_id", lambda customer: customer.id, lambda alias: f"{alias}.id"),
+        given("before"),
+        given("after"),
+        given("changed"),
+    ),
+    model=data_model("consent.changed"),
+)
+
+
+async def withdraw_consent(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, channel: str) -> bool:
+    """The customer's consent on `channel` set to false (an unsubscribe), as any change of theirs is
+    written; False when it already was."""
+    customer = await _lock(session, ctx, customer_id)
+    changes = assign(customer, {"consent": {**customer.consent, channel: False}})
+    record_change(session, ctx, customer, changes)
+    return bool(changes)
 
 
 def assign(customer: Customer, new: Mapping[str, Any]) -> audit.Changes:

@@ -14,6 +14,7 @@ from app.schemas.common import Actor
 from app.schemas.customer import CustomerOut
 from app.schemas.interaction import InteractionOut, TaskOut
 from app.schemas.order import FulfilmentStatus, OrderOut
+from app.schemas.outreach import ConsentChanged, MessageEvent, MessageReplied
 from app.schemas.relation import RelationKind
 from app.schemas.ticket import TicketOut
 
@@ -188,6 +189,15 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("team.updated", "A team was renamed.", TeamChanged),
     EventType("team.deleted", "An empty team was deleted.", TeamRef),
     EventType("webhook.ping", "A test delivery asked for by the endpoint's owner.", Ping),
+    EventType("message.sent", "A message was accepted by its provider.", MessageEvent),
+    EventType("message.delivered", "The provider reported a message delivered.", MessageEvent),
+    EventType(
+        "message.failed",
+        "A message was refused for good, ran out of retries, bounced or was not delivered.",
+        MessageEvent,
+    ),
+    EventType("message.replied", "A customer replied to a message (an SMS reply).", MessageReplied),
+    EventType("consent.changed", "A customer's marketing consent changed (edit, merge, unsubscribe).", ConsentChanged),
 )
 
 TYPES = frozenset(event.name for event in CATALOGUE)

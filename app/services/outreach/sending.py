@@ -1,0 +1,272 @@
+"""Sending queued messages, at most once each.
+
+The sweep (`dispatch_due`) hands due messages to jobs of the queue; a job claims its messages
+(`queued` → `sending`, committed before any provider is called, with a lease), sends them side by
+side within the worker's bound, and records each outcome: `sent`, a retry (`queued` again, later)
+when the provider said it did not take the message and the error is transient, `failed`, or
+`unknown` when the request went out and no answer came. A `sending` message whose lease ran out (its
+worker died mid-send) becomes `unknown` and is never sent again by itself: a duplicate SMS is worse
+than a missing one."""
+
+import asyncio
+import random
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.access import system_caller
+from app.core.secret_box import InvalidToken, SecretBox
+from app.core.settings import Settings
+from app.models import Channel, Message
+from app.services.events import outbox
+from app.services.outreach import messages
+from app.services.outreach.providers import Account, Outgoing, Provider, Result, provider
+
+MESSAGES_PER_JOB = 50
+DISPATCH_BATCH = 1000
+# A job carries its messages this long; after that the sweep hands them to another.
+JOB_LEASE = timedelta(minutes=2)
+# Delay before retry n (after attempt n was refused for a transient reason).
+RETRY_SCHEDULE = (
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+)
+MAX_ATTEMPTS = len(RETRY_SCHEDULE) + 1
+# SMTP connections one job opens to one channel: each sends its share in turn, so a batch pays the
+# handshake (and TLS, and login) a few times, not once per message.
+SMTP_CONNECTIONS = 4
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str
+    messages: list[tuple[uuid.UUID, uuid.UUID]]
+
+
+async def expire_leases(session: AsyncSession, *, now: datetime) -> int:
+    """`sending` messages whose claim ran out: their worker is gone, mid-send or not; `unknown`."""
+    result = await session.execute(
+        update(Message)
+        .where(Message.status == "sending", Message.locked_until < now)
+        .values(
+            status="unknown",
+            locked_until=None,
+            updated_at=now,
+            error_code="lease_expired",
+            error_message="the worker sending it stopped before recording an outcome; not sent again",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def dispatch_due(session: AsyncSession, *, now: datetime, batch: int = DISPATCH_BATCH) -> list[Job]:
+    """Due queued messages that no job carries, marked as carried for JOB_LEASE, in jobs of
+    MESSAGES_PER_JOB (the caller commits, then queues them)."""
+    rows = (
+        await session.execute(
+            select(Message.workspace_id, Message.id)
+            .where(
+                Message.status == "queued",
+                Message.send_after <= now,
+                (Message.queued_until.is_(None)) | (Message.queued_until < now),
+            )
+            .order_by(Message.send_after)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    if not rows:
+        return []
+    pairs = [(w, i) for w, i in rows]
+    await session.execute(
+        update(Message)
+        .where(tuple_(Message.workspace_id, Message.id).in_(pairs))
+        .values(queued_until=now + JOB_LEASE)
+        .execution_options(synchronize_session=False)
+    )
+    chunks = [pairs[i : i + MESSAGES_PER_JOB] for i in range(0, len(pairs), MESSAGES_PER_JOB)]
+    return [Job(f"messages:{chunk[0][1]}", chunk) for chunk in chunks]
+
+
+@dataclass
+class Claimed:
+    workspace_id: uuid.UUID
+    id: uuid.UUID
+    attempt: int
+    channel_id: uuid.UUID
+    outgoing: Outgoing
+
+
+async def claim(
+    session: AsyncSession, pairs: list[tuple[uuid.UUID, uuid.UUID]], *, now: datetime, lease: timedelta
+) -> tuple[list[Claimed], dict[tuple[uuid.UUID, uuid.UUID], Channel]]:
+    """`queued` → `sending` for those still queued and due (the caller commits before sending)."""
+    claimed_rows = (
+        await session.execute(
+            update(Message)
+            .where(
+                tuple_(Message.workspace_id, Message.id).in_(pairs),
+                Message.status == "queued",
+                Message.send_after <= now,
+            )
+            .values(status="sending", attempts=Message.attempts + 1, locked_until=now + lease, updated_at=now)
+            .returning(
+                Message.workspace_id,
+                Message.id,
+                Message.attempts,
+                Message.channel_id,
+                Message.recipient,
+                Message.content,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    claimed = [
+        Claimed(w, i, attempt, channel_id, Outgoing(to=recipient, content=content, reference=str(i)))
+        for w, i, attempt, channel_id, recipient, content in claimed_rows
+    ]
+    keys = {(c.workspace_id, c.channel_id) for c in claimed}
+    found = (
+        (await session.scalars(select(Channel).where(tuple_(Channel.workspace_id, Channel.id).in_(keys)))).all()
+        if keys
+        else []
+    )
+    return claimed, {(c.workspace_id, c.id): c for c in found}
+
+
+async def send_all(
+    claimed: list[Claimed],
+    channels_by_key: dict[tuple[uuid.UUID, uuid.UUID], Channel],
+    *,
+    http: httpx.AsyncClient,
+    secret_box: SecretBox,
+    time_limit: float,
+) -> list[tuple[Claimed, Result]]:
+    """Every claimed message sent, each channel's side by side with the others'."""
+    by_channel: dict[tuple[uuid.UUID, uuid.UUID], list[Claimed]] = defaultdict(list)
+    for c in claimed:
+        by_channel[(c.workspace_id, c.channel_id)].append(c)
+    results = await asyncio.gather(
+        *(
+            _send_channel(channels_by_key.get(key), items, http=http, secret_box=secret_box, time_limit=time_limit)
+            for key, items in by_channel.items()
+        )
+    )
+    return [pair for group in results for pair in group]
+
+
+async def _send_channel(
+    channel: Channel | None,
+    items: list[Claimed],
+    *,
+    http: httpx.AsyncClient,
+    secret_box: SecretBox,
+    time_limit: float,
+) -> list[tuple[Claimed, Result]]:
+    if channel is None or channel.deleted_at is not None:
+        return [(c, Result.rejected("channel_deleted", "the channel was deleted", retryable=False)) for c in items]
+    try:
+        account = Account(channel.kind, channel.settings, secret_box.open(channel.sealed_secrets))
+    except InvalidToken:
+        failure = Result.rejected(
+            "secrets_unreadable", "no key of GUANXI_SECRET_KEYS opens the channel's secrets", retryable=True
+        )
+        return [(c, failure) for c in items]
+    # SMTP: a few kept connections, each sending its share in turn; HTTP providers: one request each.
+    lanes = min(SMTP_CONNECTIONS, len(items)) if channel.kind == "email" else len(items)
+    queues = [items[i::lanes] for i in range(lanes)]
+    done: list[tuple[Claimed, Result]] = []
+
+    async def lane(queue: list[Claimed]) -> None:
+        adapter: Provider = provider(account, http)
+        try:
+            for c in queue:
+                done.append((c, await _send_one(adapter, c, time_limit)))
+        finally:
+            await adapter.close()
+
+    await asyncio.gather(*(lane(q) for q in queues))
+    return done
+
+
+async def _send_one(adapter: Provider, claimed: Claimed, time_limit: float) -> Result:
+    """Never raises: one message's trouble is its own outcome."""
+    try:
+        async with asyncio.timeout(time_limit):
+            return await adapter.send(claimed.outgoing)
+    except TimeoutError:
+        return Result.unknown(f"no answer within {time_limit:g} s")
+    except Exception as exc:  # the request may have gone out: nobody knows
+        return Result.unknown(f"{type(exc).__name__}")
+
+
+def retry_delay(attempt: int) -> timedelta:
+    return RETRY_SCHEDULE[attempt - 1] * random.uniform(0.9, 1.1)
+
+
+async def record(session: AsyncSession, outcomes: list[tuple[Claimed, Result]], *, now: datetime) -> None:
+    """Each outcome on its message, with its event, in the caller's transaction. A message whose
+    lease ran out meanwhile (`unknown`) still takes the outcome that came: it is the truth."""
+    if not outcomes:
+        return
+    rows = {
+        (m.workspace_id, m.id): m
+        for m in (
+            await session.scalars(
+                select(Message)
+                .where(tuple_(Message.workspace_id, Message.id).in_([(c.workspace_id, c.id) for c, _ in outcomes]))
+                .with_for_update()
+            )
+        ).all()
+    }
+    for c, result in outcomes:
+        message = rows.get((c.workspace_id, c.id))
+        if message is None or message.status not in ("sending", "unknown") or message.attempts != c.attempt:
+            continue
+        message.locked_until = None
+        message.updated_at = now
+        message.error_code, message.error_message = result.code, result.message
+        event = None
+        if result.status == "accepted":
+            message.status, message.sent_at, message.provider_message_id = "sent", now, result.provider_message_id
+            message.error_code = message.error_message = None
+            event = "message.sent"
+        elif result.status == "unknown":
+            message.status = "unknown"
+        elif result.retryable and c.attempt < MAX_ATTEMPTS:
+            message.status, message.send_after, message.queued_until = "queued", now + retry_delay(c.attempt), None
+        else:
+            message.status, message.failed_at = "failed", now
+            event = "message.failed"
+        if event is not None:
+            outbox.emit(session, system_caller(message.workspace_id), event, messages.MESSAGE_EVENT.data(message))
+
+
+def encode(job: Job) -> list[list[str]]:
+    return [[str(w), str(i)] for w, i in job.messages]
+
+
+def decode(data: Any) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    return [(uuid.UUID(w), uuid.UUID(i)) for w, i in data]
+
+
+def lease(settings: Settings) -> timedelta:
+    """A claim outlives the longest a job's sends can take (an SMTP connection sends its share one
+    after another, each within the time limit) by a margin, so only a dead worker lets it run out."""
+    in_turn = -(-MESSAGES_PER_JOB // SMTP_CONNECTIONS)
+    return timedelta(seconds=settings.outreach_send_timeout_seconds * in_turn + 60)
+
+
+def jobs_at_once(settings: Settings) -> int:
+    """Jobs one worker runs at once: OUTREACH_CONCURRENCY messages in flight, a job's worth each."""
+    return max(1, settings.outreach_concurrency // MESSAGES_PER_JOB)
