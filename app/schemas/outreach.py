@@ -218,7 +218,10 @@ class MessageContent(InputModel):
     text: Annotated[str, StringConstraints(min_length=1, max_length=4000), NoNul] | None = None
     template_code: Identifier | None = Field(default=None, examples=["SMS_123456789"])
     template_params: dict[Label, Annotated[str, StringConstraints(max_length=200), NoNul]] | None = Field(
-        default=None, max_length=20, examples=[{"name": "张伟"}], description="Tencent takes them in this order."
+        default=None,
+        max_length=20,
+        examples=[{"name": "张伟"}],
+        description="Named for Alibaba Cloud; for Tencent Cloud `1`, `2`… (its {1}, {2}…), sent in that order.",
     )
 
 

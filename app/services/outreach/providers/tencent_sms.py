@@ -45,6 +45,12 @@ def authorization(*, secret_id: str, secret_key: str, host: str, body: bytes, ti
     return f"TC3-HMAC-SHA256 Credential={secret_id}/{scope}, SignedHeaders={signed_headers}, Signature={sig}"
 
 
+def _position(key: str) -> tuple[int, str]:
+    """Tencent templates number their parameters {1}, {2}...: keys "1", "2"... in number order
+    (a stored JSON object keeps no order of its own), other keys after them by name."""
+    return (int(key), "") if key.isdigit() else (1 << 30, key)
+
+
 class TencentSms:
     def __init__(self, account: Account, http: httpx.AsyncClient) -> None:
         self.account = account
@@ -59,7 +65,7 @@ class TencentSms:
                 "SmsSdkAppId": settings["sdk_app_id"],
                 "SignName": settings["sign_name"],
                 "TemplateId": content.get("template_code") or "",
-                "TemplateParamSet": [str(v) for v in params.values()],
+                "TemplateParamSet": [str(params[k]) for k in sorted(params, key=_position)],
                 "SessionContext": outgoing.reference,
             }
         )

@@ -1,0 +1,462 @@
+"""Outreach through HTTP against real stand-ins: channels and their write-only secrets, messages and
+the rules they obey, the worker sending at most once, provider callbacks."""
+
+import uuid
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+import orjson
+from fastapi import FastAPI
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock
+from app.models import AuditEntry, Channel, Interaction, Message, OutboxEvent, Suppression
+from tests.factories import Tenant
+from tests.outreach_helpers import (
+    SMTP_PASSWORD,
+    aliyun_channel,
+    email_channel,
+    email_content,
+    events,
+    make_channel,
+    make_customer,
+    message_rows,
+    run_worker,
+    send,
+    sms_content,
+    tencent_channel,
+    wecom_channel,
+)
+from tests.outreach_stand_ins import ALIYUN_SECRET, TENCENT_KEY, WECOM_KEY, mail_server, sms_server
+
+SECRETS = (SMTP_PASSWORD, ALIYUN_SECRET, TENCENT_KEY, WECOM_KEY)
+
+
+async def test_channels_keep_secrets_write_only_everywhere(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    with mail_server() as mail:
+        async with sms_server() as sms:
+            bodies = [email_channel(mail), aliyun_channel(sms), tencent_channel(sms), wecom_channel(sms)]
+            texts = []
+            created = []
+            for body in bodies:
+                response = await client.post("/api/v1/channels", json=body, headers=tenant.headers())
+                assert response.status_code == 201, response.text
+                assert response.headers["Location"] == f"/api/v1/channels/{response.json()['id']}"
+                created.append(response.json())
+                texts.append(response.text)
+            listed = await client.get("/api/v1/channels", headers=tenant.headers())
+            texts.append(listed.text)
+            assert len(listed.json()["items"]) == 4
+            one = await client.get(f"/api/v1/channels/{created[1]['id']}", headers=tenant.headers())
+            assert one.headers["ETag"] == '"1"'
+            patched = await client.patch(
+                f"/api/v1/channels/{created[1]['id']}",
+                json={"name": "短信", "secrets": {"access_key_secret": ALIYUN_SECRET + "x"}},
+                headers={**tenant.headers(), "If-Match": '"1"'},
+            )
+            assert patched.status_code == 200 and patched.json()["version"] == 2
+            texts.append(patched.text)
+            tested = await client.post(f"/api/v1/channels/{created[3]['id']}/test", json={}, headers=tenant.headers())
+            assert tested.json()["outcome"] == "accepted", tested.text
+            texts.append(tested.text)
+    assert created[0]["settings"]["host"] == "127.0.0.1" and created[1]["secrets_set"] == ["access_key_secret"]
+    audit = (await db.scalars(select(AuditEntry).where(AuditEntry.workspace_id == tenant.id))).all()
+    outbox_rows = (await db.scalars(select(OutboxEvent).where(OutboxEvent.workspace_id == tenant.id))).all()
+    stored = (await db.scalars(select(Channel.sealed_secrets).where(Channel.workspace_id == tenant.id))).all()
+    everything = "".join(texts) + orjson.dumps([a.changes for a in audit]).decode()
+    everything += orjson.dumps([e.data for e in outbox_rows]).decode() + "".join(stored)
+    for secret in (*SECRETS, ALIYUN_SECRET + "x"):
+        assert secret not in everything
+    assert {a.action for a in audit} >= {"created", "updated"}
+
+
+async def test_channel_input_is_checked(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    headers = tenant.headers()
+    missing_secret = {
+        "kind": "sms_tencent",
+        "name": "x",
+        "settings": {"secret_id": "a", "sdk_app_id": "1", "sign_name": "s"},
+    }
+    assert (await client.post("/api/v1/channels", json=missing_secret, headers=headers)).status_code == 422
+    bad_kind = {"kind": "fax", "name": "x", "settings": {}, "secrets": {}}
+    assert (await client.post("/api/v1/channels", json=bad_kind, headers=headers)).status_code == 422
+    with mail_server() as mail:
+        channel = await make_channel(client, tenant, email_channel(mail))
+    url = f"/api/v1/channels/{channel['id']}"
+    bad_patch = await client.patch(url, json={"settings": {"port": 0}}, headers={**headers, "If-Match": '"1"'})
+    assert bad_patch.status_code == 422 and bad_patch.json()["errors"][0]["loc"][:2] == ["body", "settings"]
+    assert (await client.patch(url, json={"name": "y"}, headers=headers)).status_code == 428
+    assert (await client.patch(url, json={"name": "y"}, headers={**headers, "If-Match": '"7"'})).status_code == 412
+    assert (await client.delete(url, headers={**headers, "If-Match": '"1"'})).status_code == 204
+    assert (await client.get(url, headers=headers)).status_code == 404
+    # Sales may send but not configure channels.
+    assert (await client.get("/api/v1/channels", headers=tenant.headers("sales"))).status_code == 403
+
+
+async def test_another_workspaces_ids_are_404(client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant) -> None:
+    with mail_server() as mail:
+        channel = await make_channel(client, tenant, email_channel(mail))
+        customer = await make_customer(client, tenant)
+        message = await send(client, tenant, customer["id"], channel["id"], email_content())
+        other = other_tenant.headers()
+        assert (await client.get(f"/api/v1/channels/{channel['id']}", headers=other)).status_code == 404
+        assert (await client.get(f"/api/v1/messages/{message['id']}", headers=other)).status_code == 404
+        assert (
+            await client.post(f"/api/v1/channels/{channel['id']}/test", json={"to": "a@b.cn"}, headers=other)
+        ).status_code == 404
+        own_customer = await make_customer(client, other_tenant)
+        body = {
+            "customer_id": own_customer["id"],
+            "channel_id": channel["id"],
+            "purpose": "transactional",
+            "content": email_content(),
+        }
+        assert (await client.post("/api/v1/messages", json=body, headers=other)).status_code == 404
+        body = {
+            "customer_id": customer["id"],
+            "channel_id": channel["id"],
+            "purpose": "transactional",
+            "content": email_content(),
+        }
+        assert (await client.post("/api/v1/messages", json=body, headers=other)).status_code == 404
+        listed = await client.get("/api/v1/messages", headers=other)
+        assert listed.json()["items"] == []
+
+
+async def test_channel_test_answers_the_providers_code(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    async with sms_server() as sms:
+        sms.aliyun = [{"Code": "isv.MOBILE_NUMBER_ILLEGAL", "Message": "非法手机号", "RequestId": "r"}]
+        channel = await make_channel(client, tenant, aliyun_channel(sms))
+        response = await client.post(
+            f"/api/v1/channels/{channel['id']}/test",
+            json={"to": "13800138000", "content": sms_content()},
+            headers=tenant.headers(),
+        )
+        assert sms.unverified == []
+    assert response.status_code == 200
+    assert response.json() == {
+        "outcome": "rejected",
+        "provider_message_id": None,
+        "code": "isv.MOBILE_NUMBER_ILLEGAL",
+        "message": "非法手机号",
+        "retryable": False,
+    }
+    assert sms.received[0][1]["PhoneNumbers"] == "13800138000" and sms.received[0][1]["OutId"] == "test"
+
+
+async def test_an_email_is_sent_by_the_worker_once_and_is_on_the_timeline(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    with mail_server() as mail:
+        channel = await make_channel(live_client, live_tenant, email_channel(mail))
+        customer = await make_customer(live_client, live_tenant)
+        message = await send(live_client, live_tenant, customer["id"], channel["id"], email_content())
+        assert message["status"] == "queued" and message["recipient"] == customer["emails"][0]
+        assert await run_worker(app, database_url) == 1
+        # Another pass finds nothing: a sent message is never sent again.
+        assert await run_worker(app, database_url) == 0
+    assert len(mail.received) == 1
+    received = mail.received[0]
+    assert received["Subject"] == "生日快乐" and received["To"] == customer["emails"][0]
+    assert received.get_content().strip() == "张先生，祝您生日快乐！"
+    assert received["Message-ID"] == f"<{message['id']}@guanxi>"
+    got = (await live_client.get(f"/api/v1/messages/{message['id']}", headers=live_tenant.headers())).json()
+    assert got["status"] == "sent" and got["provider_message_id"] == f"{message['id']}@guanxi" and got["attempts"] == 1
+    [sent] = await events(app, live_tenant.id, "message.sent")
+    assert sent.data["id"] == message["id"] and sent.data["status"] == "sent"
+    async with app.state.sessions() as session:
+        interaction = await session.scalar(
+            select(Interaction).where(Interaction.id == uuid.UUID(got["interaction_id"]))
+        )
+    assert interaction is not None and interaction.direction == "outbound" and interaction.channel == "email"
+    listed = await live_client.get(
+        "/api/v1/messages", params={"customer_id": customer["id"], "status": "sent"}, headers=live_tenant.headers()
+    )
+    assert [m["id"] for m in listed.json()["items"]] == [message["id"]]
+
+
+async def test_sms_through_aliyun_and_tencent_are_signed_and_take_the_providers_ids(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    async with sms_server() as sms:
+        aliyun = await make_channel(live_client, live_tenant, aliyun_channel(sms))
+        tencent = await make_channel(live_client, live_tenant, tencent_channel(sms))
+        customer = await make_customer(live_client, live_tenant)
+        first = await send(live_client, live_tenant, customer["id"], aliyun["id"], sms_content())
+        numbered = {"template_code": "1234567", "template_params": {"2": "1234", "10": "末", "1": "张伟"}}
+        second = await send(live_client, live_tenant, customer["id"], tencent["id"], numbered)
+        await run_worker(app, database_url)
+    assert sms.unverified == []
+    by_id = {m.id: m for m in await message_rows(app, live_tenant.id)}
+    assert by_id[uuid.UUID(first["id"])].status == "sent"
+    assert by_id[uuid.UUID(first["id"])].provider_message_id == "biz-1"
+    assert by_id[uuid.UUID(second["id"])].status == "sent"
+    assert (by_id[uuid.UUID(second["id"])].provider_message_id or "").startswith("serial-")
+    kinds = dict(sms.received)
+    assert kinds["aliyun"]["TemplateCode"] == "SMS_123456789"
+    assert orjson.loads(kinds["aliyun"]["TemplateParam"]) == {"name": "张伟", "code": "1234"}
+    assert kinds["tencent"]["PhoneNumberSet"] == [customer["phones"][0]]
+    assert kinds["tencent"]["TemplateParamSet"] == ["张伟", "1234", "末"]
+
+
+async def test_marketing_without_consent_is_409_and_queues_nothing(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    with mail_server() as mail:
+        channel = await make_channel(client, tenant, email_channel(mail))
+    customer = await make_customer(client, tenant, consent={"sms": True})
+    refused = await send(
+        client, tenant, customer["id"], channel["id"], email_content(), purpose="marketing", expect=409
+    )
+    assert refused["type"].endswith("/consent_required")
+    assert (await db.scalar(select(Message.id).where(Message.workspace_id == tenant.id))) is None
+    assert (await db.scalar(select(Interaction.id).where(Interaction.workspace_id == tenant.id))) is None
+    # Transactional mail needs no marketing consent.
+    await send(client, tenant, customer["id"], channel["id"], email_content())
+
+
+async def test_suppressed_addresses_are_refused(client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession) -> None:
+    with mail_server() as mail:
+        channel = await make_channel(client, tenant, email_channel(mail))
+    customer = await make_customer(client, tenant, consent={"email": True})
+    address = customer["emails"][0]
+    added = await client.post(
+        "/api/v1/suppressions",
+        json={"medium": "email", "address": address.upper(), "reason": "unsubscribe"},
+        headers=tenant.headers(),
+    )
+    assert added.status_code == 201 and added.json()["address"] == address
+    again = await client.post(
+        "/api/v1/suppressions", json={"medium": "email", "address": address}, headers=tenant.headers()
+    )
+    assert again.status_code == 409 and again.json()["existing_id"] == added.json()["id"]
+    refused = await send(
+        client, tenant, customer["id"], channel["id"], email_content(), purpose="marketing", expect=409
+    )
+    assert refused["type"].endswith("/suppressed")
+    assert (await db.scalar(select(Message.id).where(Message.workspace_id == tenant.id))) is None
+    # An unsubscribe stops marketing only; a bounce stops everything.
+    await send(client, tenant, customer["id"], channel["id"], email_content())
+    removed = await client.delete(f"/api/v1/suppressions/{added.json()['id']}", headers=tenant.headers())
+    assert removed.status_code == 204
+    await client.post(
+        "/api/v1/suppressions",
+        json={"medium": "email", "address": address, "reason": "bounce"},
+        headers=tenant.headers(),
+    )
+    refused = await send(client, tenant, customer["id"], channel["id"], email_content(), expect=409)
+    assert refused["type"].endswith("/suppressed")
+    listed = await client.get(
+        "/api/v1/suppressions", params={"medium": "email", "address": address}, headers=tenant.headers()
+    )
+    assert [s["reason"] for s in listed.json()["items"]] == ["bounce"]
+    bad = await client.post("/api/v1/suppressions", json={"medium": "sms", "address": "nope"}, headers=tenant.headers())
+    assert bad.status_code == 422
+
+
+async def test_the_frequency_cap_refuses_the_next_marketing_message(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    with mail_server() as mail:
+        channel = await make_channel(client, tenant, email_channel(mail, frequency_cap={"count": 2, "hours": 24}))
+    customer = await make_customer(client, tenant, consent={"email": True})
+    for _ in range(2):
+        await send(client, tenant, customer["id"], channel["id"], email_content(), purpose="marketing")
+    refused = await send(
+        client, tenant, customer["id"], channel["id"], email_content(), purpose="marketing", expect=409
+    )
+    assert refused["type"].endswith("/frequency_capped") and refused["cap"] == {"count": 2, "hours": 24}
+    count = await db.scalar(select(text("count(*)")).select_from(Message).where(Message.workspace_id == tenant.id))
+    assert count == 2
+    await send(client, tenant, customer["id"], channel["id"], email_content())
+
+
+async def test_marketing_in_quiet_hours_waits_for_their_end(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    zone = ZoneInfo(tenant.workspace.timezone)
+    now = clock.now().astimezone(zone)
+    # Quiet from an hour ago to an hour from now, in the workspace's zone.
+    start, end = (now - timedelta(hours=1)).strftime("%H:%M"), (now + timedelta(hours=1)).strftime("%H:%M")
+    with mail_server() as mail:
+        channel = await make_channel(client, tenant, email_channel(mail, quiet_hours={"start": start, "end": end}))
+    customer = await make_customer(client, tenant, consent={"email": True})
+    marketing = await send(client, tenant, customer["id"], channel["id"], email_content(), purpose="marketing")
+    waits = datetime.fromisoformat(marketing["send_after"])
+    assert marketing["send_after"].endswith("Z")
+    assert waits.astimezone(zone).strftime("%H:%M") == end and timedelta(minutes=59) <= waits - now <= timedelta(
+        hours=1
+    )
+    transactional = await send(client, tenant, customer["id"], channel["id"], email_content())
+    assert transactional["send_after"] <= transactional["created_at"]
+
+
+async def test_a_dedupe_key_is_one_message(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    with mail_server() as mail:
+        channel = await make_channel(client, tenant, email_channel(mail))
+    customer = await make_customer(client, tenant)
+    first = await send(client, tenant, customer["id"], channel["id"], email_content(), dedupe_key="birthday-2026")
+    again = await send(
+        client, tenant, customer["id"], channel["id"], email_content(), dedupe_key="birthday-2026", expect=200
+    )
+    assert again["id"] == first["id"]
+    other = await make_customer(client, tenant)
+    clash = await send(
+        client, tenant, other["id"], channel["id"], email_content(), dedupe_key="birthday-2026", expect=409
+    )
+    assert clash["existing_id"] == first["id"]
+    bad = await send(client, tenant, customer["id"], channel["id"], {"subject": "no body"}, expect=422)
+    assert bad["errors"][0]["loc"] == ["body", "content", "body"]
+
+
+async def test_a_transient_refusal_is_retried_and_a_permanent_one_fails(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    with mail_server() as mail:
+        mail.script = ["451 4.3.0 try again later", "250 OK", "550 5.1.1 no such user"]
+        channel = await make_channel(live_client, live_tenant, email_channel(mail))
+        customer = await make_customer(live_client, live_tenant)
+        message = await send(live_client, live_tenant, customer["id"], channel["id"], email_content())
+        await run_worker(app, database_url)
+        [row] = await message_rows(app, live_tenant.id)
+        assert row.status == "queued" and row.error_code == "451" and row.send_after > clock.now()
+        await run_worker(app, database_url, clock.now() + timedelta(minutes=1))
+        [row] = await message_rows(app, live_tenant.id)
+        assert row.status == "sent" and row.attempts == 2
+        failing = await send(live_client, live_tenant, customer["id"], channel["id"], email_content())
+        await run_worker(app, database_url, clock.now() + timedelta(minutes=1))
+    got = (await live_client.get(f"/api/v1/messages/{failing['id']}", headers=live_tenant.headers())).json()
+    assert got["status"] == "failed" and got["error_code"] == "550"
+    [failed] = await events(app, live_tenant.id, "message.failed")
+    assert failed.data["id"] == failing["id"] and failed.data["error_code"] == "550"
+    assert len(mail.received) == 1 and message["id"] in mail.received[0]["Message-ID"]
+
+
+async def test_a_message_whose_worker_died_mid_send_is_unknown_and_never_resent(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    async with sms_server() as sms:
+        channel = await make_channel(live_client, live_tenant, tencent_channel(sms))
+        customer = await make_customer(live_client, live_tenant)
+        message = await send(live_client, live_tenant, customer["id"], channel["id"], sms_content())
+        # A worker claimed it (committed `sending`, with a lease) and died before recording anything.
+        async with app.state.sessions() as session:
+            await session.execute(
+                update(Message)
+                .where(Message.id == uuid.UUID(message["id"]))
+                .values(status="sending", attempts=1, locked_until=clock.now() - timedelta(seconds=1))
+            )
+            await session.commit()
+        await run_worker(app, database_url)
+        await run_worker(app, database_url, clock.now() + timedelta(hours=3))
+    assert sms.received == []
+    got = (await live_client.get(f"/api/v1/messages/{message['id']}", headers=live_tenant.headers())).json()
+    assert got["status"] == "unknown" and got["error_code"] == "lease_expired" and got["attempts"] == 1
+
+
+async def test_a_lost_connection_after_the_request_is_unknown(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    async with sms_server() as sms:
+        body = aliyun_channel(sms)
+        body["settings"]["endpoint"] = sms.url("drop")
+        channel = await make_channel(live_client, live_tenant, body)
+        customer = await make_customer(live_client, live_tenant)
+        message = await send(live_client, live_tenant, customer["id"], channel["id"], sms_content())
+        await run_worker(app, database_url)
+        await run_worker(app, database_url, clock.now() + timedelta(hours=3))
+    got = (await live_client.get(f"/api/v1/messages/{message['id']}", headers=live_tenant.headers())).json()
+    assert got["status"] == "unknown" and got["attempts"] == 1
+    assert ALIYUN_SECRET not in (got["error_message"] or "")
+
+
+async def test_receipts_replies_and_unsubscribe_through_the_callbacks(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    async with sms_server() as sms:
+        tencent = await make_channel(live_client, live_tenant, tencent_channel(sms))
+        aliyun = await make_channel(live_client, live_tenant, aliyun_channel(sms))
+        customer = await make_customer(live_client, live_tenant, consent={"sms": True, "email": True})
+        first = await send(live_client, live_tenant, customer["id"], tencent["id"], sms_content(), purpose="marketing")
+        second = await send(live_client, live_tenant, customer["id"], aliyun["id"], sms_content())
+        await run_worker(app, database_url)
+    rows = {str(m.id): m for m in await message_rows(app, live_tenant.id)}
+    mobile = customer["phones"][0].removeprefix("+86")
+    status_url = tencent["callback_urls"]["status"]
+    report = [{"mobile": mobile, "nationcode": "86", "report_status": "SUCCESS", "errmsg": "DELIVRD",
+               "description": "用户短信送达成功", "sid": rows[first["id"]].provider_message_id,
+               "user_receive_time": "2026-12-08 08:03:04"}]  # fmt: skip
+    answered = await live_client.post(status_url, json=report)
+    assert answered.status_code == 200 and answered.json() == {"result": 0, "errmsg": "OK"}
+    aliyun_report = [
+        {"phone_number": mobile, "success": False, "err_code": "MK:0001", "err_msg": "空号", "biz_id": "biz-1",
+         "send_time": "2026-12-08 08:00:00", "report_time": "2026-12-08 08:00:05"}
+    ]  # fmt: skip
+    assert (await live_client.post(aliyun["callback_urls"]["status"], json=aliyun_report)).json()["code"] == 0
+    got = {
+        m["id"]: m for m in (await live_client.get("/api/v1/messages", headers=live_tenant.headers())).json()["items"]
+    }
+    assert got[first["id"]]["status"] == "delivered" and got[second["id"]]["status"] == "failed"
+    assert got[second["id"]]["error_code"] == "MK:0001"
+    reply = {"mobile": mobile, "nationcode": "86", "text": " td ", "sign": "关系科技", "time": 1765180000}
+    assert (await live_client.post(tencent["callback_urls"]["reply"], json=reply)).status_code == 200
+    fetched = (await live_client.get(f"/api/v1/customers/{customer['id']}", headers=live_tenant.headers())).json()
+    assert fetched["consent"]["sms"] is False and fetched["consent"]["email"] is True
+    [replied] = await events(app, live_tenant.id, "message.replied")
+    assert replied.data["unsubscribed"] is True and replied.data["message_id"] == first["id"]
+    [consent] = await events(app, live_tenant.id, "consent.changed")
+    assert consent.data["changed"] == ["sms"] and consent.data["after"]["sms"] is False
+    assert {e.type for e in await events(app, live_tenant.id)} >= {
+        "message.delivered",
+        "message.failed",
+        "customer.updated",
+    }
+    async with app.state.sessions() as session:
+        suppressed = await session.scalar(select(Suppression).where(Suppression.workspace_id == live_tenant.id))
+        inbound = await session.scalar(
+            select(Interaction).where(Interaction.workspace_id == live_tenant.id, Interaction.direction == "inbound")
+        )
+    assert suppressed is not None and suppressed.address == customer["phones"][0] and suppressed.reason == "unsubscribe"
+    assert inbound is not None and inbound.content == "td"
+    refused = await send(
+        live_client, live_tenant, customer["id"], tencent["id"], sms_content(), purpose="marketing", expect=409
+    )
+    assert refused["type"].endswith("/suppressed")
+    # A rotated token retires the old addresses.
+    rotated = await live_client.post(
+        f"/api/v1/channels/{tencent['id']}/rotate-callback-token", headers=live_tenant.headers()
+    )
+    assert rotated.status_code == 200 and rotated.json()["callback_urls"]["status"] != status_url
+    assert (await live_client.post(status_url, json=report)).status_code == 404
+
+
+async def test_an_email_bounce_suppresses_the_address(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    with mail_server() as mail:
+        channel = await make_channel(client, tenant, email_channel(mail))
+    customer = await make_customer(client, tenant)
+    bounce_url = channel["callback_urls"]["status"]
+    bounced = await client.post(
+        bounce_url, json={"address": customer["emails"][0], "kind": "bounce", "detail": "550 5.1.1"}
+    )
+    assert bounced.status_code == 200
+    refused = await send(client, tenant, customer["id"], channel["id"], email_content(), expect=409)
+    assert refused["type"].endswith("/suppressed")
+    assert (await client.post(bounce_url, json={"address": "not an address"})).status_code == 422
+    wrong = bounce_url.replace(channel["callback_urls"]["status"].split("/")[-3], "x" * 43)
+    assert (await client.post(wrong, json={"address": customer["emails"][0]})).status_code == 404
+
+
+async def test_messages_follow_the_customers_visibility_and_mask_addresses(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    with mail_server() as mail:
+        channel = await make_channel(client, tenant, email_channel(mail))
+    theirs = await make_customer(client, tenant, who="sales2")
+    message = await send(client, tenant, theirs["id"], channel["id"], email_content(), who="sales2")
+    assert (await client.get(f"/api/v1/messages/{message['id']}", headers=tenant.headers("sales"))).status_code == 404
+    await send(client, tenant, theirs["id"], channel["id"], email_content(), who="sales", expect=404)
+    masked = (await client.get(f"/api/v1/messages/{message['id']}", headers=tenant.headers("readonly"))).json()
+    assert masked["recipient"] != theirs["emails"][0] and "***@" in masked["recipient"]
+    assert (await client.post("/api/v1/messages", json={}, headers=tenant.headers("readonly"))).status_code == 403
