@@ -47,7 +47,8 @@ class MailServer:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if answer.startswith("250"):
-            parsed = email.message_from_bytes(envelope.content or b"", policy=email.policy.default)
+            content = envelope.content if isinstance(envelope.content, bytes) else b""
+            parsed = email.message_from_bytes(content, policy=email.policy.default)
             assert isinstance(parsed, EmailMessage)
             self.received.append(parsed)
             self.envelopes.append((envelope.mail_from or "", list(envelope.rcpt_tos)))
@@ -90,6 +91,7 @@ class SmsServer:
         request = Request(scope, receive)
         path = request.url.path.strip("/")
         self.count += 1
+        body: dict[str, Any]
         if path == "aliyun":
             form = {k: str(v) for k, v in (await request.form()).items()}
             signature = form.pop("Signature", "")

@@ -14,6 +14,11 @@ from tests.factories import Tenant
 
 # Authenticated by what they carry: a password, a CSAT token, an intake form token.
 PUBLIC = {("POST", "/api/v1/auth/token"), ("POST", "/api/v1/csat/{token}"), ("POST", "/api/v1/intake/{token}")}
+# Provider callbacks: the channel's callback token in the path is the credential.
+PUBLIC |= {
+    ("POST", f"/api/v1/channel-callbacks/{{token}}/{path}")
+    for path in ("tencent/status", "tencent/reply", "aliyun/report", "aliyun/reply", "email/bounce")
+}
 
 
 def _routes() -> list[tuple[str, str]]:
