@@ -384,7 +384,7 @@ async def test_receipts_replies_and_unsubscribe_through_the_callbacks(
         await run_worker(app, database_url)
     rows = {str(m.id): m for m in await message_rows(app, live_tenant.id)}
     mobile = customer["phones"][0].removeprefix("+86")
-    status_url = tencent["callback_urls"]["status"]
+    status_url = tencent["callback_urls"]["receipts"]
     report = [{"mobile": mobile, "nationcode": "86", "report_status": "SUCCESS", "errmsg": "DELIVRD",
                "description": "用户短信送达成功", "sid": rows[first["id"]].provider_message_id,
                "user_receive_time": "2026-12-08 08:03:04"}]  # fmt: skip
@@ -394,14 +394,14 @@ async def test_receipts_replies_and_unsubscribe_through_the_callbacks(
         {"phone_number": mobile, "success": False, "err_code": "MK:0001", "err_msg": "空号", "biz_id": "biz-1",
          "send_time": "2026-12-08 08:00:00", "report_time": "2026-12-08 08:00:05"}
     ]  # fmt: skip
-    assert (await live_client.post(aliyun["callback_urls"]["status"], json=aliyun_report)).json()["code"] == 0
+    assert (await live_client.post(aliyun["callback_urls"]["receipts"], json=aliyun_report)).json()["code"] == 0
     got = {
         m["id"]: m for m in (await live_client.get("/api/v1/messages", headers=live_tenant.headers())).json()["items"]
     }
     assert got[first["id"]]["status"] == "delivered" and got[second["id"]]["status"] == "failed"
     assert got[second["id"]]["error_code"] == "MK:0001"
     reply = {"mobile": mobile, "nationcode": "86", "text": " td ", "sign": "关系科技", "time": 1765180000}
-    assert (await live_client.post(tencent["callback_urls"]["reply"], json=reply)).status_code == 200
+    assert (await live_client.post(tencent["callback_urls"]["replies"], json=reply)).status_code == 200
     fetched = (await live_client.get(f"/api/v1/customers/{customer['id']}", headers=live_tenant.headers())).json()
     assert fetched["consent"]["sms"] is False and fetched["consent"]["email"] is True
     [replied] = await events(app, live_tenant.id, "message.replied")
@@ -428,7 +428,7 @@ async def test_receipts_replies_and_unsubscribe_through_the_callbacks(
     rotated = await live_client.post(
         f"/api/v1/channels/{tencent['id']}/rotate-callback-token", headers=live_tenant.headers()
     )
-    assert rotated.status_code == 200 and rotated.json()["callback_urls"]["status"] != status_url
+    assert rotated.status_code == 200 and rotated.json()["callback_urls"]["receipts"] != status_url
     assert (await live_client.post(status_url, json=report)).status_code == 404
 
 
@@ -436,7 +436,7 @@ async def test_an_email_bounce_suppresses_the_address(client: httpx.AsyncClient,
     with mail_server() as mail:
         channel = await make_channel(client, tenant, email_channel(mail))
     customer = await make_customer(client, tenant)
-    bounce_url = channel["callback_urls"]["status"]
+    bounce_url = channel["callback_urls"]["receipts"]
     bounced = await client.post(
         bounce_url, json={"address": customer["emails"][0], "kind": "bounce", "detail": "550 5.1.1"}
     )
@@ -444,7 +444,7 @@ async def test_an_email_bounce_suppresses_the_address(client: httpx.AsyncClient,
     refused = await send(client, tenant, customer["id"], channel["id"], email_content(), expect=409)
     assert refused["type"].endswith("/suppressed")
     assert (await client.post(bounce_url, json={"address": "not an address"})).status_code == 422
-    wrong = bounce_url.replace(channel["callback_urls"]["status"].split("/")[-3], "x" * 43)
+    wrong = bounce_url.replace(channel["callback_urls"]["receipts"].split("/")[-3], "x" * 43)
     assert (await client.post(wrong, json={"address": customer["emails"][0]})).status_code == 404
 
 

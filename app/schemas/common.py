@@ -165,3 +165,6 @@ class Problem(BaseModel):
     closed_at: datetime | None = Field(default=None, description="On a 410 answer to a closed survey.")
     missing_scopes: list[str] | None = Field(default=None, description="On 403: the scopes the caller lacks.")
     retry_after: int | None = Field(default=None, description="On 429: seconds to wait, as in `Retry-After`.")
+    consent_key: str | None = Field(default=None, description="On a 409 `consent_required`: the consent needed.")
+    suppression_id: str | None = Field(default=None, description="On a 409 `suppressed`: the suppression entry.")
+    cap: dict[str, int] | None = Field(default=None, description="On a 409 `frequency_capped`: `count` per `hours`.")

@@ -171,8 +171,8 @@ class FrequencyCapOut(BaseModel):
 class CallbackUrls(BaseModel):
     """Paths (under this service's address) to give the provider; the token in them is the credential."""
 
-    status: str | None = Field(description="Delivery receipts (SMS) or bounces (email).")
-    reply: str | None = Field(description="Replies (SMS).")
+    receipts: str | None = Field(description="Delivery receipts (SMS) or bounces (email).")
+    replies: str | None = Field(description="Replies (SMS).")
 
 
 class ChannelOut(BaseModel):

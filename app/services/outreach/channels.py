@@ -239,10 +239,10 @@ def _cap(channel: Channel) -> dict[str, int] | None:
 def present(channel: Channel) -> dict[str, Any]:
     base = f"{CALLBACK_BASE}/{channel.callback_token}"
     callbacks = {
-        "email": {"status": f"{base}/email/bounce", "reply": None},
-        "sms_aliyun": {"status": f"{base}/aliyun/report", "reply": f"{base}/aliyun/reply"},
-        "sms_tencent": {"status": f"{base}/tencent/status", "reply": f"{base}/tencent/reply"},
-    }.get(channel.kind, {"status": None, "reply": None})
+        "email": {"receipts": f"{base}/email/bounce", "replies": None},
+        "sms_aliyun": {"receipts": f"{base}/aliyun/report", "replies": f"{base}/aliyun/reply"},
+        "sms_tencent": {"receipts": f"{base}/tencent/status", "replies": f"{base}/tencent/reply"},
+    }.get(channel.kind, {"receipts": None, "replies": None})
     return {
         "id": channel.id,
         "kind": channel.kind,
