@@ -46,6 +46,8 @@ from app.services.service_desk import tickets
 from app.services.value import customer_values, orders
 from tests.factories import Tenant, customer_body
 from tests.import_helpers import queue_and_run
+from tests.outreach_helpers import aliyun_channel, random_mobile, run_worker, sms_content, tencent_channel
+from tests.outreach_stand_ins import sms_server
 from tests.receiver import Answer, Receiver
 from tests.webhook_helpers import run_due
 
@@ -136,7 +138,12 @@ def _file(mapping: dict[str, str], rows: list[dict[str, str]]) -> bytes:
 
 
 async def _drive_every_path(
-    app: FastAPI, pool: asyncpg.Pool, client: httpx.AsyncClient, tenant: Tenant, receiver: Receiver
+    app: FastAPI,
+    pool: asyncpg.Pool,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    receiver: Receiver,
+    database_url: str,
 ) -> Paths:
     paths = Paths(app, client, tenant)
     ctx = system_caller(tenant.id)
@@ -417,14 +424,53 @@ async def _drive_every_path(
     await paths.run(
         "webhook delivery job", {"webhook_endpoint.disabled"}, lambda: run_due(app, pool, tenant.id, clock.now())
     )
+    await paths.run(
+        "consent PATCH", {"consent.changed"}, lambda: paths.patch_customer(b, {"consent": {"sms": True, "email": None}})
+    )
+    await _drive_outreach(paths, database_url, b)
     return paths
+
+
+async def _drive_outreach(paths: Paths, database_url: str, customer_id: str) -> None:
+    """Messages sent by the worker, a receipt, a refusal, and a reply that unsubscribes."""
+    app = paths.app
+    async with sms_server() as sms:
+        sms.aliyun = [{"Code": "isv.MOBILE_NUMBER_ILLEGAL", "Message": "非法手机号"}]
+        tencent = await paths.call("POST", "/channels", 201, json=tencent_channel(sms))
+        aliyun = await paths.call("POST", "/channels", 201, json=aliyun_channel(sms))
+        customer = await paths.call("PATCH", f"/customers/{customer_id}", 200, json={"phones": [random_mobile()]},
+                                    headers={"If-Match": "*"})  # fmt: skip
+        for channel in (tencent, aliyun):
+            body = {"customer_id": customer_id, "channel_id": channel["id"], "purpose": "marketing",
+                    "content": sms_content()}  # fmt: skip
+            await paths.call("POST", "/messages", 201, json=body)
+        await paths.run("message worker", {"message.sent", "message.failed"}, lambda: run_worker(app, database_url))
+        sent = (await paths.call("GET", "/messages", 200, params={"status": "sent"}))["items"][0]
+        mobile = customer["phones"][0].removeprefix("+86")
+        report = [{"mobile": mobile, "report_status": "SUCCESS", "sid": sent["provider_message_id"]}]
+        await paths.run(
+            "SMS receipt",
+            {"message.delivered"},
+            lambda: paths.call("POST", tencent["callback_urls"]["receipts"].removeprefix("/api/v1"), 200, json=report),
+        )
+        reply = {"mobile": mobile, "nationcode": "86", "text": "退订"}
+        await paths.run(
+            "SMS reply",
+            {"message.replied", "consent.changed"},
+            lambda: paths.call("POST", tencent["callback_urls"]["replies"].removeprefix("/api/v1"), 200, json=reply),
+        )
 
 
 @pytest.fixture
 async def every_path(
-    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant, receiver: Receiver
+    app: FastAPI,
+    pool: asyncpg.Pool,
+    live_client: httpx.AsyncClient,
+    live_tenant: Tenant,
+    receiver: Receiver,
+    database_url: str,
 ) -> Paths:
-    return await _drive_every_path(app, pool, live_client, live_tenant, receiver)
+    return await _drive_every_path(app, pool, live_client, live_tenant, receiver, database_url)
 
 
 async def test_every_event_of_every_path_matches_its_catalogue_schema(
