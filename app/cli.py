@@ -100,7 +100,7 @@ def _empty_directory(path: Path) -> None:
 
 @cli.command("worker")
 def run_worker() -> None:
-    """Run the background worker (webhooks, imports and exports, value, segments, schedules) until
+    """Run the background worker (webhooks, messages, imports and exports, value, segments, schedules) until
     SIGINT/SIGTERM."""
     from app.core import logs
     from app.workers.worker import Worker
@@ -162,6 +162,24 @@ def create_workspace(
 
     workspace_id = asyncio.run(run(resolve_database_url(get_settings(), stop_embedded_at_exit=False)))
     console.print(f"[green]workspace {slug} created: {workspace_id}")
+
+
+@cli.command("rotate-secrets")
+def rotate_secrets() -> None:
+    """Seal every channel's secrets again under the first key of GUANXI_SECRET_KEYS. Rotation: put a
+    new key first in the list (keep the old ones after it), restart, run this; then the old keys
+    can leave the list."""
+
+    async def run(url: str) -> int:
+        from app.services.outreach import channels
+
+        async with _session(url) as session:
+            count = await channels.reseal_all(session, get_settings())
+            await session.commit()
+            return count
+
+    count = asyncio.run(run(resolve_database_url(get_settings(), stop_embedded_at_exit=False)))
+    console.print(f"[green]{count} channel(s) sealed with the newest key")
 
 
 @cli.command("create-api-key")

@@ -30,6 +30,11 @@ def _run(command: str, **env: str) -> subprocess.CompletedProcess[str]:
             "GUANXI_JWT_SECRET",
         ),
         ({"GUANXI_ENVIRONMENT": "production", "GUANXI_JWT_SECRET": SECRET}, "DATABASE_URL"),
+        (
+            {"GUANXI_ENVIRONMENT": "production", "GUANXI_JWT_SECRET": SECRET, "DATABASE_URL": "postgresql://h/db"},
+            "GUANXI_SECRET_KEYS",
+        ),
+        ({"GUANXI_SECRET_KEYS": "not-a-fernet-key"}, "GUANXI_SECRET_KEYS"),
         ({"GUANXI_DB_POOL_SIZE": "many"}, "GUANXI_DB_POOL_SIZE"),
     ],
 )

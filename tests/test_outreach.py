@@ -7,12 +7,17 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
+import pytest
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
+from app.core.secret_box import InvalidToken, SecretBox
+from app.core.settings import get_settings
 from app.models import AuditEntry, Channel, Interaction, Message, OutboxEvent, Suppression
+from app.services.outreach import channels
 from tests.factories import Tenant
 from tests.outreach_helpers import (
     SMTP_PASSWORD,
@@ -460,3 +465,20 @@ async def test_messages_follow_the_customers_visibility_and_mask_addresses(
     masked = (await client.get(f"/api/v1/messages/{message['id']}", headers=tenant.headers("readonly"))).json()
     assert masked["recipient"] != theirs["emails"][0] and "***@" in masked["recipient"]
     assert (await client.post("/api/v1/messages", json={}, headers=tenant.headers("readonly"))).status_code == 403
+
+
+async def test_rotation_seals_every_channel_under_the_newest_key(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    with mail_server() as mail:
+        channel = await make_channel(client, tenant, email_channel(mail))
+    old = get_settings()
+    new_key = Fernet.generate_key().decode()
+    rotated = old.model_copy(update={"secret_keys": f"{new_key},{old.secret_keys}"})
+    assert await channels.reseal_all(db, rotated) >= 1
+    sealed = await db.scalar(select(Channel.sealed_secrets).where(Channel.id == uuid.UUID(channel["id"])))
+    assert sealed is not None
+    # The newest key alone opens it now; the old one no longer does.
+    assert SecretBox(new_key).open(sealed) == {"password": SMTP_PASSWORD}
+    with pytest.raises(InvalidToken):
+        SecretBox(old.secret_keys).open(sealed)

@@ -367,7 +367,11 @@ async def test_the_families_register_their_jobs_under_the_names_every_worker_ver
                 family.register(registry, resources)
     finally:
         await conn.close()
-    assert set(registry.pgq.qm.entrypoint_registry) == {"webhooks.deliver_batch", "webhooks.deliver"}
+    assert set(registry.pgq.qm.entrypoint_registry) == {
+        "webhooks.deliver_batch",
+        "webhooks.deliver",
+        "messages.send_batch",
+    }
     assert {(key.entrypoint, key.expression) for key in registry.pgq.sm.registry} == {
         ("scheduler.follow_ups", "*/10 * * * *"),
         ("scheduler.sla_breaches", "* * * * *"),
@@ -379,6 +383,7 @@ async def test_the_families_register_their_jobs_under_the_names_every_worker_ver
     }
     assert [(r.name, r.sweep_seconds) for r in registry.reactions] == [
         ("webhook dispatch", deliveries.SWEEP_SECONDS),
+        ("message dispatch", deliveries.SWEEP_SECONDS),
         ("imports and exports", None),
         ("customer value", None),
         ("segment refresh", None),

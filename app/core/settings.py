@@ -5,7 +5,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from cryptography.fernet import Fernet
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_JWT_SECRET = "guanxi-development-secret-change-me-0123456789"
@@ -98,18 +99,31 @@ class Settings(BaseSettings):
     default_phone_region: str = "CN"
     log_level: str = "INFO"
 
+    @field_validator("secret_keys")
+    @classmethod
+    def _fernet_keys(cls, value: str) -> str:
+        keys = [key.strip() for key in value.split(",") if key.strip()]
+        if not keys:
+            raise ValueError("give at least one key (Fernet.generate_key())")
+        for key in keys:
+            try:
+                Fernet(key.encode())
+            except ValueError as exc:
+                raise ValueError("each key must be 32 url-safe base64-encoded bytes (Fernet.generate_key())") from exc
+        return ",".join(keys)
+
     @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> "Settings":
         if self.environment != "production":
             return self
         if self.jwt_secret == DEVELOPMENT_JWT_SECRET or len(self.jwt_secret) < 32:
             raise ValueError("GUANXI_JWT_SECRET must be set to 32+ random characters in production")
-        if DEVELOPMENT_SECRET_KEY in self.secret_keys.split(","):
-            raise ValueError("GUANXI_SECRET_KEYS must be set to your own Fernet key(s) in production")
         # The embedded server lives in the process's own folder: in a container its data would go with
         # the container, and every process of a deployment would start its own.
         if not self.database_url:
             raise ValueError("DATABASE_URL must name the PostgreSQL server in production")
+        if DEVELOPMENT_SECRET_KEY in self.secret_keys.split(","):
+            raise ValueError("GUANXI_SECRET_KEYS must be set to your own Fernet key(s) in production")
         return self
 
 

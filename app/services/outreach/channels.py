@@ -274,6 +274,7 @@ async def reseal_all(session: AsyncSession, settings: Settings) -> int:
         rows = list((await session.scalars(statement)).all())
         for channel in rows:
             channel.sealed_secrets = secret_box.reseal(channel.sealed_secrets)
+        await session.flush()
         count += len(rows)
         if len(rows) < RESEAL_BATCH:
             return count
