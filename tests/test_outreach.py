@@ -1,6 +1,7 @@
 """Outreach through HTTP against real stand-ins: channels and their write-only secrets, messages and
 the rules they obey, the worker sending at most once, provider callbacks."""
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -18,6 +19,7 @@ from app.core.secret_box import InvalidToken, SecretBox
 from app.core.settings import get_settings
 from app.models import AuditEntry, Channel, Interaction, Message, OutboxEvent, Suppression
 from app.services.outreach import channels
+from app.workers.worker import Worker
 from tests.factories import Tenant
 from tests.outreach_helpers import (
     SMTP_PASSWORD,
@@ -482,3 +484,52 @@ async def test_rotation_seals_every_channel_under_the_newest_key(
     assert SecretBox(new_key).open(sealed) == {"password": SMTP_PASSWORD}
     with pytest.raises(InvalidToken):
         SecretBox(old.secret_keys).open(sealed)
+
+
+async def test_a_running_worker_sends_what_a_commit_queued(
+    live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    with mail_server() as mail:
+        channel = await make_channel(live_client, live_tenant, email_channel(mail))
+        customers = [await make_customer(live_client, live_tenant) for _ in range(12)]
+        # With the periodic sweep an hour away, only the NOTIFY sent at commit can wake the worker.
+        worker = Worker(get_settings(), database_url, sweep_seconds=3600)
+        task = asyncio.create_task(worker.run())
+        try:
+            await asyncio.wait_for(worker.ready.wait(), timeout=10)
+            for customer in customers:
+                await send(live_client, live_tenant, customer["id"], channel["id"], email_content())
+            async with asyncio.timeout(15):
+                while len(mail.received) < len(customers):  # noqa: ASYNC110 - the SMTP server runs in a thread
+                    await asyncio.sleep(0.05)
+        finally:
+            worker.request_stop()
+            await asyncio.wait_for(task, timeout=20)
+        # Jobs of one message each, yet a few connections: they are kept open between jobs.
+        assert mail.connections <= 4
+    assert sorted(m["To"] for m in mail.received) == sorted(c["emails"][0] for c in customers)
+    listed = (
+        await live_client.get("/api/v1/messages", params={"status": "sent"}, headers=live_tenant.headers())
+    ).json()
+    assert len(listed["items"]) == len(customers)
+
+
+async def test_the_same_dedupe_key_sent_at_once_is_one_message(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    with mail_server() as mail:
+        channel = await make_channel(live_client, live_tenant, email_channel(mail))
+    customer = await make_customer(live_client, live_tenant)
+    body = {
+        "customer_id": customer["id"],
+        "channel_id": channel["id"],
+        "purpose": "transactional",
+        "content": email_content(),
+        "dedupe_key": "order-42-shipped",
+    }
+    responses = await asyncio.gather(
+        *(live_client.post("/api/v1/messages", json=body, headers=live_tenant.headers()) for _ in range(6))
+    )
+    assert sorted(r.status_code for r in responses) == [200] * 5 + [201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert len(await message_rows(app, live_tenant.id)) == 1

@@ -22,10 +22,12 @@ SEND = "messages.send_batch"
 
 def register(registry: Registry, r: Resources) -> None:
     jobs = asyncio.Semaphore(sending.jobs_at_once(r.settings))
+    # Kept for the connected round; a connection the server closed meanwhile is opened again.
+    connections = sending.Connections()
 
     async def send_job(payload: bytes | None) -> None:
         async with jobs:
-            await send(r.sessions, r.http, payload, now=r.now, settings=r.settings)
+            await send(r.sessions, r.http, payload, now=r.now, settings=r.settings, connections=connections)
 
     async def dispatch_pass() -> bool:
         await dispatch(r.sessions, r.queries, now=r.now())
@@ -66,6 +68,7 @@ async def send(
     *,
     now: Callable[[], datetime],
     settings: Settings,
+    connections: sending.Connections | None = None,
 ) -> None:
     """Claim (committed before any send), send, record; `now` is the worker's clock."""
     pairs = sending.decode(orjson.loads(payload or b"[]"))
@@ -75,7 +78,12 @@ async def send(
     if not claimed:
         return
     outcomes = await sending.send_all(
-        claimed, channels, http=http, secret_box=box(settings), time_limit=settings.outreach_send_timeout_seconds
+        claimed,
+        channels,
+        http=http,
+        secret_box=box(settings),
+        time_limit=settings.outreach_send_timeout_seconds,
+        connections=connections,
     )
     async with sessions() as session:
         await sending.record(session, outcomes, now=now())

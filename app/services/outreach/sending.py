@@ -46,6 +46,41 @@ MAX_ATTEMPTS = len(RETRY_SCHEDULE) + 1
 SMTP_CONNECTIONS = 4
 
 
+class Connections:
+    """SMTP connections kept open between jobs, per channel and its version (a changed host or
+    password opens new ones): messages committed one at a time, each its own job, still go out on
+    a connection that is already open. Adapters of other kinds hold nothing and are not kept."""
+
+    def __init__(self) -> None:
+        self.idle: dict[tuple[uuid.UUID, uuid.UUID], tuple[int, list[Provider]]] = {}
+
+    def take(self, channel: Channel, account: Account, http: httpx.AsyncClient) -> Provider:
+        key = (channel.workspace_id, channel.id)
+        version, idle = self.idle.get(key, (channel.version, []))
+        if version == channel.version and idle:
+            return idle.pop()
+        return provider(account, http)
+
+    async def give_back(self, channel: Channel, adapter: Provider) -> None:
+        key = (channel.workspace_id, channel.id)
+        version, idle = self.idle.get(key, (channel.version, []))
+        if channel.kind != "email" or version > channel.version or len(idle) >= SMTP_CONNECTIONS:
+            await adapter.close()
+            return
+        if version < channel.version:
+            for stale in idle:
+                await stale.close()
+            idle = []
+        idle.append(adapter)
+        self.idle[key] = (channel.version, idle)
+
+    async def close(self) -> None:
+        for _, idle in self.idle.values():
+            for adapter in idle:
+                await adapter.close()
+        self.idle.clear()
+
+
 @dataclass(frozen=True)
 class Job:
     key: str
@@ -151,17 +186,31 @@ async def send_all(
     http: httpx.AsyncClient,
     secret_box: SecretBox,
     time_limit: float,
+    connections: Connections | None = None,
 ) -> list[tuple[Claimed, Result]]:
-    """Every claimed message sent, each channel's side by side with the others'."""
+    """Every claimed message sent, each channel's side by side with the others'; SMTP connections
+    are taken from `connections` and given back (without it, opened for this call and closed)."""
+    kept = connections or Connections()
     by_channel: dict[tuple[uuid.UUID, uuid.UUID], list[Claimed]] = defaultdict(list)
     for c in claimed:
         by_channel[(c.workspace_id, c.channel_id)].append(c)
-    results = await asyncio.gather(
-        *(
-            _send_channel(channels_by_key.get(key), items, http=http, secret_box=secret_box, time_limit=time_limit)
-            for key, items in by_channel.items()
+    try:
+        results = await asyncio.gather(
+            *(
+                _send_channel(
+                    channels_by_key.get(key),
+                    items,
+                    http=http,
+                    secret_box=secret_box,
+                    time_limit=time_limit,
+                    connections=kept,
+                )
+                for key, items in by_channel.items()
+            )
         )
-    )
+    finally:
+        if connections is None:
+            await kept.close()
     return [pair for group in results for pair in group]
 
 
@@ -172,6 +221,7 @@ async def _send_channel(
     http: httpx.AsyncClient,
     secret_box: SecretBox,
     time_limit: float,
+    connections: Connections,
 ) -> list[tuple[Claimed, Result]]:
     if channel is None or channel.deleted_at is not None:
         return [(c, Result.rejected("channel_deleted", "the channel was deleted", retryable=False)) for c in items]
@@ -188,12 +238,12 @@ async def _send_channel(
     done: list[tuple[Claimed, Result]] = []
 
     async def lane(queue: list[Claimed]) -> None:
-        adapter: Provider = provider(account, http)
+        adapter = connections.take(channel, account, http)
         try:
             for c in queue:
                 done.append((c, await _send_one(adapter, c, time_limit)))
         finally:
-            await adapter.close()
+            await connections.give_back(channel, adapter)
 
     await asyncio.gather(*(lane(q) for q in queues))
     return done
