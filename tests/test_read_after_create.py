@@ -100,6 +100,16 @@ async def test_every_201_in_the_document_names_a_location_that_reads_what_it_cre
     await create("/api/v1/webhook-endpoints", {"url": "http://127.0.0.1:9/hook", "event_types": ["*"]})
     template = {"name": "生日", "channel": "wecom", "body": "{{ customer.name }} 生日"}
     await create("/api/v1/message-templates", template)
+    robot = {"kind": "wecom_robot", "name": "群机器人", "settings": {"endpoint": "http://127.0.0.1:9/"}}
+    channel = await create("/api/v1/channels", {**robot, "secrets": {"key": "robot-key"}})
+    note = {
+        "customer_id": customer,
+        "channel_id": channel["id"],
+        "purpose": "transactional",
+        "content": {"text": "您好"},
+    }
+    await create("/api/v1/messages", note)
+    await create("/api/v1/suppressions", {"medium": "email", "address": "bounced@example.com", "reason": "bounce"})
 
     assert set(answers) == _created_201s(app)
 
