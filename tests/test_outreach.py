@@ -18,9 +18,11 @@ from app.core import clock
 from app.core.secret_box import InvalidToken, SecretBox
 from app.core.settings import get_settings
 from app.models import AuditEntry, Channel, Interaction, Message, OutboxEvent, Suppression
+from app.services.events import webhook_signing
 from app.services.outreach import channels
 from app.workers.worker import Worker
 from tests.factories import Tenant
+from tests.receiver import Answer, Receiver
 from tests.outreach_helpers import (
     SMTP_PASSWORD,
     aliyun_channel,
@@ -533,3 +535,38 @@ async def test_the_same_dedupe_key_sent_at_once_is_one_message(
     assert sorted(r.status_code for r in responses) == [200] * 5 + [201]
     assert len({r.json()["id"] for r in responses}) == 1
     assert len(await message_rows(app, live_tenant.id)) == 1
+
+
+async def test_http_and_robot_channels_send_signed_and_answer_by_status(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str, receiver: Receiver
+) -> None:
+    secret = webhook_signing.new_secret()
+    receiver.secrets = [secret]
+    # 503: not processed, tried again later; then 500: it may have been, so `unknown`.
+    receiver.script = [Answer(503), Answer(200, body=b'{"id": "partner-7"}'), Answer(500)]
+    http_body = {
+        "kind": "http",
+        "name": "partner",
+        "settings": {"url": receiver.url},
+        "secrets": {"signing_secret": secret},
+    }
+    channel = await make_channel(live_client, live_tenant, http_body)
+    customer = await make_customer(live_client, live_tenant)
+    first = await send(live_client, live_tenant, customer["id"], channel["id"], {"text": "新订单"})
+    await run_worker(app, database_url)
+    await run_worker(app, database_url, clock.now() + timedelta(minutes=1))
+    second = await send(live_client, live_tenant, customer["id"], channel["id"], {"text": "再一条"})
+    await run_worker(app, database_url, clock.now() + timedelta(minutes=1))
+    async with sms_server() as sms:
+        robot = await make_channel(live_client, live_tenant, wecom_channel(sms))
+        notice = await send(live_client, live_tenant, customer["id"], robot["id"], {"text": "客户来电"})
+        await run_worker(app, database_url, clock.now() + timedelta(minutes=1))
+    got = {m.id: m for m in await message_rows(app, live_tenant.id)}
+    assert got[uuid.UUID(first["id"])].status == "sent" and got[uuid.UUID(first["id"])].attempts == 2
+    assert got[uuid.UUID(first["id"])].provider_message_id == "partner-7"
+    assert got[uuid.UUID(second["id"])].status == "unknown"
+    assert got[uuid.UUID(notice["id"])].status == "sent"
+    body = orjson.loads(receiver.received[0].body)
+    assert body["id"] == first["id"] and body["content"] == {"text": "新订单"} and body["to"] is None
+    assert receiver.received[0].headers["webhook-id"] == first["id"]
+    assert sms.received == [("wecom", {"msgtype": "text", "text": {"content": "客户来电"}})]
