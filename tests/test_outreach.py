@@ -22,7 +22,6 @@ from app.services.events import webhook_signing
 from app.services.outreach import channels
 from app.workers.worker import Worker
 from tests.factories import Tenant
-from tests.receiver import Answer, Receiver
 from tests.outreach_helpers import (
     SMTP_PASSWORD,
     aliyun_channel,
@@ -39,6 +38,7 @@ from tests.outreach_helpers import (
     wecom_channel,
 )
 from tests.outreach_stand_ins import ALIYUN_SECRET, TENCENT_KEY, WECOM_KEY, mail_server, sms_server
+from tests.receiver import Answer, Receiver
 
 SECRETS = (SMTP_PASSWORD, ALIYUN_SECRET, TENCENT_KEY, WECOM_KEY)
 
