@@ -77,7 +77,8 @@ async def enqueue(
     - `customer_id`: a customer `ctx` may see (NotFound otherwise, as for a deleted one).
     - `channel_id`: a channel of the workspace (NotFound otherwise).
     - `purpose`: `transactional` or `marketing`.
-    - `content`: `MessageContent` as the channel's kind needs it (ValidationFailed otherwise).
+    - `content`: `MessageContent` as the channel's kind needs it (ValidationFailed otherwise). The
+      address is the customer's first email (email) or phone (SMS): ValidationFailed when there is none.
     - `dedupe_key`: the same key in the workspace is the same message: a second call returns the
       first message and `created=False`, whatever else it says; None makes the message's own id the
       key. Automation passes e.g. f"rule:{rule_id}:{trigger_key}:{customer_id}".

@@ -17,10 +17,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.access import system_caller
 from app.core.secret_box import InvalidToken, SecretBox
 from app.core.settings import Settings
 from app.models import Channel, Message
@@ -264,42 +263,73 @@ def retry_delay(attempt: int) -> timedelta:
     return RETRY_SCHEDULE[attempt - 1] * random.uniform(0.9, 1.1)
 
 
+# Each outcome on its message and, for `sent` and `failed`, its event, in one statement per batch.
+# A message whose lease ran out meanwhile (`unknown`) still takes the outcome that came: it is the
+# truth. Events are written as fanned out already when no webhook endpoint hears them.
+RECORD_SQL = f"""
+WITH outcome AS (
+    SELECT * FROM unnest(CAST(:workspace_ids AS uuid[]), CAST(:ids AS uuid[]), CAST(:attempts AS int[]),
+                         CAST(:statuses AS text[]), CAST(:provider_ids AS text[]), CAST(:codes AS text[]),
+                         CAST(:texts AS text[]), CAST(:retry_at AS timestamptz[]))
+        AS t(workspace_id, id, attempt, status, provider_message_id, error_code, error_message, retry_at)
+),
+updated AS (
+    UPDATE messages m
+    SET status = o.status, locked_until = NULL, updated_at = :now,
+        provider_message_id = coalesce(o.provider_message_id, m.provider_message_id),
+        error_code = o.error_code, error_message = o.error_message,
+        sent_at = CASE WHEN o.status = 'sent' THEN CAST(:now AS timestamptz) ELSE m.sent_at END,
+        failed_at = CASE WHEN o.status = 'failed' THEN CAST(:now AS timestamptz) ELSE m.failed_at END,
+        send_after = coalesce(o.retry_at, m.send_after),
+        queued_until = CASE WHEN o.status = 'queued' THEN NULL ELSE m.queued_until END
+    FROM outcome o
+    WHERE m.workspace_id = o.workspace_id AND m.id = o.id AND m.status IN ('sending', 'unknown')
+      AND m.attempts = o.attempt
+    RETURNING m.*
+)
+{
+    outbox.emit_rows_sql(
+        "(SELECT guanxi_uuid7() AS id, u.workspace_id, 'message.' || u.status AS type, "
+        f"{messages.MESSAGE_EVENT.sql('u')} AS data FROM updated u WHERE u.status IN ('sent', 'failed'))",
+        workspace_id="new_events.workspace_id",
+        event_type="new_events.type",
+        at="CAST(:now AS timestamptz)",
+        actor=outbox.SYSTEM_ACTOR_SQL,
+    )
+}
+"""
+
+
+def _next_status(claimed: Claimed, result: Result) -> str:
+    if result.status == "accepted":
+        return "sent"
+    if result.status == "unknown":
+        return "unknown"
+    return "queued" if result.retryable and claimed.attempt < MAX_ATTEMPTS else "failed"
+
+
 async def record(session: AsyncSession, outcomes: list[tuple[Claimed, Result]], *, now: datetime) -> None:
-    """Each outcome on its message, with its event, in the caller's transaction. A message whose
-    lease ran out meanwhile (`unknown`) still takes the outcome that came: it is the truth."""
+    """Each outcome on its message, with its event, in the caller's transaction (one statement)."""
     if not outcomes:
         return
-    rows = {
-        (m.workspace_id, m.id): m
-        for m in (
-            await session.scalars(
-                select(Message)
-                .where(tuple_(Message.workspace_id, Message.id).in_([(c.workspace_id, c.id) for c, _ in outcomes]))
-                .with_for_update()
-            )
-        ).all()
-    }
-    for c, result in outcomes:
-        message = rows.get((c.workspace_id, c.id))
-        if message is None or message.status not in ("sending", "unknown") or message.attempts != c.attempt:
-            continue
-        message.locked_until = None
-        message.updated_at = now
-        message.error_code, message.error_message = result.code, result.message
-        event = None
-        if result.status == "accepted":
-            message.status, message.sent_at, message.provider_message_id = "sent", now, result.provider_message_id
-            message.error_code = message.error_message = None
-            event = "message.sent"
-        elif result.status == "unknown":
-            message.status = "unknown"
-        elif result.retryable and c.attempt < MAX_ATTEMPTS:
-            message.status, message.send_after, message.queued_until = "queued", now + retry_delay(c.attempt), None
-        else:
-            message.status, message.failed_at = "failed", now
-            event = "message.failed"
-        if event is not None:
-            outbox.emit(session, system_caller(message.workspace_id), event, messages.MESSAGE_EVENT.data(message))
+    statuses = [_next_status(c, r) for c, r in outcomes]
+    await session.execute(
+        text(RECORD_SQL),
+        {
+            "workspace_ids": [c.workspace_id for c, _ in outcomes],
+            "ids": [c.id for c, _ in outcomes],
+            "attempts": [c.attempt for c, _ in outcomes],
+            "statuses": statuses,
+            "provider_ids": [r.provider_message_id for _, r in outcomes],
+            "codes": [None if s == "sent" else r.code for s, (_, r) in zip(statuses, outcomes, strict=True)],
+            "texts": [None if s == "sent" else r.message for s, (_, r) in zip(statuses, outcomes, strict=True)],
+            "retry_at": [
+                now + retry_delay(c.attempt) if s == "queued" else None
+                for s, (c, _) in zip(statuses, outcomes, strict=True)
+            ],
+            "now": now,
+        },
+    )
 
 
 def encode(job: Job) -> list[list[str]]:
