@@ -89,7 +89,7 @@ async def test_patch_with_if_match_changes_fields_and_bumps_the_version(
             select(OutboxEvent.type).where(OutboxEvent.workspace_id == tenant.id).order_by(OutboxEvent.occurred_at)
         )
     ).all()
-    assert list(events) == ["customer.created", "customer.updated"]
+    assert list(events) == ["customer.created", "customer.updated", "consent.changed"]
 
 
 async def test_patch_with_stale_etag_is_412_and_changes_nothing(

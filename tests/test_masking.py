@@ -84,8 +84,28 @@ async def _seed(client: httpx.AsyncClient, tenant: Tenant) -> dict[str, str]:
     segment = (await client.post("/api/v1/segments", json={"name": "Call", "kind": "static"}, headers=admin)).json()
     added = await client.post(f"/api/v1/segments/{segment['id']}/members", json={"add": [customer_id]}, headers=admin)
     assert added.status_code == 200, added.text
+    mail = {"host": "127.0.0.1", "port": 9, "tls": "none", "from_address": "crm@example.com"}
+    channel = await client.post(
+        "/api/v1/channels", json={"kind": "email", "name": "邮件", "settings": mail, "secrets": {}}, headers=admin
+    )
+    assert channel.status_code == 201, channel.text
+    content = {"subject": "回访", "body": "您好"}
+    sent = {
+        "customer_id": customer_id,
+        "channel_id": channel.json()["id"],
+        "purpose": "transactional",
+        "content": content,
+    }
+    message = await client.post("/api/v1/messages", json=sent, headers=admin)
+    assert message.status_code == 201, message.text
+    suppressed = {"medium": "email", "address": changed.json()["emails"][0], "reason": "manual"}
+    suppression = await client.post("/api/v1/suppressions", json=suppressed, headers=admin)
+    assert suppression.status_code == 201, suppression.text
     return {
         "customer_id": customer_id,
+        "channel_id": channel.json()["id"],
+        "message_id": message.json()["id"],
+        "suppression_id": suppression.json()["id"],
         "interaction_id": interaction.json()["id"],
         "ticket_id": opened.json()["id"],
         "order_id": ordered.json()["id"],

@@ -19,7 +19,8 @@ from app.core.secret_box import InvalidToken, SecretBox
 from app.core.settings import get_settings
 from app.models import AuditEntry, Channel, Interaction, Message, OutboxEvent, Suppression
 from app.services.events import webhook_signing
-from app.services.outreach import channels
+from app.services.outreach import callbacks, channels
+from app.services.outreach.providers import aliyun_sms
 from app.workers.worker import Worker
 from tests.factories import Tenant
 from tests.outreach_helpers import (
@@ -570,3 +571,24 @@ async def test_http_and_robot_channels_send_signed_and_answer_by_status(
     assert body["id"] == first["id"] and body["content"] == {"text": "新订单"} and body["to"] is None
     assert receiver.received[0].headers["webhook-id"] == first["id"]
     assert sms.received == [("wecom", {"msgtype": "text", "text": {"content": "客户来电"}})]
+
+
+def test_the_rpc_signature_matches_alibaba_clouds_worked_example() -> None:
+    """The example of Alibaba Cloud's RPC signature document (ECS DescribeRegions, GET, AccessKey
+    secret `testsecret`), whose published signature is OLeaidS1JvxuMvnyHOwuJ+uX5qY=."""
+    params = {
+        "AccessKeyId": "testid",
+        "Action": "DescribeRegions",
+        "Format": "XML",
+        "SignatureMethod": "HMAC-SHA1",
+        "SignatureNonce": "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf",
+        "SignatureVersion": "1.0",
+        "Timestamp": "2016-02-23T12:46:24Z",
+        "Version": "2014-05-26",
+    }
+    assert aliyun_sms.signature(params, "GET", "testsecret") == "OLeaidS1JvxuMvnyHOwuJ+uX5qY="
+
+
+def test_only_an_unsubscribe_word_alone_unsubscribes() -> None:
+    assert all(callbacks.is_unsubscribe(text) for text in ("退订", " TD ", "stop", "Unsubscribe", "td\n"))
+    assert not any(callbacks.is_unsubscribe(text) for text in ("不要退订", "STOP it", "t", "好的"))
