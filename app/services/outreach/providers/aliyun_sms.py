@@ -7,7 +7,7 @@ import hmac
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
@@ -15,6 +15,7 @@ import orjson
 from app.services.outreach.providers.base import Account, Outgoing, Result, json_body, transport_failure
 
 VERSION = "2017-05-25"
+FORM = {"content-type": "application/x-www-form-urlencoded"}
 # Codes that say "not now": flow control and throttling. Anything else will fail again.
 RETRYABLE = frozenset(
     {"isv.BUSINESS_LIMIT_CONTROL", "Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavailable"}
@@ -70,8 +71,12 @@ class AliyunSms:
         if not outgoing.to:
             return Result.rejected("no_recipient", "the customer has no phone number", retryable=False)
         try:
+            # Encoded here: httpx's form encoder costs more than the request it goes in.
             response = await self.http.post(
-                str(self.account.settings["endpoint"]), data=self.request(outgoing), follow_redirects=False
+                str(self.account.settings["endpoint"]),
+                content=urlencode(self.request(outgoing)),
+                headers=FORM,
+                follow_redirects=False,
             )
         except httpx.HTTPError as exc:
             return transport_failure(exc, self.account)
