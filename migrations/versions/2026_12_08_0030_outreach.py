@@ -1,7 +1,7 @@
 """outreach: channels (secrets sealed), messages to customers, the suppression list
 
 Revision ID: c7e1a0d29f41
-Revises: 6b3fdf69cc7c
+Revises: c174c1b061a8
 Create Date: 2026-12-08 00:20:33
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "c7e1a0d29f41"
-down_revision: str | None = "6b3fdf69cc7c"
+down_revision: str | None = "c174c1b061a8"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
