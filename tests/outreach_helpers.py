@@ -103,14 +103,16 @@ async def send(
     tenant: Tenant,
     customer_id: str,
     channel_id: str,
-    content: dict[str, Any],
+    content: dict[str, Any] | None,
     *,
     purpose: str = "transactional",
     expect: int = 201,
     who: str = "admin",
     **extra: Any,
 ) -> dict[str, Any]:
-    body = {"customer_id": customer_id, "channel_id": channel_id, "purpose": purpose, "content": content, **extra}
+    body = {"customer_id": customer_id, "channel_id": channel_id, "purpose": purpose, **extra}
+    if content is not None:
+        body["content"] = content
     response = await client.post("/api/v1/messages", json=body, headers=tenant.headers(who))
     assert response.status_code == expect, response.text
     return dict(response.json())

@@ -592,3 +592,61 @@ def test_the_rpc_signature_matches_alibaba_clouds_worked_example() -> None:
 def test_only_an_unsubscribe_word_alone_unsubscribes() -> None:
     assert all(callbacks.is_unsubscribe(text) for text in ("退订", " TD ", "stop", "Unsubscribe", "td\n"))
     assert not any(callbacks.is_unsubscribe(text) for text in ("不要退订", "STOP it", "t", "好的"))
+
+
+async def test_a_message_from_a_template_is_rendered_for_the_customer_and_sent(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    headers = live_tenant.headers()
+    email = {
+        "name": "生日祝福",
+        "channel": "email",
+        "subject": "{{ customer.name }}，生日快乐",
+        "body": "亲爱的{{ customer.name }}：优惠码 {{ vars.coupon }}",
+        "html": "<p>亲爱的{{ customer.name }}</p>",
+        "variables": ["coupon"],
+    }
+    template = (await live_client.post("/api/v1/message-templates", json=email, headers=headers)).json()
+    sms = {
+        "name": "提醒",
+        "channel": "sms",
+        "body": "{{ customer.name }}您好",
+        "sms_template_code": "SMS_154950909",
+        "sms_sign_name": "模板签名",
+        "sms_params": {"name": "{{ customer.name }}"},
+    }
+    sms_template = (await live_client.post("/api/v1/message-templates", json=sms, headers=headers)).json()
+    with mail_server() as mail:
+        async with sms_server() as stand_in:
+            channel = await make_channel(live_client, live_tenant, email_channel(mail))
+            aliyun = await make_channel(live_client, live_tenant, aliyun_channel(stand_in))
+            customer = await make_customer(live_client, live_tenant, name="王芳")
+            body = {"customer_id": customer["id"], "channel_id": channel["id"], "purpose": "transactional"}
+            message = await send(
+                live_client, live_tenant, customer["id"], channel["id"], None, template_id=template["id"],
+                variables={"coupon": "BDAY-2026"},
+            )  # fmt: skip
+            assert message["content"]["subject"] == "王芳，生日快乐"
+            assert message["content"]["template_id"] == template["id"]
+            await send(live_client, live_tenant, customer["id"], aliyun["id"], None, template_id=sms_template["id"])
+            wrong = await live_client.post(
+                "/api/v1/messages", json={**body, "template_id": sms_template["id"]}, headers=headers
+            )
+            assert wrong.status_code == 422 and wrong.json()["errors"][0]["loc"] == ["body", "template_id"]
+            missing = await live_client.post(
+                "/api/v1/messages", json={**body, "template_id": template["id"]}, headers=headers
+            )
+            assert missing.status_code == 422
+            both = await live_client.post(
+                "/api/v1/messages",
+                json={**body, "template_id": template["id"], "content": email_content()},
+                headers=headers,
+            )
+            assert both.status_code == 422
+            await run_worker(app, database_url)
+    [received] = mail.received
+    assert received["Subject"] == "王芳，生日快乐"
+    assert received.get_body(("plain",)).get_content().strip() == "亲爱的王芳：优惠码 BDAY-2026"  # type: ignore[union-attr]
+    assert received.get_body(("html",)).get_content().strip() == "<p>亲爱的王芳</p>"  # type: ignore[union-attr]
+    [(_, form)] = stand_in.received
+    assert form["SignName"] == "模板签名" and orjson.loads(form["TemplateParam"]) == {"name": "王芳"}

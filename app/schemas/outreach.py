@@ -4,9 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from app.schemas.common import EmailText, InputModel, Label, LongText, MediumText, NoNul, Reason, ShortText
+from app.schemas.message_template import MAX_VARIABLES, VariableName
 
 ChannelKind = Literal["email", "sms_aliyun", "sms_tencent", "wecom_robot", "http"]
 Purpose = Literal["transactional", "marketing"]
@@ -217,6 +218,10 @@ class MessageContent(InputModel):
     body: LongText | None = Field(default=None, examples=["张先生，祝您生日快乐！"])
     text: Annotated[str, StringConstraints(min_length=1, max_length=4000), NoNul] | None = None
     template_code: Identifier | None = Field(default=None, examples=["SMS_123456789"])
+    html: Annotated[str, StringConstraints(min_length=1, max_length=100_000), NoNul] | None = Field(
+        default=None, description="Email only: an HTML alternative to `body`."
+    )
+    sign_name: ShortText | None = Field(default=None, description="SMS only: instead of the channel's sign name.")
     template_params: dict[Label, Annotated[str, StringConstraints(max_length=200), NoNul]] | None = Field(
         default=None,
         max_length=20,
@@ -226,13 +231,28 @@ class MessageContent(InputModel):
 
 
 class MessageIn(InputModel):
+    """Either `content`, or `template_id` (a message template of the channel's kind, rendered for the
+    customer now) with its `variables`."""
+
     customer_id: uuid.UUID
     channel_id: uuid.UUID
     purpose: Purpose = Field(examples=["transactional"])
-    content: MessageContent
+    content: MessageContent | None = None
+    template_id: uuid.UUID | None = None
+    variables: dict[VariableName, Annotated[str, StringConstraints(max_length=1_000), NoNul] | int | float | bool] = (
+        Field(default_factory=dict, max_length=MAX_VARIABLES, examples=[{"coupon_code": "BDAY-2026"}])
+    )
     dedupe_key: Annotated[str, StringConstraints(min_length=1, max_length=255), NoNul] | None = Field(
         default=None, description="The same key in this workspace is the same message: it is never queued twice."
     )
+
+    @model_validator(mode="after")
+    def _content_or_template(self) -> "MessageIn":
+        if (self.content is None) == (self.template_id is None):
+            raise ValueError("give `content`, or `template_id` (with its `variables`), not both")
+        if self.variables and self.template_id is None:
+            raise ValueError("`variables` go with `template_id`")
+        return self
 
 
 class MessageOut(BaseModel):

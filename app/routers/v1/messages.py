@@ -9,7 +9,7 @@ from app.core.idempotency import StoredResponse
 from app.http.json_response import json_response
 from app.routers.deps import DEFAULT_LIMIT, Cursor, CustomersRead, IdempotencyKey, Limit, MessagesSend, Reader, Session
 from app.routers.responses import errors, existing, idempotent, resource_response, stored
-from app.schemas.outreach import MessageIn, MessageOut, MessagePage, MessageStatus, Purpose
+from app.schemas.outreach import MessageContent, MessageIn, MessageOut, MessagePage, MessageStatus, Purpose
 from app.services.outreach import messages
 
 router = APIRouter(prefix="/messages", tags=["outreach"])
@@ -25,12 +25,20 @@ router = APIRouter(prefix="/messages", tags=["outreach"])
 async def send_message(
     request: Request, data: MessageIn, ctx: MessagesSend, session: Session, key: IdempotencyKey
 ) -> Response:
-    """Queued now, sent by the workers. The address is the customer's first email (email) or phone
-    (SMS). 409 `consent_required` for marketing without the customer's consent on the channel,
-    409 `suppressed` for an address on the suppression list, 409 `frequency_capped` past the
-    channel's cap: nothing is queued. Marketing during the channel's quiet hours waits for their
-    end (`send_after`). The message is also an outbound interaction on the timeline. Statuses:
-    `queued`, `sending`, `sent`, `delivered`, `failed`, `unknown` (maybe sent, never resent)."""
+    """Queued now, sent by the workers. `content`, or `template_id` (a message template of the
+    channel's kind) with its `variables`, rendered for the customer now. The address is the
+    customer's first email (email) or phone (SMS). 409 `consent_required` for marketing without the
+    customer's consent on the channel, 409 `suppressed` for an address on the suppression list,
+    409 `frequency_capped` past the channel's cap: nothing is queued. Marketing during the
+    channel's quiet hours waits for their end (`send_after`). The message is also an outbound
+    interaction on the timeline. Statuses: `queued`, `sending`, `sent`, `delivered`, `failed`,
+    `unknown` (maybe sent, never resent)."""
+
+    if data.content is not None:
+        content: MessageContent | messages.FromTemplate = data.content
+    else:
+        assert data.template_id is not None  # the schema asks for one of the two
+        content = messages.FromTemplate(data.template_id, data.variables)
 
     async def create() -> StoredResponse:
         message, created = await messages.enqueue(
@@ -39,7 +47,7 @@ async def send_message(
             customer_id=data.customer_id,
             channel_id=data.channel_id,
             purpose=data.purpose,
-            content=data.content,
+            content=content,
             dedupe_key=data.dedupe_key,
             source="api",
         )

@@ -2,10 +2,13 @@
 and the reads. The rules a send obeys live here, so no path can skip them."""
 
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +28,20 @@ from app.services.events import outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Payload, column, timestamp
 from app.services.identity import workspaces
-from app.services.outreach import channels, content_rules, suppressions
+from app.services.outreach import channels, content_rules, message_templates, suppressions
+
+
+@dataclass(frozen=True)
+class FromTemplate:
+    """Content rendered now from a message template (`message_templates.render_for_customer`) of the
+    channel's kind, with the template's declared `variables`."""
+
+    template_id: uuid.UUID
+    variables: Mapping[str, Any]
+
+
+# The template channel each channel kind sends.
+TEMPLATE_CHANNEL = {"email": "email", "sms_aliyun": "sms", "sms_tencent": "sms", "wecom_robot": "wecom", "http": "http"}
 
 
 class ConsentRequired(Conflict):
@@ -68,7 +84,7 @@ async def enqueue(
     customer_id: uuid.UUID,
     channel_id: uuid.UUID,
     purpose: str,
-    content: MessageContent,
+    content: MessageContent | FromTemplate,
     dedupe_key: str | None,
     source: str,
 ) -> tuple[Message, bool]:
@@ -77,7 +93,10 @@ async def enqueue(
     - `customer_id`: a customer `ctx` may see (NotFound otherwise, as for a deleted one).
     - `channel_id`: a channel of the workspace (NotFound otherwise).
     - `purpose`: `transactional` or `marketing`.
-    - `content`: `MessageContent` as the channel's kind needs it (ValidationFailed otherwise). The
+    - `content`: `MessageContent` as the channel's kind needs it (ValidationFailed otherwise), or
+      `FromTemplate(template_id, variables)`: a message template of the channel's kind rendered for
+      the customer now (NotFound for an unknown template; ValidationFailed for another kind's, for
+      variables missing or undeclared, or a render that fails). The
       address is the customer's first email (email) or phone (SMS): ValidationFailed when there is none.
     - `dedupe_key`: the same key in the workspace is the same message: a second call returns the
       first message and `created=False`, whatever else it says; None makes the message's own id the
@@ -95,6 +114,9 @@ async def enqueue(
     channel = await channels.get(session, ctx, channel_id)
     if dedupe_key is not None and (existing := await _by_dedupe_key(session, ctx, dedupe_key)) is not None:
         return _same_message(existing, customer_id)
+    template: dict[str, Any] = {}
+    if isinstance(content, FromTemplate):
+        content, template = await _rendered(session, ctx, channel, customer_id, content)
     content_rules.check(channel.kind, content, ["body", "content"])
     customer = await session.scalar(
         select(Customer).where(Customer.workspace_id == ctx.workspace_id, Customer.id == customer_id)
@@ -131,7 +153,7 @@ async def enqueue(
             purpose=purpose,
             status="queued",
             recipient=recipient,
-            content=content.model_dump(exclude_none=True),
+            content={**content.model_dump(exclude_none=True), **template},
             dedupe_key=dedupe_key or str(message_id),
             source=source,
             actor=ctx.actor,
@@ -168,6 +190,40 @@ async def enqueue(
     if send_after <= now:
         await outbox.wake_workers(session)
     return message, True
+
+
+async def _rendered(
+    session: AsyncSession, ctx: Caller, channel: Channel, customer_id: uuid.UUID, source: FromTemplate
+) -> tuple[MessageContent, dict[str, Any]]:
+    """The template rendered for the customer, as content for the channel, and what names it."""
+    kind = await message_templates.get(session, ctx, source.template_id)
+    if kind.channel != TEMPLATE_CHANNEL[channel.kind]:
+        raise ValidationFailed(
+            f"This is a `{kind.channel}` template; the channel sends `{TEMPLATE_CHANNEL[channel.kind]}`.",
+            loc=["body", "template_id"],
+        )
+    rendered = await message_templates.render_for_customer(
+        session, ctx, template_id=source.template_id, customer_id=customer_id, variables=source.variables
+    )
+    if rendered.channel == "email":
+        fields: dict[str, Any] = {"subject": rendered.subject, "body": rendered.text, "html": rendered.html}
+    elif rendered.channel == "sms":
+        fields = {
+            "text": rendered.text,
+            "template_code": rendered.sms_template_code,
+            "template_params": rendered.sms_params,
+            "sign_name": rendered.sms_sign_name,
+        }
+    else:
+        fields = {"text": rendered.text}
+    try:
+        content = MessageContent.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValidationFailed(
+            f"The rendered message does not fit: {first['msg']}", loc=["body", "template_id"]
+        ) from exc
+    return content, {"template_id": str(rendered.template_id), "template_version": rendered.template_version}
 
 
 async def _by_dedupe_key(session: AsyncSession, ctx: Caller, key: str) -> Message | None:

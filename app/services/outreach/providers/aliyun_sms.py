@@ -54,7 +54,7 @@ class AliyunSms:
             "OutId": outgoing.reference,
             "PhoneNumbers": national(outgoing.to or ""),
             "RegionId": settings.get("region") or "cn-hangzhou",
-            "SignName": settings["sign_name"],
+            "SignName": content.get("sign_name") or settings["sign_name"],
             "SignatureMethod": "HMAC-SHA1",
             "SignatureNonce": str(uuid.uuid4()),
             "SignatureVersion": "1.0",

@@ -45,6 +45,8 @@ class SmtpProvider:
         # Our id, so that a bounce or a reply can be matched to the message.
         message["Message-ID"] = f"<{outgoing.reference}@guanxi>"
         message.set_content(outgoing.content.get("body") or outgoing.content.get("text") or "")
+        if outgoing.content.get("html"):
+            message.add_alternative(outgoing.content["html"], subtype="html")
         return message
 
     async def send(self, outgoing: Outgoing) -> Result:

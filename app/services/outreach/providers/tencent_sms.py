@@ -63,7 +63,7 @@ class TencentSms:
             {
                 "PhoneNumberSet": [outgoing.to],
                 "SmsSdkAppId": settings["sdk_app_id"],
-                "SignName": settings["sign_name"],
+                "SignName": content.get("sign_name") or settings["sign_name"],
                 "TemplateId": content.get("template_code") or "",
                 "TemplateParamSet": [str(params[k]) for k in sorted(params, key=_position)],
                 "SessionContext": outgoing.reference,
