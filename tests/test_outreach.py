@@ -39,7 +39,7 @@ from tests.outreach_helpers import (
     wecom_channel,
 )
 from tests.outreach_stand_ins import ALIYUN_SECRET, TENCENT_KEY, WECOM_KEY, mail_server, sms_server
-from tests.receiver import Answer, Receiver
+from tests.receiver import Answer, Receiver, free_port
 
 SECRETS = (SMTP_PASSWORD, ALIYUN_SECRET, TENCENT_KEY, WECOM_KEY)
 
@@ -650,3 +650,39 @@ async def test_a_message_from_a_template_is_rendered_for_the_customer_and_sent(
     assert received.get_body(("html",)).get_content().strip() == "<p>亲爱的王芳</p>"  # type: ignore[union-attr]
     [(_, form)] = stand_in.received
     assert form["SignName"] == "模板签名" and orjson.loads(form["TemplateParam"]) == {"name": "王芳"}
+
+
+async def test_refusals_before_the_provider_took_anything_are_retried(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    closed = free_port()
+    async with sms_server() as sms:
+        sms.aliyun = [
+            {"Code": "isv.BUSINESS_LIMIT_CONTROL", "Message": "触发分钟级流控"},
+            {"Code": "OK", "BizId": "b-2"},
+        ]
+        mail = {"kind": "email", "name": "nowhere", "settings": {"host": "127.0.0.1", "port": closed, "tls": "none",
+                "from_address": "crm@guanxi.test"}, "secrets": {"password": SMTP_PASSWORD}}  # fmt: skip
+        email = await make_channel(live_client, live_tenant, mail)
+        aliyun = await make_channel(live_client, live_tenant, aliyun_channel(sms))
+        customer = await make_customer(live_client, live_tenant)
+        by_mail = await send(live_client, live_tenant, customer["id"], email["id"], email_content())
+        by_sms = await send(live_client, live_tenant, customer["id"], aliyun["id"], sms_content())
+        await run_worker(app, database_url)
+        rows = {str(m.id): m for m in await message_rows(app, live_tenant.id)}
+        assert rows[by_mail["id"]].status == "queued" and rows[by_mail["id"]].error_code == "connect_failed"
+        assert rows[by_sms["id"]].status == "queued" and rows[by_sms["id"]].error_code == "isv.BUSINESS_LIMIT_CONTROL"
+        await run_worker(app, database_url, clock.now() + timedelta(minutes=1))
+        rows = {str(m.id): m for m in await message_rows(app, live_tenant.id)}
+        assert rows[by_sms["id"]].status == "sent" and rows[by_sms["id"]].provider_message_id == "b-2"
+        assert rows[by_mail["id"]].status == "queued" and rows[by_mail["id"]].attempts == 2
+        # A robot whose address does not answer: its key, which rides in the URL, is not in the answer.
+        robot = wecom_channel(sms)
+        robot["settings"]["endpoint"] = f"http://127.0.0.1:{closed}/cgi-bin/webhook/send"
+        channel = await make_channel(live_client, live_tenant, robot)
+        tested = await live_client.post(
+            f"/api/v1/channels/{channel['id']}/test", json={}, headers=live_tenant.headers()
+        )
+    assert tested.json()["outcome"] == "rejected" and tested.json()["code"] == "connect_failed"
+    assert tested.json()["retryable"] is True and WECOM_KEY not in tested.text
+    assert SMTP_PASSWORD not in (rows[by_mail["id"]].error_message or "")
