@@ -34,6 +34,7 @@ def register(registry: Registry, r: Resources) -> None:
         return False
 
     registry.entrypoint(SEND, send_job)
+    registry.on_close(connections.close)
     registry.react("message dispatch", dispatch_pass, sweep_seconds=r.dispatch_sweep_seconds)
 
 

@@ -68,6 +68,8 @@ class Registry:
     reactions: list[Reaction] = field(default_factory=list)
     # Entrypoints whose jobs are taken only while their function says so.
     gates: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    # What a family keeps open across its jobs (SMTP connections), closed when the round ends.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def entrypoint(
         self, name: str, run: Callable[[bytes | None], Awaitable[object]], *, taking: Callable[[], bool] | None = None
@@ -102,6 +104,9 @@ class Registry:
                 )
 
         self.pgq.schedule(name, cron)(tick)
+
+    def on_close(self, close: Callable[[], Awaitable[None]]) -> None:
+        self.closers.append(close)
 
     def react(
         self,

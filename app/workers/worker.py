@@ -137,6 +137,7 @@ class Worker:
         pools: list[asyncpg.Pool] = []
         reactions: list[asyncio.Task[None]] = []
         pgq: PgQueuer | None = None
+        registry: Registry | None = None
         queue_task: asyncio.Task[None] | None = None
         try:
             for _ in range(3):
@@ -190,6 +191,8 @@ class Worker:
             await self._watch(queue_task, reactions, connections)
         finally:
             await self._disconnect(reactions, pgq, queue_task, connections, pools)
+            if registry is not None:
+                await _close_kept(registry)
 
     async def _watch(
         self,
@@ -249,6 +252,15 @@ class Worker:
             await asyncio.wait_for(self.engine.dispose(), timeout=DISCONNECT_SECONDS)
         except DATABASE_ERRORS:
             logger.warning("closing the lost round's sessions timed out")
+
+
+async def _close_kept(registry: Registry) -> None:
+    """What the families kept open across jobs, closed with a time bound (a peer may be gone too)."""
+    for close in registry.closers:
+        try:
+            await asyncio.wait_for(close(), timeout=DISCONNECT_SECONDS)
+        except (OSError, TimeoutError):
+            logger.warning("closing a connection kept between jobs failed")
 
 
 async def react(reaction: Reaction, wake: asyncio.Event) -> None:
