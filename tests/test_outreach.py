@@ -686,3 +686,23 @@ async def test_refusals_before_the_provider_took_anything_are_retried(
     assert tested.json()["outcome"] == "rejected" and tested.json()["code"] == "connect_failed"
     assert tested.json()["retryable"] is True and WECOM_KEY not in tested.text
     assert SMTP_PASSWORD not in (rows[by_mail["id"]].error_message or "")
+
+
+async def test_an_idempotency_key_replays_the_first_send(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    with mail_server() as mail:
+        channel = await make_channel(client, tenant, email_channel(mail))
+    customer = await make_customer(client, tenant)
+    body = {"customer_id": customer["id"], "channel_id": channel["id"], "purpose": "transactional"}
+    headers = {**tenant.headers(), "Idempotency-Key": "send-1"}
+    first = await client.post("/api/v1/messages", json={**body, "content": email_content()}, headers=headers)
+    again = await client.post("/api/v1/messages", json={**body, "content": email_content()}, headers=headers)
+    assert first.status_code == again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    other = await client.post(
+        "/api/v1/messages", json={**body, "content": {"subject": "x", "body": "y"}}, headers=headers
+    )
+    assert other.status_code == 422
+    count = await db.scalar(select(text("count(*)")).select_from(Message).where(Message.workspace_id == tenant.id))
+    assert count == 1
