@@ -96,8 +96,8 @@ async def enqueue(
     - `content`: `MessageContent` as the channel's kind needs it (ValidationFailed otherwise), or
       `FromTemplate(template_id, variables)`: a message template of the channel's kind rendered for
       the customer now (NotFound for an unknown template; ValidationFailed for another kind's, for
-      variables missing or undeclared, or a render that fails). The
-      address is the customer's first email (email) or phone (SMS): ValidationFailed when there is none.
+      variables missing or undeclared, or a render that fails). The address is the customer's
+      first email (email) or phone (SMS): ValidationFailed when there is none.
     - `dedupe_key`: the same key in the workspace is the same message: a second call returns the
       first message and `created=False`, whatever else it says; None makes the message's own id the
       key. Automation passes e.g. f"rule:{rule_id}:{trigger_key}:{customer_id}".
