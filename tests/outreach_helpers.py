@@ -16,7 +16,7 @@ from app.core import clock
 from app.core.db import asyncpg_dsn
 from app.core.settings import get_settings
 from app.models import Message, OutboxEvent
-from app.services.events import webhook_delivery
+from app.services.outreach import providers
 from app.workers import outreach as outreach_jobs
 from tests.factories import Tenant, customer_body
 from tests.outreach_stand_ins import (
@@ -128,7 +128,7 @@ async def run_worker(app: FastAPI, database_url: str, now: datetime | None = Non
         rows = await conn.fetch("DELETE FROM pgqueuer WHERE entrypoint = $1 RETURNING payload", outreach_jobs.SEND)
     finally:
         await conn.close()
-    async with webhook_delivery.http_client(10, allow_private=True) as http:
+    async with providers.http_session(10, allow_private=True) as http:
         for row in rows:
             await outreach_jobs.send(app.state.sessions, http, row["payload"], now=lambda: at, settings=get_settings())
     return len(rows)

@@ -7,14 +7,14 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
-import httpx
+import aiohttp
 import orjson
 from pgqueuer import Queries
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.secret_box import box
 from app.core.settings import Settings
-from app.services.outreach import sending
+from app.services.outreach import providers, sending
 from app.workers.registry import Registry, Resources
 
 SEND = "messages.send_batch"
@@ -24,10 +24,13 @@ def register(registry: Registry, r: Resources) -> None:
     jobs = asyncio.Semaphore(sending.jobs_at_once(r.settings))
     # Kept for the connected round; a connection the server closed meanwhile is opened again.
     connections = sending.Connections()
+    http = providers.http_session(
+        r.settings.outreach_concurrency, allow_private=r.settings.webhook_allow_private_targets
+    )
 
     async def send_job(payload: bytes | None) -> None:
         async with jobs:
-            await send(r.sessions, r.http, payload, now=r.now, settings=r.settings, connections=connections)
+            await send(r.sessions, http, payload, now=r.now, settings=r.settings, connections=connections)
 
     async def dispatch_pass() -> bool:
         await dispatch(r.sessions, r.queries, now=r.now())
@@ -35,6 +38,7 @@ def register(registry: Registry, r: Resources) -> None:
 
     registry.entrypoint(SEND, send_job)
     registry.on_close(connections.close)
+    registry.on_close(http.close)
     registry.react("message dispatch", dispatch_pass, sweep_seconds=r.dispatch_sweep_seconds)
 
 
@@ -64,7 +68,7 @@ async def dispatch(sessions: async_sessionmaker[AsyncSession], queries: Queries,
 
 async def send(
     sessions: async_sessionmaker[AsyncSession],
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     payload: bytes | None,
     *,
     now: Callable[[], datetime],

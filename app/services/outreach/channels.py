@@ -5,7 +5,6 @@ import secrets
 import uuid
 from typing import Any
 
-import httpx
 from pydantic import ValidationError
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,9 +18,9 @@ from app.core.settings import Settings, get_settings
 from app.core.versions import check_version
 from app.models import Channel
 from app.schemas.outreach import SECRETS, SETTINGS, ChannelIn, ChannelPatch, ChannelTestIn, MessageContent
-from app.services.events import audit, webhook_delivery, webhook_targets
+from app.services.events import audit, webhook_targets
 from app.services.outreach import content_rules
-from app.services.outreach.providers import Account, Outgoing, Result, provider
+from app.services.outreach.providers import Account, Outgoing, Result, http_session, provider
 
 # Settings that name a URL a request goes to: each obeys the webhooks' target rules.
 URL_SETTINGS = ("endpoint", "url")
@@ -192,12 +191,10 @@ async def test_send(session: AsyncSession, ctx: Caller, channel_id: uuid.UUID, r
 
 
 async def send_once(channel: Channel, settings: Settings, outgoing: Outgoing) -> Result:
-    async with webhook_delivery.http_client(2, allow_private=settings.webhook_allow_private_targets) as http:
+    async with http_session(2, allow_private=settings.webhook_allow_private_targets) as http:
         adapter = provider(account(channel, box(settings)), http)
         try:
             return await adapter.send(outgoing)
-        except httpx.HTTPError as exc:
-            return Result.unknown(type(exc).__name__)
         finally:
             await adapter.close()
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
+import aiohttp
 from sqlalchemy import select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,7 +53,7 @@ class Connections:
     def __init__(self) -> None:
         self.idle: dict[tuple[uuid.UUID, uuid.UUID], tuple[int, list[Provider]]] = {}
 
-    def take(self, channel: Channel, account: Account, http: httpx.AsyncClient) -> Provider:
+    def take(self, channel: Channel, account: Account, http: aiohttp.ClientSession) -> Provider:
         key = (channel.workspace_id, channel.id)
         version, idle = self.idle.get(key, (channel.version, []))
         if version == channel.version and idle:
@@ -182,7 +182,7 @@ async def send_all(
     claimed: list[Claimed],
     channels_by_key: dict[tuple[uuid.UUID, uuid.UUID], Channel],
     *,
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     secret_box: SecretBox,
     time_limit: float,
     connections: Connections | None = None,
@@ -217,7 +217,7 @@ async def _send_channel(
     channel: Channel | None,
     items: list[Claimed],
     *,
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     secret_box: SecretBox,
     time_limit: float,
     connections: Connections,

@@ -1,14 +1,14 @@
 """Provider adapters, one module per provider, behind the interface of `base`."""
 
-import httpx
+import aiohttp
 
 from app.services.outreach.providers import aliyun_sms, http_call, smtp, tencent_sms, wecom
-from app.services.outreach.providers.base import Account, Outgoing, Provider, Result
+from app.services.outreach.providers.base import Account, Outgoing, Provider, Result, http_session
 
-__all__ = ["Account", "Outgoing", "Provider", "Result", "provider"]
+__all__ = ["Account", "Outgoing", "Provider", "Result", "http_session", "provider"]
 
 
-def provider(account: Account, http: httpx.AsyncClient) -> Provider:
+def provider(account: Account, http: aiohttp.ClientSession) -> Provider:
     """The adapter of the account's kind; HTTP providers share `http` (whose resolver refuses
     private addresses unless the operator allows them)."""
     if account.kind == "email":

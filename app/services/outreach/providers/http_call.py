@@ -1,19 +1,19 @@
 """A signed HTTP call: the message POSTed as JSON to the channel's URL, signed per Standard Webhooks
 with the channel's secret (the webhooks' own signer); the URL obeys the webhooks' target rules."""
 
-import httpx
+import aiohttp
 import orjson
 
 from app.core import clock
 from app.services.events import webhook_signing
-from app.services.outreach.providers.base import Account, Outgoing, Result, json_body, transport_failure
+from app.services.outreach.providers.base import HTTP_ERRORS, Account, Outgoing, Result, post, transport_failure
 
 # Answers that say the request was not processed: a retry cannot duplicate it.
 NOT_PROCESSED = frozenset({408, 425, 429, 502, 503, 504})
 
 
 class HttpCall:
-    def __init__(self, account: Account, http: httpx.AsyncClient) -> None:
+    def __init__(self, account: Account, http: aiohttp.ClientSession) -> None:
         self.account = account
         self.http = http
 
@@ -29,20 +29,18 @@ class HttpCall:
             "content-type": "application/json",
         }
         try:
-            response = await self.http.post(
-                str(self.account.settings["url"]), content=body, headers=headers, follow_redirects=False
-            )
-        except httpx.HTTPError as exc:
+            answer = await post(self.http, str(self.account.settings["url"]), data=body, headers=headers)
+        except HTTP_ERRORS as exc:
             return transport_failure(exc, self.account)
-        status = response.status_code
+        status = answer.status
         if 200 <= status < 300:
-            answer = json_body(response) or {}
-            return Result.accepted(str(answer["id"]) if answer.get("id") else None, str(status))
+            parsed = answer.json() or {}
+            return Result.accepted(str(parsed["id"]) if parsed.get("id") else None, str(status))
         if status in NOT_PROCESSED:
-            return Result.rejected(str(status), response.text[:200], retryable=True)
+            return Result.rejected(str(status), answer.text, retryable=True)
         if status >= 500:
-            return Result.unknown(f"HTTP {status}: {response.text[:200]}")
-        return Result.rejected(str(status), response.text[:200], retryable=False)
+            return Result.unknown(f"HTTP {status}: {answer.text}")
+        return Result.rejected(str(status), answer.text, retryable=False)
 
     async def close(self) -> None:
         return None

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 import orjson
 
-from app.services.outreach.providers.base import Account, Outgoing, Result, json_body, transport_failure
+from app.services.outreach.providers.base import HTTP_ERRORS, Account, Answer, Outgoing, Result, post, transport_failure
 
 VERSION = "2021-01-11"
 SERVICE = "sms"
@@ -52,7 +52,7 @@ def _position(key: str) -> tuple[int, str]:
 
 
 class TencentSms:
-    def __init__(self, account: Account, http: httpx.AsyncClient) -> None:
+    def __init__(self, account: Account, http: aiohttp.ClientSession) -> None:
         self.account = account
         self.http = http
 
@@ -93,24 +93,22 @@ class TencentSms:
             return Result.rejected("no_recipient", "the customer has no phone number", retryable=False)
         headers, body = self.request(outgoing)
         try:
-            response = await self.http.post(
-                str(self.account.settings["endpoint"]), content=body, headers=headers, follow_redirects=False
-            )
-        except httpx.HTTPError as exc:
+            answer = await post(self.http, str(self.account.settings["endpoint"]), data=body, headers=headers)
+        except HTTP_ERRORS as exc:
             return transport_failure(exc, self.account)
-        return outcome(response)
+        return outcome(answer)
 
     async def close(self) -> None:
         return None
 
 
-def outcome(response: httpx.Response) -> Result:
-    body: dict[str, Any] | None = json_body(response)
+def outcome(response: Answer) -> Result:
+    body: dict[str, Any] | None = response.json()
     answer = body.get("Response") if body else None
     if not isinstance(answer, dict):
-        if response.status_code >= 500:
-            return Result.unknown(f"HTTP {response.status_code} without an answer")
-        return Result.rejected(f"http_{response.status_code}", response.text[:200], retryable=False)
+        if response.status >= 500:
+            return Result.unknown(f"HTTP {response.status} without an answer")
+        return Result.rejected(f"http_{response.status}", response.text, retryable=False)
     error = answer.get("Error")
     if isinstance(error, dict):
         code = str(error.get("Code"))
