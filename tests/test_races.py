@@ -111,6 +111,11 @@ async def _message_template(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/message-templates", body)
 
 
+async def _channel(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = {"kind": "wecom_robot", "name": "群机器人", "settings": {"endpoint": "http://127.0.0.1:9/"}}
+    return await _created(client, tenant, "/channels", {**body, "secrets": {"key": "robot-key"}})
+
+
 async def _category(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/ticket-categories", {"name": f"c-{uuid.uuid4().hex[:8]}"})
 
@@ -135,6 +140,7 @@ MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/intake-forms/{form_id}": (_intake_form, lambda i: {"name": f"n{i}"}),
     "/api/v1/ticket-categories/{category_id}": (_category, lambda i: {"name": f"n{i}"}),
     "/api/v1/message-templates/{template_id}": (_message_template, lambda i: {"body": f"{{{{ customer.code }}}} {i}"}),
+    "/api/v1/channels/{channel_id}": (_channel, lambda i: {"name": f"n{i}"}),
 }
 
 
