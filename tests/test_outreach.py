@@ -454,6 +454,9 @@ async def test_an_email_bounce_suppresses_the_address(client: httpx.AsyncClient,
     refused = await send(client, tenant, customer["id"], channel["id"], email_content(), expect=409)
     assert refused["type"].endswith("/suppressed")
     assert (await client.post(bounce_url, json={"address": "not an address"})).status_code == 422
+    unknown = {"address": customer["emails"][0], "message_id": str(uuid.uuid4())}
+    refused = await client.post(bounce_url, json=unknown)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["loc"] == ["body", "message_id"]
     wrong = bounce_url.replace(channel["callback_urls"]["receipts"].split("/")[-3], "x" * 43)
     assert (await client.post(wrong, json={"address": customer["emails"][0]})).status_code == 404
 

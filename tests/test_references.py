@@ -116,7 +116,25 @@ PROBES: dict[str, Probe] = {
         {"customer_id": v, "score": 9},
     ),
     "WorkspacePatch.default_assignee_id": lambda ids, v: ("PATCH", "/workspace", {"default_assignee_id": v}),
+    "MessageIn.customer_id": lambda ids, v: ("POST", "/messages", _message(ids, customer_id=v)),
+    "MessageIn.channel_id": lambda ids, v: ("POST", "/messages", _message(ids, channel_id=v)),
+    "MessageIn.template_id": lambda ids, v: (
+        "POST",
+        "/messages",
+        {"customer_id": ids["customer"], "channel_id": ids["channel"], "purpose": "transactional", "template_id": v},
+    ),
+    "EmailBounce.message_id": lambda ids, v: ("POST", ids["bounces"], {"address": "a@example.com", "message_id": v}),
+    "PreviewIn.customer_id": lambda ids, v: (
+        "POST",
+        f"/message-templates/{ids['template']}/preview",
+        {"customer_id": v},
+    ),
 }
+
+
+def _message(ids: Ids, **fields: str) -> dict[str, Any]:
+    body = {"customer_id": ids["customer"], "channel_id": ids["channel"], "purpose": "transactional"}
+    return {**body, "content": {"text": "您好"}, **fields}
 
 
 def test_every_reference_field_of_the_input_schemas_is_probed() -> None:
@@ -142,6 +160,15 @@ async def _records(client: httpx.AsyncClient, tenant: Tenant) -> Ids:
     endpoint = {"url": "https://hooks.example.com/in", "event_types": ["customer.*"]}
     ids["endpoint"] = await _made(client, tenant, "/webhook-endpoints", endpoint)
     ids["user"] = str(tenant.users["sales"].id)
+    robot = {"kind": "wecom_robot", "name": "群机器人", "settings": {"endpoint": "http://127.0.0.1:9/"}}
+    ids["channel"] = await _made(client, tenant, "/channels", {**robot, "secrets": {"key": "robot-key"}})
+    mail = {"host": "127.0.0.1", "port": 9, "tls": "none", "from_address": "crm@example.com"}
+    response = await client.post(
+        "/api/v1/channels", json={"kind": "email", "name": "邮件", "settings": mail}, headers=tenant.headers()
+    )
+    ids["bounces"] = str(response.json()["callback_urls"]["receipts"]).removeprefix("/api/v1")
+    template = {"name": f"t{uuid.uuid4().hex[:6]}", "channel": "wecom", "body": "{{ customer.name }}"}
+    ids["template"] = await _made(client, tenant, "/message-templates", template)
     return ids
 
 
@@ -162,6 +189,8 @@ async def test_an_unknown_or_foreign_id_in_any_reference_field_is_refused_naming
         "assignee_id": str(other_tenant.users["sales"].id),
         "user_id": str(other_tenant.users["sales"].id),
         "default_assignee_id": str(other_tenant.users["sales"].id),
+        "channel_id": foreign["channel"],
+        "template_id": foreign["template"],
     }
     failures = []
     for name, probe in PROBES.items():

@@ -152,9 +152,14 @@ async def email_bounce(session: AsyncSession, token: str, bounce: EmailBounce) -
         address = normalise_email(bounce.address)
     except ValueError as exc:
         raise ValidationFailed(str(exc), loc=["body", "address"]) from exc
+    if bounce.message_id is not None:
+        await _bounced(session, ctx, channel, bounce)
     await suppressions.record(session, ctx, medium="email", address=address, reason=bounce.kind, note=bounce.detail)
-    if bounce.message_id is None:
-        return
+
+
+async def _bounced(session: AsyncSession, ctx: Caller, channel: Channel, bounce: EmailBounce) -> None:
+    """The message the bounce names, `failed` when it bounced; 422 for an id of no message of the
+    channel (and nothing is recorded)."""
     message = await session.scalar(
         select(Message)
         .where(
@@ -164,6 +169,8 @@ async def email_bounce(session: AsyncSession, token: str, bounce: EmailBounce) -
         )
         .with_for_update()
     )
-    if message is not None and message.status in ("sent", "unknown", "delivered") and bounce.kind == "bounce":
+    if message is None:
+        raise ValidationFailed("No message of this channel has that id.", loc=["body", "message_id"])
+    if message.status in ("sent", "unknown", "delivered") and bounce.kind == "bounce":
         _settle(message, clock.now(), delivered=False, code="bounce", detail=bounce.detail)
         outbox.emit(session, ctx, "message.failed", messages.MESSAGE_EVENT.data(message))
