@@ -455,8 +455,8 @@ async def test_an_email_bounce_suppresses_the_address(client: httpx.AsyncClient,
     assert refused["type"].endswith("/suppressed")
     assert (await client.post(bounce_url, json={"address": "not an address"})).status_code == 422
     unknown = {"address": customer["emails"][0], "message_id": str(uuid.uuid4())}
-    refused = await client.post(bounce_url, json=unknown)
-    assert refused.status_code == 422 and refused.json()["errors"][0]["loc"] == ["body", "message_id"]
+    wrong_id = await client.post(bounce_url, json=unknown)
+    assert wrong_id.status_code == 422 and wrong_id.json()["errors"][0]["loc"] == ["body", "message_id"]
     wrong = bounce_url.replace(channel["callback_urls"]["receipts"].split("/")[-3], "x" * 43)
     assert (await client.post(wrong, json={"address": customer["emails"][0]})).status_code == 404
 
