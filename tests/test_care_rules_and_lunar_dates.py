@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
-from app.models import AuditEntry, CareRule, FollowUpPlan, Task, User
+from app.models import AuditEntry, AutomationRule, FollowUpPlan, Task, User
 from app.services.engagement import follow_ups, lunar_dates
 from tests.factories import Tenant, customer_body, make_api_key
 
@@ -199,7 +199,7 @@ async def test_impossible_dates_are_422_and_add_nothing(
     )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["loc"][-1] == field
-    assert (await db.scalars(select(CareRule).where(CareRule.workspace_id == tenant.id))).all() == []
+    assert (await db.scalars(select(AutomationRule).where(AutomationRule.workspace_id == tenant.id))).all() == []
 
 
 # Care rules: read, change, delete.
@@ -291,7 +291,7 @@ async def test_another_workspaces_care_rule_and_plan_are_404(
     assert (await client.patch(rule_url, json={"lead_days": 1}, headers=_if_match(tenant, 1))).status_code == 404
     assert (await client.delete(rule_url, headers=_if_match(tenant, 1))).status_code == 404
     assert (await client.delete(plan_url, headers=_if_match(tenant, 1))).status_code == 404
-    assert await db.get(CareRule, (other_tenant.id, uuid.UUID(rule["id"]))) is not None
+    assert await db.get(AutomationRule, (other_tenant.id, uuid.UUID(rule["id"]))) is not None
     assert await db.get(FollowUpPlan, (other_tenant.id, uuid.UUID(plan.json()["id"]))) is not None
 
 

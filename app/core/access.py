@@ -104,12 +104,15 @@ class Caller:
     """Who is calling: the workspace every query is scoped to, and what they may see and do."""
 
     workspace_id: uuid.UUID
-    actor_type: Literal["user", "api_key", "system"]
+    actor_type: Literal["user", "api_key", "system", "automation"]
     actor_id: uuid.UUID | None
     scopes: frozenset[str]
     visibility: Visibility
     user_id: uuid.UUID | None = None
     team_id: uuid.UUID | None = None
+    # An automation rule's actions: how many automation runs led to this one (1 for a run on a
+    # person's change). Written into the actor of every event they emit, so a chain can be stopped.
+    chain_depth: int = 0
 
     def can(self, scope: Scope) -> bool:
         return scope in self.scopes
@@ -121,8 +124,14 @@ class Caller:
         return self.scopes >= ALL_SCOPES
 
     @property
-    def actor(self) -> dict[str, str | None]:
-        return {"type": self.actor_type, "id": str(self.actor_id) if self.actor_id else None}
+    def actor(self) -> dict[str, str | int | None]:
+        actor: dict[str, str | int | None] = {
+            "type": self.actor_type,
+            "id": str(self.actor_id) if self.actor_id else None,
+        }
+        if self.actor_type == "automation":
+            actor["depth"] = self.chain_depth
+        return actor
 
 
 def user_caller(*, workspace_id: uuid.UUID, user_id: uuid.UUID, role: Role, team_id: uuid.UUID | None) -> Caller:
@@ -139,3 +148,15 @@ def user_caller(*, workspace_id: uuid.UUID, user_id: uuid.UUID, role: Role, team
 
 def system_caller(workspace_id: uuid.UUID) -> Caller:
     return Caller(workspace_id=workspace_id, actor_type="system", actor_id=None, scopes=ALL_SCOPES, visibility="all")
+
+
+def automation_caller(workspace_id: uuid.UUID, rule_id: uuid.UUID, depth: int) -> Caller:
+    """The actions of an automation rule's run: the rule is the actor, `depth` its place in a chain."""
+    return Caller(
+        workspace_id=workspace_id,
+        actor_type="automation",
+        actor_id=rule_id,
+        scopes=ALL_SCOPES,
+        visibility="all",
+        chain_depth=depth,
+    )

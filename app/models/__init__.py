@@ -2,13 +2,14 @@
 
 from app.models.api_key import ApiKey
 from app.models.audit import AuditEntry
+from app.models.automation import AutomationEventCursor, AutomationRule, AutomationRun
 from app.models.base import Base
 from app.models.custom_field import CustomFieldDefinition
 from app.models.customer import Customer, CustomerCodeCounter, CustomerIdentity, CustomerMerge
 from app.models.customer_value import CustomerValue, TierChange, ValueModel, ValueTier
 from app.models.idempotency import IdempotencyRecord
 from app.models.import_job import ExportJob, ImportJob, ImportRowError
-from app.models.interaction import CareRule, FollowUpPlan, Interaction, Task
+from app.models.interaction import FollowUpPlan, Interaction, Task
 from app.models.lifecycle import CustomerStage, LifecycleRules, LifecycleStage, StageHistory
 from app.models.message_template import MessageTemplate, MessageTemplateRevision
 from app.models.order import Order, OrderFulfilmentChange, OrderLine
@@ -36,9 +37,11 @@ from app.models.workspace import Workspace
 __all__ = [
     "ApiKey",
     "AuditEntry",
+    "AutomationEventCursor",
+    "AutomationRule",
+    "AutomationRun",
     "Base",
     "BusinessHours",
-    "CareRule",
     "Channel",
     "CsatRequest",
     "CustomFieldDefinition",

@@ -1,10 +1,11 @@
-"""Interactions with customers, and the tasks, follow-up plans and care rules around them."""
+"""Interactions with customers, and the tasks and follow-up plans around them (care rules are
+automation rules: app/models/automation.py)."""
 
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKeyConstraint, Index, Integer, SmallInteger, String, Text, text
+from sqlalchemy import Boolean, ForeignKeyConstraint, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, TenantKey
@@ -117,27 +118,6 @@ class FollowUpPlan(TenantKey, Base):
     task_priority: Mapped[str] = mapped_column(String(8))
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     last_run_at: Mapped[datetime | None]
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-    version: Mapped[int] = mapped_column(server_default=text("1"))
-
-
-class CareRule(TenantKey, Base):
-    """Reminders ahead of a date: birthdays, a fixed day (a holiday), or a date custom field."""
-
-    __tablename__ = "care_rules"
-    __table_args__ = (ForeignKeyConstraint(["workspace_id"], ["workspaces.id"], ondelete="CASCADE"),)
-
-    name: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(16))  # birthday | fixed_date | custom_date
-    # gregorian | lunar: in a lunar rule the month and day (the rule's or the customer's date) are lunar.
-    calendar: Mapped[str] = mapped_column(String(9), server_default="gregorian")
-    month: Mapped[int | None] = mapped_column(SmallInteger)
-    day: Mapped[int | None] = mapped_column(SmallInteger)
-    field_key: Mapped[str | None] = mapped_column(String(64))
-    lead_days: Mapped[int] = mapped_column(SmallInteger)
-    task_title: Mapped[str] = mapped_column(String(300))
-    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     version: Mapped[int] = mapped_column(server_default=text("1"))

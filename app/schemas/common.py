@@ -11,14 +11,17 @@ T = TypeVar("T")
 MAX_INT64 = 2**63 - 1
 
 # Who did something: app.core.access.Caller's actor types.
-ActorType = Literal["user", "api_key", "system"]
+ActorType = Literal["user", "api_key", "system", "automation"]
 
 
 class Actor(BaseModel):
     """Who did something, as app.core.access.Caller.actor writes it."""
 
     type: ActorType = Field(examples=["user"])
-    id: str | None = Field(description="The user's or API key's id; null for the system.")
+    id: str | None = Field(description="The user's or API key's id, or the automation rule's; null for the system.")
+    depth: int | None = Field(
+        default=None, description="automation: the run's place in a chain of automation runs (1 for the first)."
+    )
 
 
 def reject_nul(value: str) -> str:

@@ -131,7 +131,7 @@ class TaskOut(BaseModel):
     priority: Priority
     status: Literal["open", "done", "cancelled"]
     overdue: bool
-    origin: Literal["manual", "plan", "care"]
+    origin: Literal["manual", "plan", "care", "automation"]
     plan_id: uuid.UUID | None
     notes: str | None
     interaction_id: uuid.UUID | None

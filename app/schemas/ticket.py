@@ -22,7 +22,7 @@ from app.schemas.common import (
 )
 
 TicketType = Literal["complaint", "inquiry", "suggestion", "praise", "fault_report"]
-TicketChannel = Literal["phone", "email", "web_form", "chat", "wechat", "in_person", "partner_api"]
+TicketChannel = Literal["phone", "email", "web_form", "chat", "wechat", "in_person", "partner_api", "automation"]
 TicketPriority = Literal["low", "normal", "high", "urgent"]
 TicketStatus = Literal["new", "assigned", "in_progress", "waiting_on_customer", "resolved", "closed"]
 MAX_TICKET_TAGS = 50

@@ -1,5 +1,6 @@
-"""Clock-driven work of follow-ups and the service desk: follow-up plans and care reminders, SLA
-breaches, and the folding of the service report's daily figures."""
+"""Clock-driven work of follow-ups and the service desk: follow-up plans, SLA breaches, and the
+folding of the service report's daily figures. (Care reminders are automation date rules:
+`app/workers/automation.py`.)"""
 
 import logging
 
@@ -28,14 +29,14 @@ def register(registry: Registry, r: Resources) -> None:
 
 
 async def run_follow_ups(sessions: async_sessionmaker[AsyncSession]) -> int:
-    """Follow-up plans and care reminders of every workspace, as `POST /follow-up-plans/run` runs
-    them, each workspace in its own transaction. Returns how many tasks were created."""
+    """Follow-up plans of every workspace, each workspace in its own transaction. Returns how many
+    tasks were created."""
     created = 0
     async with sessions() as session:
         every = await workspaces.all_ids(session)
     for workspace_id in every:
         async with sessions() as session:
-            created += await follow_ups.run_now(session, system_caller(workspace_id))
+            created += await follow_ups.run_plans(session, system_caller(workspace_id))
             await session.commit()
     logger.info("follow-ups run", extra={"tasks_created": created})
     return created

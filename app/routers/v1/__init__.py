@@ -6,6 +6,7 @@ from app.routers.v1 import (
     api_keys,
     audit,
     auth,
+    automation_rules,
     channel_callbacks,
     channels,
     custom_fields,
@@ -33,7 +34,7 @@ router = APIRouter(prefix="/api/v1")
 for module in (
     customers, auth, segments, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
     api_keys, events, webhooks, imports, exports, audit, relations, message_templates, channels, messages,
-    suppressions, channel_callbacks,
+    suppressions, channel_callbacks, automation_rules,
 ):  # fmt: skip
     router.include_router(module.router)
 router.include_router(events.changes)

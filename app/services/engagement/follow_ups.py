@@ -1,14 +1,12 @@
-"""Follow-up plans and care reminders: rules that create tasks, run set-based by the scheduler.
+"""Follow-up plans, and the deprecated care rules API over automation rules: rules that create tasks,
+run set-based by the scheduler.
 
 Re-running creates nothing twice: a plan keeps at most one open task per customer (a unique index)
-and waits its interval after the last one; a care reminder carries its occasion and year as a
-dedupe key."""
+and waits its interval after the last one; a care reminder is an automation run, once per rule,
+customer and occasion's year, and its task carries that as its dedupe key."""
 
-import calendar as calendar_module
 import uuid
-from datetime import date
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,12 +16,15 @@ from app.core.access import Caller
 from app.core.errors import ValidationFailed
 from app.core.ids import new_id
 from app.core.versions import check_version
-from app.models import CareRule, CustomFieldDefinition, FollowUpPlan, LifecycleStage, Segment
+from app.models import AutomationRule, FollowUpPlan, LifecycleStage, Segment
+from app.schemas.automation import CreateTask, DateTrigger, RuleIn
 from app.schemas.interaction import CareRuleIn, CareRuleOut, CareRulePatch, PlanIn, PlanOut, PlanPatch
-from app.services.engagement import assignees, lunar_dates
+from app.services.automation import rules, triggers
+from app.services.engagement import assignees
 from app.services.events import audit
-from app.services.identity import workspaces
 from app.services.segments import lifecycle
+
+CARE_RULES = "care_rules"
 
 
 async def _check_audience(session: AsyncSession, ctx: Caller, audience: dict[str, Any]) -> None:
@@ -196,199 +197,131 @@ async def run_plans(session: AsyncSession, ctx: Caller) -> int:
     return created
 
 
-async def _check_care_rule(
-    session: AsyncSession,
-    ctx: Caller,
-    *,
-    kind: str,
-    calendar: str,
-    month: int | None,
-    day: int | None,
-    field_key: str | None,
-) -> None:
-    """A rule that can run: the same checks for a new rule and for a changed one as a whole."""
-    if kind == "fixed_date":
-        if month is None or day is None:
-            raise ValidationFailed(
-                "A fixed date needs month and day.", loc=["body", "month" if month is None else "day"]
-            )
-        if calendar == "lunar" and day > lunar_dates.LAST_LUNAR_DAY:
-            raise ValidationFailed("A lunar month has at most 30 days.", loc=["body", "day"])
-        if calendar == "gregorian" and day > calendar_module.monthrange(2000, month)[1]:
-            raise ValidationFailed(f"Month {month} has no day {day}.", loc=["body", "day"])
-    if kind == "custom_date":
-        definition = await session.scalar(
-            select(CustomFieldDefinition).where(
-                CustomFieldDefinition.workspace_id == ctx.workspace_id, CustomFieldDefinition.key == field_key
-            )
-        )
-        if definition is None or definition.type != "date":
-            raise ValidationFailed("field_key must name a date custom field.", loc=["body", "field_key"])
+# Care rules are automation rules now (a date trigger and one create_task action, `managed_by`
+# `care_rules`): the deprecated /care-rules API reads and writes them in its own shape, and the
+# automation date runner is the one mechanism that makes their reminders.
+
+_CARE_KINDS = {"birthday": "birthday", "custom_date": "custom_field", "fixed_date": "fixed"}
+# May be cleared: they matter for some kinds only, and the rule as changed is checked as a whole.
+_CARE_NULLABLE = frozenset({"month", "day", "field_key"})
 
 
-async def create_care_rule(session: AsyncSession, ctx: Caller, data: CareRuleIn) -> CareRule:
-    await _check_care_rule(
-        session,
-        ctx,
-        kind=data.kind,
-        calendar=data.calendar,
-        month=data.month,
-        day=data.day,
-        field_key=data.field_key,
+def _as_automation(care: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A care rule's fields as an automation rule's trigger and actions."""
+    trigger = DateTrigger.model_validate(
+        {
+            "kind": "date",
+            "date": _CARE_KINDS[care["kind"]],
+            "field_key": care["field_key"],
+            "month": care["month"],
+            "day": care["day"],
+            "calendar": care["calendar"],
+            "offset_days": -care["lead_days"],
+        }
     )
-    now = clock.now()
-    rule = CareRule(
-        workspace_id=ctx.workspace_id,
-        id=new_id(),
-        name=data.name,
-        kind=data.kind,
-        calendar=data.calendar,
-        month=data.month,
-        day=data.day,
-        field_key=data.field_key,
-        lead_days=data.lead_days,
-        task_title=data.task_title,
-        active=data.active,
-        created_at=now,
-        updated_at=now,
-        version=1,
+    task = CreateTask(type="create_task", title=care["task_title"], kind="care", priority="normal", due_in_days=0)
+    return trigger.model_dump(mode="json"), [task.model_dump(mode="json")]
+
+
+def _care_fields(rule: AutomationRule) -> dict[str, Any]:
+    trigger = rule.trigger
+    kind = next(care for care, date_kind in _CARE_KINDS.items() if date_kind == trigger["date"])
+    return {
+        "name": rule.name,
+        "kind": kind,
+        "calendar": trigger["calendar"],
+        "month": trigger.get("month"),
+        "day": trigger.get("day"),
+        "field_key": trigger.get("field_key"),
+        "lead_days": -int(trigger["offset_days"]),
+        "task_title": rule.actions[0]["title"],
+        "active": rule.active,
+    }
+
+
+async def create_care_rule(session: AsyncSession, ctx: Caller, data: CareRuleIn) -> AutomationRule:
+    trigger, actions = _as_automation(data.model_dump())
+    rule_in = RuleIn.model_validate({"name": data.name, "active": data.active, "trigger": trigger, "actions": actions})
+    return await rules.create(session, ctx, rule_in, managed_by=CARE_RULES)
+
+
+async def list_care_rules(session: AsyncSession, ctx: Caller) -> list[AutomationRule]:
+    return list(
+        (
+            await session.scalars(
+                scoped.in_workspace(AutomationRule, ctx)
+                .where(AutomationRule.managed_by == CARE_RULES, AutomationRule.deleted_at.is_(None))
+                .order_by(AutomationRule.created_at, AutomationRule.id)
+            )
+        ).all()
     )
-    session.add(rule)
-    await session.flush()
+
+
+async def get_care_rule(
+    session: AsyncSession, ctx: Caller, rule_id: uuid.UUID, *, lock: bool = False
+) -> AutomationRule:
+    statement = scoped.in_workspace(AutomationRule, ctx).where(
+        AutomationRule.id == rule_id, AutomationRule.managed_by == CARE_RULES, AutomationRule.deleted_at.is_(None)
+    )
+    return await scoped.one(session, statement, missing="No care rule with that id.", lock=lock)
+
+
+async def update_care_rule(
+    session: AsyncSession, ctx: Caller, rule_id: uuid.UUID, patch: CareRulePatch, *, expected_version: int
+) -> AutomationRule:
+    """Reminders already created stay as they are; the changed rule applies from its next run."""
+    rule = await get_care_rule(session, ctx, rule_id, lock=True)
+    check_version(rule.version, expected_version, what="care rule")
+    before = _care_fields(rule)
+    wanted = dict(before)
+    for name in patch.model_fields_set:
+        value = getattr(patch, name)
+        if value is None and name not in _CARE_NULLABLE:
+            raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
+        wanted[name] = value
+    trigger, actions = _as_automation(wanted)
+    await rules.check_rule(session, ctx, trigger, actions)
+    changes: audit.Changes = {
+        name: {"before": before[name], "after": value} for name, value in wanted.items() if value != before[name]
+    }
+    if changes:
+        rule.name, rule.active, rule.trigger, rule.actions = wanted["name"], wanted["active"], trigger, actions
+        await rules.arm(session, rule, clock.now())
+    audit.record_update(session, ctx, rule, entity_type="care_rule", changes=changes)
     return rule
 
 
-async def list_care_rules(session: AsyncSession, ctx: Caller) -> list[CareRule]:
-    return await scoped.all_of(session, ctx, CareRule, order_by=CareRule.created_at)
-
-
-def _care_sql(rule: CareRule) -> str:
-    date_expr = {
-        "birthday": "c.birthday",
-        "custom_date": "CAST(c.custom_fields ->> :field_key AS date)",
-        "fixed_date": "make_date(2000, :month, :day)",
-    }[rule.kind]
-    return f"""
-WITH today AS (SELECT (CAST(:now AS timestamptz) AT TIME ZONE :tz)::date AS d),
-dated AS (
-    SELECT c.id, c.owner_id, c.workspace_id, {date_expr} AS occasion
-    FROM customers c
-    WHERE c.workspace_id = :ws AND c.deleted_at IS NULL
-      -- A customer who said no on every channel asked, and yes on none, gets no care reminders.
-      AND NOT (EXISTS (SELECT 1 FROM jsonb_each(c.consent) e WHERE e.value = 'false'::jsonb)
-               AND NOT EXISTS (SELECT 1 FROM jsonb_each(c.consent) e WHERE e.value = 'true'::jsonb))
-),
-next AS (
-    SELECT dated.*, (
-        SELECT (make_date(y, extract(month FROM occasion)::int, 1) + (extract(day FROM occasion)::int - 1))::date
-        FROM (SELECT extract(year FROM today.d)::int + CASE WHEN to_char(occasion, 'MMDD') < to_char(today.d, 'MMDD')
-                                                            THEN 1 ELSE 0 END AS y) years
-    ) AS next_date, today.d AS today
-    FROM dated CROSS JOIN today
-    WHERE occasion IS NOT NULL
-)
-INSERT INTO tasks (workspace_id, id, customer_id, title, kind, assignee_id, due_at, priority, status, origin,
-                   dedupe_key, created_at, updated_at, version)
-SELECT workspace_id, guanxi_uuid7(), id, :title, 'care', coalesce(owner_id, {_FALLBACK}),
-       (next_date::timestamp AT TIME ZONE :tz), 'normal', 'open', 'care',
-       'care:' || :rule_id || ':' || id || ':' || extract(year FROM next_date)::int,
-       CAST(:now AS timestamptz), CAST(:now AS timestamptz), 1
-FROM next
-WHERE next_date - today BETWEEN 0 AND :lead_days
-ON CONFLICT DO NOTHING
-"""
-
-
-_CONSENTS_SOME_CHANNEL = """
-      -- A customer who said no on every channel asked, and yes on none, gets no care reminders.
-      AND NOT (EXISTS (SELECT 1 FROM jsonb_each(c.consent) e WHERE e.value = 'false'::jsonb)
-               AND NOT EXISTS (SELECT 1 FROM jsonb_each(c.consent) e WHERE e.value = 'true'::jsonb))"""
-
-
-def _lunar_care_sql(rule: CareRule) -> str:
-    """A lunar rule: the lunar months and days that fall in the lead window come from Python
-    (`lunar_dates.occurrences`, as arrays) and are joined to the customers' in one statement."""
-    month, day = {
-        "birthday": ("extract(month FROM c.birthday)::int", "extract(day FROM c.birthday)::int"),
-        "custom_date": (
-            "extract(month FROM CAST(c.custom_fields ->> :field_key AS date))::int",
-            "extract(day FROM CAST(c.custom_fields ->> :field_key AS date))::int",
-        ),
-        "fixed_date": ("CAST(:month AS int)", "CAST(:day AS int)"),
-    }[rule.kind]
-    return f"""
-WITH lunar_window AS (
-    SELECT * FROM unnest(CAST(:lunar_months AS int[]), CAST(:lunar_days AS int[]), CAST(:on_dates AS date[]),
-                         CAST(:lunar_years AS int[])) AS w(month, day, on_date, lunar_year)
-),
-dated AS (
-    SELECT c.id, c.owner_id, c.workspace_id, {month} AS month, {day} AS day
-    FROM customers c
-    WHERE c.workspace_id = :ws AND c.deleted_at IS NULL {_CONSENTS_SOME_CHANNEL}
-)
-INSERT INTO tasks (workspace_id, id, customer_id, title, kind, assignee_id, due_at, priority, status, origin,
-                   dedupe_key, created_at, updated_at, version)
-SELECT d.workspace_id, guanxi_uuid7(), d.id, :title, 'care', coalesce(d.owner_id, {_FALLBACK}),
-       (w.on_date::timestamp AT TIME ZONE :tz), 'normal', 'open', 'care',
-       'care:' || :rule_id || ':' || d.id || ':lunar:' || w.lunar_year,
-       CAST(:now AS timestamptz), CAST(:now AS timestamptz), 1
-FROM dated d JOIN lunar_window w ON w.month = d.month AND w.day = d.day
-ON CONFLICT DO NOTHING
-"""
-
-
-def _lunar_window(today: date, lead_days: int) -> dict[str, list[Any]]:
-    found = lunar_dates.occurrences(today, lead_days)
-    return {
-        "lunar_months": [o.month for o in found],
-        "lunar_days": [o.day for o in found],
-        "on_dates": [o.on for o in found],
-        "lunar_years": [o.lunar_year for o in found],
-    }
+async def delete_care_rule(session: AsyncSession, ctx: Caller, rule_id: uuid.UUID, *, expected_version: int) -> None:
+    """The rule goes; the reminder tasks it created stay, open ones included."""
+    await get_care_rule(session, ctx, rule_id)
+    await rules.delete(session, ctx, rule_id, expected_version=expected_version)
 
 
 async def run_now(session: AsyncSession, ctx: Caller) -> int:
     """The workspace's plans and care rules, on demand, in the workspace's time zone; returns how
     many tasks were created."""
-    timezone = await workspaces.timezone(session, ctx.workspace_id)
-    return await run_plans(session, ctx) + await run_care(session, ctx, timezone=timezone)
+    return await run_plans(session, ctx) + await run_care(session, ctx)
 
 
-async def run_care(session: AsyncSession, ctx: Caller, *, timezone: str) -> int:
-    """Reminder tasks for the owner (or the workspace's fallback), `lead_days` ahead of each
-    customer's occasion; a lunar occasion in the workspace's local days."""
-    created = 0
-    rules = await session.scalars(
-        select(CareRule).where(CareRule.workspace_id == ctx.workspace_id, CareRule.active.is_(True))
-    )
-    now = clock.now()
-    today = now.astimezone(ZoneInfo(timezone)).date()
-    for rule in rules.all():
-        params: dict[str, Any] = {
-            "ws": ctx.workspace_id,
-            "now": now,
-            "tz": timezone,
-            "title": rule.task_title,
-            "rule_id": str(rule.id),
-            "lead_days": rule.lead_days,
-            "field_key": rule.field_key,
-            "month": rule.month,
-            "day": rule.day,
-        }
-        if rule.calendar == "lunar":
-            params |= _lunar_window(today, rule.lead_days)
-        sql = _lunar_care_sql(rule) if rule.calendar == "lunar" else _care_sql(rule)
-        result = await session.execute(text(sql), params)
-        created += int(result.rowcount or 0)  # type: ignore[attr-defined]
-    return created
+async def run_care(session: AsyncSession, ctx: Caller) -> int:
+    """The workspace's care rules now, through the automation date runner (which also runs them on
+    its own schedule): reminder tasks for the owner (or the workspace's fallback), `lead_days` ahead
+    of each customer's occasion; a lunar occasion in the workspace's local days. Returns how many
+    reminders were made."""
+    made = 0
+    for rule in await triggers.date_rules(session, workspace_id=ctx.workspace_id, managed_by=CARE_RULES):
+        made += await triggers.run_date_rule(session, rule, now=clock.now())
+    return made
 
 
 def present_plan(plan: FollowUpPlan) -> dict[str, Any]:
     return PlanOut.model_validate(plan, from_attributes=True).model_dump(mode="json")
 
 
-def present_care_rule(rule: CareRule) -> dict[str, Any]:
-    return CareRuleOut.model_validate(rule, from_attributes=True).model_dump(mode="json")
+def present_care_rule(rule: AutomationRule) -> dict[str, Any]:
+    return CareRuleOut.model_validate({"id": rule.id, "version": rule.version, **_care_fields(rule)}).model_dump(
+        mode="json"
+    )
 
 
 _UNLINK_PLAN = text(
@@ -406,52 +339,4 @@ async def delete_plan(session: AsyncSession, ctx: Caller, plan_id: uuid.UUID, *,
     await session.execute(_UNLINK_PLAN, {"ws": ctx.workspace_id, "plan_id": plan.id, "now": clock.now()})
     await session.delete(plan)
     audit.record(session, ctx, entity_type="follow_up_plan", entity_id=plan.id, action="deleted", changes={})
-    await session.flush()
-
-
-async def get_care_rule(session: AsyncSession, ctx: Caller, rule_id: uuid.UUID, *, lock: bool = False) -> CareRule:
-    return await scoped.get(session, ctx, CareRule, rule_id, missing="No care rule with that id.", lock=lock)
-
-
-_CARE_FIELDS = ("name", "kind", "calendar", "month", "day", "field_key", "lead_days", "task_title", "active")
-# May be cleared: they matter for some kinds only, and the rule as changed is checked as a whole.
-_CARE_NULLABLE = frozenset({"month", "day", "field_key"})
-
-
-async def update_care_rule(
-    session: AsyncSession, ctx: Caller, rule_id: uuid.UUID, patch: CareRulePatch, *, expected_version: int
-) -> CareRule:
-    """Reminders already created stay as they are; the changed rule applies from its next run."""
-    rule = await get_care_rule(session, ctx, rule_id, lock=True)
-    check_version(rule.version, expected_version, what="care rule")
-    wanted = {name: getattr(rule, name) for name in _CARE_FIELDS}
-    for name in patch.model_fields_set:
-        value = getattr(patch, name)
-        if value is None and name not in _CARE_NULLABLE:
-            raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
-        wanted[name] = value
-    await _check_care_rule(
-        session,
-        ctx,
-        kind=wanted["kind"],
-        calendar=wanted["calendar"],
-        month=wanted["month"],
-        day=wanted["day"],
-        field_key=wanted["field_key"],
-    )
-    changes: audit.Changes = {}
-    for name, value in wanted.items():
-        if value != getattr(rule, name):
-            changes[name] = {"before": getattr(rule, name), "after": value}
-            setattr(rule, name, value)
-    audit.record_update(session, ctx, rule, entity_type="care_rule", changes=changes)
-    return rule
-
-
-async def delete_care_rule(session: AsyncSession, ctx: Caller, rule_id: uuid.UUID, *, expected_version: int) -> None:
-    """The rule goes; the reminder tasks it created stay, open ones included."""
-    rule = await get_care_rule(session, ctx, rule_id, lock=True)
-    check_version(rule.version, expected_version, what="care rule")
-    await session.delete(rule)
-    audit.record(session, ctx, entity_type="care_rule", entity_id=rule.id, action="deleted", changes={})
     await session.flush()

@@ -132,6 +132,25 @@ class TeamRef(BaseModel):
     id: str
 
 
+class AutomationRunFailed(BaseModel):
+    rule_id: str
+    run_id: str
+    customer_id: str
+    trigger_key: str = Field(examples=["2027"], description="The occasion's year, the firing time or the event id.")
+    outcome: str = Field(examples=["failed"], description="`failed` (an action failed) or `skipped`")
+    reason: str | None = Field(examples=["chain_depth_exceeded"])
+    depth: int = Field(description="The run's place in a chain of automation runs.")
+
+
+class AutomationWebhookRequested(BaseModel):
+    rule_id: str
+    run_id: str
+    action_index: int
+    customer_id: str
+    trigger_key: str
+    endpoint_id: str = Field(description="The endpoint the rule's `call_webhook` action names.")
+
+
 class Ping(BaseModel):
     message: str = Field(examples=["ping"])
 
@@ -198,6 +217,16 @@ CATALOGUE: tuple[EventType, ...] = (
     ),
     EventType("message.replied", "A customer replied to a message (an SMS reply).", MessageReplied),
     EventType("consent.changed", "A customer's marketing consent changed (edit, merge, unsubscribe).", ConsentChanged),
+    EventType(
+        "automation.run_failed",
+        "An automation rule's run for a customer failed (an action failed) or was skipped (a chain too deep).",
+        AutomationRunFailed,
+    ),
+    EventType(
+        "automation.webhook_requested",
+        "An automation rule's `call_webhook` action: delivered to the endpoint it names (and to subscribers).",
+        AutomationWebhookRequested,
+    ),
 )
 
 TYPES = frozenset(event.name for event in CATALOGUE)
