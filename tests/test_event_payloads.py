@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -428,6 +429,26 @@ async def _drive_every_path(
         "consent PATCH", {"consent.changed"}, lambda: paths.patch_customer(b, {"consent": {"sms": True, "email": None}})
     )
     await _drive_outreach(paths, database_url, b)
+
+    async def automation_run() -> None:
+        # A rule for today's birthdays whose webhook is requested and whose static list is gone.
+        today = clock.now().astimezone(ZoneInfo("Asia/Shanghai")).date()
+        await paths.customer(birthday=today.replace(year=1988).isoformat())
+        hook = await paths.call(
+            "POST", "/webhook-endpoints", 201, json={"url": receiver.url, "event_types": ["order.*"]}
+        )
+        receiver.secrets.append(str(hook["secret"]))
+        listed = await paths.call("POST", "/segments", 201, json={"name": "生日", "kind": "static"})
+        actions = [
+            {"type": "call_webhook", "endpoint_id": hook["id"]},
+            {"type": "add_to_segment", "segment_id": listed["id"]},
+        ]
+        body = {"name": "生日", "trigger": {"kind": "date", "date": "birthday"}, "actions": actions}
+        rule = await paths.call("POST", "/automation-rules", 201, json=body)
+        await paths.call("DELETE", f"/segments/{listed['id']}", 204, headers={"If-Match": "*"})
+        await paths.call("POST", f"/automation-rules/{rule['id']}/run", 200)
+
+    await paths.run("automation run", {"automation.webhook_requested", "automation.run_failed"}, automation_run)
     return paths
 
 

@@ -109,7 +109,7 @@ class CallWebhook(InputModel):
     type: Literal["call_webhook"]
     endpoint_id: uuid.UUID = Field(
         description="A webhook endpoint of the workspace: it receives an `automation.webhook_requested` event, "
-        "signed, retried, in its delivery log (at least once; `webhook-id` is the idempotency key)."
+        "signed, retried, in its delivery log (at least once; `webhook-id`, the event's id, is the idempotency key)."
     )
 
 

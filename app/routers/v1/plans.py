@@ -1,4 +1,8 @@
-"""Follow-up plans and care rules: /api/v1/follow-up-plans, /api/v1/care-rules."""
+"""Follow-up plans and care rules: /api/v1/follow-up-plans, /api/v1/care-rules.
+
+/care-rules is deprecated: a care rule is an automation rule (a date trigger and one create_task
+action) and is listed, previewed and run under /api/v1/automation-rules, where new ones belong. It
+keeps working on the same rules, ids and reminders."""
 
 import uuid
 
@@ -61,13 +65,20 @@ async def run_plans_now(ctx: PlansWrite, session: Session) -> Response:
     return json_response({"created": await follow_ups.run_now(session, ctx)})
 
 
-@router.get("/care-rules", response_model=CareRuleList, responses=errors(), summary="List care rules")
+@router.get("/care-rules", deprecated=True, response_model=CareRuleList, responses=errors(), summary="List care rules")
 async def list_care_rules(ctx: CustomersRead, session: Reader) -> Response:
     rules = await follow_ups.list_care_rules(session, ctx)
     return json_response({"items": [follow_ups.present_care_rule(r) for r in rules], "next_cursor": None})
 
 
-@router.post("/care-rules", status_code=201, response_model=CareRuleOut, responses=errors(), summary="Add a care rule")
+@router.post(
+    "/care-rules",
+    deprecated=True,
+    status_code=201,
+    response_model=CareRuleOut,
+    responses=errors(),
+    summary="Add a care rule",
+)
 async def create_care_rule(data: CareRuleIn, ctx: PlansWrite, session: Session) -> Response:
     """Birthdays, a fixed date (a holiday) or a date custom field (an anniversary): a reminder task
     for the owner `lead_days` ahead, skipping customers who declined every channel."""
@@ -85,13 +96,23 @@ async def delete_follow_up_plan(plan_id: uuid.UUID, ctx: PlansWrite, session: Se
     return Response(status_code=204)
 
 
-@router.get("/care-rules/{rule_id}", response_model=CareRuleOut, responses=errors(404), summary="Get a care rule")
+@router.get(
+    "/care-rules/{rule_id}",
+    deprecated=True,
+    response_model=CareRuleOut,
+    responses=errors(404),
+    summary="Get a care rule",
+)
 async def get_care_rule(rule_id: uuid.UUID, ctx: CustomersRead, session: Reader) -> Response:
     return resource_response(follow_ups.present_care_rule(await follow_ups.get_care_rule(session, ctx, rule_id)))
 
 
 @router.patch(
-    "/care-rules/{rule_id}", response_model=CareRuleOut, responses=errors(404, 412, 428), summary="Change a care rule"
+    "/care-rules/{rule_id}",
+    deprecated=True,
+    response_model=CareRuleOut,
+    responses=errors(404, 412, 428),
+    summary="Change a care rule",
 )
 async def update_care_rule(
     rule_id: uuid.UUID, patch: CareRulePatch, ctx: PlansWrite, session: Session, version: IfMatch
@@ -102,7 +123,13 @@ async def update_care_rule(
     return resource_response(follow_ups.present_care_rule(rule))
 
 
-@router.delete("/care-rules/{rule_id}", status_code=204, responses=errors(404, 412, 428), summary="Delete a care rule")
+@router.delete(
+    "/care-rules/{rule_id}",
+    deprecated=True,
+    status_code=204,
+    responses=errors(404, 412, 428),
+    summary="Delete a care rule",
+)
 async def delete_care_rule(rule_id: uuid.UUID, ctx: PlansWrite, session: Session, version: IfMatch) -> Response:
     """The rule creates no more reminders. The reminder tasks it created stay, open ones included."""
     await follow_ups.delete_care_rule(session, ctx, rule_id, expected_version=version)

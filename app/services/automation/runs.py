@@ -221,7 +221,8 @@ INSERT INTO tasks (workspace_id, id, customer_id, title, kind, assignee_id, due_
                    dedupe_key, created_at, updated_at, version)
 SELECT r.workspace_id, guanxi_uuid7(), r.customer_id, CAST(:title AS text), CAST(:kind AS text),
        coalesce(CAST(:assignee AS uuid), c.owner_id, {assignees.fallback_sql("CAST(:ws AS uuid)")}),
-       coalesce(r.occasion::timestamp AT TIME ZONE CAST(:tz AS text), CAST(:now AS timestamptz)) + make_interval(days => :due_days),
+       coalesce(r.occasion::timestamp AT TIME ZONE CAST(:tz AS text), CAST(:now AS timestamptz))
+       + make_interval(days => :due_days),
        CAST(:priority AS text), 'open', CAST(:origin AS text),
        CAST(:origin AS text) || ':' || r.rule_id || ':' || r.customer_id || ':' || r.trigger_key
        || CAST(:suffix AS text),
@@ -315,7 +316,7 @@ async def _call_webhook(session: AsyncSession, batch: Batch, index: int, action:
         {
             **batch.params,
             "index": index,
-            "endpoint": endpoint.id,
+            "endpoint": str(endpoint.id),
             "actor": orobj(batch.ctx.actor),
             "state": "pending" if endpoint.enabled else "held",
         },
@@ -463,6 +464,6 @@ def present_run(run: AutomationRun) -> dict[str, Any]:
         "depth": run.depth,
         "outcome": run.outcome,
         "reason": run.reason,
-        "actions": run.actions,
+        "actions": [{"detail": None, **action} for action in run.actions],
         "ran_at": run.ran_at,
     }
