@@ -711,3 +711,21 @@ async def test_tasks_of_automation_say_so(client: httpx.AsyncClient, tenant: Ten
         "/api/v1/tasks", params={"customer_id": customer, "view": "all"}, headers=tenant.headers()
     )
     assert [t["origin"] for t in listed.json()["items"]] == ["automation"]
+
+
+async def test_the_date_schedule_makes_care_reminders(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    today = clock.now().astimezone(SHANGHAI).date()
+    customer = await _customer(client, tenant, birthday=(today + timedelta(days=1)).replace(year=1980).isoformat())
+    care = await client.post(
+        "/api/v1/care-rules", json={"name": "生日", "kind": "birthday", "task_title": "问候"}, headers=tenant.headers()
+    )
+    assert await automation.run_dates(_job_sessions(db), now=clock.now()) == 1
+    (task,) = (await db.scalars(select(Task).where(Task.workspace_id == tenant.id))).all()
+    occasion = today + timedelta(days=1)
+    assert (task.origin, task.kind, task.title) == ("care", "care", "问候")
+    assert task.dedupe_key == f"care:{care.json()['id']}:{customer}:{occasion.year}"
+    # The care API's own run now finds it made already.
+    ran = await client.post("/api/v1/follow-up-plans/run", headers=tenant.headers())
+    assert ran.json() == {"created": 0}

@@ -72,6 +72,15 @@ async def _care_rule(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/care-rules", {"name": "生日", "kind": "birthday", "task_title": "祝福"})
 
 
+async def _automation_rule(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = {
+        "name": "生日",
+        "trigger": {"kind": "date", "date": "birthday"},
+        "actions": [{"type": "add_tag", "tag": "x"}],
+    }
+    return await _created(client, tenant, "/automation-rules", body)
+
+
 async def _workspace(client: httpx.AsyncClient, tenant: Tenant) -> str:
     """The caller's own: nothing to make, and its path names no id."""
     return str(tenant.id)
@@ -130,6 +139,7 @@ MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/custom-fields/{field_id}": (_custom_field, lambda i: {"label": f"l{i}"}),
     "/api/v1/follow-up-plans/{plan_id}": (_plan, lambda i: {"name": f"n{i}"}),
     "/api/v1/care-rules/{rule_id}": (_care_rule, lambda i: {"name": f"n{i}"}),
+    "/api/v1/automation-rules/{rule_id}": (_automation_rule, lambda i: {"name": f"n{i}"}),
     "/api/v1/workspace": (_workspace, lambda i: {"name": f"w{i}"}),
     "/api/v1/segments/{segment_id}": (_segment, lambda i: {"name": f"n{i}"}),
     "/api/v1/webhook-endpoints/{endpoint_id}": (_endpoint, lambda i: {"description": f"d{i}"}),

@@ -380,6 +380,8 @@ async def test_the_families_register_their_jobs_under_the_names_every_worker_ver
         ("scheduler.segment_refreshes", "* * * * *"),
         ("scheduler.interrupted_bulk_jobs", "* * * * *"),
         ("scheduler.expired_files", "17 * * * *"),
+        ("automation.schedules", "* * * * *"),
+        ("automation.dates", "*/10 * * * *"),
     }
     assert [(r.name, r.sweep_seconds) for r in registry.reactions] == [
         ("webhook dispatch", deliveries.SWEEP_SECONDS),
@@ -387,6 +389,7 @@ async def test_the_families_register_their_jobs_under_the_names_every_worker_ver
         ("imports and exports", None),
         ("customer value", None),
         ("segment refresh", None),
+        ("automation events", None),
     ]
 
 

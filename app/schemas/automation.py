@@ -170,9 +170,14 @@ class PreviewOut(BaseModel):
     customers: list[AffectedCustomer]
 
 
+ActionType = Literal[
+    "create_task", "open_ticket", "add_tag", "remove_tag", "add_to_segment", "set_lifecycle_stage", "call_webhook"
+]
+
+
 class ActionResult(BaseModel):
     index: int
-    type: str
+    type: ActionType
     outcome: Literal["ok", "queued", "failed", "skipped"]
     detail: str | None = None
 

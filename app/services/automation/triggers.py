@@ -342,8 +342,10 @@ async def fire_schedule(session: AsyncSession, rule: AutomationRule, *, fired_at
         async with session.begin_nested():
             candidates = await schedule_candidates(session, system_caller(rule.workspace_id), rule, fired_at)
             return await runs.execute(session, rule, candidates, depth=1, timezone=timezone, now=now)
-    except DomainError as exc:
-        logger.warning("schedule rule not run", extra={"rule": str(rule.id), "error": exc.detail})
+    except (DomainError, DataError) as exc:
+        # An audience naming a field since deleted: the rule waits for its next firing, and the
+        # other rules run.
+        logger.warning("schedule rule not run", extra={"rule": str(rule.id), "error": _why(exc)})
         return 0
 
 
@@ -357,8 +359,9 @@ async def run_date_rule(session: AsyncSession, rule: AutomationRule, *, now: dat
             if candidates is None:
                 return 0
             return await runs.execute(session, rule, candidates, depth=1, timezone=timezone, now=now)
-    except DomainError as exc:
-        logger.warning("date rule not run", extra={"rule": str(rule.id), "error": exc.detail})
+    except (DomainError, DataError) as exc:
+        # An audience naming a field since deleted, a date field holding no date: the other rules run.
+        logger.warning("date rule not run", extra={"rule": str(rule.id), "error": _why(exc)})
         return 0
 
 
