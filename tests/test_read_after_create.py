@@ -85,6 +85,10 @@ async def test_every_201_in_the_document_names_a_location_that_reads_what_it_cre
         "/api/v1/follow-up-plans", {"name": "月度回访", "rule": "every_n_days", "days": 30, "task_title": "回访"}
     )
     await create("/api/v1/care-rules", {"name": "生日", "kind": "birthday", "lead_days": 3, "task_title": "生日祝福"})
+    birthday = {"kind": "date", "date": "birthday"}
+    await create(
+        "/api/v1/automation-rules", {"name": "生日", "trigger": birthday, "actions": [{"type": "add_tag", "tag": "x"}]}
+    )
     ticket = await create(
         "/api/v1/tickets", {"customer_id": customer, "type": "inquiry", "channel": "phone", "subject": "报价"}
     )
