@@ -237,8 +237,8 @@ async def test_a_birthday_rule_runs_three_days_ahead_once_a_year(
     )
     rule = await _rule(client, tenant, _BIRTHDAY, {**_TASK, "due_in_days": 1, "priority": "high"})
     sessions = _job_sessions(db)
-    assert await automation.run_dates(sessions, now=clock.now()) == 1
-    assert await automation.run_dates(sessions, now=clock.now()) == 0
+    assert await automation.run_dates(sessions, now=clock.now(), parallel=1) == 1
+    assert await automation.run_dates(sessions, now=clock.now(), parallel=1) == 0
     ran = await client.post(f"/api/v1/automation-rules/{rule['id']}/run", headers=tenant.headers())
     assert ran.status_code == 200 and ran.json() == {"runs": 0}
     (task,) = await _tasks(db, tenant)
@@ -264,9 +264,9 @@ async def test_a_lunar_fixed_date_and_a_positive_offset(
         client, tenant, {"kind": "date", "date": "fixed", "calendar": "lunar", "month": 8, "day": 15, "offset_days": 2}
     )
     sessions = _job_sessions(db)
-    assert await automation.run_dates(sessions, now=datetime(2027, 9, 16, 4, tzinfo=UTC)) == 0
-    assert await automation.run_dates(sessions, now=datetime(2027, 9, 17, 4, tzinfo=UTC)) == 1
-    assert await automation.run_dates(sessions, now=datetime(2027, 9, 17, 8, tzinfo=UTC)) == 0
+    assert await automation.run_dates(sessions, now=datetime(2027, 9, 16, 4, tzinfo=UTC), parallel=1) == 0
+    assert await automation.run_dates(sessions, now=datetime(2027, 9, 17, 4, tzinfo=UTC), parallel=1) == 1
+    assert await automation.run_dates(sessions, now=datetime(2027, 9, 17, 8, tzinfo=UTC), parallel=1) == 0
     (run,) = await _runs(db, rule["id"])
     assert (str(run.customer_id), run.trigger_key, run.occasion) == (customer, "lunar:2027", date(2027, 9, 15))
 
@@ -283,7 +283,7 @@ async def test_a_date_field_rule_with_an_audience(client: httpx.AsyncClient, ten
     trigger = {"kind": "date", "date": "custom_field", "field_key": "contract_end", "offset_days": -30,
                "audience": {"field": "city", "op": "eq", "value": "深圳"}}  # fmt: skip
     rule = await _rule(client, tenant, trigger)
-    assert await automation.run_dates(_job_sessions(db), now=datetime(2027, 4, 20, 4, tzinfo=UTC)) == 1
+    assert await automation.run_dates(_job_sessions(db), now=datetime(2027, 4, 20, 4, tzinfo=UTC), parallel=1) == 1
     (run,) = await _runs(db, rule["id"])
     assert str(run.customer_id) == in_shenzhen and run.occasion == date(2027, 5, 10)
 
@@ -304,9 +304,9 @@ async def test_a_schedule_fires_once_per_firing_over_its_audience(
     # Mondays at 09:00 in Shanghai.
     assert first.astimezone(SHANGHAI).weekday() == 0 and first.astimezone(SHANGHAI).hour == 9
     sessions = _job_sessions(db)
-    assert await automation.run_schedules(sessions, now=first - timedelta(minutes=1)) == 0
-    assert await automation.run_schedules(sessions, now=first + timedelta(minutes=1)) == 1
-    assert await automation.run_schedules(sessions, now=first + timedelta(minutes=2)) == 0
+    assert await automation.run_schedules(sessions, now=first - timedelta(minutes=1), parallel=1) == 0
+    assert await automation.run_schedules(sessions, now=first + timedelta(minutes=1), parallel=1) == 1
+    assert await automation.run_schedules(sessions, now=first + timedelta(minutes=2), parallel=1) == 0
     (run,) = await _runs(db, rule["id"])
     assert (str(run.customer_id), run.trigger_key) == (vip, f"schedule:{first.isoformat().replace('+00:00', 'Z')}")
     await db.refresh(stored)
@@ -721,7 +721,7 @@ async def test_the_date_schedule_makes_care_reminders(
     care = await client.post(
         "/api/v1/care-rules", json={"name": "生日", "kind": "birthday", "task_title": "问候"}, headers=tenant.headers()
     )
-    assert await automation.run_dates(_job_sessions(db), now=clock.now()) == 1
+    assert await automation.run_dates(_job_sessions(db), now=clock.now(), parallel=1) == 1
     (task,) = (await db.scalars(select(Task).where(Task.workspace_id == tenant.id))).all()
     occasion = today + timedelta(days=1)
     assert (task.origin, task.kind, task.title) == ("care", "care", "问候")
@@ -729,3 +729,30 @@ async def test_the_date_schedule_makes_care_reminders(
     # The care API's own run now finds it made already.
     ran = await client.post("/api/v1/follow-up-plans/run", headers=tenant.headers())
     assert ran.json() == {"created": 0}
+
+
+async def test_a_large_run_goes_range_by_range_in_parallel_once(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = live_tenant
+    today = clock.now().astimezone(SHANGHAI).date()
+    made = {await _customer(live_client, tenant, birthday=today.replace(year=1970 + i).isoformat()) for i in range(7)}
+    rule = await _rule(live_client, tenant, {"kind": "date", "date": "birthday"}, {"type": "add_tag", "tag": "寿"})
+    monkeypatch.setattr(triggers, "CHUNK_CUSTOMERS", 2)
+    async with app.state.sessions() as session:
+        assert len(await triggers.id_ranges(session, tenant.id)) == 4
+    # Two workers' ticks at once, each with two ranges in flight.
+    first, second = await asyncio.gather(
+        automation.run_dates(app.state.sessions, now=clock.now()),
+        automation.run_dates(app.state.sessions, now=clock.now()),
+    )
+    async with app.state.sessions() as session:
+        ran = (
+            await session.scalars(
+                select(AutomationRun.customer_id).where(AutomationRun.rule_id == uuid.UUID(rule["id"]))
+            )
+        ).all()
+        tagged = (await session.scalars(select(Customer.version).where(Customer.workspace_id == tenant.id))).all()
+    assert sorted(str(c) for c in ran) == sorted(made)
+    assert first + second == 7
+    assert sorted(tagged) == [2] * 7  # each tagged once

@@ -6,8 +6,13 @@ takes a workspace's cursor (the others skip it) reads the events committed since
 and moves the cursor in one transaction. Schedule and date rules are pgqueuer schedules, each tick
 in one worker; a date rule runs at every tick, and its run records make a repeat create nothing."""
 
+import asyncio
+import functools
 import logging
+import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -48,30 +53,82 @@ async def run_events(sessions: async_sessionmaker[AsyncSession], *, now: datetim
     return more
 
 
-async def run_schedules(sessions: async_sessionmaker[AsyncSession], *, now: datetime) -> int:
-    """Every schedule rule that is due, each in its own transaction. Returns how many fired."""
-    fired = 0
-    while True:
+async def run_schedules(
+    sessions: async_sessionmaker[AsyncSession], *, now: datetime, parallel: int = triggers.PARALLEL_CHUNKS
+) -> int:
+    """Every schedule rule that is due, fired for its due time, then set to its next firing.
+    Returns how many fired."""
+    async with sessions() as session:
+        due = await triggers.due_schedules(session, now=now)
+    for workspace_id, rule_id, fired_at in due:
+        recorded = await _in_ranges(
+            sessions,
+            workspace_id,
+            rule_id,
+            functools.partial(_fire, fired_at=fired_at, now=now),
+            parallel,
+        )
         async with sessions() as session:
-            if not await triggers.fire_due_schedule(session, now=now):
-                return fired
+            rule = await triggers.live_rule(session, workspace_id, rule_id)
+            if rule is not None:
+                await triggers.advance_schedule(session, rule, fired_at=fired_at, now=now)
             await session.commit()
-        fired += 1
+        if recorded:
+            logger.info("automation schedule runs", extra={"rule_id": str(rule_id), "runs": recorded})
+    return len(due)
 
 
-async def run_dates(sessions: async_sessionmaker[AsyncSession], *, now: datetime) -> int:
-    """Every active date rule for today's occasions in its workspace's time zone, each rule in its
-    own transaction. Returns how many runs were recorded."""
+async def run_dates(
+    sessions: async_sessionmaker[AsyncSession], *, now: datetime, parallel: int = triggers.PARALLEL_CHUNKS
+) -> int:
+    """Every active date rule for today's occasions in its workspace's time zone. Returns how many
+    runs were recorded."""
     async with sessions() as session:
         every = [(rule.workspace_id, rule.id) for rule in await triggers.date_rules(session)]
     recorded = 0
     for workspace_id, rule_id in every:
-        async with sessions() as session:
-            rule = await triggers.take_date_rule(session, workspace_id, rule_id)
-            if rule is None:
-                continue  # paused or deleted since, or another worker runs it now
-            recorded += await triggers.run_date_rule(session, rule, now=now)
-            await session.commit()
+        recorded += await _in_ranges(
+            sessions,
+            workspace_id,
+            rule_id,
+            lambda s, rule, ids: triggers.run_date_rule(s, rule, now=now, ids=ids),
+            parallel,
+        )
     if recorded:
         logger.info("automation date runs", extra={"runs": recorded})
+    return recorded
+
+
+async def _fire(session: AsyncSession, rule: Any, ids: triggers.IdRange, *, fired_at: datetime, now: datetime) -> int:
+    return await triggers.fire_schedule(session, rule, fired_at=fired_at, now=now, ids=ids)
+
+
+async def _in_ranges(
+    sessions: async_sessionmaker[AsyncSession],
+    workspace_id: uuid.UUID,
+    rule_id: uuid.UUID,
+    run: Callable[[AsyncSession, Any, triggers.IdRange], Awaitable[int]],
+    parallel: int,
+) -> int:
+    """`run` over the workspace's customers range by range, each range committed on its own,
+    `parallel` at a time; a range finds the rule still active or runs nothing. A worker that
+    stops midway leaves the rest to the next tick, whose runs skip the customers already run."""
+    async with sessions() as session:
+        pending = iter(await triggers.id_ranges(session, workspace_id))
+    recorded = 0
+
+    async def drain() -> None:
+        nonlocal recorded
+        for ids in pending:  # shared: each range goes to whichever runner asks first
+            async with sessions() as session:
+                rule = await triggers.live_rule(session, workspace_id, rule_id)
+                if rule is None:
+                    return
+                in_range = await run(session, rule, ids)
+                await session.commit()
+            recorded += in_range  # after the await: the other runner adds to it meanwhile
+
+    async with asyncio.TaskGroup() as runners:
+        for _ in range(parallel):
+            runners.create_task(drain())
     return recorded

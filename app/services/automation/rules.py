@@ -200,11 +200,9 @@ async def get(session: AsyncSession, ctx: Caller, rule_id: uuid.UUID, *, lock: b
 
 
 async def list_rules(
-    session: AsyncSession, ctx: Caller, *, limit: int, cursor: str | None, managed_by: str | None = None
+    session: AsyncSession, ctx: Caller, *, limit: int, cursor: str | None
 ) -> tuple[list[AutomationRule], str | None]:
     statement = scoped.in_workspace(AutomationRule, ctx).where(AutomationRule.deleted_at.is_(None))
-    if managed_by is not None:
-        statement = statement.where(AutomationRule.managed_by == managed_by)
     keys = [SortKey(AutomationRule.id, descending=True)]
     return await keyset_page(session, statement, keys, list_name="automation-rules", limit=limit, cursor=cursor)
 
@@ -263,10 +261,7 @@ async def run_now(session: AsyncSession, ctx: Caller, rule_id: uuid.UUID) -> int
     rule = await get(session, ctx, rule_id, lock=True)
     if rule.trigger_kind == "event":
         raise Conflict("An event rule runs on its events; only schedule and date rules run on demand.")
-    now = clock.now()
-    if rule.trigger_kind == "schedule":
-        return await triggers.fire_schedule(session, rule, fired_at=now, now=now)
-    return await triggers.run_date_rule(session, rule, now=now)
+    return await triggers.run_in_ranges(session, rule, now=clock.now())
 
 
 def present(rule: AutomationRule) -> dict[str, Any]:

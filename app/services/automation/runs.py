@@ -126,7 +126,7 @@ async def execute(
         for index, action in enumerate(rule.actions):
             await ACTIONS[action["type"]](session, batch, index, action)
         await _record_failures(session, batch)
-    await session.execute(text(_RUN_FAILED_SQL), {**batch.params, "actor": orobj(batch.ctx.actor)})
+    await session.execute(text(_RUN_FAILED_SQL), {**batch.params, "actor": _json(batch.ctx.actor)})
     rule.last_run_at = now
     return recorded
 
@@ -166,12 +166,12 @@ async def record_failure(
     )
     if not inserted.rowcount:  # type: ignore[attr-defined]
         return 0
-    params = {"ws": rule.workspace_id, "batch": batch_id, "now": now, "actor": orobj(ctx.actor)}
+    params = {"ws": rule.workspace_id, "batch": batch_id, "now": now, "actor": _json(ctx.actor)}
     await session.execute(text(_RUN_FAILED_SQL), params)
     return 1
 
 
-def orobj(value: Any) -> str:
+def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
@@ -317,7 +317,7 @@ async def _call_webhook(session: AsyncSession, batch: Batch, index: int, action:
             **batch.params,
             "index": index,
             "endpoint": str(endpoint.id),
-            "actor": orobj(batch.ctx.actor),
+            "actor": _json(batch.ctx.actor),
             "state": "pending" if endpoint.enabled else "held",
         },
     )

@@ -46,12 +46,21 @@ from app.services.customers.visibility import visible_customer_clauses
 from app.services.engagement import lunar_dates
 from app.services.filters.compiler import compile_filter
 from app.services.identity import workspaces
+from app.services.segments import lifecycle
 from app.services.segments.segments import customers_matching
 
 logger = logging.getLogger(__name__)
 
 EVENT_BATCH = 200
 NIL = uuid.UUID(int=0)
+
+# A run over many customers goes in ranges of customer ids, each range one statement per action, so
+# that no statement nears the statement timeout however large the workspace; the worker commits each
+# range on its own (each customer's run and actions are still one transaction).
+CHUNK_CUSTOMERS = 20_000
+PARALLEL_CHUNKS = 2
+IdRange = tuple[uuid.UUID | None, uuid.UUID | None]
+EVERYONE: IdRange = (None, None)
 
 
 def horizon() -> Any:
@@ -107,9 +116,16 @@ def next_firing(cron: str, after: datetime, timezone: str) -> datetime:
 
 
 async def schedule_candidates(
-    session: AsyncSession, ctx: Caller, rule: AutomationRule, fired_at: datetime, *, for_caller: bool = False
+    session: AsyncSession,
+    ctx: Caller,
+    rule: AutomationRule,
+    fired_at: datetime,
+    *,
+    for_caller: bool = False,
+    ids: IdRange = EVERYONE,
 ) -> Candidates:
-    matching = (await _audience(session, ctx, rule.trigger["audience"], for_caller=for_caller)).subquery("matching")
+    audience = await _audience(session, ctx, rule.trigger["audience"], for_caller=for_caller)
+    matching = audience.where(*_in_range(ids)).subquery("matching")
     return select(
         matching.c.id.label("customer_id"),
         literal(f"schedule:{utc_text(fired_at)}", type_=String).label("trigger_key"),
@@ -149,11 +165,12 @@ async def date_candidates(
     today: date,
     *,
     for_caller: bool = False,
+    ids: IdRange = EVERYONE,
 ) -> Candidates | None:
-    """Customers whose occasion falls in today's window (None when no lunar day does)."""
+    """Customers (in `ids`) whose occasion falls in today's window (None when no lunar day does)."""
     trigger = rule.trigger
     occasion_source = _date_of(trigger)
-    scope = [*_live(ctx, for_caller), _CONSENTS_SOMEWHERE]
+    scope = [*_live(ctx, for_caller), *_in_range(ids), _CONSENTS_SOMEWHERE]
     if trigger.get("audience") is not None:
         audience = await _audience(session, ctx, trigger["audience"], for_caller=False)
         scope.append(Customer.id.in_(audience))
@@ -313,11 +330,28 @@ def _why(exc: Exception) -> str:
 # Schedules and dates.
 
 
-async def fire_due_schedule(session: AsyncSession, *, now: datetime) -> bool:
-    """The most overdue schedule rule not taken by another worker, fired once for its due time
-    (firings missed while no worker ran fold into this one) and set to its next firing."""
-    rule = await session.scalar(
-        select(AutomationRule)
+async def id_ranges(session: AsyncSession, workspace_id: uuid.UUID) -> list[IdRange]:
+    """The workspace's live customers in ranges of CHUNK_CUSTOMERS ids."""
+    bounds: list[uuid.UUID | None] = list(
+        (await session.scalars(lifecycle.CHUNK_BOUNDS, {"ws": workspace_id, "chunk": CHUNK_CUSTOMERS})).all()
+    )
+    return list(zip([None, *bounds], [*bounds, None], strict=True))
+
+
+def _in_range(ids: IdRange) -> list[Any]:
+    low, high = ids
+    return [
+        clause
+        for clause in (Customer.id >= low if low else None, Customer.id < high if high else None)
+        if clause is not None
+    ]
+
+
+async def due_schedules(session: AsyncSession, *, now: datetime) -> list[tuple[uuid.UUID, uuid.UUID, datetime]]:
+    """(workspace, rule, due firing) of the schedule rules that are due; firings missed while no
+    worker ran fold into the one due."""
+    rows = await session.execute(
+        select(AutomationRule.workspace_id, AutomationRule.id, AutomationRule.next_run_at)
         .where(
             AutomationRule.trigger_kind == "schedule",
             AutomationRule.active,
@@ -325,22 +359,26 @@ async def fire_due_schedule(session: AsyncSession, *, now: datetime) -> bool:
             AutomationRule.next_run_at <= now,
         )
         .order_by(AutomationRule.next_run_at)
-        .limit(1)
-        .with_for_update(skip_locked=True)
     )
-    if rule is None:
-        return False
-    assert rule.next_run_at is not None
-    await fire_schedule(session, rule, fired_at=rule.next_run_at, now=now)
-    return True
+    return [(ws, rule_id, due) for ws, rule_id, due in rows if due is not None]
 
 
-async def fire_schedule(session: AsyncSession, rule: AutomationRule, *, fired_at: datetime, now: datetime) -> int:
+async def advance_schedule(session: AsyncSession, rule: AutomationRule, *, fired_at: datetime, now: datetime) -> None:
+    """The rule's next firing after `now`, once its firing `fired_at` has run (unless changed since)."""
+    if rule.next_run_at == fired_at:
+        timezone = await workspaces.timezone(session, rule.workspace_id)
+        rule.next_run_at = next_firing(rule.trigger["cron"], now, timezone)
+
+
+async def fire_schedule(
+    session: AsyncSession, rule: AutomationRule, *, fired_at: datetime, now: datetime, ids: IdRange = EVERYONE
+) -> int:
+    """The firing `fired_at` for the rule's audience (those in `ids`)."""
     timezone = await workspaces.timezone(session, rule.workspace_id)
-    rule.next_run_at = next_firing(rule.trigger["cron"], now, timezone)
     try:
         async with session.begin_nested():
-            candidates = await schedule_candidates(session, system_caller(rule.workspace_id), rule, fired_at)
+            ctx = system_caller(rule.workspace_id)
+            candidates = await schedule_candidates(session, ctx, rule, fired_at, ids=ids)
             return await runs.execute(session, rule, candidates, depth=1, timezone=timezone, now=now)
     except (DomainError, DataError) as exc:
         # An audience naming a field since deleted: the rule waits for its next firing, and the
@@ -349,13 +387,13 @@ async def fire_schedule(session: AsyncSession, rule: AutomationRule, *, fired_at
         return 0
 
 
-async def run_date_rule(session: AsyncSession, rule: AutomationRule, *, now: datetime) -> int:
-    """The rule for today's occasions in the workspace's time zone; runs already recorded for an
-    occasion's year are not repeated."""
+async def run_date_rule(session: AsyncSession, rule: AutomationRule, *, now: datetime, ids: IdRange = EVERYONE) -> int:
+    """The rule for today's occasions in the workspace's time zone (of the customers in `ids`); runs
+    already recorded for an occasion's year are not repeated."""
     today, timezone = await local_today(session, rule.workspace_id, now)
     try:
         async with session.begin_nested():
-            candidates = await date_candidates(session, system_caller(rule.workspace_id), rule, today)
+            candidates = await date_candidates(session, system_caller(rule.workspace_id), rule, today, ids=ids)
             if candidates is None:
                 return 0
             return await runs.execute(session, rule, candidates, depth=1, timezone=timezone, now=now)
@@ -365,18 +403,27 @@ async def run_date_rule(session: AsyncSession, rule: AutomationRule, *, now: dat
         return 0
 
 
-async def take_date_rule(session: AsyncSession, workspace_id: uuid.UUID, rule_id: uuid.UUID) -> AutomationRule | None:
-    """The rule, locked for its run, while active; None when paused, deleted, or run by another
-    worker now."""
+async def run_in_ranges(session: AsyncSession, rule: AutomationRule, *, now: datetime) -> int:
+    """A schedule rule's firing now, or a date rule's run, range after range in the caller's one
+    transaction (run now, and care rules run from the API)."""
+    ran = 0
+    for ids in await id_ranges(session, rule.workspace_id):
+        if rule.trigger_kind == "schedule":
+            ran += await fire_schedule(session, rule, fired_at=now, now=now, ids=ids)
+        else:
+            ran += await run_date_rule(session, rule, now=now, ids=ids)
+    return ran
+
+
+async def live_rule(session: AsyncSession, workspace_id: uuid.UUID, rule_id: uuid.UUID) -> AutomationRule | None:
+    """The rule while active; None when paused or deleted since it was found due."""
     return await session.scalar(
-        select(AutomationRule)
-        .where(
+        select(AutomationRule).where(
             AutomationRule.workspace_id == workspace_id,
             AutomationRule.id == rule_id,
             AutomationRule.active,
             AutomationRule.deleted_at.is_(None),
         )
-        .with_for_update(skip_locked=True)
     )
 
 

@@ -310,7 +310,7 @@ async def run_care(session: AsyncSession, ctx: Caller) -> int:
     reminders were made."""
     made = 0
     for rule in await triggers.date_rules(session, workspace_id=ctx.workspace_id, managed_by=CARE_RULES):
-        made += await triggers.run_date_rule(session, rule, now=clock.now())
+        made += await triggers.run_in_ranges(session, rule, now=clock.now())
     return made
 
 
