@@ -72,14 +72,11 @@ class AutomationRun(TenantKey, Base):
             unique=True,
         ),
         Index("ix_automation_runs_workspace_id_rule_id_id", "workspace_id", "rule_id", "id"),
-        Index("ix_automation_runs_workspace_id_batch_id", "workspace_id", "batch_id"),
     )
 
     rule_id: Mapped[uuid.UUID]
     trigger_key: Mapped[str] = mapped_column(String(200))
     customer_id: Mapped[uuid.UUID]
-    # The runs one statement inserted: the set-based actions read them back by it.
-    batch_id: Mapped[uuid.UUID]
     event_id: Mapped[uuid.UUID | None]
     # Date triggers: the customer's occasion the run was for.
     occasion: Mapped[date | None]

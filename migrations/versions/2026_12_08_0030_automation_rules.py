@@ -37,9 +37,9 @@ FROM care_rules
 # The reminders care rules already made become their runs (`care:<rule>:<customer>:<year>`), so a
 # run in the same year after the move makes none again.
 CARE_TASKS_TO_RUNS = """
-INSERT INTO automation_runs (workspace_id, id, rule_id, trigger_key, customer_id, batch_id, event_id, occasion,
+INSERT INTO automation_runs (workspace_id, id, rule_id, trigger_key, customer_id, event_id, occasion,
                              depth, outcome, reason, actions, ran_at)
-SELECT t.workspace_id, guanxi_uuid7(), r.id, substr(t.dedupe_key, 80), t.customer_id, r.id, NULL,
+SELECT t.workspace_id, guanxi_uuid7(), r.id, substr(t.dedupe_key, 80), t.customer_id, NULL,
        (t.due_at AT TIME ZONE coalesce(w.timezone, 'UTC'))::date, 0, 'ok', NULL,
        '[{"index": 0, "type": "create_task", "outcome": "ok"}]'::jsonb, t.created_at
 FROM tasks t
@@ -107,7 +107,6 @@ def upgrade() -> None:
         sa.Column("rule_id", sa.Uuid(), nullable=False),
         sa.Column("trigger_key", sa.String(length=200), nullable=False),
         sa.Column("customer_id", sa.Uuid(), nullable=False),
-        sa.Column("batch_id", sa.Uuid(), nullable=False),
         sa.Column("event_id", sa.Uuid(), nullable=True),
         sa.Column("occasion", sa.Date(), nullable=True),
         sa.Column("depth", sa.SmallInteger(), nullable=False),
@@ -138,7 +137,6 @@ def upgrade() -> None:
         unique=True,
     )
     op.create_index("ix_automation_runs_workspace_id_rule_id_id", "automation_runs", ["workspace_id", "rule_id", "id"])
-    op.create_index("ix_automation_runs_workspace_id_batch_id", "automation_runs", ["workspace_id", "batch_id"])
     op.create_table(
         "automation_event_cursors",
         sa.Column("workspace_id", sa.Uuid(), nullable=False),
@@ -182,7 +180,6 @@ def downgrade() -> None:
     )
     op.execute(AUTOMATION_TO_CARE)
     op.drop_table("automation_event_cursors")
-    op.drop_index("ix_automation_runs_workspace_id_batch_id", table_name="automation_runs")
     op.drop_index("ix_automation_runs_workspace_id_rule_id_id", table_name="automation_runs")
     op.drop_index("uq_automation_runs_rule_trigger_customer", table_name="automation_runs")
     op.drop_table("automation_runs")

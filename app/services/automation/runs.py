@@ -1,8 +1,8 @@
 """Running a rule for a set of customers, exactly once per (rule, trigger, customer).
 
 One batch is one transaction: its run records are inserted with ON CONFLICT DO NOTHING on the
-unique key, and the rule's actions then run for the rows that statement inserted (found again by
-their `batch_id`), so an internal effect commits with its run record or not at all, and a second
+unique key, and the rule's actions then run for the rows that statement inserted (by the ids it
+returned), so an internal effect commits with its run record or not at all, and a second
 runner of the same trigger (a re-run, a concurrent worker) inserts nothing and does nothing.
 Tasks, segment members and webhook requests are written set-based; tags, lifecycle moves and
 tickets go through their writers for each customer (their versions, audit entries and events),
@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Date, Select, String, func, literal, null, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Date, Select, String, Uuid, any_, bindparam, func, literal, null, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,16 +62,18 @@ class Batch:
 
     rule: AutomationRule
     ctx: Caller
-    batch_id: uuid.UUID
     now: datetime
     timezone: str
+    # The runs the batch's statement inserted, and their customers.
+    run_ids: list[uuid.UUID] = field(default_factory=list)
+    customer_ids: list[uuid.UUID] = field(default_factory=list)
     # Failures of a whole action (its segment or endpoint gone) and of one customer's.
     failed_actions: dict[int, str] = field(default_factory=dict)
     failed_for: dict[uuid.UUID, dict[int, str]] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"ws": self.rule.workspace_id, "batch": self.batch_id, "now": self.now}
+        return {"ws": self.rule.workspace_id, "runs": self.run_ids, "now": self.now}
 
 
 def planned(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -95,7 +97,7 @@ async def execute(
     """Runs `rule` for each row of `candidates` (columns customer_id, trigger_key, occasion) that
     has no run yet for its trigger key. Returns how many runs were recorded."""
     skipped = depth > MAX_CHAIN_DEPTH
-    batch = Batch(rule, automation_caller(rule.workspace_id, rule.id, depth), new_id(), now, timezone)
+    batch = Batch(rule, automation_caller(rule.workspace_id, rule.id, depth), now, timezone)
     found = candidates.subquery("candidates")
     values = select(
         literal(rule.workspace_id),
@@ -103,7 +105,6 @@ async def execute(
         literal(rule.id),
         found.c.trigger_key,
         found.c.customer_id,
-        literal(batch.batch_id),
         literal(event_id, type_=AutomationRun.event_id.type),
         found.c.occasion,
         literal(depth),
@@ -112,23 +113,27 @@ async def execute(
         literal([] if skipped else planned(rule.actions), type_=JSONB),
         literal(now),
     )
-    names = ["workspace_id", "id", "rule_id", "trigger_key", "customer_id", "batch_id", "event_id", "occasion",
+    names = ["workspace_id", "id", "rule_id", "trigger_key", "customer_id", "event_id", "occasion",
              "depth", "outcome", "reason", "actions", "ran_at"]  # fmt: skip
-    inserted = await session.execute(
-        pg_insert(AutomationRun)
-        .from_select(names, values)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "rule_id", "trigger_key", "customer_id"])
-    )
-    recorded = int(inserted.rowcount or 0)  # type: ignore[attr-defined]
-    if not recorded:
+    inserted = (
+        await session.execute(
+            pg_insert(AutomationRun)
+            .from_select(names, values)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "rule_id", "trigger_key", "customer_id"])
+            .returning(AutomationRun.id, AutomationRun.customer_id)
+        )
+    ).all()
+    if not inserted:
         return 0
+    batch.run_ids = [row.id for row in inserted]
+    batch.customer_ids = sorted(row.customer_id for row in inserted)
     if not skipped:
         for index, action in enumerate(rule.actions):
             await ACTIONS[action["type"]](session, batch, index, action)
         await _record_failures(session, batch)
     await session.execute(text(_RUN_FAILED_SQL), {**batch.params, "actor": _json(batch.ctx.actor)})
     rule.last_run_at = now
-    return recorded
+    return len(inserted)
 
 
 async def record_failure(
@@ -145,16 +150,15 @@ async def record_failure(
     """A run that could not start (its audience no longer compiles, a record it needs is gone):
     recorded as failed, once, with its `automation.run_failed` event."""
     ctx = automation_caller(rule.workspace_id, rule.id, depth)
-    batch_id = new_id()
+    run_id = new_id()
     inserted = await session.execute(
         pg_insert(AutomationRun)
         .values(
             workspace_id=rule.workspace_id,
-            id=new_id(),
+            id=run_id,
             rule_id=rule.id,
             trigger_key=trigger_key,
             customer_id=customer_id,
-            batch_id=batch_id,
             event_id=event_id,
             depth=depth,
             outcome="failed",
@@ -166,7 +170,7 @@ async def record_failure(
     )
     if not inserted.rowcount:  # type: ignore[attr-defined]
         return 0
-    params = {"ws": rule.workspace_id, "batch": batch_id, "now": now, "actor": _json(ctx.actor)}
+    params = {"ws": rule.workspace_id, "runs": [run_id], "now": now, "actor": _json(ctx.actor)}
     await session.execute(text(_RUN_FAILED_SQL), params)
     return 1
 
@@ -177,7 +181,7 @@ def _json(value: Any) -> str:
 
 _RUN_FAILED_SQL = outbox.emit_rows_sql(
     f"(SELECT guanxi_uuid7() AS id, {RUN_FAILED.sql('r')} AS data FROM automation_runs r "
-    "WHERE r.workspace_id = :ws AND r.batch_id = :batch AND r.outcome <> 'ok')",
+    "WHERE r.workspace_id = :ws AND r.id = ANY(CAST(:runs AS uuid[])) AND r.outcome <> 'ok')",
     workspace_id="CAST(:ws AS uuid)",
     event_type="'automation.run_failed'",
     at="CAST(:now AS timestamptz)",
@@ -193,7 +197,7 @@ async def _record_failures(session: AsyncSession, batch: Batch) -> None:
 
     base = planned(batch.rule.actions)
     runs = update(AutomationRun).where(
-        AutomationRun.workspace_id == batch.rule.workspace_id, AutomationRun.batch_id == batch.batch_id
+        AutomationRun.workspace_id == batch.rule.workspace_id, AutomationRun.id == any_(_uuids(batch.run_ids))
     )
     if batch.failed_actions:
         await session.execute(
@@ -210,6 +214,11 @@ async def _record_failures(session: AsyncSession, batch: Batch) -> None:
         )
 
 
+def _uuids(ids: list[uuid.UUID]) -> Any:
+    """One array parameter, however many ids (an IN list would bind one parameter each)."""
+    return bindparam(None, ids, type_=ARRAY(Uuid()))
+
+
 def _reason(failures: dict[int, str]) -> str:
     return "; ".join(f"action {i}: {detail}" for i, detail in sorted(failures.items()))[:500]
 
@@ -224,18 +233,20 @@ SELECT r.workspace_id, guanxi_uuid7(), r.customer_id, CAST(:title AS text), CAST
        coalesce(r.occasion::timestamp AT TIME ZONE CAST(:tz AS text), CAST(:now AS timestamptz))
        + make_interval(days => :due_days),
        CAST(:priority AS text), 'open', CAST(:origin AS text),
-       CAST(:origin AS text) || ':' || r.rule_id || ':' || r.customer_id || ':' || r.trigger_key
-       || CAST(:suffix AS text),
+       CASE WHEN CAST(:origin AS text) = 'care'
+            THEN 'care:' || r.rule_id || ':' || r.customer_id || ':' || r.trigger_key END,
        CAST(:now AS timestamptz), CAST(:now AS timestamptz), 1
 FROM automation_runs r JOIN customers c ON c.workspace_id = r.workspace_id AND c.id = r.customer_id
-WHERE r.workspace_id = :ws AND r.batch_id = :batch
+WHERE r.workspace_id = :ws AND r.id = ANY(CAST(:runs AS uuid[]))
 ON CONFLICT DO NOTHING
 """
 
 
-async def _create_task(session: AsyncSession, batch: Batch, index: int, action: dict[str, Any]) -> None:
-    """Due on the occasion (date rules) or at the run, plus `due_in_days`. A rule kept through
-    /care-rules makes `care` tasks keyed `care:<rule>:<customer>:<year>` as care rules always did."""
+async def _create_task(session: AsyncSession, batch: Batch, _index: int, action: dict[str, Any]) -> None:
+    """Due on the occasion (date rules) or at the run, plus `due_in_days`. The run record is what
+    keeps a task from being made twice; a rule kept through /care-rules also keys its `care` tasks
+    `care:<rule>:<customer>:<year>` as care rules always did (tasks made before the move keep
+    theirs, so the two cannot differ)."""
     origin = "care" if batch.rule.managed_by == "care_rules" else "automation"
     await session.execute(
         text(_TASKS_SQL),
@@ -248,7 +259,6 @@ async def _create_task(session: AsyncSession, batch: Batch, index: int, action: 
             "due_days": action["due_in_days"],
             "tz": batch.timezone,
             "origin": origin,
-            "suffix": f":{index}" if index else "",
         },
     )
 
@@ -256,7 +266,7 @@ async def _create_task(session: AsyncSession, batch: Batch, index: int, action: 
 _MEMBERS_SQL = """
 INSERT INTO segment_members (workspace_id, segment_id, customer_id, added_at)
 SELECT r.workspace_id, CAST(:segment AS uuid), r.customer_id, CAST(:now AS timestamptz)
-FROM automation_runs r WHERE r.workspace_id = :ws AND r.batch_id = :batch
+FROM automation_runs r WHERE r.workspace_id = :ws AND r.id = ANY(CAST(:runs AS uuid[]))
 ON CONFLICT DO NOTHING
 """
 
@@ -282,7 +292,7 @@ WITH runs AS MATERIALIZED (
     SELECT guanxi_uuid7() AS event_id,
            {WEBHOOK_REQUESTED.sql("r", action_index="CAST(:index AS int)", endpoint_id="CAST(:endpoint AS text)")}
            AS data
-    FROM automation_runs r WHERE r.workspace_id = :ws AND r.batch_id = :batch
+    FROM automation_runs r WHERE r.workspace_id = :ws AND r.id = ANY(CAST(:runs AS uuid[]))
 ),
 events AS (
     INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
@@ -326,20 +336,8 @@ async def _call_webhook(session: AsyncSession, batch: Batch, index: int, action:
 # Actions for each customer, through the aggregate's writer.
 
 
-async def _batch_customers(session: AsyncSession, batch: Batch) -> list[uuid.UUID]:
-    return list(
-        (
-            await session.scalars(
-                select(AutomationRun.customer_id)
-                .where(AutomationRun.workspace_id == batch.rule.workspace_id, AutomationRun.batch_id == batch.batch_id)
-                .order_by(AutomationRun.customer_id)
-            )
-        ).all()
-    )
-
-
 async def _each(session: AsyncSession, batch: Batch, index: int, work: Callable[[uuid.UUID], Awaitable[None]]) -> None:
-    for customer_id in await _batch_customers(session, batch):
+    for customer_id in batch.customer_ids:
         try:
             async with session.begin_nested():
                 await work(customer_id)
@@ -349,10 +347,13 @@ async def _each(session: AsyncSession, batch: Batch, index: int, work: Callable[
 
 async def _tag(session: AsyncSession, batch: Batch, _index: int, action: dict[str, Any]) -> None:
     tag, adding = action["tag"], action["type"] == "add_tag"
-    ids = await _batch_customers(session, batch)
     rows = await session.scalars(
         select(Customer)
-        .where(Customer.workspace_id == batch.rule.workspace_id, Customer.id.in_(ids), Customer.deleted_at.is_(None))
+        .where(
+            Customer.workspace_id == batch.rule.workspace_id,
+            Customer.id == any_(_uuids(batch.customer_ids)),
+            Customer.deleted_at.is_(None),
+        )
         .order_by(Customer.id)
         .with_for_update()
     )
@@ -372,7 +373,7 @@ async def _set_stage(session: AsyncSession, batch: Batch, index: int, action: di
             await session.execute(
                 select(CustomerStage.customer_id, CustomerStage.stage).where(
                     CustomerStage.workspace_id == batch.rule.workspace_id,
-                    CustomerStage.customer_id.in_(await _batch_customers(session, batch)),
+                    CustomerStage.customer_id == any_(_uuids(batch.customer_ids)),
                 )
             )
         ).all()
