@@ -173,9 +173,7 @@ async def run(dsn: str, url: str, ws: uuid.UUID, admin: uuid.UUID) -> dict[str, 
             made = await automation.run_dates(sessions, now=datetime.now(UTC))
             seconds = time.perf_counter() - started
             made_tasks = await conn.fetchval(
-                "SELECT count(*) FROM tasks WHERE workspace_id = $1 AND dedupe_key LIKE $2",
-                ws,
-                f"automation:{rule.id}:%",
+                "SELECT count(*) FROM tasks WHERE workspace_id = $1 AND title = $2", ws, rule.actions[0]["title"]
             )
             out[label] = {"seconds": round(seconds, 2), "runs": made, "tasks_in_total": made_tasks}
             print(f"  {label}: {out[label]}")
