@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.core import clock, migrations
+from app.core.settings import get_settings
 from app.models import (
     AutomationRule,
     AutomationRun,
@@ -30,6 +31,7 @@ from app.models import (
 )
 from app.services.automation import runs, triggers
 from app.workers import automation
+from app.workers.worker import Worker
 from tests.database import TEST_DATABASE, fresh_database
 from tests.factories import Tenant, customer_body
 from tests.receiver import Receiver
@@ -757,3 +759,61 @@ async def test_a_large_run_goes_range_by_range_in_parallel_once(
     assert sorted(str(c) for c in ran) == sorted(made)
     assert first + second == 7
     assert sorted(tagged) == [2] * 7  # each tagged once
+
+
+async def test_a_running_worker_runs_an_event_rule_on_the_commit(
+    app: FastAPI, database_url: str, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    tenant = live_tenant
+    rule = await _rule(
+        live_client, tenant, {"kind": "event", "event_type": "customer.created"}, {"type": "add_tag", "tag": "新"}
+    )
+    # With the webhook sweep an hour away, only the NOTIFY sent at commit wakes the worker.
+    worker = Worker(get_settings(), database_url, sweep_seconds=3600)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.ready.wait(), timeout=10)
+        customer = await _customer(live_client, tenant)
+        for _ in range(100):
+            async with app.state.sessions() as session:
+                found = await session.scalar(
+                    select(AutomationRun).where(AutomationRun.rule_id == uuid.UUID(rule["id"]))
+                )
+            if found is not None:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, timeout=20)
+    assert found is not None and str(found.customer_id) == customer and found.outcome == "ok"
+    read = await live_client.get(f"/api/v1/customers/{customer}", headers=tenant.headers())
+    assert read.json()["tags"] == ["新"]
+
+
+async def test_a_paused_rule_neither_fires_nor_catches_up_when_resumed(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    tenant = live_tenant
+    rule = await _rule(live_client, tenant, {"kind": "event", "event_type": "customer.created"}, _TASK)
+    url = f"/api/v1/automation-rules/{rule['id']}"
+    paused = await live_client.patch(url, json={"active": False}, headers=_if_match(tenant, 1))
+    assert paused.status_code == 200 and paused.json()["active"] is False
+    await _customer(live_client, tenant)
+    assert await _drain(app) == 0
+    resumed = await live_client.patch(url, json={"active": True}, headers=_if_match(tenant, 2))
+    assert resumed.status_code == 200
+    after = await _customer(live_client, tenant)
+    assert await _drain(app) == 1
+    async with app.state.sessions() as session:
+        (run,) = (await session.scalars(select(AutomationRun).where(AutomationRun.workspace_id == tenant.id))).all()
+    assert str(run.customer_id) == after
+    # A schedule rule paused has no next firing; resumed, it has one again.
+    schedule = await _rule(
+        live_client, tenant, {"kind": "schedule", "cron": "*/5 * * * *", "audience": {"field": "tags", "op": "is_null"}}
+    )
+    surl = f"/api/v1/automation-rules/{schedule['id']}"
+    assert schedule["next_run_at"] is not None
+    off = await live_client.patch(surl, json={"active": False}, headers=_if_match(tenant, 1))
+    assert off.json()["next_run_at"] is None
+    on = await live_client.patch(surl, json={"active": True}, headers=_if_match(tenant, 2))
+    assert on.json()["next_run_at"] is not None
