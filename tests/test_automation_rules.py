@@ -817,3 +817,30 @@ async def test_a_paused_rule_neither_fires_nor_catches_up_when_resumed(
     assert off.json()["next_run_at"] is None
     on = await live_client.patch(surl, json={"active": True}, headers=_if_match(tenant, 2))
     assert on.json()["next_run_at"] is not None
+
+
+async def test_an_audience_that_no_longer_compiles_fails_the_run_and_the_stream_moves_on(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    tenant = live_tenant
+    field = await live_client.post(
+        "/api/v1/custom-fields", json={"key": "level", "label": "等级", "type": "text"}, headers=tenant.headers()
+    )
+    audience = {"field": "custom.level", "op": "eq", "value": "A"}
+    rule = await _rule(live_client, tenant, {"kind": "event", "event_type": "customer.created", "audience": audience})
+    gone = await live_client.delete(
+        f"/api/v1/custom-fields/{field.json()['id']}", headers={**tenant.headers(), "If-Match": "*"}
+    )
+    assert gone.status_code == 204, gone.text
+    customer = await _customer(live_client, tenant)
+    assert await _drain(app) == 1
+    runs_page = await live_client.get(f"/api/v1/automation-rules/{rule['id']}/runs", headers=tenant.headers())
+    (run,) = runs_page.json()["items"]
+    assert (run["customer_id"], run["outcome"]) == (customer, "failed") and "level" in run["reason"]
+    # Events after it still run (the cursor moved past the failed one).
+    async with app.state.sessions() as session:
+        cursor = await session.scalar(
+            text("SELECT event_id FROM automation_event_cursors WHERE workspace_id = :ws"), {"ws": tenant.id}
+        )
+        event = await session.get(OutboxEvent, (tenant.id, uuid.UUID(run["event_id"])))
+    assert event is not None and cursor is not None and cursor >= event.id

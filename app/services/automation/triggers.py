@@ -318,9 +318,13 @@ async def _on_event(session: AsyncSession, rule: AutomationRule, event: Any, *, 
     except (DomainError, IntegrityError, DataError) as exc:
         # What a retry cannot mend (a filter naming a field since deleted, a record gone) is this
         # run's failure, not the stream's: the cursor moves on.
-        return await runs.record_failure(
-            session, rule, customer_id, str(event.id), depth=depth, now=now, event_id=event.id, reason=_why(exc)
-        )
+        try:
+            async with session.begin_nested():
+                return await runs.record_failure(
+                    session, rule, customer_id, str(event.id), depth=depth, now=now, event_id=event.id, reason=_why(exc)
+                )
+        except IntegrityError:
+            return 0  # the customer itself is gone (erased): nothing to record it against
 
 
 def _why(exc: Exception) -> str:
