@@ -85,6 +85,7 @@ def customer_of(event_type: str, data: dict[str, Any]) -> uuid.UUID | None:
 
 
 def has_customer(event_type: str, model_fields: set[str]) -> bool:
+    """Whether events of the type name a customer where `customer_of` looks (their data's fields)."""
     if event_type == "customer.merged":
         return "survivor_id" in model_fields
     if event_type.startswith("customer.relation_"):
@@ -121,10 +122,10 @@ async def schedule_candidates(
     rule: AutomationRule,
     fired_at: datetime,
     *,
-    for_caller: bool = False,
     ids: IdRange = EVERYONE,
 ) -> Candidates:
-    audience = await _audience(session, ctx, rule.trigger["audience"], for_caller=for_caller)
+    """The firing's audience (those in `ids`), keyed by the firing's time."""
+    audience = await _audience(session, ctx, rule.trigger["audience"], for_caller=False)
     matching = audience.where(*_in_range(ids)).subquery("matching")
     return select(
         matching.c.id.label("customer_id"),
