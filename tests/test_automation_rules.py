@@ -637,7 +637,7 @@ async def test_preview_counts_what_the_filter_counts_for_the_caller(
 
 async def test_the_migration_moves_care_rules_and_their_reminders() -> None:
     url = await asyncio.to_thread(fresh_database, f"{TEST_DATABASE}_care_move")
-    await asyncio.to_thread(migrations.upgrade, url, "c174c1b061a8")
+    await asyncio.to_thread(migrations.upgrade, url, "c7e1a0d29f41")
     ws, customer, user = "01900000-0000-7000-8000-00000000000a", "01900000-0000-7000-8000-00000000000b", None
     rule = "01900000-0000-7000-8000-00000000000c"
     engine = create_async_engine(url)
@@ -685,7 +685,7 @@ async def test_the_migration_moves_care_rules_and_their_reminders() -> None:
                                  "due_in_days": 0, "assignee_id": None}]  # fmt: skip
     assert (str(run["customer_id"]), run["trigger_key"], run["occasion"]) == (customer, "lunar:2027", date(2027, 2, 6))
     await engine.dispose()
-    await asyncio.to_thread(migrations.downgrade, url, "c174c1b061a8")
+    await asyncio.to_thread(migrations.downgrade, url, "c7e1a0d29f41")
     engine = create_async_engine(url)
     async with engine.connect() as conn:
         back = (await conn.execute(text("SELECT name, lead_days, task_title FROM care_rules"))).all()

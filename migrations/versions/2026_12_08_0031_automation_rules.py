@@ -1,7 +1,7 @@
 """automation rules and their runs; care rules become automation rules
 
 Revision ID: 3f1c2a9d7b10
-Revises: c174c1b061a8
+Revises: c7e1a0d29f41
 Create Date: 2026-12-08 00:30:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "3f1c2a9d7b10"
-down_revision: str | None = "c174c1b061a8"
+down_revision: str | None = "c7e1a0d29f41"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
