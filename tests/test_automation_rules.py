@@ -34,6 +34,8 @@ from app.workers import automation
 from app.workers.worker import Worker
 from tests.database import TEST_DATABASE, fresh_database
 from tests.factories import Tenant, customer_body
+from tests.outreach_helpers import email_channel, make_channel, make_customer, message_rows, run_worker
+from tests.outreach_stand_ins import mail_server
 from tests.receiver import Receiver
 from tests.webhook_helpers import run_due
 
@@ -844,3 +846,65 @@ async def test_an_audience_that_no_longer_compiles_fails_the_run_and_the_stream_
         )
         event = await session.get(OutboxEvent, (tenant.id, uuid.UUID(run["event_id"])))
     assert event is not None and cursor is not None and cursor >= event.id
+
+
+async def test_send_message_goes_through_the_message_writer_once(
+    app: FastAPI, database_url: str, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    tenant = live_tenant
+    today = clock.now().astimezone(SHANGHAI).date()
+    birthday = today.replace(year=1985).isoformat()
+    template = {
+        "name": "生日祝福",
+        "channel": "email",
+        "subject": "{{ customer.name }}，生日快乐",
+        "body": "亲爱的{{ customer.name }}：优惠码 {{ vars.coupon }}",
+        "variables": ["coupon"],
+    }
+    made = await live_client.post("/api/v1/message-templates", json=template, headers=tenant.headers())
+    assert made.status_code == 201, made.text
+    with mail_server() as mail:
+        channel = await make_channel(live_client, tenant, email_channel(mail))
+        consenting = await make_customer(live_client, tenant, name="王芳", birthday=birthday, consent={"email": True})
+        declined = await make_customer(
+            live_client, tenant, name="李雷", birthday=birthday, consent={"email": False, "sms": True}
+        )
+        action = {"type": "send_message", "channel_id": channel["id"], "template_id": made.json()["id"],
+                  "variables": {"coupon": "BDAY-2026"}}  # fmt: skip
+        # Refused at save: another kind's template would fail for every customer, a variable missing too.
+        bad = await live_client.post(
+            "/api/v1/automation-rules",
+            json={
+                "name": "r",
+                "trigger": {"kind": "date", "date": "birthday"},
+                "actions": [{**action, "variables": {}}],
+            },
+            headers=tenant.headers(),
+        )
+        assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == [
+            "body",
+            "actions",
+            0,
+            "variables",
+            "coupon",
+        ]
+        rule = await _rule(live_client, tenant, {"kind": "date", "date": "birthday"}, action)
+        url = f"/api/v1/automation-rules/{rule['id']}"
+        assert (await live_client.post(f"{url}/run", headers=tenant.headers())).json() == {"runs": 2}
+        assert (await live_client.post(f"{url}/run", headers=tenant.headers())).json() == {"runs": 0}
+        # A second runner of the same trigger (its run records gone, say) finds the message queued.
+        async with app.state.sessions() as session:
+            await session.execute(text("DELETE FROM automation_runs WHERE rule_id = :r"), {"r": rule["id"]})
+            await session.commit()
+        assert (await live_client.post(f"{url}/run", headers=tenant.headers())).json() == {"runs": 2}
+        queued = await message_rows(app, tenant.id)
+        assert [(str(m.customer_id), m.source) for m in queued] == [(consenting["id"], f"automation:{rule['id']}")]
+        assert await run_worker(app, database_url) == 1
+    (mail_to,) = mail.received
+    assert mail_to["Subject"] == "王芳，生日快乐" and "BDAY-2026" in mail_to.get_content()
+    page = (await live_client.get(f"{url}/runs", headers=tenant.headers())).json()["items"]
+    by_customer = {r["customer_id"]: r for r in page}
+    assert by_customer[consenting["id"]]["actions"][0]["outcome"] == "queued"
+    skipped = by_customer[declined["id"]]
+    assert skipped["outcome"] == "ok" and skipped["actions"][0]["outcome"] == "skipped"
+    assert skipped["actions"][0]["detail"].startswith("consent_required")

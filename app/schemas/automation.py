@@ -8,6 +8,8 @@ from pydantic import BaseModel, Field
 
 from app.schemas.common import InputModel, Label, MediumText, Name, Page, Tag
 from app.schemas.interaction import Priority, TaskKind
+from app.schemas.message_template import VariableName
+from app.schemas.outreach import Purpose
 from app.schemas.segment import FILTER_EXAMPLE, FilterNode
 from app.schemas.ticket import TicketPriority, TicketType
 
@@ -113,8 +115,22 @@ class CallWebhook(InputModel):
     )
 
 
+class SendMessage(InputModel):
+    type: Literal["send_message"]
+    channel_id: uuid.UUID = Field(description="A channel of `/channels`.")
+    template_id: uuid.UUID = Field(
+        description="A message template of the channel's kind, rendered for each customer when the run queues it."
+    )
+    purpose: Purpose = Field(
+        default="marketing", description="marketing needs the customer's consent on the channel, and keeps its caps."
+    )
+    variables: dict[VariableName, Annotated[str, Field(max_length=1_000)] | int | float | bool] = Field(
+        default_factory=dict, max_length=20, examples=[{"coupon_code": "BDAY-2026"}]
+    )
+
+
 Action = Annotated[
-    CreateTask | OpenTicket | AddTag | RemoveTag | AddToSegment | SetLifecycleStage | CallWebhook,
+    CreateTask | OpenTicket | AddTag | RemoveTag | AddToSegment | SetLifecycleStage | CallWebhook | SendMessage,
     Field(discriminator="type"),
 ]
 
@@ -171,7 +187,14 @@ class PreviewOut(BaseModel):
 
 
 ActionType = Literal[
-    "create_task", "open_ticket", "add_tag", "remove_tag", "add_to_segment", "set_lifecycle_stage", "call_webhook"
+    "create_task",
+    "open_ticket",
+    "add_tag",
+    "remove_tag",
+    "add_to_segment",
+    "set_lifecycle_stage",
+    "call_webhook",
+    "send_message",
 ]
 
 

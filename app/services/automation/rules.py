@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock, scoped
 from app.core.access import Caller
-from app.core.errors import Conflict, ValidationFailed
+from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.pagination import SortKey, keyset_page
 from app.core.versions import check_version
@@ -25,6 +25,7 @@ from app.services.events import audit
 from app.services.events.event_catalogue import TYPES, data_model
 from app.services.filters.compiler import compile_filter
 from app.services.identity import workspaces
+from app.services.outreach import channels, message_templates, messages
 from app.services.segments import lifecycle
 
 MIN_CRON_MINUTES = 5
@@ -124,6 +125,8 @@ async def _check_actions(
                 stages = {stage.key for stage in await lifecycle.stages(session, ctx)}
             if action["stage"] not in stages:
                 raise _fail([*loc, "stage"], f"Unknown lifecycle stage '{action['stage']}'.")
+        elif kind == "send_message":
+            await _check_message(session, ctx, action, loc)
         elif kind == "call_webhook":
             endpoint = await session.scalar(
                 select(WebhookEndpoint.id).where(
@@ -133,6 +136,31 @@ async def _check_actions(
             )
             if endpoint is None:
                 raise _fail([*loc, "endpoint_id"], "endpoint_id must name a webhook endpoint of this workspace.")
+
+
+async def _check_message(session: AsyncSession, ctx: Caller, action: dict[str, Any], loc: Loc) -> None:
+    """A channel and a template of its kind, with exactly the template's variables: what the
+    message writer would refuse for every customer, refused at save."""
+    try:
+        channel = await channels.get(session, ctx, uuid.UUID(str(action["channel_id"])))
+    except NotFound as exc:
+        raise _fail([*loc, "channel_id"], "channel_id must name a channel of this workspace.") from exc
+    try:
+        template = await message_templates.get(session, ctx, uuid.UUID(str(action["template_id"])))
+    except NotFound as exc:
+        raise _fail([*loc, "template_id"], "template_id must name a message template of this workspace.") from exc
+    sends = messages.TEMPLATE_CHANNEL[channel.kind]
+    if template.channel != sends:
+        raise _fail([*loc, "template_id"], f"This is a `{template.channel}` template; the channel sends `{sends}`.")
+    supplied = action.get("variables") or {}
+    for name in supplied:
+        if name not in template.variables:
+            raise _fail(
+                [*loc, "variables", name], f"{name} is not one of the template's variables.", "unknown_variable"
+            )
+    for name in template.variables:
+        if name not in supplied:
+            raise _fail([*loc, "variables", name], f"The template needs the variable {name}.", "variable_required")
 
 
 async def arm(session: AsyncSession, rule: AutomationRule, now: datetime) -> None:

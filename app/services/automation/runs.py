@@ -32,6 +32,7 @@ from app.services.engagement import assignees
 from app.services.events import outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Field, Payload, column, given
+from app.services.outreach import messages
 from app.services.segments import lifecycle
 from app.services.service_desk import tickets
 
@@ -64,22 +65,29 @@ class Batch:
     ctx: Caller
     now: datetime
     timezone: str
-    # The runs the batch's statement inserted, and their customers.
+    # The runs the batch's statement inserted, and their customers (with each one's trigger key).
     run_ids: list[uuid.UUID] = field(default_factory=list)
     customer_ids: list[uuid.UUID] = field(default_factory=list)
+    trigger_keys: dict[uuid.UUID, str] = field(default_factory=dict)
     # Failures of a whole action (its segment or endpoint gone) and of one customer's.
     failed_actions: dict[int, str] = field(default_factory=dict)
     failed_for: dict[uuid.UUID, dict[int, str]] = field(default_factory=dict)
+    # An action the customer's own settings refused (a message without consent): not a failure.
+    skipped_for: dict[uuid.UUID, dict[int, str]] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, Any]:
         return {"ws": self.rule.workspace_id, "runs": self.run_ids, "now": self.now}
 
 
+# Actions whose effect leaves after the run commits: a webhook's delivery, a message's send.
+_QUEUED = frozenset({"call_webhook", "send_message"})
+
+
 def planned(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What each run records before its actions run; failures are written over it."""
     return [
-        {"index": i, "type": a["type"], "outcome": "queued" if a["type"] == "call_webhook" else "ok"}
+        {"index": i, "type": a["type"], "outcome": "queued" if a["type"] in _QUEUED else "ok"}
         for i, a in enumerate(actions)
     ]
 
@@ -120,13 +128,14 @@ async def execute(
             pg_insert(AutomationRun)
             .from_select(names, values)
             .on_conflict_do_nothing(index_elements=["workspace_id", "rule_id", "trigger_key", "customer_id"])
-            .returning(AutomationRun.id, AutomationRun.customer_id)
+            .returning(AutomationRun.id, AutomationRun.customer_id, AutomationRun.trigger_key)
         )
     ).all()
     if not inserted:
         return 0
     batch.run_ids = [row.id for row in inserted]
     batch.customer_ids = sorted(row.customer_id for row in inserted)
+    batch.trigger_keys = {row.customer_id: row.trigger_key for row in inserted}
     if not skipped:
         for index, action in enumerate(rule.actions):
             await ACTIONS[action["type"]](session, batch, index, action)
@@ -190,9 +199,17 @@ _RUN_FAILED_SQL = outbox.emit_rows_sql(
 
 
 async def _record_failures(session: AsyncSession, batch: Batch) -> None:
-    def marked(results: list[dict[str, Any]], failures: dict[int, str]) -> list[dict[str, Any]]:
+    def marked(
+        results: list[dict[str, Any]], failures: dict[int, str], skips: dict[int, str] | None = None
+    ) -> list[dict[str, Any]]:
+        skips = skips or {}
         return [
-            r | {"outcome": "failed", "detail": failures[r["index"]]} if r["index"] in failures else r for r in results
+            r | {"outcome": "failed", "detail": failures[r["index"]]}
+            if r["index"] in failures
+            else r | {"outcome": "skipped", "detail": skips[r["index"]]}
+            if r["index"] in skips
+            else r
+            for r in results
         ]
 
     base = planned(batch.rule.actions)
@@ -205,13 +222,13 @@ async def _record_failures(session: AsyncSession, batch: Batch) -> None:
                 outcome="failed", reason=_reason(batch.failed_actions), actions=marked(base, batch.failed_actions)
             )
         )
-    for customer_id, failures in batch.failed_for.items():
-        every = batch.failed_actions | failures
-        await session.execute(
-            runs.where(AutomationRun.customer_id == customer_id).values(
-                outcome="failed", reason=_reason(every), actions=marked(base, every)
-            )
-        )
+    for customer_id in batch.failed_for.keys() | batch.skipped_for.keys():
+        every = batch.failed_actions | batch.failed_for.get(customer_id, {})
+        skips = batch.skipped_for.get(customer_id, {})
+        values: dict[str, Any] = {"actions": marked(base, every, skips)}
+        if every:
+            values |= {"outcome": "failed", "reason": _reason(every)}
+        await session.execute(runs.where(AutomationRun.customer_id == customer_id).values(**values))
 
 
 def _uuids(ids: list[uuid.UUID]) -> Any:
@@ -336,11 +353,20 @@ async def _call_webhook(session: AsyncSession, batch: Batch, index: int, action:
 # Actions for each customer, through the aggregate's writer.
 
 
-async def _each(session: AsyncSession, batch: Batch, index: int, work: Callable[[uuid.UUID], Awaitable[None]]) -> None:
+async def _each(
+    session: AsyncSession,
+    batch: Batch,
+    index: int,
+    work: Callable[[uuid.UUID], Awaitable[None]],
+    *,
+    skip: tuple[type[DomainError], ...] = (),
+) -> None:
     for customer_id in batch.customer_ids:
         try:
             async with session.begin_nested():
                 await work(customer_id)
+        except skip as exc:
+            batch.skipped_for.setdefault(customer_id, {})[index] = f"{exc.slug}: {exc.detail}"[:200]
         except DomainError as exc:
             batch.failed_for.setdefault(customer_id, {})[index] = exc.detail[:200]
 
@@ -400,6 +426,29 @@ async def _open_ticket(session: AsyncSession, batch: Batch, index: int, action: 
     await _each(session, batch, index, open_one)
 
 
+async def _send_message(session: AsyncSession, batch: Batch, index: int, action: dict[str, Any]) -> None:
+    """Through the one writer of messages, which enforces consent, suppression, caps and quiet hours.
+    Its dedupe key is the run's (rule, trigger, customer) and the action's place: a re-run, or a
+    second runner, finds the message queued and queues none. A refusal for the customer's own
+    reasons (no consent, suppressed, capped) skips the action; anything else fails it."""
+    content = messages.FromTemplate(uuid.UUID(action["template_id"]), action.get("variables") or {})
+
+    async def send(customer_id: uuid.UUID) -> None:
+        await messages.enqueue(
+            session,
+            batch.ctx,
+            customer_id=customer_id,
+            channel_id=uuid.UUID(action["channel_id"]),
+            purpose=action["purpose"],
+            content=content,
+            dedupe_key=f"automation:{batch.rule.id}:{batch.trigger_keys[customer_id]}:{customer_id}:{index}",
+            source=f"automation:{batch.rule.id}",
+        )
+
+    refusals = (messages.ConsentRequired, messages.Suppressed, messages.FrequencyCapped)
+    await _each(session, batch, index, send, skip=refusals)
+
+
 ACTIONS: dict[str, Callable[[AsyncSession, Batch, int, dict[str, Any]], Awaitable[None]]] = {
     "create_task": _create_task,
     "open_ticket": _open_ticket,
@@ -408,6 +457,7 @@ ACTIONS: dict[str, Callable[[AsyncSession, Batch, int, dict[str, Any]], Awaitabl
     "add_to_segment": _add_to_segment,
     "set_lifecycle_stage": _set_stage,
     "call_webhook": _call_webhook,
+    "send_message": _send_message,
 }
 
 # The event types each action emits: a rule whose trigger listens to one of them would trigger itself.
@@ -419,6 +469,8 @@ EMITS: dict[str, frozenset[str]] = {
     "add_to_segment": frozenset(),
     "set_lifecycle_stage": frozenset({"lifecycle.stage_changed"}),
     "call_webhook": frozenset({"automation.webhook_requested"}),
+    # The message is an interaction on the timeline, and its send, delivery or failure an event.
+    "send_message": frozenset({"interaction.created", "message.sent", "message.delivered", "message.failed"}),
 }
 
 
