@@ -34,7 +34,7 @@ from app.workers import automation
 from app.workers.worker import Worker
 from tests.database import TEST_DATABASE, fresh_database
 from tests.factories import Tenant, customer_body
-from tests.outreach_helpers import email_channel, make_channel, make_customer, message_rows, run_worker
+from tests.outreach_helpers import email_channel, events, make_channel, make_customer, message_rows, run_worker
 from tests.outreach_stand_ins import mail_server
 from tests.receiver import Receiver
 from tests.webhook_helpers import run_due
@@ -902,6 +902,9 @@ async def test_send_message_goes_through_the_message_writer_once(
         assert await run_worker(app, database_url) == 1
     (mail_to,) = mail.received
     assert mail_to["Subject"] == "王芳，生日快乐" and "BDAY-2026" in mail_to.get_content()
+    # Its outcome carries the rule and the chain depth, so rules reacting to it count in the chain.
+    (sent,) = await events(app, tenant.id, "message.sent")
+    assert sent.actor == {"type": "automation", "id": rule["id"], "depth": 1}
     page = (await live_client.get(f"{url}/runs", headers=tenant.headers())).json()["items"]
     by_customer = {r["customer_id"]: r for r in page}
     assert by_customer[consenting["id"]]["actions"][0]["outcome"] == "queued"

@@ -266,6 +266,11 @@ def retry_delay(attempt: int) -> timedelta:
 # Each outcome on its message and, for `sent` and `failed`, its event, in one statement per batch.
 # A message whose lease ran out meanwhile (`unknown`) still takes the outcome that came: it is the
 # truth. Events are written as fanned out already when no webhook endpoint hears them.
+# A message an automation rule queued keeps the rule and its chain depth as the actor of its outcome,
+# so that rules reacting to it are stopped at the depth limit like any other chain; others are the
+# system's.
+_OUTCOME_ACTOR = f"CASE WHEN u.actor ->> 'type' = 'automation' THEN u.actor ELSE {outbox.SYSTEM_ACTOR_SQL} END"
+
 RECORD_SQL = f"""
 WITH outcome AS (
     SELECT * FROM unnest(CAST(:workspace_ids AS uuid[]), CAST(:ids AS uuid[]), CAST(:attempts AS int[]),
@@ -290,11 +295,12 @@ updated AS (
 {
     outbox.emit_rows_sql(
         "(SELECT guanxi_uuid7() AS id, u.workspace_id, 'message.' || u.status AS type, "
-        f"{messages.MESSAGE_EVENT.sql('u')} AS data FROM updated u WHERE u.status IN ('sent', 'failed'))",
+        f"{messages.MESSAGE_EVENT.sql('u')} AS data, {_OUTCOME_ACTOR} AS actor "
+        "FROM updated u WHERE u.status IN ('sent', 'failed'))",
         workspace_id="new_events.workspace_id",
         event_type="new_events.type",
         at="CAST(:now AS timestamptz)",
-        actor=outbox.SYSTEM_ACTOR_SQL,
+        actor="new_events.actor",
     )
 }
 """
