@@ -14,6 +14,11 @@ Seeds `guanxi_bench_automation` (bench/seed.py: 1,000,000 customers; --small 100
   2. Its re-run (the next date tick): records and creates nothing. Target: nothing created.
   3. `triggers.preview` of a schedule rule whose audience is city + tag (count + first 20 names), 20
      times. Floor: the hand-written count and page through asyncpg. Target p95 < 1 s.
+  4. A date rule over that audience with one `send_message` action (an email template rendered per
+     customer), as the worker runs it: each message through the one message writer (consent,
+     suppression, caps, dedupe key, the interaction on the timeline). Floor: the run records, the
+     messages (content built in SQL) and their interactions in one hand-written statement. The
+     issue's target is 1M customers in < 30 s; this measures the rate on the audience.
 
 Each run deletes what the previous one made (untimed). Results also go to
 bench/results/automation-<UTC timestamp>.json.
@@ -43,7 +48,10 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.ids import new_id
 from app.core.settings import get_settings
 from app.models import AutomationRule
+from app.schemas.message_template import MessageTemplateIn
+from app.schemas.outreach import EmailChannelIn
 from app.services.automation import triggers
+from app.services.outreach import channels, message_templates
 from app.workers import automation
 
 DATABASE = "guanxi_bench_automation"
@@ -70,6 +78,35 @@ INSERT INTO tasks (workspace_id, id, customer_id, title, kind, assignee_id, due_
 SELECT $1, guanxi_uuid7(), r.customer_id, 'floor', 'care', coalesce(c.owner_id, $5),
        r.occasion::timestamp AT TIME ZONE 'Asia/Shanghai', 'normal', 'open', 'automation', now(), now(), 1
 FROM new_runs r JOIN customers c ON c.workspace_id = $1 AND c.id = r.customer_id
+"""
+
+FLOOR_MESSAGES_SQL = """
+WITH new_runs AS (
+    INSERT INTO automation_runs (workspace_id, id, rule_id, trigger_key, customer_id, occasion, depth, outcome,
+                                 actions, ran_at)
+    SELECT $1, guanxi_uuid7(), $2, $3::text, c.id, $4::date, 1, 'ok',
+           '[{"index": 0, "type": "send_message", "outcome": "queued"}]'::jsonb, now()
+    FROM customers c
+    WHERE c.workspace_id = $1 AND c.deleted_at IS NULL AND c.city = $5 AND c.tags && ARRAY[$6]::text[]
+      AND cardinality(c.emails) > 0
+    ON CONFLICT DO NOTHING
+    RETURNING customer_id, trigger_key
+),
+sent AS (
+    INSERT INTO messages (workspace_id, id, customer_id, channel_id, purpose, status, recipient, content, dedupe_key,
+                          source, actor, send_after, attempts, created_at, updated_at)
+    SELECT $1, guanxi_uuid7(), r.customer_id, $7, 'transactional', 'queued', c.emails[1],
+           jsonb_build_object('subject', c.name || '，生日快乐', 'body', '亲爱的' || c.name || '：优惠码 BDAY'),
+           'automation:' || $2 || ':' || r.trigger_key || ':' || r.customer_id || ':0', 'automation:' || $2,
+           '{"type": "automation"}'::jsonb, now(), 0, now(), now()
+    FROM new_runs r JOIN customers c ON c.workspace_id = $1 AND c.id = r.customer_id
+    RETURNING id, customer_id, content
+)
+INSERT INTO interactions (workspace_id, id, customer_id, channel, direction, occurred_at, subject, content, source,
+                          external_id, created_at, updated_at, version)
+SELECT $1, guanxi_uuid7(), s.customer_id, 'email', 'outbound', now(), s.content ->> 'subject', s.content ->> 'body',
+       'outreach', 'message:' || s.id, now(), now(), 1
+FROM sent s
 """
 
 FLOOR_PREVIEW_SQL = """
@@ -120,8 +157,66 @@ async def prepare(dsn: str, customers: int) -> tuple[uuid.UUID, uuid.UUID]:
 
 
 async def cleanup(conn: asyncpg.Connection, ws: uuid.UUID) -> None:
-    for table in ("tasks", "automation_runs", "automation_rules"):
+    await conn.execute("DELETE FROM interactions WHERE workspace_id = $1 AND source = 'outreach'", ws)
+    for table in ("messages", "channels", "message_template_revisions", "message_templates", "tasks",
+                  "automation_runs", "automation_rules"):  # fmt: skip
         await conn.execute(f"DELETE FROM {table} WHERE workspace_id = $1", ws)
+
+
+async def messages_scenario(
+    sessions: Any, conn: asyncpg.Connection, ws: uuid.UUID, trigger: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    ctx = system_caller(ws)
+    async with sessions() as session:
+        channel = await channels.create(
+            session,
+            ctx,
+            EmailChannelIn.model_validate(
+                {"kind": "email", "name": "bench", "secrets": {"password": "bench"},
+                 "settings": {"host": "127.0.0.1", "port": 2525, "tls": "none", "from_address": "crm@bench.test"}}
+            ),
+        )  # fmt: skip
+        template = await message_templates.create(
+            session,
+            ctx,
+            MessageTemplateIn.model_validate(
+                {"name": "生日", "channel": "email", "subject": "{{ customer.name }}，生日快乐",
+                 "body": "亲爱的{{ customer.name }}：优惠码 {{ vars.coupon }}", "variables": ["coupon"]}
+            ),
+        )  # fmt: skip
+        await session.commit()
+    await conn.execute("UPDATE automation_rules SET active = false WHERE workspace_id = $1", ws)
+    floor_rule = _rule(ws, {**trigger, "audience": AUDIENCE}, now)
+    async with sessions() as session:
+        session.add(floor_rule)
+        await session.commit()
+    today = now.astimezone(ZoneInfo("Asia/Shanghai")).date()
+    started = time.perf_counter()
+    async with conn.transaction():
+        floor = await conn.execute(
+            FLOOR_MESSAGES_SQL, ws, floor_rule.id, str(today.year), today, "深圳市", "vip", channel.id
+        )
+    floor_s = time.perf_counter() - started
+    await conn.execute("UPDATE automation_rules SET active = false WHERE id = $1", floor_rule.id)
+    rule = _rule(ws, {**trigger, "audience": AUDIENCE}, now)
+    rule.actions = [{"type": "send_message", "channel_id": str(channel.id), "template_id": str(template["id"]),
+                     "purpose": "transactional", "variables": {"coupon": "BDAY"}}]  # fmt: skip
+    async with sessions() as session:
+        session.add(rule)
+        await session.commit()
+    started = time.perf_counter()
+    runs = await automation.run_dates(sessions, now=datetime.now(UTC))
+    service_s = time.perf_counter() - started
+    queued = await conn.fetchval("SELECT count(*) FROM messages WHERE workspace_id = $1 AND source = $2", ws,
+                                 f"automation:{rule.id}")  # fmt: skip
+    return {
+        "floor_seconds": round(floor_s, 2),
+        "floor_interactions": int(floor.split()[-1]),
+        "service_seconds": round(service_s, 2),
+        "runs": runs,
+        "messages": queued,
+        "messages_per_second": round(queued / service_s, 1) if service_s else None,
+    }
 
 
 def _rule(ws: uuid.UUID, trigger: dict[str, Any], now: datetime) -> AutomationRule:
@@ -202,6 +297,8 @@ async def run(dsn: str, url: str, ws: uuid.UUID, admin: uuid.UUID) -> dict[str, 
             "floor_p95_ms": round(percentile(floor_ms, 95), 1),
         }
         print(f"  preview: {out['preview']}")
+        out["messages"] = await messages_scenario(sessions, conn, ws, trigger, now)
+        print(f"  messages: {out['messages']}")
         await cleanup(conn, ws)
     finally:
         await conn.close()
