@@ -157,10 +157,12 @@ async def prepare(dsn: str, customers: int) -> tuple[uuid.UUID, uuid.UUID]:
 
 
 async def cleanup(conn: asyncpg.Connection, ws: uuid.UUID) -> None:
-    await conn.execute("DELETE FROM interactions WHERE workspace_id = $1 AND source = 'outreach'", ws)
-    for table in ("messages", "channels", "message_template_revisions", "message_templates", "tasks",
+    # Tasks before interactions: a task may name an interaction, and with a million tasks each
+    # deleted interaction's foreign key check would scan them.
+    for table in ("tasks", "messages", "channels", "message_template_revisions", "message_templates",
                   "automation_runs", "automation_rules"):  # fmt: skip
         await conn.execute(f"DELETE FROM {table} WHERE workspace_id = $1", ws)
+    await conn.execute("DELETE FROM interactions WHERE workspace_id = $1 AND source = 'outreach'", ws)
 
 
 async def messages_scenario(
