@@ -32,7 +32,7 @@ from app.services.bulk import import_jobs
 from app.services.events import outbox
 from app.services.events.webhook_dispatch import DueAttempt
 from app.services.segments import segments as segment_service
-from app.workers import bulk, deliveries, schedules, segments, value
+from app.workers import automation, bulk, deliveries, schedules, segments, value
 from app.workers.registry import Reaction, Registry, Resources
 from app.workers.worker import FAMILIES, Worker, react
 from tests.database import TEST_DATABASE, fresh_database
@@ -389,7 +389,7 @@ async def test_the_families_register_their_jobs_under_the_names_every_worker_ver
         ("imports and exports", None),
         ("customer value", None),
         ("segment refresh", None),
-        ("automation events", None),
+        ("automation events", automation.SWEEP_SECONDS),
     ]
 
 

@@ -3,7 +3,8 @@
 
 Event rules are a reaction: every commit that writes events notifies the workers, and the one that
 takes a workspace's cursor (the others skip it) reads the events committed since, runs the rules
-and moves the cursor in one transaction. Schedule and date rules are pgqueuer schedules, each tick
+and moves the cursor in one transaction; a sweep every SWEEP_SECONDS reads what an older
+transaction still running kept back at the notification. Schedule and date rules are pgqueuer schedules, each tick
 in one worker; a date rule runs at every tick, and its run records make a repeat create nothing."""
 
 import asyncio
@@ -26,13 +27,17 @@ SCHEDULES_CRON = "* * * * *"
 DATES = "automation.dates"
 DATES_CRON = "*/10 * * * *"
 RETRY_SECONDS = 2.0
+# Events are read below the oldest transaction still running on the server: one committed while an
+# older transaction ran is not readable when its notification comes, and no later commit may come
+# to announce it. The sweep reads it then.
+SWEEP_SECONDS = 5.0
 
 
 def register(registry: Registry, r: Resources) -> None:
     async def events() -> bool:
         return await run_events(r.sessions, now=r.now())
 
-    registry.react("automation events", events, retry_seconds=RETRY_SECONDS)
+    registry.react("automation events", events, sweep_seconds=SWEEP_SECONDS, retry_seconds=RETRY_SECONDS)
     registry.schedule(SCHEDULES, SCHEDULES_CRON, lambda: run_schedules(r.sessions, now=r.now()))
     registry.schedule(DATES, DATES_CRON, lambda: run_dates(r.sessions, now=r.now()))
 

@@ -5,7 +5,8 @@ Three kinds of job, one mechanism each:
 - a schedule is pgqueuer's cron: each tick runs the job in one worker, however many run;
 - a reaction runs in every worker when a commit notifies the outbox channel (and once at connect),
   for work that a request or a write is waiting on and that a cron tick would take too long to start.
-  A reaction has no timer of its own, but for webhook dispatch's sweep (see `deliveries.py`); what a
+  A reaction has no timer of its own, but for the sweeps of webhook dispatch (see `deliveries.py`) and
+  of automation's event rules (`automation.py`); what a
   missed notification would leave is found by a schedule doing the same work (value, segments), or
   by the worker that finishes a job and takes the next (imports and exports)."""
 

@@ -223,9 +223,12 @@ async def local_today(session: AsyncSession, workspace_id: uuid.UUID, now: datet
 
 
 async def start_listening(session: AsyncSession, workspace_id: uuid.UUID) -> int:
-    """The first transaction an event rule saved or switched on now hears; the workspace's cursor
-    starts there if it has none yet."""
-    since = int(await session.scalar(select(horizon())) or 0)
+    """The first transaction an event rule saved or switched on now hears: its own. Events of
+    transactions that began writing before it are not the rule's business, even when they commit
+    after it (the horizon would be no better: an old transaction anywhere on the server holds it
+    back, and the rule would hear events committed long before it was saved). The workspace's
+    cursor starts there if it has none yet."""
+    since = int(await session.scalar(select(func.pg_current_xact_id().cast(Text).cast(BigInteger))) or 0)
     await session.execute(
         pg_insert(AutomationEventCursor)
         .values(workspace_id=workspace_id, txid=since - 1, event_id=NIL, updated_at=clock.now())
