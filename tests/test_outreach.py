@@ -6,21 +6,25 @@ import uuid
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import httpx
 import orjson
 import pytest
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
+from pgqueuer import AsyncpgDriver, Queries
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
+from app.core.db import asyncpg_dsn
 from app.core.secret_box import InvalidToken, SecretBox
 from app.core.settings import get_settings
 from app.models import AuditEntry, Channel, Interaction, Message, OutboxEvent, Suppression
 from app.services.events import webhook_signing
-from app.services.outreach import callbacks, channels
-from app.services.outreach.providers import aliyun_sms
+from app.services.outreach import callbacks, channels, providers, sending
+from app.services.outreach.providers import Result, aliyun_sms
+from app.workers import outreach as outreach_jobs
 from app.workers.worker import Worker
 from tests.factories import Tenant
 from tests.outreach_helpers import (
@@ -364,6 +368,77 @@ async def test_a_message_whose_worker_died_mid_send_is_unknown_and_never_resent(
     assert sms.received == []
     got = (await live_client.get(f"/api/v1/messages/{message['id']}", headers=live_tenant.headers())).json()
     assert got["status"] == "unknown" and got["error_code"] == "lease_expired" and got["attempts"] == 1
+
+
+async def test_a_live_worker_slower_than_its_lease_records_the_truth_but_never_requeues(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    async with sms_server() as sms:
+        channel = await make_channel(live_client, live_tenant, tencent_channel(sms))
+        customer = await make_customer(live_client, live_tenant)
+        taken = await send(live_client, live_tenant, customer["id"], channel["id"], sms_content())
+        refused = await send(live_client, live_tenant, customer["id"], channel["id"], sms_content())
+        pairs = [(live_tenant.id, uuid.UUID(m["id"])) for m in (taken, refused)]
+        t0 = clock.now()
+        # A live worker claims both, then stalls past its lease; the sweep declares them `unknown`.
+        async with app.state.sessions() as session:
+            claimed, _ = await sending.claim(session, pairs, now=t0, lease=timedelta(seconds=1))
+            await session.commit()
+        async with app.state.sessions() as session:
+            assert await sending.expire_leases(session, now=t0 + timedelta(seconds=2)) == 2
+            await session.commit()
+        # Its late outcomes: the provider took one; it refused the other for a reason worth a retry.
+        by_id = {str(c.id): c for c in claimed}
+        outcomes = [
+            (by_id[taken["id"]], Result.accepted("serial-late")),
+            (by_id[refused["id"]], Result.rejected("LimitExceeded", "try later", retryable=True)),
+        ]
+        async with app.state.sessions() as session:
+            await sending.record(session, outcomes, now=t0 + timedelta(seconds=3))
+            await session.commit()
+        await run_worker(app, database_url, t0 + timedelta(hours=3))
+    assert sms.received == []
+    rows = {str(r.id): r for r in await message_rows(app, live_tenant.id)}
+    assert rows[taken["id"]].status == "sent" and rows[taken["id"]].provider_message_id == "serial-late"
+    # Shown `unknown` once, so not queued again: failed with the provider's code, attempted once.
+    late = rows[refused["id"]]
+    assert (late.status, late.error_code, late.attempts) == ("failed", "LimitExceeded", 1)
+    assert late.failed_at is not None
+    assert [e.data["id"] for e in await events(app, live_tenant.id, "message.sent")] == [taken["id"]]
+    assert [e.data["id"] for e in await events(app, live_tenant.id, "message.failed")] == [refused["id"]]
+
+
+async def test_a_job_whose_worker_died_before_claiming_is_handed_over_again(
+    app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, database_url: str
+) -> None:
+    async with sms_server() as sms:
+        channel = await make_channel(live_client, live_tenant, tencent_channel(sms))
+        customer = await make_customer(live_client, live_tenant)
+        message = await send(live_client, live_tenant, customer["id"], channel["id"], sms_content())
+        t0 = clock.now()
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            queries = Queries(AsyncpgDriver(conn))
+            assert await outreach_jobs.dispatch(app.state.sessions, queries, now=t0) == 1
+            # A worker took the job off the queue and was killed before it claimed anything.
+            await conn.execute("UPDATE pgqueuer SET status = 'picked' WHERE entrypoint = $1", outreach_jobs.SEND)
+            assert await outreach_jobs.dispatch(app.state.sessions, queries, now=t0 + timedelta(seconds=30)) == 0
+            later = t0 + sending.JOB_LEASE + timedelta(seconds=1)
+            assert await outreach_jobs.dispatch(app.state.sessions, queries, now=later) == 1
+            rows = await conn.fetch(
+                "DELETE FROM pgqueuer WHERE entrypoint = $1 RETURNING status::text, payload", outreach_jobs.SEND
+            )
+        finally:
+            await conn.close()
+        assert sorted(r["status"] for r in rows) == ["picked", "queued"]
+        async with providers.http_session(10, allow_private=True) as http:
+            for row in rows:
+                await outreach_jobs.send(
+                    app.state.sessions, http, row["payload"], now=lambda: later, settings=get_settings()
+                )
+    assert len(sms.received) == 1
+    got = (await live_client.get(f"/api/v1/messages/{message['id']}", headers=live_tenant.headers())).json()
+    assert got["status"] == "sent" and got["attempts"] == 1
 
 
 async def test_a_lost_connection_after_the_request_is_unknown(

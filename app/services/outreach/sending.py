@@ -129,7 +129,11 @@ async def dispatch_due(session: AsyncSession, *, now: datetime, batch: int = DIS
         .execution_options(synchronize_session=False)
     )
     chunks = [pairs[i : i + MESSAGES_PER_JOB] for i in range(0, len(pairs), MESSAGES_PER_JOB)]
-    return [Job(f"messages:{chunk[0][1]}", chunk) for chunk in chunks]
+    # The job's key names this hand-over: a job picked by a worker that died before claiming keeps
+    # its key on pgqueuer's queue (`picked`), and a key reused when the lease runs out would be
+    # skipped as a duplicate, leaving its messages queued for good.
+    until = int((now + JOB_LEASE).timestamp())
+    return [Job(f"messages:{chunk[0][1]}:{until}", chunk) for chunk in chunks]
 
 
 @dataclass
@@ -264,8 +268,13 @@ def retry_delay(attempt: int) -> timedelta:
 
 
 # Each outcome on its message and, for `sent` and `failed`, its event, in one statement per batch.
-# A message whose lease ran out meanwhile (`unknown`) still takes the outcome that came: it is the
-# truth. Events are written as fanned out already when no webhook endpoint hears them.
+# A message whose lease ran out meanwhile (`unknown`: its worker was alive but slower than the
+# lease) takes the outcome that came, since it is the truth, with one exception: a transient refusal
+# does not put it back on the queue but fails it. Once a message has been shown `unknown`, someone
+# may have acted on it (sent it again by hand), so nothing sends it again by itself. The SET
+# expressions read `m.status` of the row as locked, so a sweep committed meanwhile is seen.
+# Events are written as fanned out already when no webhook endpoint hears them.
+LATE_RETRY = "(m.status = 'unknown' AND o.status = 'queued')"
 # A message an automation rule queued keeps the rule and its chain depth as the actor of its outcome,
 # so that rules reacting to it are stopped at the depth limit like any other chain; others are the
 # system's.
@@ -280,13 +289,15 @@ WITH outcome AS (
 ),
 updated AS (
     UPDATE messages m
-    SET status = o.status, locked_until = NULL, updated_at = :now,
+    SET status = CASE WHEN {LATE_RETRY} THEN 'failed' ELSE o.status END,
+        locked_until = NULL, updated_at = :now,
         provider_message_id = coalesce(o.provider_message_id, m.provider_message_id),
         error_code = o.error_code, error_message = o.error_message,
         sent_at = CASE WHEN o.status = 'sent' THEN CAST(:now AS timestamptz) ELSE m.sent_at END,
-        failed_at = CASE WHEN o.status = 'failed' THEN CAST(:now AS timestamptz) ELSE m.failed_at END,
-        send_after = coalesce(o.retry_at, m.send_after),
-        queued_until = CASE WHEN o.status = 'queued' THEN NULL ELSE m.queued_until END
+        failed_at = CASE WHEN o.status = 'failed' OR {LATE_RETRY} THEN CAST(:now AS timestamptz)
+                         ELSE m.failed_at END,
+        send_after = CASE WHEN {LATE_RETRY} THEN m.send_after ELSE coalesce(o.retry_at, m.send_after) END,
+        queued_until = CASE WHEN o.status = 'queued' AND NOT {LATE_RETRY} THEN NULL ELSE m.queued_until END
     FROM outcome o
     WHERE m.workspace_id = o.workspace_id AND m.id = o.id AND m.status IN ('sending', 'unknown')
       AND m.attempts = o.attempt
