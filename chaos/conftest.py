@@ -110,6 +110,22 @@ async def tenant(cluster: Cluster) -> AsyncIterator[Tenant]:
     yield Tenant(workspace_id=workspace.id, api_key=key, customer_ids=[])
 
 
+def start_worker(cluster: Cluster, logs: Path, name: str = "worker", **env: str) -> ServerProcess:
+    """`guanxi worker` against the cluster's database, its log `logs/<name>.log`; `env` adds
+    settings (GUANXI_...)."""
+    environment = {
+        **os.environ,
+        "DATABASE_URL": cluster.url(DATABASE),
+        "GUANXI_DATA_DIR": str(logs),
+        "GUANXI_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
+        "GUANXI_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    argv = [sys.executable, "-c", "from app.cli import main; main()", "worker"]
+    # No port: the worker serves nothing; ServerProcess gives it a log and a clean stop.
+    return ServerProcess(name, argv, environment, logs / f"{name}.log", 0)
+
+
 async def seed_customers(base_url: str, tenant: Tenant, count: int = 50) -> None:
     """Customers for the readers, created through the API before any fault."""
     async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": tenant.api_key}, timeout=30) as http:

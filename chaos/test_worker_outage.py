@@ -2,8 +2,6 @@
 reaches a real webhook receiver afterwards, signed (at least once; none lost)."""
 
 import asyncio
-import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,7 +17,7 @@ from app.schemas.event import EndpointCreate
 from app.services.events import webhook_endpoints
 from bench.harness import ServerProcess
 from chaos.cluster import Cluster
-from chaos.conftest import DATABASE, Tenant, seed_customers
+from chaos.conftest import DATABASE, Tenant, seed_customers, start_worker
 from chaos.load import MixedLoad
 from tests.receiver import Receiver, running_receiver
 
@@ -41,19 +39,6 @@ async def _subscribe(cluster: Cluster, tenant: Tenant, receiver: Receiver) -> No
             await session.commit()
     finally:
         await engine.dispose()
-
-
-def _start_worker(cluster: Cluster, logs: Path) -> ServerProcess:
-    env = {
-        **os.environ,
-        "DATABASE_URL": cluster.url(DATABASE),
-        "GUANXI_DATA_DIR": str(logs),
-        "GUANXI_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
-        "GUANXI_LOG_LEVEL": "WARNING",
-    }
-    argv = [sys.executable, "-c", "from app.cli import main; main()", "worker"]
-    # No port: the worker serves nothing; ServerProcess gives it a log and a clean stop.
-    return ServerProcess("worker", argv, env, logs / "worker.log", 0)
 
 
 async def _created_events(dsn: str, tenant: Tenant) -> set[str]:
@@ -78,7 +63,7 @@ async def test_the_worker_delivers_every_committed_event_across_a_database_crash
     logs = Path(tempfile.mkdtemp(prefix="guanxi-chaos-worker-"))
     async with running_receiver() as receiver:
         await _subscribe(cluster, tenant, receiver)
-        worker = _start_worker(cluster, logs)
+        worker = start_worker(cluster, logs)
         try:
             service = make_service()
             await seed_customers(service.base_url, tenant)
