@@ -3,7 +3,8 @@ the rules they obey, the worker sending at most once, provider callbacks."""
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -22,7 +23,7 @@ from app.core.secret_box import InvalidToken, SecretBox
 from app.core.settings import get_settings
 from app.models import AuditEntry, Channel, Interaction, Message, OutboxEvent, Suppression
 from app.services.events import webhook_signing
-from app.services.outreach import callbacks, channels, providers, sending
+from app.services.outreach import callbacks, channels, messages, providers, sending
 from app.services.outreach.providers import Result, aliyun_sms
 from app.workers import outreach as outreach_jobs
 from app.workers.worker import Worker
@@ -305,6 +306,77 @@ async def test_marketing_in_quiet_hours_waits_for_their_end(client: httpx.AsyncC
     )
     transactional = await send(client, tenant, customer["id"], channel["id"], email_content())
     assert transactional["send_after"] <= transactional["created_at"]
+
+
+async def test_the_workspaces_quiet_hours_hold_marketing_on_channels_without_their_own(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    before = (await client.get("/api/v1/workspace", headers=tenant.headers())).json()
+    assert before["quiet_hours"] is None
+    bad = await client.patch(
+        "/api/v1/workspace",
+        json={"name": "新名字", "quiet_hours": {"start": "24:00", "end": "07:30"}},
+        headers={**tenant.headers(), "If-Match": f'"{before["version"]}"'},
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "quiet_hours", "start"]
+    assert (await client.get("/api/v1/workspace", headers=tenant.headers())).json() == before
+    # Quiet from an hour ago to an hour from now in New York, the workspace's zone from now on.
+    now = clock.now().astimezone(ZoneInfo("America/New_York"))
+    start, end, later, latest = ((now + timedelta(hours=h)).strftime("%H:%M") for h in (-1, 1, 2, 3))
+    patch = {"timezone": "America/New_York", "quiet_hours": {"start": start, "end": end}}
+    patched = await client.patch(
+        "/api/v1/workspace", json=patch, headers={**tenant.headers(), "If-Match": f'"{before["version"]}"'}
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["quiet_hours"] == {"start": start, "end": end}
+    [entry] = (
+        await db.scalars(
+            select(AuditEntry).where(AuditEntry.entity_type == "workspace", AuditEntry.entity_id == tenant.id)
+        )
+    ).all()
+    assert entry.changes["quiet_hours"] == {"before": None, "after": f"{start}-{end}"}
+    with mail_server() as mail:
+        inherits = await make_channel(client, tenant, email_channel(mail))
+        own = await make_channel(client, tenant, email_channel(mail, quiet_hours={"start": later, "end": latest}))
+        never = await make_channel(client, tenant, email_channel(mail, quiet_hours={"start": "00:00", "end": "00:00"}))
+    customer = await make_customer(client, tenant, consent={"email": True})
+
+    async def waits(channel: dict[str, Any], purpose: str = "marketing") -> timedelta:
+        message = await send(client, tenant, customer["id"], channel["id"], email_content(), purpose=purpose)
+        return datetime.fromisoformat(message["send_after"]) - datetime.fromisoformat(message["created_at"])
+
+    # The default, in the workspace's zone: marketing waits until its end, an hour from now.
+    assert timedelta(minutes=59) <= await waits(inherits) <= timedelta(hours=1)
+    assert await waits(inherits, purpose="transactional") == timedelta(0)
+    # A channel's own quiet hours (later today) replace the default; equal times mean none.
+    assert await waits(own) == timedelta(0)
+    assert await waits(never) == timedelta(0)
+    cleared = await client.patch(
+        "/api/v1/workspace",
+        json={"quiet_hours": None},
+        headers={**tenant.headers(), "If-Match": f'"{before["version"] + 1}"'},
+    )
+    assert cleared.status_code == 200 and cleared.json()["quiet_hours"] is None
+    assert await waits(inherits) == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("at", "until"),
+    [
+        ("2026-12-08T21:59:59", "2026-12-08T21:59:59"),
+        ("2026-12-08T22:00:00", "2026-12-09T07:30:00"),
+        ("2026-12-09T00:00:00", "2026-12-09T07:30:00"),
+        ("2026-12-09T07:29:59", "2026-12-09T07:30:00"),
+        ("2026-12-09T07:30:00", "2026-12-09T07:30:00"),
+        # The night the clocks go forward: 07:30 is still 07:30 local, an hour less in UTC.
+        ("2026-03-08T01:00:00", "2026-03-08T07:30:00"),
+    ],
+)
+def test_quiet_hours_end_at_their_local_end(at: str, until: str) -> None:
+    zone = ZoneInfo("America/New_York")
+    now = datetime.fromisoformat(at).replace(tzinfo=zone).astimezone(UTC)
+    waits = messages.after_quiet_hours(now, "America/New_York", "22:00", "07:30")
+    assert waits.astimezone(zone).replace(tzinfo=None) == datetime.fromisoformat(until)
 
 
 async def test_a_dedupe_key_is_one_message(client: httpx.AsyncClient, tenant: Tenant) -> None:

@@ -40,6 +40,9 @@ class Workspace(Base):
             "ARRAY['reached', 'no_answer', 'interested', 'not_interested', 'issue_raised', 'order_placed']"
         ),
     )
+    # Quiet hours (local "HH:MM", start after end spans midnight) for channels without their own.
+    quiet_start: Mapped[str | None] = mapped_column(String(5))
+    quiet_end: Mapped[str | None] = mapped_column(String(5))
     # Tasks for a customer without an owner go to this user (app/services/engagement/assignees.py).
     default_assignee_id: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -2,12 +2,13 @@
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from app.core.access import Role, Scope
 from app.schemas.common import EmailText, InputModel, Name, OutputModel, Password, ShortText, Timestamp
+from app.schemas.outreach import QuietHours, QuietHoursOut
 
 
 class PasswordGrant(InputModel):
@@ -136,9 +137,22 @@ class WorkspaceOut(OutputModel):
     default_assignee_id: uuid.UUID | None = Field(
         description="Who gets tasks for customers without an owner; null: the earliest-created active admin."
     )
+    quiet_hours: QuietHoursOut | None = Field(
+        description="Marketing waits out these local hours on channels without quiet hours of their own."
+    )
     created_at: datetime
     updated_at: datetime
     version: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_row(cls, data: Any) -> Any:
+        """A workspace row keeps its quiet hours in two columns."""
+        if isinstance(data, dict):
+            return data
+        start, end = data.quiet_start, data.quiet_end
+        fields = {name: getattr(data, name) for name in cls.model_fields if name != "quiet_hours"}
+        return {**fields, "quiet_hours": {"start": start, "end": end} if start and end else None}
 
 
 class WorkspacePatch(InputModel):
@@ -159,4 +173,9 @@ class WorkspacePatch(InputModel):
     )
     default_assignee_id: uuid.UUID | None = Field(
         default=None, description="An active user; null clears it (tasks then go to the earliest-created active admin)."
+    )
+    quiet_hours: QuietHours | None = Field(
+        default=None,
+        description="Local hours (the workspace's time zone) when marketing waits, on every channel without "
+        "its own; null clears them. Transactional messages are never held.",
     )

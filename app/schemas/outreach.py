@@ -93,7 +93,11 @@ class HttpSecrets(InputModel):
 
 class _ChannelIn(InputModel):
     name: ShortText = Field(examples=["会员短信"])
-    quiet_hours: QuietHours | None = None
+    quiet_hours: QuietHours | None = Field(
+        default=None,
+        description="Marketing on this channel waits out these hours. Null: the workspace's default quiet hours "
+        "apply; equal `start` and `end`: none on this channel, whatever the default.",
+    )
     frequency_cap: FrequencyCap | None = None
 
 
@@ -155,7 +159,11 @@ class ChannelPatch(InputModel):
     name: ShortText | None = None
     settings: dict[str, Any] | None = Field(default=None, max_length=20)
     secrets: dict[str, Secret | None] | None = Field(default=None, max_length=10)
-    quiet_hours: QuietHours | None = None
+    quiet_hours: QuietHours | None = Field(
+        default=None,
+        description="Marketing on this channel waits out these hours. Null: the workspace's default quiet hours "
+        "apply; equal `start` and `end`: none on this channel, whatever the default.",
+    )
     frequency_cap: FrequencyCap | None = None
 
 

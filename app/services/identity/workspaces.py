@@ -69,6 +69,19 @@ async def timezone(session: AsyncSession, workspace_id: uuid.UUID) -> str:
     return await session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id)) or "UTC"
 
 
+async def quiet_hours(session: AsyncSession, workspace_id: uuid.UUID) -> tuple[str, tuple[str, str] | None]:
+    """The workspace's time zone and its default quiet hours (local start, end), if it has them."""
+    row = (
+        await session.execute(
+            select(Workspace.timezone, Workspace.quiet_start, Workspace.quiet_end).where(Workspace.id == workspace_id)
+        )
+    ).first()
+    if row is None:
+        return "UTC", None
+    zone, start, end = row
+    return zone, (start, end) if start and end else None
+
+
 async def currency(session: AsyncSession, workspace_id: uuid.UUID) -> str:
     """The workspace's ISO 4217 currency: its orders are recorded in it, so its money figures are
     written in that currency's decimals."""
@@ -94,7 +107,7 @@ async def update(session: AsyncSession, ctx: Caller, patch: WorkspacePatch, *, e
         raise NotFound("No such workspace.")
     check_version(workspace.version, expected_version, what="workspace")
     sent = patch.model_fields_set
-    for name in sent - {"default_assignee_id"}:
+    for name in sent - {"default_assignee_id", "quiet_hours"}:
         if getattr(patch, name) is None:
             raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
     if patch.timezone is not None and (
@@ -136,9 +149,21 @@ async def update(session: AsyncSession, ctx: Caller, patch: WorkspacePatch, *, e
                 "after": None if after is None else str(after),
             }
             setattr(workspace, name, after)
+    if "quiet_hours" in sent:
+        quiet = (patch.quiet_hours.start, patch.quiet_hours.end) if patch.quiet_hours else (None, None)
+        if quiet != (workspace.quiet_start, workspace.quiet_end):
+            changes["quiet_hours"] = {
+                "before": _window(workspace.quiet_start, workspace.quiet_end),
+                "after": _window(*quiet),
+            }
+            workspace.quiet_start, workspace.quiet_end = quiet
     audit.record_update(session, ctx, workspace, entity_type="workspace", changes=changes)
     await session.flush()
     return workspace
+
+
+def _window(start: str | None, end: str | None) -> str | None:
+    return f"{start}-{end}" if start and end else None
 
 
 async def _check_codes_stay_unique(session: AsyncSession, workspace_id: uuid.UUID, pattern: str) -> None:

@@ -107,7 +107,8 @@ async def enqueue(
     on the suppression list; an unsubscribe refuses marketing only), `ConsentRequired` (409
     `consent_required`: marketing without the customer's consent on the channel's consent key),
     `FrequencyCapped` (409 `frequency_capped`: the channel's marketing cap for this customer is
-    reached). Marketing created during the channel's quiet hours waits until they end (`send_after`).
+    reached). Marketing created during quiet hours (the channel's, else the workspace's default, in
+    the workspace's time zone) waits until they end (`send_after`); transactional messages never wait.
     The message is also an outbound interaction on the customer's timeline; the workers are woken at
     commit. Statuses: queued, sending, sent, delivered, failed, unknown."""
     await require_visible(session, ctx, customer_id)
@@ -139,9 +140,12 @@ async def enqueue(
                 f"Marketing on this channel needs the customer's `{medium}` consent.", consent_key=medium
             )
         await _check_cap(session, ctx, channel, customer_id, now)
+        # The channel's own quiet hours, else the workspace's; equal start and end: none at all.
+        zone, window = await workspaces.quiet_hours(session, ctx.workspace_id)
         if channel.quiet_start and channel.quiet_end:
-            zone = await workspaces.timezone(session, ctx.workspace_id)
-            send_after = after_quiet_hours(now, zone, channel.quiet_start, channel.quiet_end)
+            window = (channel.quiet_start, channel.quiet_end)
+        if window is not None:
+            send_after = after_quiet_hours(now, zone, *window)
     message_id = new_id()
     inserted = await session.scalar(
         insert(Message)
