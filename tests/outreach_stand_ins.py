@@ -7,16 +7,26 @@ import contextlib
 import email
 import email.policy
 import hashlib
+import ipaddress
+import shutil
+import ssl
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import orjson
 import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from alibabacloud_openapi_util.client import Client as AliyunUtil
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from starlette.requests import Request
 from starlette.responses import Response
 from tencentcloud.common.sign import Sign
@@ -36,6 +46,8 @@ class MailServer:
     # Answers to DATA in order (the last repeats): "250 OK", "451 4.3.0 try later", "550 5.1.1 no such user".
     script: list[str] = field(default_factory=lambda: ["250 OK"])
     connections: int = 0
+    # Per message received: whether its session was encrypted.
+    over_tls: list[bool] = field(default_factory=list)
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
@@ -52,18 +64,78 @@ class MailServer:
             assert isinstance(parsed, EmailMessage)
             self.received.append(parsed)
             self.envelopes.append((envelope.mail_from or "", list(envelope.rcpt_tos)))
+            # STARTTLS leaves its mark on the session; TLS from the start, on the transport.
+            transport = server.transport
+            implicit = transport is not None and transport.get_extra_info("ssl_object") is not None
+            self.over_tls.append(session.ssl is not None or implicit)
         return answer
 
 
 @contextlib.contextmanager
-def mail_server() -> Iterator[MailServer]:
+def mail_server(
+    tls: Literal["none", "tls", "starttls"] = "none", context: ssl.SSLContext | None = None
+) -> Iterator[MailServer]:
+    """`tls`: TLS from the start, or STARTTLS required before MAIL, with `context`'s certificate."""
     server = MailServer(port=free_port())
-    controller = Controller(server, hostname="127.0.0.1", port=server.port)
+    options: dict[str, Any] = {}
+    if tls == "tls":
+        options["ssl_context"] = context
+    elif tls == "starttls":
+        options.update(tls_context=context, require_starttls=True)
+    controller = Controller(server, hostname="127.0.0.1", port=server.port, **options)
     controller.start()
     try:
         yield server
     finally:
         controller.stop()
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A CA of the test's own and a certificate it signed for 127.0.0.1, as a server's TLS context."""
+
+    ca_pem: str
+    server: ssl.SSLContext
+
+
+def certificates(name: str = "Guanxi test CA") -> Certificates:
+    now = datetime.now(UTC)
+
+    def issued(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    ca = (
+        issued(name, ca_key, ca_name)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        issued("127.0.0.1", key, ca_name)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder = Path(tempfile.mkdtemp(prefix="guanxi-tls-"))
+    (folder / "cert.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    shutil.rmtree(folder)
+    return Certificates(ca.public_bytes(serialization.Encoding.PEM).decode(), server)
 
 
 @dataclass

@@ -4,7 +4,7 @@ the rules they obey, the worker sending at most once, provider callbacks."""
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -43,7 +43,7 @@ from tests.outreach_helpers import (
     tencent_channel,
     wecom_channel,
 )
-from tests.outreach_stand_ins import ALIYUN_SECRET, TENCENT_KEY, WECOM_KEY, mail_server, sms_server
+from tests.outreach_stand_ins import ALIYUN_SECRET, TENCENT_KEY, WECOM_KEY, certificates, mail_server, sms_server
 from tests.receiver import Answer, Receiver, free_port
 
 SECRETS = (SMTP_PASSWORD, ALIYUN_SECRET, TENCENT_KEY, WECOM_KEY)
@@ -161,6 +161,60 @@ async def test_channel_test_answers_the_providers_code(client: httpx.AsyncClient
         "retryable": False,
     }
     assert sms.received[0][1]["PhoneNumbers"] == "13800138000" and sms.received[0][1]["OutId"] == "test"
+
+
+@pytest.mark.parametrize("tls", ["tls", "starttls"])
+async def test_email_over_tls_verifies_the_servers_certificate(
+    client: httpx.AsyncClient, tenant: Tenant, tls: Literal["tls", "starttls"]
+) -> None:
+    ours, strangers = certificates(), certificates("Another CA")
+
+    async def test_send(channel: dict[str, Any]) -> dict[str, Any]:
+        url = f"/api/v1/channels/{channel['id']}/test"
+        response = await client.post(url, json={"to": "zhang.wei@example.com"}, headers=tenant.headers())
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    with mail_server(tls, ours.server) as mail:
+        body = email_channel(mail)
+        body["settings"]["tls"] = tls
+        system_roots = await make_channel(client, tenant, body)
+        body["settings"]["ca_certificate"] = strangers.ca_pem
+        wrong_ca = await make_channel(client, tenant, body)
+        body["settings"]["ca_certificate"] = ours.ca_pem
+        trusted = await make_channel(client, tenant, body)
+        refusals = [await test_send(system_roots), await test_send(wrong_ca)]
+        accepted = await test_send(trusted)
+    for refused in refusals:
+        assert (refused["outcome"], refused["code"]) == ("rejected", "tls_certificate"), refused
+        assert refused["message"].startswith("the server's certificate failed verification: ")
+        assert "unable to get local issuer certificate" in refused["message"]
+    assert accepted["outcome"] == "accepted", accepted
+    assert mail.over_tls == [True] and len(mail.received) == 1
+    assert SMTP_PASSWORD not in str(refusals)
+
+
+async def test_starttls_is_never_skipped_for_a_server_without_it(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    with mail_server() as plain:
+        body = email_channel(plain)
+        body["settings"]["tls"] = "starttls"
+        channel = await make_channel(client, tenant, body)
+        response = await client.post(
+            f"/api/v1/channels/{channel['id']}/test", json={"to": "zhang.wei@example.com"}, headers=tenant.headers()
+        )
+    refused = response.json()
+    assert (refused["outcome"], refused["code"]) == ("rejected", "connect_failed") and "STARTTLS" in refused["message"]
+    assert plain.received == []
+
+
+async def test_a_ca_certificate_that_is_no_pem_is_422(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    with mail_server() as mail:
+        body = email_channel(mail)
+        body["settings"]["ca_certificate"] = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+        response = await client.post("/api/v1/channels", json=body, headers=tenant.headers())
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["loc"][-2:] == ["settings", "ca_certificate"] and "not a PEM certificate" in error["msg"]
 
 
 async def test_an_email_is_sent_by_the_worker_once_and_is_on_the_timeline(

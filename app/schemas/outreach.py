@@ -1,10 +1,11 @@
 """Outreach: channels (their settings and write-only secrets), messages, suppressions, provider callbacks."""
 
+import ssl
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from app.schemas.common import EmailText, InputModel, Label, LongText, MediumText, NoNul, Reason, ShortText
 from app.schemas.message_template import MAX_VARIABLES, VariableName
@@ -44,6 +45,22 @@ class SmtpSettings(InputModel):
     username: ShortText | None = Field(default=None, examples=["crm@example.com"])
     from_address: EmailText = Field(examples=["crm@example.com"])
     from_name: ShortText | None = Field(default=None, examples=["关系 CRM"])
+    ca_certificate: Annotated[str, StringConstraints(min_length=1, max_length=50_000), NoNul] | None = Field(
+        default=None,
+        description="PEM certificate(s) of the CA (or the server's own self-signed certificate) to trust for "
+        "this server instead of the system's roots, for a mail server with a private CA. The server's "
+        "certificate and its name are always verified; there is no way to turn that off.",
+    )
+
+    @field_validator("ca_certificate")
+    @classmethod
+    def _loads(cls, pem: str | None) -> str | None:
+        if pem is not None:
+            try:
+                ssl.create_default_context(cadata=pem)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ValueError(f"not a PEM certificate OpenSSL can load ({exc})") from exc
+        return pem
 
 
 class SmtpSecrets(InputModel):

@@ -3,9 +3,14 @@ worker opens a few per channel and sends on each in turn.
 
 The SMTP dialogue tells exactly when a message was taken: a refusal before DATA (or a connection
 that never opened) is `rejected`, retryable on a 4xx; a 250 after DATA is `accepted`; a connection
-lost while the DATA was being written or answered is `unknown`."""
+lost while the DATA was being written or answered is `unknown`.
+
+TLS (from the start, or upgraded with STARTTLS, never silently skipped) always verifies the server's
+certificate and name: against the system's roots, or only the channel's own `ca_certificate` when it
+gives one (a private CA). A failed verification is `tls_certificate` with OpenSSL's reason."""
 
 import email.utils
+import ssl
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -27,6 +32,7 @@ class SmtpProvider:
             port=settings["port"],
             use_tls=settings["tls"] == "tls",
             start_tls=settings["tls"] == "starttls",
+            tls_context=tls_context(settings.get("ca_certificate")) if settings["tls"] != "none" else None,
             timeout=TIMEOUT_SECONDS,
         )
         await client.connect()
@@ -68,7 +74,7 @@ class SmtpProvider:
                 # Before DATA nothing was taken: a kept connection the server closed is opened again once.
                 await self.close()
                 if fresh:
-                    return Result.rejected("connect_failed", self._text(f"{type(exc).__name__}: {exc}"), retryable=True)
+                    return self._not_connected(exc)
         assert self.client is not None
         try:
             code, _ = await self.client.data(message.as_bytes())
@@ -79,6 +85,18 @@ class SmtpProvider:
             await self.close()
             return Result.unknown(self._text(f"connection lost during DATA: {type(exc).__name__}: {exc}"))
         return Result.accepted(message["Message-ID"].strip("<>"), str(code))
+
+    def _not_connected(self, exc: Exception) -> Result:
+        tls = _tls_error(exc)
+        if isinstance(tls, ssl.SSLCertVerificationError):
+            reason = tls.verify_message or tls.reason or str(tls)
+            text = f"the server's certificate failed verification: {reason}"
+            return Result.rejected("tls_certificate", self._text(text), retryable=True)
+        if tls is not None:
+            return Result.rejected(
+                "tls_failed", self._text(f"TLS handshake failed: {tls.reason or tls}"), retryable=True
+            )
+        return Result.rejected("connect_failed", self._text(f"{type(exc).__name__}: {exc}"), retryable=True)
 
     async def _reset(self) -> None:
         try:
@@ -97,3 +115,21 @@ class SmtpProvider:
 
     def _text(self, text: str) -> str:
         return redacted(text, self.account.secrets)
+
+
+def tls_context(ca_certificate: str | None) -> ssl.SSLContext:
+    """Verification on (certificate and host name): the system's roots, or only the given CA."""
+    if ca_certificate:
+        return ssl.create_default_context(cadata=ca_certificate)
+    return ssl.create_default_context()
+
+
+def _tls_error(exc: BaseException | None) -> ssl.SSLError | None:
+    """The TLS error behind `exc` (aiosmtplib wraps a failed handshake in its own connect error)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, ssl.SSLError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
