@@ -53,7 +53,8 @@ bench: install
 	$(BIN)/python bench/run_all.py
 
 # The real server on a PostgreSQL of its own, under load, while the database crashes, its
-# connections are killed and the network goes silent (about 2-3 minutes; not part of `make test`).
+# connections are killed and the network goes silent (about 2-3 minutes), and a worker killed in the
+# middle of a send of GUANXI_CHAOS_MESSAGES messages (100,000: about 25 minutes). Not part of `make test`.
 chaos: install
 	$(BIN)/pytest chaos -v -s -p no:cacheprovider
 
