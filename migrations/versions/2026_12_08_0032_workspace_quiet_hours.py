@@ -1,7 +1,7 @@
 """workspace quiet hours: the default for channels without their own
 
 Revision ID: 5d2b7c4e9a10
-Revises: c7e1a0d29f41
+Revises: 3f1c2a9d7b10
 Create Date: 2026-12-08 01:25:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "5d2b7c4e9a10"
-down_revision: str | None = "c7e1a0d29f41"
+down_revision: str | None = "3f1c2a9d7b10"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
