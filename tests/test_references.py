@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import app.schemas
 from app.core import clock
-from app.models import Survey, Ticket
+from app.models import AutomationRule, Survey, Ticket
 from tests.factories import Tenant, customer_body
 
 Ids = dict[str, str]
@@ -124,12 +124,41 @@ PROBES: dict[str, Probe] = {
         {"customer_id": ids["customer"], "channel_id": ids["channel"], "purpose": "transactional", "template_id": v},
     ),
     "EmailBounce.message_id": lambda ids, v: ("POST", ids["bounces"], {"address": "a@example.com", "message_id": v}),
+    "CreateTask.assignee_id": lambda ids, v: (
+        "POST",
+        "/automation-rules",
+        _rule({"type": "create_task", "title": "t", "assignee_id": v}),
+    ),
+    "AddToSegment.segment_id": lambda ids, v: (
+        "POST",
+        "/automation-rules",
+        _rule({"type": "add_to_segment", "segment_id": v}),
+    ),
+    "CallWebhook.endpoint_id": lambda ids, v: (
+        "POST",
+        "/automation-rules",
+        _rule({"type": "call_webhook", "endpoint_id": v}),
+    ),
+    "SendMessage.channel_id": lambda ids, v: (
+        "POST",
+        "/automation-rules",
+        _rule({"type": "send_message", "channel_id": v, "template_id": ids["template"]}),
+    ),
+    "SendMessage.template_id": lambda ids, v: (
+        "POST",
+        "/automation-rules",
+        _rule({"type": "send_message", "channel_id": ids["channel"], "template_id": v}),
+    ),
     "PreviewIn.customer_id": lambda ids, v: (
         "POST",
         f"/message-templates/{ids['template']}/preview",
         {"customer_id": v},
     ),
 }
+
+
+def _rule(action: dict[str, Any]) -> dict[str, Any]:
+    return {"name": f"r{uuid.uuid4().hex[:6]}", "trigger": {"kind": "date", "date": "birthday"}, "actions": [action]}
 
 
 def _message(ids: Ids, **fields: str) -> dict[str, Any]:
@@ -191,6 +220,7 @@ async def test_an_unknown_or_foreign_id_in_any_reference_field_is_refused_naming
         "default_assignee_id": str(other_tenant.users["sales"].id),
         "channel_id": foreign["channel"],
         "template_id": foreign["template"],
+        "endpoint_id": foreign["endpoint"],
     }
     failures = []
     for name, probe in PROBES.items():
@@ -209,6 +239,8 @@ async def test_an_unknown_or_foreign_id_in_any_reference_field_is_refused_naming
     for model in (Ticket, Survey):
         # Only the records made above: nothing a refused probe named was stored.
         assert await db.scalar(select(func.count()).select_from(model).where(model.workspace_id == tenant.id)) == 1
+    rules = select(func.count()).select_from(AutomationRule).where(AutomationRule.workspace_id == tenant.id)
+    assert await db.scalar(rules) == 0
 
 
 async def test_a_ticket_names_only_its_own_customers_order_and_contact(
