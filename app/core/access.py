@@ -35,6 +35,8 @@ class Scope(StrEnum):
     MESSAGES_SEND = "messages:send"
     # Automation rules: what runs on its own for every customer, so not for sales or support.
     AUTOMATION_WRITE = "automation:write"
+    # The loyalty program and levels, points adjusted by hand, level reviews run now.
+    LOYALTY_ADMIN = "loyalty:admin"
 
 
 class Role(StrEnum):
@@ -64,6 +66,7 @@ ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
             Scope.OUTREACH_ADMIN,
             Scope.MESSAGES_SEND,
             Scope.AUTOMATION_WRITE,
+            Scope.LOYALTY_ADMIN,
         }
     ),
     Role.SALES: frozenset(

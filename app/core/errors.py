@@ -38,6 +38,13 @@ class DuplicateCustomer(Conflict):
         super().__init__(detail, existing_id=str(existing_id), field=field)
 
 
+class NotEnoughPoints(Conflict):
+    title, slug = "Not enough points", "not-enough-points"
+
+    def __init__(self, detail: str, *, available: int) -> None:
+        super().__init__(detail, available=available)
+
+
 class IdempotencyInProgress(Conflict):
     title, slug = "Request in progress", "idempotency-in-progress"
 

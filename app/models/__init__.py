@@ -11,6 +11,14 @@ from app.models.idempotency import IdempotencyRecord
 from app.models.import_job import ExportJob, ImportJob, ImportRowError
 from app.models.interaction import FollowUpPlan, Interaction, Task
 from app.models.lifecycle import CustomerStage, LifecycleRules, LifecycleStage, StageHistory
+from app.models.loyalty import (
+    LoyaltyAccount,
+    LoyaltyDocument,
+    LoyaltyEntry,
+    LoyaltyLot,
+    LoyaltyRedemption,
+    LoyaltyRedemptionLot,
+)
 from app.models.message_template import MessageTemplate, MessageTemplateRevision
 from app.models.order import Order, OrderFulfilmentChange, OrderLine
 from app.models.outbox import OutboxEvent
@@ -61,6 +69,12 @@ __all__ = [
     "Interaction",
     "LifecycleRules",
     "LifecycleStage",
+    "LoyaltyAccount",
+    "LoyaltyDocument",
+    "LoyaltyEntry",
+    "LoyaltyLot",
+    "LoyaltyRedemption",
+    "LoyaltyRedemptionLot",
     "Message",
     "MessageTemplate",
     "MessageTemplateRevision",

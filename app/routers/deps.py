@@ -10,7 +10,7 @@ from starlette.requests import HTTPConnection
 
 from app.core.access import Caller, Scope
 from app.core.db import DbSession
-from app.core.errors import Forbidden, PreconditionRequired
+from app.core.errors import DomainError, Forbidden, PreconditionRequired
 from app.core.pagination import MAX_CURSOR_LENGTH
 from app.core.versions import ANY_VERSION
 from app.http.credentials import caller_from_headers
@@ -108,6 +108,7 @@ WorkspaceAdmin = Annotated[Caller, _caller(Scope.WORKSPACE_ADMIN)]
 OutreachAdmin = Annotated[Caller, _caller(Scope.OUTREACH_ADMIN)]
 MessagesSend = Annotated[Caller, _caller(Scope.MESSAGES_SEND)]
 AutomationWrite = Annotated[Caller, _caller(Scope.AUTOMATION_WRITE)]
+LoyaltyAdmin = Annotated[Caller, _caller(Scope.LOYALTY_ADMIN)]
 
 # Versions start at 1.
 NO_VERSION = 0
@@ -155,3 +156,13 @@ async def idempotency_key(
 
 
 IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
+
+
+async def required_idempotency_key(key: IdempotencyKey) -> str:
+    """Creates that must never run twice (points redeemed) refuse a request without a key: 400."""
+    if key is None:
+        raise DomainError("This request needs an Idempotency-Key header, so that a retry cannot repeat it.")
+    return key
+
+
+RequiredIdempotencyKey = Annotated[str, Depends(required_idempotency_key)]

@@ -170,4 +170,5 @@ class Problem(BaseModel):
     retry_after: int | None = Field(default=None, description="On 429: seconds to wait, as in `Retry-After`.")
     consent_key: str | None = Field(default=None, description="On a 409 `consent_required`: the consent needed.")
     suppression_id: str | None = Field(default=None, description="On a 409 `suppressed`: the suppression entry.")
+    available: int | None = Field(default=None, description="On a 409 `not-enough-points`: the points available.")
     cap: dict[str, int] | None = Field(default=None, description="On a 409 `frequency_capped`: `count` per `hours`.")

@@ -31,7 +31,7 @@ OrderSort = Literal["-ordered_at", "ordered_at"]
 QuantityOut = Annotated[str, Field(pattern=DECIMAL_TEXT, examples=["2"])]
 
 
-def _decimal_input(integer_digits: int, minimum: int) -> tuple[Any, ...]:
+def decimal_input(integer_digits: int, minimum: int) -> tuple[Any, ...]:
     """A decimal string with at most `integer_digits` digits before the point and 4 after, or a
     JSON integer: exactly what the document says, so a client that follows it is never refused.
     A JSON float is refused: binary fractions are how money goes wrong."""
@@ -61,8 +61,8 @@ def _positive(value: Decimal) -> Decimal:
     return value
 
 
-Amount = Annotated[Decimal, *_decimal_input(14, minimum=0)]
-Quantity = Annotated[Decimal, *_decimal_input(9, minimum=1), AfterValidator(_positive)]
+Amount = Annotated[Decimal, *decimal_input(14, minimum=0)]
+Quantity = Annotated[Decimal, *decimal_input(9, minimum=1), AfterValidator(_positive)]
 ExternalId = Annotated[str, Field(min_length=1, max_length=128), NoNul]
 
 

@@ -4,8 +4,8 @@ reconnects after a lost database.
 The families, one module each: `deliveries` (webhook fan-out and delivery), `outreach` (messages
 to customers), `bulk` (imports and
 exports), `value` (predictions, RFM, tiers, lifetime value), `segments` (segment refresh, lifecycle
-rules), `schedules` (follow-up plans, SLA breaches, ticket figures) and `automation` (automation
-rules, care reminders among them). `registry` says how they declare
+rules), `schedules` (follow-up plans, SLA breaches, ticket figures), `automation` (automation
+rules, care reminders among them) and `loyalty` (points expiry, level reviews). `registry` says how they declare
 their jobs. Any number of workers can run side by side."""
 
 import asyncio
@@ -24,12 +24,12 @@ from app.core.db import asyncpg_dsn, connection_lost, create_asyncpg_pool, creat
 from app.core.settings import Settings
 from app.services.events import outbox
 from app.services.operations import probes
-from app.workers import automation, bulk, deliveries, outreach, schedules, segments, value
+from app.workers import automation, bulk, deliveries, loyalty, outreach, schedules, segments, value
 from app.workers.registry import DATABASE_ERRORS, Reaction, Registry, Resources
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = (deliveries, outreach, bulk, value, segments, schedules, automation)
+FAMILIES = (deliveries, outreach, bulk, value, segments, schedules, automation, loyalty)
 # After the database is lost: the pause before connecting again, and the bound on closing what was open.
 RECONNECT_SECONDS = 1.0
 DISCONNECT_SECONDS = 5.0

@@ -16,6 +16,7 @@ from app.routers.v1 import (
     imports,
     interactions,
     lifecycle,
+    loyalty,
     message_templates,
     messages,
     orders,
@@ -34,7 +35,7 @@ router = APIRouter(prefix="/api/v1")
 for module in (
     customers, auth, segments, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
     api_keys, events, webhooks, imports, exports, audit, relations, message_templates, channels, messages,
-    suppressions, channel_callbacks, automation_rules,
+    suppressions, channel_callbacks, automation_rules, loyalty,
 ):  # fmt: skip
     router.include_router(module.router)
 router.include_router(events.changes)

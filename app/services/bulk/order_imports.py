@@ -32,6 +32,7 @@ from app.services.bulk import record_imports
 from app.services.bulk.imports import Progress
 from app.services.bulk.record_imports import CUSTOMER_KEYS, Loc, Problem, as_is, as_text, changes_sql
 from app.services.events import audit, outbox
+from app.services.loyalty import points
 from app.services.segments import lifecycle
 from app.services.value import customer_values, fulfilment, orders
 
@@ -238,6 +239,8 @@ SELECT order_id, created, status, fulfilment_status, tracking_reference FROM ord
 WHERE created OR (order_id IS NOT NULL AND (fulfilment_status IS NOT NULL OR tracking_reference IS NOT NULL))
 """
 )
+# The orders the page created or changed: their points are earned or taken back with them.
+WRITTEN_SQL = text("SELECT order_id FROM order_import_stage WHERE created OR changes <> '{}'::jsonb")
 SUMMARY_SQL = text(
     """
 SELECT coalesce(sum(cardinality(row_numbers)) FILTER (WHERE created), 0),
@@ -542,6 +545,7 @@ class _Pages:
                 "actor_id": self.ctx.actor_id,
             },
         )
+        await points.sync_orders(session, self.ctx, list((await session.execute(WRITTEN_SQL)).scalars()))
         created, updated, customers = (await session.execute(SUMMARY_SQL, {"moved": list(moved)})).one()
         staged = sum(len(order.rows) for order, _ in valid)
         self.job.created += created

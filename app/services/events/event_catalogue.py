@@ -39,6 +39,26 @@ class FulfilmentChanged(BaseModel):
     at: datetime
 
 
+class LoyaltyPointsMoved(BaseModel):
+    customer_id: str
+    kind: str = Field(
+        description="The ledger entry: earn, reverse, redeem, redeem_cancel, adjust or expire.", examples=["earn"]
+    )
+    points: int = Field(description="Signed: what the member's balance moved by.", examples=[120])
+    order_id: str | None = Field(description="earn and reverse: the order.")
+    redemption_id: str | None = Field(description="redeem and redeem_cancel: the redemption.")
+    reason: str | None = Field(description="adjust: the reason given.")
+    balance: int = Field(description="The member's balance after the move.", examples=[1320])
+    at: datetime
+
+
+class LoyaltyLevelChanged(BaseModel):
+    customer_id: str
+    from_level: str | None = Field(examples=["silver"])
+    to_level: str | None = Field(examples=["gold"])
+    at: datetime
+
+
 class TicketMoved(TicketOut):
     from_status: str = Field(description="The status the ticket left.", examples=["in_progress"])
 
@@ -216,6 +236,23 @@ CATALOGUE: tuple[EventType, ...] = (
         MessageEvent,
     ),
     EventType("message.replied", "A customer replied to a message (an SMS reply).", MessageReplied),
+    EventType("loyalty.points_earned", "A paid order's lines earned points (one event per order).", LoyaltyPointsMoved),
+    EventType(
+        "loyalty.points_redeemed",
+        "Points were redeemed (`redeem`), or a redemption was cancelled and gave them back (`redeem_cancel`).",
+        LoyaltyPointsMoved,
+    ),
+    EventType(
+        "loyalty.points_expired",
+        "A member's unspent points of lots past their expiry were written off.",
+        LoyaltyPointsMoved,
+    ),
+    EventType(
+        "loyalty.points_adjusted",
+        "Points were adjusted by hand (`adjust`) or taken back for a refund or cancellation (`reverse`).",
+        LoyaltyPointsMoved,
+    ),
+    EventType("loyalty.level_changed", "A level review moved a member to another level.", LoyaltyLevelChanged),
     EventType("consent.changed", "A customer's marketing consent changed (edit, merge, unsubscribe).", ConsentChanged),
     EventType(
         "automation.run_failed",

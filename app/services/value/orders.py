@@ -26,6 +26,7 @@ from app.services.customers.visibility import require_visible, through_customer
 from app.services.events import audit, outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Field, Payload, column, given, money, timestamp
+from app.services.loyalty import points
 from app.services.segments import lifecycle
 from app.services.value import customer_values, fulfilment
 
@@ -78,6 +79,7 @@ async def upsert(session: AsyncSession, ctx: Caller, data: OrderIn) -> tuple[Ord
         )
         outbox.emit(session, ctx, "order.created", event_data(order, lines))
         audit.record(session, ctx, entity_type="order", entity_id=order.id, action="created", changes={})
+        await points.sync_orders(session, ctx, [order.id])
         await _refresh_figures(session, ctx, order.customer_id)
         return order, lines, True
     previous_customer = existing.customer_id
@@ -108,6 +110,7 @@ async def upsert(session: AsyncSession, ctx: Caller, data: OrderIn) -> tuple[Ord
     outbox.emit(session, ctx, "order.updated", event_data(existing, lines, changed_fields=sorted(changes)))
     audit.record(session, ctx, entity_type="order", entity_id=existing.id, action="updated", changes=changes)
     await session.flush()
+    await points.sync_orders(session, ctx, [existing.id])
     await _refresh_figures(session, ctx, existing.customer_id)
     if previous_customer != existing.customer_id:
         await _refresh_figures(session, ctx, previous_customer)
@@ -125,7 +128,10 @@ async def _stored(session: AsyncSession, ctx: Caller, data: OrderIn) -> Order | 
 
 
 async def _refresh_figures(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> None:
-    """The order's consequences, in its transaction: value figures and tier, then lifecycle stage."""
+    """The order's consequences, in its transaction: value figures and tier, then lifecycle stage.
+    Its points come first (`points.sync_orders`), as in the import: the member's account, then the
+    figures' row, always in that order. Taken the other way round, an order holding the figures
+    would wait on the account behind every redemption, and the orders behind it on the figures."""
     await customer_values.refresh_customer(session, ctx, customer_id)
     await lifecycle.apply_rules(session, ctx, customer_id=customer_id)
 

@@ -1,0 +1,1 @@
+"""Loyalty: the program and levels, members' points (ledger and lots), redemptions and level reviews."""
