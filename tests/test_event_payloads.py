@@ -45,6 +45,7 @@ from app.services.events.webhook_delivery import envelope
 from app.services.segments import lifecycle, segments
 from app.services.service_desk import tickets
 from app.services.value import customer_values, orders
+from app.workers import loyalty as loyalty_jobs
 from tests.factories import Tenant, customer_body
 from tests.import_helpers import queue_and_run
 from tests.outreach_helpers import aliyun_channel, random_mobile, run_worker, sms_content, tencent_channel
@@ -449,7 +450,51 @@ async def _drive_every_path(
         await paths.call("POST", f"/automation-rules/{rule['id']}/run", 200)
 
     await paths.run("automation run", {"automation.webhook_requested", "automation.run_failed"}, automation_run)
+    await _drive_loyalty(paths, a)
     return paths
+
+
+async def _drive_loyalty(paths: Paths, customer_id: str) -> None:
+    """Earning with an order (one of it old enough for its points to expire), a refund's reversal,
+    an adjustment, a redemption and its cancel, a level review, and the expiry job."""
+    program = {"enabled": True, "earn_rate": "1", "expiry_months": 1}
+    await paths.call("PUT", "/loyalty/program", 200, json=program, headers={"If-Match": "*"})
+    levels = {"levels": [{"code": "silver", "name": "银卡", "metric": "spend", "threshold": "1"}]}
+    await paths.call("PUT", "/loyalty/levels", 200, json=levels, headers={"If-Match": "*"})
+    line = {"sku": "TEA", "product_name": "龙井", "quantity": "1", "unit_price": "100.00"}
+    order = {"customer_id": customer_id, "currency": "CNY", "total_amount": "100.00", "lines": [line]}
+    old = (clock.now() - timedelta(days=45)).isoformat()
+
+    async def earn() -> None:
+        await paths.call("POST", "/orders", 201, json={**order, "external_id": "L-1", "ordered_at": old})
+        await paths.call(
+            "POST", "/orders", 201, json={**order, "external_id": "L-2", "ordered_at": clock.now().isoformat()}
+        )
+
+    await paths.run("loyalty earning", {"loyalty.points_earned"}, earn)
+
+    async def reverse_and_adjust() -> None:
+        refund = {**order, "external_id": "L-2", "ordered_at": clock.now().isoformat(), "status": "partially_refunded"}
+        await paths.call("POST", "/orders", 200, json={**refund, "refunded_amount": "10.00"})
+        adjustment = {"customer_id": customer_id, "points": 10, "reason": "补偿"}
+        await paths.call("POST", "/loyalty/adjustments", 200, json=adjustment)
+
+    await paths.run("loyalty reversal and adjustment", {"loyalty.points_adjusted"}, reverse_and_adjust)
+
+    async def redeem_and_cancel() -> None:
+        body = {"customer_id": customer_id, "points": 5, "description": "gift"}
+        redemption = await paths.call(
+            "POST", "/loyalty/redemptions", 201, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+        )
+        await paths.call("POST", f"/loyalty/redemptions/{redemption['id']}/cancel", 200)
+
+    await paths.run("loyalty redemption and cancel", {"loyalty.points_redeemed"}, redeem_and_cancel)
+    await paths.run(
+        "loyalty level review", {"loyalty.level_changed"}, lambda: paths.call("POST", "/loyalty/levels/review", 200)
+    )
+    await paths.run(
+        "loyalty expiry job", {"loyalty.points_expired"}, lambda: loyalty_jobs.expire_points(paths.app.state.sessions)
+    )
 
 
 async def _drive_outreach(paths: Paths, database_url: str, customer_id: str) -> None:

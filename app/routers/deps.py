@@ -158,11 +158,31 @@ async def idempotency_key(
 IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
 
 
-async def required_idempotency_key(key: IdempotencyKey) -> str:
-    """Creates that must never run twice (points redeemed) refuse a request without a key: 400."""
+_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+
+
+async def required_idempotency_key(
+    key: Annotated[str | None, Header(alias="Idempotency-Key", pattern=_KEY_PATTERN, include_in_schema=False)] = None,
+) -> str:
+    """Creates that must never run twice (points redeemed) refuse a request without a key: 400,
+    not the 422 of a bad field, so FastAPI must not check its presence; the route states it as
+    required in the document (`REQUIRED_IDEMPOTENCY_KEY`)."""
     if key is None:
         raise DomainError("This request needs an Idempotency-Key header, so that a retry cannot repeat it.")
     return key
 
 
 RequiredIdempotencyKey = Annotated[str, Depends(required_idempotency_key)]
+# The route's `openapi_extra`: the header as the document states it.
+REQUIRED_IDEMPOTENCY_KEY: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": True,
+            "description": "Required: a request without one is a 400. The first response is replayed. "
+            "1-255 visible ASCII.",
+            "schema": {"type": "string", "pattern": _KEY_PATTERN},
+        }
+    ]
+}

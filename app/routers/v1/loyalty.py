@@ -9,8 +9,10 @@ from app.core.idempotency import StoredResponse
 from app.http.json_response import json_response
 from app.routers.deps import (
     DEFAULT_LIMIT,
+    REQUIRED_IDEMPOTENCY_KEY,
     Cursor,
     CustomersRead,
+    IdempotencyKey,
     IfMatch,
     Limit,
     LoyaltyAdmin,
@@ -104,18 +106,22 @@ async def list_customer_loyalty_ledger(
 
 @router.post(
     "/loyalty/adjustments",
-    status_code=201,
     response_model=AdjustmentOut,
     responses=errors(404, 409),
     summary="Adjust a member's points by hand",
 )
-async def create_loyalty_adjustment(data: AdjustmentIn, ctx: LoyaltyAdmin, session: Session) -> Response:
+async def create_loyalty_adjustment(
+    request: Request, data: AdjustmentIn, ctx: LoyaltyAdmin, session: Session, key: IdempotencyKey
+) -> Response:
     """Points added (available at once; a customer who is not a member is enrolled) or taken
     (oldest first; 409 with `available` when there are too few). The reason is required; audited,
-    `loyalty.points_adjusted`. Not idempotent: an adjustment is an entry in the ledger, not a
-    resource, so a retry after a lost response should read the ledger first."""
-    result = await members.adjust(session, ctx, data)
-    return json_response(result, status_code=201)
+    `loyalty.points_adjusted`. 200 with the ledger entry and the member's balance after it (an entry
+    is read in the member's ledger, not on its own); Idempotency-Key makes a retry safe."""
+
+    async def create() -> StoredResponse:
+        return stored(200, await members.adjust(session, ctx, data))
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 def _redemption_location(redemption_id: object) -> str:
@@ -128,6 +134,7 @@ def _redemption_location(redemption_id: object) -> str:
     response_model=RedemptionOut,
     responses=errors(400, 404, 409),
     summary="Redeem a member's points",
+    openapi_extra=REQUIRED_IDEMPOTENCY_KEY,
 )
 async def create_loyalty_redemption(
     request: Request, data: RedemptionIn, ctx: OrdersWrite, session: Session, key: RequiredIdempotencyKey

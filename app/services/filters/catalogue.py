@@ -9,7 +9,16 @@ from sqlalchemy import ColumnElement, extract, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller
-from app.models import Customer, CustomerStage, CustomerValue, Interaction, SurveyResponse, Ticket
+from app.models import (
+    Customer,
+    CustomerStage,
+    CustomerValue,
+    Interaction,
+    LoyaltyAccount,
+    LoyaltyLot,
+    SurveyResponse,
+    Ticket,
+)
 from app.schemas.order import RfmSegment
 from app.schemas.segment import FilterFieldType
 from app.services.customers import custom_fields
@@ -126,6 +135,33 @@ LAST_NPS: Any = (
 )
 
 
+def _member(column: Any) -> Any:
+    """A column of the customer's loyalty account: null for a customer who is not a member."""
+    return (
+        select(column)
+        .where(LoyaltyAccount.workspace_id == Customer.workspace_id, LoyaltyAccount.customer_id == Customer.id)
+        .scalar_subquery()
+    )
+
+
+EXPIRY_WINDOWS = (7, 30, 90)
+
+
+def _expiring_within(days: int) -> Any:
+    """Points of the member's lots that expire in the next `days` days (0 when none do)."""
+    return (
+        select(func.coalesce(func.sum(LoyaltyLot.remaining), 0))
+        .where(
+            LoyaltyLot.workspace_id == Customer.workspace_id,
+            LoyaltyLot.customer_id == Customer.id,
+            LoyaltyLot.remaining > 0,
+            LoyaltyLot.expires_at > func.now(),
+            LoyaltyLot.expires_at <= func.now() + func.make_interval(0, 0, 0, days),
+        )
+        .scalar_subquery()
+    )
+
+
 def _count_in_window(days: int, channel: str | None) -> Any:
     since = func.now() - func.make_interval(0, 0, 0, days)
     conditions = [Interaction.occurred_at >= since, *([Interaction.channel == channel] if channel else [])]
@@ -196,6 +232,26 @@ FIELDS: dict[str, Field] = {
         Field("activity.open_tickets", "integer", "Open tickets", "activity", "customer", OPEN_TICKETS),
         Field("activity.csat_average", "number", "Average CSAT (1-5)", "activity", "customer", CSAT_AVERAGE),
         Field("activity.nps_score", "integer", "Latest NPS answer (0-10)", "activity", "customer", LAST_NPS),
+        Field("loyalty.level", "string", "Loyalty level", "loyalty", "customer", _member(LoyaltyAccount.level)),
+        Field(
+            "loyalty.balance",
+            "integer",
+            "Loyalty points balance",
+            "loyalty",
+            "customer",
+            _member(LoyaltyAccount.balance),
+        ),
+        *(
+            Field(
+                f"loyalty.expiring_within_{days}d",
+                "integer",
+                f"Loyalty points expiring within {days} days",
+                "loyalty",
+                "customer",
+                _expiring_within(days),
+            )
+            for days in EXPIRY_WINDOWS
+        ),
         Field("lifecycle.stage", "string", "Lifecycle stage", "lifecycle", "stage", CustomerStage.stage),
         Field(
             "lifecycle.stage_age_days",
