@@ -466,3 +466,19 @@ async def test_an_order_import_earns_set_based_once_per_line_and_reverses_a_refu
     ]
     async with app.state.sessions() as session:
         await assert_balances_hold(session, tenant.id)
+
+
+async def test_the_order_batch_earns_through_the_same_writer(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    await _program(client, tenant, enrolment="explicit")
+    member, stranger = await _customer(client, tenant), await _customer(client, tenant)
+    # Explicit enrolment: an adjustment enrols the member; the stranger's order earns nothing.
+    enrol = {"customer_id": member, "points": 1, "reason": "欢迎"}
+    assert (await client.post("/api/v1/loyalty/adjustments", json=enrol, headers=tenant.headers())).status_code == 200
+    items = [_order(member, (None, "30.00")), _order(stranger, (None, "30.00"))]
+    batch = await client.post("/api/v1/orders/batch", json={"items": items}, headers=tenant.headers())
+    assert batch.status_code == 207 and [r["status"] for r in batch.json()["results"]] == [201, 201]
+    assert (await _account(client, tenant, member))["balance"] == 31
+    assert (await _account(client, tenant, stranger))["member"] is False
+    await assert_balances_hold(db, tenant.id)

@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, Field, StrictInt, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from app.schemas.common import InputModel, Label, MediumText, Name, OutputModel, ShortText, Timestamp
 from app.schemas.order import Amount, decimal_input
@@ -26,8 +26,21 @@ Percent = Annotated[Decimal, *decimal_input(3, minimum=0), AfterValidator(_at_mo
 MultiplierOut = Annotated[str, Field(examples=["1.5"])]
 Enrolment = Literal["explicit", "automatic"]
 EntryKind = Literal["earn", "reverse", "redeem", "redeem_cancel", "adjust", "expire"]
-Points = Annotated[StrictInt, Field(ge=1, le=MAX_POINTS, examples=[500])]
-SignedPoints = Annotated[StrictInt, Field(ge=-MAX_POINTS, le=MAX_POINTS, examples=[-200])]
+
+
+def _whole_number(value: object) -> object:
+    """A JSON number without a fraction (`5` or `5.0`, as JSON Schema's integer); never text or a boolean."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("send a whole number of points")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("points are whole numbers")
+        return int(value)
+    return value
+
+
+Points = Annotated[int, Field(ge=1, le=MAX_POINTS, examples=[500]), BeforeValidator(_whole_number)]
+SignedPoints = Annotated[int, Field(ge=-MAX_POINTS, le=MAX_POINTS, examples=[-200]), BeforeValidator(_whole_number)]
 Multipliers = Annotated[dict[Label, Multiplier], Field(max_length=100)]
 
 
