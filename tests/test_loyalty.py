@@ -307,24 +307,19 @@ async def test_levels_are_reviewed_set_based_with_progress_and_an_event_per_move
     client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
 ) -> None:
     await _program(client, tenant)
-    levels = {
-        "review": "rolling",
-        "window_months": 12,
-        "levels": [
-            {"code": "silver", "name": "银卡", "metric": "spend", "threshold": "100"},
-            {"code": "gold", "name": "金卡", "metric": "orders", "threshold": "3", "earn_multiplier": "2",
-             "discount_percent": "5", "ticket_priority": "high"},
-        ],
-    }  # fmt: skip
+    silver = {"code": "silver", "name": "银卡", "metric": "spend", "threshold": "100"}
+    gold = {"code": "gold", "name": "金卡", "metric": "orders", "threshold": "3", "earn_multiplier": "2",
+            "discount_percent": "5", "ticket_priority": "high"}  # fmt: skip
+    levels = {"review": "rolling", "window_months": 12, "levels": [silver, gold]}
     bad = await client.put(
         "/api/v1/loyalty/levels",
-        json={**levels, "levels": [levels["levels"][0], levels["levels"][0]]},
+        json={**levels, "levels": [silver, silver]},
         headers={**tenant.headers(), "If-Match": "*"},
     )
     assert bad.status_code == 422
     unknown_tier = await client.put(
         "/api/v1/loyalty/levels",
-        json={**levels, "levels": [{**levels["levels"][0], "value_tier": "ZZ"}]},
+        json={**levels, "levels": [{**silver, "value_tier": "ZZ"}]},
         headers={**tenant.headers(), "If-Match": "*"},
     )
     assert unknown_tier.status_code == 422
@@ -482,3 +477,26 @@ async def test_the_order_batch_earns_through_the_same_writer(
     assert (await _account(client, tenant, member))["balance"] == 31
     assert (await _account(client, tenant, stranger))["member"] is False
     await assert_balances_hold(db, tenant.id)
+
+
+async def test_a_yearly_review_moves_a_member_down_only_after_a_year_at_the_level(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    await _program(client, tenant)
+    levels = {"review": "yearly", "levels": [{"code": "silver", "name": "银卡", "metric": "spend", "threshold": "100"}]}
+    saved = await client.put("/api/v1/loyalty/levels", json=levels, headers={**tenant.headers(), "If-Match": "0"})
+    assert saved.status_code == 200, saved.text
+    customer = await _customer(client, tenant)
+    order = _order(customer, (None, "150.00"))
+    await _post_order(client, tenant, order)
+    review = "/api/v1/loyalty/levels/review"
+    assert (await client.post(review, headers=tenant.headers())).json()["changed"] == 1
+    await _post_order(client, tenant, {**order, "status": "refunded", "refunded_amount": "150.00"})
+    assert (await client.post(review, headers=tenant.headers())).json()["changed"] == 0
+    assert (await _account(client, tenant, customer))["level"] == "silver"
+    await db.execute(
+        text("UPDATE loyalty_accounts SET level_since = level_since - interval '13 months' WHERE workspace_id = :ws"),
+        {"ws": tenant.id},
+    )
+    assert (await client.post(review, headers=tenant.headers())).json()["changed"] == 1
+    assert (await _account(client, tenant, customer))["level"] is None

@@ -94,7 +94,8 @@ class LevelIn(InputModel):
 
 class LevelsIn(InputModel):
     review: Literal["yearly", "rolling"] = Field(
-        default="rolling", description="`rolling`: every review; `yearly`: a member moves down only in January."
+        default="rolling",
+        description="`rolling`: up or down at every review; `yearly`: up at once, down only after a year at the level.",
     )
     window_months: int = Field(default=12, ge=1, le=60)
     levels: list[LevelIn] = Field(
