@@ -500,3 +500,18 @@ async def test_a_yearly_review_moves_a_member_down_only_after_a_year_at_the_leve
     )
     assert (await client.post(review, headers=tenant.headers())).json()["changed"] == 1
     assert (await _account(client, tenant, customer))["level"] is None
+
+
+async def test_an_order_moved_to_another_customer_takes_back_from_whoever_holds_its_points(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    await _program(client, tenant)
+    first, second = await _customer(client, tenant), await _customer(client, tenant)
+    body = _order(first, (None, "100.00"))
+    await _post_order(client, tenant, body)
+    await _post_order(client, tenant, {**body, "customer_id": second})
+    assert (await _account(client, tenant, first))["balance"] == 100
+    assert (await _account(client, tenant, second))["balance"] == 0
+    await _post_order(client, tenant, {**body, "customer_id": second, "status": "cancelled"})
+    assert (await _account(client, tenant, first))["balance"] == 0
+    await assert_balances_hold(db, tenant.id)

@@ -112,6 +112,13 @@ class LoyaltyLot(TenantKey, Base):
         ),
         Index("ix_loyalty_lots_due", "expires_at", postgresql_where=text("remaining > 0")),
         Index("ix_loyalty_lots_workspace_id_entry_id", "workspace_id", "entry_id"),
+        # A refund finds its order's lots.
+        Index(
+            "ix_loyalty_lots_workspace_id_order_id",
+            "workspace_id",
+            "order_id",
+            postgresql_where=text("order_id IS NOT NULL"),
+        ),
     )
 
     customer_id: Mapped[uuid.UUID]

@@ -164,6 +164,13 @@ def upgrade() -> None:
         postgresql_where=sa.text("remaining > 0"),
     )
     op.create_index("ix_loyalty_lots_workspace_id_entry_id", "loyalty_lots", ["workspace_id", "entry_id"], unique=False)
+    op.create_index(
+        "ix_loyalty_lots_workspace_id_order_id",
+        "loyalty_lots",
+        ["workspace_id", "order_id"],
+        unique=False,
+        postgresql_where=sa.text("order_id IS NOT NULL"),
+    )
     op.create_table(
         "loyalty_redemption_lots",
         sa.Column("workspace_id", sa.Uuid(), nullable=False),
@@ -195,6 +202,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_loyalty_redemption_lots_workspace_id_lot_id", table_name="loyalty_redemption_lots")
     op.drop_table("loyalty_redemption_lots")
+    op.drop_index(
+        "ix_loyalty_lots_workspace_id_order_id",
+        table_name="loyalty_lots",
+        postgresql_where=sa.text("order_id IS NOT NULL"),
+    )
     op.drop_index("ix_loyalty_lots_workspace_id_entry_id", table_name="loyalty_lots")
     op.drop_index("ix_loyalty_lots_open", table_name="loyalty_lots", postgresql_where=sa.text("remaining > 0"))
     op.drop_index("ix_loyalty_lots_due", table_name="loyalty_lots", postgresql_where=sa.text("remaining > 0"))

@@ -84,13 +84,18 @@ FROM orders o WHERE o.workspace_id = :ws AND o.id = ANY (CAST(:ids AS uuid[])) A
 ON CONFLICT DO NOTHING
 """
 )
-# The accounts of the orders' customers, locked in one order so that two writers never wait on each other.
+# The accounts of the orders' customers, and of whoever holds lots of them (an order moved to
+# another customer, by an upsert or a merge, leaves its points where they were earned); locked in
+# one order so that two writers never wait on each other.
 LOCK_ORDERS_SQL = text(
     """
 SELECT a.customer_id FROM loyalty_accounts a
 WHERE a.workspace_id = :ws
-  AND a.customer_id IN (
-      SELECT o.customer_id FROM orders o WHERE o.workspace_id = :ws AND o.id = ANY (CAST(:ids AS uuid[])))
+  AND (a.customer_id IN (
+           SELECT o.customer_id FROM orders o WHERE o.workspace_id = :ws AND o.id = ANY (CAST(:ids AS uuid[])))
+       OR a.customer_id IN (
+           SELECT l.customer_id FROM loyalty_lots l
+           WHERE l.workspace_id = :ws AND l.order_id = ANY (CAST(:ids AS uuid[]))))
 ORDER BY a.customer_id
 FOR UPDATE
 """
@@ -148,12 +153,13 @@ moved AS (
 """
 )
 # A refund or cancellation takes back the order's points in proportion (all of them when the order
-# is refunded or cancelled whole), from what the order's own lots have left: points already spent
-# or expired are not clawed back from other lots (no debt, the balance never goes below zero).
+# is refunded or cancelled whole), from what the order's own lots have left, from whoever holds
+# them: points already spent or expired are not clawed back from other lots (no debt, the balance
+# never goes below zero).
 REVERSE_SQL = text(
     f"""
 WITH earned AS (
-    SELECT o.id AS order_id, o.customer_id, o.status, o.total_amount, o.refunded_amount,
+    SELECT o.id AS order_id, o.status, o.total_amount, o.refunded_amount,
            sum(e.points) FILTER (WHERE e.kind = 'earn') AS earned,
            -coalesce(sum(e.points) FILTER (WHERE e.kind = 'reverse'), 0) AS reversed
     FROM orders o JOIN loyalty_entries e ON e.workspace_id = :ws AND e.order_id = o.id
@@ -161,14 +167,14 @@ WITH earned AS (
     GROUP BY o.workspace_id, o.id
 ),
 owed AS (
-    SELECT order_id, customer_id,
+    SELECT order_id,
            CASE WHEN status IN ('refunded', 'cancelled') THEN earned
                 WHEN total_amount > 0 THEN floor(earned * refunded_amount / total_amount)::bigint
                 ELSE 0 END - reversed AS points
     FROM earned
 ),
 taking AS (
-    SELECT l.id AS lot_id, w.order_id, w.customer_id,
+    SELECT l.id AS lot_id, w.order_id, l.customer_id,
            least(l.remaining, w.points - (sum(l.remaining) OVER (PARTITION BY w.order_id ORDER BY l.id) - l.remaining))
                AS take
     FROM owed w JOIN loyalty_lots l ON l.workspace_id = :ws AND l.order_id = w.order_id AND l.remaining > 0
