@@ -129,6 +129,21 @@ async def _category(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/ticket-categories", {"name": f"c-{uuid.uuid4().hex[:8]}"})
 
 
+async def _saved_document(client: httpx.AsyncClient, tenant: Tenant, path: str, body: dict[str, Any]) -> str:
+    """A versioned settings document saved once (version 1), as the race's If-Match names."""
+    response = await client.put(f"/api/v1{path}", json=body, headers={**tenant.headers(), "If-Match": "*"})
+    assert response.status_code == 200 and response.json()["version"] == 1, response.text
+    return str(tenant.id)
+
+
+async def _loyalty_program(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    return await _saved_document(client, tenant, "/loyalty/program", {"earn_rate": "1"})
+
+
+async def _loyalty_levels(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    return await _saved_document(client, tenant, "/loyalty/levels", {"levels": []})
+
+
 # Per path of the OpenAPI document: how to make the resource and a PATCH (or POST) body that changes
 # it. Each of the 20 requests sends a different value so that none is a no-op that keeps the ETag.
 MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
@@ -151,6 +166,8 @@ MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/ticket-categories/{category_id}": (_category, lambda i: {"name": f"n{i}"}),
     "/api/v1/message-templates/{template_id}": (_message_template, lambda i: {"body": f"{{{{ customer.code }}}} {i}"}),
     "/api/v1/channels/{channel_id}": (_channel, lambda i: {"name": f"n{i}"}),
+    "/api/v1/loyalty/program": (_loyalty_program, lambda i: {"earn_rate": str(i + 2)}),
+    "/api/v1/loyalty/levels": (_loyalty_levels, lambda i: {"levels": [], "window_months": i + 2}),
 }
 
 
@@ -180,7 +197,7 @@ async def test_concurrent_writes_with_one_if_match_have_exactly_one_winner(
         row_id = await make(live_client, live_tenant)
         url = re.sub(r"\{\w+\}", row_id, path)
         headers = {**live_tenant.headers(), "If-Match": '"1"'}
-        if method in ("patch", "post"):
+        if method in ("patch", "post", "put"):
             sent = [live_client.request(method.upper(), url, json=body(i), headers=headers) for i in range(20)]
         else:
             sent = [live_client.delete(url, headers=headers) for _ in range(20)]
