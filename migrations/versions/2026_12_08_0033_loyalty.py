@@ -1,7 +1,7 @@
 """loyalty: program and levels documents, accounts, ledger, lots, redemptions
 
 Revision ID: 4d909b8cc33b
-Revises: 3f1c2a9d7b10
+Revises: 5d2b7c4e9a10
 Create Date: 2026-12-08 01:25:33
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "4d909b8cc33b"
-down_revision: str | None = "3f1c2a9d7b10"
+down_revision: str | None = "5d2b7c4e9a10"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
