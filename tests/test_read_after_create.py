@@ -44,8 +44,10 @@ async def test_every_201_in_the_document_names_a_location_that_reads_what_it_cre
     document = app.openapi()
     answers: dict[str, httpx.Response] = {}
 
-    async def create(template: str, body: dict[str, Any], **ids: str) -> dict[str, Any]:
-        created = await client.post(template.format(**ids), json=body, headers=tenant.headers())
+    async def create(
+        template: str, body: dict[str, Any], headers: dict[str, str] | None = None, **ids: str
+    ) -> dict[str, Any]:
+        created = await client.post(template.format(**ids), json=body, headers={**tenant.headers(), **(headers or {})})
         assert created.status_code == 201, (template, created.text)
         assert mismatches(document, "post", template, 201, created.headers) == [], template
         location = created.headers["location"]
@@ -114,6 +116,10 @@ async def test_every_201_in_the_document_names_a_location_that_reads_what_it_cre
     }
     await create("/api/v1/messages", note)
     await create("/api/v1/suppressions", {"medium": "email", "address": "bounced@example.com", "reason": "bounce"})
+    points = {"customer_id": customer, "points": 100, "reason": "开卡礼"}
+    assert (await client.post("/api/v1/loyalty/adjustments", json=points, headers=tenant.headers())).status_code == 200
+    redemption = {"customer_id": customer, "points": 30, "description": "茶具一套"}
+    await create("/api/v1/loyalty/redemptions", redemption, headers={"Idempotency-Key": "redeem-1"})
 
     assert set(answers) == _created_201s(app)
 

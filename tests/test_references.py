@@ -149,6 +149,16 @@ PROBES: dict[str, Probe] = {
         "/automation-rules",
         _rule({"type": "send_message", "channel_id": ids["channel"], "template_id": v}),
     ),
+    "AdjustmentIn.customer_id": lambda ids, v: (
+        "POST",
+        "/loyalty/adjustments",
+        {"customer_id": v, "points": 10, "reason": "补偿"},
+    ),
+    "RedemptionIn.customer_id": lambda ids, v: (
+        "POST",
+        "/loyalty/redemptions",
+        {"customer_id": v, "points": 10, "description": "茶具"},
+    ),
     "PreviewIn.customer_id": lambda ids, v: (
         "POST",
         f"/message-templates/{ids['template']}/preview",
@@ -229,7 +239,7 @@ async def test_an_unknown_or_foreign_id_in_any_reference_field_is_refused_naming
             if value is None:
                 continue
             method, path, body = probe(ids, value)
-            headers = {**tenant.headers(), "If-Match": "*"}
+            headers = {**tenant.headers(), "If-Match": "*", "Idempotency-Key": str(uuid.uuid4())}
             response = await client.request(method, f"/api/v1{path}", json=body, headers=headers)
             problem = response.json() if response.status_code in (404, 422) else {}
             named = response.status_code == 404 or field in str(problem.get("errors", [{}])[0].get("loc"))
