@@ -64,6 +64,13 @@ class Task(TenantKey, Base):
         ),
         Index("ix_tasks_workspace_id_assignee_id_status_due_at", "workspace_id", "assignee_id", "status", "due_at"),
         Index("ix_tasks_workspace_id_customer_id", "workspace_id", "customer_id"),
+        # The foreign key from tasks: deleting interactions checks each one's tasks through it.
+        Index(
+            "ix_tasks_workspace_id_interaction_id",
+            "workspace_id",
+            "interaction_id",
+            postgresql_where=text("interaction_id IS NOT NULL"),
+        ),
         # A plan keeps at most one open task per customer: changing or re-running it adds none.
         Index(
             "uq_tasks_open_plan_task",
