@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from app.core.secret_box import SecretKeysMissing, box
+from app.core.settings import DEVELOPMENT_SECRET_KEY, Settings
+
 GUANXI = str(Path(sys.executable).parent / "guanxi")
 SECRET = "s" * 40
 
@@ -31,7 +34,12 @@ def _run(command: str, **env: str) -> subprocess.CompletedProcess[str]:
         ),
         ({"GUANXI_ENVIRONMENT": "production", "GUANXI_JWT_SECRET": SECRET}, "DATABASE_URL"),
         (
-            {"GUANXI_ENVIRONMENT": "production", "GUANXI_JWT_SECRET": SECRET, "DATABASE_URL": "postgresql://h/db"},
+            {
+                "GUANXI_ENVIRONMENT": "production",
+                "GUANXI_JWT_SECRET": SECRET,
+                "DATABASE_URL": "postgresql://h/db",
+                "GUANXI_SECRET_KEYS": DEVELOPMENT_SECRET_KEY,
+            },
             "GUANXI_SECRET_KEYS",
         ),
         ({"GUANXI_SECRET_KEYS": "not-a-fernet-key"}, "GUANXI_SECRET_KEYS"),
@@ -58,3 +66,17 @@ def test_migrate_speaks_in_json_log_lines(database_url: str, tmp_path: Path) -> 
     assert lines and all(entry["time"].endswith("Z") for entry in lines)
     assert lines[-1]["message"] == "schema migrated" and lines[-1]["revision"] == "head"
     assert result.stdout == ""
+
+
+def test_production_without_secret_keys_runs_but_stores_and_opens_no_channel_secret() -> None:
+    """A deployment that sends nothing needs no key: it starts, and sealing or opening a secret is a
+    503 naming the setting (with Retry-After, as every 503); outside production a development key."""
+    production = Settings(environment="production", jwt_secret=SECRET, database_url="postgresql://h/db")
+    assert production.secret_keys is None
+    with pytest.raises(SecretKeysMissing) as refused:
+        box(production).seal({"password": "x"})
+    assert refused.value.status == 503 and "GUANXI_SECRET_KEYS" in refused.value.detail
+    with pytest.raises(SecretKeysMissing):
+        box(production).open("sealed")
+    development = Settings()
+    assert box(development).open(box(development).seal({"password": "x"})) == {"password": "x"}

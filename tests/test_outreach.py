@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import clock
 from app.core.db import asyncpg_dsn
 from app.core.secret_box import InvalidToken, SecretBox
-from app.core.settings import get_settings
+from app.core.settings import DEVELOPMENT_SECRET_KEY, get_settings
 from app.models import AuditEntry, Channel, Interaction, Message, OutboxEvent, Suppression
 from app.services.events import webhook_signing
 from app.services.outreach import callbacks, channels, messages, providers, sending
@@ -683,14 +683,15 @@ async def test_rotation_seals_every_channel_under_the_newest_key(
         channel = await make_channel(client, tenant, email_channel(mail))
     old = get_settings()
     new_key = Fernet.generate_key().decode()
-    rotated = old.model_copy(update={"secret_keys": f"{new_key},{old.secret_keys}"})
+    current = old.secret_keys or DEVELOPMENT_SECRET_KEY
+    rotated = old.model_copy(update={"secret_keys": f"{new_key},{current}"})
     assert await channels.reseal_all(db, rotated) >= 1
     sealed = await db.scalar(select(Channel.sealed_secrets).where(Channel.id == uuid.UUID(channel["id"])))
     assert sealed is not None
     # The newest key alone opens it now; the old one no longer does.
     assert SecretBox(new_key).open(sealed) == {"password": SMTP_PASSWORD}
     with pytest.raises(InvalidToken):
-        SecretBox(old.secret_keys).open(sealed)
+        SecretBox(current).open(sealed)
 
 
 async def test_a_running_worker_sends_what_a_commit_queued(

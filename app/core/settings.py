@@ -82,8 +82,10 @@ class Settings(BaseSettings):
     worker_heartbeat_file: Path | None = None
 
     # Fernet keys (comma-separated) that encrypt stored channel secrets: the first encrypts, every one
-    # decrypts, so a new key goes first and the old stays until `guanxi rotate-secrets` has run.
-    secret_keys: str = DEVELOPMENT_SECRET_KEY
+    # decrypts, so a new key goes first and the old stays until `guanxi rotate-secrets` has run. Unset,
+    # a development key outside production; in production the service runs without outreach secrets
+    # (storing or opening one answers 503), so a deployment that sends nothing needs no key.
+    secret_keys: str | None = None
     # Messages one worker sends at once, and how long a claim may take before its message is `unknown`.
     outreach_concurrency: int = Field(default=100, ge=1, le=2000)
     outreach_send_timeout_seconds: float = Field(default=15.0, gt=0)
@@ -101,7 +103,9 @@ class Settings(BaseSettings):
 
     @field_validator("secret_keys")
     @classmethod
-    def _fernet_keys(cls, value: str) -> str:
+    def _fernet_keys(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         keys = [key.strip() for key in value.split(",") if key.strip()]
         if not keys:
             raise ValueError("give at least one key (Fernet.generate_key())")
@@ -122,7 +126,7 @@ class Settings(BaseSettings):
         # the container, and every process of a deployment would start its own.
         if not self.database_url:
             raise ValueError("DATABASE_URL must name the PostgreSQL server in production")
-        if DEVELOPMENT_SECRET_KEY in self.secret_keys.split(","):
+        if self.secret_keys is not None and DEVELOPMENT_SECRET_KEY in self.secret_keys.split(","):
             raise ValueError("GUANXI_SECRET_KEYS must be set to your own Fernet key(s) in production")
         return self
 

@@ -20,7 +20,7 @@ import aiohttp
 from sqlalchemy import select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.secret_box import InvalidToken, SecretBox
+from app.core.secret_box import InvalidToken, SecretBox, SecretKeysMissing
 from app.core.settings import Settings
 from app.models import Channel, Message
 from app.services.events import outbox
@@ -234,6 +234,9 @@ async def _send_channel(
         failure = Result.rejected(
             "secrets_unreadable", "no key of GUANXI_SECRET_KEYS opens the channel's secrets", retryable=True
         )
+        return [(c, failure) for c in items]
+    except SecretKeysMissing:
+        failure = Result.rejected("secrets_unreadable", "GUANXI_SECRET_KEYS is not set", retryable=True)
         return [(c, failure) for c in items]
     # SMTP: a few kept connections, each sending its share in turn; HTTP providers: one request each.
     lanes = min(SMTP_CONNECTIONS, len(items)) if channel.kind == "email" else len(items)
