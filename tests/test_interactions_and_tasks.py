@@ -191,7 +191,13 @@ async def test_plans_create_tasks_once_and_pause(client: httpx.AsyncClient, tena
     changed = await client.patch(
         f"/api/v1/follow-up-plans/{plan['id']}", json={"days": 7}, headers={**tenant.headers(), "If-Match": '"1"'}
     )
-    assert changed.status_code == 200
+    assert changed.status_code == 200 and changed.headers["ETag"] == '"2"'
+    audited = await client.get(f"/api/v1/audit?entity_id={plan['id']}&action=updated", headers=tenant.headers())
+    assert [e["changes"] for e in audited.json()["items"]] == [{"days": {"before": 30, "after": 7}}]
+    same = await client.patch(
+        f"/api/v1/follow-up-plans/{plan['id']}", json={"days": 7}, headers={**tenant.headers(), "If-Match": '"2"'}
+    )
+    assert same.status_code == 200 and same.headers["ETag"] == '"2"'
     assert (await client.post("/api/v1/follow-up-plans/run", headers=tenant.headers())).json() == {"created": 0}
     sales_tasks = (await client.get("/api/v1/tasks", headers=tenant.headers("sales"))).json()["items"]
     assert [t["customer_id"] for t in sales_tasks] == [owned] and sales_tasks[0]["origin"] == "plan"

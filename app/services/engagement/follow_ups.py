@@ -84,18 +84,25 @@ async def update_plan(
     """Open tasks stay as they are: a changed plan never adds a second open task for a customer."""
     plan = await get_plan(session, ctx, plan_id, lock=True)
     check_version(plan.version, expected_version, what="plan")
+    wanted: dict[str, Any] = {}
     if patch.audience is not None:
         audience = patch.audience.model_dump(mode="json", exclude_none=True)
         await _check_audience(session, ctx, audience)
-        plan.audience = audience
+        wanted["audience"] = audience
     for name in ("name", "days", "task_title", "task_priority", "active"):
         if name in patch.model_fields_set:
             value = getattr(patch, name)
             if value is None:
                 raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
-            setattr(plan, name, value)
-    plan.version += 1
-    plan.updated_at = clock.now()
+            wanted[name] = value
+    changes: audit.Changes = {
+        name: {"before": getattr(plan, name), "after": value}
+        for name, value in wanted.items()
+        if value != getattr(plan, name)
+    }
+    for name in changes:
+        setattr(plan, name, wanted[name])
+    audit.record_update(session, ctx, plan, entity_type="follow_up_plan", changes=changes)
     return plan
 
 
