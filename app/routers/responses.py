@@ -149,6 +149,16 @@ def stored(status_code: int, content: Any, headers: dict[str, str] | None = None
     return idempotency.StoredResponse(status_code=status_code, headers=headers or {}, body=body)
 
 
+def stored_resource(
+    content: dict[str, Any], *, location: str | None, status_code: int = 201
+) -> idempotency.StoredResponse:
+    """`resource_response` kept for an Idempotency-Key's replay: Location, and the version as the ETag."""
+    headers = {"Location": location} if location else {}
+    if (version := content.get("version")) is not None:
+        headers["ETag"] = f'"{version}"'
+    return stored(status_code, content, headers)
+
+
 def _without_nul(value: Any) -> Any:
     """jsonb cannot hold NUL, and a problem in a batch result may quote one from the request (the
     name of an unknown key): stored and sent as U+FFFD, so the replay is the first response."""

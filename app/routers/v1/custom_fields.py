@@ -2,12 +2,13 @@
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.core.idempotency import StoredResponse
 from app.http.json_response import json_response
-from app.routers.deps import CustomersRead, CustomFieldsWrite, IfMatch, Reader, Session
-from app.routers.responses import errors, resource_response
+from app.routers.deps import CustomersRead, CustomFieldsWrite, IdempotencyKey, IfMatch, Reader, Session
+from app.routers.responses import errors, idempotent, resource_response, stored_resource
 from app.schemas.custom_field import CustomFieldCreate, CustomFieldList, CustomFieldOut, CustomFieldPatch
 from app.services.customers import custom_fields
 
@@ -25,10 +26,16 @@ async def list_fields(ctx: CustomersRead, session: Reader) -> Response:
 
 
 @router.post("", status_code=201, response_model=CustomFieldOut, responses=errors(409), summary="Define a custom field")
-async def create_field(data: CustomFieldCreate, ctx: CustomFieldsWrite, session: Session) -> Response:
+async def create_field(
+    request: Request, data: CustomFieldCreate, ctx: CustomFieldsWrite, session: Session, key: IdempotencyKey
+) -> Response:
     """Values on customers are checked against the type and rules from then on."""
-    definition = await custom_fields.create(session, ctx, data)
-    return resource_response(_out(definition), status_code=201, location=f"/api/v1/custom-fields/{definition.id}")
+
+    async def create() -> StoredResponse:
+        definition = await custom_fields.create(session, ctx, data)
+        return stored_resource(_out(definition), location=f"/api/v1/custom-fields/{definition.id}")
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.get("/{field_id}", response_model=CustomFieldOut, responses=errors(404), summary="Get a definition")

@@ -4,22 +4,24 @@
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from app.core.idempotency import StoredResponse
 from app.http.json_response import json_response
 from app.routers.deps import (
     DEFAULT_LIMIT,
     Cursor,
     CustomersRead,
     CustomersWrite,
+    IdempotencyKey,
     IfMatch,
     Limit,
     Reader,
     Session,
     UsersWrite,
 )
-from app.routers.responses import errors, existing, resource_response
+from app.routers.responses import errors, existing, idempotent, resource_response, stored_resource
 from app.schemas.common import Timestamp
 from app.schemas.customer import BatchResponse
 from app.schemas.interaction import (
@@ -51,13 +53,19 @@ router = APIRouter(tags=["interactions and tasks"])
     responses=errors(404) | existing(InteractionOut, "Pushed before with this `external_id`: the stored contact"),
     summary="Log a contact",
 )
-async def log_interaction(data: InteractionIn, ctx: CustomersWrite, session: Session) -> Response:
+async def log_interaction(
+    request: Request, data: InteractionIn, ctx: CustomersWrite, session: Session, key: IdempotencyKey
+) -> Response:
     """With `external_id`, the same contact pushed again answers 200 with the stored one."""
-    interaction, created = await interactions.log(session, ctx, data)
-    if not created:
-        return resource_response(interactions.present(interaction, ctx))
-    location = f"/api/v1/interactions/{interaction.id}"
-    return resource_response(interactions.present(interaction, ctx), status_code=201, location=location)
+
+    async def create() -> StoredResponse:
+        interaction, created = await interactions.log(session, ctx, data)
+        body = interactions.present(interaction, ctx)
+        if not created:
+            return stored_resource(body, location=None, status_code=200)
+        return stored_resource(body, location=f"/api/v1/interactions/{interaction.id}")
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.post(
@@ -144,10 +152,16 @@ async def put_outcomes(body: Outcomes, ctx: UsersWrite, session: Session) -> Res
 
 
 @router.post("/tasks", status_code=201, response_model=TaskOut, responses=errors(404), summary="Add a task")
-async def create_task(data: TaskIn, ctx: CustomersWrite, session: Session) -> Response:
+async def create_task(
+    request: Request, data: TaskIn, ctx: CustomersWrite, session: Session, key: IdempotencyKey
+) -> Response:
     """A due time in the past is accepted: the task is then `overdue`."""
-    task = await tasks.create(session, ctx, data)
-    return resource_response(tasks.present(task), status_code=201, location=f"/api/v1/tasks/{task.id}")
+
+    async def create() -> StoredResponse:
+        task = await tasks.create(session, ctx, data)
+        return stored_resource(tasks.present(task), location=f"/api/v1/tasks/{task.id}")
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.get("/tasks", response_model=TaskPage, responses=errors(), summary="Tasks (my tasks by default)")

@@ -6,12 +6,13 @@ keeps working on the same rules, ids and reminders."""
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.core.idempotency import StoredResponse
 from app.http.json_response import json_response
-from app.routers.deps import CustomersRead, IfMatch, PlansWrite, Reader, Session
-from app.routers.responses import errors, resource_response
+from app.routers.deps import CustomersRead, IdempotencyKey, IfMatch, PlansWrite, Reader, Session
+from app.routers.responses import errors, idempotent, resource_response, stored_resource
 from app.schemas.interaction import (
     CareRuleIn,
     CareRuleList,
@@ -35,13 +36,17 @@ async def list_plans(ctx: CustomersRead, session: Reader) -> Response:
 
 
 @router.post("/follow-up-plans", status_code=201, response_model=PlanOut, responses=errors(), summary="Add a plan")
-async def create_plan(data: PlanIn, ctx: PlansWrite, session: Session) -> Response:
+async def create_plan(
+    request: Request, data: PlanIn, ctx: PlansWrite, session: Session, key: IdempotencyKey
+) -> Response:
     """`every_n_days` for the audience (tier, segment, stage), or `days_after_first_purchase`.
     The scheduler runs plans every 10 minutes; tasks go to each customer's owner."""
-    plan = await follow_ups.create_plan(session, ctx, data)
-    return resource_response(
-        follow_ups.present_plan(plan), status_code=201, location=f"/api/v1/follow-up-plans/{plan.id}"
-    )
+
+    async def create() -> StoredResponse:
+        plan = await follow_ups.create_plan(session, ctx, data)
+        return stored_resource(follow_ups.present_plan(plan), location=f"/api/v1/follow-up-plans/{plan.id}")
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.get("/follow-up-plans/{plan_id}", response_model=PlanOut, responses=errors(404), summary="Get a plan")
@@ -79,13 +84,17 @@ async def list_care_rules(ctx: CustomersRead, session: Reader) -> Response:
     responses=errors(),
     summary="Add a care rule",
 )
-async def create_care_rule(data: CareRuleIn, ctx: PlansWrite, session: Session) -> Response:
+async def create_care_rule(
+    request: Request, data: CareRuleIn, ctx: PlansWrite, session: Session, key: IdempotencyKey
+) -> Response:
     """Birthdays, a fixed date (a holiday) or a date custom field (an anniversary): a reminder task
     for the owner `lead_days` ahead, skipping customers who declined every channel."""
-    rule = await follow_ups.create_care_rule(session, ctx, data)
-    return resource_response(
-        follow_ups.present_care_rule(rule), status_code=201, location=f"/api/v1/care-rules/{rule.id}"
-    )
+
+    async def create() -> StoredResponse:
+        rule = await follow_ups.create_care_rule(session, ctx, data)
+        return stored_resource(follow_ups.present_care_rule(rule), location=f"/api/v1/care-rules/{rule.id}")
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.delete("/follow-up-plans/{plan_id}", status_code=204, responses=errors(404, 412, 428), summary="Delete a plan")

@@ -3,12 +3,23 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
+from app.core.idempotency import StoredResponse
 from app.http.json_response import json_response
-from app.routers.deps import DEFAULT_LIMIT, Cursor, CustomersRead, CustomersWrite, IfMatch, Limit, Reader, Session
-from app.routers.responses import csv_alternative, errors, resource_response
+from app.routers.deps import (
+    DEFAULT_LIMIT,
+    Cursor,
+    CustomersRead,
+    CustomersWrite,
+    IdempotencyKey,
+    IfMatch,
+    Limit,
+    Reader,
+    Session,
+)
+from app.routers.responses import csv_alternative, errors, idempotent, resource_response, stored_resource
 from app.schemas.customer import CustomerPage
 from app.schemas.segment import (
     CustomerSearch,
@@ -60,13 +71,19 @@ async def list_segments(ctx: CustomersRead, session: Session) -> Response:
 
 
 @router.post("/segments", status_code=201, response_model=SegmentOut, responses=errors(), summary="Create a segment")
-async def create_segment(body: SegmentCreate, ctx: CustomersWrite, session: Session) -> Response:
+async def create_segment(
+    request: Request, body: SegmentCreate, ctx: CustomersWrite, session: Session, key: IdempotencyKey
+) -> Response:
     """Dynamic segments are materialised by the worker (at once after creation, then every 6 hours);
     static lists take members through POST /segments/{id}/members."""
-    segment = await segments.create(
-        session, ctx, name=body.name, description=body.description, kind=body.kind, filter_=body.filter
-    )
-    return resource_response(segments.present(segment), status_code=201, location=f"/api/v1/segments/{segment.id}")
+
+    async def create() -> StoredResponse:
+        segment = await segments.create(
+            session, ctx, name=body.name, description=body.description, kind=body.kind, filter_=body.filter
+        )
+        return stored_resource(segments.present(segment), location=f"/api/v1/segments/{segment.id}")
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.get("/segments/{segment_id}", response_model=SegmentOut, responses=errors(404), summary="Get a segment")
@@ -126,9 +143,19 @@ async def change_segment_members(
     responses=errors(404),
     summary="Freeze the current members",
 )
-async def snapshot_segment(segment_id: uuid.UUID, body: SnapshotIn, ctx: CustomersWrite, session: Session) -> Response:
-    frozen = await segments.snapshot(session, ctx, segment_id, name=body.name)
-    return resource_response(segments.present(frozen), status_code=201, location=f"/api/v1/segments/{frozen.id}")
+async def snapshot_segment(
+    request: Request,
+    segment_id: uuid.UUID,
+    body: SnapshotIn,
+    ctx: CustomersWrite,
+    session: Session,
+    key: IdempotencyKey,
+) -> Response:
+    async def create() -> StoredResponse:
+        frozen = await segments.snapshot(session, ctx, segment_id, name=body.name)
+        return stored_resource(segments.present(frozen), location=f"/api/v1/segments/{frozen.id}")
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.get(

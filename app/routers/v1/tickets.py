@@ -29,7 +29,7 @@ from app.routers.deps import (
     ServiceAdmin,
     Session,
 )
-from app.routers.responses import errors, idempotent, public_errors, resource_response, stored
+from app.routers.responses import errors, idempotent, public_errors, resource_response, stored, stored_resource
 from app.schemas.common import Tag, Timestamp
 from app.schemas.ticket import (
     CalendarLoad,
@@ -158,11 +158,18 @@ async def escalate_ticket(ticket_id: uuid.UUID, ctx: CustomersWrite, session: Se
     responses=errors(404, 409),
     summary="Comment",
 )
-async def add_comment(ticket_id: uuid.UUID, body: CommentIn, ctx: CustomersWrite, session: Session) -> Response:
-    """Public replies reach the customer (the first one is the first response); internal notes do not."""
-    note = await tickets.comment(session, ctx, ticket_id, body)
-    location = f"/api/v1/tickets/{ticket_id}/comments/{note.id}"
-    return json_response(tickets.present_comment(note), status_code=201, headers={"Location": location})
+async def add_comment(
+    request: Request, ticket_id: uuid.UUID, body: CommentIn, ctx: CustomersWrite, session: Session, key: IdempotencyKey
+) -> Response:
+    """Public replies reach the customer (the first one is the first response); internal notes do not.
+    Idempotency-Key makes a retry safe: a reply resent after a lost answer is not posted twice."""
+
+    async def create() -> StoredResponse:
+        note = await tickets.comment(session, ctx, ticket_id, body)
+        location = f"/api/v1/tickets/{ticket_id}/comments/{note.id}"
+        return stored(201, tickets.present_comment(note), {"Location": location})
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.get(
@@ -227,11 +234,14 @@ async def list_categories(ctx: CustomersRead, session: Reader) -> Response:
 @router.post(
     "/ticket-categories", status_code=201, response_model=CategoryOut, responses=errors(), summary="Add a category"
 )
-async def add_category(body: CategoryIn, ctx: ServiceAdmin, session: Session) -> Response:
-    category = await categories.add_category(session, ctx, body)
-    return resource_response(
-        categories.present(category), status_code=201, location=f"/api/v1/ticket-categories/{category.id}"
-    )
+async def add_category(
+    request: Request, body: CategoryIn, ctx: ServiceAdmin, session: Session, key: IdempotencyKey
+) -> Response:
+    async def create() -> StoredResponse:
+        category = await categories.add_category(session, ctx, body)
+        return stored_resource(categories.present(category), location=f"/api/v1/ticket-categories/{category.id}")
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.put("/sla", response_model=SlaSettingsOut, responses=errors(), summary="Set SLA policies and business hours")
@@ -243,9 +253,14 @@ async def set_sla(body: SlaSettings, ctx: ServiceAdmin, session: Session) -> Res
 
 
 @router.post("/surveys", status_code=201, response_model=SurveyOut, responses=errors(), summary="Create an NPS survey")
-async def create_survey(body: SurveyIn, ctx: ServiceAdmin, session: Session) -> Response:
-    survey = await feedback.create_survey(session, ctx, body)
-    return resource_response(feedback.present_survey(survey), status_code=201, location=f"/api/v1/surveys/{survey.id}")
+async def create_survey(
+    request: Request, body: SurveyIn, ctx: ServiceAdmin, session: Session, key: IdempotencyKey
+) -> Response:
+    async def create() -> StoredResponse:
+        survey = await feedback.create_survey(session, ctx, body)
+        return stored_resource(feedback.present_survey(survey), location=f"/api/v1/surveys/{survey.id}")
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.post(
@@ -255,12 +270,24 @@ async def create_survey(body: SurveyIn, ctx: ServiceAdmin, session: Session) -> 
     responses=errors(404, 409, 410),
     summary="Record an answer",
 )
-async def answer_survey(survey_id: uuid.UUID, body: SurveyAnswer, ctx: CustomersWrite, session: Session) -> Response:
+async def answer_survey(
+    request: Request,
+    survey_id: uuid.UUID,
+    body: SurveyAnswer,
+    ctx: CustomersWrite,
+    session: Session,
+    key: IdempotencyKey,
+) -> Response:
     """One 0-10 answer per customer; 409 for a second one or before the survey opens, 410 once it
-    closed (by hand or at `closes_at`)."""
-    response = await feedback.answer_survey(session, ctx, survey_id, body)
-    location = f"/api/v1/surveys/{survey_id}/responses/{response.customer_id}"
-    return json_response(feedback.present_response(response), status_code=201, headers={"Location": location})
+    closed (by hand or at `closes_at`). With Idempotency-Key a retry replays the first answer's 201
+    instead of a 409."""
+
+    async def create() -> StoredResponse:
+        response = await feedback.answer_survey(session, ctx, survey_id, body)
+        location = f"/api/v1/surveys/{survey_id}/responses/{response.customer_id}"
+        return stored(201, feedback.present_response(response), {"Location": location})
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.get(

@@ -2,13 +2,14 @@
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.core.idempotency import StoredResponse
 from app.core.settings import get_settings
 from app.http.json_response import json_response
-from app.routers.deps import AnyCaller, IfMatch, Reader, Session, UsersRead, UsersWrite, WorkspaceAdmin
-from app.routers.responses import errors, resource_response
+from app.routers.deps import AnyCaller, IdempotencyKey, IfMatch, Reader, Session, UsersRead, UsersWrite, WorkspaceAdmin
+from app.routers.responses import errors, idempotent, resource_response, stored_resource
 from app.schemas.auth import (
     PasswordChange,
     PasswordReset,
@@ -44,12 +45,18 @@ async def list_users(ctx: UsersRead, session: Reader) -> Response:
 
 
 @router.post("/users", status_code=201, response_model=UserOut, responses=errors(409), summary="Add a user")
-async def create_user(data: UserCreate, ctx: UsersWrite, session: Session) -> Response:
+async def create_user(
+    request: Request, data: UserCreate, ctx: UsersWrite, session: Session, key: IdempotencyKey
+) -> Response:
     """The password is stored as an Argon2 hash; the role sets scopes and visibility. The caller
     must hold every scope of the role it grants (403 otherwise)."""
-    user = await users.create_user(session, ctx, data)
-    body = UserOut.model_validate(user).model_dump(mode="json")
-    return resource_response(body, status_code=201, location=f"/api/v1/users/{user.id}")
+
+    async def create() -> StoredResponse:
+        user = await users.create_user(session, ctx, data)
+        body = UserOut.model_validate(user).model_dump(mode="json")
+        return stored_resource(body, location=f"/api/v1/users/{user.id}")
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.post("/users/me/password", response_model=TokenOut, responses=errors(404), summary="Change your own password")
@@ -98,11 +105,17 @@ async def list_teams(ctx: UsersRead, session: Reader) -> Response:
 
 
 @router.post("/teams", status_code=201, response_model=TeamOut, responses=errors(), summary="Add a team")
-async def create_team(data: TeamCreate, ctx: UsersWrite, session: Session) -> Response:
+async def create_team(
+    request: Request, data: TeamCreate, ctx: UsersWrite, session: Session, key: IdempotencyKey
+) -> Response:
     """A manager sees the customers owned by members of its team."""
-    team = await users.create_team(session, ctx, data)
-    body = TeamOut.model_validate(team).model_dump(mode="json")
-    return resource_response(body, status_code=201, location=f"/api/v1/teams/{team.id}")
+
+    async def create() -> StoredResponse:
+        team = await users.create_team(session, ctx, data)
+        body = TeamOut.model_validate(team).model_dump(mode="json")
+        return stored_resource(body, location=f"/api/v1/teams/{team.id}")
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.get("/teams/{team_id}", response_model=TeamOut, responses=errors(404), summary="Get a team")

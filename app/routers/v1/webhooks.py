@@ -2,12 +2,13 @@
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.core.idempotency import StoredResponse
 from app.http.json_response import json_response
-from app.routers.deps import DEFAULT_LIMIT, Cursor, IfMatch, Limit, Reader, Session, WebhooksWrite
-from app.routers.responses import errors, resource_response
+from app.routers.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, IfMatch, Limit, Reader, Session, WebhooksWrite
+from app.routers.responses import errors, idempotent, resource_response, stored_resource
 from app.schemas.event import (
     AttemptList,
     DeliveryOut,
@@ -27,15 +28,19 @@ router = APIRouter(prefix="/webhook-endpoints", tags=["webhooks"])
 
 
 @router.post("", status_code=201, response_model=EndpointWithSecret, responses=errors(), summary="Add an endpoint")
-async def create_endpoint(data: EndpointCreate, ctx: WebhooksWrite, session: Session) -> Response:
-    """The response holds the signing secret (`whsec_…`) once. URLs that resolve to loopback,
-    private, link-local or metadata addresses are refused (422) unless the operator allows them."""
-    endpoint = await webhook_endpoints.create(session, ctx, data)
-    return resource_response(
-        {**webhook_endpoints.present(endpoint), "secret": endpoint.secret},
-        status_code=201,
-        location=f"/api/v1/webhook-endpoints/{endpoint.id}",
-    )
+async def create_endpoint(
+    request: Request, data: EndpointCreate, ctx: WebhooksWrite, session: Session, key: IdempotencyKey
+) -> Response:
+    """The response holds the signing secret (`whsec_…`) once (and in its Idempotency-Key's replay:
+    the endpoint keeps the secret to sign with anyway). URLs that resolve to loopback, private,
+    link-local or metadata addresses are refused (422) unless the operator allows them."""
+
+    async def create() -> StoredResponse:
+        endpoint = await webhook_endpoints.create(session, ctx, data)
+        body = {**webhook_endpoints.present(endpoint), "secret": endpoint.secret}
+        return stored_resource(body, location=f"/api/v1/webhook-endpoints/{endpoint.id}")
+
+    return await idempotent(request, session, ctx, key, create)
 
 
 @router.get("", response_model=EndpointList, responses=errors(), summary="List endpoints")
