@@ -45,12 +45,32 @@ class NotEnoughPoints(Conflict):
         super().__init__(detail, available=available)
 
 
+class OutOfStock(Conflict):
+    title, slug = "Out of stock", "out-of-stock"
+
+
+class NotEligible(Conflict):
+    """A reward the customer may not redeem: another level, its limit reached, outside its dates."""
+
+    title, slug = "Not eligible", "not-eligible"
+
+
+class VoucherSpent(Conflict):
+    """A voucher used on an order already, or voided."""
+
+    title, slug = "Voucher spent", "voucher-spent"
+
+
 class IdempotencyInProgress(Conflict):
     title, slug = "Request in progress", "idempotency-in-progress"
 
 
 class Gone(DomainError):
     status, title, slug = 410, "Gone", "gone"
+
+
+class VoucherExpired(Gone):
+    title, slug = "Voucher expired", "voucher-expired"
 
 
 class PreconditionFailed(DomainError):

@@ -19,6 +19,7 @@ from app.models.loyalty import (
     LoyaltyRedemption,
     LoyaltyRedemptionLot,
 )
+from app.models.loyalty_rewards import LoyaltyReward, LoyaltyVoucher
 from app.models.message_template import MessageTemplate, MessageTemplateRevision
 from app.models.order import Order, OrderFulfilmentChange, OrderLine
 from app.models.outbox import OutboxEvent
@@ -75,6 +76,8 @@ __all__ = [
     "LoyaltyLot",
     "LoyaltyRedemption",
     "LoyaltyRedemptionLot",
+    "LoyaltyReward",
+    "LoyaltyVoucher",
     "Message",
     "MessageTemplate",
     "MessageTemplateRevision",

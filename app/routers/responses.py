@@ -107,10 +107,14 @@ async def idempotent(
     ctx: Caller,
     key: str | None,
     create: Callable[[], Awaitable[idempotency.StoredResponse]],
+    *,
+    shown_once: dict[str, Any] | None = None,
 ) -> Response:
-    """Run `create` once per Idempotency-Key; a repeat gets the stored response."""
+    """Run `create` once per Idempotency-Key; a repeat gets the stored response. What `create` puts
+    in `shown_once` (a secret, such as a voucher's code) is added to the first response only and
+    never stored: a replay answers without it."""
     if key is None:
-        return _render(await create(), replayed=False)
+        return _render(await create(), replayed=False, shown_once=shown_once)
     key = idempotency.caller_key(ctx, key)
     fingerprint = idempotency.fingerprint(request.method, request.url.path, await request.body())
     stored = await idempotency.claim(session, ctx, key, fingerprint)
@@ -118,7 +122,7 @@ async def idempotent(
         return _render(stored, replayed=True)
     stored = await create()
     idempotency.remember(session, ctx, key, fingerprint, stored)
-    return _render(stored, replayed=False)
+    return _render(stored, replayed=False, shown_once=shown_once)
 
 
 async def idempotent_statement(
@@ -171,10 +175,11 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
-def _render(response: idempotency.StoredResponse, *, replayed: bool) -> Response:
+def _render(
+    response: idempotency.StoredResponse, *, replayed: bool, shown_once: dict[str, Any] | None = None
+) -> Response:
     headers = dict(response.headers)
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Response(
-        dumps(response.body), status_code=response.status_code, headers=headers, media_type="application/json"
-    )
+    body = {**response.body, **shown_once} if shown_once else response.body
+    return Response(dumps(body), status_code=response.status_code, headers=headers, media_type="application/json")

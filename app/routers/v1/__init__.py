@@ -22,6 +22,7 @@ from app.routers.v1 import (
     orders,
     plans,
     relations,
+    rewards,
     segments,
     suppressions,
     tickets,
@@ -35,8 +36,9 @@ router = APIRouter(prefix="/api/v1")
 for module in (
     customers, auth, segments, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
     api_keys, events, webhooks, imports, exports, audit, relations, message_templates, channels, messages,
-    suppressions, channel_callbacks, automation_rules, loyalty,
+    suppressions, channel_callbacks, automation_rules, loyalty, rewards,
 ):  # fmt: skip
     router.include_router(module.router)
+router.include_router(rewards.voucher_router)
 router.include_router(events.changes)
 router.include_router(tickets.public)

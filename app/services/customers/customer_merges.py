@@ -31,8 +31,10 @@ CHOOSABLE = tuple(
     if name not in ("emails", "phones", "tags", "preferences")
 )
 _KEPT = (*CHOOSABLE, "emails", "phones", "tags")
-# Rows that follow the customer; a merge re-points them and keeps their ids to move them back.
-MOVABLE = ("interactions", "tasks", "tickets", "orders", "stage_history", "tier_changes")
+# Rows that follow the customer; a merge re-points them and keeps their ids to move them back. A
+# voucher follows its holder; the points redemption that paid for it stays the absorbed member's, and
+# voiding the voucher gives the points back there.
+MOVABLE = ("interactions", "tasks", "tickets", "orders", "stage_history", "tier_changes", "loyalty_vouchers")
 
 # The rule: two visible customers are candidates when their names are similar (pg_trgm similarity of
 # the lower-cased names at least the threshold) and they share a company or a city; the answer is the

@@ -59,6 +59,26 @@ class LoyaltyLevelChanged(BaseModel):
     at: datetime
 
 
+class VoucherChanged(BaseModel):
+    """A voucher as it stands after the change; never its code."""
+
+    id: str
+    customer_id: str
+    reward_id: str | None
+    redemption_id: str | None = Field(description="The points redemption that paid for it.")
+    code_prefix: str = Field(examples=["7KQ2"])
+    name: str = Field(examples=["10 元代金券"])
+    kind: str = Field(description="gift, discount_amount or discount_percent.", examples=["discount_amount"])
+    value: str | None = Field(description="An amount in the currency's decimals, or a percentage.", examples=["10.00"])
+    currency: str = Field(examples=["CNY"])
+    points: int = Field(description="Points paid for it.", examples=[500])
+    source: str = Field(description="reward (bought with points) or admin (issued by hand).", examples=["reward"])
+    status: str = Field(description="issued, redeemed or voided.", examples=["issued"])
+    order_id: str | None = Field(description="redeemed: the order it was spent on.")
+    expires_at: datetime | None
+    at: datetime
+
+
 class TicketMoved(TicketOut):
     from_status: str = Field(description="The status the ticket left.", examples=["in_progress"])
 
@@ -253,6 +273,9 @@ CATALOGUE: tuple[EventType, ...] = (
         LoyaltyPointsMoved,
     ),
     EventType("loyalty.level_changed", "A level review moved a member to another level.", LoyaltyLevelChanged),
+    EventType("voucher.issued", "A voucher was issued: bought with points, or by hand.", VoucherChanged),
+    EventType("voucher.redeemed", "A voucher was spent on an order.", VoucherChanged),
+    EventType("voucher.voided", "A voucher was voided; the points it cost went back to the member.", VoucherChanged),
     EventType("consent.changed", "A customer's marketing consent changed (edit, merge, unsubscribe).", ConsentChanged),
     EventType(
         "automation.run_failed",

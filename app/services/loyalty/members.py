@@ -14,7 +14,14 @@ from app.core.errors import Conflict, NotEnoughPoints
 from app.core.ids import new_id
 from app.core.pagination import SortKey, keyset_page
 from app.core.wire import money_text
-from app.models import LoyaltyAccount, LoyaltyEntry, LoyaltyLot, LoyaltyRedemption, LoyaltyRedemptionLot
+from app.models import (
+    LoyaltyAccount,
+    LoyaltyEntry,
+    LoyaltyLot,
+    LoyaltyRedemption,
+    LoyaltyRedemptionLot,
+    LoyaltyVoucher,
+)
 from app.schemas.loyalty import AdjustmentIn, RedemptionIn
 from app.services.customers.visibility import require_visible, through_customer
 from app.services.events import audit
@@ -186,15 +193,36 @@ async def redeem(session: AsyncSession, ctx: Caller, data: RedemptionIn) -> Loya
 
 async def cancel(session: AsyncSession, ctx: Caller, redemption_id: uuid.UUID) -> LoyaltyRedemption:
     """The points go back to the lots they came from, with those lots' expiry: a lot past it is
-    written off by the next expiry run, as it would have been unspent. 409 when already cancelled."""
-    found = await get(session, ctx, redemption_id)
-    member = await points.locked_account(session, ctx, found.customer_id)
+    written off by the next expiry run, as it would have been unspent. 409 when already cancelled,
+    or when the redemption bought a voucher (voiding the voucher gives the points back)."""
+    await get(session, ctx, redemption_id)
+    return await give_back(session, ctx, redemption_id)
+
+
+async def redemption_member(session: AsyncSession, ctx: Caller, redemption_id: uuid.UUID) -> uuid.UUID:
+    """The member whose points a redemption took: its voucher may have followed a merge to another customer."""
+    found = await scoped.get(session, ctx, LoyaltyRedemption, redemption_id, missing="No redemption with that id.")
+    return found.customer_id
+
+
+async def give_back(session: AsyncSession, ctx: Caller, redemption_id: uuid.UUID) -> LoyaltyRedemption:
+    """A redemption cancelled, for `cancel` and for a voided voucher (its voucher voided first)."""
+    member = await points.locked_account(session, ctx, await redemption_member(session, ctx, redemption_id))
     assert member is not None  # a redemption's account cannot go while the redemption stays
     redemption = await scoped.get(
         session, ctx, LoyaltyRedemption, redemption_id, missing="No redemption with that id.", lock=True
     )
     if redemption.status == "cancelled":
         raise Conflict("The redemption is cancelled already.")
+    voucher = await session.scalar(
+        select(LoyaltyVoucher.id).where(
+            LoyaltyVoucher.workspace_id == ctx.workspace_id,
+            LoyaltyVoucher.redemption_id == redemption.id,
+            LoyaltyVoucher.status != "voided",
+        )
+    )
+    if voucher is not None:
+        raise Conflict(f"The redemption bought voucher {voucher}: void the voucher, which gives the points back.")
     entry = await points.give_back(session, ctx, member, redemption.id, redemption.points)
     redemption.status = "cancelled"
     redemption.cancelled_at = entry.created_at
