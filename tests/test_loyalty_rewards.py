@@ -159,9 +159,10 @@ async def test_rewards_are_validated_versioned_soft_deleted_and_audited(
     assert (await client.patch(url, json={"stock": 9}, headers=tenant.headers())).status_code == 428
     stale = await client.patch(url, json={"stock": 9}, headers={**tenant.headers(), "If-Match": '"7"'})
     assert stale.status_code == 412 and stale.json()["current_version"] == 1
-    for bad in ({"kind": "gift"}, {"name": None}, {"eligible_levels": ["silver"]}, {"stock": -3}):
-        refused = await client.patch(url, json=bad, headers={**tenant.headers(), "If-Match": '"1"'})
-        assert refused.status_code == 422, (bad, refused.text)
+    patches: list[dict[str, Any]] = [{"kind": "gift"}, {"name": None}, {"eligible_levels": ["silver"]}, {"stock": -3}]
+    for patch in patches:
+        refused = await client.patch(url, json=patch, headers={**tenant.headers(), "If-Match": '"1"'})
+        assert refused.status_code == 422, (patch, refused.text)
     changed = await client.patch(
         url, json={"stock": 9, "eligible_levels": []}, headers={**tenant.headers(), "If-Match": '"1"'}
     )
