@@ -456,7 +456,8 @@ async def _drive_every_path(
 
 async def _drive_loyalty(paths: Paths, customer_id: str) -> None:
     """Earning with an order (one of it old enough for its points to expire), a refund's reversal,
-    an adjustment, a redemption and its cancel, a level review, and the expiry job."""
+    an adjustment, a redemption and its cancel, a reward's voucher spent on an order, a voucher issued
+    by hand and voided, a level review, and the expiry job."""
     program = {"enabled": True, "earn_rate": "1", "expiry_months": 1}
     await paths.call("PUT", "/loyalty/program", 200, json=program, headers={"If-Match": "*"})
     levels = {"levels": [{"code": "silver", "name": "银卡", "metric": "spend", "threshold": "1"}]}
@@ -489,6 +490,31 @@ async def _drive_loyalty(paths: Paths, customer_id: str) -> None:
         await paths.call("POST", f"/loyalty/redemptions/{redemption['id']}/cancel", 200)
 
     await paths.run("loyalty redemption and cancel", {"loyalty.points_redeemed"}, redeem_and_cancel)
+
+    async def vouchers() -> None:
+        reward = {"name": "茶具", "points_cost": 5, "kind": "discount_amount", "value": "10", "stock": 2}
+        reward_id = (await paths.call("POST", "/rewards", 201, json=reward))["id"]
+        bought = await paths.call(
+            "POST",
+            f"/rewards/{reward_id}/redeem",
+            201,
+            json={"customer_id": customer_id},
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+        )
+        spent_on = {**order, "external_id": "L-3", "ordered_at": clock.now().isoformat()}
+        order_id = (await paths.call("POST", "/orders", 201, json=spent_on))["id"]
+        await paths.call("POST", "/vouchers/redeem", 200, json={"code": bought["code"], "order_id": order_id})
+        offer = {
+            "customer_id": customer_id,
+            "name": "新客礼",
+            "kind": "discount_percent",
+            "value": "5",
+            "reason": "新客",
+        }
+        offered = await paths.call("POST", "/vouchers", 201, json=offer)
+        await paths.call("POST", f"/vouchers/{offered['id']}/void", 200)
+
+    await paths.run("vouchers", {"voucher.issued", "voucher.redeemed", "voucher.voided"}, vouchers)
     await paths.run(
         "loyalty level review", {"loyalty.level_changed"}, lambda: paths.call("POST", "/loyalty/levels/review", 200)
     )

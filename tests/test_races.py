@@ -129,6 +129,11 @@ async def _category(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/ticket-categories", {"name": f"c-{uuid.uuid4().hex[:8]}"})
 
 
+async def _reward(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = {"name": "茶具", "points_cost": 100, "kind": "gift", "stock": 10}
+    return await _created(client, tenant, "/rewards", body)
+
+
 async def _saved_document(client: httpx.AsyncClient, tenant: Tenant, path: str, body: dict[str, Any]) -> str:
     """A versioned settings document saved once (version 1), as the race's If-Match names."""
     response = await client.put(f"/api/v1{path}", json=body, headers={**tenant.headers(), "If-Match": "*"})
@@ -168,6 +173,7 @@ MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/channels/{channel_id}": (_channel, lambda i: {"name": f"n{i}"}),
     "/api/v1/loyalty/program": (_loyalty_program, lambda i: {"earn_rate": str(i + 2)}),
     "/api/v1/loyalty/levels": (_loyalty_levels, lambda i: {"levels": [], "window_months": i + 2}),
+    "/api/v1/rewards/{reward_id}": (_reward, lambda i: {"stock": i + 20}),
 }
 
 

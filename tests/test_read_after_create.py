@@ -136,6 +136,15 @@ async def test_every_201_in_the_document_names_a_location_that_reads_what_it_cre
     assert (await client.post("/api/v1/loyalty/adjustments", json=points, headers=tenant.headers())).status_code == 200
     redemption = {"customer_id": customer, "points": 30, "description": "茶具一套"}
     await create("/api/v1/loyalty/redemptions", redemption, headers={"Idempotency-Key": "redeem-1"})
+    reward = await create("/api/v1/rewards", {"name": "茶具", "points_cost": 20, "kind": "gift", "stock": 3})
+    await create(
+        "/api/v1/rewards/{reward_id}/redeem",
+        {"customer_id": customer},
+        headers={"Idempotency-Key": "reward-1"},
+        reward_id=reward["id"],
+    )
+    offer = {"customer_id": customer, "name": "新客礼", "kind": "discount_amount", "value": "20", "reason": "新客"}
+    await create("/api/v1/vouchers", offer)
 
     assert set(answers) == _created_201s(app)
     # Their responses hold a secret stored only hashed, which a stored replay would keep in clear.

@@ -159,6 +159,17 @@ PROBES: dict[str, Probe] = {
         "/loyalty/redemptions",
         {"customer_id": v, "points": 10, "description": "茶具"},
     ),
+    "RewardRedeemIn.customer_id": lambda ids, v: ("POST", f"/rewards/{ids['reward']}/redeem", {"customer_id": v}),
+    "VoucherIssueIn.customer_id": lambda ids, v: (
+        "POST",
+        "/vouchers",
+        {"customer_id": v, "name": "新客礼", "kind": "gift", "reason": "新客"},
+    ),
+    "VoucherRedeemIn.order_id": lambda ids, v: (
+        "POST",
+        "/vouchers/redeem",
+        {"code": ids["voucher_code"], "order_id": v},
+    ),
     "PreviewIn.customer_id": lambda ids, v: (
         "POST",
         f"/message-templates/{ids['template']}/preview",
@@ -208,6 +219,10 @@ async def _records(client: httpx.AsyncClient, tenant: Tenant) -> Ids:
     ids["bounces"] = str(response.json()["callback_urls"]["receipts"]).removeprefix("/api/v1")
     template = {"name": f"t{uuid.uuid4().hex[:6]}", "channel": "wecom", "body": "{{ customer.name }}"}
     ids["template"] = await _made(client, tenant, "/message-templates", template)
+    ids["reward"] = await _made(client, tenant, "/rewards", {"name": "茶具", "points_cost": 0, "kind": "gift"})
+    voucher = {"customer_id": ids["customer"], "name": "新客礼", "kind": "gift", "reason": "新客"}
+    issued = await client.post("/api/v1/vouchers", json=voucher, headers=tenant.headers())
+    ids["voucher_code"] = str(issued.json()["code"])
     return ids
 
 
