@@ -449,3 +449,20 @@ async def test_5000_concurrent_redemptions_of_1000_in_stock_make_exactly_1000_vo
         await assert_balances_hold(session, tenant.id)
     codes = {r.json()["code"] for r in responses if r.status_code == 201}
     assert len(codes) == 1000
+
+
+async def test_a_voucher_outlives_its_members_account_and_voids_with_nothing_to_give_back(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    member = await _member(client, tenant, 100)
+    reward = await _reward(client, tenant, stock=1)
+    issued = (await _redeem(client, tenant, reward["id"], member)).json()
+    # A member who leaves takes the account with its ledger, lots and redemptions.
+    await db.execute(text("DELETE FROM loyalty_accounts WHERE workspace_id = :ws"), {"ws": tenant.id})
+    await db.commit()
+    kept = await client.get(f"/api/v1/vouchers/{issued['id']}", headers=tenant.headers())
+    assert kept.status_code == 200 and kept.json()["redemption_id"] is None and kept.json()["status"] == "issued"
+    voided = await client.post(f"/api/v1/vouchers/{issued['id']}/void", headers=tenant.headers())
+    assert voided.status_code == 200 and voided.json()["status"] == "voided"
+    assert (await _account(client, tenant, member))["member"] is False
+    assert await _stock(client, tenant, reward["id"]) == 1

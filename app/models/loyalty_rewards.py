@@ -55,8 +55,12 @@ class LoyaltyVoucher(TenantKey, Base):
             ["workspace_id", "customer_id"], ["customers.workspace_id", "customers.id"], ondelete="CASCADE"
         ),
         ForeignKeyConstraint(["workspace_id", "reward_id"], ["loyalty_rewards.workspace_id", "loyalty_rewards.id"]),
+        # A member who leaves the program takes its redemptions with it; the vouchers they paid for
+        # stay the customer's, with nothing to give back when voided.
         ForeignKeyConstraint(
-            ["workspace_id", "redemption_id"], ["loyalty_redemptions.workspace_id", "loyalty_redemptions.id"]
+            ["workspace_id", "redemption_id"],
+            ["loyalty_redemptions.workspace_id", "loyalty_redemptions.id"],
+            ondelete="SET NULL (redemption_id)",
         ),
         ForeignKeyConstraint(["workspace_id", "order_id"], ["orders.workspace_id", "orders.id"]),
         CheckConstraint("points >= 0", name="points_not_negative"),

@@ -96,6 +96,7 @@ def upgrade() -> None:
             ["workspace_id", "redemption_id"],
             ["loyalty_redemptions.workspace_id", "loyalty_redemptions.id"],
             name=op.f("fk_loyalty_vouchers_workspace_id_redemption_id_loyalty_redemptions"),
+            ondelete="SET NULL (redemption_id)",
         ),
         sa.ForeignKeyConstraint(
             ["workspace_id", "reward_id"],
