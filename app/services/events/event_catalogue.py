@@ -275,7 +275,9 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("loyalty.level_changed", "A level review moved a member to another level.", LoyaltyLevelChanged),
     EventType("voucher.issued", "A voucher was issued: bought with points, or by hand.", VoucherChanged),
     EventType("voucher.redeemed", "A voucher was spent on an order.", VoucherChanged),
-    EventType("voucher.voided", "A voucher was voided; the points it cost went back to the member.", VoucherChanged),
+    EventType(
+        "voucher.voided", "A voucher was voided; the points it cost, if any, went back to the member.", VoucherChanged
+    ),
     EventType("consent.changed", "A customer's marketing consent changed (edit, merge, unsubscribe).", ConsentChanged),
     EventType(
         "automation.run_failed",
