@@ -22,7 +22,7 @@ from app.routers.deps import (
     RequiredIdempotencyKey,
     Session,
 )
-from app.routers.responses import errors, idempotent, resource_response, stored
+from app.routers.responses import errors, idempotent, resource_response, stored_resource
 from app.schemas.loyalty_rewards import (
     RewardIn,
     RewardList,
@@ -58,7 +58,7 @@ async def create_reward(
 
     async def create() -> StoredResponse:
         reward = await rewards.create(session, ctx, data)
-        return stored(201, rewards.present(reward), {"ETag": f'"{reward.version}"', "Location": _location(reward.id)})
+        return stored_resource(rewards.present(reward), location=_location(reward.id))
 
     return await idempotent(request, session, ctx, key, create)
 
@@ -98,9 +98,7 @@ async def delete_reward(reward_id: uuid.UUID, ctx: LoyaltyAdmin, session: Sessio
 def _issued(issued: vouchers.Issued, shown_once: dict[str, Any]) -> StoredResponse:
     """The voucher as stored for a replay, without its code; the code goes in the first response only."""
     shown_once["code"] = issued.code
-    voucher = issued.voucher
-    headers = {"ETag": f'"{voucher.version}"', "Location": _voucher_location(voucher.id)}
-    return stored(201, vouchers.present(voucher), headers)
+    return stored_resource(vouchers.present(issued.voucher), location=_voucher_location(issued.voucher.id))
 
 
 @router.post(
