@@ -150,7 +150,8 @@ async def _loyalty_levels(client: httpx.AsyncClient, tenant: Tenant) -> str:
 
 
 # Per path of the OpenAPI document: how to make the resource and a PATCH (or POST) body that changes
-# it. Each of the 20 requests sends a different value so that none is a no-op that keeps the ETag.
+# it. Each of the 20 requests sends a different value, none the stored one, so that none is a no-op
+# that keeps the ETag (and answers 200 beside the winner).
 MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/customers/{customer_id}": (_customer, lambda i: {"title": f"t{i}"}),
     "/api/v1/interactions/{interaction_id}": (_interaction, lambda i: {"subject": f"s{i}"}),
@@ -172,7 +173,7 @@ MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/message-templates/{template_id}": (_message_template, lambda i: {"body": f"{{{{ customer.code }}}} {i}"}),
     "/api/v1/channels/{channel_id}": (_channel, lambda i: {"name": f"n{i}"}),
     "/api/v1/loyalty/program": (_loyalty_program, lambda i: {"earn_rate": str(i + 2)}),
-    "/api/v1/loyalty/levels": (_loyalty_levels, lambda i: {"levels": [], "window_months": i + 2}),
+    "/api/v1/loyalty/levels": (_loyalty_levels, lambda i: {"levels": [], "window_months": i + 20}),
     "/api/v1/rewards/{reward_id}": (_reward, lambda i: {"stock": i + 20}),
 }
 
