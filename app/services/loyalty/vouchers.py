@@ -1,8 +1,9 @@
 """Vouchers: bought with points by redeeming a reward, or issued by hand; spent on one order once;
 voided with their points and stock given back. The code is shown once and kept only as its hash.
 
-Locks, in the order every path takes them: a customer's claim on a limited reward (advisory), the
-member's account, the reward's row (its stock), then the voucher's row."""
+Locks, in the order every path takes those it needs: a customer's claim on a limited reward
+(advisory), the member's account, a voucher's row, the reward's row (its stock). A redemption takes
+the account and then the stock; a void the account, the voucher, then the stock it gives back."""
 
 import hashlib
 import secrets
