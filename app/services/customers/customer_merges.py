@@ -32,8 +32,8 @@ CHOOSABLE = tuple(
 )
 _KEPT = (*CHOOSABLE, "emails", "phones", "tags")
 # Rows that follow the customer; a merge re-points them and keeps their ids to move them back. A
-# voucher follows its holder; the points redemption that paid for it stays the absorbed member's, and
-# voiding the voucher gives the points back there.
+# voucher follows its holder; voiding it gives its points back to whichever account holds the
+# redemption that paid for it.
 MOVABLE = ("interactions", "tasks", "tickets", "orders", "stage_history", "tier_changes", "loyalty_vouchers")
 
 # The rule: two visible customers are candidates when their names are similar (pg_trgm similarity of
