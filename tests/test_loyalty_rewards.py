@@ -466,3 +466,28 @@ async def test_a_voucher_outlives_its_members_account_and_voids_with_nothing_to_
     assert voided.status_code == 200 and voided.json()["status"] == "voided"
     assert (await _account(client, tenant, member))["member"] is False
     assert await _stock(client, tenant, reward["id"]) == 1
+
+
+async def test_vouchers_are_seen_and_spent_only_by_those_who_see_their_customer(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    owned = customer_body(owner_id=str(tenant.users["sales"].id))
+    created = await client.post("/api/v1/customers", json=owned, headers=tenant.headers())
+    customer = str(created.json()["id"])
+    body = {"customer_id": customer, "name": "新客礼", "kind": "gift", "reason": "新客"}
+    issued = (await client.post("/api/v1/vouchers", json=body, headers=tenant.headers())).json()
+    order = await _order(client, tenant, customer)
+    url = f"/api/v1/vouchers/{issued['id']}"
+    for outsider in (tenant.headers("sales_west"), other_tenant.headers()):
+        assert (await client.get(url, headers=outsider)).status_code == 404
+        assert (await client.get("/api/v1/vouchers", headers=outsider)).json()["items"] == []
+        assert (await client.post(f"{url}/void", headers=outsider)).status_code == 404
+        spend = {"code": issued["code"], "order_id": order}
+        assert (await client.post("/api/v1/vouchers/redeem", json=spend, headers=outsider)).status_code == 404
+    assert (await client.get(url, headers=tenant.headers("sales"))).json()["status"] == "issued"
+    spend = {"code": issued["code"], "order_id": order}
+    spent = await client.post("/api/v1/vouchers/redeem", json=spend, headers=tenant.headers("sales"))
+    assert spent.status_code == 200 and spent.json()["status"] == "redeemed"
+    reward = await _reward(client, tenant)
+    assert (await client.get(f"/api/v1/rewards/{reward['id']}", headers=other_tenant.headers())).status_code == 404
+    assert (await client.get("/api/v1/rewards", headers=other_tenant.headers())).json()["items"] == []
