@@ -24,6 +24,7 @@ from app.models.message_template import MessageTemplate, MessageTemplateRevision
 from app.models.order import Order, OrderFulfilmentChange, OrderLine
 from app.models.outbox import OutboxEvent
 from app.models.outreach import Channel, Message, Suppression
+from app.models.referral import Referral
 from app.models.relation import CustomerRelation
 from app.models.segment import Segment, SegmentMember, SegmentSize
 from app.models.stored_file import StoredFile, StoredFileChunk
@@ -85,6 +86,7 @@ __all__ = [
     "OrderFulfilmentChange",
     "OrderLine",
     "OutboxEvent",
+    "Referral",
     "Segment",
     "SegmentMember",
     "SegmentSize",

@@ -178,6 +178,12 @@ class CustomerFields(InputModel):
 class CustomerCreate(CustomerFields):
     name: Name = Field(examples=["张伟"])
     kind: CustomerKind = Field(default="individual", examples=["individual"])
+    referral_code: Label | None = Field(
+        default=None,
+        examples=["9F3A61C2D4E5B708"],
+        description="Another customer's referral code (`GET /customers/{id}/loyalty`): links this customer to "
+        "that referrer (`GET /referrals`). A code no customer has is a 422.",
+    )
 
 
 class CustomerPatch(CustomerFields):

@@ -25,7 +25,7 @@ Multiplier = Annotated[Decimal, *decimal_input(3, minimum=0)]
 Percent = Annotated[Decimal, *decimal_input(3, minimum=0), AfterValidator(_at_most_100)]
 MultiplierOut = Annotated[str, Field(examples=["1.5"])]
 Enrolment = Literal["explicit", "automatic"]
-EntryKind = Literal["earn", "reverse", "redeem", "redeem_cancel", "adjust", "expire"]
+EntryKind = Literal["earn", "reverse", "redeem", "redeem_cancel", "adjust", "expire", "referral"]
 
 
 def _whole_number(value: object) -> object:
@@ -42,6 +42,30 @@ def _whole_number(value: object) -> object:
 Points = Annotated[int, Field(ge=1, le=MAX_POINTS, examples=[500]), BeforeValidator(_whole_number)]
 SignedPoints = Annotated[int, Field(ge=-MAX_POINTS, le=MAX_POINTS, examples=[-200]), BeforeValidator(_whole_number)]
 Multipliers = Annotated[dict[Label, Multiplier], Field(max_length=100)]
+
+
+class ReferralProgramIn(InputModel):
+    referrer_points: int = Field(
+        default=0, ge=0, le=MAX_POINTS, description="Credited to the referrer when a referral qualifies."
+    )
+    referee_points: int = Field(
+        default=0, ge=0, le=MAX_POINTS, description="Credited to the referee when its referral qualifies."
+    )
+    min_order_amount: Amount = Field(
+        default=Decimal(0),
+        examples=["100"],
+        description="The qualifying order's paid amount (net of refunds) at least.",
+    )
+    window_days: int = Field(
+        default=30, ge=1, le=365, description="Days after the referral within which the qualifying order is placed."
+    )
+
+
+class ReferralProgramOut(OutputModel):
+    referrer_points: int
+    referee_points: int
+    min_order_amount: str = Field(examples=["100.00"])
+    window_days: int
 
 
 class ProgramIn(InputModel):
@@ -61,6 +85,7 @@ class ProgramIn(InputModel):
     enrolment: Enrolment = Field(
         default="automatic", description="`automatic`: a customer becomes a member at the first paid order."
     )
+    referrals: ReferralProgramIn = Field(default_factory=ReferralProgramIn, description="Referral rewards.")
 
 
 class ProgramOut(OutputModel):
@@ -73,6 +98,7 @@ class ProgramOut(OutputModel):
     pending_days: int
     expiry_months: int | None
     enrolment: Enrolment
+    referrals: ReferralProgramOut
     version: int = Field(examples=[1], description="0 until the program is first saved.")
     updated_at: datetime | None
 
@@ -156,6 +182,9 @@ class AccountOut(OutputModel):
     available: int
     pending: int
     expiring_next: Expiring | None
+    referral_code: str = Field(
+        examples=["9F3A61C2D4E5B708"], description="The customer's own code, for the customers it brings in."
+    )
     level: str | None
     level_since: Timestamp | None
     progress: Progress | None = Field(description="Towards the next level; null at the top or without levels.")

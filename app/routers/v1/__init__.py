@@ -21,6 +21,7 @@ from app.routers.v1 import (
     messages,
     orders,
     plans,
+    referrals,
     relations,
     rewards,
     segments,
@@ -36,7 +37,7 @@ router = APIRouter(prefix="/api/v1")
 for module in (
     customers, auth, segments, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
     api_keys, events, webhooks, imports, exports, audit, relations, message_templates, channels, messages,
-    suppressions, channel_callbacks, automation_rules, loyalty, rewards,
+    suppressions, channel_callbacks, automation_rules, loyalty, rewards, referrals,
 ):  # fmt: skip
     router.include_router(module.router)
 router.include_router(rewards.voucher_router)

@@ -41,6 +41,7 @@ from app.services.bulk.csv_export import read_cell, split_list
 from app.services.customers import custom_fields, customer_codes
 from app.services.customers.customer_output import customer_json_sql
 from app.services.events import audit, outbox
+from app.services.loyalty import referrals
 
 # The customer columns a file sets. No file column maps to the owner, preferences or consent, and
 # `code` is a match key only: a new customer takes the workspace's next code.
@@ -68,6 +69,8 @@ FIELD_COLUMNS = {
     for name in ("code", "name", *(name for name in IMPORTED if name not in ("name", "custom_fields")))
 }
 FIELDS = tuple(FIELD_COLUMNS)
+# Not a customer column (an export never writes it): another customer's code, for the referral.
+REFERRAL_FIELD = "referral_code"
 LIMITS: dict[str, int] = {
     column.key: column.type.length
     for column in Customer.__table__.columns
@@ -82,7 +85,7 @@ Progress = Callable[[ImportJob], None]
 def check_mapping(mapping: dict[str, str], definitions: dict[str, CustomFieldDefinition]) -> None:
     """File column → field; every field known, and a name column present."""
     for column, target in mapping.items():
-        known = target in FIELDS or (target.startswith("custom.") and target[7:] in definitions)
+        known = target in (*FIELDS, REFERRAL_FIELD) or (target.startswith("custom.") and target[7:] in definitions)
         if not known:
             raise ValidationFailed(
                 f"Column '{column}' maps to unknown field '{target}'.", loc=["body", "mapping", column]
@@ -165,6 +168,11 @@ def clean_row(
                 if raw not in ("male", "female", "other", "unknown"):
                     raise ValueError("must be male, female, other or unknown")
                 values["gender"] = raw
+            elif target == REFERRAL_FIELD:
+                code = referrals.normalised(raw)
+                if code is None:
+                    raise ValueError("not a referral code (16 letters and digits, 0-9 and A-F)")
+                values[REFERRAL_FIELD] = code
             elif target == "birthday":
                 values["birthday"] = date.fromisoformat(raw)
             elif target == "country":
@@ -201,14 +209,14 @@ def _column_of(mapping: dict[str, str], field: str) -> str:
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 # JSON columns are staged as their text: the driver's COPY has no binary form for jsonb.
 _JSON = tuple(name for name in IMPORTED if isinstance(Customer.__table__.c[name].type, JSONB))
-STAGE_COLUMNS = ("row_number", *IMPORTED, "code", "customer_id", "event_id")
+STAGE_COLUMNS = ("row_number", *IMPORTED, REFERRAL_FIELD, "code", "customer_id", "event_id")
 STAGE_TABLE_SQL = (
     "CREATE TEMP TABLE IF NOT EXISTS import_stage (row_number int, "
     + "".join(
         f"{name} {'text' if name in _JSON else Customer.__table__.c[name].type.compile(dialect=_PG)}, "
         for name in IMPORTED
     )
-    + "code text, customer_id uuid, event_id uuid) ON COMMIT DELETE ROWS"
+    + f"{REFERRAL_FIELD} text, code text, customer_id uuid, event_id uuid) ON COMMIT DELETE ROWS"
 )
 _CUSTOM_AT = STAGE_COLUMNS.index("custom_fields")
 
@@ -244,16 +252,18 @@ _UPDATED_EVENTS = f"""(
 )"""
 # Matches are updated where a value differs, with the audit entry, `customer.updated` event and
 # search text the API's PATCH writes; a customer two rows match takes the later row.
-MERGE_SQL = f"""
-WITH staged AS (
-    SELECT s.*, coalesce(
+# The customer a staged row `s` matches (`$1` the workspace, `$3` the match key).
+MATCH_SQL = """coalesce(
         (SELECT c.id FROM customers c WHERE c.workspace_id = $1 AND c.deleted_at IS NULL AND c.code = s.code
            AND $3 = 'code'),
         (SELECT i.customer_id FROM customer_identities i WHERE i.workspace_id = $1 AND i.kind = 'email'
            AND i.value = s.emails[1] AND $3 = 'email'),
         (SELECT i.customer_id FROM customer_identities i WHERE i.workspace_id = $1 AND i.kind = 'phone'
            AND i.value = s.phones[1] AND $3 = 'phone')
-    ) AS match_id
+    )"""
+MERGE_SQL = f"""
+WITH staged AS (
+    SELECT s.*, {MATCH_SQL} AS match_id
     FROM import_stage s
 ),
 chosen AS (
@@ -351,6 +361,7 @@ SELECT count(*) FROM created
 """
 
 
+REFERRALS_SQL = referrals.import_sql(MATCH_SQL)
 RESERVE_CODES_SQL = (
     "INSERT INTO customer_code_counters (workspace_id, scope, last_value) VALUES ($1, $2, $3) "
     "ON CONFLICT (workspace_id, scope) DO UPDATE SET last_value = customer_code_counters.last_value + $3 "
@@ -580,6 +591,8 @@ async def _merge(
             int(customer_codes.sequence_width(pattern)),
             actor,
         )
+    # After the creates: a row's referral needs its referee written.
+    await conn.execute(REFERRALS_SQL, ctx.workspace_id, now, job.match_on, job.mode, actor)
     return _Written(created=created, updated=updated, skipped=matched - updated)
 
 

@@ -18,6 +18,7 @@ from app.core.access import Caller
 from app.core.ids import new_id
 from app.core.prepared import PreparedStatement, autocommits
 from app.models import Customer
+from app.services.loyalty import referrals
 
 _COLUMNS = tuple(
     column.key
@@ -58,6 +59,18 @@ WITH counter AS (
     SELECT :workspace_id, :event_id, 'customer.created', :created_at, CAST(:actor AS jsonb),
         jsonb_set(CAST(:data AS jsonb), '{code}', to_jsonb(counter.code))
     FROM counter
+), referral AS (
+    INSERT INTO referrals (workspace_id, id, referrer_id, referee_id, code, status, referrer_points, referee_points,
+        created_at, updated_at, version)
+    SELECT :workspace_id, :referral_id, :referrer_id, :id, :referral_code, 'created', 0, 0, :created_at, :created_at, 1
+    FROM counter
+    WHERE CAST(:referral_id AS uuid) IS NOT NULL
+), referral_event AS (
+    INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data)
+    SELECT :workspace_id, :referral_event_id, 'referral.created', :created_at, CAST(:actor AS jsonb),
+        CAST(:referral_data AS jsonb)
+    FROM counter
+    WHERE CAST(:referral_id AS uuid) IS NOT NULL
 ), remembered AS (
     INSERT INTO idempotency_records (workspace_id, key, fingerprint, status_code, headers, body, created_at)
     SELECT :workspace_id, :idempotency_key, :fingerprint, :status_code, CAST(:response_headers AS jsonb),
@@ -100,9 +113,11 @@ async def insert(
     data: dict[str, Any],
     remember: tuple[idempotency.Claim, idempotency.StoredResponse] | None,
     all_or_nothing: bool,
+    referral: referrals.NewReferral | None = None,
 ) -> bool:
     """Numbers and writes `customer` (its code is filled in here), its audit entry with `changes`,
-    its `customer.created` event with `data` and the response to replay for the `remember` claim of
+    its `customer.created` event with `data`, the `referral` it came with (and `referral.created`),
+    and the response to replay for the `remember` claim of
     an Idempotency-Key, the code set in each.
 
     Returns whether the customer got every email and phone (one another customer holds is left out);
@@ -125,6 +140,7 @@ async def insert(
         "actor": orjson.dumps(ctx.actor).decode(),
         "data": orjson.dumps(data).decode(),
         **_remembered(remember),
+        **(referrals.NO_REFERRAL if referral is None else _referral(referral, customer)),
         "all_or_nothing": all_or_nothing,
     }
     try:
@@ -141,6 +157,11 @@ async def insert(
     assert row is not None, "the statement returns the customer it inserted"
     customer.code = row["code"]
     return bool(row["every_identity"])
+
+
+def _referral(referral: referrals.NewReferral, customer: Customer) -> dict[str, Any]:
+    params = referral.params(customer.id, customer.created_at)
+    return {**params, "referral_data": orjson.dumps(params["referral_data"]).decode()}
 
 
 def _remembered(remember: tuple[idempotency.Claim, idempotency.StoredResponse] | None) -> dict[str, Any]:

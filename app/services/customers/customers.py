@@ -31,6 +31,7 @@ from app.services.customers.visibility import (
 from app.services.events import audit, outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Field, Payload, given
+from app.services.loyalty import referrals
 
 # The fields a create or PATCH sets as they are sent; address, consent and custom fields have rules of their own.
 PLAIN_FIELDS = tuple(
@@ -85,6 +86,7 @@ class NewCustomer:
     customer: Customer
     code_scope: str
     code_width: int
+    referral: referrals.NewReferral | None = None
 
 
 async def create(session: AsyncSession, ctx: Caller, data: CustomerCreate) -> Customer:
@@ -117,7 +119,7 @@ async def build(session: AsyncSession, ctx: Caller, data: CustomerCreate) -> New
         **address,
     )
     scope, width = customer_codes.scope_of(pattern, now)
-    return NewCustomer(customer, scope, width)
+    return NewCustomer(customer, scope, width, await referrals.new_referral(session, ctx, data.referral_code))
 
 
 def _plain_values(data: CustomerFields) -> dict[str, Any]:
@@ -151,9 +153,10 @@ async def write_new(
     remember: tuple[idempotency.Claim, idempotency.StoredResponse] | None = None,
     own_transaction: bool = False,
 ) -> None:
-    """Writes a built customer with its code, identities, audit entry and `customer.created` event,
-    and the response to replay for an Idempotency-Key (the code set in the stored body). An email or
-    phone another customer holds is a 409. `own_transaction` for an autocommit session: the write
+    """Writes a built customer with its code, identities, audit entry and `customer.created` event
+    (and its referral with `referral.created` when it came with a code), and the response to replay
+    for an Idempotency-Key (the code set in the stored body). An email or phone another customer
+    holds is a 409. `own_transaction` for an autocommit session: the write
     is one statement that commits alone; a key another request stored first is
     idempotency.AlreadyStored with that response."""
     customer = new.customer
@@ -173,6 +176,7 @@ async def write_new(
             data=snapshot,
             remember=remember,
             all_or_nothing=own_transaction,
+            referral=new.referral,
         )
     except customer_insert.Refused:
         # Which key was taken: the same request's first attempt (replay it), or a contact point.

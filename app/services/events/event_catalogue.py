@@ -42,7 +42,8 @@ class FulfilmentChanged(BaseModel):
 class LoyaltyPointsMoved(BaseModel):
     customer_id: str
     kind: str = Field(
-        description="The ledger entry: earn, reverse, redeem, redeem_cancel, adjust or expire.", examples=["earn"]
+        description="The ledger entry: earn, reverse, redeem, redeem_cancel, adjust, expire or referral.",
+        examples=["earn"],
     )
     points: int = Field(description="Signed: what the member's balance moved by.", examples=[120])
     order_id: str | None = Field(description="earn and reverse: the order.")
@@ -50,6 +51,23 @@ class LoyaltyPointsMoved(BaseModel):
     reason: str | None = Field(description="adjust: the reason given.")
     balance: int = Field(description="The member's balance after the move.", examples=[1320])
     at: datetime
+
+
+class ReferralChanged(BaseModel):
+    id: str
+    referrer_id: str | None = Field(description="Null only for a refused referral whose code matched no customer.")
+    referee_id: str
+    code: str = Field(examples=["9F3A61C2D4E5B708"], description="The referral code the referee came with.")
+    status: str = Field(description="created, qualified, rewarded or refused.", examples=["created"])
+    reason: str | None = Field(
+        description="refused: self_referral, already_buying, unknown_code or window_passed.", examples=[None]
+    )
+    order_id: str | None = Field(description="The referee's order that qualified the referral.")
+    referrer_points: int = Field(description="Points credited to the referrer.", examples=[500])
+    referee_points: int = Field(description="Points credited to the referee.", examples=[200])
+    created_at: datetime
+    qualified_at: datetime | None
+    rewarded_at: datetime | None
 
 
 class LoyaltyLevelChanged(BaseModel):
@@ -256,7 +274,11 @@ CATALOGUE: tuple[EventType, ...] = (
         MessageEvent,
     ),
     EventType("message.replied", "A customer replied to a message (an SMS reply).", MessageReplied),
-    EventType("loyalty.points_earned", "A paid order's lines earned points (one event per order).", LoyaltyPointsMoved),
+    EventType(
+        "loyalty.points_earned",
+        "A paid order's lines earned points (one event per order), or a referral's reward was credited (`referral`).",
+        LoyaltyPointsMoved,
+    ),
     EventType(
         "loyalty.points_redeemed",
         "Points were redeemed (`redeem`), or a redemption was cancelled and gave them back (`redeem_cancel`).",
@@ -278,6 +300,17 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType(
         "voucher.voided", "A voucher was voided; the points it cost, if any, went back to the member.", VoucherChanged
     ),
+    EventType(
+        "referral.created",
+        "A customer was created (or imported) with a referral code: linked to its referrer, or refused (the reason).",
+        ReferralChanged,
+    ),
+    EventType(
+        "referral.qualified",
+        "The referee's first paid order at or above the program's amount, within its window, qualified the referral.",
+        ReferralChanged,
+    ),
+    EventType("referral.rewarded", "A qualified referral's points were credited.", ReferralChanged),
     EventType("consent.changed", "A customer's marketing consent changed (edit, merge, unsubscribe).", ConsentChanged),
     EventType(
         "automation.run_failed",

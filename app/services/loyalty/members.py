@@ -26,7 +26,7 @@ from app.schemas.loyalty import AdjustmentIn, RedemptionIn
 from app.services.customers.visibility import require_visible, through_customer
 from app.services.events import audit
 from app.services.identity import workspaces
-from app.services.loyalty import levels, points, programs
+from app.services.loyalty import levels, points, programs, referrals
 
 
 async def account(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> dict[str, Any]:
@@ -46,6 +46,7 @@ async def account(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) ->
             "available": 0,
             "pending": 0,
             "expiring_next": None,
+            "referral_code": referrals.code_of(customer_id),
             "level": None,
             "level_since": None,
             "progress": None,
@@ -65,6 +66,7 @@ async def account(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) ->
         "available": figures.available,
         "pending": figures.pending,
         "expiring_next": expiring,
+        "referral_code": referrals.code_of(customer_id),
         "level": row.level,
         "level_since": row.level_since,
         "progress": await _progress(session, ctx, row),

@@ -25,7 +25,7 @@ from app.schemas.loyalty import MAX_POINTS
 from app.services.events import outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Payload, column, timestamp
-from app.services.loyalty import programs
+from app.services.loyalty import programs, referrals
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ EVENT_OF_KIND = {
     "redeem": ("loyalty.points_redeemed", REDEEMED),
     "redeem_cancel": ("loyalty.points_redeemed", REDEEMED),
     "expire": ("loyalty.points_expired", EXPIRED),
+    "referral": ("loyalty.points_earned", EARNED),
 }
 
 PAID = "('paid', 'partially_refunded')"
@@ -313,21 +314,23 @@ def _actor(ctx: Caller) -> str:
 async def sync_orders(session: AsyncSession, ctx: Caller, order_ids: list[uuid.UUID]) -> None:
     """The points of orders just written, in their transaction, whichever path wrote them (the API's
     upsert, its batch, the import a page at a time): members enrolled when the program says so, each
-    paid line not yet earned on earns, refunds and cancellations take back in proportion. A fixed
-    number of statements however many orders."""
+    paid line not yet earned on earns, refunds and cancellations take back in proportion, and the
+    referrals the orders decide are qualified and rewarded. A fixed number of statements however
+    many orders (and a credit per referral rewarded)."""
     if not order_ids:
         return
     program, levels = await programs.documents(session, ctx)
     params: dict[str, Any] = {"ws": ctx.workspace_id, "ids": order_ids, "now": clock.now(), "actor": _actor(ctx)}
     if program["enabled"] and program["enrolment"] == "automatic":
         await session.execute(ENROL_SQL, params)
-    if not (await session.execute(LOCK_ORDERS_SQL, params)).first():
-        return
-    if program["enabled"]:
-        program_json, levels_json = orjson.dumps(program).decode(), orjson.dumps(levels["levels"]).decode()
-        await session.execute(EARN_SQL, {**params, "program": program_json, "levels": levels_json})
-    # Reversals follow refunds even after the program is switched off: they undo what was earned.
-    await session.execute(REVERSE_SQL, params)
+    if (await session.execute(LOCK_ORDERS_SQL, params)).first():
+        if program["enabled"]:
+            program_json, levels_json = orjson.dumps(program).decode(), orjson.dumps(levels["levels"]).decode()
+            await session.execute(EARN_SQL, {**params, "program": program_json, "levels": levels_json})
+        # Reversals follow refunds even after the program is switched off: they undo what was earned.
+        await session.execute(REVERSE_SQL, params)
+    # Members or not, the orders' customers' referrals: a first paid order may qualify one.
+    await referrals.qualify(session, ctx, order_ids, program)
 
 
 async def expire_due(session: AsyncSession) -> int:

@@ -119,9 +119,21 @@ def present_program(row: LoyaltyDocument, currency: str) -> dict[str, Any]:
         "pending_days": doc["pending_days"],
         "expiry_months": doc["expiry_months"],
         "enrolment": doc["enrolment"],
+        "referrals": _referrals(doc, currency),
         "version": row.version,
         "updated_at": row.updated_at if row.version else None,
     }
+
+
+def referral_settings(doc: dict[str, Any]) -> dict[str, Any]:
+    """The program's referral settings; a program saved before they existed has the defaults."""
+    settings: dict[str, Any] = doc.get("referrals") or DEFAULT_PROGRAM["referrals"]
+    return settings
+
+
+def _referrals(doc: dict[str, Any], currency: str) -> dict[str, Any]:
+    settings = referral_settings(doc)
+    return {**settings, "min_order_amount": money_text(Decimal(settings["min_order_amount"]), currency)}
 
 
 def threshold_text(level: dict[str, Any], currency: str) -> str:

@@ -1,0 +1,128 @@
+"""The loyalty report: what the program owes now, the points moved and the level moves per month,
+members per level, and the referral funnel; one statement, aggregated in PostgreSQL, over the
+customers the caller may see."""
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import clock
+from app.core.access import Caller
+from app.services.customers.visibility import effective_visibility, visible_customer_ids_sql
+from app.services.identity import workspaces
+from app.services.loyalty import programs, referrals
+
+_MONTH = "to_char({at} AT TIME ZONE :tz, 'YYYY-MM')"
+
+
+def report_sql(visible: str | None) -> str:
+    """The report's statement; `visible` a SELECT of the customer ids the caller sees, None for all."""
+
+    def only(expression: str) -> str:
+        return f"AND {expression} IN ({visible})" if visible else ""
+
+    return f"""
+WITH liability AS (
+    SELECT count(*) AS members, coalesce(sum(balance), 0) AS balance FROM loyalty_accounts
+    WHERE workspace_id = :ws {only("customer_id")}
+),
+lots AS (
+    SELECT coalesce(sum(remaining) FILTER (WHERE available_at <= :now AND (expires_at IS NULL OR expires_at > :now)), 0)
+               AS available,
+           coalesce(sum(remaining) FILTER (WHERE available_at > :now AND (expires_at IS NULL OR expires_at > :now)), 0)
+               AS pending,
+           coalesce(sum(remaining) FILTER (WHERE expires_at <= :now), 0) AS expired_unwritten
+    FROM loyalty_lots WHERE workspace_id = :ws AND remaining > 0 {only("customer_id")}
+),
+moved AS (
+    SELECT {_MONTH.format(at="created_at")} AS month,
+           coalesce(sum(points) FILTER (WHERE kind IN ('earn', 'referral')), 0) AS earned,
+           -coalesce(sum(points) FILTER (WHERE kind = 'reverse'), 0) AS reversed,
+           -coalesce(sum(points) FILTER (WHERE kind IN ('redeem', 'redeem_cancel')), 0) AS redeemed,
+           -coalesce(sum(points) FILTER (WHERE kind = 'expire'), 0) AS expired,
+           coalesce(sum(points) FILTER (WHERE kind = 'adjust'), 0) AS adjusted
+    FROM loyalty_entries
+    WHERE workspace_id = :ws AND created_at >= :since AND created_at < :until {only("customer_id")}
+    GROUP BY 1
+),
+ranks AS (
+    SELECT x ->> 'code' AS code, n AS rank FROM jsonb_array_elements(CAST(:levels AS jsonb)) WITH ORDINALITY AS t(x, n)
+),
+level_moves AS (
+    SELECT {_MONTH.format(at="e.occurred_at")} AS month,
+           count(*) FILTER (WHERE coalesce(t.rank, 0) > coalesce(f.rank, 0)) AS level_ups,
+           count(*) FILTER (WHERE coalesce(t.rank, 0) < coalesce(f.rank, 0)) AS level_downs
+    FROM outbox_events e
+    LEFT JOIN ranks f ON f.code = e.data ->> 'from_level'
+    LEFT JOIN ranks t ON t.code = e.data ->> 'to_level'
+    WHERE e.workspace_id = :ws AND e.type = 'loyalty.level_changed' AND e.occurred_at >= :since
+      AND e.occurred_at < :until {only("CAST(e.data ->> 'customer_id' AS uuid)")}
+    GROUP BY 1
+),
+months AS (
+    SELECT month, coalesce(m.earned, 0) AS earned, coalesce(m.reversed, 0) AS reversed,
+           coalesce(m.redeemed, 0) AS redeemed, coalesce(m.expired, 0) AS expired, coalesce(m.adjusted, 0) AS adjusted,
+           coalesce(l.level_ups, 0) AS level_ups, coalesce(l.level_downs, 0) AS level_downs
+    FROM moved m FULL JOIN level_moves l USING (month)
+),
+per_level AS (
+    SELECT a.level, count(*) AS members, min(r.rank) AS rank FROM loyalty_accounts a
+    LEFT JOIN ranks r ON r.code = a.level
+    WHERE a.workspace_id = :ws {only("a.customer_id")}
+    GROUP BY a.level
+),
+picked AS (
+    SELECT status, reason, referrer_points, referee_points FROM referrals
+    WHERE workspace_id = :ws AND created_at >= :since AND created_at < :until {only("referee_id")}
+),
+funnel AS (
+    SELECT count(*) AS referred, count(*) FILTER (WHERE status IN ('qualified', 'rewarded')) AS qualified,
+           count(*) FILTER (WHERE status = 'rewarded') AS rewarded,
+           (SELECT coalesce(jsonb_object_agg(reason, n), '{{}}')
+            FROM (SELECT reason, count(*) AS n FROM picked WHERE status = 'refused' GROUP BY reason) x) AS refused,
+           coalesce(sum(referrer_points), 0) AS referrer_points, coalesce(sum(referee_points), 0) AS referee_points
+    FROM picked
+)
+SELECT (SELECT to_jsonb(liability) || to_jsonb(lots) FROM liability, lots),
+       (SELECT coalesce(jsonb_agg(to_jsonb(months) ORDER BY month), '[]') FROM months),
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('level', level, 'members', members)
+                                  ORDER BY rank NULLS LAST, level NULLS LAST), '[]') FROM per_level),
+       (SELECT to_jsonb(funnel) FROM funnel)
+"""
+
+
+_ALL = text(report_sql(None))
+
+
+async def loyalty_report(session: AsyncSession, ctx: Caller, *, since: datetime, until: datetime) -> dict[str, Any]:
+    """The report for [since, until) in the workspace's months; the liability and levels as of now."""
+    timezone = await workspaces.timezone(session, ctx.workspace_id)
+    levels = (await programs.document(session, ctx, programs.LEVELS)).document["levels"]
+    params: dict[str, Any] = {
+        "ws": ctx.workspace_id,
+        "now": clock.now(),
+        "since": since,
+        "until": until,
+        "tz": timezone,
+        "levels": orjson.dumps(levels).decode(),
+    }
+    statement = _ALL
+    if effective_visibility(ctx) != "all":
+        visible, scope = visible_customer_ids_sql(ctx)
+        statement, params = text(report_sql(visible)), {**params, **scope}
+    liability, months, per_level, funnel = (await session.execute(statement, params)).one()
+    funnel["refused"] = {reason: int(funnel["refused"].get(reason, 0)) for reason in referrals.REASONS}
+    return {
+        "since": since,
+        "until": until,
+        "timezone": timezone,
+        "liability": {
+            key: int(liability[key]) for key in ("members", "balance", "available", "pending", "expired_unwritten")
+        },
+        "months": months,
+        "levels": per_level,
+        "referrals": funnel,
+    }
