@@ -42,6 +42,7 @@ from app.services.engagement import interactions
 from app.services.events.event_catalogue import CATALOGUE, data_model
 from app.services.events.payloads import Payload
 from app.services.events.webhook_delivery import envelope
+from app.services.loyalty import referrals
 from app.services.segments import lifecycle, segments
 from app.services.service_desk import tickets
 from app.services.value import customer_values, orders
@@ -341,6 +342,16 @@ async def _drive_every_path(
         assert job.status == "done", job.error
 
     await paths.run("customer import", {"customer.created"}, lambda: customer_file("create_only"))
+
+    async def referred_file() -> None:
+        mapping = {"姓名": "name", "推荐码": "referral_code"}
+        upload = ("推荐.csv", _file(mapping, [{"name": "赵磊", "referral_code": referrals.code_of(uuid.UUID(a))}]))
+        _, job = await queue_and_run(
+            app, pool, client, tenant, upload, kind="customers", mapping=mapping, who="admin", form={}
+        )
+        assert job.status == "done", job.error
+
+    await paths.run("customer import with a referral code", {"referral.created"}, referred_file)
     await paths.run("customer import upsert", {"customer.updated"}, lambda: customer_file("upsert"))
 
     async def recompute() -> None:
@@ -521,6 +532,18 @@ async def _drive_loyalty(paths: Paths, customer_id: str) -> None:
     await paths.run(
         "loyalty expiry job", {"loyalty.points_expired"}, lambda: loyalty_jobs.expire_points(paths.app.state.sessions)
     )
+
+    async def refer() -> None:
+        rewards = {"referrer_points": 50, "referee_points": 20}
+        await paths.call(
+            "PUT", "/loyalty/program", 200, json={**program, "referrals": rewards}, headers={"If-Match": "*"}
+        )
+        code = (await paths.call("GET", f"/customers/{customer_id}/loyalty", 200))["referral_code"]
+        referee = await paths.customer(referral_code=code)
+        first = {**order, "customer_id": referee["id"], "external_id": "R-1", "ordered_at": clock.now().isoformat()}
+        await paths.call("POST", "/orders", 201, json=first)
+
+    await paths.run("referral and its reward", {"referral.created", "referral.qualified", "referral.rewarded"}, refer)
 
 
 async def _drive_outreach(paths: Paths, database_url: str, customer_id: str) -> None:

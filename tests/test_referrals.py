@@ -165,9 +165,7 @@ async def test_a_late_order_refuses_and_an_earlier_purchase_refuses_as_already_b
     assert (await _account(client, tenant, referrer))["member"] is False
 
 
-async def test_without_points_to_give_a_referral_stays_qualified(
-    client: httpx.AsyncClient, tenant: Tenant
-) -> None:
+async def test_without_points_to_give_a_referral_stays_qualified(client: httpx.AsyncClient, tenant: Tenant) -> None:
     await _program(client, tenant, enabled=False)
     referrer = await _customer(client, tenant)
     referee = await _referred(client, tenant, await _code(client, tenant, referrer))

@@ -170,7 +170,8 @@ inserted AS (
     INSERT INTO referrals (workspace_id, id, referrer_id, referee_id, code, status, reason, order_id,
                            referrer_points, referee_points, created_at, refused_at, updated_at, version)
     SELECT $1, id, referrer_id, referee_id, code, CASE WHEN reason IS NULL THEN 'created' ELSE 'refused' END,
-           reason, NULL, 0, 0, $2::timestamptz, CASE WHEN reason IS NOT NULL THEN $2::timestamptz END, $2::timestamptz, 1
+           reason, NULL, 0, 0, $2::timestamptz, CASE WHEN reason IS NOT NULL THEN $2::timestamptz END,
+           $2::timestamptz, 1
     FROM judged
     ON CONFLICT DO NOTHING
     RETURNING *
