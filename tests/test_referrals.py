@@ -185,6 +185,8 @@ async def test_referrals_are_seen_as_their_referee_and_bad_filters_are_refused(
     assert foreign.status_code == 404
     assert await _referrals(client, other_tenant) == []
     assert (await client.get(f"/api/v1/referrals/{uuid.uuid4()}", headers=tenant.headers())).status_code == 404
+    mine = await client.get("/api/v1/referrals", headers=tenant.headers("sales"))
+    assert mine.status_code == 200 and mine.json()["items"] == []
     bad = await client.get("/api/v1/referrals", params={"status": "paid"}, headers=tenant.headers())
     assert bad.status_code == 422
     assert await _referrals(client, tenant, referrer_id=str(uuid.uuid4())) == []
@@ -344,6 +346,11 @@ async def test_the_loyalty_report_counts_what_was_done_by_hand(
         "referrer_points": 500,
         "referee_points": 200,
     }
+    # A manager sees its team's customers only: the admin's are none of them.
+    team = await client.get("/api/v1/reports/loyalty", headers=tenant.headers("manager"))
+    assert team.status_code == 200, team.text
+    assert team.json()["liability"] == dict.fromkeys(report["liability"], 0)
+    assert (team.json()["months"], team.json()["levels"], team.json()["referrals"]["referred"]) == ([], [], 0)
     # A period before anything happened counts nothing but what is owed now.
     past = await client.get(
         "/api/v1/reports/loyalty",

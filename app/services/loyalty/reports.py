@@ -94,7 +94,7 @@ SELECT (SELECT to_jsonb(liability) || to_jsonb(lots) FROM liability, lots),
 """
 
 
-_ALL = text(report_sql(None))
+REPORT_ALL = text(report_sql(None))
 
 
 async def loyalty_report(session: AsyncSession, ctx: Caller, *, since: datetime, until: datetime) -> dict[str, Any]:
@@ -109,7 +109,7 @@ async def loyalty_report(session: AsyncSession, ctx: Caller, *, since: datetime,
         "tz": timezone,
         "levels": orjson.dumps(levels).decode(),
     }
-    statement = _ALL
+    statement = REPORT_ALL
     if effective_visibility(ctx) != "all":
         visible, scope = visible_customer_ids_sql(ctx)
         statement, params = text(report_sql(visible)), {**params, **scope}
