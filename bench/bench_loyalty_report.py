@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     floor, plan = asyncio.run(run_floor(db.dsn, ws, args))
     service_figures, floor_figures = summary(http), summary(floor)
     ratio = round(service_figures["p95"] / floor_figures["p95"], 2)
-    verdict = "met" if service_figures["p95"] < TARGET_P95_MS else "missed"
+    verdict = "PASS" if service_figures["p95"] < TARGET_P95_MS else "MISS"
     print(f"floor   (asyncpg, prepared) p50/p95/p99 ms: {floor_figures}")
     print(f"service (GET {PATH})   p50/p95/p99 ms: {service_figures}")
     print(f"service/floor p95 ratio: {ratio}; target p95 < {TARGET_P95_MS:.0f} ms: {verdict}")
