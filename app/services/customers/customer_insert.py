@@ -1,5 +1,5 @@
-"""The one statement that writes a new customer: its code, row, identities, audit entry, event and
-the response stored for its Idempotency-Key.
+"""The one statement that writes a new customer: its code, row, identities, audit entry, event, the
+referral it came with and the response stored for its Idempotency-Key.
 
 Creates in a workspace queue on its code counter row (codes are gap-free) from the moment they take
 a number until their transaction ends. Taking the number in the statement that writes everything
@@ -117,8 +117,7 @@ async def insert(
 ) -> bool:
     """Numbers and writes `customer` (its code is filled in here), its audit entry with `changes`,
     its `customer.created` event with `data`, the `referral` it came with (and `referral.created`),
-    and the response to replay for the `remember` claim of
-    an Idempotency-Key, the code set in each.
+    and the response to replay for the `remember` claim of an Idempotency-Key, the code set in each.
 
     Returns whether the customer got every email and phone (one another customer holds is left out);
     with `all_or_nothing` (the statement is its own transaction) such a key, or an Idempotency-Key
