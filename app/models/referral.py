@@ -1,7 +1,7 @@
 """Referrals: a customer brought in with another's referral code, and how far that went
 (created, qualified by the referee's first paid order, rewarded; or refused with the reason).
 
-A customer's referral code is not stored: it is `guanxi_referral_code(id)` (migration 0035), the
+A customer's referral code is not stored: it is `guanxi_referral_code(id)` (migration 0036), the
 last eight bytes of the customer's UUIDv7 id (its random part) in hex, unique per workspace by the
 expression index below, so every path that writes a customer gives it a code without writing one."""
 

@@ -1,7 +1,7 @@
 """Referrals: each customer's code, the link a new customer made with one, its qualification by the
 referee's first paid order and its reward in points.
 
-A customer's code is `code_of(id)` (in SQL `guanxi_referral_code(id)`, migration 0035). Every path
+A customer's code is `code_of(id)` (in SQL `guanxi_referral_code(id)`, migration 0036). Every path
 that creates a customer makes the referral in the customer's own statement or transaction: the API
 and its batch through `customer_insert` (an unknown code is a 422 before anything is written), the
 import set-based with `IMPORT_SQL`. The order paths qualify it in the order's transaction through

@@ -2,7 +2,7 @@
 workspace by an expression index) and an index for the loyalty report's level moves
 
 Revision ID: 5e2c7a9d1b40
-Revises: 8b3e1f5a7c20
+Revises: 245c8b56f54b
 Create Date: 2026-12-08 03:30:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "5e2c7a9d1b40"
-down_revision: str | None = "8b3e1f5a7c20"
+down_revision: str | None = "245c8b56f54b"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
