@@ -4,7 +4,8 @@ row that is not there, or is another workspace's, is the same 404."""
 import uuid
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Uuid, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -13,6 +14,12 @@ from app.core.errors import NotFound
 from app.models.base import TenantKey
 
 Row = TypeVar("Row", bound=TenantKey)
+
+
+def ids(values: list[uuid.UUID]) -> Any:
+    """One array parameter, however many ids (an IN list would bind one parameter each): compare
+    with `column == any_(ids(...))`."""
+    return bindparam(None, values, type_=ARRAY(Uuid()))
 
 
 def in_workspace(model: type[Row], ctx: Caller) -> Select[Row]:

@@ -4,9 +4,10 @@ One batch is one transaction: its run records are inserted with ON CONFLICT DO N
 unique key, and the rule's actions then run for the rows that statement inserted (by the ids it
 returned), so an internal effect commits with its run record or not at all, and a second
 runner of the same trigger (a re-run, a concurrent worker) inserts nothing and does nothing.
-Tasks, segment members and webhook requests are written set-based; tags, lifecycle moves and
-tickets go through their writers for each customer (their versions, audit entries and events),
-each in a savepoint so that one customer's failure is recorded on that run alone."""
+Tasks, segment members, webhook requests and messages (through `messages.enqueue_many`) are
+written set-based; tags, lifecycle moves and tickets go through their writers for each customer
+(their versions, audit entries and events), each in a savepoint so that one customer's failure is
+recorded on that run alone."""
 
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,11 +16,12 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Date, Select, String, Uuid, any_, bindparam, func, literal, null, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy import Date, Select, String, any_, func, literal, null, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import scoped
 from app.core.access import Caller, automation_caller
 from app.core.errors import DomainError
 from app.core.ids import new_id
@@ -214,7 +216,7 @@ async def _record_failures(session: AsyncSession, batch: Batch) -> None:
 
     base = planned(batch.rule.actions)
     runs = update(AutomationRun).where(
-        AutomationRun.workspace_id == batch.rule.workspace_id, AutomationRun.id == any_(_uuids(batch.run_ids))
+        AutomationRun.workspace_id == batch.rule.workspace_id, AutomationRun.id == any_(scoped.ids(batch.run_ids))
     )
     if batch.failed_actions:
         await session.execute(
@@ -229,11 +231,6 @@ async def _record_failures(session: AsyncSession, batch: Batch) -> None:
         if every:
             values |= {"outcome": "failed", "reason": _reason(every)}
         await session.execute(runs.where(AutomationRun.customer_id == customer_id).values(**values))
-
-
-def _uuids(ids: list[uuid.UUID]) -> Any:
-    """One array parameter, however many ids (an IN list would bind one parameter each)."""
-    return bindparam(None, ids, type_=ARRAY(Uuid()))
 
 
 def _reason(failures: dict[int, str]) -> str:
@@ -377,7 +374,7 @@ async def _tag(session: AsyncSession, batch: Batch, _index: int, action: dict[st
         select(Customer)
         .where(
             Customer.workspace_id == batch.rule.workspace_id,
-            Customer.id == any_(_uuids(batch.customer_ids)),
+            Customer.id == any_(scoped.ids(batch.customer_ids)),
             Customer.deleted_at.is_(None),
         )
         .order_by(Customer.id)
@@ -399,7 +396,7 @@ async def _set_stage(session: AsyncSession, batch: Batch, index: int, action: di
             await session.execute(
                 select(CustomerStage.customer_id, CustomerStage.stage).where(
                     CustomerStage.workspace_id == batch.rule.workspace_id,
-                    CustomerStage.customer_id == any_(_uuids(batch.customer_ids)),
+                    CustomerStage.customer_id == any_(scoped.ids(batch.customer_ids)),
                 )
             )
         ).all()
@@ -426,27 +423,40 @@ async def _open_ticket(session: AsyncSession, batch: Batch, index: int, action: 
     await _each(session, batch, index, open_one)
 
 
+# A refusal for the customer's own reasons skips the action; anything else fails it.
+_CUSTOMERS_REFUSALS = (messages.ConsentRequired, messages.Suppressed, messages.FrequencyCapped)
+
+
 async def _send_message(session: AsyncSession, batch: Batch, index: int, action: dict[str, Any]) -> None:
-    """Through the one writer of messages, which enforces consent, suppression, caps and quiet hours.
-    Its dedupe key is the run's (rule, trigger, customer) and the action's place: a re-run, or a
-    second runner, finds the message queued and queues none. A refusal for the customer's own
-    reasons (no consent, suppressed, capped) skips the action; anything else fails it."""
-    content = messages.FromTemplate(uuid.UUID(action["template_id"]), action.get("variables") or {})
-
-    async def send(customer_id: uuid.UUID) -> None:
-        await messages.enqueue(
-            session,
-            batch.ctx,
-            customer_id=customer_id,
-            channel_id=uuid.UUID(action["channel_id"]),
-            purpose=action["purpose"],
-            content=content,
-            dedupe_key=f"automation:{batch.rule.id}:{batch.trigger_keys[customer_id]}:{customer_id}:{index}",
-            source=f"automation:{batch.rule.id}",
-        )
-
-    refusals = (messages.ConsentRequired, messages.Suppressed, messages.FrequencyCapped)
-    await _each(session, batch, index, send, skip=refusals)
+    """Through the one writer of messages, which enforces consent, suppression, caps and quiet
+    hours, for the whole batch at once. Each dedupe key is the run's (rule, trigger, customer) and
+    the action's place: a re-run, or a second runner, finds the message queued and queues none. A
+    refusal for the customer's own reasons (no consent, suppressed, capped) skips the action for
+    that customer; anything else fails it, for the customer or (the channel or template gone) for
+    the whole batch."""
+    keys = {
+        customer_id: f"automation:{batch.rule.id}:{batch.trigger_keys[customer_id]}:{customer_id}:{index}"
+        for customer_id in batch.customer_ids
+    }
+    try:
+        async with session.begin_nested():
+            done = await messages.enqueue_many(
+                session,
+                batch.ctx,
+                recipients=keys,
+                channel_id=uuid.UUID(action["channel_id"]),
+                purpose=action["purpose"],
+                content=messages.FromTemplate(uuid.UUID(action["template_id"]), action.get("variables") or {}),
+                source=f"automation:{batch.rule.id}",
+            )
+    except DomainError as exc:
+        batch.failed_actions[index] = exc.detail[:200]
+        return
+    for customer_id, refusal in done.refused.items():
+        if isinstance(refusal, _CUSTOMERS_REFUSALS):
+            batch.skipped_for.setdefault(customer_id, {})[index] = f"{refusal.slug}: {refusal.detail}"[:200]
+        else:
+            batch.failed_for.setdefault(customer_id, {})[index] = refusal.detail[:200]
 
 
 ACTIONS: dict[str, Callable[[AsyncSession, Batch, int, dict[str, Any]], Awaitable[None]]] = {

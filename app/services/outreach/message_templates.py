@@ -1,6 +1,6 @@
 """Message templates: create, read, change and delete them with every version kept, the variables
-they may name, a masked preview for a customer, and `render_for_customer`, which the send paths
-(messages, automation) render through.
+they may name, a masked preview for a customer, and `render_for_customer(s)`, which the send
+paths (messages, automation) render through.
 
 A template's texts are Jinja templates over `customer.*` (the filter catalogue's customer, value,
 activity and lifecycle fields, the contact points, `customer.custom_fields.<key>` for each defined
@@ -8,18 +8,18 @@ custom field), `workspace.name` and `vars.<name>` for the values a sender suppli
 on the template. Every variable is checked when a template is saved (template_sandbox.check)."""
 
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, any_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock, scoped
 from app.core.access import Caller
-from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.errors import Conflict, DomainError, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.masking import PERSONAL_FIELDS, is_masked, mask_personal
 from app.core.pagination import SortKey, keyset_page
@@ -433,8 +433,32 @@ async def render_for_customer(
     (422) for variables missing or undeclared and for a template that fails in the sandbox (an
     undefined value, a refused attribute, an output over the limit), with where: `loc`
     `["template", "<field>"]`, `line`. Reads only; the caller's transaction is untouched."""
+    rendered = await render_for_customers(
+        session, ctx, template_id=template_id, customer_ids=[customer_id], variables=variables
+    )
+    return _one(rendered[customer_id])
+
+
+async def render_for_customers(
+    session: AsyncSession,
+    ctx: Caller,
+    *,
+    template_id: uuid.UUID,
+    customer_ids: Sequence[uuid.UUID],
+    variables: Mapping[str, Any],
+) -> dict[uuid.UUID, Rendered | DomainError]:
+    """`render_for_customer` for a set of customers, their values read in one statement: what
+    concerns the template (NotFound, variables missing or undeclared) is raised; what concerns one
+    customer (NotFound for one `ctx` cannot see, ValidationFailed for a render that fails on its
+    values) is that customer's entry."""
     template = await get(session, ctx, template_id)
-    return await _render(session, ctx, template, customer_id, variables, masked=False)
+    return await _render(session, ctx, template, customer_ids, variables, masked=False)
+
+
+def _one(rendered: Rendered | DomainError) -> Rendered:
+    if isinstance(rendered, DomainError):
+        raise rendered
+    return rendered
 
 
 async def preview(session: AsyncSession, ctx: Caller, template_id: uuid.UUID, data: PreviewIn) -> dict[str, Any]:
@@ -443,7 +467,8 @@ async def preview(session: AsyncSession, ctx: Caller, template_id: uuid.UUID, da
     would carry the address), and for SMS the characters and segments the message costs."""
     template = await get(session, ctx, template_id)
     masked = is_masked(ctx)
-    rendered = await _render(session, ctx, template, data.customer_id, data.variables, masked=masked)
+    found = await _render(session, ctx, template, [data.customer_id], data.variables, masked=masked)
+    rendered = _one(found[data.customer_id])
     sms = None
     if rendered.channel == "sms":
         assert rendered.sms_sign_name is not None
@@ -489,11 +514,11 @@ async def _render(
     session: AsyncSession,
     ctx: Caller,
     template: MessageTemplate,
-    customer_id: uuid.UUID,
+    customer_ids: Sequence[uuid.UUID],
     supplied: Mapping[str, Any],
     *,
     masked: bool,
-) -> Rendered:
+) -> dict[uuid.UUID, Rendered | DomainError]:
     content = content_of(template)
     _check_supplied(template.variables, supplied)
     known = await variables(session, ctx)
@@ -503,9 +528,26 @@ async def _render(
         for path in template_sandbox.used_paths(source, html=html)
         if (leaf := _leaf(tuple(path.split(".")), known)) is not None
     }
-    values = await _values(session, ctx, customer_id, needed, known)
-    if masked:
-        values = mask_personal(values)
+    found = await _values(session, ctx, customer_ids, needed, known)
+    out: dict[uuid.UUID, Rendered | DomainError] = {}
+    for customer_id in customer_ids:
+        values = found.get(customer_id)
+        if values is None:
+            out[customer_id] = NotFound("No customer with that id.")
+            continue
+        try:
+            out[customer_id] = _render_values(template, content, mask_personal(values) if masked else values, supplied)
+        except ValidationFailed as exc:
+            out[customer_id] = exc
+    return out
+
+
+def _render_values(
+    template: MessageTemplate,
+    content: Mapping[str, Any],
+    values: Mapping[str, Mapping[str, Any]],
+    supplied: Mapping[str, Any],
+) -> Rendered:
     scope = {
         "customer": _grouped(values["customer"]),
         "workspace": _grouped(values["workspace"]),
@@ -555,11 +597,15 @@ def _grouped(values: Mapping[str, Any]) -> Record:
 
 
 async def _values(
-    session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, needed: set[str], known: Mapping[str, Variable]
-) -> dict[str, dict[str, Any]]:
-    """The customer's values of the variables a template names, in one statement, as nested
-    groups (`customer.value.tier` -> {"customer": {"value": {"tier": ...}}}); 404 for a customer
-    the caller cannot see."""
+    session: AsyncSession,
+    ctx: Caller,
+    customer_ids: Sequence[uuid.UUID],
+    needed: set[str],
+    known: Mapping[str, Variable],
+) -> dict[uuid.UUID, dict[str, dict[str, Any]]]:
+    """Each customer's values of the variables a template names, in one statement, as nested
+    groups (`customer.value.tier` -> {"customer": {"value": {"tier": ...}}}); customers the caller
+    cannot see are absent."""
     columns = sorted(path for path in needed if known[path].column is not None)
     custom = any(path.startswith(f"{CUSTOM_FIELDS_PATH}.") for path in needed)
     stmt = (
@@ -578,24 +624,25 @@ async def _values(
             CustomerStage,
             (CustomerStage.workspace_id == Customer.workspace_id) & (CustomerStage.customer_id == Customer.id),
         )
-        .where(Customer.id == customer_id, *visible_customer_clauses(ctx))
+        .where(Customer.id == any_(scoped.ids(list(customer_ids))))
+        .where(*visible_customer_clauses(ctx))
     )
-    row = (await session.execute(stmt)).one_or_none()
-    if row is None:
-        raise NotFound("No customer with that id.")
-    values: dict[str, dict[str, Any]] = {"customer": {}, "workspace": {}}
-    for index, path in enumerate(columns):
-        root, *rest = path.split(".")
-        group = values[root]
-        for part in rest[:-1]:
-            group = group.setdefault(part, {})
-        value = row[index + 2]
-        group[rest[-1]] = utc_text(value) if isinstance(value, datetime) else value
-    if custom:
-        stored = row.custom_fields or {}
-        values["customer"]["custom_fields"] = {
-            path.removeprefix(f"{CUSTOM_FIELDS_PATH}."): stored.get(path.removeprefix(f"{CUSTOM_FIELDS_PATH}."))
-            for path in known
-            if path.startswith(f"{CUSTOM_FIELDS_PATH}.")
-        }
-    return values
+    found: dict[uuid.UUID, dict[str, dict[str, Any]]] = {}
+    for row in await session.execute(stmt):
+        values: dict[str, dict[str, Any]] = {"customer": {}, "workspace": {}}
+        for index, path in enumerate(columns):
+            root, *rest = path.split(".")
+            group = values[root]
+            for part in rest[:-1]:
+                group = group.setdefault(part, {})
+            value = row[index + 2]
+            group[rest[-1]] = utc_text(value) if isinstance(value, datetime) else value
+        if custom:
+            stored = row.custom_fields or {}
+            values["customer"]["custom_fields"] = {
+                path.removeprefix(f"{CUSTOM_FIELDS_PATH}."): stored.get(path.removeprefix(f"{CUSTOM_FIELDS_PATH}."))
+                for path in known
+                if path.startswith(f"{CUSTOM_FIELDS_PATH}.")
+            }
+        found[row.id] = values
+    return found

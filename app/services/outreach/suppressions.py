@@ -4,8 +4,8 @@ complaints block every message; an unsubscribe blocks marketing (a receipt or a 
 import uuid
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock, scoped
@@ -87,6 +87,22 @@ async def find(session: AsyncSession, workspace_id: uuid.UUID, medium: str, addr
             Suppression.workspace_id == workspace_id, Suppression.medium == medium, Suppression.address == address
         )
     )
+
+
+async def find_many(
+    session: AsyncSession, workspace_id: uuid.UUID, medium: str, addresses: set[str]
+) -> dict[str, Suppression]:
+    """The suppressions of these addresses, by address, in one statement."""
+    if not addresses:
+        return {}
+    rows = await session.scalars(
+        select(Suppression).where(
+            Suppression.workspace_id == workspace_id,
+            Suppression.medium == medium,
+            Suppression.address == any_(bindparam(None, sorted(addresses), type_=ARRAY(Text()))),
+        )
+    )
+    return {row.address: row for row in rows}
 
 
 async def remove(session: AsyncSession, ctx: Caller, suppression_id: uuid.UUID) -> None:
