@@ -235,6 +235,35 @@ EVENT: Payload[Interaction] = Payload(
 )
 
 
+def log_rows_sql(rows: str) -> str:
+    """SQL of `log` for many contacts at once, as two CTEs of a WITH (`logged_rows`, the
+    interactions inserted, and `logged_events`, their `interaction.created` events): `rows` is a
+    SELECT with the columns id, customer_id, user_id, channel, direction, subject, content, source
+    and external_id, checked by its caller; no participants, attachments, outcome or duration.
+    They occur at `:now`, by `:actor` (jsonb) of workspace `:ws`."""
+    return f"""logged_rows AS (
+    INSERT INTO interactions (workspace_id, id, customer_id, user_id, channel, direction, occurred_at, participants,
+                              subject, content, attachments, source, external_id, created_at, updated_at, version)
+    SELECT CAST(:ws AS uuid), r.id, r.customer_id, r.user_id, r.channel, r.direction, CAST(:now AS timestamptz),
+           '{{"users": [], "contacts": []}}', r.subject, r.content, '{{"items": []}}', r.source, r.external_id,
+           CAST(:now AS timestamptz), CAST(:now AS timestamptz), 1
+    FROM ({rows}) r
+    RETURNING *
+),
+logged_events AS (
+    {_LOGGED_EVENTS}
+)"""
+
+
+_LOGGED_EVENTS = outbox.emit_rows_sql(
+    f"(SELECT guanxi_uuid7() AS id, {EVENT.sql('c')} AS data FROM logged_rows c)",
+    workspace_id="CAST(:ws AS uuid)",
+    event_type="'interaction.created'",
+    at="CAST(:now AS timestamptz)",
+    actor="CAST(:actor AS jsonb)",
+)
+
+
 def event_data(interaction: Interaction) -> dict[str, Any]:
     return EVENT.data(interaction)
 

@@ -269,6 +269,12 @@ async def enqueue_many(
     return out
 
 
+# Each message's interaction on the timeline, through the interactions' own SQL.
+_LOGGED = interactions.log_rows_sql(
+    "SELECT w.interaction_id AS id, w.customer_id, CAST(:user AS uuid) AS user_id,"
+    " CAST(:interaction_channel AS text) AS channel, 'outbound' AS direction, w.subject, w.text AS content,"
+    " 'outreach' AS source, 'message:' || w.id AS external_id FROM queued q JOIN wanted w ON w.id = q.id"
+)
 _WRITE_SQL = f"""
 WITH wanted AS (
     SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:customers AS uuid[]), CAST(:recipients AS text[]),
@@ -288,26 +294,7 @@ queued AS (
     ON CONFLICT DO NOTHING
     RETURNING id, customer_id
 ),
-logged AS (
-    INSERT INTO interactions (workspace_id, id, customer_id, user_id, channel, direction, occurred_at, participants,
-                              subject, content, attachments, source, external_id, created_at, updated_at, version)
-    SELECT CAST(:ws AS uuid), w.interaction_id, w.customer_id, CAST(:user AS uuid), CAST(:interaction_channel AS text),
-           'outbound', CAST(:now AS timestamptz), '{{"users": [], "contacts": []}}', w.subject, w.text,
-           '{{"items": []}}', 'outreach', 'message:' || w.id, CAST(:now AS timestamptz), CAST(:now AS timestamptz), 1
-    FROM queued q JOIN wanted w ON w.id = q.id
-    RETURNING *
-),
-events AS (
-    {
-    outbox.emit_rows_sql(
-        f"(SELECT guanxi_uuid7() AS id, {interactions.EVENT.sql('c')} AS data FROM logged c)",
-        workspace_id="CAST(:ws AS uuid)",
-        event_type="'interaction.created'",
-        at="CAST(:now AS timestamptz)",
-        actor="CAST(:actor AS jsonb)",
-    )
-}
-)
+{_LOGGED}
 SELECT customer_id, id FROM queued
 """
 
