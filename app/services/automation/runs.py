@@ -142,7 +142,10 @@ async def execute(
         for index, action in enumerate(rule.actions):
             await ACTIONS[action["type"]](session, batch, index, action)
         await _record_failures(session, batch)
-    await session.execute(text(_RUN_FAILED_SQL), {**batch.params, "actor": _json(batch.ctx.actor)})
+    # Only runs skipped or failed have an `automation.run_failed` event: when every action went
+    # through, there is nothing to look for.
+    if skipped or batch.failed_actions or batch.failed_for:
+        await session.execute(text(_RUN_FAILED_SQL), {**batch.params, "actor": _json(batch.ctx.actor)})
     rule.last_run_at = now
     return len(inserted)
 
@@ -224,13 +227,17 @@ async def _record_failures(session: AsyncSession, batch: Batch) -> None:
                 outcome="failed", reason=_reason(batch.failed_actions), actions=marked(base, batch.failed_actions)
             )
         )
-    for customer_id in batch.failed_for.keys() | batch.skipped_for.keys():
+    # Runs with the same outcome (the same refusal, say) are written by one statement.
+    alike: dict[bytes, tuple[dict[str, Any], list[uuid.UUID]]] = {}
+    for customer_id in sorted(batch.failed_for.keys() | batch.skipped_for.keys()):
         every = batch.failed_actions | batch.failed_for.get(customer_id, {})
         skips = batch.skipped_for.get(customer_id, {})
         values: dict[str, Any] = {"actions": marked(base, every, skips)}
         if every:
             values |= {"outcome": "failed", "reason": _reason(every)}
-        await session.execute(runs.where(AutomationRun.customer_id == customer_id).values(**values))
+        alike.setdefault(orjson.dumps(values, option=orjson.OPT_SORT_KEYS), (values, []))[1].append(customer_id)
+    for values, customer_ids in alike.values():
+        await session.execute(runs.where(AutomationRun.customer_id == any_(scoped.ids(customer_ids))).values(**values))
 
 
 def _reason(failures: dict[int, str]) -> str:
@@ -252,6 +259,9 @@ SELECT r.workspace_id, guanxi_uuid7(), r.customer_id, CAST(:title AS text), CAST
        CAST(:now AS timestamptz), CAST(:now AS timestamptz), 1
 FROM automation_runs r JOIN customers c ON c.workspace_id = r.workspace_id AND c.id = r.customer_id
 WHERE r.workspace_id = :ws AND r.id = ANY(CAST(:runs AS uuid[]))
+  -- The batch's customers lie between its first and last: the join reads that range of customers,
+  -- not the whole table, whatever the planner guesses of the array.
+  AND c.id BETWEEN CAST(:first AS uuid) AND CAST(:last AS uuid)
 ON CONFLICT DO NOTHING
 """
 
@@ -273,6 +283,8 @@ async def _create_task(session: AsyncSession, batch: Batch, _index: int, action:
             "due_days": action["due_in_days"],
             "tz": batch.timezone,
             "origin": origin,
+            "first": batch.customer_ids[0],
+            "last": batch.customer_ids[-1],
         },
     )
 

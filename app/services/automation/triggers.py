@@ -173,8 +173,10 @@ async def date_candidates(
     occasion_source = _date_of(trigger)
     scope = [*_live(ctx, for_caller), *_in_range(ids), _CONSENTS_SOMEWHERE]
     if trigger.get("audience") is not None:
+        # The audience of the range only: a range's run reads its own customers, not the whole
+        # audience again.
         audience = await _audience(session, ctx, trigger["audience"], for_caller=False)
-        scope.append(Customer.id.in_(audience))
+        scope.append(Customer.id.in_(audience.where(*_in_range(ids))))
     low, high = _window(today, int(trigger["offset_days"]))
     if trigger["calendar"] == "lunar":
         found = lunar_dates.occurrences(low, (high - low).days)
