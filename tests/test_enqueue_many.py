@@ -17,6 +17,7 @@ from app.core import clock
 from app.core.access import system_caller
 from app.core.errors import DomainError
 from app.models import Interaction, Message, OutboxEvent
+from app.schemas.outreach import MessageContent
 from app.services.outreach import messages
 from tests.factories import Tenant
 from tests.outreach_helpers import email_channel, email_content, make_channel, make_customer, send
@@ -213,7 +214,7 @@ async def test_overlapping_batches_with_the_same_keys_queue_each_message_once(
     arguments: dict[str, Any] = {
         "channel_id": uuid.UUID(channel["id"]),
         "purpose": "transactional",
-        "content": messages.MessageContent.model_validate(email_content()),
+        "content": MessageContent.model_validate(email_content()),
         "source": "test",
     }
 
