@@ -6,7 +6,7 @@ The real processes on the suite's own PostgreSQL: the API (`guanxi serve`), two 
 and, after the kill, a replacement; the provider is the messages bench's Alibaba Cloud SMS stand-in
 (bench/sms_stand_in.py, its own process), which counts every message reference it receives.
 Customers are seeded set-based (bench/seed.py); the messages are created through the one writer,
-`messages.enqueue`, the first ones through `POST /messages`. GUANXI_CHAOS_MESSAGES sets how many
+`messages.enqueue_many`, the first ones through `POST /messages`. GUANXI_CHAOS_MESSAGES sets how many
 (100,000 by default)."""
 
 import asyncio
@@ -86,26 +86,26 @@ async def _api_key(cluster: Cluster, workspace_id: uuid.UUID) -> str:
 
 
 async def _enqueue_all(cluster: Cluster, workspace_id: uuid.UUID, channel_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
-    """`messages.enqueue` for each customer, WRITERS sessions side by side, a commit every COMMIT_EVERY."""
+    """`messages.enqueue_many` (the writer a large automated send uses), WRITERS sessions side by side,
+    COMMIT_EVERY customers a call and a commit."""
     engine = create_engine(cluster.url(DATABASE), get_settings())
     sessions = create_sessionmaker(engine)
     ctx = system_caller(workspace_id)
 
     async def writer(share: list[uuid.UUID]) -> None:
         for start in range(0, len(share), COMMIT_EVERY):
+            batch = share[start : start + COMMIT_EVERY]
             async with sessions() as session:
-                for customer_id in share[start : start + COMMIT_EVERY]:
-                    _, created = await messages.enqueue(
-                        session,
-                        ctx,
-                        customer_id=customer_id,
-                        channel_id=channel_id,
-                        purpose="transactional",
-                        content=CONTENT,
-                        dedupe_key=f"chaos:{customer_id}",
-                        source="chaos",
-                    )
-                    assert created
+                done = await messages.enqueue_many(
+                    session,
+                    ctx,
+                    recipients={customer_id: f"chaos:{customer_id}" for customer_id in batch},
+                    channel_id=channel_id,
+                    purpose="transactional",
+                    content=CONTENT,
+                    source="chaos",
+                )
+                assert done.created == set(batch) and not done.refused, done.refused
                 await session.commit()
 
     try:
