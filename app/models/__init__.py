@@ -20,6 +20,7 @@ from app.models.loyalty import (
     LoyaltyRedemptionLot,
 )
 from app.models.loyalty_rewards import LoyaltyReward, LoyaltyVoucher
+from app.models.loyalty_members import LoyaltyActionAward, LoyaltyDeparture
 from app.models.message_template import MessageTemplate, MessageTemplateRevision
 from app.models.order import Order, OrderFulfilmentChange, OrderLine
 from app.models.outbox import OutboxEvent
@@ -72,6 +73,8 @@ __all__ = [
     "LifecycleRules",
     "LifecycleStage",
     "LoyaltyAccount",
+    "LoyaltyActionAward",
+    "LoyaltyDeparture",
     "LoyaltyDocument",
     "LoyaltyEntry",
     "LoyaltyLot",

@@ -25,7 +25,9 @@ Multiplier = Annotated[Decimal, *decimal_input(3, minimum=0)]
 Percent = Annotated[Decimal, *decimal_input(3, minimum=0), AfterValidator(_at_most_100)]
 MultiplierOut = Annotated[str, Field(examples=["1.5"])]
 Enrolment = Literal["explicit", "automatic"]
-EntryKind = Literal["earn", "reverse", "redeem", "redeem_cancel", "adjust", "expire", "referral"]
+EntryKind = Literal[
+    "earn", "reverse", "redeem", "redeem_cancel", "adjust", "expire", "referral", "action", "merge", "forfeit"
+]
 
 
 def _whole_number(value: object) -> object:
@@ -86,6 +88,11 @@ class ProgramIn(InputModel):
         default="automatic", description="`automatic`: a customer becomes a member at the first paid order."
     )
     referrals: ReferralProgramIn = Field(default_factory=ReferralProgramIn, description="Referral rewards.")
+    actions: Annotated[dict[Label, Points], Field(max_length=100)] = Field(
+        default={},
+        examples=[{"review_written": 50}],
+        description="Points for each action the workspace names, awarded by `POST /loyalty/actions`.",
+    )
 
 
 class ProgramOut(OutputModel):
@@ -99,6 +106,7 @@ class ProgramOut(OutputModel):
     expiry_months: int | None
     enrolment: Enrolment
     referrals: ReferralProgramOut
+    actions: dict[str, int] = Field(examples=[{"review_written": 50}])
     version: int = Field(examples=[1], description="0 until the program is first saved.")
     updated_at: datetime | None
 
@@ -113,9 +121,15 @@ class LevelIn(InputModel):
     earn_multiplier: Multiplier = Field(default=Decimal(1), examples=["1.5"])
     discount_percent: Percent = Field(default=Decimal(0), examples=["5"])
     ticket_priority: TicketPriority | None = Field(
-        default=None, description="Recorded for the member's tickets; the SLA policies do not map it yet."
+        default=None,
+        description="A member's new tickets open at least at this priority (and are timed by its SLA policy).",
     )
-    value_tier: Label | None = Field(default=None, examples=["A"], description="The internal value tier it maps to.")
+    value_tier: Label | None = Field(
+        default=None,
+        examples=["A"],
+        description="The internal value tier it maps to: a member's new tickets are timed by that tier's SLA "
+        "policies when it ranks above the customer's own.",
+    )
 
 
 class LevelsIn(InputModel):
@@ -237,3 +251,17 @@ class RedemptionOut(OutputModel):
     created_at: Timestamp
     cancelled_at: Timestamp | None
     version: int
+
+
+class ActionIn(InputModel):
+    customer_id: uuid.UUID
+    action: Label = Field(examples=["review_written"], description="One of the program's `actions`.")
+    reference: ShortText = Field(
+        examples=["review-8841"], description="What was done (a review's id, a survey's): awarded once per action."
+    )
+
+
+class EnrolmentOut(OutputModel):
+    customer_id: uuid.UUID
+    forfeited: int = Field(description="The points the member held, written off by leaving.")
+    left_at: Timestamp

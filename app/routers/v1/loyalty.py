@@ -12,6 +12,7 @@ from app.routers.deps import (
     REQUIRED_IDEMPOTENCY_KEY,
     Cursor,
     CustomersRead,
+    CustomersWrite,
     IdempotencyKey,
     IfMatch,
     Limit,
@@ -25,8 +26,10 @@ from app.routers.responses import errors, idempotent, resource_response, stored
 from app.schemas.common import Page
 from app.schemas.loyalty import (
     AccountOut,
+    ActionIn,
     AdjustmentIn,
     AdjustmentOut,
+    EnrolmentOut,
     EntryOut,
     LevelsIn,
     LevelsOut,
@@ -36,7 +39,7 @@ from app.schemas.loyalty import (
     RedemptionOut,
     ReviewOut,
 )
-from app.services.loyalty import levels, members, programs
+from app.services.loyalty import actions, enrolment, levels, members, programs
 
 router = APIRouter(tags=["loyalty"])
 
@@ -68,7 +71,8 @@ async def get_loyalty_levels(ctx: CustomersRead, session: Reader) -> Response:
 async def put_loyalty_levels(data: LevelsIn, ctx: LoyaltyAdmin, session: Session, if_match: IfMatch) -> Response:
     """The whole ordered list, with the ETag read as If-Match. Members move at the next review
     (`POST /loyalty/levels/review` runs one now). A `value_tier` must name one of the workspace's value
-    tiers; `ticket_priority` is recorded, not yet applied to tickets. Audited."""
+    tiers. A member's new tickets open at least at the level's `ticket_priority`, timed by the SLA
+    policies of the level's `value_tier` when it ranks above the customer's own. Audited."""
     return resource_response(await programs.put_levels(session, ctx, data, expected_version=if_match))
 
 
@@ -184,3 +188,52 @@ async def cancel_loyalty_redemption(redemption_id: uuid.UUID, ctx: OrdersWrite, 
     it is written off at the next expiry run). 409 when cancelled already. `loyalty.points_redeemed`
     with kind `redeem_cancel`."""
     return resource_response(members.present_redemption(await members.cancel(session, ctx, redemption_id)))
+
+
+@router.post(
+    "/customers/{customer_id}/loyalty/enrolment",
+    status_code=201,
+    response_model=AccountOut,
+    responses={200: {"model": AccountOut, "description": "A member already: the account."}, **errors(404)},
+    summary="Enrol a customer in the loyalty program",
+)
+async def enrol_customer_in_loyalty(customer_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
+    """201 with the new account and its address; 200 with the account when the customer is a member
+    already (a retry is safe, concurrent calls make one account). A customer who left comes back
+    with no points. Audited."""
+    account, made = await enrolment.enrol(session, ctx, customer_id)
+    location = f"/api/v1/customers/{customer_id}/loyalty" if made else None
+    return resource_response(account, status_code=201 if made else 200, location=location)
+
+
+@router.delete(
+    "/customers/{customer_id}/loyalty/enrolment",
+    response_model=EnrolmentOut,
+    responses=errors(404),
+    summary="Take a customer out of the loyalty program",
+)
+async def leave_loyalty(customer_id: uuid.UUID, ctx: LoyaltyAdmin, session: Session) -> Response:
+    """The points the member holds are forfeited (`loyalty.points_adjusted`, kind `forfeit`) and the
+    account, its ledger, lots and redemptions are removed; automatic enrolment does not take the
+    customer back (enrolling here does). 404 when not a member. Audited."""
+    return json_response(await enrolment.leave(session, ctx, customer_id))
+
+
+@router.post(
+    "/loyalty/actions",
+    response_model=AdjustmentOut,
+    responses=errors(404, 409),
+    summary="Award points for a named action",
+)
+async def create_loyalty_action(
+    request: Request, data: ActionIn, ctx: CustomersWrite, session: Session, key: IdempotencyKey
+) -> Response:
+    """The points the program gives `action` (422 when it names no such action), once per customer,
+    action and reference: 409 with `existing_id` (the ledger entry) for a repeat, however many come
+    at once. 409 too when the program is off or the customer is not a member of an `explicit`
+    program. `loyalty.points_earned` with kind `action`; 200 with the entry and the balance after it."""
+
+    async def create() -> StoredResponse:
+        return stored(200, await actions.award(session, ctx, data))
+
+    return await idempotent(request, session, ctx, key, create)

@@ -20,6 +20,7 @@ from app.services.customers import customers, relations
 from app.services.customers.customer_output import ADDRESS_FIELDS, event_data
 from app.services.customers.visibility import visible_customer_clauses, visible_customer_ids_sql
 from app.services.events import audit, outbox
+from app.services.loyalty import merges as loyalty_merges
 from app.services.value import customer_values
 
 UNDO_WINDOW = timedelta(hours=24)
@@ -255,6 +256,8 @@ async def merge(
     )
     # Memberships the survivor gained; the absorbed customers keep their own rows.
     snapshot["segments_joined"] = [str(row[0]) for row in joined]
+    # Points, lots and level go to the survivor through the ledger; an undo leaves them there.
+    snapshot["loyalty_points_moved"] = await loyalty_merges.follow_merge(session, ctx, survivor_id, absorb)
     snapshot["relations"] = await relations.follow_merge(session, ctx, survivor_id, absorb, now=now)
     await session.execute(
         text(

@@ -42,7 +42,8 @@ class FulfilmentChanged(BaseModel):
 class LoyaltyPointsMoved(BaseModel):
     customer_id: str
     kind: str = Field(
-        description="The ledger entry: earn, reverse, redeem, redeem_cancel, adjust, expire or referral.",
+        description="The ledger entry: earn, reverse, redeem, redeem_cancel, adjust, expire, referral, action, merge "
+        "or forfeit.",
         examples=["earn"],
     )
     points: int = Field(description="Signed: what the member's balance moved by.", examples=[120])
@@ -276,7 +277,8 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("message.replied", "A customer replied to a message (an SMS reply).", MessageReplied),
     EventType(
         "loyalty.points_earned",
-        "A paid order's lines earned points (one event per order), or a referral's reward was credited (`referral`).",
+        "A paid order's lines earned points (`earn`, one event per order), a referral's reward was credited "
+        "(`referral`), or a named action was awarded (`action`).",
         LoyaltyPointsMoved,
     ),
     EventType(
@@ -291,7 +293,8 @@ CATALOGUE: tuple[EventType, ...] = (
     ),
     EventType(
         "loyalty.points_adjusted",
-        "Points were adjusted by hand (`adjust`) or taken back for a refund or cancellation (`reverse`).",
+        "Points were adjusted by hand (`adjust`), taken back for a refund or cancellation (`reverse`), moved "
+        "by a customer merge (`merge`) or forfeited by leaving the program (`forfeit`).",
         LoyaltyPointsMoved,
     ),
     EventType("loyalty.level_changed", "A level review moved a member to another level.", LoyaltyLevelChanged),

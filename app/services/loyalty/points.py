@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +58,9 @@ EVENT_OF_KIND = {
     "redeem_cancel": ("loyalty.points_redeemed", REDEEMED),
     "expire": ("loyalty.points_expired", EXPIRED),
     "referral": ("loyalty.points_earned", EARNED),
+    "action": ("loyalty.points_earned", EARNED),
+    "merge": ("loyalty.points_adjusted", ADJUSTED),
+    "forfeit": ("loyalty.points_adjusted", ADJUSTED),
 }
 
 PAID = "('paid', 'partially_refunded')"
@@ -76,12 +79,14 @@ def _events_sql(moved: str, event_type: str, payload: Payload[Any], *, actor: st
     )
 
 
-# Members for the paid orders of workspaces that enrol at the first paid order.
+# Members for the paid orders of workspaces that enrol at the first paid order; a customer who left
+# the program stays out.
 ENROL_SQL = text(
     f"""
 INSERT INTO loyalty_accounts (workspace_id, customer_id, balance, enrolled_at, updated_at)
 SELECT DISTINCT o.workspace_id, o.customer_id, 0, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
 FROM orders o WHERE o.workspace_id = :ws AND o.id = ANY (CAST(:ids AS uuid[])) AND o.status IN {PAID}
+  AND NOT EXISTS (SELECT 1 FROM loyalty_departures d WHERE d.workspace_id = :ws AND d.customer_id = o.customer_id)
 ON CONFLICT DO NOTHING
 """
 )
@@ -283,6 +288,23 @@ FROM loyalty_redemption_lots r
 WHERE r.workspace_id = :ws AND r.redemption_id = :redemption AND l.workspace_id = :ws AND l.id = r.lot_id
 """
 )
+# Everything one account holds, to another (a merge): its lots keep their dates, its redemptions
+# follow them (a cancel gives back to the lots where they are now), and its action awards (those the
+# other account has not had for the same action and reference).
+MOVE_HOLDINGS_SQL = text(
+    """
+WITH lots AS (
+    UPDATE loyalty_lots SET customer_id = :target WHERE workspace_id = :ws AND customer_id = :source
+),
+redemptions AS (
+    UPDATE loyalty_redemptions SET customer_id = :target WHERE workspace_id = :ws AND customer_id = :source
+)
+UPDATE loyalty_action_awards a SET customer_id = :target
+WHERE a.workspace_id = :ws AND a.customer_id = :source
+  AND NOT EXISTS (SELECT 1 FROM loyalty_action_awards t WHERE t.workspace_id = :ws AND t.customer_id = :target
+                  AND t.action = a.action AND t.reference = a.reference)
+"""
+)
 EXPIRES_SQL = text("SELECT CAST(:now AS timestamptz) + make_interval(months => :months)")
 FIGURES_SQL = text(
     """
@@ -480,3 +502,36 @@ def moved(session: AsyncSession, ctx: Caller, account: LoyaltyAccount, entry: Lo
         entry.created_at,
     )
     outbox.emit(session, ctx, event_type, payload.data(movement))
+
+
+async def transfer(session: AsyncSession, ctx: Caller, source: LoyaltyAccount, target: LoyaltyAccount) -> int:
+    """What `source` holds moves to `target`, both locked: a `merge` entry on each side (with their
+    events), the lots with their pending and expiry dates. Returns the points moved."""
+    await session.execute(
+        MOVE_HOLDINGS_SQL, {"ws": ctx.workspace_id, "source": source.customer_id, "target": target.customer_id}
+    )
+    points = source.balance
+    if points:
+        out = _entry(ctx, source, "merge", -points, reason=f"merged into {target.customer_id}", redemption_id=None)
+        into = _entry(ctx, target, "merge", points, reason=f"merged from {source.customer_id}", redemption_id=None)
+        session.add_all([out, into])
+        moved(session, ctx, source, out, -points)
+        moved(session, ctx, target, into, points)
+    return points
+
+
+async def close(session: AsyncSession, ctx: Caller, account: LoyaltyAccount) -> int:
+    """A member leaves: the balance is forfeited (`loyalty.points_adjusted`, kind `forfeit`), then the
+    account goes with its ledger, lots, redemptions and awards. Returns the points forfeited."""
+    forfeited, now = account.balance, clock.now()
+    if forfeited:
+        movement = Movement(account.customer_id, "forfeit", -forfeited, None, None, "left the program", 0, now)
+        outbox.emit(session, ctx, "loyalty.points_adjusted", ADJUSTED.data(movement))
+    customer_id = account.customer_id
+    session.expunge(account)
+    await session.execute(
+        delete(LoyaltyAccount).where(
+            LoyaltyAccount.workspace_id == ctx.workspace_id, LoyaltyAccount.customer_id == customer_id
+        )
+    )
+    return forfeited

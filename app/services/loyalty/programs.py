@@ -120,6 +120,7 @@ def present_program(row: LoyaltyDocument, currency: str) -> dict[str, Any]:
         "expiry_months": doc["expiry_months"],
         "enrolment": doc["enrolment"],
         "referrals": _referrals(doc, currency),
+        "actions": doc.get("actions", {}),
         "version": row.version,
         "updated_at": row.updated_at if row.version else None,
     }

@@ -35,6 +35,7 @@ from app.services.events import outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Payload, column
 from app.services.identity import workspaces
+from app.services.loyalty import benefits
 from app.services.service_desk.sla_clock import Calendar, add_business_minutes, business_minutes_between
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -147,7 +148,8 @@ async def open_ticket(session: AsyncSession, ctx: Caller, data: TicketIn) -> Tic
             CustomerValue.workspace_id == ctx.workspace_id, CustomerValue.customer_id == data.customer_id
         )
     )
-    response_minutes, resolution_minutes = await _policy(session, ctx.workspace_id, data.priority, tier)
+    priority, tier = await benefits.ticket_terms(session, ctx, data.customer_id, priority=data.priority, tier=tier)
+    response_minutes, resolution_minutes = await _policy(session, ctx.workspace_id, priority, tier)
     cal = await calendar(session, ctx.workspace_id)
     now = clock.now()
     ticket = Ticket(
@@ -160,7 +162,7 @@ async def open_ticket(session: AsyncSession, ctx: Caller, data: TicketIn) -> Tic
         subject=data.subject,
         description=data.description,
         category_id=data.category_id,
-        priority=data.priority,
+        priority=priority,
         status="assigned" if data.assignee_id else "new",
         assignee_id=data.assignee_id,
         team_id=data.team_id,
