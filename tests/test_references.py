@@ -154,6 +154,11 @@ PROBES: dict[str, Probe] = {
         "/loyalty/adjustments",
         {"customer_id": v, "points": 10, "reason": "补偿"},
     ),
+    "ActionIn.customer_id": lambda ids, v: (
+        "POST",
+        "/loyalty/actions",
+        {"customer_id": v, "action": "review_written", "reference": "review-1"},
+    ),
     "RedemptionIn.customer_id": lambda ids, v: (
         "POST",
         "/loyalty/redemptions",

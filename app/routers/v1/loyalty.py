@@ -192,18 +192,16 @@ async def cancel_loyalty_redemption(redemption_id: uuid.UUID, ctx: OrdersWrite, 
 
 @router.post(
     "/customers/{customer_id}/loyalty/enrolment",
-    status_code=201,
     response_model=AccountOut,
-    responses={200: {"model": AccountOut, "description": "A member already: the account."}, **errors(404)},
+    responses=errors(404),
     summary="Enrol a customer in the loyalty program",
 )
 async def enrol_customer_in_loyalty(customer_id: uuid.UUID, ctx: CustomersWrite, session: Session) -> Response:
-    """201 with the new account and its address; 200 with the account when the customer is a member
-    already (a retry is safe, concurrent calls make one account). A customer who left comes back
-    with no points. Audited."""
-    account, made = await enrolment.enrol(session, ctx, customer_id)
-    location = f"/api/v1/customers/{customer_id}/loyalty" if made else None
-    return resource_response(account, status_code=201 if made else 200, location=location)
+    """200 with the member's account (read again at `GET /customers/{id}/loyalty`), whether this call
+    enrolled the customer or the customer was a member already: a retry is safe and concurrent calls
+    make one account (`enrolled_at` tells when). A customer who left comes back with no points.
+    Audited when it enrols."""
+    return json_response(await enrolment.enrol(session, ctx, customer_id))
 
 
 @router.delete(

@@ -18,9 +18,9 @@ from app.services.events import audit
 from app.services.loyalty import members, points
 
 
-async def enrol(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> tuple[dict[str, Any], bool]:
-    """The customer's account, and whether this call made the customer a member (false: one already).
-    Concurrent calls make one account; a customer who left comes back with nothing."""
+async def enrol(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> dict[str, Any]:
+    """The customer's account, made when the customer is not a member yet (audited): concurrent
+    calls make one. A customer who left comes back with nothing."""
     await require_visible(session, ctx, customer_id)
     now = clock.now()
     made = (
@@ -45,7 +45,7 @@ async def enrol(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> t
             action="enrolled",
             changes={"member": {"before": False, "after": True}},
         )
-    return await members.account(session, ctx, customer_id), made
+    return await members.account(session, ctx, customer_id)
 
 
 async def leave(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> dict[str, Any]:
