@@ -272,3 +272,25 @@ async def test_a_merge_moves_points_lots_and_the_higher_level_to_the_survivor_th
     assert (await _account(client, tenant, keep))["balance"] == 160
     assert (await _account(client, tenant, dup))["balance"] == 0
     await assert_balances_hold(db, tenant.id)
+
+
+async def test_the_ledger_pages_with_a_cursor(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    customer = await _customer(client, tenant)
+    for n in range(5):
+        body = {"customer_id": customer, "points": n + 1, "reason": f"第{n}次"}
+        assert (
+            await client.post("/api/v1/loyalty/adjustments", json=body, headers=tenant.headers())
+        ).status_code == 200
+    url = f"/api/v1/customers/{customer}/loyalty/ledger?limit=2"
+    seen: list[int] = []
+    cursor: str | None = None
+    while True:
+        page = await client.get(url + (f"&cursor={cursor}" if cursor else ""), headers=tenant.headers())
+        assert page.status_code == 200, page.text
+        seen += [e["points"] for e in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [5, 4, 3, 2, 1]
+    bad = await client.get(url + "&cursor=garbage", headers=tenant.headers())
+    assert bad.status_code == 422

@@ -98,8 +98,9 @@ async def ledger(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first; a credit shows when its points become available and when they expire."""
     await require_visible(session, ctx, customer_id)
+    # The id as a column of its own: the pager reads the cursor's key from the row.
     stmt = (
-        select(LoyaltyEntry, LoyaltyLot.available_at, LoyaltyLot.expires_at)
+        select(LoyaltyEntry, LoyaltyLot.available_at, LoyaltyLot.expires_at, LoyaltyEntry.id)
         .outerjoin(
             LoyaltyLot,
             (LoyaltyLot.workspace_id == LoyaltyEntry.workspace_id) & (LoyaltyLot.entry_id == LoyaltyEntry.id),
@@ -114,7 +115,7 @@ async def ledger(
         limit=limit,
         cursor=cursor,
     )
-    return [present_entry(entry, available_at, expires_at) for entry, available_at, expires_at in rows], next_cursor
+    return [present_entry(entry, available_at, expires_at) for entry, available_at, expires_at, _ in rows], next_cursor
 
 
 def present_entry(entry: LoyaltyEntry, available_at: Any = None, expires_at: Any = None) -> dict[str, Any]:
