@@ -176,7 +176,7 @@ WHERE a.workspace_id = $1 AND a.customer_id IN (SELECT customer_id FROM loyalty_
   AND (a.balance <> (SELECT coalesce(sum(points), 0) FROM loyalty_entries e
                      WHERE e.workspace_id = $1 AND e.customer_id = a.customer_id)
        OR a.balance <> (SELECT coalesce(sum(remaining), 0) FROM loyalty_lots l
-                        WHERE l.workspace_id = $1 AND l.customer_id = a.customer_id))
+                        WHERE l.workspace_id = $1 AND l.customer_id = a.customer_id AND l.remaining > 0))
 """
 LEDGER_FLOOR_SQL = """
 SELECT e.id, e.kind, e.points, e.order_id, e.line_no, e.redemption_id, e.reason, l.available_at, l.expires_at,
