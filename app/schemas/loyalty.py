@@ -25,9 +25,7 @@ Multiplier = Annotated[Decimal, *decimal_input(3, minimum=0)]
 Percent = Annotated[Decimal, *decimal_input(3, minimum=0), AfterValidator(_at_most_100)]
 MultiplierOut = Annotated[str, Field(examples=["1.5"])]
 Enrolment = Literal["explicit", "automatic"]
-EntryKind = Literal[
-    "earn", "reverse", "redeem", "redeem_cancel", "adjust", "expire", "referral", "action", "merge", "forfeit"
-]
+EntryKind = Literal["earn", "reverse", "redeem", "redeem_cancel", "adjust", "expire", "referral", "action", "merge"]
 
 
 def _whole_number(value: object) -> object:
@@ -263,5 +261,5 @@ class ActionIn(InputModel):
 
 class EnrolmentOut(OutputModel):
     customer_id: uuid.UUID
-    forfeited: int = Field(description="The points the member held, written off by leaving.")
+    forfeited: int = Field(examples=[320], description="The points the member held, written off by leaving.")
     left_at: Timestamp

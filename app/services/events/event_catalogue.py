@@ -42,14 +42,16 @@ class FulfilmentChanged(BaseModel):
 class LoyaltyPointsMoved(BaseModel):
     customer_id: str
     kind: str = Field(
-        description="The ledger entry: earn, reverse, redeem, redeem_cancel, adjust, expire, referral, action, merge "
-        "or forfeit.",
+        description="The ledger entry: earn, reverse, redeem, redeem_cancel, adjust, expire, referral, action or "
+        "merge; forfeit when a member leaves (the ledger goes with the account).",
         examples=["earn"],
     )
     points: int = Field(description="Signed: what the member's balance moved by.", examples=[120])
     order_id: str | None = Field(description="earn and reverse: the order.")
     redemption_id: str | None = Field(description="redeem and redeem_cancel: the redemption.")
-    reason: str | None = Field(description="adjust: the reason given.")
+    reason: str | None = Field(
+        description="adjust: the reason given; action: the action and reference; merge: the other customer."
+    )
     balance: int = Field(description="The member's balance after the move.", examples=[1320])
     at: datetime
 

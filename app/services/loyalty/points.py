@@ -60,7 +60,6 @@ EVENT_OF_KIND = {
     "referral": ("loyalty.points_earned", EARNED),
     "action": ("loyalty.points_earned", EARNED),
     "merge": ("loyalty.points_adjusted", ADJUSTED),
-    "forfeit": ("loyalty.points_adjusted", ADJUSTED),
 }
 
 PAID = "('paid', 'partially_refunded')"
