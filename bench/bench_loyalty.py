@@ -407,11 +407,11 @@ async def _order_writes(
         return elapsed
 
     for n, customer in enumerate(members[:20] + members):
-        on = n % 2 == 0
-        await conn.execute(set_program, ws, program_on if on else program_off)
+        enabled = n % 2 == 0
+        await conn.execute(set_program, ws, program_on if enabled else program_off)
         elapsed = await write(customer)
         if n >= 20:
-            timings[on].append(elapsed)
+            timings[enabled].append(elapsed)
     await conn.execute(set_program, ws, program_on)
     earned = (
         await conn.fetchval("SELECT count(*) FROM loyalty_entries WHERE workspace_id = $1 AND kind = 'earn'", ws)
