@@ -250,7 +250,7 @@ async def test_a_merge_moves_points_lots_and_the_higher_level_to_the_survivor_th
     changed = [
         (e["customer_id"], e["from_level"], e["to_level"]) for e in await _events(db, tenant, "loyalty.level_changed")
     ]
-    assert changed[-1] == (keep, "silver", "gold")
+    assert (keep, "silver", "gold") in changed
     # The absorbed customer's redemption follows its lots: cancelling it credits the survivor.
     cancel = await client.post(f"/api/v1/loyalty/redemptions/{redemption['id']}/cancel", headers=tenant.headers())
     assert cancel.status_code == 200, cancel.text

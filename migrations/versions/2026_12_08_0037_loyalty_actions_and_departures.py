@@ -1,5 +1,6 @@
 """loyalty actions and departures: points awarded once per customer, action and reference; the
-customers who left the program
+customers who left the program; lots due for expiry indexed by an expression whose statistics
+count them
 
 Revision ID: 5c7e2a9d4b11
 Revises: 5e2c7a9d1b40
@@ -56,8 +57,16 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("workspace_id", "customer_id", name=op.f("pk_loyalty_departures")),
     )
+    op.drop_index("ix_loyalty_lots_due", table_name="loyalty_lots", postgresql_where=sa.text("remaining > 0"))
+    op.create_index(
+        "ix_loyalty_lots_due", "loyalty_lots", [sa.text("(CASE WHEN remaining > 0 THEN expires_at END)")], unique=False
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_loyalty_lots_due", table_name="loyalty_lots")
+    op.create_index(
+        "ix_loyalty_lots_due", "loyalty_lots", ["expires_at"], unique=False, postgresql_where=sa.text("remaining > 0")
+    )
     op.drop_table("loyalty_departures")
     op.drop_table("loyalty_action_awards")

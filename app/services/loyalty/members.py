@@ -55,10 +55,7 @@ async def account(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) ->
     figures = await points.figures(session, ctx, customer_id)
     expiring = None
     if figures.expiring_at is not None:
-        expiring = {
-            "points": await points.expiring_points(session, ctx, customer_id, figures.expiring_at),
-            "at": figures.expiring_at,
-        }
+        expiring = {"points": figures.expiring_points, "at": figures.expiring_at}
     return {
         "customer_id": customer_id,
         "member": True,

@@ -219,20 +219,23 @@ moved AS (
 )
 # Every workspace's lots past their expiry: what they have left is written off, one `expire` entry
 # and event per member. The accounts are locked first (in one order), as every other writer does; a
-# second run finds nothing left to expire.
+# second run finds nothing left to expire. Lots are found through the index on what an open lot's
+# expiry is (null once spent): its statistics tell the planner how few are due, which "remaining > 0
+# AND expires_at <= now" cannot (the two columns are correlated), and without them it scans every
+# member's lots.
 EXPIRE_SQL = text(
     f"""
 WITH locked AS (
     SELECT a.workspace_id, a.customer_id FROM loyalty_accounts a
     WHERE (a.workspace_id, a.customer_id) IN (
-        SELECT workspace_id, customer_id FROM loyalty_lots WHERE remaining > 0 AND expires_at <= :now)
+        SELECT workspace_id, customer_id FROM loyalty_lots WHERE (CASE WHEN remaining > 0 THEN expires_at END) <= :now)
     ORDER BY a.workspace_id, a.customer_id
     FOR UPDATE
 ),
 due AS (
     SELECT l.workspace_id, l.customer_id, l.id, l.remaining FROM loyalty_lots l
     JOIN locked k ON k.workspace_id = l.workspace_id AND k.customer_id = l.customer_id
-    WHERE l.remaining > 0 AND l.expires_at <= :now
+    WHERE (CASE WHEN l.remaining > 0 THEN l.expires_at END) <= :now
 ),
 cleared AS (UPDATE loyalty_lots l SET remaining = 0 FROM due d WHERE l.workspace_id = d.workspace_id AND l.id = d.id),
 per_member AS (
@@ -305,18 +308,25 @@ WHERE a.workspace_id = :ws AND a.customer_id = :source
 """
 )
 EXPIRES_SQL = text("SELECT CAST(:now AS timestamptz) + make_interval(months => :months)")
+# What a member can spend now, what is pending, and the next expiry with the points it takes, in one
+# pass over the member's open lots.
 FIGURES_SQL = text(
     """
-SELECT coalesce(sum(remaining) FILTER (WHERE available_at <= :now AND (expires_at IS NULL OR expires_at > :now)), 0),
-       coalesce(sum(remaining) FILTER (WHERE available_at > :now AND (expires_at IS NULL OR expires_at > :now)), 0),
-       min(expires_at) FILTER (WHERE expires_at > :now)
-FROM loyalty_lots WHERE workspace_id = :ws AND customer_id = :customer AND remaining > 0
-"""
+WITH open AS (
+    SELECT remaining, available_at, expires_at FROM loyalty_lots
+    WHERE workspace_id = :ws AND customer_id = :customer AND remaining > 0
+),
+figures AS (
+    SELECT coalesce(sum(remaining) FILTER (WHERE available_at <= :now AND (expires_at IS NULL OR expires_at > :now)),
+                    0) AS available,
+           coalesce(sum(remaining) FILTER (WHERE available_at > :now AND (expires_at IS NULL OR expires_at > :now)),
+                    0) AS pending,
+           min(expires_at) FILTER (WHERE expires_at > :now) AS next_expiry
+    FROM open
 )
-EXPIRING_SQL = text(
-    """
-SELECT coalesce(sum(remaining), 0) FROM loyalty_lots
-WHERE workspace_id = :ws AND customer_id = :customer AND remaining > 0 AND expires_at = :at
+SELECT available, pending, next_expiry,
+       (SELECT coalesce(sum(remaining), 0) FROM open WHERE expires_at = next_expiry)
+FROM figures
 """
 )
 
@@ -326,6 +336,7 @@ class Figures:
     available: int
     pending: int
     expiring_at: datetime | None
+    expiring_points: int
 
 
 def _actor(ctx: Caller) -> str:
@@ -383,13 +394,7 @@ async def figures(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) ->
     row = (
         await session.execute(FIGURES_SQL, {"ws": ctx.workspace_id, "customer": customer_id, "now": clock.now()})
     ).one()
-    return Figures(int(row[0]), int(row[1]), row[2])
-
-
-async def expiring_points(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID, at: datetime) -> int:
-    return int(
-        (await session.execute(EXPIRING_SQL, {"ws": ctx.workspace_id, "customer": customer_id, "at": at})).scalar_one()
-    )
+    return Figures(int(row[0]), int(row[1]), row[2], int(row[3]))
 
 
 async def credit(
