@@ -19,8 +19,8 @@ from app.models.loyalty import (
     LoyaltyRedemption,
     LoyaltyRedemptionLot,
 )
-from app.models.loyalty_rewards import LoyaltyReward, LoyaltyVoucher
 from app.models.loyalty_members import LoyaltyActionAward, LoyaltyDeparture
+from app.models.loyalty_rewards import LoyaltyReward, LoyaltyVoucher
 from app.models.message_template import MessageTemplate, MessageTemplateRevision
 from app.models.order import Order, OrderFulfilmentChange, OrderLine
 from app.models.outbox import OutboxEvent
