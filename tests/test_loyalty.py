@@ -343,11 +343,11 @@ async def test_levels_are_reviewed_set_based_with_progress_and_an_event_per_move
     # Gold earns double.
     await _post_order(client, tenant, _order(customer, (None, "10.00")))
     assert (await _account(client, tenant, customer))["balance"] == gold["balance"] + 20
-    moves = [
-        e.data
-        for e in (await db.scalars(select(OutboxEvent).where(OutboxEvent.workspace_id == tenant.id))).all()
-        if e.type == "loyalty.level_changed"
-    ]
+    # In the order the stream hands them out: by writing transaction, then id.
+    in_order = (
+        select(OutboxEvent).where(OutboxEvent.workspace_id == tenant.id).order_by(OutboxEvent.txid, OutboxEvent.id)
+    )
+    moves = [e.data for e in (await db.scalars(in_order)).all() if e.type == "loyalty.level_changed"]
     assert [(m["from_level"], m["to_level"]) for m in moves] == [(None, "silver"), ("silver", "gold")]
 
 

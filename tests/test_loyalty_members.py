@@ -30,7 +30,9 @@ def _enrolment(customer: str) -> str:
 
 async def _events(db: AsyncSession, tenant: Tenant, event_type: str) -> list[dict[str, Any]]:
     rows = await db.scalars(
-        select(OutboxEvent).where(OutboxEvent.workspace_id == tenant.id, OutboxEvent.type == event_type)
+        select(OutboxEvent)
+        .where(OutboxEvent.workspace_id == tenant.id, OutboxEvent.type == event_type)
+        .order_by(OutboxEvent.txid, OutboxEvent.id)
     )
     return [dict(e.data) for e in rows.all()]
 
