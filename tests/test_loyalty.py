@@ -515,3 +515,69 @@ async def test_an_order_moved_to_another_customer_takes_back_from_whoever_holds_
     await _post_order(client, tenant, {**body, "customer_id": second, "status": "cancelled"})
     assert (await _account(client, tenant, first))["balance"] == 0
     await assert_balances_hold(db, tenant.id)
+
+
+async def test_expiry_writes_off_what_a_lot_holds_once_a_writer_holding_the_account_commits(
+    live_client: httpx.AsyncClient, live_tenant: Tenant, app: Any
+) -> None:
+    """Expiry waits for the account a writer holds; what it then writes off is what the lot holds
+    after that writer, not what it held when the expiry statement began."""
+    tenant = live_tenant
+    await _program(live_client, tenant, expiry_months=1)
+    customer = await _customer(live_client, tenant)
+    old = (clock.now() - timedelta(days=45)).isoformat()
+    await _post_order(live_client, tenant, _order(customer, (None, "40.00"), ordered_at=old))
+    await _post_order(live_client, tenant, _order(customer, (None, "60.00")))
+    key = {"ws": tenant.id, "customer": uuid.UUID(customer)}
+    sessions = app.state.job_sessions
+
+    async def expire() -> int:
+        async with sessions() as session:
+            members = await points.expire_due(session)
+            await session.commit()
+            return members
+
+    async with sessions() as writer:
+        # A writer as the ledger's: the account locked, then 10 points taken from the lot due.
+        await writer.execute(
+            text("SELECT 1 FROM loyalty_accounts WHERE workspace_id = :ws AND customer_id = :customer FOR UPDATE"), key
+        )
+        lot = (
+            await writer.execute(
+                text(
+                    "UPDATE loyalty_lots SET remaining = remaining - 10 WHERE workspace_id = :ws "
+                    "AND customer_id = :customer AND expires_at <= now() RETURNING id"
+                ),
+                key,
+            )
+        ).scalar_one()
+        await writer.execute(
+            text(
+                "INSERT INTO loyalty_entries (workspace_id, id, customer_id, kind, points, reason, actor, created_at) "
+                "VALUES (:ws, guanxi_uuid7(), :customer, 'adjust', -10, 'writer', '{\"type\": \"system\"}', now())"
+            ),
+            key,
+        )
+        await writer.execute(
+            text(
+                "UPDATE loyalty_accounts SET balance = balance - 10 WHERE workspace_id = :ws AND customer_id = :customer"
+            ),
+            key,
+        )
+        expiring = asyncio.create_task(expire())
+        async with sessions() as probe:
+            for _ in range(200):
+                waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('transactionid', 'tuple')"
+                if (await probe.execute(text(waiting))).scalar_one():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the expiry never waited for the account")
+        await writer.commit()
+    assert await expiring >= 1
+    async with sessions() as session:
+        await assert_balances_hold(session, tenant.id)
+        remaining = await session.execute(text("SELECT remaining FROM loyalty_lots WHERE id = :lot"), {"lot": lot})
+        assert remaining.scalar_one() == 0
+    account = await _account(live_client, tenant, customer)
+    assert (account["balance"], account["available"]) == (60, 60)

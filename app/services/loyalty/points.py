@@ -219,7 +219,10 @@ moved AS (
 )
 # Every workspace's lots past their expiry: what they have left is written off, one `expire` entry
 # and event per member. The accounts are locked first (in one order), as every other writer does; a
-# second run finds nothing left to expire. Lots are found through the index on what an open lot's
+# second run finds nothing left to expire. The lots are read locked: the statement's snapshot is
+# taken before it waits for an account a writer holds, and only a locking read sees the lot as that
+# writer left it (a plain read would write off what the lot held before, and the balance would part
+# from the ledger). Lots are found through the index on what an open lot's
 # expiry is (null once spent): its statistics tell the planner how few are due, which "remaining > 0
 # AND expires_at <= now" cannot (the two columns are correlated), and without them it scans every
 # member's lots.
@@ -236,6 +239,7 @@ due AS (
     SELECT l.workspace_id, l.customer_id, l.id, l.remaining FROM loyalty_lots l
     JOIN locked k ON k.workspace_id = l.workspace_id AND k.customer_id = l.customer_id
     WHERE (CASE WHEN l.remaining > 0 THEN l.expires_at END) <= :now
+    FOR UPDATE OF l
 ),
 cleared AS (UPDATE loyalty_lots l SET remaining = 0 FROM due d WHERE l.workspace_id = d.workspace_id AND l.id = d.id),
 per_member AS (
