@@ -560,7 +560,8 @@ async def test_expiry_writes_off_what_a_lot_holds_once_a_writer_holding_the_acco
         )
         await writer.execute(
             text(
-                "UPDATE loyalty_accounts SET balance = balance - 10 WHERE workspace_id = :ws AND customer_id = :customer"
+                "UPDATE loyalty_accounts SET balance = balance - 10 "
+                "WHERE workspace_id = :ws AND customer_id = :customer"
             ),
             key,
         )
