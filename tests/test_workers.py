@@ -384,6 +384,7 @@ async def test_the_families_register_their_jobs_under_the_names_every_worker_ver
         ("automation.dates", "*/10 * * * *"),
         ("scheduler.loyalty_expiry", "7 * * * *"),
         ("scheduler.loyalty_level_reviews", "37 3 * * *"),
+        ("scheduler.loyalty_figures", "* * * * *"),
     }
     assert [(r.name, r.sweep_seconds) for r in registry.reactions] == [
         ("webhook dispatch", deliveries.SWEEP_SECONDS),

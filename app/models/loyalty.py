@@ -5,7 +5,21 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKeyConstraint, Index, Integer, String, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Table,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, TenantKey
@@ -177,3 +191,24 @@ class LoyaltyRedemptionLot(Base):
     redemption_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     lot_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     points: Mapped[int] = mapped_column(BigInteger)
+
+
+# The loyalty report's daily movements, written only by the triggers of migration 0037 (appended
+# signed rows, folded by guanxi_compact_loyalty_figures()); no key, so a table, not a mapped class.
+loyalty_day_figures = Table(
+    "loyalty_day_figures",
+    Base.metadata,
+    Column("workspace_id", Uuid, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("entries", BigInteger, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("compacted", Boolean, nullable=False, server_default=text("false")),
+    Index(
+        "ix_loyalty_day_figures_workspace_id_day",
+        "workspace_id",
+        "day",
+        postgresql_include=["kind", "entries", "points"],
+    ),
+    Index("ix_loyalty_day_figures_appended", "workspace_id", postgresql_where=text("NOT compacted")),
+)

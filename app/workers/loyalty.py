@@ -1,11 +1,12 @@
-"""Clock-driven loyalty work: points past their lot's expiry written off, and members' levels reviewed."""
+"""Clock-driven loyalty work: points past their lot's expiry written off, members' levels reviewed, and
+the loyalty report's daily figures folded."""
 
 import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.access import system_caller
-from app.services.loyalty import levels, points
+from app.services.loyalty import levels, points, reports
 from app.workers.registry import Registry, Resources
 
 logger = logging.getLogger(__name__)
@@ -14,11 +15,14 @@ EXPIRY = "scheduler.loyalty_expiry"
 EXPIRY_CRON = "7 * * * *"
 LEVEL_REVIEWS = "scheduler.loyalty_level_reviews"
 LEVEL_REVIEWS_CRON = "37 3 * * *"
+FIGURES = "scheduler.loyalty_figures"
+FIGURES_CRON = "* * * * *"
 
 
 def register(registry: Registry, r: Resources) -> None:
     registry.schedule(EXPIRY, EXPIRY_CRON, lambda: expire_points(r.sessions))
     registry.schedule(LEVEL_REVIEWS, LEVEL_REVIEWS_CRON, lambda: review_levels(r.sessions))
+    registry.schedule(FIGURES, FIGURES_CRON, lambda: compact_figures(r.sessions))
 
 
 async def expire_points(sessions: async_sessionmaker[AsyncSession]) -> int:
@@ -41,3 +45,11 @@ async def review_levels(sessions: async_sessionmaker[AsyncSession]) -> int:
             changed += (await levels.review(session, system_caller(workspace_id))).changed
             await session.commit()
     return changed
+
+
+async def compact_figures(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """The report sums appended rows too; folded, it reads about one row per day and kind."""
+    async with sessions() as session:
+        folded = await reports.compact_daily_figures(session)
+        await session.commit()
+    return folded

@@ -1,6 +1,8 @@
 """The loyalty report: what the program owes now, the points moved and the level moves per month,
 members per level, and the referral funnel; one statement, aggregated in PostgreSQL, over the
-customers the caller may see."""
+customers the caller may see. For a caller who sees every customer the points moved come from the
+daily figures the ledger's triggers keep (whole local days) plus the entries of the period's partial
+days; a caller limited to its own or its team's customers gets them from those customers' entries."""
 
 from datetime import datetime
 from typing import Any
@@ -14,16 +16,40 @@ from app.core.access import Caller
 from app.services.customers.visibility import effective_visibility, visible_customer_ids_sql
 from app.services.identity import workspaces
 from app.services.loyalty import programs, referrals
+from app.services.service_desk import service_reports
 
 _MONTH = "to_char({at} AT TIME ZONE :tz, 'YYYY-MM')"
 
 
-def report_sql(visible: str | None) -> str:
-    """The report's statement; `visible` a SELECT of the customer ids the caller sees, None for all."""
+# The entries of the period as (month, kind, entries, points): read one by one, or, with `daily`,
+# whole local days from the figures the ledger's triggers keep (migration 0037) and only the partial
+# days at the ends of the period from the ledger.
+LIVE_ENTRIES = """
+    SELECT {month} AS month, kind, 1 AS entries, points FROM loyalty_entries
+    WHERE workspace_id = :ws AND created_at >= :since AND created_at < :until {scope}
+"""
+DAILY_ENTRIES = """
+    SELECT to_char(day, 'YYYY-MM') AS month, kind, entries, points FROM loyalty_day_figures
+    WHERE workspace_id = :ws AND day >= :first_day AND day < :end_day
+    UNION ALL
+    SELECT {month}, kind, 1, points FROM loyalty_entries
+    WHERE workspace_id = :ws AND ((created_at >= :since AND created_at < :days_from)
+                                  OR (created_at >= :days_until AND created_at < :until))
+"""
+
+
+def report_sql(visible: str | None, *, daily: bool = False) -> str:
+    """The report's statement; `visible` a SELECT of the customer ids the caller sees, None for all.
+    `daily` reads whole days from the daily figures: those count every member of the workspace, so
+    only with `visible` None."""
 
     def only(expression: str) -> str:
         return f"AND {expression} IN ({visible})" if visible else ""
 
+    month = _MONTH.format(at="created_at")
+    entries = (
+        DAILY_ENTRIES.format(month=month) if daily else LIVE_ENTRIES.format(month=month, scope=only("customer_id"))
+    )
     return f"""
 WITH liability AS (
     SELECT count(*) AS members, coalesce(sum(balance), 0) AS balance FROM loyalty_accounts
@@ -38,15 +64,15 @@ lots AS (
     FROM loyalty_lots WHERE workspace_id = :ws AND remaining > 0 {only("customer_id")}
 ),
 moved AS (
-    SELECT {_MONTH.format(at="created_at")} AS month,
+    SELECT month,
            coalesce(sum(points) FILTER (WHERE kind IN ('earn', 'referral')), 0) AS earned,
            -coalesce(sum(points) FILTER (WHERE kind = 'reverse'), 0) AS reversed,
            -coalesce(sum(points) FILTER (WHERE kind IN ('redeem', 'redeem_cancel')), 0) AS redeemed,
            -coalesce(sum(points) FILTER (WHERE kind = 'expire'), 0) AS expired,
            coalesce(sum(points) FILTER (WHERE kind = 'adjust'), 0) AS adjusted
-    FROM loyalty_entries
-    WHERE workspace_id = :ws AND created_at >= :since AND created_at < :until {only("customer_id")}
-    GROUP BY 1
+    FROM ({entries}) m
+    -- A month is listed when it holds an entry, whatever the entries add up to.
+    GROUP BY month HAVING sum(entries) > 0
 ),
 ranks AS (
     SELECT x ->> 'code' AS code, n AS rank FROM jsonb_array_elements(CAST(:levels AS jsonb)) WITH ORDINALITY AS t(x, n)
@@ -94,11 +120,15 @@ SELECT (SELECT to_jsonb(liability) || to_jsonb(lots) FROM liability, lots),
 """
 
 
-REPORT_ALL = text(report_sql(None))
+REPORT_DAILY = text(report_sql(None, daily=True))
 
 
-async def loyalty_report(session: AsyncSession, ctx: Caller, *, since: datetime, until: datetime) -> dict[str, Any]:
-    """The report for [since, until) in the workspace's months; the liability and levels as of now."""
+async def loyalty_report(
+    session: AsyncSession, ctx: Caller, *, since: datetime, until: datetime, daily: bool | None = None
+) -> dict[str, Any]:
+    """The report for [since, until) in the workspace's months; the liability and levels as of now.
+    `daily` None: from the daily figures when the caller sees every customer, the only caller they
+    may serve; False reads every entry (the reference the figures are tested against)."""
     timezone = await workspaces.timezone(session, ctx.workspace_id)
     levels = (await programs.document(session, ctx, programs.LEVELS)).document["levels"]
     params: dict[str, Any] = {
@@ -109,10 +139,17 @@ async def loyalty_report(session: AsyncSession, ctx: Caller, *, since: datetime,
         "tz": timezone,
         "levels": orjson.dumps(levels).decode(),
     }
-    statement = REPORT_ALL
+    visible: str | None = None
     if effective_visibility(ctx) != "all":
         visible, scope = visible_customer_ids_sql(ctx)
-        statement, params = text(report_sql(visible)), {**params, **scope}
+        params |= scope
+    if daily is None:
+        daily = visible is None
+    if daily and visible is None:
+        statement = REPORT_DAILY
+        params |= service_reports.whole_day_params(since, until, timezone)
+    else:
+        statement = text(report_sql(visible))
     liability, months, per_level, funnel = (await session.execute(statement, params)).one()
     funnel["refused"] = {reason: int(funnel["refused"].get(reason, 0)) for reason in referrals.REASONS}
     return {
@@ -126,3 +163,8 @@ async def loyalty_report(session: AsyncSession, ctx: Caller, *, since: datetime,
         "levels": per_level,
         "referrals": funnel,
     }
+
+
+async def compact_daily_figures(session: AsyncSession) -> int:
+    """Folds the rows the ledger's triggers appended into one per key; returns the rows written."""
+    return int(await session.scalar(text("SELECT guanxi_compact_loyalty_figures()")) or 0)
