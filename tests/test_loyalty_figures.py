@@ -161,6 +161,27 @@ async def test_the_daily_figures_give_the_report_the_ledger_gives(
     assert response.json()["months"] == whole["months"]
 
 
+async def test_a_change_of_zone_counts_the_days_again_in_the_new_zone(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await db.execute(text("UPDATE workspaces SET timezone = 'Asia/Shanghai' WHERE id = :ws"), {"ws": tenant.id})
+    await _movements(client, tenant, db, monkeypatch)
+    before = (await client.get("/api/v1/workspace", headers=tenant.headers())).json()
+    patched = await client.patch(
+        "/api/v1/workspace",
+        json={"timezone": "America/New_York"},
+        headers={**tenant.headers(), "If-Match": f'"{before["version"]}"'},
+    )
+    assert patched.status_code == 200, patched.text
+    assert await db.scalar(MISMATCHES_SQL, {"ws": tenant.id}) == 0
+    # 23:59 on October 31st in Shanghai is still October 31st in New York, and 00:00 in Shanghai now
+    # falls in October as well: the month's figures moved with the zone.
+    since, until = WINDOWS[0]
+    from_ledger = await _report(db, tenant, since, until, daily=False)
+    assert from_ledger == await _report(db, tenant, since, until, daily=None)
+    assert from_ledger["timezone"] == "America/New_York"
+
+
 async def test_a_restricted_caller_still_reads_its_customers_entries(
     client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -83,6 +83,12 @@ class LoyaltyEntry(TenantKey, Base):
             postgresql_where=text("kind = 'earn'"),
         ),
         Index(
+            "ix_loyalty_entries_workspace_id_created_at",
+            "workspace_id",
+            "created_at",
+            postgresql_include=["kind", "points"],
+        ),
+        Index(
             "ix_loyalty_entries_workspace_id_order_id",
             "workspace_id",
             "order_id",

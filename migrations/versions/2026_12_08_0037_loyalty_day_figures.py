@@ -1,6 +1,6 @@
 """loyalty_day_figures: the ledger's movements per workspace, local day and kind, appended by
-statement triggers on loyalty_entries and folded by guanxi_compact_loyalty_figures(), for the
-loyalty report
+statement triggers on loyalty_entries, folded by guanxi_compact_loyalty_figures() and counted again
+when the workspace's zone changes, for the loyalty report
 
 Revision ID: 7c3f1a9e5d62
 Revises: 5e2c7a9d1b40
@@ -17,12 +17,18 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # Appends signed rows (an entry as it is now counts +1, as it was −1): no trigger updates a figure
-# row, so two ledger writes never wait on one another here. A workspace being deleted takes its
-# figures with it: its entries' rows add nothing.
+# row, so two ledger writes never wait on one another here. The workspace's time zone is read under a
+# key-share lock: a change of zone (which holds the workspace's row for update) waits for this write's
+# commit and rebuilds after it, or this write waits and reads the new zone. A workspace being deleted
+# takes its figures with it: its entries' rows add nothing.
 TRACK_BODY = """
+    WITH changes AS ({changes}),
+    zones AS (
+        SELECT id, timezone FROM workspaces WHERE id IN (SELECT workspace_id FROM changes) FOR KEY SHARE
+    )
     INSERT INTO loyalty_day_figures (workspace_id, day, kind, entries, points)
-    SELECT c.workspace_id, (c.created_at AT TIME ZONE w.timezone)::date, c.kind, sum(c.sign), sum(c.sign * c.points)
-    FROM ({changes}) c JOIN workspaces w ON w.id = c.workspace_id
+    SELECT c.workspace_id, (c.created_at AT TIME ZONE z.timezone)::date, c.kind, sum(c.sign), sum(c.sign * c.points)
+    FROM changes c JOIN zones z ON z.id = c.workspace_id
     GROUP BY 1, 2, 3 HAVING sum(c.sign) <> 0 OR sum(c.sign * c.points) <> 0;
 """
 _CHANGED = "workspace_id, created_at, kind, points"
@@ -40,18 +46,30 @@ TRACK_FUNCTION = (
     + "    END IF;\n    RETURN NULL;\nEND\n$$"
 )
 
-# One statement: a key's appended rows go and their sum comes in their place, so a reader sees the
-# figures before or after, never half; rows appended after its snapshot stay for the next run.
+# A key's appended rows go and their sum comes in their place in one statement, so a reader sees the
+# figures before or after, never half; rows appended after its snapshot stay for the next run. The
+# workspaces are key-share locked first, in a statement of their own: a change of zone in flight
+# (which rebuilds the workspace's figures under its row lock) is waited for before any figure row is
+# taken, so neither waits on the other's rows.
 COMPACT_FUNCTION = """
 CREATE FUNCTION guanxi_compact_loyalty_figures() RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
+    locked uuid[];
     n integer;
 BEGIN
     -- One fold at a time: two at once would each write a row for a key both saw appended to.
     IF NOT pg_try_advisory_xact_lock(hashtext('guanxi_compact_loyalty_figures')) THEN
         RETURN 0;
     END IF;
-    WITH touched AS (SELECT DISTINCT workspace_id, day, kind FROM loyalty_day_figures WHERE NOT compacted),
+    SELECT array_agg(id) INTO locked FROM (
+        SELECT id FROM workspaces
+        WHERE id IN (SELECT workspace_id FROM loyalty_day_figures WHERE NOT compacted)
+        ORDER BY id FOR KEY SHARE
+    ) w;
+    WITH touched AS (
+        SELECT DISTINCT workspace_id, day, kind FROM loyalty_day_figures
+        WHERE NOT compacted AND workspace_id = ANY (locked)
+    ),
     gone AS (
         DELETE FROM loyalty_day_figures f USING touched k
         WHERE f.workspace_id = k.workspace_id AND f.day = k.day AND f.kind = k.kind
@@ -62,6 +80,24 @@ BEGIN
     FROM gone GROUP BY 1, 2, 3 HAVING sum(entries) <> 0 OR sum(points) <> 0;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
+END
+$$
+"""
+
+# Days are local: a workspace whose zone changes has its figures counted again in the new zone, in
+# the transaction of the change. Its row is taken for update first (the API's update already holds
+# it), so ledger writes that read the old zone have committed and are counted here, and later ones
+# wait and read the new zone.
+REZONE_FUNCTION = """
+CREATE FUNCTION guanxi_rezone_loyalty_figures() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM workspaces WHERE id = NEW.id FOR UPDATE;
+    DELETE FROM loyalty_day_figures WHERE workspace_id = NEW.id;
+    INSERT INTO loyalty_day_figures (workspace_id, day, kind, entries, points, compacted)
+    SELECT workspace_id, (created_at AT TIME ZONE NEW.timezone)::date, kind, count(*), sum(points), true
+    FROM loyalty_entries WHERE workspace_id = NEW.id
+    GROUP BY 1, 2, 3;
+    RETURN NULL;
 END
 $$
 """
@@ -93,8 +129,19 @@ def upgrade() -> None:
         "INCLUDE (kind, entries, points)"
     )
     op.execute("CREATE INDEX ix_loyalty_day_figures_appended ON loyalty_day_figures (workspace_id) WHERE NOT compacted")
+    # The report reads the entries of a period's partial first and last days live: from this index
+    # alone, however large the ledger.
+    op.execute(
+        "CREATE INDEX ix_loyalty_entries_workspace_id_created_at ON loyalty_entries (workspace_id, created_at) "
+        "INCLUDE (kind, points)"
+    )
     op.execute(TRACK_FUNCTION)
     op.execute(COMPACT_FUNCTION)
+    op.execute(REZONE_FUNCTION)
+    op.execute(
+        "CREATE TRIGGER workspaces_rezone_loyalty_figures AFTER UPDATE OF timezone ON workspaces FOR EACH ROW "
+        "WHEN (OLD.timezone IS DISTINCT FROM NEW.timezone) EXECUTE FUNCTION guanxi_rezone_loyalty_figures()"
+    )
     for event, referencing in (
         ("INSERT", "NEW TABLE AS new_rows"),
         ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
@@ -124,7 +171,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     for event in ("insert", "update", "delete", "truncate"):
         op.execute(f"DROP TRIGGER loyalty_entries_figures_{event} ON loyalty_entries")
+    op.execute("DROP TRIGGER workspaces_rezone_loyalty_figures ON workspaces")
+    op.execute("DROP FUNCTION guanxi_rezone_loyalty_figures()")
     op.execute("DROP FUNCTION guanxi_truncate_loyalty_figures()")
     op.execute("DROP FUNCTION guanxi_compact_loyalty_figures()")
     op.execute("DROP FUNCTION guanxi_track_loyalty_figures()")
+    op.execute("DROP INDEX ix_loyalty_entries_workspace_id_created_at")
     op.execute("DROP TABLE loyalty_day_figures")
