@@ -45,7 +45,6 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import get_settings
 from app.services.identity import api_keys
 from app.services.loyalty import reports
-from app.services.service_desk import service_reports
 
 DATABASE = "guanxi_bench_loyalty_report"
 SLUG = "bench-loyalty"
@@ -217,7 +216,7 @@ async def run_floor(dsn: str, ws: uuid.UUID, args: argparse.Namespace) -> tuple[
         "until": now,
         "tz": "Asia/Shanghai",
         "levels": orjson.dumps(LEVELS).decode(),
-        **service_reports.whole_day_params(now - timedelta(days=365), now, "Asia/Shanghai"),
+        **reports.days_touched(now - timedelta(days=365), now, "Asia/Shanghai"),
     }
     conn = await asyncpg.connect(dsn)
     try:

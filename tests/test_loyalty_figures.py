@@ -35,6 +35,16 @@ WINDOWS = [
     (NOW - timedelta(days=3, hours=10), NOW - timedelta(days=3, hours=2)),
 ]
 
+# On 2026-10-25 the Azores' clocks go back from 01:00 to 00:00: local midnight comes at 00:00 and
+# again at 01:00 UTC, and the day starts at the first.
+AZORES_WINDOWS = [
+    *WINDOWS,
+    (datetime.fromisoformat("2026-10-25T00:00:00+00:00"), datetime.fromisoformat("2026-10-27T00:30:00+00:00")),
+    (datetime.fromisoformat("2026-10-25T01:00:00+00:00"), datetime.fromisoformat("2026-10-26T07:00:00+00:00")),
+    (datetime.fromisoformat("2026-10-20T05:00:00+00:00"), datetime.fromisoformat("2026-10-25T01:00:00+00:00")),
+]
+ZONES = [("Asia/Shanghai", WINDOWS), ("Atlantic/Azores", AZORES_WINDOWS)]
+
 # Entries of every kind, a few a day over forty days (the report adds them whatever the balances say).
 SEED_SQL = """
 INSERT INTO loyalty_entries (workspace_id, id, customer_id, kind, points, reason, actor, created_at)
@@ -127,10 +137,16 @@ async def _movements(
     return member
 
 
+@pytest.mark.parametrize(("timezone", "windows"), ZONES, ids=[zone for zone, _ in ZONES])
 async def test_the_daily_figures_give_the_report_the_ledger_gives(
-    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    db: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch,
+    timezone: str,
+    windows: list[tuple[datetime, datetime]],
 ) -> None:
-    await db.execute(text("UPDATE workspaces SET timezone = 'Asia/Shanghai' WHERE id = :ws"), {"ws": tenant.id})
+    await db.execute(text("UPDATE workspaces SET timezone = :tz WHERE id = :ws"), {"tz": timezone, "ws": tenant.id})
     member = await _movements(client, tenant, db, monkeypatch)
     members = list(await db.scalars(text("SELECT customer_id FROM loyalty_accounts WHERE workspace_id = :ws LIMIT 2"),
                                     {"ws": tenant.id}))  # fmt: skip
@@ -143,7 +159,7 @@ async def test_the_daily_figures_give_the_report_the_ledger_gives(
         if folded:
             assert await loyalty_jobs.compact_figures(_job_sessions(db)) > 0
             assert await db.scalar(APPENDED_SQL, {"ws": tenant.id}) == 0
-        for since, until in WINDOWS:
+        for since, until in windows:
             from_ledger = await _report(db, tenant, since, until, daily=False)
             assert from_ledger == await _report(db, tenant, since, until, daily=None), (folded, since, until)
         assert await db.scalar(MISMATCHES_SQL, {"ws": tenant.id}) == 0

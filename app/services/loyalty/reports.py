@@ -1,11 +1,12 @@
 """The loyalty report: what the program owes now, the points moved and the level moves per month,
 members per level, and the referral funnel; one statement, aggregated in PostgreSQL, over the
 customers the caller may see. For a caller who sees every customer the points moved come from the
-daily figures the ledger's triggers keep (whole local days) plus the entries of the period's partial
-days; a caller limited to its own or its team's customers gets them from those customers' entries."""
+daily figures the ledger's triggers keep, less the entries of the first and last days outside the
+period; a caller limited to its own or its team's customers gets them from those customers' entries."""
 
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from sqlalchemy import text
@@ -16,14 +17,16 @@ from app.core.access import Caller
 from app.services.customers.visibility import effective_visibility, visible_customer_ids_sql
 from app.services.identity import workspaces
 from app.services.loyalty import programs, referrals
-from app.services.service_desk import service_reports
 
 _MONTH = "to_char({at} AT TIME ZONE :tz, 'YYYY-MM')"
+ONE_DAY = timedelta(days=1)
 
 
 # The entries of the period as (month, kind, entries, points): read one by one, or, with `daily`,
-# whole local days from the figures the ledger's triggers keep (migration 0037) and only the partial
-# days at the ends of the period from the ledger.
+# from the figures the ledger's triggers keep (migration 0037) for every local day the period
+# touches, less the entries of its first and last days that fall outside it (an index probe when the
+# period ends now). The figures are written in the transactions of their entries, so one snapshot
+# sees both or neither.
 LIVE_ENTRIES = """
     SELECT {month} AS month, kind, 1 AS entries, points FROM loyalty_entries
     WHERE workspace_id = :ws AND created_at >= :since AND created_at < :until {scope}
@@ -32,16 +35,36 @@ DAILY_ENTRIES = """
     SELECT to_char(day, 'YYYY-MM') AS month, kind, entries, points FROM loyalty_day_figures
     WHERE workspace_id = :ws AND day >= :first_day AND day < :end_day
     UNION ALL
-    SELECT {month}, kind, 1, points FROM loyalty_entries
-    WHERE workspace_id = :ws AND ((created_at >= :since AND created_at < :days_from)
-                                  OR (created_at >= :days_until AND created_at < :until))
+    SELECT {month}, kind, -1, -points FROM loyalty_entries
+    WHERE workspace_id = :ws AND ((created_at >= :days_from AND created_at < :since)
+                                  OR (created_at >= :until AND created_at < :days_until))
 """
+
+
+def days_touched(since: datetime, until: datetime, timezone: str) -> dict[str, Any]:
+    """The local days [first_day, end_day) that [since, until) touches, and the instants
+    [days_from, days_until) they span."""
+    zone = ZoneInfo(timezone)
+    first_day, last_day = since.astimezone(zone).date(), until.astimezone(zone).date()
+    # A period ending at a midnight does not touch the day that starts there. Compared as instants:
+    # where clocks go back over midnight a day has two, and it starts at the first.
+    end_day = last_day if until.astimezone(UTC) == _midnight(last_day, timezone).astimezone(UTC) else last_day + ONE_DAY
+    return {
+        "first_day": first_day,
+        "end_day": end_day,
+        "days_from": _midnight(first_day, timezone),
+        "days_until": _midnight(end_day, timezone),
+    }
+
+
+def _midnight(day: date, timezone: str) -> datetime:
+    return datetime.combine(day, time(), tzinfo=ZoneInfo(timezone))
 
 
 def report_sql(visible: str | None, *, daily: bool = False) -> str:
     """The report's statement; `visible` a SELECT of the customer ids the caller sees, None for all.
-    `daily` reads whole days from the daily figures: those count every member of the workspace, so
-    only with `visible` None."""
+    `daily` reads the daily figures: those count every member of the workspace, so only with
+    `visible` None."""
 
     def only(expression: str) -> str:
         return f"AND {expression} IN ({visible})" if visible else ""
@@ -147,7 +170,7 @@ async def loyalty_report(
         daily = visible is None
     if daily and visible is None:
         statement = REPORT_DAILY
-        params |= service_reports.whole_day_params(since, until, timezone)
+        params |= days_touched(since, until, timezone)
     else:
         statement = text(report_sql(visible))
     liability, months, per_level, funnel = (await session.execute(statement, params)).one()

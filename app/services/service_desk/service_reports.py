@@ -145,17 +145,6 @@ def whole_days(since: datetime, until: datetime, timezone: str) -> tuple[date, d
     return first, max(first, stop.date())
 
 
-def whole_day_params(since: datetime, until: datetime, timezone: str) -> dict[str, Any]:
-    """The bounds a report reading daily figures binds: the whole local days [first_day, end_day),
-    and the instants [days_from, days_until) they cover (both `until` when there is none), outside
-    which the period's ends are read live."""
-    first_day, end_day = whole_days(since, until, timezone)
-    days_from, days_until = (
-        (_midnight(first_day, timezone), _midnight(end_day, timezone)) if first_day < end_day else (until, until)
-    )
-    return {"first_day": first_day, "end_day": end_day, "days_from": days_from, "days_until": days_until}
-
-
 def _midnight(day: date, timezone: str) -> datetime:
     return datetime.combine(day, time(), tzinfo=ZoneInfo(timezone))
 
@@ -174,7 +163,11 @@ def report_statement(
         "days_7_before": until - timedelta(days=7),
     }
     if daily:
-        params |= whole_day_params(since, until, timezone)
+        first_day, end_day = whole_days(since, until, timezone)
+        days_from, days_until = (
+            (_midnight(first_day, timezone), _midnight(end_day, timezone)) if first_day < end_day else (until, until)
+        )
+        params |= {"first_day": first_day, "end_day": end_day, "days_from": days_from, "days_until": days_until}
         ticket_scope = answer_scope = ""
     else:
         params |= {"days_from": until, "days_until": until}
