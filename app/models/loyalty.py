@@ -199,7 +199,7 @@ class LoyaltyRedemptionLot(Base):
     points: Mapped[int] = mapped_column(BigInteger)
 
 
-# The loyalty report's daily movements, written only by the triggers of migration 0037 (appended
+# The loyalty report's daily movements, written only by the triggers of migration 0038 (appended
 # signed rows, folded by guanxi_compact_loyalty_figures()); no key, so a table, not a mapped class.
 loyalty_day_figures = Table(
     "loyalty_day_figures",

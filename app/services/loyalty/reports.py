@@ -23,7 +23,7 @@ ONE_DAY = timedelta(days=1)
 
 
 # The entries of the period as (month, kind, entries, points): read one by one, or, with `daily`,
-# from the figures the ledger's triggers keep (migration 0037) for every local day the period
+# from the figures the ledger's triggers keep (migration 0038) for every local day the period
 # touches, less the entries of its first and last days that fall outside it (an index probe when the
 # period ends now). The figures are written in the transactions of their entries, so one snapshot
 # sees both or neither.

@@ -3,7 +3,7 @@ statement triggers on loyalty_entries, folded by guanxi_compact_loyalty_figures(
 when the workspace's zone changes, for the loyalty report
 
 Revision ID: 7c3f1a9e5d62
-Revises: 5e2c7a9d1b40
+Revises: 5c7e2a9d4b11
 Create Date: 2026-12-08 04:30:00
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "7c3f1a9e5d62"
-down_revision: str | None = "5e2c7a9d1b40"
+down_revision: str | None = "5c7e2a9d4b11"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
