@@ -545,6 +545,34 @@ async def _drive_loyalty(paths: Paths, customer_id: str) -> None:
 
     await paths.run("referral and its reward", {"referral.created", "referral.qualified", "referral.rewarded"}, refer)
 
+    async def sell() -> None:
+        stages = [
+            {"code": "qualify", "name": "资格确认", "probability": 10},
+            {"code": "won", "name": "赢单", "probability": 100, "kind": "won"},
+            {"code": "lost", "name": "丢单", "probability": 0, "kind": "lost", "lost_reason_required": True},
+        ]
+        pipeline = await paths.call("POST", "/pipelines", 201, json={"name": "新业务", "stages": stages})
+        deal = {
+            "customer_id": customer_id,
+            "pipeline_id": pipeline["id"],
+            "title": "团购",
+            "amount": "10",
+            "currency": "CNY",
+        }
+        won = await paths.call("POST", "/opportunities", 201, json=deal)
+        won = await paths.call("PATCH", f"/opportunities/{won['id']}", 200, json={"amount": "12.50"},
+                               headers={"If-Match": "*"})  # fmt: skip
+        await paths.call(
+            "POST", f"/opportunities/{won['id']}/move", 200, json={"stage": "won"}, headers={"If-Match": "*"}
+        )
+        lost = await paths.call("POST", "/opportunities", 201, json=deal)
+        close = {"stage": "lost", "lost_reason": "预算"}
+        await paths.call("POST", f"/opportunities/{lost['id']}/move", 200, json=close, headers={"If-Match": "*"})
+        await paths.call("DELETE", f"/opportunities/{lost['id']}", 204, headers={"If-Match": "*"})
+
+    opportunity_events = {"created", "updated", "stage_changed", "won", "lost", "deleted"}
+    await paths.run("opportunities", {f"opportunity.{e}" for e in opportunity_events}, sell)
+
 
 async def _drive_outreach(paths: Paths, database_url: str, customer_id: str) -> None:
     """Messages sent by the worker, a receipt, a refusal, and a reply that unsubscribes."""

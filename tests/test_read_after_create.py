@@ -152,6 +152,10 @@ async def test_every_201_in_the_document_names_a_location_that_reads_what_it_cre
     )
     offer = {"customer_id": customer, "name": "新客礼", "kind": "discount_amount", "value": "20", "reason": "新客"}
     await create("/api/v1/vouchers", offer)
+    stages = [{"code": "qualify", "name": "资格确认", "probability": 10}]
+    pipeline = await create("/api/v1/pipelines", {"name": "新业务", "stages": stages})
+    deal = {"customer_id": customer, "pipeline_id": pipeline["id"], "title": "团购", "amount": "10", "currency": "CNY"}
+    await create("/api/v1/opportunities", deal)
 
     assert set(answers) == _created_201s(app)
     # Their responses hold a secret stored only hashed, which a stored replay would keep in clear.

@@ -23,6 +23,7 @@ Probe = Callable[[Ids, str], tuple[str, str, dict[str, Any]]]
 
 # Filters narrow a list: an id that matches nothing gives an empty page, as it does in a query string.
 FILTERS = {"OrderFilters.customer_id", "OrderSearch.customer_id"}
+FILTERS |= {f"OpportunityFilters.{name}" for name in ("pipeline_id", "customer_id", "owner_id")}
 
 
 def _reference_fields() -> set[str]:
@@ -175,6 +176,10 @@ PROBES: dict[str, Probe] = {
         "/vouchers/redeem",
         {"code": ids["voucher_code"], "order_id": v},
     ),
+    "OpportunityIn.customer_id": lambda ids, v: ("POST", "/opportunities", _deal(ids, customer_id=v)),
+    "OpportunityIn.pipeline_id": lambda ids, v: ("POST", "/opportunities", _deal(ids, pipeline_id=v)),
+    "OpportunityIn.owner_id": lambda ids, v: ("POST", "/opportunities", _deal(ids, owner_id=v)),
+    "OpportunityPatch.owner_id": lambda ids, v: ("PATCH", f"/opportunities/{ids['opportunity']}", {"owner_id": v}),
     "PreviewIn.customer_id": lambda ids, v: (
         "POST",
         f"/message-templates/{ids['template']}/preview",
@@ -185,6 +190,11 @@ PROBES: dict[str, Probe] = {
 
 def _rule(action: dict[str, Any]) -> dict[str, Any]:
     return {"name": f"r{uuid.uuid4().hex[:6]}", "trigger": {"kind": "date", "date": "birthday"}, "actions": [action]}
+
+
+def _deal(ids: Ids, **fields: str) -> dict[str, Any]:
+    body = {"customer_id": ids["customer"], "pipeline_id": ids["pipeline"], "title": "团购", "amount": "1"}
+    return {**body, "currency": "CNY", **fields}
 
 
 def _message(ids: Ids, **fields: str) -> dict[str, Any]:
@@ -228,6 +238,9 @@ async def _records(client: httpx.AsyncClient, tenant: Tenant) -> Ids:
     voucher = {"customer_id": ids["customer"], "name": "新客礼", "kind": "gift", "reason": "新客"}
     issued = await client.post("/api/v1/vouchers", json=voucher, headers=tenant.headers())
     ids["voucher_code"] = str(issued.json()["code"])
+    stages = [{"code": "qualify", "name": "资格确认", "probability": 10}]
+    ids["pipeline"] = await _made(client, tenant, "/pipelines", {"name": "新业务", "stages": stages})
+    ids["opportunity"] = await _made(client, tenant, "/opportunities", _deal(ids))
     return ids
 
 
@@ -251,6 +264,7 @@ async def test_an_unknown_or_foreign_id_in_any_reference_field_is_refused_naming
         "channel_id": foreign["channel"],
         "template_id": foreign["template"],
         "endpoint_id": foreign["endpoint"],
+        "pipeline_id": foreign["pipeline"],
     }
     failures = []
     for name, probe in PROBES.items():

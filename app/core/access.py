@@ -37,6 +37,8 @@ class Scope(StrEnum):
     AUTOMATION_WRITE = "automation:write"
     # The loyalty program and levels, points adjusted by hand, level reviews run now.
     LOYALTY_ADMIN = "loyalty:admin"
+    # Sales pipelines and their stages: how every salesperson's deals are staged and weighted.
+    PIPELINES_ADMIN = "pipelines:admin"
 
 
 class Role(StrEnum):
@@ -67,6 +69,7 @@ ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
             Scope.MESSAGES_SEND,
             Scope.AUTOMATION_WRITE,
             Scope.LOYALTY_ADMIN,
+            Scope.PIPELINES_ADMIN,
         }
     ),
     Role.SALES: frozenset(

@@ -27,6 +27,7 @@ from app.models.outbox import OutboxEvent
 from app.models.outreach import Channel, Message, Suppression
 from app.models.referral import Referral
 from app.models.relation import CustomerRelation
+from app.models.sales import Opportunity, OpportunityStageChange, Pipeline, PipelineStage
 from app.models.segment import Segment, SegmentMember, SegmentSize
 from app.models.stored_file import StoredFile, StoredFileChunk
 from app.models.ticket import (
@@ -85,10 +86,14 @@ __all__ = [
     "Message",
     "MessageTemplate",
     "MessageTemplateRevision",
+    "Opportunity",
+    "OpportunityStageChange",
     "Order",
     "OrderFulfilmentChange",
     "OrderLine",
     "OutboxEvent",
+    "Pipeline",
+    "PipelineStage",
     "Referral",
     "Segment",
     "SegmentMember",

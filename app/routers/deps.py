@@ -109,6 +109,7 @@ OutreachAdmin = Annotated[Caller, _caller(Scope.OUTREACH_ADMIN)]
 MessagesSend = Annotated[Caller, _caller(Scope.MESSAGES_SEND)]
 AutomationWrite = Annotated[Caller, _caller(Scope.AUTOMATION_WRITE)]
 LoyaltyAdmin = Annotated[Caller, _caller(Scope.LOYALTY_ADMIN)]
+PipelinesAdmin = Annotated[Caller, _caller(Scope.PIPELINES_ADMIN)]
 
 # Versions start at 1.
 NO_VERSION = 0

@@ -172,3 +172,10 @@ class Problem(BaseModel):
     suppression_id: str | None = Field(default=None, description="On a 409 `suppressed`: the suppression entry.")
     available: int | None = Field(default=None, description="On a 409 `not-enough-points`: the points available.")
     cap: dict[str, int] | None = Field(default=None, description="On a 409 `frequency_capped`: `count` per `hours`.")
+    allowed_with_reopen: list[str] | None = Field(
+        default=None, description="On a 409 move of a won or lost opportunity: the stages open to `reopen: true`."
+    )
+    stages_in_use: list[str] | None = Field(
+        default=None, description="On a 409 pipeline change: the stages opportunities stand in."
+    )
+    opportunities: int | None = Field(default=None, description="On a 409 pipeline delete: its live opportunities.")

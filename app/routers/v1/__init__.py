@@ -19,7 +19,9 @@ from app.routers.v1 import (
     loyalty,
     message_templates,
     messages,
+    opportunities,
     orders,
+    pipelines,
     plans,
     referrals,
     relations,
@@ -38,6 +40,7 @@ for module in (
     customers, auth, segments, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
     api_keys, events, webhooks, imports, exports, audit, relations, message_templates, channels, messages,
     suppressions, channel_callbacks, automation_rules, loyalty, rewards, referrals,
+    pipelines, opportunities,
 ):  # fmt: skip
     router.include_router(module.router)
 router.include_router(rewards.voucher_router)

@@ -16,6 +16,7 @@ from app.schemas.interaction import InteractionOut, TaskOut
 from app.schemas.order import FulfilmentStatus, OrderOut
 from app.schemas.outreach import ConsentChanged, MessageEvent, MessageReplied
 from app.schemas.relation import RelationKind
+from app.schemas.sales import OpportunityChanged, OpportunityMoved, OpportunityOut, OpportunityRef
 from app.schemas.ticket import TicketOut
 
 
@@ -255,6 +256,16 @@ CATALOGUE: tuple[EventType, ...] = (
         "An order's fulfilment status or tracking reference changed.",
         FulfilmentChanged,
     ),
+    EventType("opportunity.created", "An opportunity (a sales deal) was opened.", OpportunityOut),
+    EventType(
+        "opportunity.updated",
+        "An opportunity's title, amount, close date, owner or source changed.",
+        OpportunityChanged,
+    ),
+    EventType("opportunity.stage_changed", "An opportunity moved to another stage of its pipeline.", OpportunityMoved),
+    EventType("opportunity.won", "An opportunity moved to a won stage.", OpportunityMoved),
+    EventType("opportunity.lost", "An opportunity moved to a lost stage.", OpportunityMoved),
+    EventType("opportunity.deleted", "An opportunity was soft-deleted.", OpportunityRef),
     EventType("tier.changed", "A customer moved to another value tier.", TierChanged),
     EventType("lifecycle.stage_changed", "A customer moved to another lifecycle stage.", StageChanged),
     EventType("segment.member_added", "A customer joined a dynamic segment at a refresh.", SegmentMembership),

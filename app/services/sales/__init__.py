@@ -1,0 +1,1 @@
+"""Sales: pipelines and their stages, opportunities and their moves, the board."""
