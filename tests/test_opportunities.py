@@ -160,6 +160,10 @@ async def test_opportunity_crud_list_and_search(client: httpx.AsyncClient, tenan
         headers=tenant.headers() | {"If-Match": '"1"'},
     )
     assert patched.status_code == 200 and patched.json()["amount"] == "15000.00" and patched.json()["version"] == 2
+    same = await client.patch(
+        created.headers["Location"], json={"amount": "15000.0"}, headers=tenant.headers() | {"If-Match": '"2"'}
+    )
+    assert same.status_code == 200 and same.json()["version"] == 2
     second = await _opportunity(client, tenant, customer, pipeline["id"], title="办公室绿植租赁", amount="300")
 
     async def listed(query: str) -> list[str]:

@@ -18,7 +18,7 @@ from app.core.ids import new_id
 from app.core.jsonable import to_jsonable
 from app.core.pagination import SortKey, keyset_page
 from app.core.versions import check_version
-from app.core.wire import currency_places
+from app.core.wire import currency_places, money_text
 from app.models import Customer, CustomerStage, Opportunity, OpportunityStageChange, PipelineStage, User
 from app.schemas.sales import MoveIn, OpportunityFilters, OpportunityIn, OpportunityPatch
 from app.services.customers.visibility import through_customer, visible_customer_clauses
@@ -251,7 +251,10 @@ _EDITABLE = ("title", "amount", "currency", "expected_close_date", "owner_id", "
 
 
 def _editable(opportunity: Opportunity) -> dict[str, Any]:
-    return {name: to_jsonable(getattr(opportunity, name)) for name in _EDITABLE}
+    """The fields a PATCH sets, as compared and audited: the amount in its currency's decimals, so
+    `"1000"` over a stored 1000.0000 is no change."""
+    values = {name: to_jsonable(getattr(opportunity, name)) for name in _EDITABLE}
+    return values | {"amount": money_text(opportunity.amount, opportunity.currency)}
 
 
 async def update(
