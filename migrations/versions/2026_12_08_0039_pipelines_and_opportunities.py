@@ -2,7 +2,7 @@
 opportunities and their stage history
 
 Revision ID: 64ae8985d62e
-Revises: 5c7e2a9d4b11
+Revises: 7c3f1a9e5d62
 Create Date: 2026-12-08 04:33:53.085788
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "64ae8985d62e"
-down_revision: str | None = "5c7e2a9d4b11"
+down_revision: str | None = "7c3f1a9e5d62"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
