@@ -10,6 +10,7 @@ from app.models.customer_value import CustomerValue, TierChange, ValueModel, Val
 from app.models.idempotency import IdempotencyRecord
 from app.models.import_job import ExportJob, ImportJob, ImportRowError
 from app.models.interaction import FollowUpPlan, Interaction, Task
+from app.models.lead_scoring import CustomerLeadScore, LeadScoringRules
 from app.models.lifecycle import CustomerStage, LifecycleRules, LifecycleStage, StageHistory
 from app.models.loyalty import (
     LoyaltyAccount,
@@ -60,6 +61,7 @@ __all__ = [
     "Customer",
     "CustomerCodeCounter",
     "CustomerIdentity",
+    "CustomerLeadScore",
     "CustomerMerge",
     "CustomerRelation",
     "CustomerStage",
@@ -71,6 +73,7 @@ __all__ = [
     "ImportRowError",
     "IntakeForm",
     "Interaction",
+    "LeadScoringRules",
     "LifecycleRules",
     "LifecycleStage",
     "LoyaltyAccount",

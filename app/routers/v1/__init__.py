@@ -15,6 +15,7 @@ from app.routers.v1 import (
     exports,
     imports,
     interactions,
+    lead_scoring,
     lifecycle,
     loyalty,
     message_templates,
@@ -40,7 +41,7 @@ for module in (
     customers, auth, segments, custom_fields, orders, value, lifecycle, interactions, plans, tickets, users,
     api_keys, events, webhooks, imports, exports, audit, relations, message_templates, channels, messages,
     suppressions, channel_callbacks, automation_rules, loyalty, rewards, referrals,
-    pipelines, opportunities,
+    pipelines, opportunities, lead_scoring,
 ):  # fmt: skip
     router.include_router(module.router)
 router.include_router(rewards.voucher_router)

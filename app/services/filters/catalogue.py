@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.access import Caller
 from app.models import (
     Customer,
+    CustomerLeadScore,
     CustomerStage,
     CustomerValue,
     Interaction,
@@ -144,6 +145,15 @@ def _member(column: Any) -> Any:
     )
 
 
+LEAD_SCORE_FIELD = "lead_score"
+# A customer without a row has a score of 0 (`app/services/segments/lead_scoring.py`).
+LEAD_SCORE: Any = func.coalesce(
+    select(CustomerLeadScore.score)
+    .where(CustomerLeadScore.workspace_id == Customer.workspace_id, CustomerLeadScore.customer_id == Customer.id)
+    .scalar_subquery(),
+    0,
+)
+
 EXPIRY_WINDOWS = (7, 30, 90)
 
 
@@ -252,6 +262,7 @@ FIELDS: dict[str, Field] = {
             )
             for days in EXPIRY_WINDOWS
         ),
+        Field(LEAD_SCORE_FIELD, "integer", "Lead score", "sales", "customer", LEAD_SCORE),
         Field("lifecycle.stage", "string", "Lifecycle stage", "lifecycle", "stage", CustomerStage.stage),
         Field(
             "lifecycle.stage_age_days",
