@@ -282,3 +282,24 @@ async def test_contacts_of_deleted_interactions_do_not_hold_the_score_up(
     await segment_jobs.score_leads(_job_sessions(db), now=now, parallel=1)
     # The live contact is 35 days old: three half-lives, 25 / 8 = 3.
     assert (await _scores(db, tenant))[customer] == 3
+
+
+async def test_the_customer_list_sorts_by_score_page_by_page(
+    client: httpx.AsyncClient, tenant: Tenant, db: AsyncSession
+) -> None:
+    ids = await _mixed_customers(client, tenant, db)
+    await _save(client, tenant, DOCUMENT, 0)
+    await segment_jobs.score_leads(_job_sessions(db), now=clock.now(), parallel=1)
+    order: list[str] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"sort": "-lead_score", "limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = await client.get("/api/v1/customers", params=params, headers=tenant.headers())
+        assert page.status_code == 200, page.text
+        order += [item["id"] for item in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert order == [ids["C"], ids["A"], ids["B"], ids["D"]]
+    ascending = await client.get("/api/v1/customers", params={"sort": "lead_score"}, headers=tenant.headers())
+    assert [item["id"] for item in ascending.json()["items"]] == [ids["D"], ids["B"], ids["A"], ids["C"]]

@@ -378,6 +378,7 @@ async def test_the_families_register_their_jobs_under_the_names_every_worker_ver
         ("scheduler.ticket_figures", "* * * * *"),
         ("scheduler.value_recomputes", "* * * * *"),
         ("scheduler.segment_refreshes", "* * * * *"),
+        ("scheduler.lead_scores", "* * * * *"),
         ("scheduler.interrupted_bulk_jobs", "* * * * *"),
         ("scheduler.expired_files", "17 * * * *"),
         ("automation.schedules", "* * * * *"),
@@ -392,6 +393,7 @@ async def test_the_families_register_their_jobs_under_the_names_every_worker_ver
         ("imports and exports", None),
         ("customer value", None),
         ("segment refresh", None),
+        ("lead scores", None),
         ("automation events", automation.SWEEP_SECONDS),
     ]
 

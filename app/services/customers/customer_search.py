@@ -45,13 +45,27 @@ from app.services.customers.visibility import (
     visible_customer_clauses,
     visible_customer_template,
 )
+from app.services.filters.catalogue import LEAD_SCORE, LEAD_SCORE_FIELD
 
-SortKey = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name", "code", "-code"]
+SortKey = Literal[
+    "created_at",
+    "-created_at",
+    "updated_at",
+    "-updated_at",
+    "name",
+    "-name",
+    "code",
+    "-code",
+    "lead_score",
+    "-lead_score",
+]
 SORT_COLUMNS: dict[str, Any] = {
     "created_at": Customer.created_at,
     "updated_at": Customer.updated_at,
     "name": Customer.name,
     "code": Customer.code,
+    # Not a column of the customer: selected beside the customer's columns for the page's cursor.
+    LEAD_SCORE_FIELD: LEAD_SCORE,
 }
 _SORT_TYPES: dict[str, type] = {name: column.type.python_type for name, column in SORT_COLUMNS.items()}
 # Below this many characters a query has no trigram to use: without a pair of Chinese characters for
@@ -165,7 +179,10 @@ def _list_statement(shape: _ListShape) -> PreparedStatement:
         after = tuple_(bindparam("after_value", type_=column.type), bindparam("after_id", type_=Customer.id.type))
         clauses.append(key < after if descending else key > after)
     order = (column.desc(), Customer.id.desc()) if descending else (column.asc(), Customer.id.asc())
-    statement = select(*CUSTOMER_COLUMNS).where(*clauses).order_by(*order).limit(bindparam("limit"))
+    selected = [*CUSTOMER_COLUMNS]
+    if shape.sort.lstrip("-") == LEAD_SCORE_FIELD:
+        selected.append(column.label(LEAD_SCORE_FIELD))
+    statement = select(*selected).where(*clauses).order_by(*order).limit(bindparam("limit"))
     prepared = _LIST_STATEMENTS[shape] = PreparedStatement(statement)
     return prepared
 

@@ -5,7 +5,7 @@ Served at GET /api/v1/segments/fields so front-ends can build a rule editor."""
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from sqlalchemy import ColumnElement, extract, func, select
+from sqlalchemy import ColumnElement, Integer, extract, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller
@@ -151,7 +151,8 @@ LEAD_SCORE: Any = func.coalesce(
     select(CustomerLeadScore.score)
     .where(CustomerLeadScore.workspace_id == Customer.workspace_id, CustomerLeadScore.customer_id == Customer.id)
     .scalar_subquery(),
-    0,
+    # Written into the SQL: the customer list's compiled statements take no parameter for it.
+    literal_column("0", Integer),
 )
 
 EXPIRY_WINDOWS = (7, 30, 90)

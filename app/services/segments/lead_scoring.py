@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, Select, and_, case, cast, extract, func, literal, select, update
+from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -111,7 +112,7 @@ def present(row: LeadScoringRules) -> dict[str, Any]:
 
 async def score_statement(
     session: AsyncSession, ctx: Caller, document: dict[str, Any], *, ids: IdRange, now: datetime
-) -> Any:
+) -> Insert:
     """One statement for the live customers with ids in [lo, hi) (a null bound open): each one's
     score, and an upsert of those whose score differs from the stored one (no row is 0)."""
     lo, hi = ids
