@@ -24,6 +24,7 @@ Results also go to bench/results/lead-scoring-<UTC timestamp>.json. Flags meant 
 import argparse
 import asyncio
 import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -38,7 +39,6 @@ from value_seed import (
     ValueData,
     add_size_arguments,
     configure_environment,
-    inline_params,
     median,
     now_utc,
     order_plan,
@@ -46,6 +46,7 @@ from value_seed import (
     print_header,
     run_psql,
     settle,
+    sql_literal,
     vacuum_analyze,
     verdict,
     wait_for_quiet_machine,
@@ -116,7 +117,15 @@ async def floor_sql(sessions: async_sessionmaker[AsyncSession], data: ValueData,
         )
     dialect = postgresql.dialect(paramstyle="named")  # type: ignore[no-untyped-call]
     compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    return inline_params(str(compiled), compiled.params)
+    params = compiled.params
+
+    def literal(match: re.Match[str]) -> str:
+        if match.group(1) not in params:
+            raise BenchError(f"no value for :{match.group(1)}")
+        return sql_literal(params[match.group(1)])
+
+    # value_seed.inline_params would read `:x::type` as `:x` minus its last letter: SQLAlchemy writes such casts.
+    return re.sub(r"(?<![:\w]):(\w+)", literal, str(compiled))
 
 
 async def floor_pass(data: ValueData, sql: str, conn: asyncpg.Connection) -> dict[str, Any]:
