@@ -53,5 +53,5 @@ class LeadScoringOut(BaseModel):
     half_life_days: int
     version: int = Field(description="The ETag; 0 while the workspace never saved its rules.")
     updated_at: datetime | None
-    scored_at: datetime | None = Field(description="When the scores were last recomputed over every customer.")
+    scored_at: datetime | None = Field(description="When the last recompute over every customer started.")
     recompute_pending: bool = Field(description="A save's recompute has not run yet.")
