@@ -2,6 +2,7 @@
 hand-computed values, decay by whole half-lives, the score as a filter field, a re-run that changes
 nothing, and bad input that changes nothing."""
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -303,3 +304,22 @@ async def test_the_customer_list_sorts_by_score_page_by_page(
     assert order == [ids["C"], ids["A"], ids["B"], ids["D"]]
     ascending = await client.get("/api/v1/customers", params={"sort": "lead_score"}, headers=tenant.headers())
     assert [item["id"] for item in ascending.json()["items"]] == [ids["D"], ids["B"], ids["A"], ids["C"]]
+
+
+async def test_concurrent_first_saves_have_exactly_one_winner(
+    live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    responses = await asyncio.gather(
+        *(
+            live_client.put(
+                "/api/v1/lead-scoring",
+                json={**DOCUMENT, "half_life_days": days},
+                headers=_if_match(live_tenant, 0),
+            )
+            for days in range(1, 6)
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [200, 412, 412, 412, 412]
+    read = await live_client.get("/api/v1/lead-scoring", headers=live_tenant.headers())
+    winner = next(r.json() for r in responses if r.status_code == 200)
+    assert read.json()["version"] == 1 and read.json()["half_life_days"] == winner["half_life_days"]

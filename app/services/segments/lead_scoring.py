@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core import clock
+from app.core import clock, scoped
 from app.core.access import Caller, system_caller
 from app.core.errors import ValidationFailed
 from app.core.jsonable import to_jsonable
@@ -61,6 +61,8 @@ async def put_rules(
         loc: list[str | int] = ["body", "rules", index, "filter"]
         _refuse_the_score_itself(rule.filter, loc)
         await compile_filter(session, ctx, rule.filter, loc=loc)
+    # Two first saves at once would both insert the row: the second waits, then finds version 1.
+    await scoped.one_at_a_time(session, ctx, "lead_scoring_rules")
     stored = await _stored(session, ctx, lock=True)
     check_version(stored.version, expected_version, what="lead scoring rules")
     new = data.model_dump(mode="json")
