@@ -184,7 +184,14 @@ async def score_statement(
     changed: Select[Any] = (
         select(literal(ws), scored.c.customer_id, scored.c.score, literal(now))
         .select_from(
-            scored.outerjoin(stored, and_(stored.c.workspace_id == ws, stored.c.customer_id == scored.c.customer_id))
+            scored.outerjoin(
+                stored,
+                and_(
+                    stored.c.workspace_id == ws,
+                    stored.c.customer_id == scored.c.customer_id,
+                    *in_range(stored.c.customer_id),
+                ),
+            )
         )
         .where(func.coalesce(stored.c.score, 0) != scored.c.score)
     )
