@@ -1,7 +1,7 @@
 """lead scoring: the workspace's rules document and the customers' scores
 
 Revision ID: 7b3d9e1f2a64
-Revises: 5c7e2a9d4b11
+Revises: 64ae8985d62e
 Create Date: 2026-12-08 04:45:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "7b3d9e1f2a64"
-down_revision: str | None = "5c7e2a9d4b11"
+down_revision: str | None = "64ae8985d62e"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
