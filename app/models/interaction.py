@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKeyConstraint, Index, Integer, String, Text, text
+from sqlalchemy import Boolean, CheckConstraint, ForeignKeyConstraint, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, TenantKey
@@ -30,6 +30,14 @@ class Interaction(TenantKey, Base):
             unique=True,
             postgresql_where=text("external_id IS NOT NULL"),
         ),
+        # The writer refuses these with a 422; the database holds the same line for any other path.
+        CheckConstraint(
+            "(checked_in_at IS NULL AND checked_out_at IS NULL) OR channel = 'visit'", name="visit_times_on_visits"
+        ),
+        CheckConstraint(
+            "checked_out_at IS NULL OR (checked_in_at IS NOT NULL AND checked_out_at >= checked_in_at)",
+            name="check_out_after_check_in",
+        ),
     )
 
     customer_id: Mapped[uuid.UUID]
@@ -46,6 +54,10 @@ class Interaction(TenantKey, Base):
     attachments: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     source: Mapped[str] = mapped_column(String(64), server_default="api")
     external_id: Mapped[str | None] = mapped_column(String(128))
+    # {latitude, longitude, accuracy_m, address}: where a visit (or any contact) took place.
+    location: Mapped[dict[str, Any] | None]
+    checked_in_at: Mapped[datetime | None]
+    checked_out_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]

@@ -22,6 +22,19 @@ class Attachment(InputModel):
     name: ShortText
 
 
+class Location(InputModel):
+    """Where a contact took place, as the phone reported it (WGS 84)."""
+
+    latitude: float = Field(ge=-90, le=90, allow_inf_nan=False, examples=[31.2304])
+    longitude: float = Field(ge=-180, le=180, allow_inf_nan=False, examples=[121.4737])
+    accuracy_m: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False, examples=[12.5])
+    address: MediumText | None = Field(default=None, examples=["上海市黄浦区南京东路 1 号"])
+
+
+_CHECKED_IN = "A visit's arrival (channel `visit` only)."
+_CHECKED_OUT = "A visit's departure, not before its arrival (channel `visit` only); null while the visit is open."
+
+
 class Participants(InputModel):
     users: list[uuid.UUID] = Field(default_factory=list, max_length=20)
     contacts: list[ShortText] = Field(default_factory=list, max_length=20)
@@ -42,6 +55,9 @@ class InteractionIn(InputModel):
     attachments: list[Attachment] = Field(default_factory=list, max_length=20)
     source: Label = Field(default="api", description="The system that logged it.")
     external_id: ExternalId | None = Field(default=None, description="Its id there: imports are idempotent by it.")
+    location: Location | None = None
+    checked_in_at: Timestamp | None = Field(default=None, description=_CHECKED_IN)
+    checked_out_at: Timestamp | None = Field(default=None, description=_CHECKED_OUT)
 
 
 class InteractionPatch(InputModel):
@@ -53,6 +69,18 @@ class InteractionPatch(InputModel):
     content: LongText | None = None
     outcome: Label | None = None
     next_step: Name | None = None
+    location: Location | None = None
+    checked_in_at: Timestamp | None = Field(default=None, description=_CHECKED_IN)
+    checked_out_at: Timestamp | None = Field(
+        default=None, description="Check out of an open visit: its departure, not before its arrival."
+    )
+
+
+class LocationOut(BaseModel):
+    latitude: float
+    longitude: float
+    accuracy_m: float | None
+    address: str | None
 
 
 class ParticipantsOut(BaseModel):
@@ -81,6 +109,9 @@ class InteractionOut(BaseModel):
     attachments: list[AttachmentOut]
     source: str
     external_id: str | None
+    location: LocationOut | None
+    checked_in_at: datetime | None
+    checked_out_at: datetime | None
     created_at: datetime
     updated_at: datetime
     version: int

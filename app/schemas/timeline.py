@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from app.schemas.common import ActorType, MoneyOut, Page
-from app.schemas.interaction import Channel, Direction, TaskKind
+from app.schemas.interaction import Channel, Direction, LocationOut, TaskKind
 from app.schemas.order import OrderStatus
 from app.schemas.ticket import TicketPriority, TicketStatus, TicketType
 
@@ -18,6 +18,9 @@ class InteractionData(BaseModel):
     subject: str | None
     outcome: str | None
     user_id: uuid.UUID | None
+    location: LocationOut | None
+    checked_in_at: datetime | None
+    checked_out_at: datetime | None
 
 
 class TaskDoneData(BaseModel):

@@ -19,12 +19,14 @@ from app.services.identity import workspaces
 
 # Each source: one indexed, limited branch of a single UNION ALL.
 SOURCES: dict[str, str] = {
-    "interaction": """
+    "interaction": f"""
         SELECT i.occurred_at AS at, i.id, 'interaction' AS type,
                jsonb_build_object('channel', i.channel, 'direction', i.direction, 'subject', i.subject,
-                                  'outcome', i.outcome, 'user_id', i.user_id) AS data
+                                  'outcome', i.outcome, 'user_id', i.user_id, 'location', i.location,
+                                  'checked_in_at', {utc_text_sql("i.checked_in_at")},
+                                  'checked_out_at', {utc_text_sql("i.checked_out_at")}) AS data
         FROM interactions i
-        WHERE i.workspace_id = :ws AND i.customer_id = :customer_id AND i.deleted_at IS NULL {after_i}
+        WHERE i.workspace_id = :ws AND i.customer_id = :customer_id AND i.deleted_at IS NULL {{after_i}}
         ORDER BY i.occurred_at DESC, i.id DESC LIMIT :limit""",
     "task_done": """
         SELECT t.completed_at AS at, t.id, 'task_done' AS type,

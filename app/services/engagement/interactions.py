@@ -18,13 +18,15 @@ from app.core.masking import mask_for
 from app.core.pagination import SortKey, keyset_page
 from app.core.versions import check_version
 from app.models import Interaction, User, Workspace
-from app.schemas.interaction import InteractionIn, InteractionPatch
+from app.schemas.interaction import InteractionIn, InteractionPatch, Location
 from app.services.customers.visibility import require_visible, through_customer
 from app.services.events import audit, outbox
 from app.services.events.event_catalogue import data_model
 from app.services.events.payloads import Field, Payload, column, timestamp
 
 FIELDS = ("channel", "direction", "occurred_at", "duration_seconds", "subject", "content", "outcome", "next_step")
+VISIT_FIELDS = ("location", "checked_in_at", "checked_out_at")
+VISIT = "visit"
 
 
 async def _visible_customer(session: AsyncSession, ctx: Caller, customer_id: uuid.UUID) -> None:
@@ -44,6 +46,25 @@ def check_outcome(outcome: str, allowed: list[str], loc: list[str | int]) -> Non
         raise ValidationFailed(f"Unknown outcome '{outcome}'; this workspace uses {allowed}.", loc=loc)
 
 
+def check_visit(
+    channel: str, checked_in_at: datetime | None, checked_out_at: datetime | None, loc: list[str | int]
+) -> None:
+    """Check-in and check-out times belong to visits; a check-out follows a check-in, never before it."""
+    for name, at in (("checked_in_at", checked_in_at), ("checked_out_at", checked_out_at)):
+        if at is not None and channel != VISIT:
+            raise ValidationFailed(f"Only a visit has {name}; this contact's channel is '{channel}'.", loc=[*loc, name])
+    if checked_out_at is None:
+        return
+    if checked_in_at is None:
+        raise ValidationFailed("A check-out needs a check-in.", loc=[*loc, "checked_out_at"])
+    if checked_out_at < checked_in_at:
+        raise ValidationFailed("A check-out cannot come before the check-in.", loc=[*loc, "checked_out_at"])
+
+
+def _location(location: Location | None) -> dict[str, Any] | None:
+    return None if location is None else location.model_dump(mode="json")
+
+
 async def _check_user(session: AsyncSession, ctx: Caller, user_id: uuid.UUID, loc: list[str | int]) -> None:
     found = await session.scalar(select(User.id).where(User.workspace_id == ctx.workspace_id, User.id == user_id))
     if found is None:
@@ -51,9 +72,10 @@ async def _check_user(session: AsyncSession, ctx: Caller, user_id: uuid.UUID, lo
 
 
 async def log(session: AsyncSession, ctx: Caller, data: InteractionIn) -> tuple[Interaction, bool]:
-    """Record a contact; with an external id, the same contact pushed again changes nothing.
-    Returns (interaction, created)."""
+    """Record a contact (a visit with where and when the salesperson checked in and out); with an
+    external id, the same contact pushed again changes nothing. Returns (interaction, created)."""
     await _visible_customer(session, ctx, data.customer_id)
+    check_visit(data.channel, data.checked_in_at, data.checked_out_at, ["body"])
     await _check_outcome(session, ctx, data.outcome, ["body", "outcome"])
     user_id = data.user_id or ctx.user_id
     if data.user_id is not None:
@@ -78,6 +100,9 @@ async def log(session: AsyncSession, ctx: Caller, data: InteractionIn) -> tuple[
         "attachments": {"items": [to_jsonable(a.model_dump(mode="json")) for a in data.attachments]},
         "source": data.source,
         "external_id": data.external_id,
+        "location": _location(data.location),
+        "checked_in_at": data.checked_in_at,
+        "checked_out_at": data.checked_out_at,
         "created_at": now,
         "updated_at": now,
         "version": 1,
@@ -112,21 +137,29 @@ async def get(session: AsyncSession, ctx: Caller, interaction_id: uuid.UUID, *, 
 async def update(
     session: AsyncSession, ctx: Caller, interaction_id: uuid.UUID, patch: InteractionPatch, *, expected_version: int
 ) -> Interaction:
+    """Change a contact, checking out of an open visit included; the contact as changed is checked as
+    a whole, as a new one is."""
     interaction = await get(session, ctx, interaction_id, lock=True)
     check_version(interaction.version, expected_version, what="interaction")
-    if "outcome" in patch.model_fields_set:
+    given = patch.model_fields_set
+    for name in ("channel", "direction", "occurred_at"):
+        if name in given and getattr(patch, name) is None:
+            raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
+    if "outcome" in given:
         await _check_outcome(session, ctx, patch.outcome, ["body", "outcome"])
+    after = {name: getattr(patch, name) if name in given else getattr(interaction, name) for name in FIELDS}
+    after |= {name: getattr(patch, name) if name in given else getattr(interaction, name) for name in VISIT_FIELDS}
+    if "location" in given:
+        after["location"] = _location(patch.location)
+    check_visit(after["channel"], after["checked_in_at"], after["checked_out_at"], ["body"])
     changes: audit.Changes = {}
-    for name in FIELDS:
-        if name in patch.model_fields_set and getattr(patch, name) != getattr(interaction, name):
-            if name in ("channel", "direction", "occurred_at") and getattr(patch, name) is None:
-                raise ValidationFailed(f"{name} cannot be null.", loc=["body", name])
-            changes[name] = {
-                "before": to_jsonable(getattr(interaction, name)),
-                "after": to_jsonable(getattr(patch, name)),
-            }
-            setattr(interaction, name, getattr(patch, name))
+    for name in (*FIELDS, *VISIT_FIELDS):
+        if after[name] != getattr(interaction, name):
+            changes[name] = {"before": to_jsonable(getattr(interaction, name)), "after": to_jsonable(after[name])}
+            setattr(interaction, name, after[name])
     audit.record_update(session, ctx, interaction, entity_type="interaction", changes=changes)
+    if changes:
+        outbox.emit(session, ctx, "interaction.updated", event_data(interaction) | {"changed_fields": list(changes)})
     return interaction
 
 
@@ -136,6 +169,13 @@ async def delete(session: AsyncSession, ctx: Caller, interaction_id: uuid.UUID, 
     interaction.deleted_at = clock.now()
     interaction.version += 1
     audit.record(session, ctx, entity_type="interaction", entity_id=interaction.id, action="deleted", changes={})
+    # The tombstone a syncing app removes its copy by.
+    outbox.emit(
+        session,
+        ctx,
+        "interaction.deleted",
+        {"id": str(interaction.id), "customer_id": str(interaction.customer_id), "version": interaction.version},
+    )
 
 
 async def list_interactions(
@@ -199,6 +239,9 @@ def present(interaction: Interaction, ctx: Caller) -> dict[str, Any]:
         "attachments": interaction.attachments.get("items", []),
         "source": interaction.source,
         "external_id": interaction.external_id,
+        "location": interaction.location,
+        "checked_in_at": interaction.checked_in_at,
+        "checked_out_at": interaction.checked_out_at,
         "created_at": interaction.created_at,
         "updated_at": interaction.updated_at,
         "version": interaction.version,
@@ -227,6 +270,9 @@ EVENT: Payload[Interaction] = Payload(
         ),
         column("source"),
         column("external_id"),
+        column("location"),
+        timestamp("checked_in_at"),
+        timestamp("checked_out_at"),
         timestamp("created_at"),
         timestamp("updated_at"),
         column("version"),

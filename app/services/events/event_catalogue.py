@@ -24,6 +24,18 @@ class CustomerChanged(CustomerOut):
     changed_fields: list[str] = Field(description="The fields that changed.", examples=[["name", "tags"]])
 
 
+class InteractionChanged(InteractionOut):
+    changed_fields: list[str] = Field(description="The fields that changed.", examples=[["checked_out_at", "outcome"]])
+
+
+class InteractionRemoved(BaseModel):
+    """A soft-deleted contact: the tombstone a syncing app removes its copy by."""
+
+    id: str
+    customer_id: str
+    version: int = Field(description="The contact's version at its deletion.")
+
+
 class OrderChanged(OrderOut):
     changed_fields: list[str] = Field(description="The fields that changed.", examples=[["status", "lines"]])
 
@@ -238,6 +250,10 @@ CATALOGUE: tuple[EventType, ...] = (
     ),
     EventType("customer.relation_removed", "A relation between two customers was removed.", CustomerRelation),
     EventType("interaction.created", "A contact with a customer was logged.", InteractionOut),
+    EventType(
+        "interaction.updated", "A logged contact changed (a visit checked out, an outcome set...).", InteractionChanged
+    ),
+    EventType("interaction.deleted", "A logged contact was deleted.", InteractionRemoved),
     EventType("task.created", "A task was added by hand.", TaskOut),
     EventType("task.completed", "A task was completed.", TaskOut),
     EventType("ticket.created", "A ticket was opened.", TicketOut),
