@@ -210,6 +210,24 @@ async def _drive_every_path(
         lambda: paths.call("POST", "/interactions/import", 207, json={"items": [{**contact, "external_id": "C-1"}]}),
     )
 
+    async def visit_check_out_and_delete() -> None:
+        visit = {
+            **contact,
+            "channel": "visit",
+            "location": {"latitude": 31.2304, "longitude": 121.4737, "accuracy_m": 8, "address": "南京东路 1 号"},
+            "checked_in_at": now.isoformat(),
+        }
+        logged = await paths.call("POST", "/interactions", 201, json=visit)
+        out = {"checked_out_at": (now + timedelta(minutes=40)).isoformat()}
+        await paths.call("PATCH", f"/interactions/{logged['id']}", 200, json=out, headers=if_match)
+        await paths.call("DELETE", f"/interactions/{logged['id']}", 204, headers={"If-Match": '"2"'})
+
+    await paths.run(
+        "visit check-out and delete",
+        {"interaction.created", "interaction.updated", "interaction.deleted"},
+        visit_check_out_and_delete,
+    )
+
     async def tasks() -> None:
         task = await paths.call(
             "POST", "/tasks", 201, json={"customer_id": a, "title": "回电", "due_at": now.isoformat()}
