@@ -142,7 +142,10 @@ async def test_the_batch_import_takes_visits_and_refuses_bad_ones_alone(
 async def _settled(client: httpx.AsyncClient, tenant: Tenant, expected: int) -> None:
     """Events show once every older transaction in the cluster has ended: wait for ours."""
     async with asyncio.timeout(15):
-        while len((await client.get("/api/v1/events?limit=100", headers=tenant.headers())).json()["items"]) < expected:
+        while True:
+            page = await client.get("/api/v1/events", params={"limit": 100}, headers=tenant.headers())
+            if len(page.json()["items"]) >= expected:
+                return
             await asyncio.sleep(0.1)
 
 

@@ -347,3 +347,82 @@ async def test_cancelling_stops_after_the_current_batch_and_keeps_what_was_commi
     job = await import_jobs.process(app.state.job_sessions, pool, live_tenant.id, job_id)
     assert job.status == "cancelled" and (job.rows_read, job.created) == (2, 2)
     assert [i.external_id for i in await _interactions(app, live_tenant)] == ["K-0", "K-1"]
+
+
+VISITS = MAPPING | {
+    "纬度": "latitude",
+    "经度": "longitude",
+    "精度": "location_accuracy_m",
+    "地址": "location_address",
+    "签到": "checked_in_at",
+    "签退": "checked_out_at",
+}
+
+
+def _visit_row(**cells: str) -> str:
+    return ",".join(cells.get(field, "") for field in VISITS.values())
+
+
+async def test_visits_come_in_by_file_with_the_api_rules_and_an_upsert_checks_out(
+    app: FastAPI, pool: asyncpg.Pool, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    customer = await _customer(live_client, live_tenant)
+    visit = {
+        "customer_code": customer["code"],
+        "channel": "visit",
+        "direction": "outbound",
+        "occurred_at": "2026-03-01 10:00",
+        "source": "app",
+        "latitude": "31.2304",
+        "longitude": "121.4737",
+        "location_address": "南京东路 1 号",
+        "checked_in_at": "2026-03-01 10:00",
+    }
+    rows = [
+        _visit_row(**visit, external_id="V-1", location_accuracy_m="8", checked_out_at="2026-03-01 11:30"),
+        _visit_row(**visit, external_id="V-2"),
+        _visit_row(**{**visit, "latitude": "95"}, external_id="V-3"),
+        _visit_row(**visit, external_id="V-4", checked_out_at="2026-03-01 09:00"),
+        _visit_row(**{**visit, "channel": "phone"}, external_id="V-5"),
+    ]
+    content = ("\n".join([",".join(VISITS), *rows]) + "\n").encode()
+    job_id, progress = await _import(app, pool, live_client, live_tenant, "v.csv", content, mapping=VISITS)
+    assert progress == {"rows_read": 5, "created": 2, "updated": 0, "skipped": 0, "failed": 3}
+    assert await _errors(live_client, live_tenant, job_id) == [
+        ["4", "纬度", "Input should be less than or equal to 90"],
+        ["5", "签退", "A check-out cannot come before the check-in."],
+        ["6", "签到", "Only a visit has checked_in_at; this contact's channel is 'phone'."],
+    ]
+    first, second = await _interactions(app, live_tenant)
+    assert first.location == {"latitude": 31.2304, "longitude": 121.4737, "accuracy_m": 8, "address": "南京东路 1 号"}
+    assert first.checked_in_at.isoformat() == "2026-03-01T02:00:00+00:00"
+    assert first.checked_out_at is not None and first.checked_out_at.isoformat() == "2026-03-01T03:30:00+00:00"
+    assert second.checked_out_at is None
+    # An upsert checks out of the open visit (with the event a PATCH emits) and cannot make a
+    # checked-in visit a call.
+    later = [
+        _visit_row(**visit, external_id="V-2", checked_out_at="2026-03-01 12:00"),
+        _visit_row(customer_code=customer["code"], channel="phone", direction="outbound",
+                   occurred_at="2026-03-01 10:00", source="app", external_id="V-1"),
+    ]  # fmt: skip
+    content = ("\n".join([",".join(VISITS), *later]) + "\n").encode()
+    job_id, progress = await _import(
+        app, pool, live_client, live_tenant, "w.csv", content, mapping=VISITS, mode="upsert"
+    )
+    assert progress == {"rows_read": 2, "created": 0, "updated": 1, "skipped": 0, "failed": 1}
+    assert await _errors(live_client, live_tenant, job_id) == [
+        ["3", "渠道", "a visit with check-in times stays a visit"]
+    ]
+    first, second = await _interactions(app, live_tenant)
+    assert (first.channel, first.version) == ("visit", 1)
+    assert second.checked_out_at is not None and second.checked_out_at.isoformat() == "2026-03-01T04:00:00+00:00"
+    async with app.state.sessions() as session:
+        updated = (
+            await session.scalars(
+                select(OutboxEvent).where(
+                    OutboxEvent.workspace_id == live_tenant.id, OutboxEvent.type == "interaction.updated"
+                )
+            )
+        ).one()
+    assert updated.data["id"] == str(second.id) and updated.data["changed_fields"] == ["checked_out_at"]
+    assert updated.data["checked_out_at"] == "2026-03-01T04:00:00Z" and updated.data["version"] == 2

@@ -3,8 +3,11 @@ idempotent by (source, external_id) as POST /interactions/import is.
 
 Rows are checked with the API's own schema and the workspace's outcomes, copied into a staging
 table and merged set-based: new contacts are inserted with their `interaction.created` events; in
-upsert mode a stored contact is updated where a value differs, with the audit entry a PATCH
-writes (a PATCH emits no event, so neither does this)."""
+upsert mode a stored contact is updated where a value differs, with the audit entry and the
+`interaction.updated` event a PATCH writes. A visit's columns (`latitude`, `longitude`,
+`location_accuracy_m`, `location_address`, `checked_in_at`, `checked_out_at`) follow the API's rules;
+an upsert that would leave a stored visit breaking them (a checked-in visit made a call) is refused
+for its row."""
 
 import uuid
 from typing import Any
@@ -29,8 +32,14 @@ from app.services.events import audit, outbox
 from app.services.identity.users import email_key
 
 BATCH = 5000
-ROW_FIELDS = (*interactions.FIELDS, "source", "external_id")
-FIELDS = (*record_imports.CUSTOMER_KEYS, *ROW_FIELDS, "user_email")
+ROW_FIELDS = (*interactions.FIELDS, "source", "external_id", "checked_in_at", "checked_out_at")
+LOCATION_FIELDS = {
+    "latitude": "latitude",
+    "longitude": "longitude",
+    "location_accuracy_m": "accuracy_m",
+    "location_address": "address",
+}
+FIELDS = (*record_imports.CUSTOMER_KEYS, *ROW_FIELDS, *LOCATION_FIELDS, "user_email")
 REQUIRED = tuple(
     name for name, field in InteractionIn.model_fields.items() if field.is_required() and name != "customer_id"
 )
@@ -49,21 +58,45 @@ STAGE_COLUMNS = (
     ("next_step", "text"),
     ("source", "text"),
     ("external_id", "text"),
+    ("location", "jsonb"),
+    ("checked_in_at", "timestamptz"),
+    ("checked_out_at", "timestamptz"),
 )
 # What an upsert writes: the required fields always, the others only where the file has a value.
 _NEW_VALUES = {
-    name: f"m.{name}" if name in REQUIRED else f"coalesce(m.{name}, i.{name})" for name in interactions.FIELDS
+    name: f"m.{name}" if name in REQUIRED else f"coalesce(m.{name}, i.{name})"
+    for name in (*interactions.FIELDS, *interactions.VISIT_FIELDS)
 }
+# The rules of `interactions.check_visit`, over the contact as the upsert would leave it.
+_VISIT_HOLDS = (
+    f"(({_NEW_VALUES['checked_in_at']}) IS NULL AND ({_NEW_VALUES['checked_out_at']}) IS NULL "
+    f"OR m.channel = 'visit') AND (({_NEW_VALUES['checked_out_at']}) IS NULL "
+    f"OR ({_NEW_VALUES['checked_in_at']}) <= ({_NEW_VALUES['checked_out_at']}))"
+)
 _SET = ", ".join(f"{name} = {value}" for name, value in _NEW_VALUES.items())
 _DIFFERS = f"({', '.join(f'i.{name}' for name in _NEW_VALUES)}) IS DISTINCT FROM ({', '.join(_NEW_VALUES.values())})"
 _CHANGES = changes_sql(
-    (name, f"i.{name}", value, utc_text_sql if name == "occurred_at" else as_is) for name, value in _NEW_VALUES.items()
+    (name, f"i.{name}", value, utc_text_sql if name.endswith("_at") else as_is) for name, value in _NEW_VALUES.items()
 )
 
 _EVENTS = outbox.emit_rows_sql(
     f"(SELECT guanxi_uuid7() AS id, {interactions.EVENT.sql('c')} AS data FROM created c)",
     workspace_id=":ws",
     event_type="'interaction.created'",
+    at="CAST(:now AS timestamptz)",
+    actor="CAST(:actor AS jsonb)",
+)
+_UPDATED_EVENTS = outbox.emit_rows_sql(
+    f"""(
+    SELECT guanxi_uuid7() AS id,
+           {interactions.EVENT.sql("u")}
+           || jsonb_build_object('changed_fields', (SELECT jsonb_agg(k) FROM jsonb_object_keys({_CHANGES}) k)) AS data
+    FROM updated u
+    JOIN interactions i ON i.workspace_id = :ws AND i.id = u.id
+    JOIN matched m ON m.existing_id = u.id
+)""",
+    workspace_id=":ws",
+    event_type="'interaction.updated'",
     at="CAST(:now AS timestamptz)",
     actor="CAST(:actor AS jsonb)",
 )
@@ -88,10 +121,11 @@ WITH matched AS (
 created AS (
     INSERT INTO interactions (workspace_id, id, customer_id, user_id, channel, direction, occurred_at,
                               duration_seconds, participants, subject, content, outcome, next_step, attachments,
-                              source, external_id, created_at, updated_at, version)
+                              source, external_id, location, checked_in_at, checked_out_at, created_at, updated_at,
+                              version)
     SELECT :ws, guanxi_uuid7(), customer_id, user_id, channel, direction, occurred_at, duration_seconds,
            '{{"users": [], "contacts": []}}', subject, content, outcome, next_step, '{{"items": []}}', source,
-           external_id, :now, :now, 1
+           external_id, location, checked_in_at, checked_out_at, :now, :now, 1
     FROM matched WHERE existing_id IS NULL
     ON CONFLICT DO NOTHING
     RETURNING *
@@ -103,16 +137,23 @@ updated AS (
     UPDATE interactions i SET {_SET}, version = i.version + 1, updated_at = :now
     FROM matched m
     WHERE CAST(:mode AS text) = 'upsert' AND i.workspace_id = :ws AND i.id = m.existing_id AND NOT m.deleted
-      AND m.existing_customer_id = m.customer_id AND {_DIFFERS}
-    RETURNING i.id
+      AND m.existing_customer_id = m.customer_id AND {_DIFFERS} AND {_VISIT_HOLDS}
+    RETURNING i.*
 ),
 audited AS (
     -- `i` is read from the statement's snapshot: the values before the update.
     {_AUDITED}
+),
+updated_events AS (
+    {_UPDATED_EVENTS}
 )
 SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM updated),
        coalesce((SELECT array_agg(row_number ORDER BY row_number) FROM matched
-                 WHERE existing_id IS NOT NULL AND existing_customer_id <> customer_id), '{{}}')
+                 WHERE existing_id IS NOT NULL AND existing_customer_id <> customer_id), '{{}}'),
+       coalesce((SELECT array_agg(m.row_number ORDER BY m.row_number) FROM matched m
+                 JOIN interactions i ON i.workspace_id = :ws AND i.id = m.existing_id
+                 WHERE CAST(:mode AS text) = 'upsert' AND NOT m.deleted AND m.existing_customer_id = m.customer_id
+                   AND NOT ({_VISIT_HOLDS})), '{{}}')
 """
 )
 
@@ -180,7 +221,7 @@ class _Batch:
         self.job.failed += len({number for number, _, _ in rejected})
         if staged:
             await record_imports.stage(session, "interaction_import_stage", STAGE_COLUMNS, staged)
-            created, updated, elsewhere = (
+            created, updated, elsewhere, unvisited = (
                 await session.execute(
                     MERGE_SQL,
                     {
@@ -197,10 +238,14 @@ class _Batch:
                 (number, self.columns["external_id"], "this external_id is logged for another customer")
                 for number in elsewhere
             ]
+            rejected += [
+                (number, self.columns.get("channel", "channel"), "a visit with check-in times stays a visit")
+                for number in unvisited
+            ]
             self.job.created += created
             self.job.updated += updated
-            self.job.skipped += len(staged) - created - updated - len(elsewhere)
-            self.job.failed += len(elsewhere)
+            self.job.skipped += len(staged) - created - updated - len(elsewhere) - len(unvisited)
+            self.job.failed += len(elsewhere) + len(unvisited)
         await record_imports.record_problems(session, self.job, rejected)
         await session.commit()
 
@@ -213,21 +258,30 @@ class _Batch:
         if customer_id is not None:
             data["customer_id"] = customer_id
         data["user_id"] = self.ctx.user_id
-        if "occurred_at" in data:
-            data["occurred_at"] = record_imports.wall_clock(data["occurred_at"], self.zone)
+        for name in ("occurred_at", "checked_in_at", "checked_out_at"):
+            if name in data:
+                data[name] = record_imports.wall_clock(data[name], self.zone)
+        location = {key: values[name] for name, key in LOCATION_FIELDS.items() if name in values}
+        if location:
+            data["location"] = location
         if "user_email" in values:
             data["user_id"] = users.get(email_key(values["user_email"]))
             if data["user_id"] is None:
                 problems.append((number, self.columns["user_email"], "no user with this email in the workspace"))
 
+        by_key = {key: name for name, key in LOCATION_FIELDS.items()}
+
         def where(loc: Loc) -> tuple[int, str]:
             field = str(loc[0]) if loc else ""
+            if field == "location" and len(loc) > 1:
+                field = by_key.get(str(loc[1]), field)
             return number, self.columns.get(field, field)
 
         try:
             interaction = InteractionIn.model_validate(data)
             if interaction.outcome is not None:
                 interactions.check_outcome(interaction.outcome, self.outcomes, ["outcome"])
+            interactions.check_visit(interaction.channel, interaction.checked_in_at, interaction.checked_out_at, [])
         except (ValidationError, ValidationFailed) as exc:
             return None, problems + record_imports.schema_problems(record_imports.validation_errors(exc), where)
         if interaction.external_id is None and self.job.mode == "upsert":
@@ -256,6 +310,11 @@ class _Batch:
             interaction.next_step,
             interaction.source,
             interaction.external_id,
+            None
+            if interaction.location is None
+            else orjson.dumps(interaction.location.model_dump(mode="json")).decode(),
+            interaction.checked_in_at,
+            interaction.checked_out_at,
         ), []
 
 
