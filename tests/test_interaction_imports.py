@@ -395,7 +395,7 @@ async def test_visits_come_in_by_file_with_the_api_rules_and_an_upsert_checks_ou
     ]
     first, second = await _interactions(app, live_tenant)
     assert first.location == {"latitude": 31.2304, "longitude": 121.4737, "accuracy_m": 8, "address": "南京东路 1 号"}
-    assert first.checked_in_at.isoformat() == "2026-03-01T02:00:00+00:00"
+    assert first.checked_in_at is not None and first.checked_in_at.isoformat() == "2026-03-01T02:00:00+00:00"
     assert first.checked_out_at is not None and first.checked_out_at.isoformat() == "2026-03-01T03:30:00+00:00"
     assert second.checked_out_at is None
     # An upsert checks out of the open visit (with the event a PATCH emits) and cannot make a
