@@ -233,8 +233,14 @@ async def _drive_every_path(
             "POST", "/tasks", 201, json={"customer_id": a, "title": "回电", "due_at": now.isoformat()}
         )
         await paths.call("POST", f"/tasks/{task['id']}/complete", 200, json={})
+        other = await paths.call(
+            "POST", "/tasks", 201, json={"customer_id": a, "title": "上门", "due_at": now.isoformat()}
+        )
+        later = {"due_at": (now + timedelta(days=1)).isoformat()}
+        await paths.call("PATCH", f"/tasks/{other['id']}", 200, json=later, headers=if_match)
+        await paths.call("POST", f"/tasks/{other['id']}/cancel", 200)
 
-    await paths.run("task API", {"task.created", "task.completed"}, tasks)
+    await paths.run("task API", {"task.created", "task.completed", "task.updated", "task.cancelled"}, tasks)
 
     async def ticket_workflow() -> None:
         body = {"customer_id": a, "type": "complaint", "channel": "phone", "subject": "包装破损"}

@@ -164,7 +164,7 @@ async def _sync(
         cursor = page.json()["next_cursor"]
 
 
-async def test_a_salesperson_syncs_its_customers_visits_resumes_and_sees_deletions(
+async def test_a_salesperson_syncs_its_customers_visits_and_tasks_resumes_and_sees_deletions(
     live_client: httpx.AsyncClient, live_tenant: Tenant
 ) -> None:
     client, tenant = live_client, live_tenant
@@ -189,9 +189,27 @@ async def test_a_salesperson_syncs_its_customers_visits_resumes_and_sees_deletio
     out = {"checked_out_at": "2026-12-01T02:00:00Z"}
     assert (await client.patch(url, json=out, headers={**sales, "If-Match": '"1"'})).status_code == 200
     assert (await client.delete(url, headers={**sales, "If-Match": '"2"'})).status_code == 204
-    await _settled(client, tenant, 6)
+    task = await client.post(
+        "/api/v1/tasks",
+        json={"customer_id": mine, "title": "再次拜访", "due_at": "2026-12-03T01:00:00Z"},
+        headers=sales,
+    )
+    assert task.status_code == 201, task.text
+    task_url = f"/api/v1/tasks/{task.json()['id']}"
+    moved = await client.patch(task_url, json={"due_at": "2026-12-04T01:00:00Z"}, headers={**sales, "If-Match": '"1"'})
+    assert moved.status_code == 200, moved.text
+    assert (await client.post(f"{task_url}/cancel", headers=sales)).status_code == 200
+    await _settled(client, tenant, 9)
     later, cursor = await _sync(client, tenant, "sales", cursor)
-    assert [e["type"] for e in later] == ["interaction.updated", "interaction.deleted"]
+    assert [e["type"] for e in later] == [
+        "interaction.updated",
+        "interaction.deleted",
+        "task.created",
+        "task.updated",
+        "task.cancelled",
+    ]
+    assert later[3]["data"]["due_at"] == "2026-12-04T01:00:00Z" and later[3]["data"]["changed_fields"] == ["due_at"]
+    assert later[4]["data"]["status"] == "cancelled"
     assert later[0]["data"]["checked_out_at"] == "2026-12-01T02:00:00Z"
     assert later[0]["data"]["changed_fields"] == ["checked_out_at"]
     assert later[1]["data"] == {"id": visit.json()["id"], "customer_id": mine, "version": 3}

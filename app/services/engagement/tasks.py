@@ -95,6 +95,8 @@ async def update(
             changes[name] = {"before": to_jsonable(getattr(task, name)), "after": to_jsonable(value)}
             setattr(task, name, value)
     audit.record_update(session, ctx, task, entity_type="task", changes=changes)
+    if changes:
+        outbox.emit(session, ctx, "task.updated", event_data(task) | {"changed_fields": list(changes)})
     return task
 
 
@@ -130,6 +132,7 @@ async def cancel(session: AsyncSession, ctx: Caller, task_id: uuid.UUID) -> Task
     task.status = "cancelled"
     task.version += 1
     task.updated_at = clock.now()
+    outbox.emit(session, ctx, "task.cancelled", event_data(task))
     return task
 
 

@@ -36,6 +36,10 @@ class InteractionRemoved(BaseModel):
     version: int = Field(description="The contact's version at its deletion.")
 
 
+class TaskChanged(TaskOut):
+    changed_fields: list[str] = Field(description="The fields that changed.", examples=[["due_at", "assignee_id"]])
+
+
 class OrderChanged(OrderOut):
     changed_fields: list[str] = Field(description="The fields that changed.", examples=[["status", "lines"]])
 
@@ -256,6 +260,8 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("interaction.deleted", "A logged contact was deleted.", InteractionRemoved),
     EventType("task.created", "A task was added by hand.", TaskOut),
     EventType("task.completed", "A task was completed.", TaskOut),
+    EventType("task.updated", "An open task changed (rescheduled, reassigned...).", TaskChanged),
+    EventType("task.cancelled", "A task was cancelled.", TaskOut),
     EventType("ticket.created", "A ticket was opened.", TicketOut),
     EventType("ticket.status_changed", "A ticket moved in its workflow.", TicketMoved),
     EventType("ticket.resolved", "A ticket was resolved.", TicketMoved),
