@@ -63,7 +63,7 @@ SEED_SQL = [
        WHERE c.workspace_id = $1 AND u.n = abs(hashtext(c.id::text)) % $2""",
     """INSERT INTO outbox_events (workspace_id, id, type, occurred_at, actor, data, published_at, txid)
        SELECT $1, gen_random_uuid(), e.type, e.at, '{"type": "system", "id": null}'::jsonb, e.data, e.at,
-              $4 + (row_number() OVER (ORDER BY e.at, e.n, e.customer_id) - 1) / $5
+              $3 + (row_number() OVER (ORDER BY e.at, e.n, e.customer_id) - 1) / $4
        FROM (
            SELECT c.id AS customer_id, n, c.created_at + make_interval(days => n) AS at,
                   CASE WHEN n = 0 THEN 'customer.created' ELSE 'interaction.created' END AS type,
@@ -77,7 +77,7 @@ SEED_SQL = [
                       'checked_in_at', to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
                       'checked_out_at', NULL, 'version', 1)
                   END AS data
-           FROM customers c, generate_series(0, $3) n
+           FROM customers c, generate_series(0, $2) n
            WHERE c.workspace_id = $1
        ) e""",
 ]
@@ -131,7 +131,7 @@ async def seed(dsn: str, args: argparse.Namespace) -> tuple[uuid.UUID, uuid.UUID
             print(f"seeding {args.customers * (1 + args.visits):,} events", flush=True)
             async with conn.transaction():
                 for statement in SEED_SQL:
-                    if "$5" in statement:
+                    if "$4" in statement:
                         await conn.execute(statement, ws, args.visits, FIRST_TXID, EVENTS_PER_TRANSACTION)
                     elif "$2" in statement:
                         await conn.execute(statement, ws, args.salespeople)
