@@ -9,7 +9,7 @@ check-in/check-out times, in commit order (the events' transaction ids are seede
 ago). Seeded data is reused while the sizes match; --reseed forces it. Then, in one run:
 
   one salesperson syncs from scratch on `guanxi serve --no-demo --no-worker` with a bearer token:
-  every page of `GET /api/v1/changes?limit=100` to the end, following `next_cursor` (--rounds times);
+  every page of `GET /api/v1/changes?limit=100` to the empty one, following `next_cursor` (--rounds times);
   p50/p95/p99 per page. Floor: the feed's statement written raw (the same visibility rule and keyset)
   through asyncpg on one connection, walking the same pages; and the service/floor ratio.
 
@@ -173,9 +173,10 @@ def run_http(base_url: str, token: str, args: argparse.Namespace) -> tuple[list[
                     timings.append(elapsed)
                 body = response.json()
                 read += len(body["items"])
-                cursor = body["next_cursor"]
-                if cursor is None:
+                # The feed's last page carries a cursor too: an empty page is the end, as for the floor.
+                if not body["items"]:
                     break
+                cursor = body["next_cursor"]
     return timings, read
 
 
@@ -196,7 +197,7 @@ async def run_floor(dsn: str, ws: uuid.UUID, user: uuid.UUID, args: argparse.Nam
                     timings.append((time.perf_counter() - started) * 1000)
                 page = rows[:PAGE]
                 read += len(page)
-                if len(rows) <= PAGE:
+                if not page:
                     break
                 after = (page[-1]["txid"], page[-1]["id"])
         middle = await conn.fetchval(

@@ -36,7 +36,8 @@ async def _feed(client: httpx.AsyncClient, tenant: Tenant, who: str, **params: s
         assert response.status_code == 200, response.text
         items += response.json()["items"]
         cursor = response.json()["next_cursor"]
-        if cursor is None:
+        # The feed's last page carries a cursor to resume from: an empty page is the end.
+        if cursor is None or not response.json()["items"]:
             return items
 
 

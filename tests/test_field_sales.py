@@ -159,9 +159,12 @@ async def _sync(
         page = await client.get("/api/v1/changes", params=params, headers=tenant.headers(who))
         assert page.status_code == 200, page.text
         items += page.json()["items"]
-        if page.json()["next_cursor"] is None or not page.json()["items"]:
-            return items, page.json()["next_cursor"] or cursor
+        if not page.json()["items"]:
+            # Up to date; the empty page hands back the cursor it was given.
+            assert page.json()["next_cursor"] == cursor
+            return items, cursor
         cursor = page.json()["next_cursor"]
+        assert cursor is not None
 
 
 async def test_a_salesperson_syncs_its_customers_visits_and_tasks_resumes_and_sees_deletions(

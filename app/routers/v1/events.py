@@ -50,7 +50,8 @@ async def list_changes(
     """The event stream for apps (any caller with `customers:read`): committed events about a
     customer the caller may see now (customer, interaction, task, ticket, order, tier, stage and
     segment membership events), oldest first, masked as the caller's customer reads are. Poll with
-    `next_cursor`; an empty page means you are up to date."""
+    `next_cursor`, which the last page carries too: keep it and resume from it later; an empty page
+    means you are up to date."""
     items, next_cursor = await events.list_changes(session, ctx, limit=limit, cursor=cursor, types=_checked(type))
     return json_response({"items": items, "next_cursor": next_cursor})
 

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.access import Caller
 from app.core.masking import mask_for
-from app.core.pagination import SortKey, keyset_page
+from app.core.pagination import SortKey, encode_cursor, keyset_page
 from app.models import Customer, OutboxEvent
 from app.services.customers.visibility import visible_customer_clauses
 from app.services.events.webhook_delivery import envelope
@@ -67,7 +67,7 @@ async def list_changes(
     stmt = select(OutboxEvent).where(
         OutboxEvent.workspace_id == ctx.workspace_id, OutboxEvent.txid < _horizon(), visible
     )
-    return await _page(session, ctx, stmt, "changes", limit=limit, cursor=cursor, types=types)
+    return await _page(session, ctx, stmt, "changes", limit=limit, cursor=cursor, types=types, resumable=True)
 
 
 async def _page(
@@ -79,11 +79,16 @@ async def _page(
     limit: int,
     cursor: str | None,
     types: list[str],
+    resumable: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None]:
+    """`resumable`: the last page still has a cursor (after its last event, or the one given when it
+    is empty), so an app that read to the end resumes from there without reading anything twice."""
     if types and "*" not in types:
         exact = [t for t in types if not t.endswith(".*")]
         families = [t[:-1] for t in types if t.endswith(".*")]
         stmt = stmt.where(or_(OutboxEvent.type.in_(exact), *(OutboxEvent.type.startswith(f) for f in families)))
     keys = [SortKey(OutboxEvent.txid), SortKey(OutboxEvent.id)]
     rows, next_cursor = await keyset_page(session, stmt, keys, list_name=list_name, limit=limit, cursor=cursor)
+    if resumable and next_cursor is None:
+        next_cursor = encode_cursor(list_name, [rows[-1].txid, rows[-1].id]) if rows else cursor
     return [mask_for(ctx, envelope(row)) for row in rows], next_cursor
