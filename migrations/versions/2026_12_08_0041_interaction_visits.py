@@ -1,7 +1,7 @@
 """interaction visits: where a contact took place and a visit's check-in and check-out times
 
 Revision ID: 3f7a2c9e5d18
-Revises: 64ae8985d62e
+Revises: 7b3d9e1f2a64
 Create Date: 2026-12-08 04:40:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "3f7a2c9e5d18"
-down_revision: str | None = "64ae8985d62e"
+down_revision: str | None = "7b3d9e1f2a64"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
