@@ -134,6 +134,26 @@ async def _reward(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _created(client, tenant, "/rewards", body)
 
 
+async def _pipeline(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    stages = [
+        {"code": "qualify", "name": "资格确认", "probability": 10},
+        {"code": "proposal", "name": "方案报价", "probability": 40},
+        {"code": "won", "name": "赢单", "probability": 100, "kind": "won"},
+    ]
+    return await _created(client, tenant, "/pipelines", {"name": f"p-{uuid.uuid4().hex[:8]}", "stages": stages})
+
+
+async def _opportunity(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    body = {
+        "customer_id": await _customer(client, tenant),
+        "pipeline_id": await _pipeline(client, tenant),
+        "title": "年度茶礼团购",
+        "amount": "1000.00",
+        "currency": "CNY",
+    }
+    return await _created(client, tenant, "/opportunities", body)
+
+
 async def _saved_document(client: httpx.AsyncClient, tenant: Tenant, path: str, body: dict[str, Any]) -> str:
     """A versioned settings document saved once (version 1), as the race's If-Match names."""
     response = await client.put(f"/api/v1{path}", json=body, headers={**tenant.headers(), "If-Match": "*"})
@@ -147,6 +167,10 @@ async def _loyalty_program(client: httpx.AsyncClient, tenant: Tenant) -> str:
 
 async def _loyalty_levels(client: httpx.AsyncClient, tenant: Tenant) -> str:
     return await _saved_document(client, tenant, "/loyalty/levels", {"levels": []})
+
+
+async def _lead_scoring(client: httpx.AsyncClient, tenant: Tenant) -> str:
+    return await _saved_document(client, tenant, "/lead-scoring", {"rules": [], "half_life_days": 1})
 
 
 # Per path of the OpenAPI document: how to make the resource and a PATCH (or POST) body that changes
@@ -175,6 +199,12 @@ MAKERS: dict[str, tuple[Maker, Callable[[int], dict[str, Any]]]] = {
     "/api/v1/loyalty/program": (_loyalty_program, lambda i: {"earn_rate": str(i + 2)}),
     "/api/v1/loyalty/levels": (_loyalty_levels, lambda i: {"levels": [], "window_months": i + 20}),
     "/api/v1/rewards/{reward_id}": (_reward, lambda i: {"stock": i + 20}),
+    "/api/v1/pipelines/{pipeline_id}": (_pipeline, lambda i: {"name": f"n{i}"}),
+    "/api/v1/opportunities/{opportunity_id}": (_opportunity, lambda i: {"title": f"t{i}"}),
+    # Every move names the same stage: the first moves the deal, and the version it leaves is what
+    # each of the others' If-Match no longer names.
+    "/api/v1/opportunities/{opportunity_id}/move": (_opportunity, lambda i: {"stage": "proposal"}),
+    "/api/v1/lead-scoring": (_lead_scoring, lambda i: {"rules": [], "half_life_days": i + 2}),
 }
 
 
